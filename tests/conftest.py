@@ -1,0 +1,64 @@
+"""Shared fixtures: one tiny real model and one running app for the whole session."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+from tests.tiny_models import build_llama  # noqa: E402
+from webui.settings import PROJECT_ROOT, Settings  # noqa: E402
+
+TINY = "tiny-llama"
+
+
+@pytest.fixture(scope="session")
+def models_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    build_llama(root / TINY)
+    return root
+
+
+def make_settings(models_root, user_data, **overrides) -> Settings:
+    values = dict(
+        model=TINY, model_dir=models_root, user_data_dir=user_data,
+        presets_dir=PROJECT_ROOT / "presets", preset="Deterministic",
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+def runtime(models_root, tmp_path_factory):
+    from webui.runtime import build_runtime
+
+    return build_runtime(make_settings(models_root, tmp_path_factory.mktemp("user_data")))
+
+
+@pytest.fixture(scope="session")
+def engine(runtime):
+    return runtime.engine
+
+
+@pytest.fixture(scope="session")
+def tokenizer(runtime):
+    return runtime.models.current.tokenizer
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_url(runtime):
+    from webui.ui.app import launch
+
+    app, url = launch(runtime, block=False, port=free_port())
+    yield url
+    app.close()

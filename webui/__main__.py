@@ -1,0 +1,47 @@
+"""Entry point: flags -> settings -> runtime -> UI."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+# Privacy first: no analytics, no hub lookups, before gradio/transformers import.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from webui.cli import parse_flags
+    from webui.settings import SettingsError, build_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    flags, settings_path = parse_flags(argv)
+    try:
+        settings, warnings = build_settings(flags, settings_path)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not settings.is_loopback and not settings.gradio_auth:
+        if not settings.listen_without_auth:
+            print(
+                f"error: refusing to listen on {settings.host} without a password: anyone on "
+                "the network could use the app. Add --gradio-auth user:password "
+                "(or, on a trusted network only, --listen-without-auth).",
+                file=sys.stderr,
+            )
+            return 2
+        print("WARNING: serving beyond loopback with NO authentication.", file=sys.stderr)
+
+    from webui.runtime import build_runtime
+    from webui.ui.app import launch
+
+    runtime = build_runtime(settings, warnings=warnings)
+    launch(runtime, block=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Chat: turning a conversation into a prompt."""

@@ -1,0 +1,52 @@
+"""Command-line flags -> a dict of the values the user actually gave.
+
+Flag names follow Text Generation WebUI where it has one.  Every default is
+argparse.SUPPRESS so that a flag left out never hides a value from settings.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+S = argparse.SUPPRESS
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="webui",
+        description="A browser workbench for open-weights language models.",
+        argument_default=S,
+    )
+    m = p.add_argument_group("model")
+    m.add_argument("--model", help="model folder (inside --model-dir) to load at start")
+    m.add_argument("--model-dir", type=Path, help="folder holding the models (default: models/)")
+    m.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"], help="weights dtype")
+    m.add_argument("--bf16", action="store_const", const="bf16", dest="dtype", help="same as --dtype bf16")
+    m.add_argument("--cpu", action="store_true", help="use the CPU even if a GPU is present")
+    m.add_argument("--allow-pickle", action="store_true",
+                   help="allow pickle checkpoints (*.bin), which can run code when loaded")
+    m.add_argument("--trust-remote-code", action="store_true",
+                   help="run Python code shipped inside a model folder")
+    d = p.add_argument_group("data")
+    d.add_argument("--settings", type=Path, dest="settings_path",
+                   help="settings YAML (default: user_data/settings.yaml if present)")
+    d.add_argument("--user-data-dir", type=Path, help="folder for everything you create")
+    d.add_argument("--preset", help="sampling preset to start with")
+    n = p.add_argument_group("server")
+    n.add_argument("--listen", action="store_true", help="listen on all interfaces (needs --gradio-auth)")
+    n.add_argument("--listen-host", help="address to listen on (default 127.0.0.1)")
+    n.add_argument("--listen-port", type=int, help="port (default 7860)")
+    n.add_argument("--gradio-auth", help="user:pass[,user2:pass2] required to open the UI")
+    n.add_argument("--listen-without-auth", action="store_true",
+                   help="DANGEROUS: serve beyond loopback with no password (trusted networks only)")
+    n.add_argument("--max-queue", type=int, help="waiting requests before new ones are refused")
+    return p
+
+
+def parse_flags(argv: list[str] | None = None) -> tuple[dict[str, Any], Path | None]:
+    """Returns (settings overrides, explicit settings file or None)."""
+    values = vars(parser().parse_args(argv))
+    settings_path = values.pop("settings_path", None)
+    return values, settings_path

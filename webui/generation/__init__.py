@@ -1,0 +1,1 @@
+"""Prompt -> stream of text: decoding, stop strings, cancellation."""

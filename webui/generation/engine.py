@@ -1,0 +1,251 @@
+"""Prompt -> stream of text pieces.
+
+Each request runs `model.generate` in a worker thread while it holds the model lock
+(so concurrent requests never interleave), and hands text to the caller through a
+queue.  Per-request state (cancel token, sampling values, stop strings) lives in the
+request object, never in globals, so Stop in one browser tab ends only that tab's
+request: a StoppingCriteria checks the request's own token after every step.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from webui.generation.detok import IncrementalDecoder
+from webui.generation.stops import StopStringFilter
+from webui.loaders.base import LoadedModel
+from webui.model_manager import ModelBusy, ModelManager, NoModelLoaded
+from webui.presets import MAX_SEED, SamplingParams
+
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+class GenerationError(RuntimeError):
+    """Generation failed; the message is fit to show the user."""
+
+
+class CancelToken:
+    """Set once by Stop (or a closed connection); read by the decoding loop."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    params: SamplingParams = field(default_factory=SamplingParams)
+    cancel: CancelToken = field(default_factory=CancelToken)
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    prompt_tokens: int
+    new_tokens: int
+    seconds: float
+    finish_reason: FinishReason
+    seed: int
+    truncated_tokens: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        text = (
+            f"{self.new_tokens} tokens, {self.tokens_per_second:.1f} tokens/s, "
+            f"prompt {self.prompt_tokens} tokens, seed {self.seed}, {self.finish_reason}"
+        )
+        if self.truncated_tokens:
+            text += f" (oldest {self.truncated_tokens} prompt tokens dropped to fit the context)"
+        return text
+
+
+def fit_prompt(prompt_ids: list[int], max_new_tokens: int, context: int) -> tuple[list[int], int, int]:
+    """Stated policy for a prompt that does not fit the context window.
+
+    Half the context (or max_new_tokens, if smaller) stays free for the reply; the
+    oldest prompt tokens are dropped to make room.  Returns (ids, new-token budget,
+    dropped count).
+    """
+    reserve = max(1, min(max_new_tokens, context // 2))
+    dropped = max(0, len(prompt_ids) - (context - reserve))
+    kept = prompt_ids[dropped:]
+    return kept, min(max_new_tokens, context - len(kept)), dropped
+
+
+class _StopOnRequest(StoppingCriteria):
+    def __init__(self, should_stop):
+        self._should_stop = should_stop
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self._should_stop(), dtype=torch.bool, device=input_ids.device)
+
+
+class _TextStreamer:
+    """transformers streamer protocol (put/end): token ids in, visible text out."""
+
+    def __init__(self, decoder: IncrementalDecoder, stops: StopStringFilter, out: queue.Queue):
+        self._decoder = decoder
+        self._stops = stops
+        self._out = out
+        self._prompt_seen = False
+        self.new_tokens = 0
+        self.last_token: int | None = None
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:  # generate() first echoes the prompt
+            self._prompt_seen = True
+            return
+        for token_id in value.reshape(-1).tolist():
+            self.new_tokens += 1
+            self.last_token = token_id
+            self._emit(self._stops.feed(self._decoder.push(token_id)))
+
+    def end(self) -> None:
+        self._emit(self._stops.feed(self._decoder.flush()))
+        self._emit(self._stops.flush())
+
+    def _emit(self, text: str) -> None:
+        if text:
+            self._out.put(("text", text))
+
+
+class GenerationStream:
+    """Iterate to get text pieces as they are decoded; `stats` is set at the end.
+
+    Leaving the loop early (a closed browser tab, a dropped HTTP client) cancels the
+    request, so the model is freed within one decoding step.
+    """
+
+    def __init__(self, request: GenerationRequest):
+        self.request = request
+        self.stats: GenerationStats | None = None
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            while True:
+                kind, value = self._queue.get()
+                if kind == "text":
+                    yield value
+                elif kind == "error":
+                    raise GenerationError(value)
+                else:
+                    self.stats = value
+                    return
+        finally:
+            if self.stats is None:
+                self.request.cancel.cancel()
+
+    def text(self) -> str:
+        """Consume the whole stream and return the reply."""
+        return "".join(self)
+
+
+class GenerationEngine:
+    def __init__(self, manager: ModelManager, wait_timeout: float | None = None):
+        self.manager = manager
+        self.wait_timeout = wait_timeout
+
+    def generate(self, request: GenerationRequest) -> GenerationStream:
+        stream = GenerationStream(request)
+        worker = threading.Thread(target=self._run, args=(stream,), daemon=True, name="generate")
+        worker.start()
+        return stream
+
+    def _run(self, stream: GenerationStream) -> None:
+        out = stream._queue
+        try:
+            with self.manager.use(timeout=self.wait_timeout) as loaded:
+                out.put(("done", self._generate(loaded, stream.request, out)))
+        except (ModelBusy, NoModelLoaded) as exc:
+            out.put(("error", str(exc)))
+        except torch.OutOfMemoryError:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            out.put(("error", "out of memory while generating; try fewer tokens or a smaller model"))
+        except Exception as exc:  # the caller gets the error promptly, never a hang
+            out.put(("error", f"generation failed: {exc.__class__.__name__}: {exc}"))
+
+    def _generate(self, loaded: LoadedModel, request: GenerationRequest, out: queue.Queue) -> GenerationStats:
+        params = request.params
+        tokenizer = loaded.tokenizer
+        bos = tokenizer.bos_token
+        prompt_ids = tokenizer(
+            request.prompt, add_special_tokens=not (bos and request.prompt.startswith(bos))
+        )["input_ids"]
+        prompt_ids, max_new, dropped = fit_prompt(prompt_ids, params.max_new_tokens, loaded.context_length)
+        seed = params.seed if params.seed >= 0 else random.randint(0, MAX_SEED)
+        if request.cancel.cancelled or max_new <= 0:
+            return GenerationStats(len(prompt_ids), 0, 0.0, "cancelled", seed, dropped)
+
+        stops = StopStringFilter(params.stop)
+        streamer = _TextStreamer(IncrementalDecoder(tokenizer, prompt_ids), stops, out)
+        should_stop = lambda: request.cancel.cancelled or stops.stopped  # noqa: E731
+        input_ids = torch.tensor([prompt_ids], device=loaded.model.device)
+        torch.manual_seed(seed)  # safe: we hold the model lock, nobody else samples now
+        started = time.perf_counter()
+        loaded.model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            streamer=streamer,
+            stopping_criteria=StoppingCriteriaList([_StopOnRequest(should_stop)]),
+            pad_token_id=tokenizer.pad_token_id,
+            **sampling_kwargs(params, max_new),
+        )
+        seconds = time.perf_counter() - started
+        if stops.stopped or streamer.last_token in eos_ids(loaded):
+            reason: FinishReason = "stop"
+        elif request.cancel.cancelled:
+            reason = "cancelled"
+        else:
+            reason = "length"
+        return GenerationStats(len(prompt_ids), streamer.new_tokens, seconds, reason, seed, dropped)
+
+
+def eos_ids(loaded: LoadedModel) -> set[int]:
+    ids = loaded.model.generation_config.eos_token_id
+    ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+    if loaded.tokenizer.eos_token_id is not None:
+        ids.add(loaded.tokenizer.eos_token_id)
+    return ids
+
+
+def sampling_kwargs(params: SamplingParams, max_new_tokens: int) -> dict[str, Any]:
+    """SamplingParams -> generate() keyword arguments, every value explicit.
+
+    Values are always passed, never left to the model's generation_config, so what the
+    user sees in the Parameters tab is exactly what runs.
+    """
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "repetition_penalty": params.repetition_penalty,
+        "do_sample": not params.greedy,
+    }
+    if params.greedy:
+        kwargs.update(temperature=None, top_p=None, top_k=None, min_p=None)
+    else:
+        kwargs.update(
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k or None,
+            min_p=params.min_p or None,
+        )
+    return kwargs

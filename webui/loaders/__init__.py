@@ -1,0 +1,1 @@
+"""Loader backends: each turns a model folder into a LoadedModel."""

@@ -1,0 +1,147 @@
+"""Hugging Face Transformers loader: a folder with config.json and weights."""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import struct
+from pathlib import Path
+
+import torch
+
+from webui.loaders.base import LoadedModel, LoadError, LoadOptions
+
+log = logging.getLogger(__name__)
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse a truncated or corrupt safetensors file before anything loads it.
+
+    The format is an 8-byte little-endian header length, a JSON header giving each
+    tensor's byte range, then the data; a file shorter than its last range is truncated.
+    """
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            raw_len = handle.read(8)
+            if len(raw_len) < 8:
+                raise LoadError(f"{path.name} is empty or truncated")
+            (header_len,) = struct.unpack("<Q", raw_len)
+            if header_len > min(size - 8, 100 << 20):
+                raise LoadError(f"{path.name} has a corrupt header")
+            header = json.loads(handle.read(header_len))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise LoadError(f"{path.name} cannot be read as safetensors ({exc})") from exc
+    if not isinstance(header, dict):
+        raise LoadError(f"{path.name} has a corrupt header")
+    data_end = max(
+        (int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"),
+        default=0,
+    )
+    if 8 + header_len + data_end > size:
+        raise LoadError(f"{path.name} is truncated ({size} bytes, needs {8 + header_len + data_end})")
+
+
+def pick_device(requested: str) -> str:
+    if requested == "cpu":
+        return "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise LoadError("CUDA was asked for but no CUDA GPU is available (try --cpu)")
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(requested: str, device: str) -> torch.dtype | str:
+    if requested != "auto":
+        return TORCH_DTYPES[requested]
+    # On GPUs the checkpoint's own dtype (usually bf16) is best.  On CPUs fp32 is the
+    # safe choice: bf16/fp16 matmuls are emulated (slow) on CPUs without AMX/AVX512-BF16.
+    return "auto" if device == "cuda" else torch.float32
+
+
+class TransformersLoader:
+    name = "transformers"
+
+    def can_load(self, folder: Path) -> bool:
+        return (folder / "config.json").is_file()
+
+    def preflight(self, folder: Path, options: LoadOptions) -> None:
+        """Everything that can be checked without loading: fail fast, load nothing."""
+        if not (folder / "config.json").is_file():
+            raise LoadError(f"{folder.name}: no config.json, not a Transformers model folder")
+        safetensors = sorted(folder.glob("*.safetensors"))
+        pickles = [p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES]
+        if not safetensors:
+            if pickles and not options.allow_pickle:
+                raise LoadError(
+                    f"{folder.name} has only pickle weights ({pickles[0].name}), which can run "
+                    "code when loaded; convert it to safetensors or start with --allow-pickle"
+                )
+            if not pickles:
+                raise LoadError(f"{folder.name}: no weights found (*.safetensors)")
+        for path in safetensors:
+            check_safetensors(path)
+
+    def load(self, name: str, folder: Path, options: LoadOptions) -> LoadedModel:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.preflight(folder, options)
+        device = pick_device(options.device)
+        dtype = pick_dtype(options.dtype, device)
+        model = tokenizer = None
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(
+                folder, local_files_only=True, trust_remote_code=options.trust_remote_code
+            )
+            model = AutoModelForCausalLM.from_pretrained(
+                folder,
+                dtype=dtype,
+                device_map=device,
+                local_files_only=True,
+                use_safetensors=None if options.allow_pickle else True,
+                trust_remote_code=options.trust_remote_code,
+            )
+            model.eval()
+        except torch.OutOfMemoryError as exc:
+            del model, tokenizer
+            free_memory()
+            raise LoadError(f"{name}: out of memory while loading ({exc})") from exc
+        except Exception as exc:  # any library failure becomes a message, never a crash
+            del model, tokenizer
+            free_memory()
+            raise LoadError(f"{name}: {exc.__class__.__name__}: {exc}") from exc
+        if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return LoadedModel(
+            name=name,
+            loader=self.name,
+            model=model,
+            tokenizer=tokenizer,
+            device=str(model.device),
+            dtype=str(model.dtype).removeprefix("torch."),
+            context_length=context_length(model.config),
+            parameters=sum(p.numel() for p in model.parameters()),
+        )
+
+    def unload(self, loaded: LoadedModel) -> None:
+        loaded.model = None
+        loaded.tokenizer = None
+        free_memory()
+
+
+def context_length(config) -> int:
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for attr in ("max_position_embeddings", "n_positions", "seq_length"):
+        value = getattr(text_config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048
+
+
+def free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,98 @@
+"""Owns the loaded model: load, unload and swap, one at a time.
+
+One lock guards the model.  Generation holds it for the whole request and a load
+waits for it, so a model is never swapped under a running stream (HOSTILE.md 25).
+A swap loads the new model first and only then drops the old one: if the load fails,
+the previous model keeps serving (HOSTILE.md 24).  The price is briefly holding both
+in memory; a memory-tight "unload first" mode belongs with the Model-tab options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from webui.loaders.base import LoadedModel, LoadError, LoadOptions
+from webui.loaders.registry import LoaderRegistry
+from webui.paths import list_entries, pick
+from webui.settings import Dtype
+
+log = logging.getLogger(__name__)
+
+
+class ModelBusy(RuntimeError):
+    """The model is in use for longer than the caller was willing to wait."""
+
+
+class NoModelLoaded(RuntimeError):
+    pass
+
+
+class ModelManager:
+    def __init__(self, model_dir: Path, registry: LoaderRegistry, options: LoadOptions):
+        self.model_dir = model_dir
+        self.registry = registry
+        self.options = options
+        self._lock = threading.Lock()
+        self._current: LoadedModel | None = None
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._current
+
+    def available(self) -> dict[str, Path]:
+        """Model folders a loader recognises: the listing every request is checked against."""
+        return {
+            name: path
+            for name, path in list_entries(self.model_dir, dirs=True).items()
+            if self.registry.recognises(path)
+        }
+
+    def names(self) -> list[str]:
+        return sorted(self.available(), key=str.lower)
+
+    @contextmanager
+    def use(self, timeout: float | None = None) -> Iterator[LoadedModel]:
+        """Hold the model for one request; raise ModelBusy after `timeout` seconds."""
+        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise ModelBusy("the model is busy with another request")
+        try:
+            if self._current is None:
+                raise NoModelLoaded("no model is loaded; pick one in the Model tab")
+            yield self._current
+        finally:
+            self._lock.release()
+
+    def load(self, name: object, dtype: Dtype | None = None, timeout: float | None = None) -> LoadedModel:
+        """Load the listed model `name`; on failure the current model stays loaded."""
+        folder = pick(name, self.available(), "model")
+        options = self.options if dtype is None else dataclasses.replace(self.options, dtype=dtype)
+        loader = self.registry.for_folder(folder)
+        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise ModelBusy("a request is generating; try again when it ends")
+        try:
+            loaded = loader.load(folder.name, folder, options)
+            previous, self._current = self._current, loaded
+            if previous is not None:
+                self.registry.get(previous.loader).unload(previous)
+            log.info("loaded %s", loaded.describe())
+            return loaded
+        finally:
+            self._lock.release()
+
+    def unload(self, timeout: float | None = None) -> None:
+        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise ModelBusy("a request is generating; try again when it ends")
+        try:
+            previous, self._current = self._current, None
+            if previous is not None:
+                self.registry.get(previous.loader).unload(previous)
+        finally:
+            self._lock.release()
+
+
+__all__ = ["ModelManager", "ModelBusy", "NoModelLoaded", "LoadError"]

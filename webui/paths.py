@@ -1,0 +1,50 @@
+"""The one place where a name from a browser or API request becomes a path.
+
+Names are never joined onto a folder directly.  The server lists what exists, and a
+requested name is looked up in that listing; anything else is refused with the same
+message whether or not such a file exists (HOSTILE.md 1).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+# Plain names: letters, digits, space, dot, dash, underscore; no leading dot.
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9 ._\-]{0,127}$")
+
+
+class NameRefused(ValueError):
+    """A user-given name that is not in the server's own listing."""
+
+
+def is_plain_name(name: object) -> bool:
+    return isinstance(name, str) and bool(_PLAIN_NAME.match(name)) and ".." not in name
+
+
+def list_entries(folder: Path, *, suffixes: Iterable[str] = (), dirs: bool = False) -> dict[str, Path]:
+    """Map plain names to paths for what `folder` holds.
+
+    With `suffixes`, files with those suffixes are listed under their stem; with
+    `dirs`, sub-folders under their name.  Hidden and oddly named entries are skipped,
+    so they can never be chosen.
+    """
+    found: dict[str, Path] = {}
+    if not folder.is_dir():
+        return found
+    suffixes = tuple(suffixes)
+    for entry in sorted(folder.iterdir()):
+        if dirs and entry.is_dir() and is_plain_name(entry.name):
+            found[entry.name] = entry
+        elif suffixes and entry.is_file() and entry.suffix in suffixes and is_plain_name(entry.stem):
+            found[entry.stem] = entry
+    return found
+
+
+def pick(name: object, listing: Mapping[str, Path], what: str) -> Path:
+    """Return listing[name] for a listed plain name; refuse anything else."""
+    if is_plain_name(name) and name in listing:
+        return listing[name]  # type: ignore[index]
+    shown = name if isinstance(name, str) and is_plain_name(name) else "(invalid name)"
+    raise NameRefused(f"unknown {what}: {shown}")

@@ -1,0 +1,136 @@
+"""The Runtime: everything the app needs, built once at start and passed explicitly.
+
+UI and API code call the Runtime; the Runtime calls the engine; the engine calls the
+loader.  Nothing here is global: tests build as many Runtimes as they like.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from webui.chat.prompt import Message, render_chat_prompt
+from webui.generation.engine import (
+    CancelToken,
+    GenerationEngine,
+    GenerationError,
+    GenerationRequest,
+    GenerationStream,
+)
+from webui.loaders.base import LoadError, LoadOptions
+from webui.loaders.registry import LoaderRegistry, default_registry
+from webui.model_manager import ModelManager
+from webui.paths import NameRefused
+from webui.presets import ParamsError, PresetLibrary, SamplingParams
+from webui.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ActiveRequests:
+    """Which requests each browser session (or API client) is running, for Stop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_owner: dict[str, set[CancelToken]] = {}
+
+    def start(self, owner: str) -> CancelToken:
+        token = CancelToken()
+        with self._lock:
+            self._by_owner.setdefault(owner, set()).add(token)
+        return token
+
+    def finish(self, owner: str, token: CancelToken) -> None:
+        with self._lock:
+            tokens = self._by_owner.get(owner, set())
+            tokens.discard(token)
+            if not tokens:
+                self._by_owner.pop(owner, None)
+
+    def stop(self, owner: str) -> int:
+        """Cancel every request of `owner` and no one else's; return how many."""
+        with self._lock:
+            tokens = list(self._by_owner.get(owner, ()))
+        for token in tokens:
+            token.cancel()
+        return len(tokens)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    models: ModelManager
+    engine: GenerationEngine
+    presets: PresetLibrary
+    default_params: SamplingParams
+    requests: ActiveRequests = field(default_factory=ActiveRequests)
+    warnings: list[str] = field(default_factory=list)
+
+    def stream(self, owner: str, prompt: str, params: SamplingParams) -> "OwnedStream":
+        token = self.requests.start(owner)
+        stream = self.engine.generate(GenerationRequest(prompt, params, token))
+        return OwnedStream(stream, lambda: self.requests.finish(owner, token))
+
+    def chat(self, owner: str, history: Sequence[Message], system: str, params: SamplingParams) -> "OwnedStream":
+        loaded = self.models.current
+        if loaded is None:
+            raise GenerationError("no model is loaded; pick one in the Model tab")
+        prompt = render_chat_prompt(loaded.tokenizer, history, system)
+        return self.stream(owner, prompt, params)
+
+    def stop(self, owner: str) -> int:
+        return self.requests.stop(owner)
+
+
+class OwnedStream:
+    """A GenerationStream that deregisters itself from ActiveRequests when done."""
+
+    def __init__(self, stream: GenerationStream, on_done):
+        self._stream = stream
+        self._on_done = on_done
+
+    @property
+    def stats(self):
+        return self._stream.stats
+
+    def __iter__(self):
+        try:
+            yield from self._stream
+        finally:
+            self._on_done()
+
+
+def build_runtime(settings: Settings, registry: LoaderRegistry | None = None, warnings: list[str] | None = None) -> Runtime:
+    """Assemble the runtime and load the start-up model (a failure is a warning)."""
+    options = LoadOptions(
+        dtype=settings.dtype,
+        device="cpu" if settings.cpu else "auto",
+        allow_pickle=settings.allow_pickle,
+        trust_remote_code=settings.trust_remote_code,
+    )
+    models = ModelManager(settings.model_dir, registry or default_registry(), options)
+    presets = PresetLibrary(settings.presets_dir, settings.user_data_dir / "presets")
+    notes = list(warnings or [])
+    try:
+        default_params = presets.load(settings.preset)
+    except (NameRefused, ParamsError) as exc:
+        notes.append(f"preset {settings.preset!r} not used: {exc}")
+        default_params = SamplingParams()
+    runtime = Runtime(
+        settings=settings,
+        models=models,
+        engine=GenerationEngine(models),
+        presets=presets,
+        default_params=default_params,
+        warnings=notes,
+    )
+    if settings.model:
+        try:
+            models.load(settings.model)
+        except (NameRefused, LoadError) as exc:
+            runtime.warnings.append(f"start-up model not loaded: {exc}")
+    for note in runtime.warnings:
+        log.warning(note)
+    return runtime

@@ -1,0 +1,166 @@
+"""Typed, validated, frozen settings.
+
+Precedence: built-in defaults < settings.yaml < command-line flags.  The command
+line is parsed in cli.py into a plain dict of the flags the user actually gave, so a
+flag that was not given never overrides a value from settings.yaml.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+log = logging.getLogger(__name__)
+
+DEMO_MODEL = "demo-kjv-4m"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+# Settings files are small; anything bigger is a mistake or an attack (HOSTILE.md 16).
+MAX_YAML_BYTES = 1 << 20
+
+Dtype = Literal["auto", "bf16", "fp16", "fp32"]
+
+
+class SettingsError(ValueError):
+    """A settings file or flag value that cannot be used, with the reason."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    # -- model -----------------------------------------------------------------
+    model: str | None = Field(DEMO_MODEL, description="Model folder to load at start.")
+    model_dir: Path = Field(PROJECT_ROOT / "models", description="Where models live.")
+    dtype: Dtype = "auto"
+    cpu: bool = Field(False, description="Run on the CPU even when a GPU is present.")
+    allow_pickle: bool = Field(
+        False, description="Allow pickle checkpoints (*.bin); they can run code on load."
+    )
+    trust_remote_code: bool = Field(
+        False, description="Run Python code shipped with a model. Command line only."
+    )
+
+    # -- data ------------------------------------------------------------------
+    user_data_dir: Path = Field(PROJECT_ROOT / "user_data")
+    presets_dir: Path = Field(PROJECT_ROOT / "presets", description="Bundled presets.")
+    preset: str = "min_p"
+
+    # -- server ----------------------------------------------------------------
+    listen: bool = False
+    listen_host: str | None = None
+    listen_port: int = Field(7860, ge=1, le=65535)
+    gradio_auth: str | None = Field(None, description="user:pass[,user2:pass2]")
+    listen_without_auth: bool = Field(
+        False, description="Serve beyond loopback with no password (trusted networks only)."
+    )
+    max_queue: int = Field(64, ge=1, le=10_000, description="Waiting requests before 'busy'.")
+
+    @field_validator("model")
+    @classmethod
+    def _model_is_plain_name(cls, value: str | None) -> str | None:
+        # The full listing check happens when loading; here we only stop paths early.
+        if value is not None and (not value or "/" in value or "\\" in value or value in {".", ".."}):
+            raise ValueError("must be the name of a folder inside the model directory")
+        return value
+
+    @field_validator("gradio_auth")
+    @classmethod
+    def _auth_pairs(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_auth(value)
+        return value
+
+    @property
+    def host(self) -> str:
+        if self.listen_host:
+            return self.listen_host
+        return "0.0.0.0" if self.listen else "127.0.0.1"
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS
+
+    @property
+    def settings_file(self) -> Path:
+        return self.user_data_dir / "settings.yaml"
+
+
+def parse_auth(value: str) -> list[tuple[str, str]]:
+    """'u1:p1,u2:p2' -> [(u1, p1), (u2, p2)]; refuses empty users or passwords."""
+    pairs = []
+    for item in value.split(","):
+        user, sep, password = item.strip().partition(":")
+        if not sep or not user or not password:
+            raise ValueError("expected user:password[,user2:password2]")
+        pairs.append((user, password))
+    return pairs
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """Read a small YAML file that must hold a mapping; raise SettingsError otherwise."""
+    try:
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise SettingsError(f"{path.name}: larger than {MAX_YAML_BYTES} bytes")
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise SettingsError(f"{path.name}: cannot be read as YAML ({exc.__class__.__name__})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise SettingsError(f"{path.name}: top level must be a mapping of names to values")
+    return data
+
+
+def _coerce_paths(values: dict[str, Any]) -> dict[str, Any]:
+    # strict mode refuses str for Path; YAML and argparse give strings.
+    out = dict(values)
+    for key in ("model_dir", "user_data_dir", "presets_dir"):
+        if isinstance(out.get(key), str):
+            out[key] = Path(out[key])
+    return out
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "settings"
+        parts.append(f"{field}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def build_settings(flags: dict[str, Any], settings_path: Path | None = None) -> tuple[Settings, list[str]]:
+    """Merge defaults < settings.yaml < flags.
+
+    Returns the settings and a list of warnings.  A broken settings.yaml is reported
+    and ignored (the app still starts); a bad command-line flag raises SettingsError,
+    since the user is right there to fix it.
+    """
+    warnings: list[str] = []
+    base = Settings(**_coerce_paths({k: v for k, v in flags.items() if k == "user_data_dir"}))
+    path = settings_path or base.settings_file
+    from_file: dict[str, Any] = {}
+    if path.exists():
+        try:
+            from_file = _coerce_paths(read_yaml_mapping(path))
+            Settings(**from_file)  # validate the file on its own, to blame it precisely
+        except SettingsError as exc:
+            warnings.append(f"settings file ignored: {exc}")
+            from_file = {}
+        except ValidationError as exc:
+            warnings.append(f"settings file {path.name} ignored: {_describe(exc)}")
+            from_file = {}
+    elif settings_path is not None:
+        raise SettingsError(f"settings file not found: {settings_path}")
+    for key in ("trust_remote_code", "allow_pickle"):
+        # Code-execution switches come from the command line only (HOSTILE.md 6).
+        if from_file.pop(key, None):
+            warnings.append(f"{key} in a settings file is ignored; pass it as a flag")
+    try:
+        return Settings(**{**from_file, **_coerce_paths(flags)}), warnings
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from exc

@@ -1,0 +1,1 @@
+"""Gradio UI: one module per tab, wiring only; all logic lives in the Runtime."""

@@ -1,0 +1,52 @@
+"""Compose the tabs into one Gradio app and launch it."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from webui.runtime import Runtime
+from webui.settings import parse_auth
+from webui.ui import chat_tab, model_tab, notebook_tab, parameters_tab
+from webui.ui.common import Shared
+
+TITLE = "webui"
+
+
+def build_app(runtime: Runtime) -> gr.Blocks:
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
+        shared = Shared(params=gr.State(runtime.default_params.model_dump()))
+        for note in runtime.warnings:
+            gr.Markdown(f"⚠️ {note}")
+        with gr.Tab("Chat", id="chat"):
+            chat_tab.render(runtime, shared)
+        with gr.Tab("Notebook", id="notebook"):
+            notebook_tab.render(runtime, shared)
+        with gr.Tab("Parameters", id="parameters"):
+            parameters_tab.render(runtime, shared)
+        with gr.Tab("Model", id="model"):
+            model_tab.render(runtime)
+    app.queue(max_size=runtime.settings.max_queue, default_concurrency_limit=1)
+    return app
+
+
+def launch(runtime: Runtime, *, block: bool = True, port: int | None = None) -> tuple[gr.Blocks, str]:
+    """Start serving; returns the app and its local URL (block=False for tests)."""
+    settings = runtime.settings
+    app = build_app(runtime)
+    auth = parse_auth(settings.gradio_auth) if settings.gradio_auth else None
+    _, local_url, _ = app.launch(
+        server_name=settings.host,
+        server_port=port or settings.listen_port,
+        auth=auth,
+        prevent_thread_lock=True,
+        share=False,
+        ssr_mode=False,
+        quiet=True,
+        # Model weights and user data are never served as files.
+        blocked_paths=[str(settings.model_dir), str(settings.user_data_dir)],
+        footer_links=["api", "settings"],
+    )
+    print(f"webui is running at {local_url}", flush=True)
+    if block:
+        app.block_thread()
+    return app, local_url

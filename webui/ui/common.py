@@ -1,0 +1,38 @@
+"""Small helpers shared by the tabs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from webui.presets import ParamsError, SamplingParams, make_params
+
+# Every event that runs the model shares one Gradio concurrency group, so the
+# browser shows a queue position instead of piling threads onto the model lock.
+MODEL_GROUP = {"concurrency_id": "model", "concurrency_limit": 1}
+
+
+@dataclass
+class Shared:
+    """Components that several tabs read (the per-session sampling values)."""
+
+    params: gr.State
+
+
+def session_id(request: gr.Request | None) -> str:
+    # Each page load has its own session hash; it keys Stop to that tab alone.
+    return (request.session_hash if request else None) or "anonymous"
+
+
+def to_params(values: Any) -> SamplingParams:
+    """The per-session params state (a dict) -> validated SamplingParams."""
+    if isinstance(values, SamplingParams):
+        return values
+    if not isinstance(values, dict):
+        raise gr.Error("sampling parameters must be a mapping")
+    try:
+        return make_params(values)
+    except ParamsError as exc:
+        raise gr.Error(f"invalid sampling parameters: {exc}") from exc
