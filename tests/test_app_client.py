@@ -1,0 +1,114 @@
+"""The real Gradio app, driven over HTTP with gradio_client."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+
+def reply_text(output) -> str:
+    chat = output[0]
+    if not chat or chat[-1]["role"] != "assistant":
+        return ""
+    return "".join(part.get("text", "") for part in chat[-1]["content"])
+
+
+def wait_for(predicate, timeout=60.0):
+    # Bounded polling loop: gives up by itself.
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture()
+def client(app_url):
+    return Client(app_url, verbose=False)
+
+
+def test_every_event_has_a_stable_api_name(client):
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/chat_send", "/chat_submit", "/chat_stop", "/chat_regenerate", "/chat_clear",
+            "/notebook_generate", "/notebook_stop", "/load_preset", "/set_params",
+            "/model_load", "/model_unload", "/model_list", "/list_presets"} <= names
+
+
+def test_chat_send_streams_a_reply(client):
+    job = client.submit("Hello there", "", api_name="/chat_send")
+    outputs = list(job)
+    final = job.outputs()[-1]
+    lengths = [len(reply_text(o)) for o in outputs]
+    assert len(set(lengths)) > 3, "the reply should arrive in several pieces"
+    assert reply_text(final)
+    assert "tokens/s" in final[1]
+    assert final[2] == ""  # the input box is cleared
+
+
+def test_regenerate_and_clear(client):
+    client.predict("Hello", "", api_name="/chat_send")
+    again = client.predict("", api_name="/chat_regenerate")
+    assert [m["role"] for m in again[0]] == ["user", "assistant"]
+    cleared = client.predict(api_name="/chat_clear")
+    assert cleared[0] == []
+
+
+def test_stop_in_one_session_leaves_another_generating(app_url):
+    a, b = Client(app_url, verbose=False), Client(app_url, verbose=False)
+    # Greedy decoding (the Deterministic preset): each prompt's full reply is known.
+    prompt_a, prompt_b = "Hello there", "Tell me a long story"
+    alone_a = a.predict(prompt_a, "", api_name="/chat_send")
+    alone_b = b.predict(prompt_b, "", api_name="/chat_send")
+    assert "length" in alone_a[1], "premise: A's reply runs to the token limit"
+    a.predict(api_name="/chat_clear")
+    b.predict(api_name="/chat_clear")
+
+    job_a = a.submit(prompt_a, "", api_name="/chat_send")
+    assert wait_for(lambda: bool(job_a.outputs()) and len(reply_text(job_a.outputs()[-1])) > 0)
+    job_b = b.submit(prompt_b, "", api_name="/chat_send")
+    a.predict(api_name="/chat_stop")
+    assert wait_for(job_a.done)
+    final_b = job_b.result()
+    # B got exactly the reply it gets alone: A's Stop neither cut it nor mixed into it.
+    assert reply_text(final_b) == reply_text(alone_b)
+    partial_a = reply_text(job_a.outputs()[-1])
+    assert reply_text(alone_a).startswith(partial_a)
+    assert len(partial_a) < len(reply_text(alone_a))
+
+
+def test_notebook_continues_text(client):
+    text, stats = client.predict("The keeper climbed", api_name="/notebook_generate")
+    assert text.startswith("The keeper climbed") and len(text) > len("The keeper climbed")
+    assert "tokens/s" in stats
+
+
+# Gradio 6 checks dropdown values against their choices, and our handlers check names
+# against the server's own listing again (the dropdown's choices can be stale).
+REFUSED = "not in the list of choices|unknown"
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/hosts", "tiny-llama/../x", ""])
+def test_hostile_model_name_is_refused_and_model_kept(client, runtime, name):
+    with pytest.raises(AppError, match=REFUSED):
+        client.predict(name, "auto", api_name="/model_load")
+    assert runtime.models.current.name == "tiny-llama"
+
+
+def test_hostile_preset_name_is_refused(client):
+    with pytest.raises(AppError, match=REFUSED):
+        client.predict("../../etc/passwd", api_name="/load_preset")
+
+
+def test_invalid_sampling_values_are_refused_with_field(client):
+    # Out of a slider's range: Gradio itself refuses it.
+    with pytest.raises(AppError, match="minimum"):
+        client.predict(512, -3.0, 1.0, 0, 0.0, 1.0, -1, "", api_name="/set_params")
+    # Past the controls' checks, SamplingParams refuses it and names the field.
+    too_many_stops = "\n".join(f"stop{i}" for i in range(40))
+    status = client.predict(512, 0.7, 1.0, 0, 0.0, 1.0, -1, too_many_stops, api_name="/set_params")
+    assert "Not applied" in status and "stop" in status
+    assert client.predict(512, 0.7, 1.0, 0, 0.0, 1.0, -1, "END", api_name="/set_params") == ""
