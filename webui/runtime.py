@@ -68,12 +68,12 @@ class Runtime:
     requests: ActiveRequests = field(default_factory=ActiveRequests)
     warnings: list[str] = field(default_factory=list)
 
-    def stream(self, owner: str, prompt: str, params: SamplingParams) -> "OwnedStream":
+    def stream(self, owner: str, prompt: str, params: SamplingParams) -> OwnedStream:
         token = self.requests.start(owner)
         stream = self.engine.generate(GenerationRequest(prompt, params, token))
         return OwnedStream(stream, lambda: self.requests.finish(owner, token))
 
-    def chat(self, owner: str, history: Sequence[Message], system: str, params: SamplingParams) -> "OwnedStream":
+    def chat(self, owner: str, history: Sequence[Message], system: str, params: SamplingParams) -> OwnedStream:
         loaded = self.models.current
         if loaded is None:
             raise GenerationError("no model is loaded; pick one in the Model tab")

@@ -71,7 +71,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
 
     def update(current: dict, *values):
         try:
-            params = make_params(from_controls(dict(zip(names, values))))
+            params = make_params(from_controls(dict(zip(names, values, strict=True))))
         except ParamsError as exc:
             gr.Warning(f"Not applied: {exc}")
             return current, f"**Not applied:** {exc}"

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Create .venv if missing and install the project into it, once.
+#   scripts/install.sh [EXTRAS]      e.g. scripts/install.sh quant,test
+# Re-runs are instant: a stamp records what was installed, and pip runs again only
+# when pyproject.toml or the extras change.
+#
+# torch: a torch you already have is kept (in .venv, or in the system Python, which
+# .venv then sees).  Otherwise: with an NVIDIA driver present, pip's default (CUDA)
+# build; without one, the CPU build.  TORCH_SPEC (default "torch==2.13.0") and
+# TORCH_INDEX_URL (a wheel index for CPU builds) let you choose for your machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras="${1:-quant}"
+python="${PYTHON:-python3}"
+venv=.venv
+
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    echo "error: Python 3.10 or newer is needed ($python)" >&2
+    exit 1
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+    echo "Creating $venv ..."
+    if "$python" -c 'import torch' 2>/dev/null; then
+        # Reuse the torch you already have (e.g. a CUDA build) instead of a new download.
+        "$python" -m venv --system-site-packages "$venv"
+    else
+        "$python" -m venv "$venv"
+    fi
+fi
+
+stamp="$venv/.webui-installed"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) $extras"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    exit 0
+fi
+
+pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+if ! "$venv/bin/python" -c 'import torch' 2>/dev/null; then
+    if command -v nvidia-smi >/dev/null 2>&1; then
+        echo "Installing torch (CUDA build) ..."
+        "${pip[@]}" install "${TORCH_SPEC:-torch}"
+    else
+        echo "Installing torch (CPU build) ..."
+        "${pip[@]}" install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "${TORCH_SPEC:-torch==2.13.0}"
+    fi
+fi
+echo "Installing webui[$extras] ..."
+"${pip[@]}" install -e ".[$extras]"
+echo "$want" > "$stamp"
