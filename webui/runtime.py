@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from webui.chat.prompt import Message, render_chat_prompt
 from webui.generation.engine import (
     CancelToken,
     GenerationEngine,
-    GenerationError,
     GenerationRequest,
     GenerationStream,
 )
@@ -68,17 +68,14 @@ class Runtime:
     requests: ActiveRequests = field(default_factory=ActiveRequests)
     warnings: list[str] = field(default_factory=list)
 
-    def stream(self, owner: str, prompt: str, params: SamplingParams) -> OwnedStream:
+    def stream(self, owner: str, prompt: str | Callable[[Any], str], params: SamplingParams) -> OwnedStream:
         token = self.requests.start(owner)
         stream = self.engine.generate(GenerationRequest(prompt, params, token))
         return OwnedStream(stream, lambda: self.requests.finish(owner, token))
 
     def chat(self, owner: str, history: Sequence[Message], system: str, params: SamplingParams) -> OwnedStream:
-        loaded = self.models.current
-        if loaded is None:
-            raise GenerationError("no model is loaded; pick one in the Model tab")
-        prompt = render_chat_prompt(loaded.tokenizer, history, system)
-        return self.stream(owner, prompt, params)
+        turns = [dict(m) for m in history]  # a snapshot: the caller may keep editing its list
+        return self.stream(owner, lambda tokenizer: render_chat_prompt(tokenizer, turns, system), params)
 
     def stop(self, owner: str) -> int:
         return self.requests.stop(owner)

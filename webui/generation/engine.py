@@ -13,13 +13,14 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from webui.chat.prompt import PromptError
 from webui.generation.detok import IncrementalDecoder
 from webui.generation.stops import StopStringFilter
 from webui.loaders.base import LoadedModel
@@ -49,7 +50,11 @@ class CancelToken:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    prompt: str
+    """One request.  `prompt` is text, or a function of the tokenizer that renders it
+    (chat prompts use the loaded model's template, read while holding the model, so a
+    model swapped in meanwhile is rendered with its own template)."""
+
+    prompt: str | Callable[[Any], str]
     params: SamplingParams = field(default_factory=SamplingParams)
     cancel: CancelToken = field(default_factory=CancelToken)
 
@@ -175,7 +180,7 @@ class GenerationEngine:
         try:
             with self.manager.use(timeout=self.wait_timeout) as loaded:
                 out.put(("done", self._generate(loaded, stream.request, out)))
-        except (ModelBusy, NoModelLoaded) as exc:
+        except (ModelBusy, NoModelLoaded, PromptError) as exc:
             out.put(("error", str(exc)))
         except torch.OutOfMemoryError:
             if torch.cuda.is_available():
@@ -187,10 +192,10 @@ class GenerationEngine:
     def _generate(self, loaded: LoadedModel, request: GenerationRequest, out: queue.Queue) -> GenerationStats:
         params = request.params
         tokenizer = loaded.tokenizer
+        prompt = request.prompt if isinstance(request.prompt, str) else request.prompt(tokenizer)
         bos = tokenizer.bos_token
-        prompt_ids = tokenizer(
-            request.prompt, add_special_tokens=not (bos and request.prompt.startswith(bos))
-        )["input_ids"]
+        # Chat templates usually write the BOS token themselves; never add a second one.
+        prompt_ids = tokenizer(prompt, add_special_tokens=not (bos and prompt.startswith(bos)))["input_ids"]
         prompt_ids, max_new, dropped = fit_prompt(prompt_ids, params.max_new_tokens, loaded.context_length)
         seed = params.seed if params.seed >= 0 else random.randint(0, MAX_SEED)
         if request.cancel.cancelled or max_new <= 0:

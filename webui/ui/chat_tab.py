@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gradio as gr
 
-from webui.chat.prompt import PromptError
 from webui.generation.engine import GenerationError
 from webui.runtime import Runtime
 from webui.ui.common import MODEL_GROUP, Shared, session_id, to_params
@@ -45,7 +44,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
             for piece in stream:
                 turns[-1] = {"role": "assistant", "content": turns[-1]["content"] + piece}
                 yield turns, turns, gr.skip()
-        except (GenerationError, PromptError) as exc:
+        except GenerationError as exc:
             turns = turns[:-1] if not turns[-1]["content"] else turns
             yield turns, turns, f"**Error:** {exc}"
             return
