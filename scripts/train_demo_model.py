@@ -682,7 +682,8 @@ def main() -> None:
     tok.model_max_length = 10**9
     plain, _ = encode_stream(tok, [chapter_text(t, v) for t, v in train_ch])
     val_plain, _ = encode_stream(tok, [chapter_text(t, v) for t, v in val_ch])
-    render = lambda convs: [tok.apply_chat_template(c, tokenize=False) for c in convs]
+    def render(convs):
+        return [tok.apply_chat_template(c, tokenize=False) for c in convs]
     chat, chat_starts = encode_stream(
         tok, render(make_chat_examples(train_ch, args.chat_examples, rng))
     )

@@ -19,7 +19,7 @@ def greedy(n, **extra):
 def test_stream_yields_pieces_and_stats(engine):
     stream = engine.generate(GenerationRequest(PROMPT, greedy(40)))
     pieces = list(stream)
-    assert len(pieces) > 5 and all(isinstance(p, str) for p in pieces)
+    assert pieces and all(isinstance(p, str) and p for p in pieces)
     stats = stream.stats
     assert stats.new_tokens == 40 and stats.finish_reason == "length"
     assert stats.prompt_tokens > 3 and stats.tokens_per_second > 0
@@ -55,14 +55,15 @@ def test_stop_string_across_tokens_ends_reply_and_is_hidden(engine):
 def test_cancel_ends_request_within_a_step(engine):
     request = GenerationRequest(PROMPT, greedy(400))
     stream = engine.generate(request)
-    got = []
-    for piece in stream:
-        got.append(piece)
-        if len(got) == 3:
+    at_cancel = None
+    for _ in stream:
+        if at_cancel is None:
             request.cancel.cancel()
+            at_cancel = stream.tokens_so_far
     assert stream.stats.finish_reason == "cancelled"
-    # Cancelled after the 3rd piece: at most a couple more decoding steps ran.
-    assert stream.stats.new_tokens <= len(got) + 8 < 400
+    # The decoding loop checks the request's token after every step: at most one
+    # more token (the one being computed when Stop came) follows.
+    assert stream.stats.new_tokens <= at_cancel + 1 < 400
 
 
 def test_closing_the_stream_cancels_generation(engine):

@@ -21,11 +21,16 @@ CONTEXT_TOKENS = 4
 class IncrementalDecoder:
     def __init__(self, tokenizer, prompt_ids: Sequence[int] = ()):
         self._tokenizer = tokenizer
+        # Fast tokenizers: call the Rust decoder directly; transformers' Python wrapper
+        # around it costs more than the decoding itself, twice per token.
+        self._backend = getattr(tokenizer, "backend_tokenizer", None)
         self._ids: list[int] = list(prompt_ids[-CONTEXT_TOKENS:])
         self._prefix_offset = 0
         self._read_offset = len(self._ids)
 
     def _decode(self, ids: list[int]) -> str:
+        if self._backend is not None:
+            return self._backend.decode(ids, skip_special_tokens=True)
         return self._tokenizer.decode(
             ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
         )

@@ -1,8 +1,8 @@
 """Prompt -> stream of text pieces.
 
-Each request runs `model.generate` in a worker thread while it holds the model lock
-(so concurrent requests never interleave), and hands text to the caller through a
-queue.  Per-request state (cancel token, sampling values, stop strings) lives in the
+Requests queue for one model thread, which runs `model.generate` for each in turn
+while holding the model lock (so requests never interleave and a model is never
+swapped under a stream), and hands text to the caller through a small mailbox.  Per-request state (cancel token, sampling values, stop strings) lives in the
 request object, never in globals, so Stop in one browser tab ends only that tab's
 request: a StoppingCriteria checks the request's own token after every step.
 """
@@ -103,10 +103,52 @@ class _StopOnRequest(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self._should_stop(), dtype=torch.bool, device=input_ids.device)
 
 
+class _Mailbox:
+    """Hands text from the decoding thread to the reader, coalescing pieces.
+
+    Waking the reader for every token costs the model CPU time on small machines (the
+    reader's thread competes with torch's worker threads), so the reader takes
+    whatever has accumulated at most once per `interval`: still ~50 smooth updates a
+    second, and the first piece is never delayed.
+    """
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._finished = threading.Event()
+        self._pieces: list[str] = []
+        self._final: tuple[str, Any] | None = None
+
+    def put_text(self, text: str) -> None:
+        with self._lock:
+            self._pieces.append(text)
+        if not self._ready.is_set():  # set() takes a lock and notifies; skip when pending
+            self._ready.set()
+
+    def finish(self, kind: str, value: Any) -> None:
+        with self._lock:
+            self._final = (kind, value)
+        self._finished.set()
+        self._ready.set()
+
+    def take(self, since_last: float) -> tuple[str, tuple[str, Any] | None]:
+        """Block until something arrives; return (text, final-or-None)."""
+        self._ready.wait()
+        if since_last < self.interval:
+            # Let a few more tokens collect, but wake at once when the request ends.
+            self._finished.wait(self.interval - since_last)
+        with self._lock:
+            text, self._pieces = "".join(self._pieces), []
+            final = self._final
+            self._ready.clear()
+        return text, final
+
+
 class _TextStreamer:
     """transformers streamer protocol (put/end): token ids in, visible text out."""
 
-    def __init__(self, decoder: IncrementalDecoder, stops: StopStringFilter, out: queue.Queue):
+    def __init__(self, decoder: IncrementalDecoder, stops: StopStringFilter, out: _Mailbox):
         self._decoder = decoder
         self._stops = stops
         self._out = out
@@ -129,7 +171,7 @@ class _TextStreamer:
 
     def _emit(self, text: str) -> None:
         if text:
-            self._out.put(("text", text))
+            self._out.put_text(text)
 
 
 class GenerationStream:
@@ -139,22 +181,31 @@ class GenerationStream:
     request, so the model is freed within one decoding step.
     """
 
-    def __init__(self, request: GenerationRequest):
+    def __init__(self, request: GenerationRequest, interval: float):
         self.request = request
         self.stats: GenerationStats | None = None
-        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.streamer: _TextStreamer | None = None  # set once decoding starts
+        self._mailbox = _Mailbox(interval)
+
+    @property
+    def tokens_so_far(self) -> int:
+        return self.streamer.new_tokens if self.streamer else 0
 
     def __iter__(self) -> Iterator[str]:
+        last = float("-inf")
         try:
             while True:
-                kind, value = self._queue.get()
-                if kind == "text":
-                    yield value
-                elif kind == "error":
+                text, final = self._mailbox.take(time.monotonic() - last)
+                if text:
+                    last = time.monotonic()
+                    yield text
+                if final is None:
+                    continue
+                kind, value = final
+                if kind == "error":
                     raise GenerationError(value)
-                else:
-                    self.stats = value
-                    return
+                self.stats = value
+                return
         finally:
             if self.stats is None:
                 self.request.cancel.cancel()
@@ -165,31 +216,51 @@ class GenerationStream:
 
 
 class GenerationEngine:
-    def __init__(self, manager: ModelManager, wait_timeout: float | None = None):
+    """Runs requests one at a time, in arrival order, on one long-lived model thread.
+
+    One thread (not one per request) because torch's CPU thread pool belongs to the
+    thread that calls it: a fresh calling thread per request measurably slows
+    decoding on small CPUs (docs/PERFORMANCE.md).  The FIFO queue is also what makes
+    waiting requests fair, and where batching can later gather concurrent requests.
+    """
+
+    def __init__(self, manager: ModelManager, wait_timeout: float | None = None, stream_interval: float = 0.02):
         self.manager = manager
         self.wait_timeout = wait_timeout
+        self.stream_interval = stream_interval
+        self._jobs: queue.SimpleQueue[GenerationStream] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
+        self._worker_lock = threading.Lock()
 
     def generate(self, request: GenerationRequest) -> GenerationStream:
-        stream = GenerationStream(request)
-        worker = threading.Thread(target=self._run, args=(stream,), daemon=True, name="generate")
-        worker.start()
+        stream = GenerationStream(request, self.stream_interval)
+        with self._worker_lock:
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._serve, daemon=True, name="model-worker")
+                self._worker.start()
+        self._jobs.put(stream)
         return stream
 
+    def _serve(self) -> None:
+        while True:
+            self._run(self._jobs.get())
+
     def _run(self, stream: GenerationStream) -> None:
-        out = stream._queue
+        out = stream._mailbox
         try:
             with self.manager.use(timeout=self.wait_timeout) as loaded:
-                out.put(("done", self._generate(loaded, stream.request, out)))
+                out.finish("done", self._generate(loaded, stream))
         except (ModelBusy, NoModelLoaded, PromptError) as exc:
-            out.put(("error", str(exc)))
+            out.finish("error", str(exc))
         except torch.OutOfMemoryError:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            out.put(("error", "out of memory while generating; try fewer tokens or a smaller model"))
+            out.finish("error", "out of memory while generating; try fewer tokens or a smaller model")
         except Exception as exc:  # the caller gets the error promptly, never a hang
-            out.put(("error", f"generation failed: {exc.__class__.__name__}: {exc}"))
+            out.finish("error", f"generation failed: {exc.__class__.__name__}: {exc}")
 
-    def _generate(self, loaded: LoadedModel, request: GenerationRequest, out: queue.Queue) -> GenerationStats:
+    def _generate(self, loaded: LoadedModel, stream: GenerationStream) -> GenerationStats:
+        request = stream.request
         params = request.params
         tokenizer = loaded.tokenizer
         prompt = request.prompt if isinstance(request.prompt, str) else request.prompt(tokenizer)
@@ -202,7 +273,8 @@ class GenerationEngine:
             return GenerationStats(len(prompt_ids), 0, 0.0, "cancelled", seed, dropped)
 
         stops = StopStringFilter(params.stop)
-        streamer = _TextStreamer(IncrementalDecoder(tokenizer, prompt_ids), stops, out)
+        streamer = _TextStreamer(IncrementalDecoder(tokenizer, prompt_ids), stops, stream._mailbox)
+        stream.streamer = streamer
         should_stop = lambda: request.cancel.cancelled or stops.stopped  # noqa: E731
         input_ids = torch.tensor([prompt_ids], device=loaded.model.device)
         torch.manual_seed(seed)  # safe: we hold the model lock, nobody else samples now
