@@ -30,10 +30,20 @@ if [ ! -x "$venv/bin/python" ]; then
     fi
 fi
 
+# The stamp holds pyproject.toml's hash and the extras installed with it; nothing to
+# do when the hash matches and every requested extra is already in.
 stamp="$venv/.webui-installed"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1) $extras"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-    exit 0
+hash="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ -f "$stamp" ]; then
+    read -r old_hash old_extras < "$stamp" || true
+    if [ "$old_hash" = "$hash" ]; then
+        missing=0
+        for extra in ${extras//,/ }; do
+            case ",$old_extras," in *",$extra,"*) ;; *) missing=1 ;; esac
+        done
+        [ "$missing" = 0 ] && exit 0
+        extras="$old_extras,$extras"
+    fi
 fi
 
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
@@ -48,4 +58,4 @@ if ! "$venv/bin/python" -c 'import torch' 2>/dev/null; then
 fi
 echo "Installing webui[$extras] ..."
 "${pip[@]}" install -e ".[$extras]"
-echo "$want" > "$stamp"
+echo "$hash $extras" > "$stamp"

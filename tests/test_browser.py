@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from urllib.parse import urlparse
@@ -21,7 +22,7 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 def browser():
     from playwright.sync_api import sync_playwright
 
-    if not shutil.which("chromium") and not shutil.os.path.exists(CHROMIUM):
+    if not os.path.exists(CHROMIUM):
         pytest.fail("Chromium is required for the browser tests: apt-get install chromium")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

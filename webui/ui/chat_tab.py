@@ -20,6 +20,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
             chatbot = gr.Chatbot(
                 label="Chat", height=520, allow_tags=False, sanitize_html=True,
                 elem_id="chatbot", feedback_options=None,
+                buttons=["copy", "copy_all"],  # no "share": it would post to an outside site
             )
             with gr.Row():
                 message = gr.Textbox(
