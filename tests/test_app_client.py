@@ -8,6 +8,9 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+from webui.presets import SamplingParams
+from webui.ui.parameters_tab import KINDS, control_values
+
 
 def reply_text(output) -> str:
     chat = output[0]
@@ -103,12 +106,43 @@ def test_hostile_preset_name_is_refused(client):
         client.predict("../../etc/passwd", api_name="/load_preset")
 
 
+def controls(**changes):
+    """All Parameters-tab control values, neutral except `changes` (as the UI shows them)."""
+    values = dict(zip(KINDS, control_values(SamplingParams()), strict=True))
+    values.update(changes)
+    return list(values.values())
+
+
 def test_invalid_sampling_values_are_refused_with_field(client):
     # Out of a slider's range: Gradio itself refuses it.
     with pytest.raises(AppError, match="minimum"):
-        client.predict(512, -3.0, 1.0, 0, 0.0, 1.0, -1, "", api_name="/set_params")
+        client.predict(*controls(temperature=-3.0), api_name="/set_params")
     # Past the controls' checks, SamplingParams refuses it and names the field.
     too_many_stops = "\n".join(f"stop{i}" for i in range(40))
-    status = client.predict(512, 0.7, 1.0, 0, 0.0, 1.0, -1, too_many_stops, api_name="/set_params")
+    status = client.predict(*controls(stop=too_many_stops), api_name="/set_params")
     assert "Not applied" in status and "stop" in status
-    assert client.predict(512, 0.7, 1.0, 0, 0.0, 1.0, -1, "END", api_name="/set_params") == ""
+    status = client.predict(*controls(sampler_priority="top_k\nbogus"), api_name="/set_params")
+    assert "Not applied" in status and "sampler_priority" in status
+    status = client.predict(*controls(logit_bias="keeper: lots"), api_name="/set_params")
+    assert "Not applied" in status and "logit_bias" in status
+    assert client.predict(*controls(stop="END", temperature=0.7), api_name="/set_params") == ""
+
+
+def test_preset_save_and_delete_through_the_ui(client, runtime):
+    client.predict(*controls(temperature=0.33, dry_multiplier=0.5), api_name="/set_params")
+    _, status = client.predict("ui-made", api_name="/save_preset")
+    assert "saved" in status
+    assert runtime.presets.load("ui-made").temperature == 0.33
+    with pytest.raises(AppError, match="invalid preset name"):
+        client.predict("../evil", api_name="/save_preset")
+    client.predict("ui-made", api_name="/delete_preset")
+    assert "ui-made" not in runtime.presets.names()
+    with pytest.raises(AppError):
+        client.predict("min_p", api_name="/delete_preset")
+
+
+def test_neutralize_keeps_length_and_turns_samplers_off(client):
+    client.predict(*controls(temperature=0.33, top_k=7, max_new_tokens=99), api_name="/set_params")
+    result = client.predict(api_name="/neutralize_samplers")
+    values = dict(zip(KINDS, result[1:], strict=True))
+    assert values["temperature"] == 1.0 and values["top_k"] == 0 and values["max_new_tokens"] == 99

@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     from webui.runtime import build_runtime
     from webui.ui.app import launch
 
-    runtime = build_runtime(settings, warnings=warnings)
+    # An explicit --preset means "start with this preset", not with the last used values.
+    runtime = build_runtime(settings, warnings=warnings, use_remembered="preset" not in flags)
     launch(runtime, block=True)
     return 0
 

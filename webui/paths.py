@@ -48,3 +48,12 @@ def pick(name: object, listing: Mapping[str, Path], what: str) -> Path:
         return listing[name]  # type: ignore[index]
     shown = name if isinstance(name, str) and is_plain_name(name) else "(invalid name)"
     raise NameRefused(f"unknown {what}: {shown}")
+
+
+def new_entry(folder: Path, name: object, suffix: str, what: str) -> Path:
+    """Path for saving a new entry named by the user: a plain name, directly in `folder`."""
+    if not is_plain_name(name):
+        raise NameRefused(
+            f"invalid {what} name: use letters, digits, spaces, '.', '-' or '_' (at most 128, no leading dot)"
+        )
+    return folder / f"{name}{suffix}"

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+
 from webui.chat.prompt import Message, render_chat_prompt
 from webui.generation.engine import (
     CancelToken,
@@ -23,8 +25,16 @@ from webui.loaders.base import LoadError, LoadOptions
 from webui.loaders.registry import LoaderRegistry, default_registry
 from webui.model_manager import ModelManager
 from webui.paths import NameRefused
-from webui.presets import ParamsError, PresetLibrary, SamplingParams
-from webui.settings import Settings
+from webui.presets import (
+    ParamsError,
+    PresetLibrary,
+    SamplingParams,
+    make_params,
+    model_defaults,
+    preset_delta,
+)
+from webui.settings import Settings, SettingsError, read_yaml_mapping
+from webui.storage import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +90,32 @@ class Runtime:
     def stop(self, owner: str) -> int:
         return self.requests.stop(owner)
 
+    def with_model_defaults(self, params: SamplingParams) -> SamplingParams:
+        """`params` updated with the loaded model's generation_config.json values."""
+        loaded = self.models.current
+        if loaded is None:
+            return params
+        folder = self.models.available().get(loaded.name)
+        return make_params(model_defaults(folder), base=params) if folder else params
+
+    def remember(self, params: SamplingParams) -> str | None:
+        """Save the last used values into settings.yaml; returns a warning, if any.
+
+        Only the `sampling` key is rewritten, atomically; a settings file we cannot
+        parse is left alone rather than overwritten.
+        """
+        path = self.settings.settings_file
+        try:
+            data = read_yaml_mapping(path) if path.exists() else {}
+        except SettingsError as exc:
+            return f"last used values not saved: {exc}"
+        data["sampling"] = preset_delta(params)
+        try:
+            atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        except OSError as exc:
+            return f"last used values not saved: {exc.strerror or exc}"
+        return None
+
 
 class OwnedStream:
     """A GenerationStream that deregisters itself from ActiveRequests when done."""
@@ -99,8 +135,18 @@ class OwnedStream:
             self._on_done()
 
 
-def build_runtime(settings: Settings, registry: LoaderRegistry | None = None, warnings: list[str] | None = None) -> Runtime:
-    """Assemble the runtime and load the start-up model (a failure is a warning)."""
+def build_runtime(
+    settings: Settings,
+    registry: LoaderRegistry | None = None,
+    warnings: list[str] | None = None,
+    use_remembered: bool = True,
+) -> Runtime:
+    """Assemble the runtime and load the start-up model (a failure is a warning).
+
+    Start-up sampling values: the last used ones (settings.yaml `sampling`) when there
+    are any and `use_remembered`; otherwise the preset, updated by the model's own
+    generation_config.json.
+    """
     options = LoadOptions(
         dtype=settings.dtype,
         device="cpu" if settings.cpu else "auto",
@@ -128,6 +174,13 @@ def build_runtime(settings: Settings, registry: LoaderRegistry | None = None, wa
             models.load(settings.model)
         except (NameRefused, LoadError) as exc:
             runtime.warnings.append(f"start-up model not loaded: {exc}")
+    remembered = None
+    if use_remembered and settings.sampling:
+        try:
+            remembered = make_params(settings.sampling)
+        except ParamsError as exc:
+            runtime.warnings.append(f"last used sampling values ignored: {exc}")
+    runtime.default_params = remembered or runtime.with_model_defaults(default_params)
     for note in runtime.warnings:
         log.warning(note)
     return runtime

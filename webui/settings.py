@@ -49,6 +49,9 @@ class Settings(BaseModel):
     user_data_dir: Path = Field(PROJECT_ROOT / "user_data")
     presets_dir: Path = Field(PROJECT_ROOT / "presets", description="Bundled presets.")
     preset: str = "min_p"
+    sampling: dict[str, Any] | None = Field(
+        None, description="Last used sampling values (delta from neutral); saved by the app."
+    )
 
     # -- server ----------------------------------------------------------------
     listen: bool = False

@@ -21,11 +21,12 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from webui.chat.prompt import PromptError
+from webui.generation.chain import build_chain
 from webui.generation.detok import IncrementalDecoder
 from webui.generation.stops import StopStringFilter
 from webui.loaders.base import LoadedModel
 from webui.model_manager import ModelBusy, ModelManager, NoModelLoaded
-from webui.presets import MAX_SEED, SamplingParams
+from webui.presets import MAX_SEED, ParamsError, SamplingParams
 
 FinishReason = Literal["stop", "length", "cancelled"]
 
@@ -250,7 +251,7 @@ class GenerationEngine:
         try:
             with self.manager.use(timeout=self.wait_timeout) as loaded:
                 out.finish("done", self._generate(loaded, stream))
-        except (ModelBusy, NoModelLoaded, PromptError) as exc:
+        except (ModelBusy, NoModelLoaded, PromptError, ParamsError) as exc:
             out.finish("error", str(exc))
         except torch.OutOfMemoryError:
             if torch.cuda.is_available():
@@ -267,11 +268,14 @@ class GenerationEngine:
         bos = tokenizer.bos_token
         # Chat templates usually write the BOS token themselves; never add a second one.
         prompt_ids = tokenizer(prompt, add_special_tokens=not (bos and prompt.startswith(bos)))["input_ids"]
-        prompt_ids, max_new, dropped = fit_prompt(prompt_ids, params.max_new_tokens, loaded.context_length)
+        context = min(params.truncation_length or loaded.context_length, loaded.context_length)
+        prompt_ids, max_new, dropped = fit_prompt(prompt_ids, params.max_new_tokens, context)
         seed = params.seed if params.seed >= 0 else random.randint(0, MAX_SEED)
         if request.cancel.cancelled or max_new <= 0:
             return GenerationStats(len(prompt_ids), 0, 0.0, "cancelled", seed, dropped)
 
+        eos = eos_ids(loaded)
+        chain = build_chain(params, tokenizer, loaded.model, vocab_size(loaded), eos)
         stops = StopStringFilter(params.stop)
         streamer = _TextStreamer(IncrementalDecoder(tokenizer, prompt_ids), stops, stream._mailbox)
         stream.streamer = streamer
@@ -284,17 +288,23 @@ class GenerationEngine:
             attention_mask=torch.ones_like(input_ids),
             streamer=streamer,
             stopping_criteria=StoppingCriteriaList([_StopOnRequest(should_stop)]),
+            logits_processor=chain,
             pad_token_id=tokenizer.pad_token_id,
             **sampling_kwargs(params, max_new),
         )
         seconds = time.perf_counter() - started
-        if stops.stopped or streamer.last_token in eos_ids(loaded):
+        if stops.stopped or streamer.last_token in eos:
             reason: FinishReason = "stop"
         elif request.cancel.cancelled:
             reason = "cancelled"
         else:
             reason = "length"
         return GenerationStats(len(prompt_ids), streamer.new_tokens, seconds, reason, seed, dropped)
+
+
+def vocab_size(loaded: LoadedModel) -> int:
+    """Rows of the output layer: the ids a logit exists for."""
+    return loaded.model.get_output_embeddings().weight.shape[0]
 
 
 def eos_ids(loaded: LoadedModel) -> set[int]:
@@ -305,24 +315,17 @@ def eos_ids(loaded: LoadedModel) -> set[int]:
     return ids
 
 
-def sampling_kwargs(params: SamplingParams, max_new_tokens: int) -> dict[str, Any]:
-    """SamplingParams -> generate() keyword arguments, every value explicit.
+# generate()'s own sampling knobs, all explicitly off: the model's generation_config
+# must not add steps behind the user's back.  Our chain (chain.py) does all shaping.
+NEUTRAL_GENERATE_KWARGS = {
+    name: None
+    for name in (
+        "temperature", "top_p", "top_k", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff",
+        "repetition_penalty", "no_repeat_ngram_size", "guidance_scale",
+    )
+}
 
-    Values are always passed, never left to the model's generation_config, so what the
-    user sees in the Parameters tab is exactly what runs.
-    """
-    kwargs: dict[str, Any] = {
-        "max_new_tokens": max_new_tokens,
-        "repetition_penalty": params.repetition_penalty,
-        "do_sample": not params.greedy,
-    }
-    if params.greedy:
-        kwargs.update(temperature=None, top_p=None, top_k=None, min_p=None)
-    else:
-        kwargs.update(
-            temperature=params.temperature,
-            top_p=params.top_p,
-            top_k=params.top_k or None,
-            min_p=params.min_p or None,
-        )
-    return kwargs
+
+def sampling_kwargs(params: SamplingParams, max_new_tokens: int) -> dict[str, Any]:
+    """generate() keyword arguments other than the logits processors."""
+    return {**NEUTRAL_GENERATE_KWARGS, "max_new_tokens": max_new_tokens, "do_sample": not params.greedy}

@@ -24,7 +24,7 @@ def build_app(runtime: Runtime) -> gr.Blocks:
         with gr.Tab("Parameters", id="parameters"):
             parameters_tab.render(runtime, shared)
         with gr.Tab("Model", id="model"):
-            model_tab.render(runtime)
+            model_tab.render(runtime, shared)
     app.queue(max_size=runtime.settings.max_queue, default_concurrency_limit=1)
     return app
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
@@ -16,9 +16,11 @@ MODEL_GROUP = {"concurrency_id": "model", "concurrency_limit": 1}
 
 @dataclass
 class Shared:
-    """Components that several tabs read (the per-session sampling values)."""
+    """Components that several tabs use: the per-session sampling values, and the
+    Parameters tab's controls (the Model tab updates them with a model's defaults)."""
 
     params: gr.State
+    controls: list[Any] = field(default_factory=list)
 
 
 def session_id(request: gr.Request | None) -> str:

@@ -8,7 +8,8 @@ from webui.loaders.base import LoadError
 from webui.model_manager import ModelBusy
 from webui.paths import NameRefused
 from webui.runtime import Runtime
-from webui.ui.common import MODEL_GROUP
+from webui.ui.common import MODEL_GROUP, Shared, to_params
+from webui.ui.parameters_tab import control_values
 
 DTYPES = ["auto", "bf16", "fp16", "fp32"]
 
@@ -18,7 +19,7 @@ def status_text(runtime: Runtime) -> str:
     return f"Loaded: **{loaded.describe()}**" if loaded else "No model loaded."
 
 
-def render(runtime: Runtime) -> None:
+def render(runtime: Runtime, shared: Shared) -> None:
     current = runtime.models.current
     with gr.Row():
         model = gr.Dropdown(
@@ -32,7 +33,7 @@ def render(runtime: Runtime) -> None:
         unload = gr.Button("Unload", elem_id="model-unload")
     status = gr.Markdown(status_text(runtime), elem_id="model-status")
 
-    def load_model(name: str, dtype_choice: str) -> str:
+    def load_model(name: str, dtype_choice: str, current: dict):
         if dtype_choice not in DTYPES:
             raise gr.Error(f"unknown dtype: {dtype_choice!r}")
         try:
@@ -40,8 +41,11 @@ def render(runtime: Runtime) -> None:
         except (NameRefused, LoadError, ModelBusy) as exc:
             # The previous model (if any) is still loaded and serving.
             gr.Warning(str(exc))
-            return f"**Load failed:** {exc}\n\n{status_text(runtime)}"
-        return status_text(runtime)
+            return [f"**Load failed:** {exc}\n\n{status_text(runtime)}", gr.skip(), *[gr.skip()] * len(shared.controls)]
+        # The model's generation_config.json supplies its recommended sampling values.
+        params = runtime.with_model_defaults(to_params(current))
+        runtime.remember(params)
+        return [status_text(runtime), params.model_dump(), *control_values(params)]
 
     def unload_model() -> str:
         try:
@@ -50,6 +54,9 @@ def render(runtime: Runtime) -> None:
             return f"**Unload failed:** {exc}\n\n{status_text(runtime)}"
         return status_text(runtime)
 
-    load.click(load_model, [model, dtype], status, api_name="model_load", **MODEL_GROUP)
+    load.click(
+        load_model, [model, dtype, shared.params], [status, shared.params, *shared.controls],
+        api_name="model_load", **MODEL_GROUP,
+    )
     unload.click(unload_model, None, status, api_name="model_unload", **MODEL_GROUP)
     refresh.click(lambda: gr.Dropdown(choices=runtime.models.names()), None, model, api_name="model_list")

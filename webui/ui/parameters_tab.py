@@ -1,7 +1,12 @@
-"""Parameters tab: sampling controls and presets, feeding the per-session params state."""
+"""Parameters tab: every sampling control, presets, the sampler order.
+
+The controls feed one per-session state (the SamplingParams values as a dict); every
+change is validated by SamplingParams and remembered in settings.yaml.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import gradio as gr
@@ -11,75 +16,220 @@ from webui.presets import ParamsError, SamplingParams, make_params
 from webui.runtime import Runtime
 from webui.ui.common import Shared
 
-# (field, control factory); help texts come from the SamplingParams field descriptions.
-CONTROLS = {
-    "max_new_tokens": lambda info: gr.Slider(1, 4096, step=1, label="max_new_tokens", info=info),
-    "temperature": lambda info: gr.Slider(0.0, 5.0, step=0.01, label="temperature", info=info),
-    "top_p": lambda info: gr.Slider(0.01, 1.0, step=0.01, label="top_p", info=info),
-    "top_k": lambda info: gr.Slider(0, 200, step=1, label="top_k", info=info),
-    "min_p": lambda info: gr.Slider(0.0, 1.0, step=0.01, label="min_p", info=info),
-    "repetition_penalty": lambda info: gr.Slider(1.0, 3.0, step=0.01, label="repetition_penalty", info=info),
-    "seed": lambda info: gr.Number(label="seed", precision=0, info=info),
-    "stop": lambda info: gr.Textbox(label="stop strings", info=info + " One per line.", lines=2),
-}
-INT_FIELDS = {"max_new_tokens", "top_k", "seed"}
+# (group title, [(field, control kind, slider range)]); help texts come from the
+# SamplingParams field descriptions, so there is one place to document a parameter.
+GROUPS: list[tuple[str, list[tuple[str, str, tuple[float, float, float] | None]]]] = [
+    ("Length and randomness", [
+        ("max_new_tokens", "slider", (1, 4096, 1)),
+        ("truncation_length", "slider", (0, 131072, 256)),
+        ("do_sample", "check", None),
+        ("seed", "number", None),
+        ("temperature", "slider", (0.0, 5.0, 0.01)),
+        ("temperature_last", "check", None),
+        ("dynamic_temperature", "check", None),
+        ("dynatemp_low", "slider", (0.0, 5.0, 0.01)),
+        ("dynatemp_high", "slider", (0.0, 5.0, 0.01)),
+        ("dynatemp_exponent", "slider", (0.01, 10.0, 0.01)),
+        ("smoothing_factor", "slider", (0.0, 10.0, 0.01)),
+        ("smoothing_curve", "slider", (1.0, 10.0, 0.01)),
+    ]),
+    ("Truncation", [
+        ("top_p", "slider", (0.01, 1.0, 0.01)),
+        ("top_k", "slider", (0, 200, 1)),
+        ("min_p", "slider", (0.0, 1.0, 0.01)),
+        ("top_n_sigma", "slider", (0.0, 10.0, 0.01)),
+        ("typical_p", "slider", (0.01, 1.0, 0.01)),
+        ("epsilon_cutoff", "slider", (0.0, 9.0, 0.01)),
+        ("eta_cutoff", "slider", (0.0, 20.0, 0.01)),
+        ("tfs", "slider", (0.01, 1.0, 0.01)),
+        ("top_a", "slider", (0.0, 1.0, 0.01)),
+        ("xtc_threshold", "slider", (0.0, 1.0, 0.01)),
+        ("xtc_probability", "slider", (0.0, 1.0, 0.01)),
+    ]),
+    ("Repetition", [
+        ("repetition_penalty", "slider", (1.0, 3.0, 0.01)),
+        ("repetition_penalty_range", "slider", (0, 8192, 64)),
+        ("presence_penalty", "slider", (-2.0, 2.0, 0.01)),
+        ("frequency_penalty", "slider", (-2.0, 2.0, 0.01)),
+        ("no_repeat_ngram_size", "slider", (0, 20, 1)),
+        ("dry_multiplier", "slider", (0.0, 5.0, 0.01)),
+        ("dry_base", "slider", (1.0, 4.0, 0.01)),
+        ("dry_allowed_length", "slider", (1, 20, 1)),
+        ("dry_sequence_breakers", "lines", None),
+    ]),
+    ("Mirostat, guidance, tokens", [
+        ("mirostat_mode", "mirostat", None),
+        ("mirostat_tau", "slider", (0.0, 20.0, 0.01)),
+        ("mirostat_eta", "slider", (0.01, 1.0, 0.01)),
+        ("guidance_scale", "slider", (0.1, 5.0, 0.05)),
+        ("negative_prompt", "text", None),
+        ("ban_eos_token", "check", None),
+        ("custom_token_bans", "ids", None),
+        ("logit_bias", "bias", None),
+        ("stop", "lines", None),
+        ("sampler_priority", "lines", None),
+    ]),
+]
+INT_FIELDS = {name for name, info in SamplingParams.model_fields.items() if info.annotation is int}
+_ESCAPES = {"\\n": "\n", "\\t": "\t", "\\\\": "\\"}
 
 
-def control_value(name: str, params: SamplingParams) -> Any:
-    value = getattr(params, name)
-    return "\n".join(value) if name == "stop" else value
+def unescape(text: str) -> str:
+    r"""`\n`, `\t` and `\\` typed in a one-per-line box -> the characters (no eval)."""
+    return re.sub(r"\\[nt\\]", lambda m: _ESCAPES[m.group(0)], text)
 
 
-def from_controls(values: dict[str, Any]) -> dict[str, Any]:
-    """Control values -> SamplingParams fields (sliders send floats, stop is text)."""
-    out = dict(values)
-    for name in INT_FIELDS:
-        if isinstance(out.get(name), float) and out[name].is_integer():
-            out[name] = int(out[name])
-    if isinstance(out.get("stop"), str):
-        out["stop"] = [line for line in out["stop"].splitlines() if line]
-    return out
+def escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
+
+
+def to_control(name: str, kind: str, value: Any) -> Any:
+    if kind == "lines":
+        return "\n".join(escape(v) for v in value)
+    if kind == "ids":
+        return ", ".join(str(i) for i in value)
+    if kind == "bias":
+        return "\n".join(f"{key}: {bias:g}" for key, bias in value.items())
+    if kind == "mirostat":
+        return str(value)
+    return value
+
+
+def from_control(name: str, kind: str, value: Any) -> Any:
+    """A control's value -> the SamplingParams field value (ParamsError if unreadable)."""
+    if kind == "lines":
+        return [unescape(line) for line in (value or "").splitlines() if line]
+    if kind == "ids":
+        try:
+            return [int(part) for part in re.split(r"[,\s]+", value or "") if part]
+        except ValueError:
+            raise ParamsError(f"{name}: token ids are whole numbers separated by commas") from None
+    if kind == "bias":
+        bias = {}
+        for line in (value or "").splitlines():
+            if not line.strip():
+                continue
+            key, sep, amount = line.rpartition(":")
+            try:
+                bias[key.strip()] = float(amount)
+            except ValueError:
+                raise ParamsError(f"{name}: write one 'token or text: number' per line") from None
+            if not sep or not key.strip():
+                raise ParamsError(f"{name}: write one 'token or text: number' per line")
+        return bias
+    if kind == "mirostat":
+        return int(value) if value in ("0", "2") else value
+    if name in INT_FIELDS and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def make_control(name: str, kind: str, bounds, value: Any):
+    info = SamplingParams.model_fields[name].description
+    shown = to_control(name, kind, value)
+    if kind == "slider":
+        low, high, step = bounds
+        return gr.Slider(low, high, step=step, value=shown, label=name, info=info)
+    if kind == "check":
+        return gr.Checkbox(value=shown, label=name, info=info)
+    if kind == "number":
+        return gr.Number(value=shown, label=name, info=info, precision=0)
+    if kind == "mirostat":
+        return gr.Radio(["0", "2"], value=shown, label=name, info=info)
+    lines = 1 if kind in ("ids", "text") else 3
+    hint = {"lines": " One per line; \\n for a newline.", "ids": " Comma-separated.",
+            "bias": " One 'token id or text: bias' per line."}.get(kind, "")
+    return gr.Textbox(value=shown, label=name, info=info + hint, lines=lines)
+
+
+def build_controls(defaults: SamplingParams) -> dict[str, Any]:
+    controls = {}
+    for title, fields in GROUPS:
+        with gr.Accordion(title, open=title == "Length and randomness"):
+            with gr.Row(equal_height=False):
+                half = (len(fields) + 1) // 2
+                for column in (fields[:half], fields[half:]):
+                    with gr.Column():
+                        for name, kind, bounds in column:
+                            controls[name] = make_control(name, kind, bounds, getattr(defaults, name))
+    return controls
+
+
+KINDS = {name: kind for _, fields in GROUPS for name, kind, _ in fields}
+assert set(KINDS) == set(SamplingParams.model_fields), "every parameter needs a control"
+
+
+def control_values(params: SamplingParams) -> list[Any]:
+    return [to_control(name, KINDS[name], getattr(params, name)) for name in KINDS]
+
+
+def params_from_controls(values: list[Any]) -> SamplingParams:
+    fields = {name: from_control(name, KINDS[name], value) for name, value in zip(KINDS, values, strict=True)}
+    return make_params(fields)
 
 
 def render(runtime: Runtime, shared: Shared) -> None:
-    fields = SamplingParams.model_fields
+    presets = runtime.presets
+    start = runtime.settings.preset if runtime.settings.preset in presets.names() else None
     with gr.Row():
-        preset = gr.Dropdown(
-            runtime.presets.names(), value=runtime.settings.preset if runtime.settings.preset in runtime.presets.names() else None,
-            label="Preset", elem_id="preset", scale=3,
-        )
+        preset = gr.Dropdown(presets.names(), value=start, label="Preset", elem_id="preset", scale=3)
         refresh = gr.Button("↻", scale=0, min_width=40)
-    status = gr.Markdown()
-    controls = {}
-    with gr.Row():
-        with gr.Column():
-            for name in ("max_new_tokens", "temperature", "top_p", "top_k"):
-                controls[name] = CONTROLS[name](fields[name].description)
-        with gr.Column():
-            for name in ("min_p", "repetition_penalty", "seed", "stop"):
-                controls[name] = CONTROLS[name](fields[name].description)
-    names = list(controls)
-    for name, control in controls.items():
-        control.value = control_value(name, runtime.default_params)
+        save_name = gr.Textbox(label="Save as", placeholder="preset name", scale=2, elem_id="preset-name")
+        save = gr.Button("Save preset", scale=1)
+        delete = gr.Button("Delete preset", scale=1, variant="stop")
+        neutral = gr.Button("Neutralize samplers", scale=1)
+    status = gr.Markdown(elem_id="params-status")
+    controls = build_controls(runtime.default_params)
+    shared.controls = list(controls.values())
+    outputs = [shared.params, status, *shared.controls]
+
+    def applied(params: SamplingParams, message: str) -> list[Any]:
+        warning = runtime.remember(params)
+        return [params.model_dump(), message + (f" ({warning})" if warning else ""), *control_values(params)]
 
     def apply_preset(name: str):
         try:
-            params = runtime.presets.load(name)
+            params = presets.load(name)
         except (NameRefused, ParamsError) as exc:
             raise gr.Error(str(exc)) from exc
-        return [params.model_dump(), f"Preset **{name}** applied."] + [control_value(n, params) for n in names]
+        return applied(params, f"Preset **{name}** applied.")
 
     def update(current: dict, *values):
         try:
-            params = make_params(from_controls(dict(zip(names, values, strict=True))))
+            params = params_from_controls(list(values))
         except ParamsError as exc:
             gr.Warning(f"Not applied: {exc}")
             return current, f"**Not applied:** {exc}"
-        return params.model_dump(), ""
+        warning = runtime.remember(params)
+        return params.model_dump(), warning or ""
 
-    preset.input(apply_preset, preset, [shared.params, status, *controls.values()], api_name="load_preset")
-    refresh.click(lambda: gr.Dropdown(choices=runtime.presets.names()), None, preset, api_name="list_presets")
-    gr.on(
-        [control.input for control in controls.values()],
-        update, [shared.params, *controls.values()], [shared.params, status], api_name="set_params",
+    def save_preset(name: str, current: dict):
+        try:
+            presets.save(name, make_params(current))
+        except (NameRefused, ParamsError, OSError) as exc:
+            raise gr.Error(f"Preset not saved: {exc}") from exc
+        return gr.Dropdown(choices=presets.names(), value=name), f"Preset **{name}** saved."
+
+    def delete_preset(name: str):
+        try:
+            presets.delete(name)
+        except NameRefused as exc:
+            raise gr.Error(f"{exc} (only your own presets can be deleted)") from exc
+        return gr.Dropdown(choices=presets.names(), value=None), f"Preset **{name}** deleted."
+
+    preset.input(apply_preset, preset, outputs, api_name="load_preset")
+    refresh.click(lambda: gr.Dropdown(choices=presets.names()), None, preset, api_name="list_presets")
+    save.click(save_preset, [save_name, shared.params], [preset, status], api_name="save_preset")
+    delete.click(delete_preset, preset, [preset, status], api_name="delete_preset")
+    neutral.click(
+        lambda current: applied(make_params({"max_new_tokens": make_params(current).max_new_tokens}),
+                                "Samplers neutralized."),
+        shared.params, outputs, api_name="neutralize_samplers",
     )
+    # Text boxes apply when left (half-typed text would be refused); the rest at once.
+    triggers = [c.blur if isinstance(c, gr.Textbox) else c.input for c in shared.controls]
+    gr.on(
+        triggers,
+        update, [shared.params, *shared.controls], [shared.params, status], api_name="set_params",
+    )
+

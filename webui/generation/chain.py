@@ -1,0 +1,153 @@
+"""SamplingParams -> the ordered chain of LogitsProcessors that shapes each step.
+
+Every step is a transformers LogitsProcessor (ours in samplers/, or transformers'
+own where it already has the reference definition), so nothing is monkey-patched and
+the order is exactly `params.step_order()`.  A step at its neutral value is left out
+of the chain entirely: an untouched parameter costs nothing.
+
+`generate()` is then called with all its own sampling knobs neutral, so the chain
+below is the only thing that changes the logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from transformers import (
+    EpsilonLogitsWarper,
+    EtaLogitsWarper,
+    LogitsProcessor,
+    LogitsProcessorList,
+    MinPLogitsWarper,
+    NoRepeatNGramLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+    TypicalLogitsWarper,
+    UnbatchedClassifierFreeGuidanceLogitsProcessor,
+)
+
+from webui.generation.samplers.dry import DRYLogitsProcessor
+from webui.generation.samplers.mirostat import Mirostat2LogitsProcessor
+from webui.generation.samplers.penalties import (
+    BanTokensLogitsProcessor,
+    LogitBiasLogitsProcessor,
+    PresenceFrequencyPenaltyLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+)
+from webui.generation.samplers.temperature import (
+    DynamicTemperatureLogitsProcessor,
+    QuadraticSmoothingLogitsProcessor,
+)
+from webui.generation.samplers.top_n_sigma import TopNSigmaLogitsProcessor
+from webui.generation.samplers.truncation import TailFreeLogitsProcessor, TopALogitsProcessor
+from webui.generation.samplers.xtc import XTCLogitsProcessor
+from webui.presets import ParamsError, SamplingParams
+
+# Text Generation WebUI gives epsilon and eta cutoffs in units of 1e-4.
+CUTOFF_UNIT = 1e-4
+
+Step = Callable[[SamplingParams], LogitsProcessor | None]
+
+
+def _temperature(p: SamplingParams) -> LogitsProcessor | None:
+    # With dynamic temperature on, it replaces the plain temperature.
+    if p.dynamic_temperature or p.temperature in (0.0, 1.0):
+        return None
+    return TemperatureLogitsWarper(p.temperature)
+
+
+def _dynamic_temperature(p: SamplingParams) -> LogitsProcessor | None:
+    if not p.dynamic_temperature:
+        return None
+    return DynamicTemperatureLogitsProcessor(p.dynatemp_low, p.dynatemp_high, p.dynatemp_exponent)
+
+
+# Steps that need nothing but the parameters.
+SIMPLE_STEPS: dict[str, Step] = {
+    "repetition_penalty": lambda p: None if p.repetition_penalty == 1.0 else
+        RepetitionPenaltyLogitsProcessor(p.repetition_penalty, p.repetition_penalty_range),
+    "presence_penalty": lambda p: None if p.presence_penalty == 0.0 else
+        PresenceFrequencyPenaltyLogitsProcessor(p.presence_penalty, 0.0, p.repetition_penalty_range),
+    "frequency_penalty": lambda p: None if p.frequency_penalty == 0.0 else
+        PresenceFrequencyPenaltyLogitsProcessor(0.0, p.frequency_penalty, p.repetition_penalty_range),
+    "top_n_sigma": lambda p: TopNSigmaLogitsProcessor(p.top_n_sigma) if p.top_n_sigma > 0 else None,
+    "temperature": _temperature,
+    "dynamic_temperature": _dynamic_temperature,
+    "quadratic_sampling": lambda p: None if p.smoothing_factor == 0.0 else
+        QuadraticSmoothingLogitsProcessor(p.smoothing_factor, p.smoothing_curve),
+    "top_k": lambda p: TopKLogitsWarper(p.top_k) if p.top_k > 0 else None,
+    "top_p": lambda p: TopPLogitsWarper(p.top_p) if p.top_p < 1.0 else None,
+    "typical_p": lambda p: TypicalLogitsWarper(p.typical_p) if p.typical_p < 1.0 else None,
+    "epsilon_cutoff": lambda p: EpsilonLogitsWarper(p.epsilon_cutoff * CUTOFF_UNIT) if p.epsilon_cutoff > 0 else None,
+    "eta_cutoff": lambda p: EtaLogitsWarper(p.eta_cutoff * CUTOFF_UNIT) if p.eta_cutoff > 0 else None,
+    "tfs": lambda p: TailFreeLogitsProcessor(p.tfs) if p.tfs < 1.0 else None,
+    "top_a": lambda p: TopALogitsProcessor(p.top_a) if p.top_a > 0 else None,
+    "min_p": lambda p: MinPLogitsWarper(p.min_p) if p.min_p > 0 else None,
+    "xtc": lambda p: XTCLogitsProcessor(p.xtc_threshold, p.xtc_probability) if p.xtc_probability > 0 else None,
+    "no_repeat_ngram": lambda p: NoRepeatNGramLogitsProcessor(p.no_repeat_ngram_size)
+        if p.no_repeat_ngram_size > 0 else None,
+    # A fresh instance per request: mirostat keeps its running state (mu) inside.
+    "mirostat": lambda p: Mirostat2LogitsProcessor(p.mirostat_tau, p.mirostat_eta) if p.mirostat_mode == 2 else None,
+}
+
+
+def last_token_ids(tokenizer, texts: Sequence[str]) -> set[int]:
+    """DRY sequence breakers: the last token of each breaker string."""
+    ids = set()
+    for text in texts:
+        encoded = tokenizer.encode(text, add_special_tokens=False)
+        if encoded:
+            ids.add(encoded[-1])
+    return ids
+
+
+def bias_ids(tokenizer, logit_bias: dict[str, float], vocab_size: int) -> dict[int, float]:
+    """Keys that are digits are token ids; any other key is text, each of its tokens biased."""
+    out: dict[int, float] = {}
+    for key, bias in logit_bias.items():
+        if key.lstrip("-").isdigit() and key.startswith("-"):
+            raise ParamsError(f"logit_bias: token id {key} is outside the vocabulary (0..{vocab_size - 1})")
+        ids = [int(key)] if key.isdigit() else tokenizer.encode(key, add_special_tokens=False)
+        for token_id in ids:
+            check_token_id(token_id, vocab_size, "logit_bias")
+            out[token_id] = bias
+    return out
+
+
+def check_token_id(token_id: int, vocab_size: int, field: str) -> None:
+    if not 0 <= token_id < vocab_size:
+        raise ParamsError(f"{field}: token id {token_id} is outside the vocabulary (0..{vocab_size - 1})")
+
+
+def build_chain(params: SamplingParams, tokenizer, model: Any, vocab_size: int, eos_ids: set[int]) -> LogitsProcessorList:
+    """The LogitsProcessorList for one request; raises ParamsError for unusable values."""
+    chain = LogitsProcessorList()
+    if params.guidance_scale != 1.0:
+        # CFG compares raw logits with and without the prompt, so it goes first.
+        negative = tokenizer(params.negative_prompt or "", return_tensors="pt")["input_ids"].to(model.device)
+        chain.append(UnbatchedClassifierFreeGuidanceLogitsProcessor(params.guidance_scale, model, negative))
+    bans = list(params.custom_token_bans)
+    for token_id in bans:
+        check_token_id(token_id, vocab_size, "custom_token_bans")
+    if params.ban_eos_token:
+        bans.extend(eos_ids)
+    if bans:
+        chain.append(BanTokensLogitsProcessor(sorted(set(bans))))
+    if params.logit_bias:
+        chain.append(LogitBiasLogitsProcessor(bias_ids(tokenizer, params.logit_bias, vocab_size)))
+    for name in params.step_order():
+        if name == "dry":
+            if params.dry_multiplier > 0:
+                chain.append(DRYLogitsProcessor(
+                    params.dry_multiplier, params.dry_base, params.dry_allowed_length,
+                    last_token_ids(tokenizer, params.dry_sequence_breakers), params.repetition_penalty_range,
+                ))
+            continue
+        if params.greedy and name in ("mirostat", "xtc"):
+            continue  # steps that sample by themselves make no sense for greedy decoding
+        step = SIMPLE_STEPS[name](params)
+        if step is not None:
+            chain.append(step)
+    return chain

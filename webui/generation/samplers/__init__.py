@@ -1,0 +1,1 @@
+"""Our sampling steps as transformers LogitsProcessors, one small module each."""
