@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -124,25 +123,6 @@ def test_dry_keeps_logits_finite_even_with_huge_penalties():
     out = dry(ids([1] * 62, [1] * 62), scores)
     assert torch.isfinite(out[0, 1]) and out[0, 1] < -60000  # penalised hard, still possible
     assert out[1, 1] == NEG_INF  # a banned token stays banned
-
-
-def test_dry_is_fast_on_a_2k_context():
-    dry = DRYLogitsProcessor(0.8, 1.75, 2, {13})
-    scores = torch.randn(1, 32000)
-    contexts = {
-        "random": torch.randint(0, 200, (1, 2048), generator=torch.Generator().manual_seed(0)),
-        "one token": torch.full((1, 2048), 3),  # worst case: every position matches
-        "period 7": torch.arange(7).repeat(300)[:2048].unsqueeze(0),
-    }
-    for name, context in contexts.items():
-        dry(context, scores)
-        times = []
-        for _ in range(10):
-            start = time.perf_counter()
-            dry(context, scores)
-            times.append(time.perf_counter() - start)
-        # Typically well under 1 ms here; the bound is loose so a busy CI box does not flake.
-        assert sorted(times)[len(times) // 2] < 0.02, name
 
 
 @pytest.mark.parametrize("kwargs", [
