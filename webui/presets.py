@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from webui.paths import list_entries, new_entry, pick
-from webui.settings import SettingsError, read_yaml_mapping
+from webui.settings import SettingsError, describe_validation_error, read_yaml_mapping
 from webui.storage import atomic_write_text
 
 MAX_STOP_STRINGS = 16
@@ -187,14 +187,6 @@ class SamplingParams(BaseModel):
 
 class ParamsError(ValueError):
     """Sampling values that were refused; the message names each bad field."""
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "value"
-        parts.append(f"{field}: {err['msg']}")
-    return "; ".join(parts)
 
 
 def make_params(values: dict[str, Any], base: SamplingParams | None = None) -> SamplingParams:

@@ -128,7 +128,8 @@ def _coerce_paths(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming each refused field and why."""
     parts = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "settings"
@@ -155,7 +156,7 @@ def build_settings(flags: dict[str, Any], settings_path: Path | None = None) -> 
             warnings.append(f"settings file ignored: {exc}")
             from_file = {}
         except ValidationError as exc:
-            warnings.append(f"settings file {path.name} ignored: {_describe(exc)}")
+            warnings.append(f"settings file {path.name} ignored: {describe_validation_error(exc)}")
             from_file = {}
     elif settings_path is not None:
         raise SettingsError(f"settings file not found: {settings_path}")
@@ -166,4 +167,4 @@ def build_settings(flags: dict[str, Any], settings_path: Path | None = None) -> 
     try:
         return Settings(**{**from_file, **_coerce_paths(flags)}), warnings
     except ValidationError as exc:
-        raise SettingsError(_describe(exc)) from exc
+        raise SettingsError(describe_validation_error(exc)) from exc

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 from transformers import LogitsProcessor
 
+from webui.generation.samplers.checks import finite_number
+
 # Longest repeat we measure, as in Text Generation WebUI.  It bounds the exponent of the
 # penalty (1.75 ** 48 is still a finite float32) and the worst-case work per step (a context
 # that is one token repeated matches everywhere).
 MAX_MATCH = 50
-
-
-def _finite_number(name: str, value: object) -> float:
-    # bool is an int subclass, but True as a multiplier is a caller's mistake, not 1.0.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"`{name}` must be a finite number, got {value!r}")
-    return float(value)
 
 
 def _whole_number(name: str, value: object, minimum: int) -> int:
@@ -133,10 +127,10 @@ class DRYLogitsProcessor(LogitsProcessor):
         sequence_breakers: Iterable[int | Sequence[int]] | None = None,
         range_: int = 0,
     ):
-        self.multiplier = _finite_number("multiplier", multiplier)
+        self.multiplier = finite_number("multiplier", multiplier)
         if self.multiplier < 0:
             raise ValueError(f"`multiplier` must be >= 0, got {multiplier}")
-        self.base = _finite_number("base", base)
+        self.base = finite_number("base", base)
         # A base below 1 would make longer repeats cheaper than short ones.
         if self.base < 1:
             raise ValueError(f"`base` must be >= 1, got {base}")

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import math
 
 import torch
 from transformers import LogitsProcessor
 
-
-def _non_negative(name: str, value: object) -> float:
-    # bool is an int subclass, but True as tau is a caller's mistake, not 1.0.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"`{name}` must be a finite number, got {value!r}")
-    if value < 0:
-        raise ValueError(f"`{name}` must be >= 0, got {value}")
-    return float(value)
+from webui.generation.samplers.checks import finite_number
 
 
 class Mirostat2LogitsProcessor(LogitsProcessor):
@@ -53,8 +45,8 @@ class Mirostat2LogitsProcessor(LogitsProcessor):
     """
 
     def __init__(self, tau: float = 5.0, eta: float = 0.1, generator: torch.Generator | None = None):
-        self.tau = _non_negative("tau", tau)
-        self.eta = _non_negative("eta", eta)
+        self.tau = finite_number("tau", tau, minimum=0.0)
+        self.eta = finite_number("eta", eta, minimum=0.0)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(f"`generator` must be a torch.Generator or None, got {generator!r}")
         self.generator = generator

@@ -15,11 +15,12 @@ range), and -inf (removed by an earlier step) stays -inf.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 
 import torch
 from transformers import LogitsProcessor
+
+from webui.generation.samplers.checks import finite_number
 
 
 def ids_in_vocab(ids: Iterable[int] | torch.Tensor, vocab_size: int, *, field: str = "token id") -> None:
@@ -43,13 +44,6 @@ def _token_id(value: object, field: str) -> int:
     if value < 0:
         raise ValueError(f"{field}: token id {value} is outside the vocabulary (ids start at 0)")
     return value
-
-
-def _finite_number(name: str, value: object) -> float:
-    # bool is an int subclass, but True as a penalty is a caller's mistake, not 1.0.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"`{name}` must be a finite number, got {value!r}")
-    return float(value)
 
 
 def _context_range(value: object) -> int:
@@ -88,7 +82,7 @@ class RepetitionPenaltyLogitsProcessor(LogitsProcessor):
     """
 
     def __init__(self, penalty: float, range_: int = 0):
-        penalty = _finite_number("penalty", penalty)
+        penalty = finite_number("penalty", penalty)
         if penalty <= 0:
             raise ValueError(f"`penalty` must be > 0, got {penalty}")
         self.penalty = penalty
@@ -118,8 +112,8 @@ class PresenceFrequencyPenaltyLogitsProcessor(LogitsProcessor):
     """
 
     def __init__(self, presence_penalty: float, frequency_penalty: float, range_: int = 0):
-        self.presence_penalty = _finite_number("presence_penalty", presence_penalty)
-        self.frequency_penalty = _finite_number("frequency_penalty", frequency_penalty)
+        self.presence_penalty = finite_number("presence_penalty", presence_penalty)
+        self.frequency_penalty = finite_number("frequency_penalty", frequency_penalty)
         self.range_ = _context_range(range_)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -147,7 +141,7 @@ class LogitBiasLogitsProcessor(LogitsProcessor):
         ids, values = [], []
         for token_id, value in bias.items():
             ids.append(_token_id(token_id, "logit_bias"))
-            values.append(_finite_number(f"bias[{token_id}]", value))
+            values.append(finite_number(f"bias[{token_id}]", value))
         self.bias = dict(zip(ids, values, strict=True))
         self._ids = torch.tensor(ids, dtype=torch.long)
         self._values = torch.tensor(values, dtype=torch.float32)

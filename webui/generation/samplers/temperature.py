@@ -8,21 +8,15 @@ Both work row by row, so each row of a batch gets its own temperature or its own
 
 from __future__ import annotations
 
-import math
 
 import torch
 from transformers import LogitsProcessor
 
+from webui.generation.samplers.checks import finite_number
+
 # Below this the temperature is treated as 0, i.e. greedy: dividing by something this small
 # would push ordinary logits towards the float range's edge, where +inf turns softmax into NaN.
 GREEDY_TEMPERATURE = 1e-6
-
-
-def _finite_number(name: str, value: object) -> float:
-    # bool is an int subclass, but True as a temperature is a caller's mistake, not 1.0.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"`{name}` must be a finite number, got {value!r}")
-    return float(value)
 
 
 class DynamicTemperatureLogitsProcessor(LogitsProcessor):
@@ -47,9 +41,9 @@ class DynamicTemperatureLogitsProcessor(LogitsProcessor):
     """
 
     def __init__(self, low: float, high: float, exponent: float = 1.0):
-        low = _finite_number("low", low)
-        high = _finite_number("high", high)
-        exponent = _finite_number("exponent", exponent)
+        low = finite_number("low", low)
+        high = finite_number("high", high)
+        exponent = finite_number("exponent", exponent)
         if low < 0:
             raise ValueError(f"`low` must be >= 0, got {low}")
         if high < low:
@@ -116,8 +110,8 @@ class QuadraticSmoothingLogitsProcessor(LogitsProcessor):
     """
 
     def __init__(self, smoothing_factor: float, smoothing_curve: float = 1.0):
-        smoothing_factor = _finite_number("smoothing_factor", smoothing_factor)
-        smoothing_curve = _finite_number("smoothing_curve", smoothing_curve)
+        smoothing_factor = finite_number("smoothing_factor", smoothing_factor)
+        smoothing_curve = finite_number("smoothing_curve", smoothing_curve)
         if smoothing_factor < 0:
             raise ValueError(f"`smoothing_factor` must be >= 0, got {smoothing_factor}")
         # Below 1 the cubic term turns positive for d < 0 and far-tail tokens would end up

@@ -6,24 +6,16 @@ all rows of a batch at once.
 
 from __future__ import annotations
 
-import math
 
 import torch
 from transformers import LogitsProcessor
+
+from webui.generation.samplers.checks import unit_interval
 
 # Below this total curvature a row's sorted probabilities are flat or a straight line: there
 # is no "tail" to find, and dividing by the (rounding-noise) total would cut at random.  The
 # same threshold as llama.cpp's tail-free sampler.
 FLAT_CURVATURE = 1e-6
-
-
-def _unit_interval(name: str, value: object) -> float:
-    # bool is an int subclass, but True as a cutoff is a caller's mistake, not 1.0.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"`{name}` must be a finite number, got {value!r}")
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"`{name}` must be between 0 and 1, got {value}")
-    return float(value)
 
 
 class TopALogitsProcessor(LogitsProcessor):
@@ -40,7 +32,7 @@ class TopALogitsProcessor(LogitsProcessor):
     """
 
     def __init__(self, top_a: float):
-        self.top_a = _unit_interval("top_a", top_a)
+        self.top_a = unit_interval("top_a", top_a)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.top_a == 0:
@@ -81,7 +73,7 @@ class TailFreeLogitsProcessor(LogitsProcessor):
     """
 
     def __init__(self, tfs: float):
-        self.tfs = _unit_interval("tfs", tfs)
+        self.tfs = unit_interval("tfs", tfs)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         batch, vocab = scores.shape

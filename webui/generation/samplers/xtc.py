@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import math
 
 import torch
 from transformers import LogitsProcessor
 
-
-def _unit_interval(name: str, value: object) -> float:
-    # bool is an int subclass, but True as a probability is a caller's mistake, not 1.0.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"`{name}` must be a finite number, got {value!r}")
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"`{name}` must be between 0 and 1, got {value}")
-    return float(value)
+from webui.generation.samplers.checks import unit_interval
 
 
 class XTCLogitsProcessor(LogitsProcessor):
@@ -43,8 +35,8 @@ class XTCLogitsProcessor(LogitsProcessor):
 
     def __init__(self, threshold: float = 0.1, probability: float = 0.0,
                  generator: torch.Generator | None = None):
-        self.threshold = _unit_interval("threshold", threshold)
-        self.probability = _unit_interval("probability", probability)
+        self.threshold = unit_interval("threshold", threshold)
+        self.probability = unit_interval("probability", probability)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError(f"`generator` must be a torch.Generator or None, got {generator!r}")
         self.generator = generator
