@@ -20,6 +20,8 @@ from tests.tiny_models import build_llama  # noqa: E402
 from webui.settings import PROJECT_ROOT, Settings  # noqa: E402
 
 TINY = "tiny-llama"
+API_KEY = "test-api-key-123"
+ADMIN_KEY = "test-admin-key-456"
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +44,8 @@ def make_settings(models_root, user_data, **overrides) -> Settings:
 def runtime(models_root, tmp_path_factory):
     from webui.runtime import build_runtime
 
-    return build_runtime(make_settings(models_root, tmp_path_factory.mktemp("user_data")))
+    settings = make_settings(models_root, tmp_path_factory.mktemp("user_data"), api_key=API_KEY, admin_key=ADMIN_KEY)
+    return build_runtime(settings)
 
 
 @pytest.fixture(scope="session")
@@ -68,3 +71,13 @@ def app_url(runtime):
     app, url = launch(runtime, block=False, port=free_port())
     yield url
     app.close()
+
+
+@pytest.fixture(scope="session")
+def api_url(runtime):
+    from webui.api.openai_api import APIServer
+
+    server = APIServer(runtime, port=free_port())
+    url = server.start()
+    yield url
+    server.stop()

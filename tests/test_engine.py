@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -141,3 +142,22 @@ def test_cancel_token_is_per_request():
     a, b = CancelToken(), CancelToken()
     a.cancel()
     assert a.cancelled and not b.cancelled
+
+
+def test_a_full_queue_answers_at_once(runtime):
+    from webui.generation.engine import GenerationEngine, QueueFull
+
+    small = GenerationEngine(runtime.models, max_pending=2)
+    first = GenerationRequest(PROMPT, greedy(400))
+    running = [small.generate(first), small.generate(GenerationRequest(PROMPT, greedy(5)))]
+    with pytest.raises(QueueFull):
+        small.generate(GenerationRequest(PROMPT, greedy(5)))
+    first.cancel.cancel()
+    for stream in running:
+        stream.text()
+    # The worker counts a request as done just after its last message: wait (bounded).
+    deadline = time.monotonic() + 10
+    while small.pending and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert small.pending == 0
+    assert small.generate(GenerationRequest(PROMPT, greedy(3))).text() is not None

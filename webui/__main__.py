@@ -35,11 +35,19 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print("WARNING: serving beyond loopback with NO authentication.", file=sys.stderr)
 
+    if settings.api and not settings.is_loopback and not settings.api_key:
+        print(f"error: refusing to serve the API on {settings.host} without --api-key.", file=sys.stderr)
+        return 2
+
     from webui.runtime import build_runtime
     from webui.ui.app import launch
 
     # An explicit --preset means "start with this preset", not with the last used values.
     runtime = build_runtime(settings, warnings=warnings, use_remembered="preset" not in flags)
+    if settings.api:
+        from webui.api.openai_api import APIServer
+
+        print(f"OpenAI-compatible API at {APIServer(runtime).start()}", flush=True)
     launch(runtime, block=True)
     return 0
 

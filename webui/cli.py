@@ -42,6 +42,13 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--listen-without-auth", action="store_true",
                    help="DANGEROUS: serve beyond loopback with no password (trusted networks only)")
     n.add_argument("--max-queue", type=int, help="waiting requests before new ones are refused")
+    a = p.add_argument_group("API")
+    a.add_argument("--api", action="store_true", help="serve the OpenAI-compatible API (/v1)")
+    a.add_argument("--api-port", type=int, help="API port (default 5000)")
+    a.add_argument("--api-key", help="key every API request must send (required beyond loopback)")
+    a.add_argument("--admin-key", help="key for the model management endpoints")
+    a.add_argument("--api-cors-origin", dest="api_cors_origins", action="append",
+                   help="a web origin allowed to call the API (repeat for more); none by default")
     return p
 
 
@@ -49,4 +56,6 @@ def parse_flags(argv: list[str] | None = None) -> tuple[dict[str, Any], Path | N
     """Returns (settings overrides, explicit settings file or None)."""
     values = vars(parser().parse_args(argv))
     settings_path = values.pop("settings_path", None)
+    if "api_cors_origins" in values:
+        values["api_cors_origins"] = tuple(values["api_cors_origins"])
     return values, settings_path

@@ -20,6 +20,7 @@ from webui.generation.engine import (
     GenerationEngine,
     GenerationRequest,
     GenerationStream,
+    QueueFull,
 )
 from webui.loaders.base import LoadError, LoadOptions
 from webui.loaders.registry import LoaderRegistry, default_registry
@@ -80,7 +81,11 @@ class Runtime:
 
     def stream(self, owner: str, prompt: str | Callable[[Any], str], params: SamplingParams) -> OwnedStream:
         token = self.requests.start(owner)
-        stream = self.engine.generate(GenerationRequest(prompt, params, token))
+        try:
+            stream = self.engine.generate(GenerationRequest(prompt, params, token))
+        except QueueFull:
+            self.requests.finish(owner, token)
+            raise
         return OwnedStream(stream, lambda: self.requests.finish(owner, token))
 
     def chat(self, owner: str, history: Sequence[Message], system: str, params: SamplingParams) -> OwnedStream:
@@ -164,7 +169,7 @@ def build_runtime(
     runtime = Runtime(
         settings=settings,
         models=models,
-        engine=GenerationEngine(models),
+        engine=GenerationEngine(models, max_pending=settings.max_queue),
         presets=presets,
         default_params=default_params,
         warnings=notes,

@@ -63,6 +63,13 @@ class Settings(BaseModel):
     )
     max_queue: int = Field(64, ge=1, le=10_000, description="Waiting requests before 'busy'.")
 
+    # -- OpenAI-compatible API ---------------------------------------------------
+    api: bool = Field(False, description="Serve the OpenAI-compatible API beside the UI.")
+    api_port: int = Field(5000, ge=1, le=65535)
+    api_key: str | None = Field(None, min_length=8, description="Key every API request must send.")
+    admin_key: str | None = Field(None, min_length=8, description="Key for model management endpoints.")
+    api_cors_origins: tuple[str, ...] = Field((), description="Web origins allowed to call the API.")
+
     @field_validator("model")
     @classmethod
     def _model_is_plain_name(cls, value: str | None) -> str | None:
@@ -160,6 +167,8 @@ def build_settings(flags: dict[str, Any], settings_path: Path | None = None) -> 
             from_file = {}
     elif settings_path is not None:
         raise SettingsError(f"settings file not found: {settings_path}")
+    if isinstance(from_file.get("api_cors_origins"), list):
+        from_file["api_cors_origins"] = tuple(from_file["api_cors_origins"])
     for key in ("trust_remote_code", "allow_pickle"):
         # Code-execution switches come from the command line only (HOSTILE.md 6).
         if from_file.pop(key, None):

@@ -35,6 +35,10 @@ class GenerationError(RuntimeError):
     """Generation failed; the message is fit to show the user."""
 
 
+class QueueFull(RuntimeError):
+    """Too many requests are waiting; answered at once instead of hanging."""
+
+
 class CancelToken:
     """Set once by Stop (or a closed connection); read by the decoding loop."""
 
@@ -225,26 +229,47 @@ class GenerationEngine:
     waiting requests fair, and where batching can later gather concurrent requests.
     """
 
-    def __init__(self, manager: ModelManager, wait_timeout: float | None = None, stream_interval: float = 0.02):
+    def __init__(
+        self,
+        manager: ModelManager,
+        wait_timeout: float | None = None,
+        stream_interval: float = 0.02,
+        max_pending: int = 64,
+    ):
         self.manager = manager
         self.wait_timeout = wait_timeout
         self.stream_interval = stream_interval
+        self.max_pending = max_pending
+        self._pending = 0  # queued + running; guarded by _worker_lock
         self._jobs: queue.SimpleQueue[GenerationStream] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
 
     def generate(self, request: GenerationRequest) -> GenerationStream:
+        """Queue a request; raises QueueFull when max_pending requests are already in."""
         stream = GenerationStream(request, self.stream_interval)
         with self._worker_lock:
+            if self._pending >= self.max_pending:
+                raise QueueFull(f"the server is busy ({self._pending} requests waiting); try again shortly")
+            self._pending += 1
             if self._worker is None:
                 self._worker = threading.Thread(target=self._serve, daemon=True, name="model-worker")
                 self._worker.start()
         self._jobs.put(stream)
         return stream
 
+    @property
+    def pending(self) -> int:
+        return self._pending
+
     def _serve(self) -> None:
         while True:
-            self._run(self._jobs.get())
+            stream = self._jobs.get()
+            try:
+                self._run(stream)
+            finally:
+                with self._worker_lock:
+                    self._pending -= 1
 
     def _run(self, stream: GenerationStream) -> None:
         out = stream._mailbox

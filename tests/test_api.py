@@ -1,0 +1,165 @@
+"""The OpenAI-compatible API, driven with the official openai client over loopback."""
+
+from __future__ import annotations
+
+import threading
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import ADMIN_KEY, API_KEY, TINY
+
+
+@pytest.fixture()
+def client(api_url):
+    return openai.OpenAI(base_url=api_url, api_key=API_KEY, max_retries=0, timeout=120)
+
+
+def chat(client, text="Hello there", **kw):
+    return client.chat.completions.create(model=TINY, messages=[{"role": "user", "content": text}], **kw)
+
+
+def test_models_list_and_get(client):
+    assert [m.id for m in client.models.list().data] == [TINY]
+    assert client.models.retrieve(TINY).id == TINY
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-4")
+
+
+def test_chat_completion_with_usage_and_finish_reason(client):
+    reply = chat(client, max_tokens=12, temperature=0)
+    choice = reply.choices[0]
+    assert choice.message.role == "assistant" and choice.message.content
+    assert choice.finish_reason in ("stop", "length")
+    assert reply.usage.completion_tokens <= 12 and reply.usage.prompt_tokens > 0
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+
+def test_streaming_chat_matches_non_streaming(client):
+    whole = chat(client, max_tokens=30, temperature=0).choices[0].message.content
+    chunks = list(chat(client, max_tokens=30, temperature=0, stream=True,
+                       stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 30
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
+
+
+def test_completions_stop_sequences_and_n(client):
+    full = client.completions.create(model=TINY, prompt="The keeper", max_tokens=40, temperature=0).choices[0].text
+    stop = full[10:13]
+    cut = client.completions.create(model=TINY, prompt="The keeper", max_tokens=40, temperature=0, stop=[stop])
+    assert cut.choices[0].text == full[: full.find(stop)]
+    assert cut.choices[0].finish_reason == "stop"
+    many = client.completions.create(model=TINY, prompt="The keeper", max_tokens=8, n=3, seed=5)
+    assert [c.index for c in many.choices] == [0, 1, 2]
+
+
+def test_seed_reproduces_and_extra_samplers_are_accepted(client):
+    kw = dict(max_tokens=20, temperature=1.2, seed=42, extra_body={"min_p": 0.05, "dry_multiplier": 0.8})
+    assert chat(client, **kw).choices[0].message.content == chat(client, **kw).choices[0].message.content
+
+
+@pytest.mark.parametrize(
+    ("kw", "param"),
+    [({"temperature": -1}, "temperature"), ({"top_p": 2}, "top_p"), ({"max_tokens": 10**9}, "max_new_tokens"),
+     ({"extra_body": {"bogus_sampler": 1}}, "bogus_sampler"), ({"extra_body": {"min_p": "lots"}}, "min_p"),
+     ({"logit_bias": {"99999999": 5}}, "logit_bias")],
+)
+def test_bad_parameters_get_openai_shaped_errors(client, kw, param):
+    with pytest.raises(openai.BadRequestError) as info:
+        chat(client, **kw)
+    assert param in str(info.value)
+
+
+def test_wrong_model_and_oversized_prompt(client):
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model="other", messages=[{"role": "user", "content": "hi"}])
+    assert info.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as info:
+        chat(client, text="keeper " * 2000, max_tokens=10)
+    assert info.value.code == "context_length_exceeded"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {API_KEY}x"}, {"x-api-key": "short"},
+     {"Authorization": f"Basic {API_KEY}"}],
+)
+def test_missing_or_wrong_key_is_401(api_url, headers):
+    response = httpx.get(f"{api_url}/models", headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_both_key_headers_work(api_url):
+    for headers in ({"Authorization": f"Bearer {API_KEY}"}, {"x-api-key": API_KEY}):
+        assert httpx.get(f"{api_url}/models", headers=headers).status_code == 200
+
+
+def test_dns_rebinding_cors_and_body_cap(api_url):
+    auth = {"x-api-key": API_KEY}
+    assert httpx.get(f"{api_url}/models", headers={**auth, "Host": "evil.example"}).status_code == 403
+    cross = httpx.get(f"{api_url}/models", headers={**auth, "Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in cross.headers
+    form = httpx.post(f"{api_url}/chat/completions", headers=auth, content=b"model=x")
+    assert form.status_code == 415
+    huge = httpx.post(f"{api_url}/chat/completions", headers={**auth, "content-type": "application/json"},
+                      content=b"{" + b" " * (2 << 20) + b"}")
+    assert huge.status_code == 413
+
+
+def test_management_needs_the_admin_key(api_url):
+    admin = {"x-api-key": ADMIN_KEY}
+    assert httpx.get(f"{api_url}/internal/models", headers={"x-api-key": API_KEY}).status_code == 401
+    listing = httpx.get(f"{api_url}/internal/models", headers=admin).json()
+    assert listing["loaded"] == TINY and TINY in listing["models"]
+    tokens = httpx.post(f"{api_url}/internal/tokenize", headers=admin, json={"text": "The keeper"}).json()
+    text = httpx.post(f"{api_url}/internal/detokenize", headers=admin, json={"tokens": tokens["tokens"]}).json()
+    assert text["text"].strip() == "The keeper"
+    bad = httpx.post(f"{api_url}/internal/detokenize", headers=admin, json={"tokens": [-1]})
+    assert bad.status_code == 400
+    evil = httpx.post(f"{api_url}/internal/models/load", headers=admin,
+                      json={"model": TINY, "trust_remote_code": True})
+    assert evil.status_code == 400
+    missing = httpx.post(f"{api_url}/internal/models/load", headers=admin, json={"model": "../../etc"})
+    assert missing.status_code == 404
+
+
+def test_disconnect_mid_stream_cancels_generation(api_url, runtime, monkeypatch):
+    tokens = []
+    start = runtime.requests.start
+    monkeypatch.setattr(runtime.requests, "start", lambda owner: tokens.append(start(owner)) or tokens[-1])
+    body = {"model": TINY, "prompt": "Ships", "max_tokens": 480, "temperature": 0, "stream": True}
+    with httpx.stream("POST", f"{api_url}/completions", json=body, headers={"x-api-key": API_KEY}) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                break  # leave after the first chunk: the connection closes
+    # The request's own cancel token was set (a finished request's never is) and the
+    # model is free again: a new request completes.
+    follow = httpx.post(f"{api_url}/completions", headers={"x-api-key": API_KEY},
+                        json={"model": TINY, "prompt": "The", "max_tokens": 3}, timeout=60)
+    assert follow.status_code == 200
+    assert tokens[0].cancelled and not tokens[1].cancelled
+
+
+def test_two_api_streams_and_a_ui_chat_at_once_without_cross_talk(client, app_url):
+    from gradio_client import Client
+
+    prompts = ["Hello there", "Tell me a long story"]
+    alone = {p: chat(client, p, max_tokens=60, temperature=0).choices[0].message.content for p in prompts}
+    results: dict[str, str] = {}
+
+    def run(p):
+        chunks = chat(client, p, max_tokens=60, temperature=0, stream=True)
+        results[p] = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in prompts]
+    for t in threads:
+        t.start()
+    ui = Client(app_url, verbose=False).predict("Ships", "", api_name="/chat_send")
+    for t in threads:
+        t.join(timeout=120)
+    assert results == alone
+    assert ui[0][-1]["role"] == "assistant"

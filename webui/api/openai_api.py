@@ -1,0 +1,399 @@
+"""OpenAI-compatible /v1 API served beside the UI, through the same Runtime and queue.
+
+Requests are validated by the same SamplingParams as the UI: OpenAI's fields are
+mapped onto it, and our extra samplers (min_p, DRY, XTC, ...) may be sent as extra
+fields by their Text Generation WebUI names.  Errors use OpenAI's shape.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+
+from webui.api.security import GuardMiddleware, key_matches, presented_key
+from webui.chat.prompt import PromptError, render_chat_prompt
+from webui.generation.chain import bias_ids, check_token_id
+from webui.generation.engine import GenerationError, QueueFull, vocab_size
+from webui.loaders.base import LoadError
+from webui.model_manager import ModelBusy
+from webui.paths import NameRefused
+from webui.presets import ParamsError, SamplingParams, make_params
+from webui.runtime import Runtime
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status)
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str | list[dict[str, Any]] | None = ""
+
+    def text(self) -> str:
+        if isinstance(self.content, list):  # OpenAI content parts: keep the text ones
+            return "".join(p.get("text", "") for p in self.content if p.get("type") == "text")
+        return self.content or ""
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class CompletionBase(BaseModel):
+    """OpenAI's common fields; anything else must be one of our sampling parameters."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(1, ge=1, le=8)
+    user: str | None = None
+    logprobs: Any = None
+    top_logprobs: int | None = None
+
+    def sampling(self) -> SamplingParams:
+        if self.logprobs not in (None, False) or self.top_logprobs:
+            raise APIError(400, "logprobs are not supported yet", param="logprobs", code="unsupported_parameter")
+        values: dict[str, Any] = dict(self.model_extra or {})
+        mapped = {
+            "max_new_tokens": self.max_completion_tokens or self.max_tokens, "temperature": self.temperature,
+            "top_p": self.top_p, "seed": self.seed, "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty, "logit_bias": self.logit_bias,
+            "stop": [self.stop] if isinstance(self.stop, str) else self.stop,
+        }
+        values.update({k: v for k, v in mapped.items() if v is not None})
+        for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+            if isinstance(values.get(name), int):
+                values[name] = float(values[name])
+        if "logit_bias" in values:
+            values["logit_bias"] = {k: float(v) for k, v in values["logit_bias"].items()}
+        try:
+            return make_params(values)
+        except ParamsError as exc:
+            field = str(exc).split(":")[0]
+            raise APIError(400, str(exc), param=field, code="invalid_value") from exc
+
+
+class ChatCompletionRequest(CompletionBase):
+    messages: list[ChatMessage] = Field(min_length=1)
+
+
+class CompletionRequest(CompletionBase):
+    prompt: str | list[str]
+    echo: bool = False
+
+
+class LoadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # no trust_remote_code, no raw flags (HOSTILE.md 6)
+    model: str
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] | None = None
+
+
+class TextRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(max_length=200_000)
+
+
+class TokensRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tokens: list[int] = Field(max_length=200_000)
+
+
+def build_api(runtime: Runtime) -> FastAPI:
+    settings = runtime.settings
+    api = FastAPI(title="webui OpenAI-compatible API", version="1", docs_url="/v1/docs",
+                  openapi_url="/v1/openapi.json", redoc_url=None)
+    if settings.api_cors_origins:
+        # An explicit allowlist only; never "*" (HOSTILE.md 12).
+        api.add_middleware(CORSMiddleware, allow_origins=list(settings.api_cors_origins),
+                           allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type", "x-api-key"])
+    api.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback)
+
+    @api.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError):
+        return exc.response()
+
+    @api.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(p) for p in first["loc"] if p != "body") or None
+        return APIError(400, f"{param}: {first['msg']}" if param else first["msg"], param=param,
+                        code="invalid_value").response()
+
+    @api.middleware("http")
+    async def _authenticate(request: Request, call_next):
+        if request.url.path.startswith("/v1/internal/"):
+            if not settings.admin_key or not key_matches(presented_key(request.headers), settings.admin_key):
+                return APIError(401, "a valid admin key is required", "authentication_error",
+                                code="invalid_api_key").response()
+        elif settings.api_key and not key_matches(presented_key(request.headers), settings.api_key):
+            return APIError(401, "a valid API key is required", "authentication_error",
+                            code="invalid_api_key").response()
+        if request.method == "POST" and not request.headers.get("content-type", "").startswith("application/json"):
+            # A cross-site form post cannot send JSON without a CORS preflight we never grant.
+            return APIError(415, "send the request body as application/json").response()
+        return await call_next(request)
+
+    def model_card(name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": 0, "owned_by": "local"}
+
+    def loaded_name(requested: str) -> Any:
+        loaded = runtime.models.current
+        if loaded is None:
+            raise APIError(503, "no model is loaded", "server_error", code="model_not_loaded")
+        if requested != loaded.name:
+            raise APIError(404, f"the model '{requested}' is not loaded; the loaded model is '{loaded.name}'",
+                           param="model", code="model_not_found")
+        return loaded
+
+    @api.get("/v1/models")
+    async def list_models():
+        loaded = runtime.models.current
+        return {"object": "list", "data": [model_card(loaded.name)] if loaded else []}
+
+    @api.get("/v1/models/{model_id}")
+    async def get_model(model_id: str):
+        loaded = runtime.models.current
+        if loaded is None or model_id != loaded.name:
+            raise APIError(404, f"the model '{model_id}' does not exist or is not loaded", param="model",
+                           code="model_not_found")
+        return model_card(loaded.name)
+
+    def prepare(body: CompletionBase, loaded, prompt: str) -> SamplingParams:
+        """Validate against the loaded model: token ids in its vocabulary, prompt in its context.
+
+        Without max_tokens the reply may use the rest of the context (as OpenAI's API does).
+        """
+        params = body.sampling()
+        size = vocab_size(loaded)
+        try:
+            bias_ids(loaded.tokenizer, params.logit_bias, size)
+            for token_id in params.custom_token_bans:
+                check_token_id(token_id, size, "custom_token_bans")
+        except ParamsError as exc:
+            raise APIError(400, str(exc), param=str(exc).split(":")[0], code="invalid_value") from exc
+        prompt_tokens = len(loaded.tokenizer(prompt)["input_ids"])
+        room = loaded.context_length - prompt_tokens
+        if body.max_tokens is None and body.max_completion_tokens is None and room > 0:
+            return make_params({"max_new_tokens": min(room, SamplingParams().max_new_tokens)}, base=params)
+        if params.max_new_tokens > room:
+            raise APIError(
+                400, f"this model's context is {loaded.context_length} tokens; the prompt has {prompt_tokens} and "
+                f"max_tokens asks for {params.max_new_tokens} more", param="messages", code="context_length_exceeded",
+            )
+        return params
+
+    @api.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, request: Request):
+        loaded = loaded_name(body.model)
+        body.sampling()  # refuse bad values before rendering anything
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                    for m in body.messages]
+        try:
+            prompt = render_chat_prompt(loaded.tokenizer, messages)
+        except PromptError as exc:
+            raise APIError(400, str(exc), param="messages") from exc
+        return await respond(request, body, prompt, prepare(body, loaded, prompt), chat=True)
+
+    @api.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request):
+        loaded = loaded_name(body.model)
+        if isinstance(body.prompt, list):
+            if len(body.prompt) != 1:
+                raise APIError(400, "send one prompt per request", param="prompt")
+            body.prompt = body.prompt[0]
+        return await respond(request, body, body.prompt, prepare(body, loaded, body.prompt), chat=False)
+
+    async def respond(request: Request, body: CompletionBase, prompt: str, params: SamplingParams, chat: bool):
+        rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+        created = int(time.time())
+        kind = "chat.completion" if chat else "text_completion"
+        if body.stream:
+            return StreamingResponse(
+                stream_events(request, body, prompt, params, chat, rid, created, kind),
+                media_type="text/event-stream", headers={"cache-control": "no-cache"},
+            )
+        choices, prompt_tokens, completion_tokens = [], 0, 0
+        for index in range(body.n):
+            seeded = params if params.seed < 0 else make_params({"seed": params.seed + index}, base=params)
+            text, stats = await run_to_end(request, prompt, seeded)
+            prompt_tokens = stats.prompt_tokens
+            completion_tokens += stats.new_tokens
+            finish = "length" if stats.finish_reason == "length" else "stop"
+            if chat:
+                choices.append({"index": index, "message": {"role": "assistant", "content": text},
+                                "finish_reason": finish, "logprobs": None})
+            else:
+                shown = (prompt + text) if getattr(body, "echo", False) else text
+                choices.append({"index": index, "text": shown, "finish_reason": finish, "logprobs": None})
+        return {"id": rid, "object": kind, "created": created, "model": body.model, "choices": choices,
+                "usage": usage(prompt_tokens, completion_tokens)}
+
+    def start(owner: str, prompt: str, params: SamplingParams):
+        try:
+            return runtime.stream(owner, prompt, params)
+        except QueueFull as exc:
+            raise APIError(503, str(exc), "server_error", code="server_busy") from exc
+
+    async def run_to_end(request: Request, prompt: str, params: SamplingParams):
+        owner = f"api-{uuid.uuid4().hex}"
+        stream = start(owner, prompt, params)
+        pieces = []
+        try:
+            async for piece in iterate_in_threadpool(iter(stream)):
+                pieces.append(piece)
+                if await request.is_disconnected():
+                    break
+        except GenerationError as exc:
+            raise APIError(500, str(exc), "server_error") from exc
+        finally:
+            runtime.stop(owner)  # a no-op when it finished; frees the model when the client left
+        if stream.stats is None:
+            raise APIError(499, "the client closed the request", code="client_closed")
+        return "".join(pieces), stream.stats
+
+    async def stream_events(request, body, prompt, params, chat, rid, created, kind) -> AsyncIterator[str]:
+        owner = f"api-{uuid.uuid4().hex}"
+        chunk_kind = "chat.completion.chunk" if chat else "text_completion"
+
+        def event(choices: list, **extra) -> str:
+            data = {"id": rid, "object": chunk_kind, "created": created, "model": body.model, "choices": choices}
+            return f"data: {json.dumps({**data, **extra})}\n\n"
+
+        def choice(text: str | None, finish: str | None) -> dict:
+            if chat:
+                delta = {} if text is None else {"content": text}
+                return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+            return {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
+
+        try:
+            stream = start(owner, prompt, params)
+        except APIError as exc:
+            yield f"data: {json.dumps({'error': {'message': exc.message, 'type': exc.kind, 'code': exc.code}})}\n\n"
+            return
+        try:
+            if chat:
+                yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
+                              "logprobs": None}])
+            async for piece in iterate_in_threadpool(iter(stream)):
+                yield event([choice(piece, None)])
+            stats = stream.stats
+            yield event([choice(None if chat else "", "length" if stats.finish_reason == "length" else "stop")])
+            if body.stream_options and body.stream_options.include_usage:
+                yield event([], usage=usage(stats.prompt_tokens, stats.new_tokens))
+            yield "data: [DONE]\n\n"
+        except GenerationError as exc:
+            yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'server_error'}})}\n\n"
+        finally:
+            # Runs when the client disconnects too: the generation stops within a step.
+            runtime.stop(owner)
+
+    # -- management (admin key) --------------------------------------------------------
+    @api.get("/v1/internal/models")
+    async def available_models():
+        loaded = runtime.models.current
+        return {"models": runtime.models.names(), "loaded": loaded.name if loaded else None}
+
+    @api.post("/v1/internal/models/load")
+    async def load_model(body: LoadRequest):
+        try:
+            await run_in_threadpool(lambda: runtime.models.load(body.model, dtype=body.dtype, timeout=30))
+        except NameRefused as exc:
+            raise APIError(404, str(exc), param="model", code="model_not_found") from exc
+        except ModelBusy as exc:
+            raise APIError(503, str(exc), "server_error", code="server_busy") from exc
+        except LoadError as exc:
+            raise APIError(500, str(exc), "server_error", code="load_failed") from exc
+        return {"loaded": runtime.models.current.describe()}
+
+    @api.post("/v1/internal/models/unload")
+    async def unload_model():
+        try:
+            await run_in_threadpool(lambda: runtime.models.unload(timeout=30))
+        except ModelBusy as exc:
+            raise APIError(503, str(exc), "server_error", code="server_busy") from exc
+        return {"loaded": None}
+
+    def tokenizer():
+        loaded = runtime.models.current
+        if loaded is None:
+            raise APIError(503, "no model is loaded", "server_error", code="model_not_loaded")
+        return loaded
+
+    @api.post("/v1/internal/tokenize")
+    async def tokenize(body: TextRequest):
+        ids = tokenizer().tokenizer(body.text, add_special_tokens=False)["input_ids"]
+        return {"tokens": ids, "length": len(ids)}
+
+    @api.post("/v1/internal/token-count")
+    async def token_count(body: TextRequest):
+        return {"length": len(tokenizer().tokenizer(body.text, add_special_tokens=False)["input_ids"])}
+
+    @api.post("/v1/internal/detokenize")
+    async def detokenize(body: TokensRequest):
+        loaded = tokenizer()
+        size = vocab_size(loaded)
+        bad = next((t for t in body.tokens if not 0 <= t < size), None)
+        if bad is not None:
+            raise APIError(400, f"token id {bad} is outside the vocabulary (0..{size - 1})", param="tokens")
+        return {"text": loaded.tokenizer.decode(body.tokens)}
+
+    return api
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+class APIServer:
+    """uvicorn in a background thread, so the UI and the API share one process and Runtime."""
+
+    def __init__(self, runtime: Runtime, port: int | None = None):
+        config = uvicorn.Config(build_api(runtime), host=runtime.settings.host,
+                                port=port or runtime.settings.api_port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True, name="api")
+        self.url = f"http://{runtime.settings.host}:{config.port}/v1"
+
+    def start(self, timeout: float = 30.0) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started and time.monotonic() < deadline and self.thread.is_alive():
+            time.sleep(0.05)
+        if not self.server.started:
+            raise RuntimeError("the API server did not start")
+        return self.url
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
