@@ -1,0 +1,81 @@
+"""Tokens/s through the OpenAI-compatible API (streaming, over loopback) vs the engine
+directly, same model and settings, one run.
+
+    .venv/bin/python bench/bench_api.py [--model demo-kjv-4m] [--tokens 100] [--rounds 21]
+
+Both sides decode greedily with the end-of-text token banned, so each round produces
+the same number of tokens; rounds alternate; the ratio is API / engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import httpx  # noqa: E402
+
+from webui.api.openai_api import APIServer  # noqa: E402
+from webui.presets import make_params  # noqa: E402
+from webui.runtime import build_runtime  # noqa: E402
+from webui.settings import DEMO_MODEL, PROJECT_ROOT, Settings  # noqa: E402
+
+PROMPT = "And God said, Let there be light"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model-dir", default=str(PROJECT_ROOT / "models"))
+    parser.add_argument("--model", default=DEMO_MODEL)
+    parser.add_argument("--tokens", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=21)
+    args = parser.parse_args()
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as user_data:
+        settings = Settings(model=args.model, model_dir=Path(args.model_dir), user_data_dir=Path(user_data))
+        runtime = build_runtime(settings, use_remembered=False)
+        server = APIServer(runtime, port=free_port())
+        url = server.start()
+        params = make_params({"temperature": 0.0, "max_new_tokens": args.tokens, "ban_eos_token": True})
+        body = {"model": args.model, "prompt": PROMPT, "max_tokens": args.tokens, "temperature": 0,
+                "stream": True, "ban_eos_token": True}
+
+        def direct() -> float:
+            start = time.perf_counter()
+            stream = runtime.stream("bench", PROMPT, params)
+            for _ in stream:
+                pass
+            return stream.stats.new_tokens / (time.perf_counter() - start)
+
+        def through_api(client: httpx.Client) -> float:
+            start = time.perf_counter()
+            with client.stream("POST", f"{url}/completions", json=body) as response:
+                for _ in response.iter_lines():
+                    pass
+            return args.tokens / (time.perf_counter() - start)
+
+        with httpx.Client(timeout=120) as client:
+            direct(), through_api(client)  # warm-up
+            ratios = [through_api(client) / direct() for _ in range(args.rounds)]
+        server.stop()
+    print(f"model: {runtime.models.current.describe()}")
+    quartiles = statistics.quantiles(ratios, n=4)
+    print(f"API (streaming, loopback) vs engine: {statistics.median(ratios):.3f} (target >= 0.95; "
+          f"per-round quartiles {quartiles[0]:.3f}..{quartiles[2]:.3f})")
+
+
+if __name__ == "__main__":
+    main()
