@@ -73,6 +73,30 @@ def test_bad_parameters_get_openai_shaped_errors(client, kw, param):
     assert param in str(info.value)
 
 
+def test_chat_logprobs_greedy_pick_the_top_token(client):
+    reply = chat(client, max_tokens=8, temperature=0, logprobs=True, top_logprobs=3)
+    content = reply.choices[0].logprobs.content
+    assert len(content) == reply.usage.completion_tokens
+    for entry in content:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == 3
+        assert entry.logprob == pytest.approx(entry.top_logprobs[0].logprob)  # greedy: the top one
+    streamed = chat(client, max_tokens=8, temperature=0, logprobs=True, top_logprobs=1, stream=True)
+    entries = [e for c in streamed if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    assert [e.token for e in entries] == [e.token for e in content]
+
+
+def test_completion_logprobs_legacy_layout(client):
+    reply = client.completions.create(model=TINY, prompt="The keeper", max_tokens=6, temperature=0.8, seed=3,
+                                      logprobs=2)
+    logprobs = reply.choices[0].logprobs
+    assert len(logprobs.tokens) == len(logprobs.token_logprobs) == len(logprobs.top_logprobs) == 6
+    assert all(lp <= 0 for lp in logprobs.token_logprobs)
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model=TINY, prompt="x", max_tokens=2, logprobs=9)
+    with pytest.raises(openai.BadRequestError):
+        chat(client, max_tokens=2, top_logprobs=2)
+
+
 def test_wrong_model_and_oversized_prompt(client):
     with pytest.raises(openai.NotFoundError) as info:
         client.chat.completions.create(model="other", messages=[{"role": "user", "content": "hi"}])
@@ -163,3 +187,8 @@ def test_two_api_streams_and_a_ui_chat_at_once_without_cross_talk(client, app_ur
         t.join(timeout=120)
     assert results == alone
     assert ui[0][-1]["role"] == "assistant"
+
+
+def test_openapi_schema_documents_v1(api_url):
+    schema = httpx.get(f"{api_url}/openapi.json", headers={"x-api-key": API_KEY}).json()
+    assert {"/v1/chat/completions", "/v1/completions", "/v1/models"} <= set(schema["paths"])

@@ -79,10 +79,12 @@ class Runtime:
     requests: ActiveRequests = field(default_factory=ActiveRequests)
     warnings: list[str] = field(default_factory=list)
 
-    def stream(self, owner: str, prompt: str | Callable[[Any], str], params: SamplingParams) -> OwnedStream:
+    def stream(
+        self, owner: str, prompt: str | Callable[[Any], str], params: SamplingParams, logprobs: int | None = None
+    ) -> OwnedStream:
         token = self.requests.start(owner)
         try:
-            stream = self.engine.generate(GenerationRequest(prompt, params, token))
+            stream = self.engine.generate(GenerationRequest(prompt, params, token, logprobs))
         except QueueFull:
             self.requests.finish(owner, token)
             raise
@@ -132,6 +134,11 @@ class OwnedStream:
     @property
     def stats(self):
         return self._stream.stats
+
+    @property
+    def logprobs(self):
+        """Per-token log-probabilities so far (when the request asked for them)."""
+        return self._stream.streamer.logprobs if self._stream.streamer else []
 
     def __iter__(self):
         try:

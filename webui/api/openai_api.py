@@ -80,9 +80,24 @@ class CompletionBase(BaseModel):
     logprobs: Any = None
     top_logprobs: int | None = None
 
+    def logprob_count(self) -> int | None:
+        """None: no log-probabilities; n: each token's, with n alternatives."""
+        if isinstance(self, ChatCompletionRequest):
+            if self.top_logprobs is not None and not self.logprobs:
+                raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+            if self.logprobs not in (None, True, False):
+                raise APIError(400, "logprobs must be true or false", param="logprobs")
+            count = (self.top_logprobs or 0) if self.logprobs else None
+            limit = 20
+        else:
+            if self.logprobs is not None and (isinstance(self.logprobs, bool) or not isinstance(self.logprobs, int)):
+                raise APIError(400, "logprobs must be an integer from 0 to 5", param="logprobs")
+            count, limit = self.logprobs, 5
+        if count is not None and not 0 <= count <= limit:
+            raise APIError(400, f"at most {limit} alternatives per token", param="logprobs")
+        return count
+
     def sampling(self) -> SamplingParams:
-        if self.logprobs not in (None, False) or self.top_logprobs:
-            raise APIError(400, "logprobs are not supported yet", param="logprobs", code="unsupported_parameter")
         values: dict[str, Any] = dict(self.model_extra or {})
         mapped = {
             "max_new_tokens": self.max_completion_tokens or self.max_tokens, "temperature": self.temperature,
@@ -234,6 +249,7 @@ def build_api(runtime: Runtime) -> FastAPI:
         return await respond(request, body, body.prompt, prepare(body, loaded, body.prompt), chat=False)
 
     async def respond(request: Request, body: CompletionBase, prompt: str, params: SamplingParams, chat: bool):
+        body.logprob_count()  # refuse a bad logprobs request before any stream starts
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         created = int(time.time())
         kind = "chat.completion" if chat else "text_completion"
@@ -243,30 +259,32 @@ def build_api(runtime: Runtime) -> FastAPI:
                 media_type="text/event-stream", headers={"cache-control": "no-cache"},
             )
         choices, prompt_tokens, completion_tokens = [], 0, 0
+        count = body.logprob_count()
         for index in range(body.n):
             seeded = params if params.seed < 0 else make_params({"seed": params.seed + index}, base=params)
-            text, stats = await run_to_end(request, prompt, seeded)
+            text, stats, entries = await run_to_end(request, prompt, seeded, count)
             prompt_tokens = stats.prompt_tokens
             completion_tokens += stats.new_tokens
             finish = "length" if stats.finish_reason == "length" else "stop"
+            logprobs = format_logprobs(entries, chat) if count is not None else None
             if chat:
                 choices.append({"index": index, "message": {"role": "assistant", "content": text},
-                                "finish_reason": finish, "logprobs": None})
+                                "finish_reason": finish, "logprobs": logprobs})
             else:
                 shown = (prompt + text) if getattr(body, "echo", False) else text
-                choices.append({"index": index, "text": shown, "finish_reason": finish, "logprobs": None})
+                choices.append({"index": index, "text": shown, "finish_reason": finish, "logprobs": logprobs})
         return {"id": rid, "object": kind, "created": created, "model": body.model, "choices": choices,
                 "usage": usage(prompt_tokens, completion_tokens)}
 
-    def start(owner: str, prompt: str, params: SamplingParams):
+    def start(owner: str, prompt: str, params: SamplingParams, logprobs: int | None = None):
         try:
-            return runtime.stream(owner, prompt, params)
+            return runtime.stream(owner, prompt, params, logprobs)
         except QueueFull as exc:
             raise APIError(503, str(exc), "server_error", code="server_busy") from exc
 
-    async def run_to_end(request: Request, prompt: str, params: SamplingParams):
+    async def run_to_end(request: Request, prompt: str, params: SamplingParams, logprobs: int | None):
         owner = f"api-{uuid.uuid4().hex}"
-        stream = start(owner, prompt, params)
+        stream = start(owner, prompt, params, logprobs)
         pieces = []
         try:
             async for piece in iterate_in_threadpool(iter(stream)):
@@ -279,7 +297,7 @@ def build_api(runtime: Runtime) -> FastAPI:
             runtime.stop(owner)  # a no-op when it finished; frees the model when the client left
         if stream.stats is None:
             raise APIError(499, "the client closed the request", code="client_closed")
-        return "".join(pieces), stream.stats
+        return "".join(pieces), stream.stats, stream.logprobs
 
     async def stream_events(request, body, prompt, params, chat, rid, created, kind) -> AsyncIterator[str]:
         owner = f"api-{uuid.uuid4().hex}"
@@ -289,14 +307,22 @@ def build_api(runtime: Runtime) -> FastAPI:
             data = {"id": rid, "object": chunk_kind, "created": created, "model": body.model, "choices": choices}
             return f"data: {json.dumps({**data, **extra})}\n\n"
 
+        count = body.logprob_count()
+        sent = 0  # log-probability entries already sent
+
         def choice(text: str | None, finish: str | None) -> dict:
+            nonlocal sent
+            logprobs = None
+            if count is not None:
+                entries = stream.logprobs
+                logprobs, sent = format_logprobs(entries[sent:], chat), len(entries)
             if chat:
                 delta = {} if text is None else {"content": text}
-                return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-            return {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
+                return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
+            return {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": logprobs}
 
         try:
-            stream = start(owner, prompt, params)
+            stream = start(owner, prompt, params, count)
         except APIError as exc:
             yield f"data: {json.dumps({'error': {'message': exc.message, 'type': exc.kind, 'code': exc.code}})}\n\n"
             return
@@ -342,6 +368,28 @@ def build_api(runtime: Runtime) -> FastAPI:
         except ModelBusy as exc:
             raise APIError(503, str(exc), "server_error", code="server_busy") from exc
         return {"loaded": None}
+
+    def token_text(token_id: int) -> str:
+        return runtime.models.current.tokenizer.decode([token_id]) if runtime.models.current else ""
+
+    def format_logprobs(entries, chat: bool) -> dict[str, Any]:
+        """OpenAI's two layouts: chat's per-token objects, and the legacy parallel lists."""
+        if chat:
+            return {"content": [
+                {"token": token_text(e.token_id), "logprob": e.logprob,
+                 "bytes": list(token_text(e.token_id).encode()),
+                 "top_logprobs": [{"token": token_text(i), "logprob": lp, "bytes": list(token_text(i).encode())}
+                                  for i, lp in e.top]}
+                for e in entries
+            ]}
+        texts = [token_text(e.token_id) for e in entries]
+        offsets, position = [], 0
+        for text in texts:
+            offsets.append(position)
+            position += len(text)
+        return {"tokens": texts, "token_logprobs": [e.logprob for e in entries],
+                "top_logprobs": [{token_text(i): lp for i, lp in e.top} for e in entries],
+                "text_offset": offsets}
 
     def tokenizer():
         loaded = runtime.models.current

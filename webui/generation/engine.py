@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import LogitsProcessor, StoppingCriteria, StoppingCriteriaList
 
 from webui.chat.prompt import PromptError
 from webui.generation.chain import build_chain
@@ -62,6 +62,39 @@ class GenerationRequest:
     prompt: str | Callable[[Any], str]
     params: SamplingParams = field(default_factory=SamplingParams)
     cancel: CancelToken = field(default_factory=CancelToken)
+    # None: no log-probabilities; n >= 0: record each token's, with its n likeliest rivals.
+    logprobs: int | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token, its log-probability under the final (processed) distribution,
+    and the likeliest alternatives at that step."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...]
+
+
+class _RecordLogprobs(LogitsProcessor):
+    """Last step of the chain: keeps the distribution the token is drawn from, so the
+    streamer can read the chosen token's log-probability when it arrives."""
+
+    def __init__(self, top: int):
+        self.top = top
+        self.pending: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.pending = torch.log_softmax(scores[0].float(), dim=-1)
+        return scores
+
+    def take(self, token_id: int) -> TokenLogprob | None:
+        row, self.pending = self.pending, None
+        if row is None:
+            return None
+        values, ids = torch.topk(row, self.top) if self.top else (row[:0], row[:0].long())
+        top = tuple(zip(ids.tolist(), values.tolist(), strict=True))
+        return TokenLogprob(token_id, float(row[token_id]), top)
 
 
 @dataclass(frozen=True)
@@ -153,11 +186,14 @@ class _Mailbox:
 class _TextStreamer:
     """transformers streamer protocol (put/end): token ids in, visible text out."""
 
-    def __init__(self, decoder: IncrementalDecoder, stops: StopStringFilter, out: _Mailbox):
+    def __init__(self, decoder: IncrementalDecoder, stops: StopStringFilter, out: _Mailbox,
+                 recorder: _RecordLogprobs | None = None):
         self._decoder = decoder
         self._stops = stops
         self._out = out
+        self._recorder = recorder
         self._prompt_seen = False
+        self.logprobs: list[TokenLogprob] = []
         self.new_tokens = 0
         self.last_token: int | None = None
 
@@ -168,6 +204,8 @@ class _TextStreamer:
         for token_id in value.reshape(-1).tolist():
             self.new_tokens += 1
             self.last_token = token_id
+            if self._recorder is not None and (entry := self._recorder.take(token_id)) is not None:
+                self.logprobs.append(entry)
             self._emit(self._stops.feed(self._decoder.push(token_id)))
 
     def end(self) -> None:
@@ -302,7 +340,11 @@ class GenerationEngine:
         eos = eos_ids(loaded)
         chain = build_chain(params, tokenizer, loaded.model, vocab_size(loaded), eos)
         stops = StopStringFilter(params.stop)
-        streamer = _TextStreamer(IncrementalDecoder(tokenizer, prompt_ids), stops, stream._mailbox)
+        recorder = None
+        if request.logprobs is not None:
+            recorder = _RecordLogprobs(request.logprobs)
+            chain.append(recorder)
+        streamer = _TextStreamer(IncrementalDecoder(tokenizer, prompt_ids), stops, stream._mailbox, recorder)
         stream.streamer = streamer
         should_stop = lambda: request.cancel.cancelled or stops.stopped  # noqa: E731
         input_ids = torch.tensor([prompt_ids], device=loaded.model.device)
