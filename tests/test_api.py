@@ -192,3 +192,48 @@ def test_two_api_streams_and_a_ui_chat_at_once_without_cross_talk(client, app_ur
 def test_openapi_schema_documents_v1(api_url):
     schema = httpx.get(f"{api_url}/openapi.json", headers={"x-api-key": API_KEY}).json()
     assert {"/v1/chat/completions", "/v1/completions", "/v1/models"} <= set(schema["paths"])
+
+
+def variant(runtime, **settings_changes):
+    """The same model and runtime behind an API built with other settings."""
+    import dataclasses
+
+    from fastapi.testclient import TestClient
+
+    from webui.api.openai_api import build_api
+
+    changed = dataclasses.replace(runtime, settings=runtime.settings.model_copy(update=settings_changes))
+    return changed, TestClient(build_api(changed), base_url="http://127.0.0.1")
+
+
+def test_cors_only_for_allowlisted_origins(runtime):
+    _, api = variant(runtime, api_cors_origins=("https://tools.example",))
+    headers = {"x-api-key": API_KEY}
+    allowed = api.get("/v1/models", headers={**headers, "Origin": "https://tools.example"})
+    assert allowed.headers.get("access-control-allow-origin") == "https://tools.example"
+    other = api.get("/v1/models", headers={**headers, "Origin": "null"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_a_full_queue_gets_503_at_once(runtime):
+    from webui.generation.engine import GenerationEngine, GenerationRequest
+    from webui.presets import make_params
+
+    changed, api = variant(runtime)
+    changed.engine = GenerationEngine(runtime.models, max_pending=1)
+    busy = GenerationRequest("Ships", make_params({"temperature": 0.0, "max_new_tokens": 400}))
+    running = changed.engine.generate(busy)
+    try:
+        response = api.post("/v1/completions", headers={"x-api-key": API_KEY},
+                            json={"model": TINY, "prompt": "The", "max_tokens": 3})
+        assert response.status_code == 503 and response.json()["error"]["code"] == "server_busy"
+    finally:
+        busy.cancel.cancel()
+        running.text()
+
+
+def test_api_beyond_loopback_without_key_refuses_to_start(tmp_path, capsys):
+    from webui.__main__ import main
+
+    code = main(["--user-data-dir", str(tmp_path), "--api", "--listen", "--gradio-auth", "u:p"])
+    assert code == 2 and "--api-key" in capsys.readouterr().err

@@ -35,7 +35,7 @@ class GenerationError(RuntimeError):
     """Generation failed; the message is fit to show the user."""
 
 
-class QueueFull(RuntimeError):
+class QueueFull(GenerationError):
     """Too many requests are waiting; answered at once instead of hanging."""
 
 
