@@ -146,3 +146,23 @@ def test_neutralize_keeps_length_and_turns_samplers_off(client):
     result = client.predict(api_name="/neutralize_samplers")
     values = dict(zip(KINDS, result[1:], strict=True))
     assert values["temperature"] == 1.0 and values["top_k"] == 0 and values["max_new_tokens"] == 99
+
+
+def test_password_protected_ui(runtime):
+    import dataclasses
+
+    import httpx
+
+    from tests.conftest import free_port
+    from webui.ui.app import launch
+
+    locked = dataclasses.replace(runtime, settings=runtime.settings.model_copy(update={"gradio_auth": "ann:s3cret-pw"}))
+    app, url = launch(locked, block=False, port=free_port())
+    try:
+        assert httpx.get(f"{url}gradio_api/info").status_code in (401, 403)
+        with pytest.raises(Exception):  # noqa: B017 - any refusal will do
+            Client(url, auth=("ann", "wrong"), verbose=False)
+        ok = Client(url, auth=("ann", "s3cret-pw"), verbose=False)
+        assert "/chat_send" in ok.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    finally:
+        app.close()

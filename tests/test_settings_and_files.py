@@ -147,3 +147,19 @@ def test_failed_atomic_write_keeps_previous_file(tmp_path, monkeypatch):
         atomic_write_text(target, "half")
     assert target.read_text() == "precious"
     assert os.listdir(tmp_path) == ["chat.json"]
+
+
+def test_auth_from_flag_and_file(tmp_path):
+    users = tmp_path / "users.txt"
+    users.write_text("alice:secret1\nbob:secret2, carol:secret3\n")
+    values, _ = flags("--user-data-dir", str(tmp_path), "--gradio-auth", "dave:pw", "--gradio-auth-path", str(users))
+    settings, _ = build_settings(values)
+    assert settings.auth_pairs() == [("dave", "pw"), ("alice", "secret1"), ("bob", "secret2"), ("carol", "secret3")]
+    assert settings.has_auth
+
+
+def test_unreadable_auth_file_refuses_to_start(tmp_path, capsys):
+    (tmp_path / "bad.txt").write_text("no-colon-here\n")
+    assert main(["--user-data-dir", str(tmp_path), "--gradio-auth-path", str(tmp_path / "bad.txt")]) == 2
+    assert main(["--user-data-dir", str(tmp_path), "--gradio-auth-path", str(tmp_path / "missing.txt")]) == 2
+    assert "error" in capsys.readouterr().err

@@ -24,7 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not settings.is_loopback and not settings.gradio_auth:
+    try:
+        settings.auth_pairs()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not settings.is_loopback and not settings.has_auth:
         if not settings.listen_without_auth:
             print(
                 f"error: refusing to listen on {settings.host} without a password: anyone on "

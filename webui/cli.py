@@ -39,6 +39,9 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--listen-host", help="address to listen on (default 127.0.0.1)")
     n.add_argument("--listen-port", type=int, help="port (default 7860)")
     n.add_argument("--gradio-auth", help="user:pass[,user2:pass2] required to open the UI")
+    n.add_argument("--gradio-auth-path", type=Path, help="file of user:pass entries, one per line")
+    n.add_argument("--ssl-keyfile", type=Path, help="TLS private key, to serve HTTPS")
+    n.add_argument("--ssl-certfile", type=Path, help="TLS certificate, to serve HTTPS")
     n.add_argument("--listen-without-auth", action="store_true",
                    help="DANGEROUS: serve beyond loopback with no password (trusted networks only)")
     n.add_argument("--max-queue", type=int, help="waiting requests before new ones are refused")

@@ -58,6 +58,9 @@ class Settings(BaseModel):
     listen_host: str | None = None
     listen_port: int = Field(7860, ge=1, le=65535)
     gradio_auth: str | None = Field(None, description="user:pass[,user2:pass2]")
+    gradio_auth_path: Path | None = Field(None, description="File of user:pass entries (lines or commas).")
+    ssl_keyfile: Path | None = None
+    ssl_certfile: Path | None = None
     listen_without_auth: bool = Field(
         False, description="Serve beyond loopback with no password (trusted networks only)."
     )
@@ -89,11 +92,30 @@ class Settings(BaseModel):
     def host(self) -> str:
         if self.listen_host:
             return self.listen_host
-        return "0.0.0.0" if self.listen else "127.0.0.1"
+        # All interfaces only when asked (--listen); __main__ refuses it without a password.
+        return "0.0.0.0" if self.listen else "127.0.0.1"  # noqa: S104
 
     @property
     def is_loopback(self) -> bool:
         return self.host in LOOPBACK_HOSTS
+
+    @property
+    def has_auth(self) -> bool:
+        return bool(self.gradio_auth or self.gradio_auth_path)
+
+    def auth_pairs(self) -> list[tuple[str, str]]:
+        """Users from --gradio-auth and --gradio-auth-path; raises ValueError if unreadable."""
+        pairs = parse_auth(self.gradio_auth) if self.gradio_auth else []
+        if self.gradio_auth_path:
+            try:
+                text = self.gradio_auth_path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(f"cannot read {self.gradio_auth_path}: {exc.strerror}") from exc
+            entries = [e for line in text.splitlines() for e in line.split(",") if e.strip()]
+            if not entries:
+                raise ValueError(f"{self.gradio_auth_path} holds no user:password entries")
+            pairs += parse_auth(",".join(entries))
+        return pairs
 
     @property
     def settings_file(self) -> Path:
@@ -129,7 +151,7 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
 def _coerce_paths(values: dict[str, Any]) -> dict[str, Any]:
     # strict mode refuses str for Path; YAML and argparse give strings.
     out = dict(values)
-    for key in ("model_dir", "user_data_dir", "presets_dir"):
+    for key in ("model_dir", "user_data_dir", "presets_dir", "gradio_auth_path", "ssl_keyfile", "ssl_certfile"):
         if isinstance(out.get(key), str):
             out[key] = Path(out[key])
     return out

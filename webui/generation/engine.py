@@ -333,7 +333,7 @@ class GenerationEngine:
         prompt_ids = tokenizer(prompt, add_special_tokens=not (bos and prompt.startswith(bos)))["input_ids"]
         context = min(params.truncation_length or loaded.context_length, loaded.context_length)
         prompt_ids, max_new, dropped = fit_prompt(prompt_ids, params.max_new_tokens, context)
-        seed = params.seed if params.seed >= 0 else random.randint(0, MAX_SEED)
+        seed = params.seed if params.seed >= 0 else random.randint(0, MAX_SEED)  # noqa: S311 - a sampling seed, not a secret
         if request.cancel.cancelled or max_new <= 0:
             return GenerationStats(len(prompt_ids), 0, 0.0, "cancelled", seed, dropped)
 

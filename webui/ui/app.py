@@ -5,7 +5,6 @@ from __future__ import annotations
 import gradio as gr
 
 from webui.runtime import Runtime
-from webui.settings import parse_auth
 from webui.ui import chat_tab, model_tab, notebook_tab, parameters_tab
 from webui.ui.common import Shared
 
@@ -33,11 +32,13 @@ def launch(runtime: Runtime, *, block: bool = True, port: int | None = None) -> 
     """Start serving; returns the app and its local URL (block=False for tests)."""
     settings = runtime.settings
     app = build_app(runtime)
-    auth = parse_auth(settings.gradio_auth) if settings.gradio_auth else None
+    auth = settings.auth_pairs() or None
     _, local_url, _ = app.launch(
         server_name=settings.host,
         server_port=port or settings.listen_port,
         auth=auth,
+        ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+        ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
         prevent_thread_lock=True,
         share=False,
         ssr_mode=False,

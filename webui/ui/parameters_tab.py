@@ -156,7 +156,8 @@ def build_controls(defaults: SamplingParams) -> dict[str, Any]:
 
 
 KINDS = {name: kind for _, fields in GROUPS for name, kind, _ in fields}
-assert set(KINDS) == set(SamplingParams.model_fields), "every parameter needs a control"
+if set(KINDS) != set(SamplingParams.model_fields):  # a new parameter must get a control
+    raise RuntimeError(f"parameters without a control: {set(SamplingParams.model_fields) - set(KINDS)}")
 
 
 def control_values(params: SamplingParams) -> list[Any]:
