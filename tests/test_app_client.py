@@ -166,3 +166,12 @@ def test_password_protected_ui(runtime):
         assert "/chat_send" in ok.view_api(print_info=False, return_format="dict")["named_endpoints"]
     finally:
         app.close()
+
+
+def test_ui_refuses_foreign_host_headers(app_url):
+    """DNS rebinding: a page on evil.example resolving to 127.0.0.1 gets nothing."""
+    import httpx
+
+    assert httpx.get(app_url).status_code == 200
+    assert httpx.get(app_url, headers={"Host": "evil.example"}).status_code == 403
+    assert httpx.get(f"{app_url}gradio_api/info", headers={"Host": "evil.example:7860"}).status_code == 403

@@ -36,9 +36,10 @@ def host_name(host_header: str) -> str:
 
 class GuardMiddleware:
     """Refuse, before any route runs: a non-loopback Host on a loopback-bound server
-    (DNS rebinding, HOSTILE.md 13) and bodies over the size cap (HOSTILE.md 11-15)."""
+    (DNS rebinding, HOSTILE.md 13) and bodies over the size cap (HOSTILE.md 11-15;
+    `max_body=None` leaves the size to the app).  Used by the API and the UI."""
 
-    def __init__(self, app: ASGIApp, loopback_only: bool, max_body: int = MAX_BODY_BYTES):
+    def __init__(self, app: ASGIApp, loopback_only: bool, max_body: int | None = MAX_BODY_BYTES):
         self.app = app
         self.loopback_only = loopback_only
         self.max_body = max_body
@@ -50,6 +51,9 @@ class GuardMiddleware:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if self.loopback_only and host_name(headers.get("host", "")) not in LOOPBACK_NAMES:
             await _refuse(send, 403, "host not allowed", "invalid_request_error", "forbidden_host")
+            return
+        if self.max_body is None:
+            await self.app(scope, receive, send)
             return
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):

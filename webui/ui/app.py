@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gradio as gr
+from starlette.middleware import Middleware
 
+from webui.api.security import GuardMiddleware
 from webui.runtime import Runtime
 from webui.ui import chat_tab, model_tab, notebook_tab, parameters_tab
 from webui.ui.common import Shared
@@ -46,6 +48,8 @@ def launch(runtime: Runtime, *, block: bool = True, port: int | None = None) -> 
         # Model weights and user data are never served as files.
         blocked_paths=[str(settings.model_dir), str(settings.user_data_dir)],
         footer_links=["api", "settings"],
+        # The same DNS-rebinding guard as the API: on loopback, only loopback Host names.
+        app_kwargs={"middleware": [Middleware(GuardMiddleware, loopback_only=settings.is_loopback, max_body=None)]},
     )
     print(f"webui is running at {local_url}", flush=True)
     if block:
