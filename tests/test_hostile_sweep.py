@@ -1,0 +1,73 @@
+"""Every name-taking UI endpoint and API route, found by enumeration (so one added
+later is covered too), gets the HOSTILE.md names; nothing may be read, written or
+deleted outside the intended folders, and the server must keep serving."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import httpx
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from tests.conftest import ADMIN_KEY, API_KEY, TINY
+from webui.settings import PROJECT_ROOT
+
+HOSTILE_NAMES = ["../../etc/passwd", "..%2f..%2fx", "/etc/hosts", "C:\\x", "a/../../b", "x\x00y", "",
+                 "a" * 300, "../app.py", "x.py", ".bashrc", ".."]
+# Components whose value names something on the server (a model, preset, ...).
+NAME_COMPONENTS = {"Dropdown", "Radio"}
+NAME_LABELS = ("name", "save as")
+
+
+def tree(*roots) -> set[str]:
+    return {str(p) for root in roots for p in root.rglob("*")}
+
+
+def name_parameters(client: Client) -> list[tuple[str, int, list]]:
+    """(endpoint, index of a name parameter, defaults of all parameters)."""
+    found = []
+    for endpoint, info in client.view_api(print_info=False, return_format="dict")["named_endpoints"].items():
+        params = info["parameters"]
+        defaults = [p.get("parameter_default") for p in params]
+        for index, param in enumerate(params):
+            label = (param.get("label") or "").lower()
+            if param["component"] in NAME_COMPONENTS or any(word in label for word in NAME_LABELS):
+                found.append((endpoint, index, defaults))
+    return found
+
+
+def test_ui_name_parameters_refuse_hostile_names(app_url, runtime, models_root):
+    client = Client(app_url, verbose=False)
+    targets = name_parameters(client)
+    assert {"/model_load", "/load_preset", "/save_preset", "/delete_preset"} <= {t[0] for t in targets}
+    before = tree(models_root, runtime.settings.user_data_dir) | {str(p) for p in PROJECT_ROOT.iterdir()}
+    for endpoint, index, defaults in targets:
+        for name in HOSTILE_NAMES:
+            args = list(defaults)
+            args[index] = name
+            try:
+                result = client.predict(*args, api_name=endpoint)
+            except AppError:
+                continue  # refused with an error: fine
+            text = str(result)
+            assert "root:" not in text and "localhost" not in text, (endpoint, name)  # nothing echoed
+    after = tree(models_root, runtime.settings.user_data_dir) | {str(p) for p in PROJECT_ROOT.iterdir()}
+    created = {p for p in after - before if not p.endswith(("settings.yaml",)) and "/presets" not in p}
+    assert created == set() and before - after == set()
+    assert runtime.models.current.name == TINY
+    assert client.predict(api_name="/model_list") is not None  # still serving
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_api_name_routes_refuse_hostile_names(api_url, name):
+    user, admin = {"x-api-key": API_KEY}, {"x-api-key": ADMIN_KEY}
+    response = httpx.get(f"{api_url}/models/{quote(name, safe='')}", headers=user)
+    assert response.status_code in (307, 404, 405)  # 307: the empty name redirects to the listing
+    load = httpx.post(f"{api_url}/internal/models/load", headers=admin, json={"model": name})
+    assert load.status_code in (400, 404)
+    chat = httpx.post(f"{api_url}/chat/completions", headers=user,
+                      json={"model": name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    assert chat.status_code in (400, 404)
+    assert httpx.get(f"{api_url}/models", headers=user).status_code == 200  # still serving
