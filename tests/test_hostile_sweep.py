@@ -71,3 +71,15 @@ def test_api_name_routes_refuse_hostile_names(api_url, name):
                       json={"model": name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
     assert chat.status_code in (400, 404)
     assert httpx.get(f"{api_url}/models", headers=user).status_code == 200  # still serving
+
+
+def test_gradio_file_routes_serve_no_models_user_data_or_dot_files(app_url, runtime, models_root):
+    (runtime.settings.user_data_dir / "settings.yaml").write_text("listen_port: 7860\n")
+    secret = PROJECT_ROOT / ".env"
+    targets = [models_root / TINY / "config.json", runtime.settings.user_data_dir / "settings.yaml",
+               PROJECT_ROOT / "pyproject.toml", secret, "/etc/passwd", "../../../../etc/passwd"]
+    for target in targets:
+        for route in ("gradio_api/file=", "file="):
+            response = httpx.get(f"{app_url}{route}{target}")
+            assert response.status_code in (403, 404), (route, target, response.status_code)
+            assert "root:" not in response.text and "listen_port" not in response.text
