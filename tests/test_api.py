@@ -213,6 +213,13 @@ def test_cors_only_for_allowlisted_origins(runtime):
     assert allowed.headers.get("access-control-allow-origin") == "https://tools.example"
     other = api.get("/v1/models", headers={**headers, "Origin": "null"})
     assert "access-control-allow-origin" not in other.headers
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    ok = api.options("/v1/chat/completions", headers={"Origin": "https://tools.example", **preflight})
+    assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "https://tools.example"
+    evil = api.options("/v1/chat/completions", headers={"Origin": "https://evil.example", **preflight})
+    assert "access-control-allow-origin" not in evil.headers
+    # Host and size checks still run first, for everyone.
+    assert api.get("/v1/models", headers={**headers, "Host": "evil.example"}).status_code == 403
 
 
 def test_a_full_queue_gets_503_at_once(runtime):

@@ -147,11 +147,6 @@ def build_api(runtime: Runtime) -> FastAPI:
     settings = runtime.settings
     api = FastAPI(title="webui OpenAI-compatible API", version="1", docs_url="/v1/docs",
                   openapi_url="/v1/openapi.json", redoc_url=None)
-    if settings.api_cors_origins:
-        # An explicit allowlist only; never "*" (HOSTILE.md 12).
-        api.add_middleware(CORSMiddleware, allow_origins=list(settings.api_cors_origins),
-                           allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type", "x-api-key"])
-    api.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback)
 
     @api.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):
@@ -177,6 +172,14 @@ def build_api(runtime: Runtime) -> FastAPI:
             # A cross-site form post cannot send JSON without a CORS preflight we never grant.
             return APIError(415, "send the request body as application/json").response()
         return await call_next(request)
+
+    # Middleware added later wraps the earlier: Host and size checks first, then CORS
+    # (so a browser's preflight, which carries no key, is answered), then the keys.
+    if settings.api_cors_origins:
+        # An explicit allowlist only; never "*" (HOSTILE.md 12).
+        api.add_middleware(CORSMiddleware, allow_origins=list(settings.api_cors_origins),
+                           allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type", "x-api-key"])
+    api.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback)
 
     def model_card(name: str) -> dict[str, Any]:
         return {"id": name, "object": "model", "created": 0, "owned_by": "local"}
