@@ -9,23 +9,19 @@ the same number of tokens; rounds alternate; the ratio is API / engine.
 
 from __future__ import annotations
 
-import argparse
-import os
 import socket
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import httpx
+from common import PROMPT, bench_parser
 
-import httpx  # noqa: E402
-
-from webui.api.openai_api import APIServer  # noqa: E402
-from webui.presets import make_params  # noqa: E402
-from webui.runtime import build_runtime  # noqa: E402
-from webui.settings import DEMO_MODEL, PROJECT_ROOT, Settings  # noqa: E402
-
-PROMPT = "And God said, Let there be light"
+from webui.api.openai_api import APIServer
+from webui.presets import make_params
+from webui.runtime import build_runtime
+from webui.settings import Settings
 
 
 def free_port() -> int:
@@ -35,17 +31,9 @@ def free_port() -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model-dir", default=str(PROJECT_ROOT / "models"))
-    parser.add_argument("--model", default=DEMO_MODEL)
-    parser.add_argument("--tokens", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=21)
-    args = parser.parse_args()
-
-    import tempfile
-
+    args = bench_parser(__doc__, rounds=21).parse_args()
     with tempfile.TemporaryDirectory() as user_data:
-        settings = Settings(model=args.model, model_dir=Path(args.model_dir), user_data_dir=Path(user_data))
+        settings = Settings(model=args.model, model_dir=args.model_dir, user_data_dir=Path(user_data))
         runtime = build_runtime(settings, use_remembered=False)
         server = APIServer(runtime, port=free_port())
         url = server.start()

@@ -11,48 +11,31 @@ machine noise hits both alike; the printed ratio is engine tokens/s over raw tok
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import torch
+from common import PROMPT, bench_parser, load_model
 
-import torch  # noqa: E402
-
-from webui.generation.engine import GenerationEngine, GenerationRequest, sampling_kwargs  # noqa: E402
-from webui.loaders.base import LoadOptions  # noqa: E402
-from webui.loaders.registry import default_registry  # noqa: E402
-from webui.model_manager import ModelManager  # noqa: E402
-from webui.presets import make_params  # noqa: E402
-from webui.settings import DEMO_MODEL, PROJECT_ROOT  # noqa: E402
-
-PROMPT = "And God said, Let there be light"
+from webui.generation.engine import GenerationEngine, GenerationRequest, sampling_kwargs
+from webui.presets import make_params
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model-dir", default=str(PROJECT_ROOT / "models"))
-    parser.add_argument("--model", default=DEMO_MODEL)
-    parser.add_argument("--tokens", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=31)
+    parser = bench_parser(__doc__, rounds=31)
     parser.add_argument("--stop", action="append", default=[], help="stop strings for the engine side")
     args = parser.parse_args()
 
-    from pathlib import Path
-
-    manager = ModelManager(Path(args.model_dir), default_registry(), LoadOptions())
-    loaded = manager.load(args.model)
+    manager, loaded = load_model(args)
     engine = GenerationEngine(manager)
     params = make_params({"temperature": 0.0, "max_new_tokens": args.tokens, "stop": args.stop})
     ids = loaded.tokenizer(PROMPT, return_tensors="pt")["input_ids"]
-    eos_off = {"eos_token_id": None}  # both sides run the full token count
 
     def raw() -> tuple[int, float]:
         start = time.perf_counter()
         out = loaded.model.generate(
             input_ids=ids, attention_mask=torch.ones_like(ids),
-            pad_token_id=loaded.tokenizer.pad_token_id, **eos_off, **sampling_kwargs(params, args.tokens),
+            pad_token_id=loaded.tokenizer.pad_token_id, eos_token_id=None, **sampling_kwargs(params, args.tokens),
         )
         return out.shape[1] - ids.shape[1], time.perf_counter() - start
 
@@ -63,7 +46,6 @@ def main() -> None:
             pass
         return stream.stats.new_tokens, time.perf_counter() - start
 
-    loaded.model.generation_config.eos_token_id = None  # engine side: no early EOS either
     raw(), ours()  # warm-up
     ratios, raw_rates, our_rates = [], [], []
     for _ in range(args.rounds):

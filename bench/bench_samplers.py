@@ -11,23 +11,15 @@ Two measurements:
 
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import time
-from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import torch
+from common import PROMPT, bench_parser, load_model
 
-import torch  # noqa: E402
-
-from webui.generation.chain import build_chain  # noqa: E402
-from webui.generation.engine import GenerationEngine, GenerationRequest, eos_ids, vocab_size  # noqa: E402
-from webui.loaders.base import LoadOptions  # noqa: E402
-from webui.loaders.registry import default_registry  # noqa: E402
-from webui.model_manager import ModelManager  # noqa: E402
-from webui.presets import make_params  # noqa: E402
-from webui.settings import DEMO_MODEL, PROJECT_ROOT  # noqa: E402
+from webui.generation.chain import build_chain
+from webui.generation.engine import GenerationEngine, GenerationRequest, eos_ids, vocab_size
+from webui.presets import make_params
 
 EVERY_SAMPLER = dict(
     repetition_penalty=1.1, presence_penalty=0.2, frequency_penalty=0.2, dry_multiplier=0.8,
@@ -38,16 +30,8 @@ EVERY_SAMPLER = dict(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model-dir", default=str(PROJECT_ROOT / "models"))
-    parser.add_argument("--model", default=DEMO_MODEL)
-    parser.add_argument("--tokens", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=11)
-    args = parser.parse_args()
-
-    manager = ModelManager(Path(args.model_dir), default_registry(), LoadOptions())
-    loaded = manager.load(args.model)
-    loaded.model.generation_config.eos_token_id = None  # full length on both sides
+    args = bench_parser(__doc__, rounds=11).parse_args()
+    manager, loaded = load_model(args)
     engine = GenerationEngine(manager)
     base = {"max_new_tokens": args.tokens, "seed": 1, "ban_eos_token": True}
     plain = make_params({**base, "temperature": 0.9})
@@ -57,7 +41,7 @@ def main() -> None:
 
     def rate(params) -> float:
         start = time.perf_counter()
-        stream = engine.generate(GenerationRequest("And God said, Let there be light", params))
+        stream = engine.generate(GenerationRequest(PROMPT, params))
         stream.text()
         return stream.stats.new_tokens / (time.perf_counter() - start)
 

@@ -37,6 +37,11 @@ SAMPLER_ORDER = (
 TEMPERATURE_STEPS = ("temperature", "dynamic_temperature", "quadratic_sampling")
 
 
+def _as_tuple(value: Any) -> Any:
+    """YAML and JSON give lists; the frozen model keeps tuples."""
+    return tuple(value) if isinstance(value, list) else value
+
+
 class SamplingParams(BaseModel):
     """Every generation setting; the defaults are neutral (they change nothing).
 
@@ -110,8 +115,7 @@ class SamplingParams(BaseModel):
                 value = json.loads(f"[{value}]")
             except ValueError:
                 raise ValueError("must be a list of strings") from None
-        if isinstance(value, list):
-            value = tuple(value)
+        value = _as_tuple(value)
         if not isinstance(value, tuple) or not all(isinstance(s, str) for s in value):
             raise ValueError("must be a list of strings")
         if len(value) > MAX_STOP_STRINGS:
@@ -130,8 +134,7 @@ class SamplingParams(BaseModel):
     @field_validator("custom_token_bans", mode="before")
     @classmethod
     def _token_ids(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            value = tuple(value)
+        value = _as_tuple(value)
         if not isinstance(value, tuple) or len(value) > 1000:
             raise ValueError("must be a list of at most 1000 token ids")
         if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < MAX_TOKEN_ID for i in value):
@@ -154,8 +157,7 @@ class SamplingParams(BaseModel):
     @classmethod
     def _priority(cls, value: Any) -> Any:
         """Known step names, no repeats; steps left out keep their default order after."""
-        if isinstance(value, list):
-            value = tuple(value)
+        value = _as_tuple(value)
         if not isinstance(value, tuple) or not all(isinstance(s, str) for s in value):
             raise ValueError("must be a list of sampler names")
         unknown = [s for s in value if s not in SAMPLER_ORDER]

@@ -100,10 +100,7 @@ class Runtime:
     def with_model_defaults(self, params: SamplingParams) -> SamplingParams:
         """`params` updated with the loaded model's generation_config.json values."""
         loaded = self.models.current
-        if loaded is None:
-            return params
-        folder = self.models.available().get(loaded.name)
-        return make_params(model_defaults(folder), base=params) if folder else params
+        return make_params(model_defaults(loaded.folder), base=params) if loaded else params
 
     def remember(self, params: SamplingParams) -> str | None:
         """Save the last used values into settings.yaml; returns a warning, if any.

@@ -24,8 +24,8 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from webui.api.security import GuardMiddleware, key_matches, presented_key
 from webui.chat.prompt import PromptError, render_chat_prompt
-from webui.generation.chain import bias_ids, check_token_id
-from webui.generation.engine import GenerationError, QueueFull, vocab_size
+from webui.generation.chain import token_ids
+from webui.generation.engine import GenerationError, QueueFull, eos_ids, vocab_size
 from webui.loaders.base import LoadError
 from webui.model_manager import ModelBusy
 from webui.paths import NameRefused
@@ -206,17 +206,14 @@ def build_api(runtime: Runtime) -> FastAPI:
                            code="model_not_found")
         return model_card(loaded.name)
 
-    def prepare(body: CompletionBase, loaded, prompt: str) -> SamplingParams:
-        """Validate against the loaded model: token ids in its vocabulary, prompt in its context.
+    def fit(body: CompletionBase, params: SamplingParams, loaded, prompt: str) -> SamplingParams:
+        """Check `params` against the loaded model (token ids in its vocabulary, prompt in
+        its context) before anything is queued, so errors come as a 400, not mid-stream.
 
         Without max_tokens the reply may use the rest of the context (as OpenAI's API does).
         """
-        params = body.sampling()
-        size = vocab_size(loaded)
         try:
-            bias_ids(loaded.tokenizer, params.logit_bias, size)
-            for token_id in params.custom_token_bans:
-                check_token_id(token_id, size, "custom_token_bans")
+            token_ids(params, loaded.tokenizer, vocab_size(loaded), eos_ids(loaded))
         except ParamsError as exc:
             raise APIError(400, str(exc), param=str(exc).split(":")[0], code="invalid_value") from exc
         prompt_tokens = len(loaded.tokenizer(prompt)["input_ids"])
@@ -233,14 +230,14 @@ def build_api(runtime: Runtime) -> FastAPI:
     @api.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         loaded = loaded_name(body.model)
-        body.sampling()  # refuse bad values before rendering anything
+        params = body.sampling()  # refuse bad values before rendering anything
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                     for m in body.messages]
         try:
             prompt = render_chat_prompt(loaded.tokenizer, messages)
         except PromptError as exc:
             raise APIError(400, str(exc), param="messages") from exc
-        return await respond(request, body, prompt, prepare(body, loaded, prompt), chat=True)
+        return await respond(request, body, prompt, fit(body, params, loaded, prompt), chat=True)
 
     @api.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
@@ -249,20 +246,20 @@ def build_api(runtime: Runtime) -> FastAPI:
             if len(body.prompt) != 1:
                 raise APIError(400, "send one prompt per request", param="prompt")
             body.prompt = body.prompt[0]
-        return await respond(request, body, body.prompt, prepare(body, loaded, body.prompt), chat=False)
+        params = body.sampling()
+        return await respond(request, body, body.prompt, fit(body, params, loaded, body.prompt), chat=False)
 
     async def respond(request: Request, body: CompletionBase, prompt: str, params: SamplingParams, chat: bool):
-        body.logprob_count()  # refuse a bad logprobs request before any stream starts
+        count = body.logprob_count()  # a bad logprobs request is refused before any stream starts
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         created = int(time.time())
         kind = "chat.completion" if chat else "text_completion"
         if body.stream:
             return StreamingResponse(
-                stream_events(request, body, prompt, params, chat, rid, created, kind),
+                stream_events(request, body, prompt, params, count, chat, rid, created),
                 media_type="text/event-stream", headers={"cache-control": "no-cache"},
             )
         choices, prompt_tokens, completion_tokens = [], 0, 0
-        count = body.logprob_count()
         for index in range(body.n):
             seeded = params if params.seed < 0 else make_params({"seed": params.seed + index}, base=params)
             text, stats, entries = await run_to_end(request, prompt, seeded, count)
@@ -302,7 +299,7 @@ def build_api(runtime: Runtime) -> FastAPI:
             raise APIError(499, "the client closed the request", code="client_closed")
         return "".join(pieces), stream.stats, stream.logprobs
 
-    async def stream_events(request, body, prompt, params, chat, rid, created, kind) -> AsyncIterator[str]:
+    async def stream_events(request, body, prompt, params, count, chat, rid, created) -> AsyncIterator[str]:
         owner = f"api-{uuid.uuid4().hex}"
         chunk_kind = "chat.completion.chunk" if chat else "text_completion"
 
@@ -310,7 +307,6 @@ def build_api(runtime: Runtime) -> FastAPI:
             data = {"id": rid, "object": chunk_kind, "created": created, "model": body.model, "choices": choices}
             return f"data: {json.dumps({**data, **extra})}\n\n"
 
-        count = body.logprob_count()
         sent = 0  # log-probability entries already sent
 
         def choice(text: str | None, finish: str | None) -> dict:

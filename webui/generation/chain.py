@@ -103,22 +103,29 @@ def last_token_ids(tokenizer, texts: Sequence[str]) -> set[int]:
     return ids
 
 
-def bias_ids(tokenizer, logit_bias: dict[str, float], vocab_size: int) -> dict[int, float]:
-    """Keys that are digits are token ids; any other key is text, each of its tokens biased."""
-    out: dict[int, float] = {}
-    for key, bias in logit_bias.items():
-        if key.lstrip("-").isdigit() and key.startswith("-"):
-            raise ParamsError(f"logit_bias: token id {key} is outside the vocabulary (0..{vocab_size - 1})")
+def token_ids(params: SamplingParams, tokenizer, vocab_size: int, eos_ids: set[int]) -> tuple[list[int], dict[int, float]]:
+    """The ids a request bans and biases, each checked against the vocabulary.
+
+    logit_bias keys that are digits are token ids; any other key is text, each of its
+    tokens biased.  Raises ParamsError naming the field for an id outside the vocabulary.
+    """
+
+    def checked(token_id: int, field: str) -> int:
+        if not 0 <= token_id < vocab_size:
+            raise ParamsError(f"{field}: token id {token_id} is outside the vocabulary (0..{vocab_size - 1})")
+        return token_id
+
+    bans = [checked(token_id, "custom_token_bans") for token_id in params.custom_token_bans]
+    if params.ban_eos_token:
+        bans.extend(eos_ids)
+    bias: dict[int, float] = {}
+    for key, value in params.logit_bias.items():
+        if key.startswith("-") and key[1:].isdigit():
+            checked(int(key), "logit_bias")
         ids = [int(key)] if key.isdigit() else tokenizer.encode(key, add_special_tokens=False)
         for token_id in ids:
-            check_token_id(token_id, vocab_size, "logit_bias")
-            out[token_id] = bias
-    return out
-
-
-def check_token_id(token_id: int, vocab_size: int, field: str) -> None:
-    if not 0 <= token_id < vocab_size:
-        raise ParamsError(f"{field}: token id {token_id} is outside the vocabulary (0..{vocab_size - 1})")
+            bias[checked(token_id, "logit_bias")] = value
+    return sorted(set(bans)), bias
 
 
 def build_chain(params: SamplingParams, tokenizer, model: Any, vocab_size: int, eos_ids: set[int]) -> LogitsProcessorList:
@@ -128,15 +135,11 @@ def build_chain(params: SamplingParams, tokenizer, model: Any, vocab_size: int, 
         # CFG compares raw logits with and without the prompt, so it goes first.
         negative = tokenizer(params.negative_prompt or "", return_tensors="pt")["input_ids"].to(model.device)
         chain.append(UnbatchedClassifierFreeGuidanceLogitsProcessor(params.guidance_scale, model, negative))
-    bans = list(params.custom_token_bans)
-    for token_id in bans:
-        check_token_id(token_id, vocab_size, "custom_token_bans")
-    if params.ban_eos_token:
-        bans.extend(eos_ids)
+    bans, bias = token_ids(params, tokenizer, vocab_size, eos_ids)
     if bans:
-        chain.append(BanTokensLogitsProcessor(sorted(set(bans))))
-    if params.logit_bias:
-        chain.append(LogitBiasLogitsProcessor(bias_ids(tokenizer, params.logit_bias, vocab_size)))
+        chain.append(BanTokensLogitsProcessor(bans))
+    if bias:
+        chain.append(LogitBiasLogitsProcessor(bias))
     for name in params.step_order():
         if name == "dry":
             if params.dry_multiplier > 0:

@@ -2,8 +2,8 @@
 
 Requests queue for one model thread, which runs `model.generate` for each in turn
 while holding the model lock (so requests never interleave and a model is never
-swapped under a stream), and hands text to the caller through a small mailbox.  Per-request state (cancel token, sampling values, stop strings) lives in the
-request object, never in globals, so Stop in one browser tab ends only that tab's
+swapped under a stream), and hands text to the caller through a small mailbox.
+Per-request state (cancel token, sampling values, stop strings) lives in the request object, never in globals, so Stop in one browser tab ends only that tab's
 request: a StoppingCriteria checks the request's own token after every step.
 """
 

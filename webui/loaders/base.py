@@ -29,6 +29,7 @@ class LoadedModel:
     """A model ready to generate: what the engine needs, nothing UI-specific."""
 
     name: str
+    folder: Path
     loader: str
     model: Any  # a transformers PreTrainedModel (or another backend's object)
     tokenizer: Any

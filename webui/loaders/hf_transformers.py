@@ -117,6 +117,7 @@ class TransformersLoader:
             tokenizer.pad_token = tokenizer.eos_token
         return LoadedModel(
             name=name,
+            folder=folder,
             loader=self.name,
             model=model,
             tokenizer=tokenizer,

@@ -10,7 +10,7 @@ import gradio as gr
 
 from webui.generation.engine import GenerationError
 from webui.runtime import Runtime
-from webui.ui.common import MODEL_GROUP, Shared, session_id, to_params
+from webui.ui.common import MODEL_GROUP, Shared, session_id, stop_handler, to_params
 
 
 def render(runtime: Runtime, shared: Shared) -> None:
@@ -65,10 +65,6 @@ def render(runtime: Runtime, shared: Shared) -> None:
             return
         yield from respond(turns[:-1], system_text, params, request)
 
-    def stop_generation(request: gr.Request) -> str:
-        stopped = runtime.stop(session_id(request))
-        return "Stopped." if stopped else "Nothing was generating."
-
     inputs = [message, history, system, shared.params]
     outputs = [chatbot, history, stats, message]
     send_event = send.click(send_message, inputs, outputs, api_name="chat_send", **MODEL_GROUP)
@@ -80,7 +76,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
     # Stop runs outside the model group (it must not wait for the reply it stops) and
     # also drops this session's not-yet-started requests from Gradio's queue.
     stop.click(
-        stop_generation, None, stats, api_name="chat_stop",
+        stop_handler(runtime), None, stats, api_name="chat_stop",
         cancels=[send_event, submit_event, regen_event], concurrency_limit=None,
     )
     clear.click(lambda: ([], [], ""), None, [chatbot, history, stats], api_name="chat_clear")

@@ -38,3 +38,12 @@ def to_params(values: Any) -> SamplingParams:
         return make_params(values)
     except ParamsError as exc:
         raise gr.Error(f"invalid sampling parameters: {exc}") from exc
+
+
+def stop_handler(runtime):
+    """Stop for this browser session only (keyed by its session hash)."""
+
+    def stop(request: gr.Request) -> str:
+        return "Stopped." if runtime.stop(session_id(request)) else "Nothing was generating."
+
+    return stop

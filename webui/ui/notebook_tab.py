@@ -6,7 +6,7 @@ import gradio as gr
 
 from webui.generation.engine import GenerationError
 from webui.runtime import Runtime
-from webui.ui.common import MODEL_GROUP, Shared, session_id, to_params
+from webui.ui.common import MODEL_GROUP, Shared, session_id, stop_handler, to_params
 
 
 def render(runtime: Runtime, shared: Shared) -> None:
@@ -38,9 +38,6 @@ def render(runtime: Runtime, shared: Shared) -> None:
     event = generate.click(
         continue_text, [text, shared.params], [text, stats], api_name="notebook_generate", **MODEL_GROUP
     )
-    def stop_generation(request: gr.Request) -> str:
-        return "Stopped." if runtime.stop(session_id(request)) else "Nothing was generating."
-
     stop.click(
-        stop_generation, None, stats, api_name="notebook_stop", cancels=[event], concurrency_limit=None,
+        stop_handler(runtime), None, stats, api_name="notebook_stop", cancels=[event], concurrency_limit=None,
     )
