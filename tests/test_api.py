@@ -149,6 +149,9 @@ def test_management_needs_the_admin_key(api_url):
     assert evil.status_code == 400
     missing = httpx.post(f"{api_url}/internal/models/load", headers=admin, json={"model": "../../etc"})
     assert missing.status_code == 404
+    reloaded = httpx.post(f"{api_url}/internal/models/load", headers=admin, json={"model": TINY, "dtype": "fp32"},
+                          timeout=120)
+    assert reloaded.status_code == 200 and TINY in reloaded.json()["loaded"]
 
 
 def test_disconnect_mid_stream_cancels_generation(api_url, runtime, monkeypatch):

@@ -169,3 +169,36 @@ def test_last_used_values_are_remembered_across_restarts(models_root, tmp_path):
     assert warnings == []
     assert build_runtime(settings).default_params == chosen
     assert build_runtime(settings, use_remembered=False).default_params != chosen
+
+
+def apply(runtime, values, probs):
+    """Run the chain for `values` on hand-made probabilities; return the result's probabilities."""
+    import torch
+
+    loaded = runtime.models.current
+    params = make_params(values)
+    chain = build_chain(params, loaded.tokenizer, loaded.model, vocab_size(loaded), eos_ids(loaded))
+    scores = torch.log(torch.tensor([probs]))
+    return torch.softmax(chain(torch.tensor([[1, 2, 3]]), scores), dim=-1)[0].tolist()
+
+
+@pytest.mark.parametrize(
+    ("values", "probs", "kept"),
+    [({"top_k": 2}, [0.1, 0.5, 0.3, 0.1], [1, 2]),
+     ({"top_p": 0.6}, [0.5, 0.3, 0.2], [0, 1]),  # 0.5 alone is under 0.6; 0.5 + 0.3 is over
+     ({"min_p": 0.5}, [0.5, 0.3, 0.2], [0, 1]),  # threshold 0.5 x 0.5 = 0.25
+     ({"epsilon_cutoff": 5.0}, [0.9992, 0.0006, 0.0002], [0, 1]),  # 5e-4 drops only the last
+     ({"top_a": 0.9}, [0.5, 0.3, 0.2], [0, 1])],  # 0.9 x 0.5^2 = 0.225
+)
+def test_built_in_truncation_steps_on_hand_made_probabilities(runtime, values, probs, kept):
+    out = apply(runtime, values, probs)
+    assert [i for i, p in enumerate(out) if p > 0] == kept
+    total = sum(probs[i] for i in kept)
+    assert out == pytest.approx([probs[i] / total if i in kept else 0.0 for i in range(len(probs))], abs=1e-5)
+
+
+def test_temperature_step_on_hand_made_probabilities(runtime):
+    # Temperature 0.5 squares the probabilities before renormalising.
+    out = apply(runtime, {"temperature": 0.5}, [0.5, 0.3, 0.2])
+    squares = [0.25, 0.09, 0.04]
+    assert out == pytest.approx([s / sum(squares) for s in squares], abs=1e-5)
