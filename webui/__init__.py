@@ -1,0 +1,1 @@
+"""webui: a browser workbench for open-weights language models."""
