@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from webui.chat.prompt import Message, render_chat_prompt
+from webui.chat.templates import TemplateLibrary
 from webui.generation.engine import (
     CancelToken,
     GenerationEngine,
@@ -36,6 +36,7 @@ from webui.presets import (
 )
 from webui.settings import Settings, SettingsError, read_yaml_mapping
 from webui.storage import atomic_write_text
+from webui.userdata import UserSpaces
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,14 @@ class Runtime:
     engine: GenerationEngine
     presets: PresetLibrary
     default_params: SamplingParams
+    users: UserSpaces
+    templates: TemplateLibrary
     requests: ActiveRequests = field(default_factory=ActiveRequests)
     warnings: list[str] = field(default_factory=list)
 
     def stream(
-        self, owner: str, prompt: str | Callable[[Any], str], params: SamplingParams, logprobs: int | None = None
+        self, owner: str, prompt: str | Callable[[Any, int], Any], params: SamplingParams,
+        logprobs: int | None = None,
     ) -> OwnedStream:
         token = self.requests.start(owner)
         try:
@@ -89,10 +93,6 @@ class Runtime:
             self.requests.finish(owner, token)
             raise
         return OwnedStream(stream, lambda: self.requests.finish(owner, token))
-
-    def chat(self, owner: str, history: Sequence[Message], system: str, params: SamplingParams) -> OwnedStream:
-        turns = [dict(m) for m in history]  # a snapshot: the caller may keep editing its list
-        return self.stream(owner, lambda tokenizer: render_chat_prompt(tokenizer, turns, system), params)
 
     def stop(self, owner: str) -> int:
         return self.requests.stop(owner)
@@ -170,12 +170,15 @@ def build_runtime(
     except (NameRefused, ParamsError) as exc:
         notes.append(f"preset {settings.preset!r} not used: {exc}")
         default_params = SamplingParams()
+    owners = [user for user, _ in settings.auth_pairs()] if settings.has_auth else []
     runtime = Runtime(
         settings=settings,
         models=models,
         engine=GenerationEngine(models, max_pending=settings.max_queue),
         presets=presets,
         default_params=default_params,
+        users=UserSpaces(settings.user_data_dir, owner=owners[0] if owners else None),
+        templates=TemplateLibrary(settings.user_data_dir / "instruction-templates"),
         warnings=notes,
     )
     if settings.model:

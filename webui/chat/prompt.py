@@ -1,25 +1,78 @@
-"""Render a conversation with the model's chat template (instruct mode)."""
+"""Turn a conversation into the prompt text for the next reply, in three modes.
+
+- instruct: the model's chat template (or one chosen from instruction-templates/);
+- chat: a character play script, "Name: text" lines after the character's text;
+- chat-instruct: that script wrapped in an instruction of the model's template.
+
+When the history does not fit the context, the oldest whole turns are left out (the
+character and system text never are), and the caller is told how many.  Stop strings
+that end a turn are read off the template itself, so every model family stops at its
+own end-of-turn marker without a hand-written table.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
 
 from jinja2.exceptions import SecurityError, TemplateError
+
+from webui.chat.characters import BUILT_IN, Character, Persona, describe, substitute
 
 # For models that ship no template: a plain, widely understood ChatML layout.
 FALLBACK_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+# chat-instruct: the chat script, handed to an instruct model as one request.
+DEFAULT_COMMAND = (
+    'Continue the chat below. Write one reply for "<|character|>", in character, and nothing else.\n\n'
+    "<|prompt|>"
+)
+# Private-use characters: never in real text, so they mark where content goes.
+_MARK_A, _MARK_B = "\ue000", "\ue001"
+
+Mode = Literal["chat", "chat-instruct", "instruct"]
+Action = Literal["reply", "continue", "impersonate"]
+Message = dict[str, str]
 
 
 class PromptError(ValueError):
     pass
 
 
-Message = dict[str, str]
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """Prompt text plus the stop strings that end the turn it asks for."""
+
+    text: str
+    stops: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class ChatSetup:
+    """How to prompt: everything but the conversation itself."""
+
+    mode: Mode = "instruct"
+    character: Character = field(default_factory=lambda: BUILT_IN)
+    persona: Persona = field(default_factory=Persona)
+    system: str = ""  # instruct mode's system message
+    template: str | None = None  # an instruction template; None: the model's own
+    command: str = DEFAULT_COMMAND
+
+
+@dataclass
+class PromptInfo:
+    """What rendering found; filled in on the model thread, read after the stream ends."""
+
+    tokens: int = 0
+    room: int = 0
+    dropped: int = 0  # oldest messages left out to fit
+
+
+# -- templates ---------------------------------------------------------------------------
 def fold_system(messages: list[Message]) -> list[Message]:
     """For templates that refuse a system role (Gemma's raise): prepend it to the first user turn."""
     if not messages or messages[0]["role"] != "system":
@@ -32,25 +85,197 @@ def fold_system(messages: list[Message]) -> list[Message]:
     return [{"role": "user", "content": system}, *rest]
 
 
-def render_chat_prompt(tokenizer, history: Sequence[Message], system: str = "") -> str:
-    """The prompt text for the next assistant turn.
+def _without_leading_replies(messages: list[Message]) -> list[Message]:
+    """Templates that insist on user-first alternation reject a greeting-first chat."""
+    head = [m for m in messages[:1] if m["role"] == "system"]
+    rest = messages[len(head):]
+    while rest and rest[0]["role"] == "assistant":
+        rest = rest[1:]
+    return head + rest
+
+
+def apply_template(
+    tokenizer, messages: Sequence[Message], system: str = "", template: str | None = None,
+    add_generation_prompt: bool = True,
+) -> str:
+    """Render `messages` with `template` (default: the model's own, else ChatML).
 
     transformers renders templates in a Jinja sandbox, so a template that tries to
     reach Python internals fails with SecurityError instead of running (HOSTILE.md 7).
+    A template that refuses the system message or a reply-first history is retried
+    with the system text folded into the first user turn / the leading replies left out.
     """
-    messages = [{"role": m["role"], "content": m["content"]} for m in history]
+    turns = [{"role": m["role"], "content": m["content"]} for m in messages]
     if system.strip():
-        messages.insert(0, {"role": "system", "content": system.strip()})
-    template = getattr(tokenizer, "chat_template", None) or FALLBACK_TEMPLATE
-    attempts = [messages, fold_system(messages)] if system.strip() else [messages]
+        turns.insert(0, {"role": "system", "content": system.strip()})
+    template = template or getattr(tokenizer, "chat_template", None) or FALLBACK_TEMPLATE
+    attempts = [turns, fold_system(turns), _without_leading_replies(turns),
+                fold_system(_without_leading_replies(turns))]
     last_error: Exception | None = None
-    for attempt in attempts:
+    for attempt in dict.fromkeys(map(_frozen, attempts)):
         try:
             return tokenizer.apply_chat_template(
-                attempt, chat_template=template, tokenize=False, add_generation_prompt=True
+                [dict(m) for m in attempt], chat_template=template, tokenize=False,
+                add_generation_prompt=add_generation_prompt,
             )
         except SecurityError as exc:
             raise PromptError("unsafe chat template: it tried to reach Python internals") from exc
         except TemplateError as exc:
             last_error = exc
     raise PromptError(f"the chat template failed: {last_error}")
+
+
+def _frozen(messages: list[Message]) -> tuple:
+    return tuple(tuple(sorted(m.items())) for m in messages)
+
+
+def prompt_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of a prompt.  Chat templates usually write the BOS token themselves;
+    never add a second one."""
+    bos = tokenizer.bos_token
+    return tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]
+
+
+def render_chat_prompt(tokenizer, history: Sequence[Message], system: str = "") -> str:
+    """The prompt for the next assistant turn with the model's own template."""
+    return apply_template(tokenizer, history, system)
+
+
+def turn_prefix(tokenizer, template: str | None, history: Sequence[Message], role: str) -> str:
+    """The text that opens a new `role` turn after `history` (e.g. for impersonation)."""
+    text = apply_template(tokenizer, [*history, {"role": role, "content": _MARK_A}], template=template,
+                          add_generation_prompt=False)
+    if _MARK_A not in text:
+        raise PromptError("the chat template drops message text; cannot write a turn for that role")
+    return text[: text.index(_MARK_A)]
+
+
+def turn_end_stops(tokenizer, template: str | None, role: str) -> tuple[str, ...]:
+    """Stop strings for the end of a `role` turn, read off the template.
+
+    Renders a tiny chat with marked contents and takes what comes between the end of
+    a `role` message and the start of the next one: e.g. "<|im_end|>" and
+    "<|im_start|>user" for ChatML, "<end_of_turn>" for Gemma.
+    """
+    other = "user" if role == "assistant" else "assistant"
+    messages = [{"role": "user", "content": "Hi"}] if role == "assistant" else []
+    messages += [{"role": role, "content": _MARK_A}, {"role": other, "content": _MARK_B}]
+    try:
+        text = apply_template(tokenizer, messages, template=template, add_generation_prompt=False)
+        between = text[text.index(_MARK_A) + 1 : text.index(_MARK_B)]
+    except (PromptError, ValueError):
+        return ()
+    # The first marker-like piece ("<|eot_id|>", "</s>", "<end_of_turn>") is the end
+    # of the turn itself; the lines after it open the next turn.
+    first_marker = re.match(r"\s*(<[^<>\s]{1,40}>|\[[^\[\]\s]{1,40}\])", between)
+    candidates = [between.strip(), *(line.strip() for line in between.splitlines())]
+    if first_marker:
+        candidates.insert(0, first_marker.group(1))
+    return tuple(dict.fromkeys(c for c in candidates if len(c) >= 2))
+
+
+# -- the three modes ---------------------------------------------------------------------
+class ChatPrompt:
+    """The prompt for one action on a conversation, rendered on the model thread.
+
+    Called by the engine as prompt(tokenizer, room): `room` is how many prompt tokens
+    fit beside the reply.  Leaves what it did in `info`.
+    """
+
+    def __init__(self, setup: ChatSetup, turns: Sequence[Message], action: Action = "reply", prefix: str = ""):
+        if action == "continue" and (not turns or turns[-1]["role"] != "assistant"):
+            raise PromptError("there is no reply to continue")
+        self.setup = setup
+        self.turns = [dict(m) for m in turns]  # a snapshot: the caller may go on editing
+        self.action = action
+        self.prefix = prefix
+        self.info = PromptInfo()
+
+    @property
+    def names(self) -> tuple[str, str]:
+        return self.setup.persona.name, self.setup.character.name
+
+    def __call__(self, tokenizer, room: int) -> RenderedPrompt:
+        starts = self._drop_points()
+        count = lambda text: len(prompt_ids(tokenizer, text))  # noqa: E731
+        # Fewest dropped turns that fit: token counts fall as turns are dropped.
+        low, high = 0, len(starts) - 1
+        best = self._render(tokenizer, starts[high])
+        best_start = starts[high]
+        while low <= high:
+            middle = (low + high) // 2
+            text = self._render(tokenizer, starts[middle])
+            if count(text) <= room:
+                best, best_start, high = text, starts[middle], middle - 1
+            else:
+                low = middle + 1
+        self.info = PromptInfo(tokens=count(best), room=room, dropped=best_start)
+        return RenderedPrompt(best, self._stops(tokenizer))
+
+    def _drop_points(self) -> list[int]:
+        """Where the kept history may start: at 0 or at a user message, never past the
+        message being answered (or continued)."""
+        last = len(self.turns) - 1 if self.action == "continue" else max(
+            (i for i, m in enumerate(self.turns) if m["role"] == "user"), default=len(self.turns)
+        )
+        return [0, *(i for i, m in enumerate(self.turns) if m["role"] == "user" and 0 < i <= last)]
+
+    def _render(self, tokenizer, start: int) -> str:
+        turns = self.turns[start:]
+        if self.setup.mode == "instruct":
+            return self._instruct(tokenizer, turns)
+        script = self._script(turns)
+        if self.setup.mode == "chat":
+            return script
+        return self._chat_instruct(tokenizer, script)
+
+    def _instruct(self, tokenizer, turns: list[Message]) -> str:
+        template, system = self.setup.template, self.setup.system
+        if self.action == "continue":
+            head = apply_template(tokenizer, turns[:-1], system, template)
+            return head + turns[-1]["content"]
+        if self.action == "impersonate":
+            return turn_prefix(tokenizer, template, _with_system(turns, system), "user") + self.prefix
+        return apply_template(tokenizer, turns, system, template) + self.prefix
+
+    def _script(self, turns: list[Message]) -> str:
+        """The chat-mode text: character text, examples, then "Name: text" lines, ending
+        with the name of whoever speaks next."""
+        user, char = self.names
+        lines = [describe(self.setup.character, self.setup.persona)]
+        if self.setup.character.example_dialogue.strip():
+            lines.append(substitute(self.setup.character.example_dialogue.strip(), char, user))
+        head = "\n\n".join(line for line in lines if line)
+        body = "".join(f"{user if m['role'] == 'user' else char}: {m['content'].strip()}\n" for m in turns)
+        if self.action == "continue":
+            body = body[:-1] if body.endswith("\n") else body
+            if not turns[-1]["content"].strip():
+                body = body.rstrip()
+            return (head + "\n\n" if head else "") + body
+        speaker = user if self.action == "impersonate" else char
+        opener = f"{speaker}:" + (f" {self.prefix.lstrip()}" if self.prefix else "")
+        return (head + "\n\n" if head else "") + body + opener
+
+    def _chat_instruct(self, tokenizer, script: str) -> str:
+        user, char = self.names
+        # The script ends with the speaker's name (or the reply being continued); the
+        # instruction holds everything before that final line.
+        body, _, last_line = script.rpartition("\n")
+        speaker = user if self.action == "impersonate" else char
+        command = self.setup.command.replace("<|character|>", speaker).replace("<|prompt|>", body.rstrip())
+        opening = apply_template(tokenizer, [{"role": "user", "content": command}], "", self.setup.template)
+        return opening + last_line
+
+    def _stops(self, tokenizer) -> tuple[str, ...]:
+        user, char = self.names
+        role = "user" if self.action == "impersonate" else "assistant"
+        stops: tuple[str, ...] = ()
+        if self.setup.mode != "chat":
+            stops += turn_end_stops(tokenizer, self.setup.template, role)
+        if self.setup.mode != "instruct":
+            stops += (f"\n{user}:", f"\n{char}:")
+        return tuple(dict.fromkeys(stops))
+
+
+def _with_system(turns: list[Message], system: str) -> list[Message]:
+    return [{"role": "system", "content": system.strip()}, *turns] if system.strip() else turns

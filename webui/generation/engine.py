@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 from transformers import LogitsProcessor, StoppingCriteria, StoppingCriteriaList
 
-from webui.chat.prompt import PromptError
+from webui.chat.prompt import PromptError, RenderedPrompt, prompt_ids
 from webui.generation.chain import build_chain
 from webui.generation.detok import IncrementalDecoder
 from webui.generation.stops import StopStringFilter
@@ -55,11 +55,13 @@ class CancelToken:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One request.  `prompt` is text, or a function of the tokenizer that renders it
-    (chat prompts use the loaded model's template, read while holding the model, so a
-    model swapped in meanwhile is rendered with its own template)."""
+    """One request.  `prompt` is text, or a function prompt(tokenizer, room) that renders
+    it, as text or a RenderedPrompt with its own stop strings.  Chat prompts use the
+    loaded model's template, read while holding the model, so a model swapped in
+    meanwhile is rendered with its own template; `room` is how many prompt tokens fit
+    beside the reply, so a chat can leave out whole turns rather than cut mid-text."""
 
-    prompt: str | Callable[[Any], str]
+    prompt: str | Callable[[Any, int], str | RenderedPrompt]
     params: SamplingParams = field(default_factory=SamplingParams)
     cancel: CancelToken = field(default_factory=CancelToken)
     # None: no log-probabilities; n >= 0: record each token's, with its n likeliest rivals.
@@ -120,16 +122,21 @@ class GenerationStats:
         return text
 
 
-def fit_prompt(prompt_ids: list[int], max_new_tokens: int, context: int) -> tuple[list[int], int, int]:
+def prompt_room(max_new_tokens: int, context: int) -> int:
+    """Prompt tokens that fit: half the context (or max_new_tokens, if smaller) stays
+    free for the reply."""
+    return context - max(1, min(max_new_tokens, context // 2))
+
+
+def fit_prompt(ids: list[int], max_new_tokens: int, context: int) -> tuple[list[int], int, int]:
     """Stated policy for a prompt that does not fit the context window.
 
     Half the context (or max_new_tokens, if smaller) stays free for the reply; the
     oldest prompt tokens are dropped to make room.  Returns (ids, new-token budget,
     dropped count).
     """
-    reserve = max(1, min(max_new_tokens, context // 2))
-    dropped = max(0, len(prompt_ids) - (context - reserve))
-    kept = prompt_ids[dropped:]
+    dropped = max(0, len(ids) - prompt_room(max_new_tokens, context))
+    kept = ids[dropped:]
     return kept, min(max_new_tokens, context - len(kept)), dropped
 
 
@@ -327,27 +334,27 @@ class GenerationEngine:
         request = stream.request
         params = request.params
         tokenizer = loaded.tokenizer
-        prompt = request.prompt if isinstance(request.prompt, str) else request.prompt(tokenizer)
-        bos = tokenizer.bos_token
-        # Chat templates usually write the BOS token themselves; never add a second one.
-        prompt_ids = tokenizer(prompt, add_special_tokens=not (bos and prompt.startswith(bos)))["input_ids"]
         context = min(params.truncation_length or loaded.context_length, loaded.context_length)
-        prompt_ids, max_new, dropped = fit_prompt(prompt_ids, params.max_new_tokens, context)
+        prompt = request.prompt
+        if not isinstance(prompt, str):
+            prompt = prompt(tokenizer, prompt_room(params.max_new_tokens, context))
+        rendered = prompt if isinstance(prompt, RenderedPrompt) else RenderedPrompt(prompt)
+        ids, max_new, dropped = fit_prompt(prompt_ids(tokenizer, rendered.text), params.max_new_tokens, context)
         seed = params.seed if params.seed >= 0 else random.randint(0, MAX_SEED)  # noqa: S311 - a sampling seed, not a secret
         if request.cancel.cancelled or max_new <= 0:
-            return GenerationStats(len(prompt_ids), 0, 0.0, "cancelled", seed, dropped)
+            return GenerationStats(len(ids), 0, 0.0, "cancelled", seed, dropped)
 
         eos = eos_ids(loaded)
         chain = build_chain(params, tokenizer, loaded.model, vocab_size(loaded), eos)
-        stops = StopStringFilter(params.stop)
+        stops = StopStringFilter((*params.stop, *rendered.stops))
         recorder = None
         if request.logprobs is not None:
             recorder = _RecordLogprobs(request.logprobs)
             chain.append(recorder)
-        streamer = _TextStreamer(IncrementalDecoder(tokenizer, prompt_ids), stops, stream._mailbox, recorder)
+        streamer = _TextStreamer(IncrementalDecoder(tokenizer, ids), stops, stream._mailbox, recorder)
         stream.streamer = streamer
         should_stop = lambda: request.cancel.cancelled or stops.stopped  # noqa: E731
-        input_ids = torch.tensor([prompt_ids], device=loaded.model.device)
+        input_ids = torch.tensor([ids], device=loaded.model.device)
         torch.manual_seed(seed)  # safe: we hold the model lock, nobody else samples now
         started = time.perf_counter()
         loaded.model.generate(
@@ -366,7 +373,7 @@ class GenerationEngine:
             reason = "cancelled"
         else:
             reason = "length"
-        return GenerationStats(len(prompt_ids), streamer.new_tokens, seconds, reason, seed, dropped)
+        return GenerationStats(len(ids), streamer.new_tokens, seconds, reason, seed, dropped)
 
 
 def vocab_size(loaded: LoadedModel) -> int:

@@ -7,7 +7,7 @@ from starlette.middleware import Middleware
 
 from webui.api.security import GuardMiddleware
 from webui.runtime import Runtime
-from webui.ui import chat_tab, model_tab, notebook_tab, parameters_tab
+from webui.ui import character_tab, chat_tab, model_tab, notebook_tab, parameters_tab
 from webui.ui.common import Shared
 
 TITLE = "webui"
@@ -20,12 +20,16 @@ def build_app(runtime: Runtime) -> gr.Blocks:
             gr.Markdown(f"⚠️ {note}")
         with gr.Tab("Chat", id="chat"):
             chat_tab.render(runtime, shared)
+        with gr.Tab("Character", id="character"):
+            character_tab.render(runtime, shared)
         with gr.Tab("Notebook", id="notebook"):
             notebook_tab.render(runtime, shared)
         with gr.Tab("Parameters", id="parameters"):
             parameters_tab.render(runtime, shared)
         with gr.Tab("Model", id="model"):
             model_tab.render(runtime, shared)
+        for fn, inputs, outputs, api_name in shared.on_load:
+            app.load(fn, inputs, outputs, api_name=api_name)
     app.queue(max_size=runtime.settings.max_queue, default_concurrency_limit=1)
     return app
 

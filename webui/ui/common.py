@@ -21,6 +21,10 @@ class Shared:
 
     params: gr.State
     controls: list[Any] = field(default_factory=list)
+    # The Chat tab's character picker: the Character tab refreshes its choices.
+    character_picker: Any = None
+    # (fn, inputs, outputs, api_name) to run on every page load, registered by the tabs
+    on_load: list[tuple[Any, list, list, str]] = field(default_factory=list)
 
 
 def session_id(request: gr.Request | None) -> str:

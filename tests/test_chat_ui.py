@@ -1,0 +1,229 @@
+"""Every chat action through the real app with gradio_client, and what lands on disk."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from tests.conftest import free_port, make_settings
+from tests.test_characters import V3_CARD, card_png
+
+# Visible outputs of the streaming chat events and of the events that show a chat.
+CHATBOT, LIVE, STATS, INPUT, CHATS = range(5)
+V_CHATBOT, V_CHATS, V_TITLE, V_BRANCH, V_STATS, V_PICKED = range(6)
+
+
+def texts(chat) -> list[str]:
+    return ["".join(part.get("text", "") for part in m["content"]) for m in chat]
+
+
+def wait_for(predicate, timeout=60.0):
+    deadline = time.monotonic() + timeout  # bounded: gives up by itself
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture()
+def client(app_url):
+    from tests.test_app_client import controls
+
+    client = Client(app_url, verbose=False)
+    # Short replies keep the suite quick; the values live in this client's session.
+    client.predict(*controls(max_new_tokens=40), api_name="/set_params")
+    return client
+
+
+@pytest.fixture()
+def chats(runtime):
+    return runtime.users.get(None).chats
+
+
+def newest(chats):
+    return chats.load(chats.list()[0].id)
+
+
+def send(client, text, **options):
+    return client.predict(text, api_name="/chat_send", **options)
+
+
+def test_send_streams_into_the_live_box_and_saves_the_chat(client, chats):
+    job = client.submit("Hello there", api_name="/chat_send")
+    outputs = list(job)
+    final = job.outputs()[-1]
+    live = [o[LIVE] for o in outputs if isinstance(o[LIVE], str) and o[LIVE]]
+    assert len(set(live)) > 3, "the reply should arrive in several pieces"
+    assert all(b.startswith(a) for a, b in zip(live, live[1:], strict=False))
+    chat = texts(final[CHATBOT])
+    assert chat[0] == "Hello there" and chat[1] == live[-1]
+    assert final[LIVE] == "" and any(o[INPUT] == "" for o in outputs)  # the input box was cleared
+    assert "tokens/s" in final[STATS] and "tokens that fit beside the reply" in final[STATS]
+    saved = newest(chats)
+    assert saved.turns()[0]["content"] == "Hello there"
+    assert saved.turns()[1]["content"] == chat[1]
+    assert saved.title == "Hello there"
+    assert "tokens/s" in saved.path()[1].note
+
+
+def test_regenerate_keeps_versions_and_flips_between_them(client, chats):
+    first = texts(send(client, "Say something")[CHATBOT])
+    client.predict(api_name="/chat_regenerate")
+    saved = newest(chats)
+    assert [m.role for m in saved.path()] == ["user", "assistant"]
+    assert saved.alternatives(1) == (2, 2)
+    shown = client.predict(number=0, api_name="/chat_previous_version")
+    assert texts(shown[V_CHATBOT]) == first and "version 1 of 2" in shown[V_BRANCH]
+    shown = client.predict(number=0, api_name="/chat_next_version")
+    assert "version 2 of 2" in shown[V_BRANCH]
+
+
+def test_continue_extends_the_last_reply(client, chats):
+    send(client, "Begin a list", start_with="One,")
+    before = newest(chats).path()[-1].content
+    assert before.startswith("One,")
+    client.predict(api_name="/chat_continue")
+    after = newest(chats).path()[-1].content
+    assert after.startswith(before) and len(after) >= len(before)
+    assert len(newest(chats).messages) == 2  # continued in place, not a new message
+
+
+def test_impersonate_writes_the_users_next_message_without_saving(client, chats):
+    send(client, "Hello")
+    count = len(newest(chats).messages)
+    text, note = client.predict(api_name="/chat_impersonate")
+    assert text and "Impersonated" in note
+    assert len(newest(chats).messages) == count
+
+
+def test_edit_an_earlier_message_branches_and_keeps_the_old_one(client, chats):
+    send(client, "First question")
+    send(client, "Second question")
+    shown = client.predict(number=1, text="Edited first question", api_name="/chat_edit_message")
+    assert texts(shown[V_CHATBOT]) == ["Edited first question"]
+    back = client.predict(number=1, api_name="/chat_previous_version")
+    assert texts(back[V_CHATBOT])[0] == "First question" and len(back[V_CHATBOT]) == 4
+    assert len(newest(chats).messages) == 5
+
+
+def test_remove_last_and_fork(client, chats):
+    send(client, "Keep me")
+    send(client, "Remove me")
+    shown = client.predict(api_name="/chat_remove_last")
+    assert texts(shown[V_CHATBOT])[0] == "Keep me" and len(shown[V_CHATBOT]) == 2
+    original = newest(chats).id
+    forked = client.predict(number=1, api_name="/chat_fork")
+    assert texts(forked[V_CHATBOT]) == ["Keep me"] and "(fork)" in forked[V_TITLE]
+    assert newest(chats).id != original and len(chats.load(original).path()) == 2
+
+
+def test_new_rename_search_open_delete(client, chats):
+    send(client, "Zebra stripes")
+    zebra = newest(chats).id
+    client.predict(api_name="/chat_new")
+    send(client, "Walrus tusks")
+    walrus = newest(chats).id
+    renamed = client.predict(new_title="Walrus notes", api_name="/chat_rename")
+    assert renamed[V_TITLE] == "Walrus notes"
+    found = client.predict(query="zebra", api_name="/chat_search")
+    assert [value for _, value in found["choices"]] == [zebra]
+    opened = client.predict(chat=zebra, api_name="/chat_open")
+    assert texts(opened[V_CHATBOT])[0] == "Zebra stripes"
+    client.predict(api_name="/chat_delete")
+    assert zebra not in {s.id for s in chats.list()} and walrus in {s.id for s in chats.list()}
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/hosts", "..%2f..%2fx", "a/../../b", "x\0y", "", "a" * 300])
+def test_hostile_names_are_refused(client, name):
+    for endpoint in ("/chat_open", "/chat_character"):
+        with pytest.raises(AppError, match="unknown|invalid"):
+            client.predict(name, api_name=endpoint)
+    if name:  # an empty template name means the model's own
+        with pytest.raises(AppError, match="unknown"):
+            client.predict("hi", template_name=name, api_name="/chat_send")
+
+
+def test_export_and_import_a_conversation(client, chats, tmp_path):
+    send(client, "Export me")
+    exported = client.predict(api_name="/chat_export")
+    data = json.loads(open(exported["value"] if isinstance(exported, dict) else exported).read())
+    assert data["format"] == "webui-chat" and data["messages"][0]["content"] == "Export me"
+    target = tmp_path / "..evil name.json"  # the upload's own name never matters
+    target.write_text(json.dumps(data))
+    shown = client.predict(file=handle_file(str(target)), api_name="/chat_import")
+    assert texts(shown[V_CHATBOT])[0] == "Export me"
+    assert newest(chats).id != data["id"]
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(AppError, match="import failed"):
+        client.predict(file=handle_file(str(bad)), api_name="/chat_import")
+
+
+def test_modes_characters_and_persona(client, runtime, chats):
+    client.predict(handle_file(str(write_card(runtime))), api_name="/character_import")
+    opened = client.predict("Seraphina V3", api_name="/chat_character")
+    assert texts(opened[V_CHATBOT]) == ["Welcome, You."]  # the greeting, {{user}} filled in
+    client.predict("Bo", "A sailor.", api_name="/persona_save")
+    client.predict("Seraphina V3", 1, api_name="/chat_next_version")  # an alternate greeting
+    out = send(client, "Who are you?", who="Seraphina V3", mode_name="chat")
+    assert "tokens/s" in out[STATS]
+    saved = newest(chats)
+    assert saved.character == "Seraphina V3" and saved.alternatives(0) == (2, 3)
+    assert saved.path()[0].content == "Oh, Bo! You are awake." or saved.path()[0].content.startswith("Oh,")
+    out = send(client, "And now?", who="Seraphina V3", mode_name="chat-instruct")
+    assert "tokens/s" in out[STATS]
+    client.predict("You", "", api_name="/persona_save")
+
+
+def write_card(runtime):
+    path = runtime.settings.user_data_dir.parent / f"card-{time.monotonic_ns()}.png"
+    path.write_bytes(card_png(ccv3=V3_CARD))
+    return path
+
+
+def test_context_overflow_drops_oldest_messages_and_says_so(client, chats):
+    from tests.test_app_client import controls
+
+    client.predict(*controls(truncation_length=96, max_new_tokens=16), api_name="/set_params")
+    out = None
+    for i in range(6):
+        out = send(client, f"message number {i} with several words to fill the context window")
+    assert "oldest" in out[STATS] and "left out" in out[STATS]
+    assert len(newest(chats).path()) == 12  # the chat itself keeps everything
+    client.predict(*controls(), api_name="/set_params")
+
+
+def test_a_closed_tab_mid_reply_still_saves_what_was_written(app_url, runtime, chats):
+    from tests.test_app_client import controls
+
+    client = Client(app_url, verbose=False)
+    client.predict(*controls(max_new_tokens=400, ban_eos_token=True), api_name="/set_params")
+    job = client.submit("Write at length", api_name="/chat_send")
+    assert wait_for(lambda: any(isinstance(o[LIVE], str) and len(o[LIVE]) > 20 for o in job.outputs()))
+    job.cancel()
+    # The reply is stopped or finishes on the server, and lands in the saved chat.
+    assert wait_for(lambda: runtime.engine.pending == 0, timeout=120)
+    assert wait_for(lambda: len(newest(chats).path()) == 2 and newest(chats).path()[1].content)
+    assert newest(chats).turns()[0]["content"] == "Write at length"
+
+
+def test_chats_survive_a_restart(client, runtime, models_root, chats):
+    from webui.runtime import build_runtime
+    from webui.ui.app import launch
+
+    send(client, "Remember this after a restart")
+    saved = newest(chats)
+    settings = make_settings(models_root, runtime.settings.user_data_dir)
+    second = build_runtime(settings)
+    app, url = launch(second, block=False, port=free_port())
+    try:
+        fresh = Client(url, verbose=False)
+        loaded = fresh.predict(api_name="/chat_load")
+        assert texts(loaded[1 + V_CHATBOT])[:2] == [m["content"] for m in saved.turns()][:2]
+    finally:
+        app.close()

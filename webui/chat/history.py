@@ -1,0 +1,175 @@
+"""A conversation as a tree of messages, so nothing the user or the model wrote is lost.
+
+Regenerating a reply or editing a message adds a sibling instead of overwriting: the
+old text stays as an alternative the user can flip back to.  What the user sees (and
+what the prompt is built from) is the *active path*: from the first message down,
+following each message's selected child.
+
+Messages keep their creation order in one list; ids only grow, and a parent always
+has a smaller id than its children, which makes cycles impossible by construction
+and easy to check when a file is loaded.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Role = Literal["user", "assistant"]
+ROOT = -1  # the parent id of first messages
+
+
+class ChatError(ValueError):
+    """An action that does not apply to this conversation (e.g. nothing to regenerate)."""
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: int = Field(ge=0)
+    parent: int = Field(ge=ROOT)
+    role: Role
+    content: str = Field(max_length=1_000_000)
+    created: float = 0.0
+    # Generation facts shown next to a reply (tokens, seed, finish reason).
+    note: str = ""
+
+
+class Conversation(BaseModel):
+    """One conversation: its messages, which branch is shown, and a few labels."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    format: Literal["webui-chat"] = "webui-chat"
+    version: Literal[1] = 1
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    title: str = Field("New chat", max_length=200)
+    character: str = Field("Assistant", max_length=128)
+    created: float = Field(default_factory=time.time)
+    updated: float = Field(default_factory=time.time)
+    messages: list[Message] = Field(default_factory=list, max_length=100_000)
+    # parent id (as a string: JSON keys) -> the child shown on the active path
+    selected: dict[str, int] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _well_formed(self) -> Conversation:
+        seen: set[int] = set()
+        for message in self.messages:
+            if message.id in seen:
+                raise ValueError(f"message id {message.id} appears twice")
+            if message.parent != ROOT and message.parent not in seen:
+                raise ValueError(f"message {message.id} has an unknown or later parent")
+            seen.add(message.id)
+        return self
+
+    # -- reading -----------------------------------------------------------------
+    def children(self, parent: int) -> list[Message]:
+        return [m for m in self.messages if m.parent == parent]
+
+    def path(self) -> list[Message]:
+        """The active path: the messages shown, oldest first."""
+        by_parent: dict[int, list[Message]] = {}
+        for message in self.messages:
+            by_parent.setdefault(message.parent, []).append(message)
+        path: list[Message] = []
+        parent = ROOT
+        while kids := by_parent.get(parent):
+            chosen = self.selected.get(str(parent))
+            message = next((m for m in kids if m.id == chosen), kids[-1])
+            path.append(message)
+            parent = message.id
+        return path
+
+    def turns(self) -> list[dict[str, str]]:
+        """The active path as {"role", "content"} dicts, for prompts and display."""
+        return [{"role": m.role, "content": m.content} for m in self.path()]
+
+    def alternatives(self, index: int) -> tuple[int, int]:
+        """(1-based position, count) of the message at `index` among its alternatives."""
+        message = self._at(index)
+        siblings = self.children(message.parent)
+        return [m.id for m in siblings].index(message.id) + 1, len(siblings)
+
+    # -- changing ----------------------------------------------------------------
+    def append(self, role: Role, content: str) -> Message:
+        """Add a message at the end of the active path."""
+        path = self.path()
+        return self._add(path[-1].id if path else ROOT, role, content)
+
+    def add_alternative(self, index: int, content: str) -> Message:
+        """A new sibling of the message at `index`, shown instead of it (regenerate, edit)."""
+        message = self._at(index)
+        return self._add(message.parent, message.role, content)
+
+    def edit(self, index: int, content: str) -> Message:
+        """Editing starts a new branch: the old message and everything after it stay."""
+        if content == self._at(index).content:
+            return self._at(index)
+        return self.add_alternative(index, content)
+
+    def flip(self, index: int, step: int) -> Message:
+        """Show the previous (-1) or next (+1) alternative of the message at `index`."""
+        message = self._at(index)
+        siblings = self.children(message.parent)
+        position = [m.id for m in siblings].index(message.id)
+        chosen = siblings[(position + step) % len(siblings)]
+        self._select(chosen)
+        return chosen
+
+    def set_content(self, message_id: int, content: str, note: str | None = None) -> None:
+        """Replace a message's text in place (a reply being written, or continued)."""
+        for i, message in enumerate(self.messages):
+            if message.id == message_id:
+                update = {"content": content} if note is None else {"content": content, "note": note}
+                self.messages[i] = message.model_copy(update=update)
+                self.touch()
+                return
+        raise ChatError("that message no longer exists")
+
+    def remove_last(self) -> None:
+        """Delete the last exchange: the last user message and the replies after it
+        (or a lone reply with nothing before it, such as a greeting)."""
+        path = self.path()
+        if not path:
+            raise ChatError("the conversation is empty")
+        users = [i for i, m in enumerate(path) if m.role == "user"]
+        start = users[-1] if users else len(path) - 1
+        doomed = {m.id for m in path[start:]}
+        # Alternatives further down the removed branch go with it.
+        for message in self.messages:
+            if message.parent in doomed:
+                doomed.add(message.id)
+        self.messages = [m for m in self.messages if m.id not in doomed]
+        self.selected = {k: v for k, v in self.selected.items() if v not in doomed and int(k) not in doomed}
+        self.touch()
+
+    def fork(self, index: int, new_id: str) -> Conversation:
+        """A new conversation holding the active path up to and including `index`."""
+        self._at(index)
+        copy = Conversation(id=new_id, title=f"{self.title} (fork)"[:200], character=self.character)
+        for message in self.path()[: index + 1]:
+            copy.append(message.role, message.content)
+        return copy
+
+    def touch(self) -> None:
+        self.updated = time.time()
+
+    # -- internals -----------------------------------------------------------------
+    def _at(self, index: int) -> Message:
+        path = self.path()
+        if not isinstance(index, int) or not 0 <= index < len(path):
+            raise ChatError(f"no message at position {index}")
+        return path[index]
+
+    def _add(self, parent: int, role: Role, content: str) -> Message:
+        next_id = max((m.id for m in self.messages), default=-1) + 1
+        message = Message(id=next_id, parent=parent, role=role, content=content, created=time.time())
+        self.messages.append(message)
+        self._select(message)
+        return message
+
+    def _select(self, message: Message) -> None:
+        self.selected = {**self.selected, str(message.parent): message.id}
+        self.touch()

@@ -1,0 +1,94 @@
+"""Per-user data: each signed-in user has their own chats, characters and persona.
+
+Without --gradio-auth there is one user and the data lives directly in user_data/.
+With it, the first user in the auth list keeps user_data/ (so adding a second user
+later hides nothing from the first), and every other user gets user_data/users/NAME/.
+A user can reach only their own folder: the folder comes from the name Gradio
+authenticated, never from anything in a request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from webui.chat.characters import CharacterLibrary, Persona
+from webui.chat.store import ChatStore
+from webui.paths import is_plain_name
+from webui.settings import SettingsError, read_yaml_mapping
+from webui.storage import atomic_write_text
+
+
+class UserSpace:
+    """One user's folder and the stores in it."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.chats = ChatStore(root / "chats")
+        self.characters = CharacterLibrary(root / "characters")
+
+    @property
+    def _persona_file(self) -> Path:
+        return self.root / "persona.yaml"
+
+    @property
+    def _recent_file(self) -> Path:
+        return self.root / "chats" / "recent.yaml"
+
+    def persona(self) -> Persona:
+        """The saved persona; a missing or broken file gives the default (never an error)."""
+        try:
+            return Persona.model_validate(read_yaml_mapping(self._persona_file))
+        except (SettingsError, ValidationError, OSError):
+            return Persona()
+
+    def save_persona(self, persona: Persona) -> None:
+        atomic_write_text(self._persona_file, yaml.safe_dump(persona.model_dump(), allow_unicode=True))
+
+    def recent_chat(self, character: str) -> str | None:
+        """The conversation last opened with `character`, if it still exists."""
+        try:
+            chosen = read_yaml_mapping(self._recent_file).get(character)
+        except (SettingsError, OSError):
+            return None
+        return chosen if isinstance(chosen, str) and chosen in {c.id for c in self.chats.list(character)} else None
+
+    def remember_chat(self, character: str, chat_id: str) -> None:
+        try:
+            recent = read_yaml_mapping(self._recent_file) if self._recent_file.exists() else {}
+        except (SettingsError, OSError):
+            recent = {}
+        if recent.get(character) != chat_id:
+            recent[character] = chat_id
+            atomic_write_text(self._recent_file, yaml.safe_dump(recent, allow_unicode=True))
+
+
+class UserSpaces:
+    """Hands out each user's UserSpace (one object per user, so caches are shared)."""
+
+    def __init__(self, user_data_dir: Path, owner: str | None = None):
+        self.user_data_dir = user_data_dir
+        self.owner = owner  # the user whose data lives in user_data/ itself
+        self._spaces: dict[str, UserSpace] = {}
+        self._lock = threading.Lock()
+
+    def get(self, username: str | None) -> UserSpace:
+        root = self.user_data_dir if username is None or username == self.owner else (
+            self.user_data_dir / "users" / folder_name(username)
+        )
+        key = str(root)
+        with self._lock:
+            if key not in self._spaces:
+                self._spaces[key] = UserSpace(root)
+            return self._spaces[key]
+
+
+def folder_name(username: str) -> str:
+    """A folder name for a user: the name itself when plain, else a stable hash."""
+    if is_plain_name(username) and len(username) <= 64:
+        return username
+    return "user-" + hashlib.sha256(username.encode("utf-8")).hexdigest()[:16]
