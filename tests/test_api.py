@@ -185,7 +185,7 @@ def test_two_api_streams_and_a_ui_chat_at_once_without_cross_talk(client, app_ur
     threads = [threading.Thread(target=run, args=(p,)) for p in prompts]
     for t in threads:
         t.start()
-    ui = Client(app_url, verbose=False).predict("Ships", "", api_name="/chat_send")
+    ui = Client(app_url, verbose=False).predict("Ships", api_name="/chat_send")
     for t in threads:
         t.join(timeout=120)
     assert results == alone

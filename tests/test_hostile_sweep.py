@@ -54,7 +54,12 @@ def test_ui_name_parameters_refuse_hostile_names(app_url, runtime, models_root):
             text = str(result)
             assert "root:" not in text and "localhost" not in text, (endpoint, name)  # nothing echoed
     after = tree(models_root, runtime.settings.user_data_dir) | {str(p) for p in PROJECT_ROOT.iterdir()}
-    created = {p for p in after - before if not p.endswith(("settings.yaml",)) and "/presets" not in p}
+    # Saving under a plain name (e.g. a preset or character called "x.py") may create
+    # a file, but only inside user data and only with an allowlisted suffix.
+    user_data = runtime.settings.user_data_dir
+    allowed = {str(user_data / d) for d in ("presets", "characters", "chats")}
+    created = {p for p in after - before if p not in allowed and not (
+        p.startswith(f"{user_data}/") and p.endswith((".yaml", ".json", ".png")) and "/." not in p)}
     assert created == set() and before - after == set()
     assert runtime.models.current.name == TINY
     assert client.predict(api_name="/model_list") is not None  # still serving
