@@ -7,7 +7,7 @@ from starlette.middleware import Middleware
 
 from webui.api.security import GuardMiddleware
 from webui.runtime import Runtime
-from webui.ui import chat_tab, model_tab, notebook_tab, parameters_tab
+from webui.ui import chat_tab, extensions_ui, model_tab, notebook_tab, parameters_tab, session_tab
 from webui.ui.common import Shared
 
 TITLE = "webui"
@@ -20,12 +20,16 @@ def build_app(runtime: Runtime) -> gr.Blocks:
             gr.Markdown(f"⚠️ {note}")
         with gr.Tab("Chat", id="chat"):
             chat_tab.render(runtime, shared)
+            extensions_ui.render_blocks(runtime)
         with gr.Tab("Notebook", id="notebook"):
             notebook_tab.render(runtime, shared)
         with gr.Tab("Parameters", id="parameters"):
             parameters_tab.render(runtime, shared)
         with gr.Tab("Model", id="model"):
             model_tab.render(runtime, shared)
+        extensions_ui.render_tabs(runtime)
+        with gr.Tab("Session", id="session"):
+            session_tab.render(runtime, shared)
     app.queue(max_size=runtime.settings.max_queue, default_concurrency_limit=1)
     return app
 
@@ -43,6 +47,8 @@ def launch(runtime: Runtime, *, block: bool = True, port: int | None = None) -> 
         ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
         prevent_thread_lock=True,
         share=False,
+        css=runtime.extensions.css() or None,
+        js=runtime.extensions.js() or None,
         ssr_mode=False,
         quiet=True,
         # Model weights and user data are never served as files.
