@@ -40,10 +40,12 @@ def ui():
 
 
 def custom_css():
+    _called("custom_css")
     return ".example-extension { border: 1px dashed gray; }"
 
 
 def custom_js():
+    _called("custom_js")
     return "console.log('example extension loaded');"
 
 

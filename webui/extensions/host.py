@@ -488,11 +488,11 @@ class GuardedProcessor:
         self.extension = extension
         self.processor = processor
 
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
         if not self.extension.active:
             return scores
         try:
-            out = self.processor(input_ids, scores, **kwargs)
+            out = self.processor(input_ids, scores)
             if getattr(out, "shape", None) != scores.shape:
                 raise HookError(f"the logits processor returned {type(out).__name__} "
                                 f"{tuple(getattr(out, 'shape', ()))}, not scores of shape {tuple(scores.shape)}")
