@@ -131,7 +131,7 @@ def test_prompt_viewer_shows_the_exact_prompt_the_model_got(models_root, tmp_pat
     assert viewer.describe()[0].startswith("Nothing")
     stream = runtime.chat("o", [{"role": "user", "content": "Hello keeper"}], "Be brief.",
                           make_params({"temperature": 0.0, "max_new_tokens": 4}))
-    stream.text() if hasattr(stream, "text") else "".join(stream)
+    "".join(stream)
     summary, prompt = viewer.describe()
     assert "<|user|>" in prompt and "Hello keeper" in prompt and "Be brief." in prompt
     assert prompt.startswith("<s>")  # special tokens are shown
