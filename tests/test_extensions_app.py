@@ -195,3 +195,34 @@ def test_word_bias_rules_are_checked(models_root, tmp_path):
     runtime.extensions.get("word_bias").params["rules"] = "no colon here"
     reply = runtime.generate("o", "The keeper", make_params({"temperature": 0.0, "max_new_tokens": 3}))
     assert "".join(reply) and not runtime.extensions.get("word_bias").active
+
+
+def test_apply_now_restarts_the_ui_with_the_chosen_extensions(models_root, tmp_path):
+    from webui.runtime import build_runtime
+    from webui.ui.app import launch, restart_ui
+
+    write_extension(tmp_path, "shouter", TGW_STYLE)
+    runtime = build_runtime(make_settings(models_root, tmp_path, extensions=("example",),
+                                          extensions_dir=PROJECT_ROOT / "extensions"))
+    port = free_port()
+    app, url = launch(runtime, block=False, port=port)
+    try:
+        client = Client(url, verbose=False)
+        with pytest.raises(AppError):
+            client.predict(["shouter", "../shouter"], api_name="/session_apply_extensions")
+        assert runtime.ui_restart.take(timeout=0) is None  # a refused request restarts nothing
+        note = client.predict(["shouter"], api_name="/session_apply_extensions")
+        assert "Restarting the UI" in note
+        names = runtime.ui_restart.take(timeout=0)  # what the serving loop (app.serve) picks up
+        assert names == ("shouter",)
+        app, new_url = restart_ui(runtime, app, port, names)
+        assert new_url == url
+        assert runtime.extensions.names() == ["shouter"] and runtime.engine.extensions is runtime.extensions
+        assert yaml.safe_load(runtime.settings.settings_file.read_text())["extensions"] == ["shouter"]
+        client = Client(url, verbose=False)
+        endpoints = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+        assert "/set_suffix" in endpoints and "/example_suffix" not in endpoints
+        text, _ = client.predict("The keeper", api_name="/notebook_generate")
+        assert text.endswith("!") and text[len("The keeper"):] == text[len("The keeper"):].upper()
+    finally:
+        app.close()

@@ -72,6 +72,28 @@ class ActiveRequests:
         return len(tokens)
 
 
+class UIRestart:
+    """A request, from the Session tab, to rebuild the UI with other extensions.
+
+    The serving loop (webui/ui/app.py) takes it; the process, the loaded model and
+    running requests carry on.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._names: tuple[str, ...] = ()
+
+    def request(self, names: Sequence[str]) -> None:
+        self._names = tuple(names)
+        self._event.set()
+
+    def take(self, timeout: float) -> tuple[str, ...] | None:
+        if not self._event.wait(timeout):
+            return None
+        self._event.clear()
+        return self._names
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -82,6 +104,7 @@ class Runtime:
     requests: ActiveRequests = field(default_factory=ActiveRequests)
     warnings: list[str] = field(default_factory=list)
     extensions: ExtensionHost = field(default_factory=ExtensionHost)
+    ui_restart: UIRestart = field(default_factory=UIRestart)
 
     def stream(
         self, owner: str, prompt: str | Callable[[Any], str], params: SamplingParams, logprobs: int | None = None,
@@ -128,6 +151,23 @@ class Runtime:
             self.extensions, lambda: self.stream(owner, prompt, params, state=state),
             prompt=prompt, original=original, seed=params.seed, state=state, stop=params.stop, is_chat=is_chat,
         )
+
+    def reload_extensions(self, names: Sequence[str]) -> ExtensionHost:
+        """Load `names` (already checked against discovery) afresh, for a UI restart.
+
+        Hooks switch to the new set at once; loaders already registered stay (a
+        loader cannot be taken out from under a loaded model) until the process restarts.
+        """
+        old = self.extensions
+        old_notes = set(old.warnings) | {f.summary() for f in old.startup_faults}
+        self.settings = self.settings.model_copy(update={"extensions": tuple(names)})
+        host = build_extensions(self.settings)
+        host.register_loaders(self.models.registry)
+        self.extensions = host
+        self.engine.extensions = host
+        self.warnings = [w for w in self.warnings if w not in old_notes]
+        self.warnings += host.warnings + [fault.summary() for fault in host.startup_faults]
+        return host
 
     def token_count(self, text: str) -> int:
         """Tokens in `text`: an extension's custom_tokenized_length, else the model's tokenizer."""

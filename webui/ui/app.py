@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import gradio as gr
 from starlette.middleware import Middleware
 
@@ -36,6 +38,37 @@ def build_app(runtime: Runtime) -> gr.Blocks:
 
 def launch(runtime: Runtime, *, block: bool = True, port: int | None = None) -> tuple[gr.Blocks, str]:
     """Start serving; returns the app and its local URL (block=False for tests)."""
+    app, local_url = start_ui(runtime, port)
+    if block:
+        serve(runtime, app, port)
+    return app, local_url
+
+
+def serve(runtime: Runtime, app: gr.Blocks, port: int | None) -> None:
+    """Block while the UI runs; rebuild it when the Session tab asks for other extensions."""
+    try:
+        while app.is_running:
+            names = runtime.ui_restart.take(timeout=0.2)
+            if names is not None:
+                time.sleep(1.0)  # let the Session tab's answer reach the browser first
+                app, _ = restart_ui(runtime, app, port, names)
+    except KeyboardInterrupt:
+        print("Closing webui.", flush=True)
+    finally:
+        app.close()
+
+
+def restart_ui(runtime: Runtime, app: gr.Blocks, port: int | None, names: tuple[str, ...]) -> tuple[gr.Blocks, str]:
+    """Close the UI, load `names` as the extensions, and serve a freshly built UI.
+
+    The process, the loaded model, the API and the generation queue carry on.
+    """
+    app.close()
+    runtime.reload_extensions(names)
+    return start_ui(runtime, port)
+
+
+def start_ui(runtime: Runtime, port: int | None = None) -> tuple[gr.Blocks, str]:
     settings = runtime.settings
     app = build_app(runtime)
     auth = settings.auth_pairs() or None
@@ -58,6 +91,4 @@ def launch(runtime: Runtime, *, block: bool = True, port: int | None = None) -> 
         app_kwargs={"middleware": [Middleware(GuardMiddleware, loopback_only=settings.is_loopback, max_body=None)]},
     )
     print(f"webui is running at {local_url}", flush=True)
-    if block:
-        app.block_thread()
     return app, local_url

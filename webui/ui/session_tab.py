@@ -1,8 +1,9 @@
 """Session tab: which extensions are available and enabled, and which are faulty.
 
-Enabling is saved to settings.yaml and takes effect at the next start of webui
-(extensions are imported once, at start-up).  Only names that discovery found are
-accepted, whatever the request says (HOSTILE.md 9).
+Enabling is saved to settings.yaml.  "Apply now" also restarts the UI (not the
+process: the loaded model, the API and running requests carry on) with the chosen
+extensions; the page reloads itself.  Only names that discovery found are accepted,
+whatever the request says (HOSTILE.md 9).
 """
 
 from __future__ import annotations
@@ -12,6 +13,20 @@ import gradio as gr
 from webui.paths import NameRefused, pick
 from webui.runtime import Runtime
 from webui.ui.common import Shared
+
+# After "Apply now": wait for the old UI to close, then reload once the new one answers.
+RELOAD_WHEN_BACK = """
+async () => {
+  await new Promise((r) => setTimeout(r, 3000));
+  for (let i = 0; i < 60; i++) {
+    try {
+      const answer = await fetch(window.location.href, {cache: "no-store"});
+      if (answer.ok) { window.location.reload(); return; }
+    } catch (e) {}
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+"""
 
 
 def extensions_table(runtime: Runtime) -> str:
@@ -54,16 +69,18 @@ def render(runtime: Runtime, shared: Shared) -> None:
     enabled = gr.Dropdown(
         list(host.available), value=[n for n in runtime.settings.extensions if n in host.available],
         multiselect=True, label="Enabled extensions, in order", elem_id="session-enabled",
-        info="Saved to settings.yaml; applies at the next start of webui.",
+        info="Saved to settings.yaml. Apply now restarts the UI (not the process); loaders and API "
+             "routes that extensions register change only when webui itself restarts.",
     )
     with gr.Row():
-        save = gr.Button("Save for next start", variant="primary", elem_id="session-save")
+        apply = gr.Button("Apply now (restarts the UI)", variant="primary", elem_id="session-apply")
+        save = gr.Button("Save for next start", elem_id="session-save")
         refresh = gr.Button("Refresh status", elem_id="session-refresh")
     note = gr.Markdown(elem_id="session-note")
     faults = gr.Code(faults_text(runtime), label="Faults (with tracebacks)", language=None,
                      interactive=False, elem_id="session-faults")
 
-    def save_enabled(names):
+    def checked(names) -> list[str]:
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise gr.Error("expected a list of extension names")
         listing = {name: source.path or source.where for name, source in host.available.items()}
@@ -75,10 +92,19 @@ def render(runtime: Runtime, shared: Shared) -> None:
         ordered = list(dict.fromkeys(names))
         warning = runtime.save_setting("extensions", ordered, "enabled extensions")
         if warning:
-            return f"**Not saved:** {warning}"
-        shown = ", ".join(ordered) or "none"
+            raise gr.Error(f"Not saved: {warning}")
+        return ordered
+
+    def save_enabled(names):
+        shown = ", ".join(checked(names)) or "none"
         return f"Saved. Enabled at the next start of webui, in this order: {shown}."
 
+    def apply_now(names):
+        ordered = checked(names)
+        runtime.ui_restart.request(ordered)
+        return f"Restarting the UI with: {', '.join(ordered) or 'no extensions'}. The page reloads by itself."
+
     save.click(save_enabled, enabled, note, api_name="session_save_extensions")
+    apply.click(apply_now, enabled, note, api_name="session_apply_extensions").then(None, js=RELOAD_WHEN_BACK)
     refresh.click(lambda: (extensions_table(runtime), faults_text(runtime)), None, [table, faults],
                   api_name="session_refresh")
