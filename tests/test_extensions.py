@@ -128,6 +128,10 @@ def test_hook_custom_generate_chat_prompt_first_wins_and_none_declines(tmp_path,
         "second": "def custom_generate_chat_prompt(user_input, state):\n    return 'P2:' + user_input\n",
     }, ["decline", "first", "second"])
     assert host.chat_prompt("hi", state, impersonate=True) == "P1:hiTrue"
+    named = host_with(tmp_path / "named", {"named": (
+        "def custom_generate_chat_prompt(user_input, state, impersonate=False, *, _continue=False):\n"
+        "    return f'{user_input}:{impersonate}:{_continue}'\n")})
+    assert named.chat_prompt("u", state, impersonate=True, _continue=True, history=[]) == "u:True:True"
     assert any("custom_generate_chat_prompt" in w and "decline" in w for w in host.warnings)
     assert host_with(tmp_path / "none", {}).chat_prompt("hi", state) is None
 
@@ -330,6 +334,21 @@ def test_older_one_argument_forms_and_other_argument_names_work(tmp_path, state)
     assert host.input("a", state, False) == "a!"
     assert host.output("b", state, False) == "b?notebook"
     assert host.bot_prefix("c", state) == "c#"
+
+
+def test_a_package_may_import_its_hooks_from_a_submodule(tmp_path, state, monkeypatch):
+    package = tmp_path / "site" / "split_ext"
+    package.mkdir(parents=True)
+    (package / "hooks.py").write_text("def input_modifier(string):\n    return string + '+'\n")
+    (package / "__init__.py").write_text("from split_ext.hooks import input_modifier\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    import split_ext
+
+    host = ExtensionHost()
+    host.add("split", split_ext)
+    assert host.input("a", state, False) == "a+"
+    sys.modules.pop("split_ext", None)
+    sys.modules.pop("split_ext.hooks", None)
 
 
 def test_keyword_style_hookimpl_takes_arguments_by_name(tmp_path, state):

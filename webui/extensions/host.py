@@ -124,7 +124,9 @@ def _positional_impl(hook: str, function: Callable[..., Any]) -> Impl:
         raise HookError(f"{hook} has required keyword-only arguments {kwonly_required}; the hook is {shown}")
     takes_all = any(p.kind is _P.VAR_POSITIONAL for p in params)
     count = limit if takes_all else min(len(positional), limit)
-    kwnames = tuple(p.name for p in params if p.kind is _P.KEYWORD_ONLY)
+    # Parameters past the positional ones can still receive a hook's keyword extras
+    # (custom_generate_chat_prompt's impersonate=..., for example).
+    kwnames = tuple(p.name for p in positional[count:]) + tuple(p.name for p in params if p.kind is _P.KEYWORD_ONLY)
     varkw = any(p.kind is _P.VAR_KEYWORD for p in params)
     return Impl(hook, function, False, names[:count], varkw=varkw, kwnames=kwnames)
 
@@ -156,10 +158,10 @@ def collect_impls(plugin: Any, manager: pluggy.PluginManager, name: str) -> dict
     for attr, value in vars(plugin).items() if hasattr(plugin, "__dict__") else ():
         if attr in impls or attr.startswith("_") or not inspect.isfunction(value):
             continue
-        if module_name and getattr(value, "__module__", None) != module_name:
-            continue  # imported helpers are not this extension's hooks
         if attr in SPECS:
             impls[attr] = _positional_impl(attr, value)
+        elif module_name and getattr(value, "__module__", None) != module_name:
+            continue  # an imported helper with a hook-like name is not a misspelling of ours
         elif (meant := _misspelled(attr)) is not None:
             raise HookError(f"{attr} is not a hook; did you mean {meant}?")
     return impls
@@ -563,6 +565,4 @@ def load_extensions(
             host._startup_fault(name, "import", exc)
             continue
         host.add(name, plugin, source, overrides)
-    for note in host.warnings:
-        log.warning(note)
     return host
