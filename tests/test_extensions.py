@@ -296,12 +296,26 @@ def test_hook_register_api_routes(models_root, tmp_path):
     write_extension(tmp_path, "routes", """
         def register_api_routes(register):
             register("/ping", lambda: {"pong": True})
+
+            async def echo(word: str):
+                if word == "boom":
+                    raise RuntimeError("route failed")
+                return {"word": word}
+
+            register("/echo", echo)
     """)
     runtime = build(models_root, tmp_path, ["routes"], api_key="a-long-test-key")
     client = TestClient(build_api(runtime), base_url="http://127.0.0.1")
     assert client.get("/v1/extensions/routes/ping").status_code == 401  # behind the API key
     answer = client.get("/v1/extensions/routes/ping", headers={"Authorization": "Bearer a-long-test-key"})
     assert answer.json() == {"pong": True}
+    key = {"Authorization": "Bearer a-long-test-key"}
+    assert client.get("/v1/extensions/routes/echo?word=hi", headers=key).json() == {"word": "hi"}
+    assert client.get("/v1/extensions/routes/echo", headers=key).status_code == 400  # FastAPI read the signature
+    failed = client.get("/v1/extensions/routes/echo?word=boom", headers=key)
+    assert failed.status_code == 500 and "routes" in failed.text
+    assert runtime.extensions.get("routes").fault.hook == "register_api_routes"
+    assert client.get("/v1/extensions/routes/ping", headers=key).status_code == 503
 
 
 def test_hook_register_loaders(models_root, tmp_path):

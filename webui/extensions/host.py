@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import inspect
 import logging
 import threading
@@ -460,9 +461,49 @@ class ExtensionHost:
                          _ext: Extension = extension) -> None:
                 if not isinstance(path, str) or not path.startswith("/") or ".." in path:
                     raise HookError(f"route path must start with '/' and not contain '..': {path!r}")
-                api.add_api_route(f"/v1/extensions/{_ext.name}{path}", endpoint, methods=list(methods))
+                api.add_api_route(f"/v1/extensions/{_ext.name}{path}", self._guard_endpoint(_ext, endpoint),
+                                  methods=list(methods))
 
             self._call(extension, impl, {"register": register})
+
+    def _guard_endpoint(self, extension: Extension, endpoint: Callable[..., Any]) -> Callable[..., Any]:
+        """An extension's route that fails marks it faulty and answers 500 naming it;
+        once faulty, its routes answer 503.  FastAPI reads the original signature."""
+        from fastapi import HTTPException
+
+        def refuse_if_faulty() -> None:
+            if not extension.active:
+                raise HTTPException(503, f"extension {extension.name} is switched off after a fault")
+
+        def failed(exc: Exception) -> HTTPException:
+            self.mark_faulty(extension, "register_api_routes", exc)
+            return HTTPException(500, f"extension {extension.name} failed: {exc.__class__.__name__}")
+
+        if inspect.iscoroutinefunction(endpoint):
+
+            @functools.wraps(endpoint)
+            async def guarded_async(*args: Any, **kwargs: Any) -> Any:
+                refuse_if_faulty()
+                try:
+                    return await endpoint(*args, **kwargs)
+                except HTTPException:
+                    raise
+                except Exception as exc:
+                    raise failed(exc) from exc
+
+            return guarded_async
+
+        @functools.wraps(endpoint)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            refuse_if_faulty()
+            try:
+                return endpoint(*args, **kwargs)
+            except HTTPException:
+                raise
+            except Exception as exc:
+                raise failed(exc) from exc
+
+        return guarded
 
     def tabs(self) -> list[tuple[Extension, str, Callable[[Any], Any]]]:
         """Tabs from register_tabs, in order; on a repeated title the first is kept."""
