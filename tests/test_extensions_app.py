@@ -3,6 +3,8 @@ Session tab, and the bundled extensions, driven over HTTP with gradio_client."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from gradio_client import Client
@@ -226,3 +228,18 @@ def test_apply_now_restarts_the_ui_with_the_chosen_extensions(models_root, tmp_p
         assert text.endswith("!") and text[len("The keeper"):] == text[len("The keeper"):].upper()
     finally:
         app.close()
+
+
+def test_markdown_export_of_the_last_conversation(models_root, tmp_path):
+    runtime = bundled(models_root, tmp_path, "markdown_export")
+    module = runtime.extensions.get("markdown_export").module
+    assert module.export()[1] is None  # nothing yet
+    messages = [{"role": "user", "content": "Hello *there*"},
+                {"role": "assistant", "content": [{"type": "text", "text": "Hi."}]}]
+    assert runtime.extensions.history(messages) == messages
+    text, path = module.export()
+    assert "## You\n\nHello *there*" in text and "## Assistant\n\nHi." in text
+    assert Path(path).read_text(encoding="utf-8") == text and path.endswith(".md")
+    tgw = {"internal": [["a", "b"]], "visible": [["shown a", "shown b"]]}
+    runtime.extensions.history(tgw)
+    assert module.turns(tgw) == [("You", "shown a"), ("Assistant", "shown b")]
