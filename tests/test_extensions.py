@@ -539,9 +539,14 @@ def test_the_example_extension_exercises_every_hook(models_root, tmp_path):
     assert set(example.impls) == set(HOOK_NAMES)
     example.params.update(prefix="P ", suffix=" S")
     build_app(runtime)
+    calls = example.params["calls"]
+    before = len(calls)
     reply = runtime.generate("o", "The keeper", make_params(GREEDY))
     list(reply)
     assert reply.prompt == "P The keeper" and reply.text.endswith(" S")
+    # The order of the hooks within one Notebook request.
+    assert calls[before:] == ["state_modifier", "input_modifier", "custom_generate_reply",
+                              "tokenizer_modifier", "logits_processor_modifier", "output_modifier"]
     state = runtime.extension_state(make_params(GREEDY), "chat")
     runtime.extensions.chat_input("t", "v", state)
     runtime.extensions.bot_prefix("b", state)
@@ -553,7 +558,6 @@ def test_the_example_extension_exercises_every_hook(models_root, tmp_path):
     example.params["canned_reply"] = "canned words here"
     canned = runtime.generate("o", "x", make_params(GREEDY))
     assert "".join(canned) == "canned words here"
-    calls = example.params["calls"]
     assert calls[0] == "setup" and set(calls) == set(HOOK_NAMES)
     assert runtime.extensions.faults() == []
 
