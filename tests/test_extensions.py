@@ -578,3 +578,16 @@ def test_tensor_type_checks_in_tokenizer_modifier(tmp_path, state):
     ids = torch.tensor([[1, 2, 3]])
     assert host.tokenizer(state, "p", ids, None)[1] is ids
     assert "integer tensor" in host.get("floaty").fault.message
+
+
+def test_token_ids_outside_the_vocabulary_from_tokenizer_modifier_are_refused(models_root, tmp_path):
+    write_extension(tmp_path, "wild", """
+        import torch
+
+        def tokenizer_modifier(state, prompt, input_ids, input_embeds):
+            return prompt, torch.cat([input_ids, torch.tensor([[10**7]])], dim=1), None
+    """)
+    runtime = build(models_root, tmp_path, ["wild"])
+    reply = runtime.generate("o", "The keeper", make_params(GREEDY))
+    assert "".join(reply) and reply.stats.new_tokens == 8
+    assert "vocabulary" in runtime.extensions.get("wild").fault.message

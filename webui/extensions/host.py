@@ -370,8 +370,12 @@ class ExtensionHost:
 
         return run()
 
-    def tokenizer(self, state: dict[str, Any], prompt: str, input_ids: Any, input_embeds: Any = None) -> tuple[str, Any, Any]:
-        """Chained tokenizer_modifier -> (prompt, input_ids, input_embeds)."""
+    def tokenizer(self, state: dict[str, Any], prompt: str, input_ids: Any, input_embeds: Any = None,
+                  vocab_size: int | None = None) -> tuple[str, Any, Any]:
+        """Chained tokenizer_modifier -> (prompt, input_ids, input_embeds).
+
+        With `vocab_size`, ids outside the vocabulary are refused (HOSTILE.md 15).
+        """
         import torch
 
         def check(value: Any) -> tuple[str, Any, Any]:
@@ -382,6 +386,10 @@ class ExtensionHost:
                 raise HookError("tokenizer_modifier: prompt must be a str")
             if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.shape[0] != 1 or ids.is_floating_point():
                 raise HookError("tokenizer_modifier: input_ids must be an integer tensor of shape (1, n)")
+            if ids.shape[1] == 0:
+                raise HookError("tokenizer_modifier: input_ids must not be empty")
+            if vocab_size is not None and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+                raise HookError(f"tokenizer_modifier: token ids must be within the vocabulary (0..{vocab_size - 1})")
             if embeds is not None and (not isinstance(embeds, torch.Tensor) or embeds.dim() != 3
                                        or tuple(embeds.shape[:2]) != tuple(ids.shape)):
                 raise HookError("tokenizer_modifier: input_embeds must be None or a (1, n, hidden) tensor")

@@ -343,7 +343,7 @@ class GenerationEngine:
             state = make_state(params, mode="api", context_length=loaded.context_length)
         embeds = None
         if ext is not None and ext.has("tokenizer_modifier"):
-            prompt, ids, embeds = ext.tokenizer(state, prompt, torch.tensor([prompt_ids]), None)
+            prompt, ids, embeds = ext.tokenizer(state, prompt, torch.tensor([prompt_ids]), None, vocab_size(loaded))
             prompt_ids = ids[0].tolist()
         context = min(params.truncation_length or loaded.context_length, loaded.context_length)
         prompt_ids, max_new, dropped = fit_prompt(prompt_ids, params.max_new_tokens, context)
