@@ -591,3 +591,30 @@ def test_token_ids_outside_the_vocabulary_from_tokenizer_modifier_are_refused(mo
     reply = runtime.generate("o", "The keeper", make_params(GREEDY))
     assert "".join(reply) and reply.stats.new_tokens == 8
     assert "vocabulary" in runtime.extensions.get("wild").fault.message
+
+
+def test_a_ui_that_raises_is_hidden_and_the_page_still_builds(models_root, tmp_path):
+    import gradio as gr
+
+    from webui.ui.app import build_app
+
+    write_extension(tmp_path, "badui", """
+        import gradio as gr
+        params = {"is_tab": True, "display_name": "Bad UI"}
+        def ui():
+            gr.Textbox(label="half-built")
+            raise RuntimeError("ui broke")
+    """)
+    write_extension(tmp_path, "badtab", """
+        def register_tabs(register):
+            def render(runtime):
+                raise ValueError("tab broke")
+            register("Broken tab", render)
+    """)
+    runtime = build(models_root, tmp_path, ["badui", "badtab"])
+    app = build_app(runtime)
+    tabs = {c.label: c for c in app.blocks.values() if isinstance(c, gr.Tab)}
+    assert tabs["Bad UI"].visible is False and tabs["Broken tab"].visible is False
+    assert tabs["Session"].visible is not False
+    assert runtime.extensions.get("badui").fault.hook == "ui"
+    assert runtime.extensions.get("badtab").fault.hook == "register_tabs"
