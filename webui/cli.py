@@ -34,6 +34,11 @@ def parser() -> argparse.ArgumentParser:
                    help="settings YAML (default: user_data/settings.yaml if present)")
     d.add_argument("--user-data-dir", type=Path, help="folder for everything you create")
     d.add_argument("--preset", help="sampling preset to start with")
+    e = p.add_argument_group("extensions")
+    e.add_argument("--extensions", nargs="+", metavar="NAME",
+                   help="extensions to load, in this order (folders in extensions/ or user_data/extensions/, "
+                        "or installed packages)")
+    e.add_argument("--extensions-dir", type=Path, help="folder of bundled extensions (default: extensions/)")
     n = p.add_argument_group("server")
     n.add_argument("--listen", action="store_true", help="listen on all interfaces (needs --gradio-auth)")
     n.add_argument("--listen-host", help="address to listen on (default 127.0.0.1)")
@@ -59,6 +64,7 @@ def parse_flags(argv: list[str] | None = None) -> tuple[dict[str, Any], Path | N
     """Returns (settings overrides, explicit settings file or None)."""
     values = vars(parser().parse_args(argv))
     settings_path = values.pop("settings_path", None)
-    if "api_cors_origins" in values:
-        values["api_cors_origins"] = tuple(values["api_cors_origins"])
+    for key in ("api_cors_origins", "extensions"):
+        if key in values:
+            values[key] = tuple(values[key])
     return values, settings_path

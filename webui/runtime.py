@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from webui.chat.templates import TemplateLibrary
+from webui.extensions import ExtensionHost, discover, load_extensions, make_state, params_from_state
+from webui.extensions.reply import ReplyStream
 from webui.generation.engine import (
     CancelToken,
     GenerationEngine,
+    GenerationError,
     GenerationRequest,
     GenerationStream,
     QueueFull,
@@ -70,6 +73,28 @@ class ActiveRequests:
         return len(tokens)
 
 
+class UIRestart:
+    """A request, from the Session tab, to rebuild the UI with other extensions.
+
+    The serving loop (webui/ui/app.py) takes it; the process, the loaded model and
+    running requests carry on.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._names: tuple[str, ...] = ()
+
+    def request(self, names: Sequence[str]) -> None:
+        self._names = tuple(names)
+        self._event.set()
+
+    def take(self, timeout: float) -> tuple[str, ...] | None:
+        if not self._event.wait(timeout):
+            return None
+        self._event.clear()
+        return self._names
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -81,14 +106,16 @@ class Runtime:
     templates: TemplateLibrary
     requests: ActiveRequests = field(default_factory=ActiveRequests)
     warnings: list[str] = field(default_factory=list)
+    extensions: ExtensionHost = field(default_factory=ExtensionHost)
+    ui_restart: UIRestart = field(default_factory=UIRestart)
 
     def stream(
         self, owner: str, prompt: str | Callable[[Any, int], Any], params: SamplingParams,
-        logprobs: int | None = None,
+        logprobs: int | None = None, state: dict[str, Any] | None = None,
     ) -> OwnedStream:
         token = self.requests.start(owner)
         try:
-            stream = self.engine.generate(GenerationRequest(prompt, params, token, logprobs))
+            stream = self.engine.generate(GenerationRequest(prompt, params, token, logprobs, state))
         except QueueFull:
             self.requests.finish(owner, token)
             raise
@@ -97,27 +124,85 @@ class Runtime:
     def stop(self, owner: str) -> int:
         return self.requests.stop(owner)
 
+    # -- extensions --------------------------------------------------------------------
+
+    def extension_state(self, params: SamplingParams, mode: str = "notebook", **extra: Any) -> dict[str, Any]:
+        """The Text Generation WebUI-shaped `state` dict extensions receive."""
+        loaded = self.models.current
+        return make_state(params, mode=mode, context_length=loaded.context_length if loaded else 0, **extra)
+
+    def generate(self, owner: str, prompt: str, params: SamplingParams, *, is_chat: bool = False,
+                 state: dict[str, Any] | None = None) -> ReplyStream:
+        """A plain-prompt reply through the extension hooks (see webui/extensions/reply.py).
+
+        state_modifier may change the sampling values; they are validated like any
+        others, and a state that fails is the extension's fault, not the request's.
+        """
+        loaded = self.models.current
+        context = loaded.context_length if loaded else 0
+        state = dict(state) if state is not None else self.extension_state(params, "chat" if is_chat else "notebook")
+        original = prompt
+        if not is_chat:
+            state = self.extensions.state(state, validate=lambda s: params_from_state(s, params, context))
+            params = params_from_state(state, params, context)
+            prompt = self.extensions.input(prompt, state, False)
+        return ReplyStream(
+            self.extensions, lambda: self.stream(owner, prompt, params, state=state),
+            prompt=prompt, original=original, seed=params.seed, state=state, stop=params.stop, is_chat=is_chat,
+        )
+
+    def reload_extensions(self, names: Sequence[str]) -> ExtensionHost:
+        """Load `names` (already checked against discovery) afresh, for a UI restart.
+
+        Hooks switch to the new set at once; loaders already registered stay (a
+        loader cannot be taken out from under a loaded model) until the process restarts.
+        """
+        old = self.extensions
+        old_notes = set(old.warnings) | {f.summary() for f in old.startup_faults}
+        self.settings = self.settings.model_copy(update={"extensions": tuple(names)})
+        host = build_extensions(self.settings)
+        host.register_loaders(self.models.registry)
+        self.extensions = host
+        self.engine.extensions = host
+        self.warnings = [w for w in self.warnings if w not in old_notes]
+        self.warnings += host.warnings + [fault.summary() for fault in host.startup_faults]
+        return host
+
+    def token_count(self, text: str) -> int:
+        """Tokens in `text`: an extension's custom_tokenized_length, else the model's tokenizer."""
+        custom = self.extensions.tokenized_length(text)
+        if custom is not None:
+            return custom
+        loaded = self.models.current
+        if loaded is None:
+            raise GenerationError("no model is loaded")
+        return len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
+
     def with_model_defaults(self, params: SamplingParams) -> SamplingParams:
         """`params` updated with the loaded model's generation_config.json values."""
         loaded = self.models.current
         return make_params(model_defaults(loaded.folder), base=params) if loaded else params
 
     def remember(self, params: SamplingParams) -> str | None:
-        """Save the last used values into settings.yaml; returns a warning, if any.
+        """Save the last used values into settings.yaml; returns a warning, if any."""
+        return self.save_setting("sampling", preset_delta(params), "last used values")
 
-        Only the `sampling` key is rewritten, atomically; a settings file we cannot
-        parse is left alone rather than overwritten.
+    def save_setting(self, key: str, value: Any, what: str) -> str | None:
+        """Rewrite one key of settings.yaml atomically; returns a warning, if any.
+
+        Other keys are kept; a settings file we cannot parse is left alone rather
+        than overwritten.
         """
         path = self.settings.settings_file
         try:
             data = read_yaml_mapping(path) if path.exists() else {}
         except SettingsError as exc:
-            return f"last used values not saved: {exc}"
-        data["sampling"] = preset_delta(params)
+            return f"{what} not saved: {exc}"
+        data[key] = value
         try:
             atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
         except OSError as exc:
-            return f"last used values not saved: {exc.strerror or exc}"
+            return f"{what} not saved: {exc.strerror or exc}"
         return None
 
 
@@ -162,9 +247,13 @@ def build_runtime(
         allow_pickle=settings.allow_pickle,
         trust_remote_code=settings.trust_remote_code,
     )
-    models = ModelManager(settings.model_dir, registry or default_registry(), options)
-    presets = PresetLibrary(settings.presets_dir, settings.user_data_dir / "presets")
     notes = list(warnings or [])
+    extensions = build_extensions(settings)
+    registry = registry or default_registry()
+    extensions.register_loaders(registry)
+    notes += extensions.warnings + [fault.summary() for fault in extensions.startup_faults]
+    models = ModelManager(settings.model_dir, registry, options)
+    presets = PresetLibrary(settings.presets_dir, settings.user_data_dir / "presets")
     try:
         default_params = presets.load(settings.preset)
     except (NameRefused, ParamsError) as exc:
@@ -174,12 +263,13 @@ def build_runtime(
     runtime = Runtime(
         settings=settings,
         models=models,
-        engine=GenerationEngine(models, max_pending=settings.max_queue),
+        engine=GenerationEngine(models, max_pending=settings.max_queue, extensions=extensions),
         presets=presets,
         default_params=default_params,
         users=UserSpaces(settings.user_data_dir, owner=owners[0] if owners else None),
         templates=TemplateLibrary(settings.user_data_dir / "instruction-templates"),
         warnings=notes,
+        extensions=extensions,
     )
     if settings.model:
         try:
@@ -196,3 +286,9 @@ def build_runtime(
     for note in runtime.warnings:
         log.warning(note)
     return runtime
+
+
+def build_extensions(settings: Settings) -> ExtensionHost:
+    """Discover what is installed, then load the configured extensions in order."""
+    available, notes = discover(settings.extensions_dir, settings.user_data_dir / "extensions")
+    return load_extensions(settings.extensions, available, settings.extension_params, notes)

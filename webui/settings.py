@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from webui.paths import is_plain_name
+
 log = logging.getLogger(__name__)
 
 DEMO_MODEL = "demo-kjv-4m"
@@ -53,6 +55,13 @@ class Settings(BaseModel):
         None, description="Last used sampling values (delta from neutral); saved by the app."
     )
 
+    # -- extensions --------------------------------------------------------------
+    extensions: tuple[str, ...] = Field((), description="Extensions to load, in this order.")
+    extensions_dir: Path = Field(PROJECT_ROOT / "extensions", description="Bundled extensions.")
+    extension_params: dict[str, Any] = Field(
+        {}, description="'<extension>-<param>' values from settings.yaml, overriding an extension's params."
+    )
+
     # -- server ----------------------------------------------------------------
     listen: bool = False
     listen_host: str | None = None
@@ -79,6 +88,15 @@ class Settings(BaseModel):
         # The full listing check happens when loading; here we only stop paths early.
         if value is not None and (not value or "/" in value or "\\" in value or value in {".", ".."}):
             raise ValueError("must be the name of a folder inside the model directory")
+        return value
+
+    @field_validator("extensions")
+    @classmethod
+    def _extension_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # Whether each is available is checked against discovery when loading.
+        bad = [name for name in value if not is_plain_name(name)]
+        if bad:
+            raise ValueError(f"not an extension name: {bad[0]!r}")
         return value
 
     @field_validator("gradio_auth")
@@ -151,9 +169,23 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
 def _coerce_paths(values: dict[str, Any]) -> dict[str, Any]:
     # strict mode refuses str for Path; YAML and argparse give strings.
     out = dict(values)
-    for key in ("model_dir", "user_data_dir", "presets_dir", "gradio_auth_path", "ssl_keyfile", "ssl_certfile"):
+    for key in ("model_dir", "user_data_dir", "presets_dir", "extensions_dir", "gradio_auth_path", "ssl_keyfile", "ssl_certfile"):
         if isinstance(out.get(key), str):
             out[key] = Path(out[key])
+    return out
+
+
+def split_extension_params(values: dict[str, Any]) -> dict[str, Any]:
+    """Move Text Generation WebUI-style '<extension>-<param>' keys into extension_params.
+
+    Our own settings never contain '-', so such a key is an extension's.
+    """
+    out = {k: v for k, v in values.items() if "-" not in k}
+    params = {k: v for k, v in values.items() if "-" in k}
+    if params:
+        out["extension_params"] = {**out.get("extension_params", {}), **params}
+    if isinstance(out.get("extensions"), list):
+        out["extensions"] = tuple(out["extensions"])
     return out
 
 
@@ -179,7 +211,7 @@ def build_settings(flags: dict[str, Any], settings_path: Path | None = None) -> 
     from_file: dict[str, Any] = {}
     if path.exists():
         try:
-            from_file = _coerce_paths(read_yaml_mapping(path))
+            from_file = split_extension_params(_coerce_paths(read_yaml_mapping(path)))
             Settings(**from_file)  # validate the file on its own, to blame it precisely
         except SettingsError as exc:
             warnings.append(f"settings file ignored: {exc}")
@@ -189,8 +221,9 @@ def build_settings(flags: dict[str, Any], settings_path: Path | None = None) -> 
             from_file = {}
     elif settings_path is not None:
         raise SettingsError(f"settings file not found: {settings_path}")
-    if isinstance(from_file.get("api_cors_origins"), list):
-        from_file["api_cors_origins"] = tuple(from_file["api_cors_origins"])
+    for key in ("api_cors_origins", "extensions"):
+        if isinstance(from_file.get(key), list):
+            from_file[key] = tuple(from_file[key])
     for key in ("trust_remote_code", "allow_pickle"):
         # Code-execution switches come from the command line only (HOSTILE.md 6).
         if from_file.pop(key, None):

@@ -414,6 +414,8 @@ def build_api(runtime: Runtime) -> FastAPI:
             raise APIError(400, f"token id {bad} is outside the vocabulary (0..{size - 1})", param="tokens")
         return {"text": loaded.tokenizer.decode(body.tokens)}
 
+    # Extensions' routes, under /v1/extensions/<name>/, behind the same key checks.
+    runtime.extensions.register_api_routes(api)
     return api
 
 

@@ -32,6 +32,8 @@ class Message(BaseModel):
     parent: int = Field(ge=ROOT)
     role: Role
     content: str = Field(max_length=1_000_000)
+    # What the chat shows, when an extension made it differ from what the model sees.
+    visible: str | None = Field(None, max_length=1_000_000)
     created: float = 0.0
     # Generation facts shown next to a reply (tokens, seed, finish reason).
     note: str = ""
@@ -83,8 +85,12 @@ class Conversation(BaseModel):
         return path
 
     def turns(self) -> list[dict[str, str]]:
-        """The active path as {"role", "content"} dicts, for prompts and display."""
+        """The active path as {"role", "content"} dicts: what the model sees."""
         return [{"role": m.role, "content": m.content} for m in self.path()]
+
+    def shown(self) -> list[dict[str, str]]:
+        """The active path as the chat shows it."""
+        return [{"role": m.role, "content": m.content if m.visible is None else m.visible} for m in self.path()]
 
     def alternatives(self, index: int) -> tuple[int, int]:
         """(1-based position, count) of the message at `index` among its alternatives."""
@@ -93,10 +99,10 @@ class Conversation(BaseModel):
         return [m.id for m in siblings].index(message.id) + 1, len(siblings)
 
     # -- changing ----------------------------------------------------------------
-    def append(self, role: Role, content: str) -> Message:
+    def append(self, role: Role, content: str, visible: str | None = None) -> Message:
         """Add a message at the end of the active path."""
         path = self.path()
-        return self._add(path[-1].id if path else ROOT, role, content)
+        return self._add(path[-1].id if path else ROOT, role, content, visible)
 
     def add_alternative(self, index: int, content: str) -> Message:
         """A new sibling of the message at `index`, shown instead of it (regenerate, edit)."""
@@ -118,11 +124,13 @@ class Conversation(BaseModel):
         self._select(chosen)
         return chosen
 
-    def set_content(self, message_id: int, content: str, note: str | None = None) -> None:
+    def set_content(self, message_id: int, content: str, note: str | None = None, visible: str | None = None) -> None:
         """Replace a message's text in place (a reply being written, or continued)."""
         for i, message in enumerate(self.messages):
             if message.id == message_id:
-                update = {"content": content} if note is None else {"content": content, "note": note}
+                update = {"content": content, "visible": None if visible == content else visible}
+                if note is not None:
+                    update["note"] = note
                 self.messages[i] = message.model_copy(update=update)
                 self.touch()
                 return
@@ -163,9 +171,10 @@ class Conversation(BaseModel):
             raise ChatError(f"no message at position {index}")
         return path[index]
 
-    def _add(self, parent: int, role: Role, content: str) -> Message:
+    def _add(self, parent: int, role: Role, content: str, visible: str | None = None) -> Message:
         next_id = max((m.id for m in self.messages), default=-1) + 1
-        message = Message(id=next_id, parent=parent, role=role, content=content, created=time.time())
+        message = Message(id=next_id, parent=parent, role=role, content=content, created=time.time(),
+                          visible=None if visible == content else visible)
         self.messages.append(message)
         self._select(message)
         return message

@@ -13,7 +13,7 @@ own end-of-turn marker without a hand-written table.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -182,7 +182,8 @@ class ChatPrompt:
     fit beside the reply.  Leaves what it did in `info`.
     """
 
-    def __init__(self, setup: ChatSetup, turns: Sequence[Message], action: Action = "reply", prefix: str = ""):
+    def __init__(self, setup: ChatSetup, turns: Sequence[Message], action: Action = "reply", prefix: str = "",
+                 bot_prefix: Callable[[str], str] | None = None):
         if action == "continue" and (not turns or turns[-1]["role"] != "assistant"):
             raise PromptError("there is no reply to continue")
         self.setup = setup
@@ -190,6 +191,17 @@ class ChatPrompt:
         self.action = action
         self.prefix = prefix
         self.info = PromptInfo()
+        # Extensions' bot_prefix_modifier: may rewrite what opens the reply.  Called
+        # once per distinct opener, though truncation renders several candidates.
+        self._bot_prefix = bot_prefix
+        self._openers: dict[str, str] = {}
+
+    def _open_reply(self, opener: str) -> str:
+        if self._bot_prefix is None:
+            return opener
+        if opener not in self._openers:
+            self._openers[opener] = self._bot_prefix(opener)
+        return self._openers[opener]
 
     @property
     def names(self) -> tuple[str, str]:
@@ -236,7 +248,14 @@ class ChatPrompt:
             return head + turns[-1]["content"]
         if self.action == "impersonate":
             return turn_prefix(tokenizer, template, _with_system(turns, system), "user") + self.prefix
-        return apply_template(tokenizer, turns, system, template) + self.prefix
+        full = apply_template(tokenizer, turns, system, template)
+        if self._bot_prefix is None:
+            return full + self.prefix
+        # The reply's opener is what the generation prompt adds to the history.
+        base = apply_template(tokenizer, turns, system, template, add_generation_prompt=False)
+        if not full.startswith(base):
+            return full + self.prefix
+        return base + self._open_reply(full[len(base):] + self.prefix)
 
     def _script(self, turns: list[Message]) -> str:
         """The chat-mode text: character text, examples, then "Name: text" lines, ending
@@ -254,6 +273,8 @@ class ChatPrompt:
             return (head + "\n\n" if head else "") + body
         speaker = user if self.action == "impersonate" else char
         opener = f"{speaker}:" + (f" {self.prefix.lstrip()}" if self.prefix else "")
+        if self.action == "reply":
+            opener = self._open_reply(opener)
         return (head + "\n\n" if head else "") + body + opener
 
     def _chat_instruct(self, tokenizer, script: str) -> str:

@@ -9,17 +9,68 @@ so far is kept).  Reopening the chat shows it.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from webui.chat.history import ChatError, Conversation
+from webui.chat.characters import describe
+from webui.chat.history import ChatError, Conversation, Message
 from webui.chat.prompt import ChatPrompt, ChatSetup
 from webui.chat.store import ChatStore
+from webui.extensions import params_from_state
 from webui.presets import SamplingParams
 
 if TYPE_CHECKING:
     from webui.runtime import Runtime
 
 ReplyAction = Literal["reply", "regenerate", "continue"]
+
+
+# -- what extensions see -------------------------------------------------------------------
+# Text Generation WebUI's extensions expect a `state` dict and a history of
+# [user, reply] pairs; these give them that, whatever our own types are.
+def to_pairs(turns: list[dict[str, str]]) -> list[list[str]]:
+    pairs: list[list[str]] = []
+    for turn in turns:
+        if turn["role"] == "user" or not pairs or pairs[-1][1]:
+            pairs.append([turn["content"], ""] if turn["role"] == "user" else ["", turn["content"]])
+        else:
+            pairs[-1][1] = turn["content"]
+    return pairs
+
+
+def from_pairs(pairs: list[list[str]]) -> list[dict[str, str]]:
+    turns = []
+    for user, reply in pairs:
+        turns += [{"role": "user", "content": user}] if user else []
+        turns += [{"role": "assistant", "content": reply}] if reply else []
+    return turns
+
+
+def chat_state(runtime: Runtime, conversation: Conversation, setup: ChatSetup,
+               params: SamplingParams) -> tuple[dict[str, Any], SamplingParams]:
+    """The extensions' `state` for a chat request, after their state_modifier, and the
+    sampling values it holds (validated like any others)."""
+    loaded = runtime.models.current
+    context = loaded.context_length if loaded else 0
+    state = runtime.extension_state(
+        params, setup.mode, name1=setup.persona.name, name2=setup.character.name,
+        context=describe(setup.character, setup.persona),
+        history={"internal": to_pairs(conversation.turns()), "visible": to_pairs(conversation.shown())},
+    )
+    if not runtime.extensions.has("state_modifier"):
+        return state, params
+    state = runtime.extensions.state(state, validate=lambda s: params_from_state(s, params, context))
+    return state, params_from_state(state, params, context)
+
+
+def add_user_message(runtime: Runtime, conversation: Conversation, setup: ChatSetup,
+                     params: SamplingParams, text: str) -> Message:
+    """Append the user's message, as the extensions' input modifiers leave it."""
+    extensions = runtime.extensions
+    if not (extensions.has("chat_input_modifier") or extensions.has("input_modifier")):
+        return conversation.append("user", text)
+    state, _ = chat_state(runtime, conversation, setup, params)
+    internal, visible = extensions.chat_input(text, text, state)
+    return conversation.append("user", extensions.input(internal, state, True), visible)
 
 
 class ReplyWriter:
@@ -45,8 +96,20 @@ class ReplyWriter:
         self.runtime, self.store, self.conversation = runtime, store, conversation
         self.action = action
         self.text = self.target.content
-        self.prompt = ChatPrompt(setup, turns, "continue" if action == "continue" else "reply", prefix)
-        self.stream = runtime.stream(owner, self.prompt, params)
+        self.state, params = chat_state(runtime, conversation, setup, params)
+        extensions = runtime.extensions
+        if extensions.has("history_modifier"):
+            history = extensions.history({"internal": to_pairs(turns), "visible": to_pairs(turns)})
+            turns = from_pairs(history["internal"])
+        bot_prefix = (lambda s: extensions.bot_prefix(s, self.state)) if extensions.has("bot_prefix_modifier") else None
+        kind = "continue" if action == "continue" else "reply"
+        self.prompt = ChatPrompt(setup, turns, kind, prefix, bot_prefix)
+        custom = None
+        if extensions.has("custom_generate_chat_prompt"):
+            user_input = next((t["content"] for t in reversed(turns) if t["role"] == "user"), "")
+            custom = extensions.chat_prompt(user_input, self.state, history=self.state["history"],
+                                            _continue=action == "continue", impersonate=False)
+        self.stream = runtime.stream(owner, custom if custom is not None else self.prompt, params, state=self.state)
         self.error: str | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -61,7 +124,7 @@ class ReplyWriter:
 
     def summary(self) -> str:
         """Tokens, speed and seed, plus how much of the context the prompt used."""
-        stats, info = self.stream.stats, self.prompt.info
+        stats, info = self.stream.stats, self.prompt.info  # info stays empty for an extension's prompt
         parts = [stats.summary()] if stats else []
         if info.room:
             parts.append(f"prompt {info.tokens} of {info.room} tokens that fit beside the reply")
@@ -72,7 +135,9 @@ class ReplyWriter:
     def _save(self) -> None:
         conversation = self.conversation
         if self.text.strip() or self.action == "continue":
-            conversation.set_content(self.target.id, self.text, note=self.summary())
+            extensions = self.runtime.extensions
+            visible = extensions.output(self.text, self.state, True) if extensions.has("output_modifier") else None
+            conversation.set_content(self.target.id, self.text, note=self.summary(), visible=visible)
         else:  # nothing was written: drop the empty reply rather than keep a blank message
             conversation.messages = [m for m in conversation.messages if m.id != self.target.id]
             conversation.selected = {k: v for k, v in conversation.selected.items() if v != self.target.id}
@@ -82,7 +147,9 @@ class ReplyWriter:
 def impersonate(runtime: Runtime, owner: str, conversation: Conversation, setup: ChatSetup,
                 params: SamplingParams, prefix: str = "") -> Iterator[str]:
     """The user's next message, written by the model; yields the text so far (not saved)."""
+    state, params = chat_state(runtime, conversation, setup, params)
     text = prefix
-    for piece in runtime.stream(owner, ChatPrompt(setup, conversation.turns(), "impersonate", prefix), params):
+    prompt = ChatPrompt(setup, conversation.turns(), "impersonate", prefix)
+    for piece in runtime.stream(owner, prompt, params, state=state):
         text += piece
         yield text

@@ -66,6 +66,8 @@ class GenerationRequest:
     cancel: CancelToken = field(default_factory=CancelToken)
     # None: no log-probabilities; n >= 0: record each token's, with its n likeliest rivals.
     logprobs: int | None = None
+    # The extensions' `state` dict for this request (built from params when None).
+    state: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -280,8 +282,10 @@ class GenerationEngine:
         wait_timeout: float | None = None,
         stream_interval: float = 0.02,
         max_pending: int = 64,
+        extensions: Any = None,
     ):
         self.manager = manager
+        self.extensions = extensions  # an ExtensionHost: tokenizer and logits hooks
         self.wait_timeout = wait_timeout
         self.stream_interval = stream_interval
         self.max_pending = max_pending
@@ -339,13 +343,29 @@ class GenerationEngine:
         if not isinstance(prompt, str):
             prompt = prompt(tokenizer, prompt_room(params.max_new_tokens, context))
         rendered = prompt if isinstance(prompt, RenderedPrompt) else RenderedPrompt(prompt)
-        ids, max_new, dropped = fit_prompt(prompt_ids(tokenizer, rendered.text), params.max_new_tokens, context)
+        ids = prompt_ids(tokenizer, rendered.text)
+        ext = self.extensions
+        state = request.state
+        if ext is not None and state is None and (ext.has("tokenizer_modifier") or ext.has("logits_processor_modifier")):
+            from webui.extensions.state import make_state
+
+            state = make_state(params, mode="api", context_length=loaded.context_length)
+        embeds = None
+        if ext is not None and ext.has("tokenizer_modifier"):
+            _, modified, embeds = ext.tokenizer(state, rendered.text, torch.tensor([ids]), None, vocab_size(loaded))
+            ids = modified[0].tolist()
+        ids, max_new, dropped = fit_prompt(ids, params.max_new_tokens, context)
+        if embeds is not None:
+            embeds = embeds[:, dropped:].to(loaded.model.device, loaded.model.dtype)
         seed = params.seed if params.seed >= 0 else random.randint(0, MAX_SEED)  # noqa: S311 - a sampling seed, not a secret
         if request.cancel.cancelled or max_new <= 0:
             return GenerationStats(len(ids), 0, 0.0, "cancelled", seed, dropped)
 
         eos = eos_ids(loaded)
         chain = build_chain(params, tokenizer, loaded.model, vocab_size(loaded), eos)
+        input_ids = torch.tensor([ids], device=loaded.model.device)
+        if ext is not None and ext.has("logits_processor_modifier"):
+            chain = ext.logits_processors(chain, input_ids, tokenizer, state)
         stops = StopStringFilter((*params.stop, *rendered.stops))
         recorder = None
         if request.logprobs is not None:
@@ -354,7 +374,6 @@ class GenerationEngine:
         streamer = _TextStreamer(IncrementalDecoder(tokenizer, ids), stops, stream._mailbox, recorder)
         stream.streamer = streamer
         should_stop = lambda: request.cancel.cancelled or stops.stopped  # noqa: E731
-        input_ids = torch.tensor([ids], device=loaded.model.device)
         torch.manual_seed(seed)  # safe: we hold the model lock, nobody else samples now
         started = time.perf_counter()
         loaded.model.generate(
@@ -364,6 +383,7 @@ class GenerationEngine:
             stopping_criteria=StoppingCriteriaList([_StopOnRequest(should_stop)]),
             logits_processor=chain,
             pad_token_id=tokenizer.pad_token_id,
+            **({"inputs_embeds": embeds} if embeds is not None else {}),
             **sampling_kwargs(params, max_new),
         )
         seconds = time.perf_counter() - started

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import gradio as gr
 from starlette.middleware import Middleware
 
 from webui.api.security import GuardMiddleware
 from webui.runtime import Runtime
-from webui.ui import character_tab, chat_tab, model_tab, notebook_tab, parameters_tab
+from webui.ui import character_tab, chat_tab, extensions_ui, model_tab, notebook_tab, parameters_tab, session_tab
 from webui.ui.common import Shared
 
 TITLE = "webui"
@@ -20,6 +22,7 @@ def build_app(runtime: Runtime) -> gr.Blocks:
             gr.Markdown(f"⚠️ {note}")
         with gr.Tab("Chat", id="chat"):
             chat_tab.render(runtime, shared)
+            extensions_ui.render_blocks(runtime)
         with gr.Tab("Character", id="character"):
             character_tab.render(runtime, shared)
         with gr.Tab("Notebook", id="notebook"):
@@ -28,6 +31,9 @@ def build_app(runtime: Runtime) -> gr.Blocks:
             parameters_tab.render(runtime, shared)
         with gr.Tab("Model", id="model"):
             model_tab.render(runtime, shared)
+        extensions_ui.render_tabs(runtime)
+        with gr.Tab("Session", id="session"):
+            session_tab.render(runtime, shared)
         for fn, inputs, outputs, api_name in shared.on_load:
             app.load(fn, inputs, outputs, api_name=api_name)
     app.queue(max_size=runtime.settings.max_queue, default_concurrency_limit=1)
@@ -36,6 +42,37 @@ def build_app(runtime: Runtime) -> gr.Blocks:
 
 def launch(runtime: Runtime, *, block: bool = True, port: int | None = None) -> tuple[gr.Blocks, str]:
     """Start serving; returns the app and its local URL (block=False for tests)."""
+    app, local_url = start_ui(runtime, port)
+    if block:
+        serve(runtime, app, port)
+    return app, local_url
+
+
+def serve(runtime: Runtime, app: gr.Blocks, port: int | None) -> None:
+    """Block while the UI runs; rebuild it when the Session tab asks for other extensions."""
+    try:
+        while app.is_running:
+            names = runtime.ui_restart.take(timeout=0.2)
+            if names is not None:
+                time.sleep(1.0)  # let the Session tab's answer reach the browser first
+                app, _ = restart_ui(runtime, app, port, names)
+    except KeyboardInterrupt:
+        print("Closing webui.", flush=True)
+    finally:
+        app.close()
+
+
+def restart_ui(runtime: Runtime, app: gr.Blocks, port: int | None, names: tuple[str, ...]) -> tuple[gr.Blocks, str]:
+    """Close the UI, load `names` as the extensions, and serve a freshly built UI.
+
+    The process, the loaded model, the API and the generation queue carry on.
+    """
+    app.close()
+    runtime.reload_extensions(names)
+    return start_ui(runtime, port)
+
+
+def start_ui(runtime: Runtime, port: int | None = None) -> tuple[gr.Blocks, str]:
     settings = runtime.settings
     app = build_app(runtime)
     auth = settings.auth_pairs() or None
@@ -47,6 +84,8 @@ def launch(runtime: Runtime, *, block: bool = True, port: int | None = None) -> 
         ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
         prevent_thread_lock=True,
         share=False,
+        css=runtime.extensions.css() or None,
+        js=runtime.extensions.js() or None,
         ssr_mode=False,
         quiet=True,
         # Model weights and user data are never served as files.
@@ -56,6 +95,4 @@ def launch(runtime: Runtime, *, block: bool = True, port: int | None = None) -> 
         app_kwargs={"middleware": [Middleware(GuardMiddleware, loopback_only=settings.is_loopback, max_body=None)]},
     )
     print(f"webui is running at {local_url}", flush=True)
-    if block:
-        app.block_thread()
     return app, local_url

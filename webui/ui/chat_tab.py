@@ -20,7 +20,7 @@ import gradio as gr
 from webui.chat.characters import DEFAULT_CHARACTER, Character, CharacterError, substitute
 from webui.chat.history import ChatError, Conversation
 from webui.chat.prompt import DEFAULT_COMMAND, ChatSetup, PromptError
-from webui.chat.service import ReplyWriter, impersonate
+from webui.chat.service import ReplyWriter, add_user_message, impersonate
 from webui.chat.store import MAX_CHAT_BYTES, new_chat_id
 from webui.generation.engine import GenerationError
 from webui.paths import NameRefused
@@ -164,7 +164,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
         )
 
     def shown(conversation: Conversation) -> list[dict]:
-        return conversation.turns()
+        return conversation.shown()
 
     def view(space: UserSpace, conversation: Conversation, query: str = "", note: str = ""):
         """Everything that shows a conversation: id, chat, list, title, branch note, stats."""
@@ -340,7 +340,11 @@ def render(runtime: Runtime, shared: Shared) -> None:
         conversation = open_chat(space, current, who)
         if not any(m.role == "user" for m in conversation.messages) and conversation.title == "New chat":
             conversation.title = " ".join(text.split())[:60]
-        conversation.append("user", text)
+        try:
+            add_user_message(runtime, conversation, setup, to_params(params), text)
+        except (*USER_ERRORS, GenerationError) as exc:
+            yield {stats: f"**Error:** {exc}"}
+            return
         space.chats.save(conversation)  # the message is safe before the model even starts
         yield from write_reply(space, conversation, setup, params, "reply", start_with, request, True)
 
