@@ -12,11 +12,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from webui.loaders.base import LoadedModel, LoadError, LoadOptions
+from webui.loaders.base import USER_OPTIONS, LoadedModel, LoadError, LoadOptions
 from webui.loaders.registry import LoaderRegistry
 from webui.paths import list_entries, pick
 from webui.settings import Dtype
@@ -67,10 +68,24 @@ class ModelManager:
         finally:
             self._lock.release()
 
-    def load(self, name: object, dtype: Dtype | None = None, timeout: float | None = None) -> LoadedModel:
+    def options_for(self, overrides: Mapping[str, Any] | None = None) -> LoadOptions:
+        """The start-up options with user-settable `overrides` applied; anything else is refused."""
+        overrides = dict(overrides or {})
+        refused = sorted(set(overrides) - USER_OPTIONS)
+        if refused:
+            raise LoadError(f"these load options cannot be set here: {', '.join(refused)}")
+        return dataclasses.replace(self.options, **overrides)
+
+    def load(
+        self,
+        name: object,
+        dtype: Dtype | None = None,
+        timeout: float | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> LoadedModel:
         """Load the listed model `name`; on failure the current model stays loaded."""
         folder = pick(name, self.available(), "model")
-        options = self.options if dtype is None else dataclasses.replace(self.options, dtype=dtype)
+        options = self.options_for({**(overrides or {}), **({"dtype": dtype} if dtype else {})})
         loader = self.registry.for_folder(folder)
         if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
             raise ModelBusy("a request is generating; try again when it ends")

@@ -144,6 +144,27 @@ class OwnedStream:
             self._on_done()
 
 
+def load_options(settings: Settings) -> LoadOptions:
+    """The loader options the command line and settings.yaml give (each model may override
+    the user-settable ones; never the code-execution switches)."""
+    return LoadOptions(
+        dtype=settings.dtype,
+        device="cpu" if settings.cpu else "auto",
+        attn_implementation=settings.attn_implementation,
+        load_in_8bit=settings.load_in_8bit,
+        load_in_4bit=settings.load_in_4bit,
+        quant_type=settings.quant_type,
+        use_double_quant=settings.use_double_quant,
+        compute_dtype=settings.compute_dtype,
+        gpu_split=settings.gpu_split,
+        cpu_memory=settings.cpu_memory,
+        disk=settings.disk,
+        offload_dir=settings.offload_dir,
+        allow_pickle=settings.allow_pickle,
+        trust_remote_code=settings.trust_remote_code,
+    )
+
+
 def build_runtime(
     settings: Settings,
     registry: LoaderRegistry | None = None,
@@ -156,13 +177,7 @@ def build_runtime(
     are any and `use_remembered`; otherwise the preset, updated by the model's own
     generation_config.json.
     """
-    options = LoadOptions(
-        dtype=settings.dtype,
-        device="cpu" if settings.cpu else "auto",
-        allow_pickle=settings.allow_pickle,
-        trust_remote_code=settings.trust_remote_code,
-    )
-    models = ModelManager(settings.model_dir, registry or default_registry(), options)
+    models = ModelManager(settings.model_dir, registry or default_registry(), load_options(settings))
     presets = PresetLibrary(settings.presets_dir, settings.user_data_dir / "presets")
     notes = list(warnings or [])
     try:
