@@ -42,6 +42,12 @@ def parser() -> argparse.ArgumentParser:
                    help="allow pickle checkpoints (*.bin), which can run code when loaded")
     m.add_argument("--trust-remote-code", action="store_true",
                    help="run Python code shipped inside a model folder")
+    h = p.add_argument_group("download (the only action that contacts the network)")
+    h.add_argument("--download", metavar="ORG/NAME", dest="download_repo",
+                   help="download a model from the Hugging Face Hub into --model-dir, then exit")
+    h.add_argument("--revision", dest="download_revision", help="branch, tag or commit (default main)")
+    h.add_argument("--include", dest="download_patterns", action="append", metavar="PATTERN",
+                   help="only files matching this glob (repeat for more; default: safetensors + config)")
     d = p.add_argument_group("data")
     d.add_argument("--settings", type=Path, dest="settings_path",
                    help="settings YAML (default: user_data/settings.yaml if present)")
@@ -68,6 +74,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def download_request(argv: list[str] | None = None) -> dict[str, Any] | None:
+    """The --download flags, or None when no download was asked for."""
+    values = vars(parser().parse_args(argv))
+    if "download_repo" not in values:
+        return None
+    return {
+        "repo_id": values["download_repo"],
+        "revision": values.get("download_revision", "main"),
+        "patterns": tuple(values.get("download_patterns", ())),
+    }
+
+
 def gpu_split(text: str) -> tuple[float, ...]:
     """'20,7' -> (20.0, 7.0): GiB per GPU, in device order."""
     try:
@@ -82,6 +100,7 @@ def gpu_split(text: str) -> tuple[float, ...]:
 def parse_flags(argv: list[str] | None = None) -> tuple[dict[str, Any], Path | None]:
     """Returns (settings overrides, explicit settings file or None)."""
     values = vars(parser().parse_args(argv))
+    values.pop("download_repo", None), values.pop("download_revision", None), values.pop("download_patterns", None)
     settings_path = values.pop("settings_path", None)
     if "api_cors_origins" in values:
         values["api_cors_origins"] = tuple(values["api_cors_origins"])
