@@ -12,11 +12,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from webui import loras
 from webui.loaders.base import USER_OPTIONS, LoadedModel, LoadError, LoadOptions
 from webui.loaders.registry import LoaderRegistry
 from webui.paths import list_entries, pick
@@ -34,8 +35,10 @@ class NoModelLoaded(RuntimeError):
 
 
 class ModelManager:
-    def __init__(self, model_dir: Path, registry: LoaderRegistry, options: LoadOptions):
+    def __init__(self, model_dir: Path, registry: LoaderRegistry, options: LoadOptions,
+                 lora_dir: Path | None = None):
         self.model_dir = model_dir
+        self.lora_dir = lora_dir
         self.registry = registry
         self.options = options
         self._lock = threading.Lock()
@@ -96,6 +99,27 @@ class ModelManager:
                 self.registry.get(previous.loader).unload(previous)
             log.info("loaded %s", loaded.describe())
             return loaded
+        finally:
+            self._lock.release()
+
+    def loras(self) -> list[str]:
+        """LoRA adapters in the LoRA folder: the listing every request is checked against."""
+        return sorted(loras.available(self.lora_dir), key=str.lower) if self.lora_dir else []
+
+    def set_loras(self, names: Sequence[object], timeout: float | None = None) -> LoadedModel:
+        """Apply exactly these listed adapters (none: remove all) to the loaded model."""
+        listing = loras.available(self.lora_dir) if self.lora_dir else {}
+        chosen = {}
+        for name in names:
+            chosen[name] = pick(name, listing, "LoRA")
+        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise ModelBusy("a request is generating; try again when it ends")
+        try:
+            if self._current is None:
+                raise NoModelLoaded("no model is loaded; load one before applying a LoRA")
+            loras.apply(self._current, chosen, allow_pickle=self.options.allow_pickle)
+            log.info("LoRA now: %s", ", ".join(self._current.loras) or "none")
+            return self._current
         finally:
             self._lock.release()
 

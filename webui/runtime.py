@@ -177,7 +177,8 @@ def build_runtime(
     are any and `use_remembered`; otherwise the preset, updated by the model's own
     generation_config.json.
     """
-    models = ModelManager(settings.model_dir, registry or default_registry(), load_options(settings))
+    models = ModelManager(settings.model_dir, registry or default_registry(), load_options(settings),
+                          lora_dir=settings.lora_dir)
     presets = PresetLibrary(settings.presets_dir, settings.user_data_dir / "presets")
     notes = list(warnings or [])
     try:

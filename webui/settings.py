@@ -135,6 +135,10 @@ class Settings(BaseModel):
         return pairs
 
     @property
+    def lora_dir(self) -> Path:
+        return self.user_data_dir / "loras"
+
+    @property
     def offload_dir(self) -> Path:
         return self.disk_cache_dir or self.user_data_dir / "cache"
 
