@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -85,8 +85,13 @@ class ModelManager:
         dtype: Dtype | None = None,
         timeout: float | None = None,
         overrides: Mapping[str, Any] | None = None,
+        adjust: Callable[[LoadedModel], None] | None = None,
     ) -> LoadedModel:
-        """Load the listed model `name`; on failure the current model stays loaded."""
+        """Load the listed model `name`; on failure the current model stays loaded.
+
+        `adjust` runs on the new model before it is swapped in (still under the lock),
+        so no request ever sees it half-configured.
+        """
         folder = pick(name, self.available(), "model")
         options = self.options_for({**(overrides or {}), **({"dtype": dtype} if dtype else {})})
         loader = self.registry.for_folder(folder)
@@ -94,6 +99,8 @@ class ModelManager:
             raise ModelBusy("a request is generating; try again when it ends")
         try:
             loaded = loader.load(folder.name, folder, options)
+            if adjust is not None:
+                adjust(loaded)
             previous, self._current = self._current, loaded
             if previous is not None:
                 self.registry.get(previous.loader).unload(previous)

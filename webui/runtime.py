@@ -22,10 +22,13 @@ from webui.generation.engine import (
     GenerationStream,
     QueueFull,
 )
-from webui.loaders.base import LoadError, LoadOptions
+from webui.fit import Memory, estimate, read_shape, report
+from webui.hub import Downloader
+from webui.loaders.base import LoadedModel, LoadError, LoadOptions
 from webui.loaders.registry import LoaderRegistry, default_registry
 from webui.model_manager import ModelManager
-from webui.paths import NameRefused
+from webui.model_settings import ModelSettings, ModelSettingsStore
+from webui.paths import NameRefused, is_plain_name, list_entries, pick
 from webui.presets import (
     ParamsError,
     PresetLibrary,
@@ -38,6 +41,8 @@ from webui.settings import Settings, SettingsError, read_yaml_mapping
 from webui.storage import atomic_write_text
 
 log = logging.getLogger(__name__)
+
+MAX_TEMPLATE_BYTES = 100_000
 
 
 class ActiveRequests:
@@ -76,8 +81,59 @@ class Runtime:
     engine: GenerationEngine
     presets: PresetLibrary
     default_params: SamplingParams
+    model_settings: ModelSettingsStore
+    downloads: Downloader
     requests: ActiveRequests = field(default_factory=ActiveRequests)
     warnings: list[str] = field(default_factory=list)
+
+    # -- models ------------------------------------------------------------------
+    def saved_model_settings(self, name: object) -> ModelSettings:
+        return self.model_settings.get(name) if is_plain_name(name) else ModelSettings()
+
+    def templates(self) -> dict[str, Any]:
+        """Chat templates the user keeps in user_data/templates/*.jinja."""
+        return list_entries(self.settings.user_data_dir / "templates", suffixes=(".jinja",))
+
+    def load_model(
+        self, name: object, choice: ModelSettings | None = None, timeout: float | None = None, save: bool = True
+    ) -> tuple[LoadedModel, str | None]:
+        """Load `name` with its saved settings, updated by `choice`; remember the result.
+
+        Returns the model and a warning when the settings could not be saved.
+        """
+        wanted = self.saved_model_settings(name)
+        if choice is not None:
+            wanted = wanted.merged(choice)
+        template = None
+        if wanted.chat_template:
+            path = pick(wanted.chat_template, self.templates(), "chat template")
+            if path.stat().st_size > MAX_TEMPLATE_BYTES:
+                raise LoadError(f"chat template {wanted.chat_template} is larger than {MAX_TEMPLATE_BYTES} bytes")
+            template = path.read_text(encoding="utf-8")
+
+        def adjust(loaded: LoadedModel) -> None:
+            if wanted.context_length:
+                loaded.context_length = min(loaded.context_length, wanted.context_length)
+            if template is not None:
+                loaded.tokenizer.chat_template = template
+
+        loaded = self.models.load(name, overrides=wanted.load_overrides(), timeout=timeout, adjust=adjust)
+        return loaded, self.model_settings.save(loaded.name, wanted) if save else None
+
+    def fit_report(self, name: object, choice: ModelSettings | None = None) -> str:
+        """"Will it fit?" for a listed model with the given (or saved) settings."""
+        folder = pick(name, self.models.available(), "model")
+        wanted = self.saved_model_settings(name)
+        if choice is not None:
+            wanted = wanted.merged(choice)
+        options = self.models.options_for(wanted.load_overrides())
+        shape = read_shape(folder, trust_remote_code=options.trust_remote_code)
+        context = min(wanted.context_length or shape.context_length, shape.context_length)
+        memory = Memory.detect()
+        cpu = options.device == "cpu" or not memory.gpus
+        chosen = estimate(shape, context, dtype=options.dtype, cpu=cpu, load_in_8bit=options.load_in_8bit,
+                          load_in_4bit=options.load_in_4bit, use_double_quant=options.use_double_quant)
+        return report(shape, chosen, memory, cpu)
 
     def stream(
         self, owner: str, prompt: str | Callable[[Any], str], params: SamplingParams, logprobs: int | None = None
@@ -192,11 +248,13 @@ def build_runtime(
         engine=GenerationEngine(models, max_pending=settings.max_queue),
         presets=presets,
         default_params=default_params,
+        model_settings=ModelSettingsStore(settings.user_data_dir),
+        downloads=Downloader(settings.model_dir),
         warnings=notes,
     )
     if settings.model:
         try:
-            models.load(settings.model)
+            runtime.load_model(settings.model, save=False)
         except (NameRefused, LoadError) as exc:
             runtime.warnings.append(f"start-up model not loaded: {exc}")
     remembered = None
