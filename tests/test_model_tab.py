@@ -83,3 +83,19 @@ def test_download_through_the_tab_then_load_it(client, runtime, models_root, res
     assert "tiny-org_tiny-model" in runtime.models.names()
     status = client.predict("tiny-org_tiny-model", *options(), api_name="/model_load")[0]
     assert "Loaded: **tiny-org_tiny-model" in status
+
+
+def test_admin_api_load_takes_loader_options_but_never_code_execution(api_url, runtime, restore):
+    import httpx
+
+    from tests.conftest import ADMIN_KEY
+
+    admin = {"x-api-key": ADMIN_KEY}
+    loaded = httpx.post(f"{api_url}/internal/models/load", headers=admin, timeout=120,
+                        json={"model": TINY, "load_in_8bit": True, "context_length": 200})
+    assert loaded.status_code == 200 and "8-bit" in loaded.json()["loaded"] and "context 200" in loaded.json()["loaded"]
+    for evil in ({"trust_remote_code": True}, {"allow_pickle": True}, {"offload_dir": "/tmp"},
+                 {"chat_template": "../../etc/passwd"}, {"gpu_split": [-1]}, {"load_in_4bit": "maybe"}):
+        response = httpx.post(f"{api_url}/internal/models/load", headers=admin, json={"model": TINY, **evil})
+        assert response.status_code == 400, evil
+    assert runtime.models.current.options.load_in_8bit and not runtime.models.current.options.trust_remote_code
