@@ -130,3 +130,22 @@ def test_requests_cannot_set_code_execution_options(runtime):
         runtime.models.load(runtime.models.current.name, overrides={"trust_remote_code": True})
     with pytest.raises(LoadError, match="allow_pickle"):
         runtime.models.options_for({"allow_pickle": True})
+
+
+def test_unload_releases_the_model(tmp_path):
+    import gc
+    import weakref
+
+    from tests.tiny_models import build_llama
+    from webui.loaders.registry import default_registry
+    from webui.model_manager import ModelManager
+
+    build_llama(tmp_path / "m")
+    manager = ModelManager(tmp_path, default_registry(), LoadOptions(device="cpu"))
+    first = weakref.ref(manager.load("m").model)
+    second = weakref.ref(manager.load("m").model)  # a swap drops the first model
+    gc.collect()
+    assert first() is None and second() is not None
+    manager.unload()
+    gc.collect()
+    assert second() is None and manager.current is None
