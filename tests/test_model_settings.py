@@ -29,7 +29,7 @@ def test_load_saves_and_reload_reapplies(runtime, tmp_path):
     assert loaded.context_length == 128 and loaded.options.load_in_8bit
     assert render_chat_prompt(loaded.tokenizer, [{"role": "user", "content": "hi"}]) == "[user] hi\n[assistant] "
     saved = yaml.safe_load((tmp_path / "model_settings.yaml").read_text())
-    assert saved == {TINY: {"load_in_8bit": True, "context_length": 128, "chat_template": "plain"}}
+    assert saved == {TINY: {"load_in_8bit": True, "load_in_4bit": False, "context_length": 128, "chat_template": "plain"}}
 
     runtime.models.unload()
     again, _ = runtime.load_model(TINY)  # no choice: the saved settings
@@ -39,6 +39,14 @@ def test_load_saves_and_reload_reapplies(runtime, tmp_path):
     third, _ = runtime.load_model(TINY, ModelSettings(load_in_8bit=False))
     assert not third.options.load_in_8bit and third.context_length == 128
     assert runtime.saved_model_settings(TINY).load_in_8bit is False
+
+
+def test_choosing_8bit_turns_a_saved_4bit_off(runtime):
+    runtime.load_model(TINY, ModelSettings(load_in_4bit=True))
+    loaded, _ = runtime.load_model(TINY, ModelSettings(load_in_8bit=True))
+    assert loaded.options.load_in_8bit and not loaded.options.load_in_4bit
+    loaded, _ = runtime.load_model(TINY, ModelSettings(load_in_4bit=True))
+    assert loaded.options.load_in_4bit and not loaded.options.load_in_8bit
 
 
 def test_context_length_never_exceeds_the_model(runtime):

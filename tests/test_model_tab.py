@@ -26,9 +26,15 @@ def client(app_url):
 
 @pytest.fixture()
 def restore(runtime):
+    """Put the shared runtime back as it was: saved per-model settings and the model."""
+    path = runtime.model_settings.path
+    before = path.read_text() if path.exists() else None
     yield
-    runtime.models.set_loras([])
-    runtime.load_model(TINY, save=False)
+    if before is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_text(before)
+    runtime.models.load(TINY)
 
 
 def test_load_in_4bit_is_saved_and_shown_when_picked_again(client, runtime, restore):
@@ -93,7 +99,8 @@ def test_admin_api_load_takes_loader_options_but_never_code_execution(api_url, r
     admin = {"x-api-key": ADMIN_KEY}
     loaded = httpx.post(f"{api_url}/internal/models/load", headers=admin, timeout=120,
                         json={"model": TINY, "load_in_8bit": True, "context_length": 200})
-    assert loaded.status_code == 200 and "8-bit" in loaded.json()["loaded"] and "context 200" in loaded.json()["loaded"]
+    assert loaded.status_code == 200, loaded.text
+    assert "8-bit" in loaded.json()["loaded"] and "context 200" in loaded.json()["loaded"]
     for evil in ({"trust_remote_code": True}, {"allow_pickle": True}, {"offload_dir": "/tmp"},
                  {"chat_template": "../../etc/passwd"}, {"gpu_split": [-1]}, {"load_in_4bit": "maybe"}):
         response = httpx.post(f"{api_url}/internal/models/load", headers=admin, json={"model": TINY, **evil})

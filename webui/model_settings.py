@@ -65,8 +65,14 @@ class ModelSettings(BaseModel):
         return {k: v for k, v in self.model_dump().items() if k in USER_OPTIONS and v is not None}
 
     def merged(self, other: ModelSettings) -> ModelSettings:
-        """self, with every value `other` sets replacing it."""
-        return ModelSettings(**{**self.model_dump(), **other.model_dump(exclude_none=True)})
+        """self, with every value `other` sets replacing it.  Asking for 8-bit turns a
+        saved 4-bit off, and the other way round: they cannot both be on."""
+        values = {**self.model_dump(), **other.model_dump(exclude_none=True)}
+        if other.load_in_8bit and other.load_in_4bit is None:
+            values["load_in_4bit"] = False
+        if other.load_in_4bit and other.load_in_8bit is None:
+            values["load_in_8bit"] = False
+        return ModelSettings(**values)
 
 
 class ModelSettingsStore:
