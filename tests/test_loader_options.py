@@ -21,6 +21,28 @@ from webui.settings import SettingsError, build_settings
 NO_GPU, ONE_GPU, TWO_GPUS = Machine(0), Machine(1), Machine(2)
 
 
+def test_offload_on_a_cpu_only_machine_really_runs(tmp_path):
+    """--cpu-memory and --disk work without a GPU: accelerate spills to disk, and the
+    model still streams a reply through the engine."""
+    from tests.tiny_models import build_llama
+    from webui.generation.engine import GenerationEngine, GenerationRequest
+    from webui.loaders.registry import default_registry
+    from webui.model_manager import ModelManager
+    from webui.presets import make_params
+
+    build_llama(tmp_path / "models" / "m")
+    options = LoadOptions(device="cpu", cpu_memory=0.0001, disk=True, offload_dir=tmp_path / "offload")
+    kwargs = from_pretrained_kwargs(options, NO_GPU)
+    assert kwargs["device_map"] == "auto" and kwargs["max_memory"] == {"cpu": "0.0001GiB"}
+    assert kwargs["offload_folder"] == str(tmp_path / "offload")
+    manager = ModelManager(tmp_path / "models", default_registry(), options)
+    loaded = manager.load("m")
+    assert "disk" in set(loaded.model.hf_device_map.values()) and loaded.device == "cpu"
+    stream = GenerationEngine(manager).generate(
+        GenerationRequest("The keeper", make_params({"temperature": 0.0, "max_new_tokens": 8, "ban_eos_token": True})))
+    assert stream.text() and stream.stats.new_tokens == 8
+
+
 def test_cpu_defaults_are_fp32_on_the_cpu_and_safetensors_only():
     kwargs = from_pretrained_kwargs(LoadOptions(), NO_GPU)
     assert kwargs["device_map"] == "cpu" and kwargs["dtype"] is torch.float32
@@ -46,8 +68,9 @@ def test_gpu_split_becomes_max_memory_for_accelerate():
     assert plain["device_map"] == "auto" and "max_memory" not in plain
     with pytest.raises(LoadError, match="names 3 GPUs but only 2"):
         max_memory(LoadOptions(gpu_split=(1.0, 1.0, 1.0)), TWO_GPUS)
-    # On the CPU the split is meaningless and dropped.
-    assert "max_memory" not in from_pretrained_kwargs(options, NO_GPU)
+    # On the CPU the GPU split is meaningless and dropped; the RAM limit stays.
+    assert from_pretrained_kwargs(options, NO_GPU)["max_memory"] == {"cpu": "64GiB"}
+    assert "max_memory" not in from_pretrained_kwargs(LoadOptions(gpu_split=(4.0,)), NO_GPU)
 
 
 def test_disk_offload_needs_and_uses_a_folder(tmp_path):

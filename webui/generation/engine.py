@@ -347,7 +347,8 @@ class GenerationEngine:
         streamer = _TextStreamer(IncrementalDecoder(tokenizer, prompt_ids), stops, stream._mailbox, recorder)
         stream.streamer = streamer
         should_stop = lambda: request.cancel.cancelled or stops.stopped  # noqa: E731
-        input_ids = torch.tensor([prompt_ids], device=loaded.model.device)
+        # loaded.device, not model.device: with disk offload the latter can be "meta".
+        input_ids = torch.tensor([prompt_ids], device=loaded.device)
         torch.manual_seed(seed)  # safe: we hold the model lock, nobody else samples now
         started = time.perf_counter()
         loaded.model.generate(

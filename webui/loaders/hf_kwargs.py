@@ -84,12 +84,14 @@ def max_memory(options: LoadOptions, machine: Machine) -> dict[int | str, str] |
     return limits or None
 
 
-def device_map(options: LoadOptions, device: str, machine: Machine) -> str | dict[str, str]:
-    """Where the weights go.  CPU: all on the CPU.  One GPU with no limits: all on it.
-    Several GPUs, or any memory limit or disk offload: accelerate's "auto" planner."""
+def device_map(options: LoadOptions, device: str, machine: Machine) -> str:
+    """Where the weights go.  No limits: all on the one device.  Several GPUs, or any
+    memory limit or disk offload: accelerate's "auto" planner (on a CPU-only machine
+    that spills what exceeds --cpu-memory to disk)."""
+    limited = options.cpu_memory is not None or options.disk
     if device == "cpu":
-        return "cpu"
-    if options.gpu_split or options.cpu_memory is not None or options.disk or machine.cuda_devices > 1:
+        return "auto" if limited else "cpu"
+    if options.gpu_split or limited or machine.cuda_devices > 1:
         return "auto"
     return "cuda"
 
@@ -137,10 +139,11 @@ def from_pretrained_kwargs(options: LoadOptions, machine: Machine) -> dict[str, 
     }
     if options.attn_implementation != "auto":
         kwargs["attn_implementation"] = options.attn_implementation
-    limits = max_memory(options, machine) if device == "cuda" else None
+    # On the CPU only the RAM limit applies (a GPU split is meaningless there).
+    limits = max_memory(options, machine if device == "cuda" else Machine(0))
     if limits:
         kwargs["max_memory"] = limits
-    if options.disk and device == "cuda":
+    if options.disk:
         kwargs["offload_folder"] = str(options.offload_dir)
     quant = quantization_config(options, device, dtype)
     if quant is not None:

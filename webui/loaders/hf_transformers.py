@@ -97,7 +97,7 @@ class TransformersLoader:
             loader=self.name,
             model=model,
             tokenizer=tokenizer,
-            device=str(model.device),
+            device=input_device(model),
             dtype=str(model.dtype).removeprefix("torch."),
             context_length=context_length(model.config),
             # num_parameters counts a packed 4-bit weight as its unpacked size.
@@ -109,6 +109,18 @@ class TransformersLoader:
         loaded.model = None
         loaded.tokenizer = None
         free_memory()
+
+
+def input_device(model) -> str:
+    """Where a request's token ids go: the first device that computes.  With offload,
+    model.device can be "meta" (weights on disk) or a later shard's device."""
+    placement = getattr(model, "hf_device_map", None)
+    if placement:
+        for where in placement.values():
+            if where not in ("cpu", "disk"):
+                return f"cuda:{where}" if isinstance(where, int) else str(where)
+        return "cpu"
+    return str(model.device)
 
 
 def context_length(config) -> int:
