@@ -43,6 +43,7 @@ def test_load_in_4bit_is_saved_and_shown_when_picked_again(client, runtime, rest
     assert runtime.models.current.options.load_in_4bit
     shown = client.predict(TINY, api_name="/model_settings")
     assert list(shown[3:6]) == [False, True, "fp4"] and shown[11] == 256
+    assert "context 256" in shown[13] and "4-bit weights" in shown[13]  # the fit report, for these settings
 
 
 def test_invalid_options_are_refused_and_the_model_kept(client, runtime, restore):

@@ -127,7 +127,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
         download_status = gr.Markdown(elem_id="model-download-status")
 
     def pick_model(name):
-        """Show the saved settings of the model just picked."""
+        """Show the saved settings of the model just picked, and whether it will fit."""
         saved = runtime.saved_model_settings(name)
         values = [
             saved.dtype or base.dtype, (saved.device or base.device) == "cpu",
@@ -142,7 +142,11 @@ def render(runtime: Runtime, shared: Shared) -> None:
             saved.context_length or 0,
             saved.chat_template if saved.chat_template in runtime.templates() else MODEL_TEMPLATE,
         ]
-        return values
+        try:
+            fits = runtime.fit_report(name, saved)
+        except (NameRefused, LoadError) as exc:
+            fits = f"**Cannot estimate:** {exc}"
+        return [*values, fits]
 
     def load_model(name, *values):
         *option_values, params_state = values
@@ -199,7 +203,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
             return f"**Download failed:** {exc}", gr.skip()
         return f"Downloaded to `{folder}`.", gr.Dropdown(choices=runtime.models.names())
 
-    model.input(pick_model, model, options, api_name="model_settings")
+    model.input(pick_model, model, [*options, fit_out], api_name="model_settings")
     load.click(
         load_model, [model, *options, shared.params], [status, shared.params, *shared.controls],
         api_name="model_load", **MODEL_GROUP,
