@@ -120,6 +120,14 @@ def test_missing_repo_and_pickle_only_repo(hub, tmp_path):
     assert (folder / "pytorch_model.bin").read_bytes() == b"pickle!"
 
 
+def test_an_unreachable_hub_is_a_message(tmp_path):
+    from tests.conftest import free_port
+
+    with pytest.raises(DownloadError, match="cannot reach the hub"):
+        Downloader(tmp_path, endpoint=f"http://127.0.0.1:{free_port()}").download(DownloadRequest("org/tiny"))
+    assert not (tmp_path / "org_tiny").exists()
+
+
 def test_offline_mode_is_restored_after_a_download(hub, tmp_path):
     from huggingface_hub import constants
 

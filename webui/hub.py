@@ -159,7 +159,7 @@ class Downloader:
                 except HfHubHTTPError as exc:
                     status = getattr(getattr(exc, "response", None), "status_code", None)
                     raise DownloadError(_http_message(request, status)) from exc
-                except OSError as exc:
+                except Exception as exc:  # connection refused, DNS, TLS, timeouts: a message, not a crash
                     raise DownloadError(f"cannot reach the hub: {exc.__class__.__name__}: {exc}") from exc
                 siblings = info.siblings or []
                 if len(siblings) > MAX_FILES:
@@ -226,6 +226,8 @@ def _fetch(url: str, target: Path, name: str, token: str | bool, report: Callabl
     except HfHubHTTPError as exc:
         status = getattr(getattr(exc, "response", None), "status_code", None)
         raise DownloadError(f"{name}: the hub answered HTTP {status}") from exc
+    except Exception as exc:  # the connection dropped between files
+        raise DownloadError(f"{name}: cannot reach the hub ({exc.__class__.__name__}); run it again") from exc
     size, etag = meta.size, (meta.etag or "")
     if destination.is_file() and size is not None and destination.stat().st_size == size:
         report(size)
