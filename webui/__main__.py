@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from webui.cli import parse_flags
+    from webui.cli import download_request, parse_flags
     from webui.settings import SettingsError, build_settings
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    download = download_request(argv)
+    if download is not None:
+        return run_download(download, settings)
     if not settings.is_loopback and not settings.has_auth:
         if not settings.listen_without_auth:
             print(
@@ -54,6 +57,28 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"OpenAI-compatible API at {APIServer(runtime).start()}", flush=True)
     launch(runtime, block=True)
+    return 0
+
+
+def run_download(values: dict, settings) -> int:
+    """`webui --download org/name`: fetch into the model folder, print progress, exit."""
+    from webui.hub import Downloader, DownloadError, DownloadRequest
+
+    try:
+        request = DownloadRequest(allow_pickle=settings.allow_pickle, **values)
+        shown = -1
+
+        def progress(p) -> None:
+            nonlocal shown
+            if int(p.fraction * 100) // 5 != shown:
+                shown = int(p.fraction * 100) // 5
+                print(f"{p.fraction:6.1%}  {p.done:,} / {p.total:,} bytes  {p.file}", flush=True)
+
+        folder = Downloader(settings.model_dir).download(request, progress)
+    except DownloadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"downloaded to {folder}", flush=True)
     return 0
 
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from webui.loaders.base import LoadedModel, LoadError, LoadOptions
+from webui import loras
+from webui.loaders.base import USER_OPTIONS, LoadedModel, LoadError, LoadOptions
 from webui.loaders.registry import LoaderRegistry
 from webui.paths import list_entries, pick
 from webui.settings import Dtype
@@ -33,8 +35,10 @@ class NoModelLoaded(RuntimeError):
 
 
 class ModelManager:
-    def __init__(self, model_dir: Path, registry: LoaderRegistry, options: LoadOptions):
+    def __init__(self, model_dir: Path, registry: LoaderRegistry, options: LoadOptions,
+                 lora_dir: Path | None = None):
         self.model_dir = model_dir
+        self.lora_dir = lora_dir
         self.registry = registry
         self.options = options
         self._lock = threading.Lock()
@@ -67,20 +71,62 @@ class ModelManager:
         finally:
             self._lock.release()
 
-    def load(self, name: object, dtype: Dtype | None = None, timeout: float | None = None) -> LoadedModel:
-        """Load the listed model `name`; on failure the current model stays loaded."""
+    def options_for(self, overrides: Mapping[str, Any] | None = None) -> LoadOptions:
+        """The start-up options with user-settable `overrides` applied; anything else is refused."""
+        overrides = dict(overrides or {})
+        refused = sorted(set(overrides) - USER_OPTIONS)
+        if refused:
+            raise LoadError(f"these load options cannot be set here: {', '.join(refused)}")
+        return dataclasses.replace(self.options, **overrides)
+
+    def load(
+        self,
+        name: object,
+        dtype: Dtype | None = None,
+        timeout: float | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        adjust: Callable[[LoadedModel], None] | None = None,
+    ) -> LoadedModel:
+        """Load the listed model `name`; on failure the current model stays loaded.
+
+        `adjust` runs on the new model before it is swapped in (still under the lock),
+        so no request ever sees it half-configured.
+        """
         folder = pick(name, self.available(), "model")
-        options = self.options if dtype is None else dataclasses.replace(self.options, dtype=dtype)
+        options = self.options_for({**(overrides or {}), **({"dtype": dtype} if dtype else {})})
         loader = self.registry.for_folder(folder)
         if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
             raise ModelBusy("a request is generating; try again when it ends")
         try:
             loaded = loader.load(folder.name, folder, options)
+            if adjust is not None:
+                adjust(loaded)
             previous, self._current = self._current, loaded
             if previous is not None:
                 self.registry.get(previous.loader).unload(previous)
             log.info("loaded %s", loaded.describe())
             return loaded
+        finally:
+            self._lock.release()
+
+    def loras(self) -> list[str]:
+        """LoRA adapters in the LoRA folder: the listing every request is checked against."""
+        return sorted(loras.available(self.lora_dir), key=str.lower) if self.lora_dir else []
+
+    def set_loras(self, names: Sequence[object], timeout: float | None = None) -> LoadedModel:
+        """Apply exactly these listed adapters (none: remove all) to the loaded model."""
+        listing = loras.available(self.lora_dir) if self.lora_dir else {}
+        chosen = {}
+        for name in names:
+            chosen[name] = pick(name, listing, "LoRA")
+        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise ModelBusy("a request is generating; try again when it ends")
+        try:
+            if self._current is None:
+                raise NoModelLoaded("no model is loaded; load one before applying a LoRA")
+            loras.apply(self._current, chosen, allow_pickle=self.options.allow_pickle)
+            log.info("LoRA now: %s", ", ".join(self._current.loras) or "none")
+            return self._current
         finally:
             self._lock.release()
 

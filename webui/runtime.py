@@ -25,10 +25,13 @@ from webui.generation.engine import (
     GenerationStream,
     QueueFull,
 )
-from webui.loaders.base import LoadError, LoadOptions
+from webui.fit import Memory, estimate, read_shape, report
+from webui.hub import Downloader
+from webui.loaders.base import LoadedModel, LoadError, LoadOptions
 from webui.loaders.registry import LoaderRegistry, default_registry
 from webui.model_manager import ModelManager
-from webui.paths import NameRefused
+from webui.model_settings import ModelSettings, ModelSettingsStore
+from webui.paths import NameRefused, is_plain_name, pick
 from webui.presets import (
     ParamsError,
     PresetLibrary,
@@ -42,6 +45,7 @@ from webui.storage import atomic_write_text
 from webui.userdata import UserSpaces
 
 log = logging.getLogger(__name__)
+
 
 
 class ActiveRequests:
@@ -104,10 +108,55 @@ class Runtime:
     default_params: SamplingParams
     users: UserSpaces
     templates: TemplateLibrary
+    model_settings: ModelSettingsStore
+    downloads: Downloader
     requests: ActiveRequests = field(default_factory=ActiveRequests)
     warnings: list[str] = field(default_factory=list)
     extensions: ExtensionHost = field(default_factory=ExtensionHost)
     ui_restart: UIRestart = field(default_factory=UIRestart)
+
+    # -- models ------------------------------------------------------------------
+    def saved_model_settings(self, name: object) -> ModelSettings:
+        return self.model_settings.get(name) if is_plain_name(name) else ModelSettings()
+
+    def load_model(
+        self, name: object, choice: ModelSettings | None = None, timeout: float | None = None, save: bool = True
+    ) -> tuple[LoadedModel, str | None]:
+        """Load `name` with its saved settings, updated by `choice`; remember the result.
+
+        Returns the model and a warning when the settings could not be saved.
+        """
+        wanted = self.saved_model_settings(name)
+        if choice is not None:
+            wanted = wanted.merged(choice)
+        try:
+            template = self.templates.load(wanted.chat_template)
+        except SettingsError as exc:
+            raise LoadError(str(exc)) from exc
+
+        def adjust(loaded: LoadedModel) -> None:
+            if wanted.context_length:
+                loaded.context_length = min(loaded.context_length, wanted.context_length)
+            if template is not None:
+                loaded.tokenizer.chat_template = template
+
+        loaded = self.models.load(name, overrides=wanted.load_overrides(), timeout=timeout, adjust=adjust)
+        return loaded, self.model_settings.save(loaded.name, wanted) if save else None
+
+    def fit_report(self, name: object, choice: ModelSettings | None = None) -> str:
+        """"Will it fit?" for a listed model with the given (or saved) settings."""
+        folder = pick(name, self.models.available(), "model")
+        wanted = self.saved_model_settings(name)
+        if choice is not None:
+            wanted = wanted.merged(choice)
+        options = self.models.options_for(wanted.load_overrides())
+        shape = read_shape(folder, trust_remote_code=options.trust_remote_code)
+        context = min(wanted.context_length or shape.context_length, shape.context_length)
+        memory = Memory.detect()
+        cpu = options.device == "cpu" or not memory.gpus
+        chosen = estimate(shape, context, dtype=options.dtype, cpu=cpu, load_in_8bit=options.load_in_8bit,
+                          load_in_4bit=options.load_in_4bit, use_double_quant=options.use_double_quant)
+        return report(shape, chosen, memory, cpu)
 
     def stream(
         self, owner: str, prompt: str | Callable[[Any, int], Any], params: SamplingParams,
@@ -229,6 +278,27 @@ class OwnedStream:
             self._on_done()
 
 
+def load_options(settings: Settings) -> LoadOptions:
+    """The loader options the command line and settings.yaml give (each model may override
+    the user-settable ones; never the code-execution switches)."""
+    return LoadOptions(
+        dtype=settings.dtype,
+        device="cpu" if settings.cpu else "auto",
+        attn_implementation=settings.attn_implementation,
+        load_in_8bit=settings.load_in_8bit,
+        load_in_4bit=settings.load_in_4bit,
+        quant_type=settings.quant_type,
+        use_double_quant=settings.use_double_quant,
+        compute_dtype=settings.compute_dtype,
+        gpu_split=settings.gpu_split,
+        cpu_memory=settings.cpu_memory,
+        disk=settings.disk,
+        offload_dir=settings.offload_dir,
+        allow_pickle=settings.allow_pickle,
+        trust_remote_code=settings.trust_remote_code,
+    )
+
+
 def build_runtime(
     settings: Settings,
     registry: LoaderRegistry | None = None,
@@ -241,18 +311,12 @@ def build_runtime(
     are any and `use_remembered`; otherwise the preset, updated by the model's own
     generation_config.json.
     """
-    options = LoadOptions(
-        dtype=settings.dtype,
-        device="cpu" if settings.cpu else "auto",
-        allow_pickle=settings.allow_pickle,
-        trust_remote_code=settings.trust_remote_code,
-    )
     notes = list(warnings or [])
     extensions = build_extensions(settings)
     registry = registry or default_registry()
     extensions.register_loaders(registry)
     notes += extensions.warnings + [fault.summary() for fault in extensions.startup_faults]
-    models = ModelManager(settings.model_dir, registry, options)
+    models = ModelManager(settings.model_dir, registry, load_options(settings), lora_dir=settings.lora_dir)
     presets = PresetLibrary(settings.presets_dir, settings.user_data_dir / "presets")
     try:
         default_params = presets.load(settings.preset)
@@ -268,12 +332,14 @@ def build_runtime(
         default_params=default_params,
         users=UserSpaces(settings.user_data_dir, owner=owners[0] if owners else None),
         templates=TemplateLibrary(settings.user_data_dir / "instruction-templates"),
+        model_settings=ModelSettingsStore(settings.user_data_dir),
+        downloads=Downloader(settings.model_dir),
         warnings=notes,
         extensions=extensions,
     )
     if settings.model:
         try:
-            models.load(settings.model)
+            runtime.load_model(settings.model, save=False)
         except (NameRefused, LoadError) as exc:
             runtime.warnings.append(f"start-up model not loaded: {exc}")
     remembered = None

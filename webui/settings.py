@@ -40,6 +40,16 @@ class Settings(BaseModel):
     model_dir: Path = Field(PROJECT_ROOT / "models", description="Where models live.")
     dtype: Dtype = "auto"
     cpu: bool = Field(False, description="Run on the CPU even when a GPU is present.")
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
+    load_in_8bit: bool = Field(False, description="Quantize weights to 8 bits on load (bitsandbytes).")
+    load_in_4bit: bool = Field(False, description="Quantize weights to 4 bits on load (bitsandbytes).")
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    use_double_quant: bool = False
+    compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    gpu_split: tuple[float, ...] = Field((), description="GiB of each GPU to fill, in order.")
+    cpu_memory: float | None = Field(None, gt=0, description="GiB of RAM for weights that do not fit the GPUs.")
+    disk: bool = Field(False, description="Offload what fits neither GPUs nor RAM to disk.")
+    disk_cache_dir: Path | None = Field(None, description="Disk offload folder (default user_data/cache).")
     allow_pickle: bool = Field(
         False, description="Allow pickle checkpoints (*.bin); they can run code on load."
     )
@@ -99,6 +109,13 @@ class Settings(BaseModel):
             raise ValueError(f"not an extension name: {bad[0]!r}")
         return value
 
+    @field_validator("gpu_split")
+    @classmethod
+    def _split_positive(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not (gib > 0) or gib == float("inf") for gib in value):
+            raise ValueError("every GPU share must be a positive number of GiB")
+        return value
+
     @field_validator("gradio_auth")
     @classmethod
     def _auth_pairs(cls, value: str | None) -> str | None:
@@ -136,6 +153,14 @@ class Settings(BaseModel):
         return pairs
 
     @property
+    def lora_dir(self) -> Path:
+        return self.user_data_dir / "loras"
+
+    @property
+    def offload_dir(self) -> Path:
+        return self.disk_cache_dir or self.user_data_dir / "cache"
+
+    @property
     def settings_file(self) -> Path:
         return self.user_data_dir / "settings.yaml"
 
@@ -169,7 +194,8 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
 def _coerce_paths(values: dict[str, Any]) -> dict[str, Any]:
     # strict mode refuses str for Path; YAML and argparse give strings.
     out = dict(values)
-    for key in ("model_dir", "user_data_dir", "presets_dir", "extensions_dir", "gradio_auth_path", "ssl_keyfile", "ssl_certfile"):
+    for key in ("model_dir", "user_data_dir", "presets_dir", "extensions_dir", "gradio_auth_path", "ssl_keyfile",
+                "ssl_certfile", "disk_cache_dir"):
         if isinstance(out.get(key), str):
             out[key] = Path(out[key])
     return out
@@ -187,6 +213,23 @@ def split_extension_params(values: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("extensions"), list):
         out["extensions"] = tuple(out["extensions"])
     return out
+
+
+def _coerce_yaml(values: dict[str, Any]) -> dict[str, Any]:
+    # YAML gives lists for tuples and 20 for 20.0; strict mode refuses both.
+    out = _coerce_paths(values)
+    for key in ("api_cors_origins", "gpu_split"):
+        if isinstance(out.get(key), list):
+            out[key] = tuple(out[key])
+    if isinstance(out.get("gpu_split"), tuple):
+        out["gpu_split"] = tuple(float(v) if _is_int(v) else v for v in out["gpu_split"])
+    if _is_int(out.get("cpu_memory")):
+        out["cpu_memory"] = float(out["cpu_memory"])
+    return out
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -211,7 +254,7 @@ def build_settings(flags: dict[str, Any], settings_path: Path | None = None) -> 
     from_file: dict[str, Any] = {}
     if path.exists():
         try:
-            from_file = split_extension_params(_coerce_paths(read_yaml_mapping(path)))
+            from_file = split_extension_params(_coerce_yaml(read_yaml_mapping(path)))
             Settings(**from_file)  # validate the file on its own, to blame it precisely
         except SettingsError as exc:
             warnings.append(f"settings file ignored: {exc}")
@@ -221,9 +264,6 @@ def build_settings(flags: dict[str, Any], settings_path: Path | None = None) -> 
             from_file = {}
     elif settings_path is not None:
         raise SettingsError(f"settings file not found: {settings_path}")
-    for key in ("api_cors_origins", "extensions"):
-        if isinstance(from_file.get(key), list):
-            from_file[key] = tuple(from_file[key])
     for key in ("trust_remote_code", "allow_pickle"):
         # Code-execution switches come from the command line only (HOSTILE.md 6).
         if from_file.pop(key, None):

@@ -28,6 +28,7 @@ from webui.generation.chain import token_ids
 from webui.generation.engine import GenerationError, QueueFull, eos_ids, vocab_size
 from webui.loaders.base import LoadError
 from webui.model_manager import ModelBusy
+from webui.model_settings import ModelSettings
 from webui.paths import NameRefused
 from webui.presets import ParamsError, SamplingParams, make_params
 from webui.runtime import Runtime
@@ -127,10 +128,14 @@ class CompletionRequest(CompletionBase):
     echo: bool = False
 
 
-class LoadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # no trust_remote_code, no raw flags (HOSTILE.md 6)
+class LoadRequest(ModelSettings):
+    """A model name plus the per-model settings a request may set.  ModelSettings forbids
+    unknown keys, so trust_remote_code, pickle or raw flags are refused (HOSTILE.md 6)."""
+
     model: str
-    dtype: Literal["auto", "bf16", "fp16", "fp32"] | None = None
+
+    def choice(self) -> ModelSettings:
+        return ModelSettings(**self.model_dump(exclude={"model"}, exclude_none=True))
 
 
 class TextRequest(BaseModel):
@@ -351,7 +356,7 @@ def build_api(runtime: Runtime) -> FastAPI:
     @api.post("/v1/internal/models/load")
     async def load_model(body: LoadRequest):
         try:
-            await run_in_threadpool(lambda: runtime.models.load(body.model, dtype=body.dtype, timeout=30))
+            await run_in_threadpool(lambda: runtime.load_model(body.model, body.choice(), timeout=30))
         except NameRefused as exc:
             raise APIError(404, str(exc), param="model", code="model_not_found") from exc
         except ModelBusy as exc:

@@ -363,7 +363,8 @@ class GenerationEngine:
 
         eos = eos_ids(loaded)
         chain = build_chain(params, tokenizer, loaded.model, vocab_size(loaded), eos)
-        input_ids = torch.tensor([ids], device=loaded.model.device)
+        # loaded.device, not model.device: with disk offload the latter can be "meta".
+        input_ids = torch.tensor([ids], device=loaded.device)
         if ext is not None and ext.has("logits_processor_modifier"):
             chain = ext.logits_processors(chain, input_ids, tokenizer, state)
         stops = StopStringFilter((*params.stop, *rendered.stops))

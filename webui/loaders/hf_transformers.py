@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 
 from webui.loaders.base import LoadedModel, LoadError, LoadOptions
+from webui.loaders.hf_kwargs import Machine, from_pretrained_kwargs
 
 log = logging.getLogger(__name__)
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
-TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def check_safetensors(path: Path) -> None:
@@ -46,22 +46,6 @@ def check_safetensors(path: Path) -> None:
         raise LoadError(f"{path.name} is truncated ({size} bytes, needs {8 + header_len + data_end})")
 
 
-def pick_device(requested: str) -> str:
-    if requested == "cpu":
-        return "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise LoadError("CUDA was asked for but no CUDA GPU is available (try --cpu)")
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def pick_dtype(requested: str, device: str) -> torch.dtype | str:
-    if requested != "auto":
-        return TORCH_DTYPES[requested]
-    # On GPUs the checkpoint's own dtype (usually bf16) is best.  On CPUs fp32 is the
-    # safe choice: bf16/fp16 matmuls are emulated (slow) on CPUs without AMX/AVX512-BF16.
-    return "auto" if device == "cuda" else torch.float32
-
-
 class TransformersLoader:
     name = "transformers"
 
@@ -89,21 +73,13 @@ class TransformersLoader:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.preflight(folder, options)
-        device = pick_device(options.device)
-        dtype = pick_dtype(options.dtype, device)
+        kwargs = from_pretrained_kwargs(options, Machine.detect())  # raises LoadError on bad options
         model = tokenizer = None
         try:
             tokenizer = AutoTokenizer.from_pretrained(
                 folder, local_files_only=True, trust_remote_code=options.trust_remote_code
             )
-            model = AutoModelForCausalLM.from_pretrained(
-                folder,
-                dtype=dtype,
-                device_map=device,
-                local_files_only=True,
-                use_safetensors=None if options.allow_pickle else True,
-                trust_remote_code=options.trust_remote_code,
-            )
+            model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
             model.eval()
         except torch.OutOfMemoryError as exc:
             del model, tokenizer
@@ -121,16 +97,30 @@ class TransformersLoader:
             loader=self.name,
             model=model,
             tokenizer=tokenizer,
-            device=str(model.device),
+            device=input_device(model),
             dtype=str(model.dtype).removeprefix("torch."),
             context_length=context_length(model.config),
-            parameters=sum(p.numel() for p in model.parameters()),
+            # num_parameters counts a packed 4-bit weight as its unpacked size.
+            parameters=model.num_parameters(),
+            options=options,
         )
 
     def unload(self, loaded: LoadedModel) -> None:
         loaded.model = None
         loaded.tokenizer = None
         free_memory()
+
+
+def input_device(model) -> str:
+    """Where a request's token ids go: the first device that computes.  With offload,
+    model.device can be "meta" (weights on disk) or a later shard's device."""
+    placement = getattr(model, "hf_device_map", None)
+    if placement:
+        for where in placement.values():
+            if where not in ("cpu", "disk"):
+                return f"cuda:{where}" if isinstance(where, int) else str(where)
+        return "cpu"
+    return str(model.device)
 
 
 def context_length(config) -> int:

@@ -1,0 +1,92 @@
+""""Will it fit?": the estimate against the bytes a really loaded tiny model holds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.tiny_models import FAMILIES, build_family
+from webui.fit import GIB, Memory, ModelShape, estimate, read_shape, report, verdict
+from webui.loaders.base import LoadOptions
+from webui.loaders.hf_transformers import TransformersLoader
+
+PRECISIONS = {
+    "fp32": {},
+    "bf16": {"dtype": "bf16"},
+    "8bit": {"load_in_8bit": True},
+    "4bit": {"load_in_4bit": True},
+    "4bit-double": {"load_in_4bit": True, "use_double_quant": True},
+}
+CONTEXT = 120  # within every family's sliding window, so all layers cache every position
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fit")
+    for family in FAMILIES:
+        build_family(root / family, family)
+    return root
+
+
+def measured_bytes(model, context: int) -> int:
+    """Parameters, buffers and quantization scales, plus the KV cache after a real
+    forward pass over `context` tokens."""
+    total = model.get_memory_footprint()
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        scb = getattr(weight, "SCB", None)  # 8-bit row scales
+        state = getattr(weight, "quant_state", None)  # 4-bit block scales
+        tensors = [scb] if scb is not None else []
+        if state is not None:
+            tensors += [state.absmax, state.code, state.offset]
+            if state.state2 is not None:
+                tensors += [state.state2.absmax, state.state2.code]
+        total += sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+    with torch.no_grad():
+        out = model(torch.ones(1, context, dtype=torch.long), use_cache=True)
+    cache = out.past_key_values
+    total += sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+    return total
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_estimate_within_ten_percent_of_measured(root, family, precision):
+    if precision not in ("fp32", "bf16"):
+        pytest.importorskip("bitsandbytes")
+    options = LoadOptions(device="cpu", **PRECISIONS[precision])
+    shape = read_shape(root / family)
+    loaded = TransformersLoader().load(family, root / family, options)
+    assert shape.parameters == loaded.parameters
+    assert shape.context_length == loaded.context_length == 512
+    guess = estimate(shape, CONTEXT, cpu=True, **PRECISIONS[precision]).total
+    real = measured_bytes(loaded.model, CONTEXT)
+    assert abs(guess - real) / real < 0.10, (guess, real)
+
+
+def test_quantized_estimates_shrink_in_order(root):
+    shape = read_shape(root / "llama")
+    sizes = [shape.weight_bytes(b, 2) for b in (32, 16, 8, 4)]
+    assert sizes == sorted(sizes, reverse=True)
+    # Double quantization saves ~0.37 bits per weight, once a layer's tables are paid for.
+    big = ModelShape(parameters=10**9, quantizable=9 * 10**8, quantizable_rows=10**6, quantizable_layers=200,
+                     layers=16, kv_heads=8, head_dim=64, context_length=4096)
+    saved = big.weight_bytes(4, 2) - big.weight_bytes(4, 2, double_quant=True)
+    assert 0.3 < saved * 8 / big.quantizable < 0.4
+    # 10% kept at 16 bits + 90% at 4.5 bits: about 0.35 of the 16-bit size.
+    assert 0.34 < big.weight_bytes(4, 2) / big.weight_bytes(16) < 0.36
+    assert shape.kv_cache_bytes(1024) == 2 * shape.kv_cache_bytes(512)
+
+
+def test_verdicts_and_report(root):
+    shape = read_shape(root / "llama")
+    chosen = estimate(shape, 512, load_in_4bit=True)
+    text = report(shape, chosen, Memory((("GPU A", 8 * GIB),), 16 * GIB), cpu=False)
+    assert "parameters" in text and "4-bit" in text and "KV cache" in text and "fits on the GPU" in text
+    two = Memory((("A", GIB), ("B", GIB)), 4 * GIB)
+    assert "2 GPUs" in verdict(GIB + 1, two, cpu=False)
+    assert "RAM" in verdict(3 * GIB, two, cpu=False)
+    assert "does not fit" in verdict(7 * GIB, two, cpu=False)
+    assert "fits in RAM" in verdict(GIB, Memory((), 2 * GIB), cpu=True)
+    assert "does not fit" in verdict(3 * GIB, Memory((), 2 * GIB), cpu=True)
+    assert Memory.detect().ram > 0

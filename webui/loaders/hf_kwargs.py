@@ -1,0 +1,151 @@
+"""LoadOptions -> keyword arguments for transformers' `from_pretrained`.
+
+Pure functions of the options and of what the machine has (passed in), so that the
+multi-GPU and quantization paths can be unit-tested on a machine with neither.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from webui.loaders.base import LoadError, LoadOptions
+
+TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+COMPUTE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the loader may place weights on."""
+
+    cuda_devices: int
+
+    @classmethod
+    def detect(cls) -> Machine:
+        return cls(torch.cuda.device_count() if torch.cuda.is_available() else 0)
+
+
+def attention_choices() -> list[str]:
+    """Attention implementations this install can run; flash-attn only when importable."""
+    choices = ["auto", "sdpa", "eager"]
+    if importlib.util.find_spec("flash_attn") is not None:
+        choices.append("flash_attention_2")
+    return choices
+
+
+def bitsandbytes_problem() -> str | None:
+    """Why 8/4-bit loading cannot work here, or None when bitsandbytes imports."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        return "8-bit and 4-bit loading need bitsandbytes: pip install bitsandbytes (the [quant] extra)"
+    except Exception as exc:  # a broken native library must not take the app down
+        return f"bitsandbytes is installed but cannot be used here: {exc.__class__.__name__}: {exc}"
+    return None
+
+
+def pick_device(options: LoadOptions, machine: Machine) -> str:
+    if options.device == "cpu":
+        return "cpu"
+    if options.device == "cuda" and not machine.cuda_devices:
+        raise LoadError("CUDA was asked for but no CUDA GPU is available (try --cpu)")
+    return "cuda" if machine.cuda_devices else "cpu"
+
+
+def pick_dtype(requested: str, device: str) -> torch.dtype | str:
+    if requested != "auto":
+        return TORCH_DTYPES[requested]
+    # On GPUs the checkpoint's own dtype (usually bf16) is best.  On CPUs fp32 is the
+    # safe choice: bf16/fp16 matmuls are emulated (slow) on CPUs without AMX/AVX512-BF16.
+    return "auto" if device == "cuda" else torch.float32
+
+
+def max_memory(options: LoadOptions, machine: Machine) -> dict[int | str, str] | None:
+    """--gpu-split 20,7 --cpu-memory 64 -> {0: "20GiB", 1: "7GiB", "cpu": "64GiB"}.
+
+    accelerate fills devices in this order and spills the rest to the next; a GPU
+    left out of the split is not used at all.
+    """
+    if len(options.gpu_split) > machine.cuda_devices and machine.cuda_devices:
+        raise LoadError(
+            f"--gpu-split names {len(options.gpu_split)} GPUs but only {machine.cuda_devices} are present"
+        )
+    if any(not (gib > 0) for gib in options.gpu_split) or (options.cpu_memory is not None and not options.cpu_memory > 0):
+        raise LoadError("memory limits must be positive numbers of GiB")
+    limits: dict[int | str, str] = {}
+    if machine.cuda_devices:
+        limits.update({index: f"{gib:g}GiB" for index, gib in enumerate(options.gpu_split)})
+    if options.cpu_memory is not None:
+        limits["cpu"] = f"{options.cpu_memory:g}GiB"
+    return limits or None
+
+
+def device_map(options: LoadOptions, device: str, machine: Machine) -> str:
+    """Where the weights go.  No limits: all on the one device.  Several GPUs, or any
+    memory limit or disk offload: accelerate's "auto" planner (on a CPU-only machine
+    that spills what exceeds --cpu-memory to disk)."""
+    limited = options.cpu_memory is not None or options.disk
+    if device == "cpu":
+        return "auto" if limited else "cpu"
+    if options.gpu_split or limited or machine.cuda_devices > 1:
+        return "auto"
+    return "cuda"
+
+
+def quantization_config(options: LoadOptions, device: str, compute: torch.dtype | str):
+    if options.load_in_8bit and options.load_in_4bit:
+        raise LoadError("choose 8-bit or 4-bit, not both")
+    if not (options.load_in_8bit or options.load_in_4bit):
+        return None
+    problem = bitsandbytes_problem()
+    if problem:
+        raise LoadError(problem)
+    from transformers import BitsAndBytesConfig
+
+    if options.load_in_8bit:
+        # Layers that accelerate places on the CPU or disk stay unquantized (fp32).
+        offloads = options.cpu_memory is not None or options.disk
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_enable_fp32_cpu_offload=offloads and device != "cpu")
+    if options.compute_dtype != "auto":
+        compute = COMPUTE_DTYPES[options.compute_dtype]
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=options.quant_type,
+        bnb_4bit_use_double_quant=options.use_double_quant,
+        bnb_4bit_compute_dtype=compute if isinstance(compute, torch.dtype) else torch.bfloat16,
+    )
+
+
+def from_pretrained_kwargs(options: LoadOptions, machine: Machine) -> dict[str, Any]:
+    """Everything `AutoModelForCausalLM.from_pretrained` gets besides the folder."""
+    device = pick_device(options, machine)
+    dtype = pick_dtype(options.dtype, device)
+    if options.attn_implementation not in attention_choices():
+        raise LoadError(f"attention {options.attn_implementation!r} is not available (flash-attn is not installed)")
+    if options.attn_implementation == "flash_attention_2" and device == "cpu":
+        raise LoadError("flash_attention_2 needs a CUDA GPU; use sdpa or eager on the CPU")
+    if options.disk and options.offload_dir is None:
+        raise LoadError("disk offload needs a folder")
+    kwargs: dict[str, Any] = {
+        "dtype": dtype,
+        "device_map": device_map(options, device, machine),
+        "local_files_only": True,
+        "use_safetensors": None if options.allow_pickle else True,
+        "trust_remote_code": options.trust_remote_code,
+    }
+    if options.attn_implementation != "auto":
+        kwargs["attn_implementation"] = options.attn_implementation
+    # On the CPU only the RAM limit applies (a GPU split is meaningless there).
+    limits = max_memory(options, machine if device == "cuda" else Machine(0))
+    if limits:
+        kwargs["max_memory"] = limits
+    if options.disk:
+        kwargs["offload_folder"] = str(options.offload_dir)
+    quant = quantization_config(options, device, dtype)
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+    return kwargs
