@@ -9,10 +9,11 @@ from gradio_client.exceptions import AppError
 from tests.conftest import TINY
 from tests.fake_hub import FakeHub, Repo
 from tests.test_loras import make_adapter
+from webui.chat.templates import MODEL_TEMPLATE
 
 DEFAULTS = dict(dtype="auto", cpu=True, attention="auto", in8=False, in4=False, quant_type="nf4",
                 double_quant=False, compute="auto", split="", cpu_memory=0, disk=False, context=0,
-                template="(the model's own)")
+                template=MODEL_TEMPLATE)
 
 
 def options(**changes):
