@@ -43,16 +43,21 @@ def test_ui_name_parameters_refuse_hostile_names(app_url, runtime, models_root):
     targets = name_parameters(client)
     assert {"/model_load", "/load_preset", "/save_preset", "/delete_preset"} <= {t[0] for t in targets}
     before = tree(models_root, runtime.settings.user_data_dir) | {str(p) for p in PROJECT_ROOT.iterdir()}
+    # All at once: each endpoint's requests queue on their own, so the sweep takes
+    # as long as the slowest endpoint, not the sum of all of them.
+    jobs = []
     for endpoint, index, defaults in targets:
         for name in HOSTILE_NAMES:
             args = list(defaults)
             args[index] = name
-            try:
-                result = client.predict(*args, api_name=endpoint)
-            except AppError:
-                continue  # refused with an error: fine
-            text = str(result)
-            assert "root:" not in text and "localhost" not in text, (endpoint, name)  # nothing echoed
+            jobs.append((endpoint, name, client.submit(*args, api_name=endpoint)))
+    for endpoint, name, job in jobs:
+        try:
+            result = job.result(timeout=300)
+        except AppError:
+            continue  # refused with an error: fine
+        text = str(result)
+        assert "root:" not in text and "localhost" not in text, (endpoint, name)  # nothing echoed
     after = tree(models_root, runtime.settings.user_data_dir) | {str(p) for p in PROJECT_ROOT.iterdir()}
     # Saving under a plain name (e.g. a preset or character called "x.py") may create
     # a file, but only inside user data and only with an allowlisted suffix.
