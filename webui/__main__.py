@@ -32,6 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     download = download_request(argv)
     if download is not None:
         return run_download(download, settings)
+    if settings.share and not settings.has_auth:
+        print(
+            "error: refusing to --share without a password: a share link is public on the internet. "
+            "Add --gradio-auth user:password.",
+            file=sys.stderr,
+        )
+        return 2
     if not settings.is_loopback and not settings.has_auth:
         if not settings.listen_without_auth:
             print(

@@ -68,6 +68,8 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--ssl-certfile", type=Path, help="TLS certificate, to serve HTTPS")
     n.add_argument("--listen-without-auth", action="store_true",
                    help="DANGEROUS: serve beyond loopback with no password (trusted networks only)")
+    n.add_argument("--share", action="store_true",
+                   help="ask Gradio for a public share link (contacts Gradio's servers; needs --gradio-auth)")
     n.add_argument("--max-queue", type=int, help="waiting requests before new ones are refused")
     a = p.add_argument_group("API")
     a.add_argument("--api", action="store_true", help="serve the OpenAI-compatible API (/v1)")

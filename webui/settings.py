@@ -83,6 +83,7 @@ class Settings(BaseModel):
     listen_without_auth: bool = Field(
         False, description="Serve beyond loopback with no password (trusted networks only)."
     )
+    share: bool = Field(False, description="Ask Gradio for a public share link (needs auth and internet).")
     max_queue: int = Field(64, ge=1, le=10_000, description="Waiting requests before 'busy'.")
 
     # -- OpenAI-compatible API ---------------------------------------------------

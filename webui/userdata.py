@@ -16,11 +16,15 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from webui.chat.characters import CharacterLibrary, Persona
+from webui.chat.characters import DEFAULT_CHARACTER, CharacterLibrary, Persona
 from webui.chat.store import ChatStore
 from webui.paths import is_plain_name
 from webui.settings import SettingsError, read_yaml_mapping
 from webui.storage import atomic_write_text
+
+
+# Key in recent.yaml for the last character; parentheses never occur in character names.
+LAST_CHARACTER = "(last character)"
 
 
 class UserSpace:
@@ -49,21 +53,26 @@ class UserSpace:
     def save_persona(self, persona: Persona) -> None:
         atomic_write_text(self._persona_file, yaml.safe_dump(persona.model_dump(), allow_unicode=True))
 
+    def recent_character(self) -> str:
+        """The character of the conversation opened last (the built-in one at first)."""
+        chosen = self._recent().get(LAST_CHARACTER)
+        return chosen if isinstance(chosen, str) and chosen in self.characters.names() else DEFAULT_CHARACTER
+
+    def _recent(self) -> dict:
+        try:
+            return read_yaml_mapping(self._recent_file) if self._recent_file.exists() else {}
+        except (SettingsError, OSError):
+            return {}
+
     def recent_chat(self, character: str) -> str | None:
         """The conversation last opened with `character`, if it still exists."""
-        try:
-            chosen = read_yaml_mapping(self._recent_file).get(character)
-        except (SettingsError, OSError):
-            return None
+        chosen = self._recent().get(character)
         return chosen if isinstance(chosen, str) and chosen in {c.id for c in self.chats.list(character)} else None
 
     def remember_chat(self, character: str, chat_id: str) -> None:
-        try:
-            recent = read_yaml_mapping(self._recent_file) if self._recent_file.exists() else {}
-        except (SettingsError, OSError):
-            recent = {}
-        if recent.get(character) != chat_id:
-            recent[character] = chat_id
+        recent = self._recent()
+        if recent.get(character) != chat_id or recent.get(LAST_CHARACTER) != character:
+            recent.update({character: chat_id, LAST_CHARACTER: character})
             atomic_write_text(self._recent_file, yaml.safe_dump(recent, allow_unicode=True))
 
 

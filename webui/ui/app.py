@@ -8,6 +8,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from webui.api.security import GuardMiddleware
+from webui.auth import LoginGuard
 from webui.runtime import Runtime
 from webui.ui import character_tab, chat_tab, extensions_ui, model_tab, notebook_tab, parameters_tab, session_tab
 from webui.ui.common import Shared
@@ -75,7 +76,8 @@ def restart_ui(runtime: Runtime, app: gr.Blocks, port: int | None, names: tuple[
 def start_ui(runtime: Runtime, port: int | None = None) -> tuple[gr.Blocks, str]:
     settings = runtime.settings
     app = build_app(runtime)
-    auth = settings.auth_pairs() or None
+    pairs = settings.auth_pairs()
+    auth = LoginGuard(pairs).check if pairs else None
     _, local_url, _ = app.launch(
         server_name=settings.host,
         server_port=port or settings.listen_port,
@@ -83,7 +85,7 @@ def start_ui(runtime: Runtime, port: int | None = None) -> tuple[gr.Blocks, str]
         ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
         ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
         prevent_thread_lock=True,
-        share=False,
+        share=settings.share,
         css=runtime.extensions.css() or None,
         js=runtime.extensions.js() or None,
         ssr_mode=False,
@@ -91,8 +93,20 @@ def start_ui(runtime: Runtime, port: int | None = None) -> tuple[gr.Blocks, str]
         # Model weights and user data are never served as files.
         blocked_paths=[str(settings.model_dir), str(settings.user_data_dir)],
         footer_links=["api", "settings"],
-        # The same DNS-rebinding guard as the API: on loopback, only loopback Host names.
-        app_kwargs={"middleware": [Middleware(GuardMiddleware, loopback_only=settings.is_loopback, max_body=None)]},
+        # The same DNS-rebinding guard as the API: on loopback, only loopback Host names
+        # (a share link's tunnel arrives with its own public name, behind the password).
+        app_kwargs={"middleware": [
+            Middleware(GuardMiddleware, loopback_only=settings.is_loopback and not settings.share, max_body=None)
+        ]},
     )
     print(f"webui is running at {local_url}", flush=True)
+    if settings.share:
+        print(share_note(app.share_url, local_url), flush=True)
     return app, local_url
+
+
+def share_note(share_url: str | None, local_url: str) -> str:
+    if share_url:
+        return f"Shared publicly at {share_url} (password required)."
+    return (f"--share: no share link could be made (it needs internet access to Gradio's tunnel "
+            f"servers). The app is still served at {local_url}.")

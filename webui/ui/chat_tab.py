@@ -178,10 +178,10 @@ def render(runtime: Runtime, shared: Shared) -> None:
     # -- opening, listing, managing ---------------------------------------------------------
     def on_load(request: gr.Request):
         space = space_of(request)
-        names = space.characters.names()
-        conversation = open_chat(space, space.recent_chat(DEFAULT_CHARACTER), DEFAULT_CHARACTER)
+        who = space.recent_character()
+        conversation = open_chat(space, space.recent_chat(who), who)
         notes = "; ".join(space.chats.warnings[-3:])
-        return gr.update(choices=names, value=DEFAULT_CHARACTER), *view(space, conversation, note=notes)
+        return gr.update(choices=space.characters.names(), value=who), *view(space, conversation, note=notes)
 
     def on_character(who, request: gr.Request):
         space = space_of(request)
