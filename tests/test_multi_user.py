@@ -136,3 +136,17 @@ def test_share_failing_offline_says_so():
     assert "no share link could be made" in share_note(None, "http://127.0.0.1:7860/")
     assert "http://127.0.0.1:7860/" in share_note(None, "http://127.0.0.1:7860/")
     assert share_note("https://x.example", "http://127.0.0.1:7860/").startswith("Shared publicly")
+
+
+def test_each_user_keeps_their_own_sampling_values(shared_app):
+    from tests.test_app_client import controls
+    from webui.ui.parameters_tab import KINDS
+
+    runtime, url = shared_app
+    temperature = list(KINDS).index("temperature")
+    Client(url, auth=ANN, verbose=False).predict(*controls(temperature=0.33), api_name="/set_params")
+    Client(url, auth=BOB, verbose=False).predict(*controls(temperature=0.77), api_name="/set_params")
+    # New sessions (a refresh, another browser) start from each user's own values.
+    assert Client(url, auth=ANN, verbose=False).predict(api_name="/load_params")[temperature] == 0.33
+    assert Client(url, auth=BOB, verbose=False).predict(api_name="/load_params")[temperature] == 0.77
+    assert (runtime.settings.user_data_dir / "users" / "bob" / "settings.yaml").exists()

@@ -10,6 +10,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -232,27 +233,40 @@ class Runtime:
         loaded = self.models.current
         return make_params(model_defaults(loaded.folder), base=params) if loaded else params
 
-    def remember(self, params: SamplingParams) -> str | None:
-        """Save the last used values into settings.yaml; returns a warning, if any."""
-        return self.save_setting("sampling", preset_delta(params), "last used values")
+    def remember(self, params: SamplingParams, username: str | None = None) -> str | None:
+        """Save the last used values into the user's settings.yaml (the server's own
+        for the first user); returns a warning, if any."""
+        path = self.users.get(username).settings_file
+        return save_yaml_key(path, "sampling", preset_delta(params), "last used values")
+
+    def remembered(self, username: str | None = None) -> SamplingParams:
+        """The user's last used values, or the start-up values when they have none."""
+        try:
+            values = read_yaml_mapping(self.users.get(username).settings_file).get("sampling")
+            return make_params(values) if isinstance(values, dict) else self.default_params
+        except (SettingsError, ParamsError, OSError):
+            return self.default_params
 
     def save_setting(self, key: str, value: Any, what: str) -> str | None:
-        """Rewrite one key of settings.yaml atomically; returns a warning, if any.
+        """Rewrite one key of the server's settings.yaml; returns a warning, if any."""
+        return save_yaml_key(self.settings.settings_file, key, value, what)
 
-        Other keys are kept; a settings file we cannot parse is left alone rather
-        than overwritten.
-        """
-        path = self.settings.settings_file
-        try:
-            data = read_yaml_mapping(path) if path.exists() else {}
-        except SettingsError as exc:
-            return f"{what} not saved: {exc}"
-        data[key] = value
-        try:
-            atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-        except OSError as exc:
-            return f"{what} not saved: {exc.strerror or exc}"
-        return None
+
+def save_yaml_key(path: Path, key: str, value: Any, what: str) -> str | None:
+    """Rewrite one key of a YAML settings file atomically; returns a warning, if any.
+
+    Other keys are kept; a file we cannot parse is left alone rather than overwritten.
+    """
+    try:
+        data = read_yaml_mapping(path) if path.exists() else {}
+    except SettingsError as exc:
+        return f"{what} not saved: {exc}"
+    data[key] = value
+    try:
+        atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    except OSError as exc:
+        return f"{what} not saved: {exc.strerror or exc}"
+    return None
 
 
 class OwnedStream:

@@ -36,6 +36,11 @@ class UserSpace:
         self.characters = CharacterLibrary(root / "characters")
 
     @property
+    def settings_file(self) -> Path:
+        """Where this user's last used sampling values are kept."""
+        return self.root / "settings.yaml"
+
+    @property
     def _persona_file(self) -> Path:
         return self.root / "persona.yaml"
 

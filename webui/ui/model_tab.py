@@ -148,7 +148,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
             fits = f"**Cannot estimate:** {exc}"
         return [*values, fits]
 
-    def load_model(name, *values):
+    def load_model(request: gr.Request, name, *values):
         *option_values, params_state = values
         choice = choice_from(*option_values)
         try:
@@ -161,7 +161,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
             gr.Warning(warning)
         # The model's generation_config.json supplies its recommended sampling values.
         params = runtime.with_model_defaults(to_params(params_state))
-        runtime.remember(params)
+        runtime.remember(params, getattr(request, "username", None))
         return [status_text(runtime), params.model_dump(), *control_values(params)]
 
     def unload_model() -> str:

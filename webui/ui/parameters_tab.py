@@ -184,24 +184,27 @@ def render(runtime: Runtime, shared: Shared) -> None:
     shared.controls = list(controls.values())
     outputs = [shared.params, status, *shared.controls]
 
-    def applied(params: SamplingParams, message: str) -> list[Any]:
-        warning = runtime.remember(params)
+    def username(request: gr.Request | None) -> str | None:
+        return getattr(request, "username", None)
+
+    def applied(params: SamplingParams, message: str, request: gr.Request | None = None) -> list[Any]:
+        warning = runtime.remember(params, username(request))
         return [params.model_dump(), message + (f" ({warning})" if warning else ""), *control_values(params)]
 
-    def apply_preset(name: str):
+    def apply_preset(name: str, request: gr.Request):
         try:
             params = presets.load(name)
         except (NameRefused, ParamsError) as exc:
             raise gr.Error(str(exc)) from exc
-        return applied(params, f"Preset **{name}** applied.")
+        return applied(params, f"Preset **{name}** applied.", request)
 
-    def update(current: dict, *values):
+    def update(request: gr.Request, current: dict, *values):
         try:
             params = params_from_controls(list(values))
         except ParamsError as exc:
             gr.Warning(f"Not applied: {exc}")
             return current, f"**Not applied:** {exc}"
-        warning = runtime.remember(params)
+        warning = runtime.remember(params, username(request))
         return params.model_dump(), warning or ""
 
     def save_preset(name: str, current: dict):
@@ -222,11 +225,17 @@ def render(runtime: Runtime, shared: Shared) -> None:
     refresh.click(lambda: gr.Dropdown(choices=presets.names()), None, preset, api_name="list_presets")
     save.click(save_preset, [save_name, shared.params], [preset, status], api_name="save_preset")
     delete.click(delete_preset, preset, [preset, status], api_name="delete_preset")
-    neutral.click(
-        lambda current: applied(make_params({"max_new_tokens": make_params(current).max_new_tokens}),
-                                "Samplers neutralized."),
-        shared.params, outputs, api_name="neutralize_samplers",
-    )
+    def neutralize(current: dict, request: gr.Request):
+        return applied(make_params({"max_new_tokens": make_params(current).max_new_tokens}),
+                       "Samplers neutralized.", request)
+
+    def on_load(request: gr.Request):
+        """Each user starts with their own last used values."""
+        params = runtime.remembered(username(request))
+        return [params.model_dump(), *control_values(params)]
+
+    neutral.click(neutralize, shared.params, outputs, api_name="neutralize_samplers")
+    shared.on_load.append((on_load, [], [shared.params, *shared.controls], "load_params"))
     # Text boxes apply when left (half-typed text would be refused); the rest at once.
     triggers = [c.blur if isinstance(c, gr.Textbox) else c.input for c in shared.controls]
     gr.on(
