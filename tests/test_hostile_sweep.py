@@ -7,7 +7,6 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import httpx
-import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
@@ -70,16 +69,86 @@ def test_ui_name_parameters_refuse_hostile_names(app_url, runtime, models_root):
     assert client.predict(api_name="/model_list") is not None  # still serving
 
 
-@pytest.mark.parametrize("name", HOSTILE_NAMES)
-def test_api_name_routes_refuse_hostile_names(api_url, name):
+def code_payloads(marker) -> list[str]:
+    """Text that would create `marker` if anything evaluated, templated or shelled it."""
+    return [
+        f"]+__import__('os').system('touch {marker}')+[",
+        f"{{{{ cycler.__init__.__globals__.os.system('touch {marker}') }}}}",
+        f"$(touch {marker})",
+        f"`touch {marker}`",
+        f"!!python/object/apply:os.system ['touch {marker}']",
+    ]
+
+
+def test_ui_text_parameters_never_run_code(app_url, runtime, tmp_path):
+    """HOSTILE.md 5 and 7: code in any text field stays text (no eval, no template, no shell)."""
+    from tests.test_app_client import controls
+
+    marker = tmp_path / "pwned"
+    client = Client(app_url, verbose=False)
+    client.predict(*controls(max_new_tokens=4), api_name="/set_params")
+    jobs = []
+    for endpoint, info in client.view_api(print_info=False, return_format="dict")["named_endpoints"].items():
+        params = info["parameters"]
+        if not any(p["component"] == "Textbox" for p in params):
+            continue
+        for payload in code_payloads(marker):  # every text field of the endpoint at once
+            args = [payload if p["component"] == "Textbox" else p.get("parameter_default") for p in params]
+            jobs.append((endpoint, client.submit(*args, api_name=endpoint)))
+    assert len({endpoint for endpoint, _ in jobs}) >= 10
+    for _endpoint, job in jobs:
+        try:
+            job.result(timeout=300)
+        except AppError:
+            pass  # refused: fine
+    assert not marker.exists()
+    assert runtime.models.current.name == TINY
+    assert client.predict(api_name="/model_list") is not None  # still serving
+
+
+# Request-body fields that name something on the server.
+NAME_FIELDS = {"model", "name", "lora", "loras", "chat_template", "template", "preset", "character", "extension"}
+# What a minimal valid request carries besides the field under test.
+MINIMAL = {"model": TINY, "messages": [{"role": "user", "content": "hi"}], "prompt": "hi", "text": "hi",
+           "tokens": [1], "max_tokens": 2}
+
+
+def api_name_targets(schema: dict) -> list[tuple[str, str, str, str]]:
+    """(method, path, where, field) for every name-taking part of every API route,
+    read from the OpenAPI schema, so a route added later is swept too."""
+    components = schema.get("components", {}).get("schemas", {})
+    targets = []
+    for path, item in schema["paths"].items():
+        for method, op in item.items():
+            for param in op.get("parameters", []):
+                if param["in"] == "path":
+                    targets.append((method, path, "path", param["name"]))
+            ref = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+            body = components.get(ref.get("$ref", "").rsplit("/", 1)[-1], {})
+            targets += [(method, path, "body", field) for field in body.get("properties", {}) if field in NAME_FIELDS]
+    return targets
+
+
+def test_api_name_routes_refuse_hostile_names(api_url, runtime, models_root):
     user, admin = {"x-api-key": API_KEY}, {"x-api-key": ADMIN_KEY}
-    response = httpx.get(f"{api_url}/models/{quote(name, safe='')}", headers=user)
-    assert response.status_code in (307, 404, 405)  # 307: the empty name redirects to the listing
-    load = httpx.post(f"{api_url}/internal/models/load", headers=admin, json={"model": name})
-    assert load.status_code in (400, 404)
-    chat = httpx.post(f"{api_url}/chat/completions", headers=user,
-                      json={"model": name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
-    assert chat.status_code in (400, 404)
+    schema = httpx.get(f"{api_url}/openapi.json", headers=user).json()
+    targets = api_name_targets(schema)
+    assert {("get", "/v1/models/{model_id}", "path", "model_id"), ("post", "/v1/chat/completions", "body", "model"),
+            ("post", "/v1/internal/models/load", "body", "chat_template")} <= set(targets)
+    before = tree(models_root, runtime.settings.user_data_dir)
+    root = api_url.removesuffix("/v1")
+    for method, path, where, field in targets:
+        for name in HOSTILE_NAMES:
+            url = root + (path.replace("{" + field + "}", quote(name, safe="")) if where == "path" else path)
+            body = {**MINIMAL, field: name} if where == "body" else None
+            if body is not None and field == "loras":
+                body[field] = [name]
+            response = httpx.request(method, url, headers=admin if "/internal/" in path else user, json=body)
+            refused = response.status_code in (307, 400, 404, 405, 422)  # 307: an empty path name
+            assert refused, (method, path, field, name, response.status_code)
+            assert "root:" not in response.text and "localhost" not in response.text
+    assert tree(models_root, runtime.settings.user_data_dir) == before
+    assert runtime.models.current.name == TINY
     assert httpx.get(f"{api_url}/models", headers=user).status_code == 200  # still serving
 
 

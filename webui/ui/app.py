@@ -93,6 +93,8 @@ def start_ui(runtime: Runtime, port: int | None = None) -> tuple[gr.Blocks, str]
         # Model weights and user data are never served as files.
         blocked_paths=[str(settings.model_dir), str(settings.user_data_dir)],
         footer_links=["api", "settings"],
+        # Uploads (cards, conversations) are refused above this before they reach disk.
+        max_file_size="20mb",
         # The same DNS-rebinding guard as the API: on loopback, only loopback Host names
         # (a share link's tunnel arrives with its own public name, behind the password).
         app_kwargs={"middleware": [
