@@ -134,3 +134,28 @@ def test_closing_the_tab_mid_reply_keeps_what_was_written(browser, app_url, runt
     assert wait_until(lambda: page.locator("#chatbot .bot").count() > 0)
     assert page.locator("#chatbot .user").last.inner_text().strip() == "Hello there"
     page.close()
+
+
+def test_editing_a_message_in_the_chat_starts_a_branch(browser, app_url, runtime):
+    space = runtime.users.get(None)
+    conversation = space.chats.new("Assistant", "edit in place")
+    conversation.append("user", "original question")
+    conversation.append("assistant", "an answer")
+    space.chats.save(conversation)
+    space.remember_chat("Assistant", conversation.id)
+
+    page = browser.new_page()
+    page.goto(app_url)
+    assert wait_until(lambda: page.locator("#chatbot .user").count() == 1)
+    page.locator("#chatbot .user").first.hover()
+    page.locator("#chatbot button[aria-label='Edit']").first.click()
+    page.locator("#chatbot textarea").first.fill("edited question")
+    page.locator("#chatbot button[aria-label='Submit']").first.click()
+    assert wait_until(lambda: "version 2 of 2" in page.locator("#chat-branch").inner_text())
+    assert page.locator("#chatbot .user").first.inner_text().strip() == "edited question"
+    assert page.locator("#chatbot .bot").count() == 0  # the old reply stays on the old branch
+    saved = space.chats.load(conversation.id)
+    assert [m.content for m in saved.path()] == ["edited question"]
+    saved.flip(0, -1)
+    assert [m.content for m in saved.path()] == ["original question", "an answer"]
+    page.close()

@@ -163,13 +163,10 @@ def render(runtime: Runtime, shared: Shared) -> None:
             system=system_text or "", template=template_text, command=command_text or DEFAULT_COMMAND,
         )
 
-    def shown(conversation: Conversation) -> list[dict]:
-        return conversation.shown()
-
     def view(space: UserSpace, conversation: Conversation, query: str = "", note: str = ""):
         """Everything that shows a conversation: id, chat, list, title, branch note, stats."""
         return (
-            conversation.id, shown(conversation), chat_list(space, conversation.character, conversation.id, query),
+            conversation.id, conversation.shown(), chat_list(space, conversation.character, conversation.id, query),
             conversation.title, branch_note(conversation, None), note, 0,
         )
 
@@ -312,12 +309,12 @@ def render(runtime: Runtime, shared: Shared) -> None:
             writer = ReplyWriter(runtime, session_id(request), space.chats, conversation, setup,
                                  to_params(params), action, start_with or "")
         except (*USER_ERRORS, GenerationError) as exc:
-            yield {chatbot: shown(conversation), live: "", stats: f"**Error:** {exc}"}
+            yield {chatbot: conversation.shown(), live: "", stats: f"**Error:** {exc}"}
             return
         space.remember_chat(conversation.character, conversation.id)
         # The reply being written shows in the live box, not (yet) in the chat.
         yield {
-            chat_id: conversation.id, chatbot: shown(conversation)[:-1], live: writer.text,
+            chat_id: conversation.id, chatbot: conversation.shown()[:-1], live: writer.text,
             stats: "Generating…", chats: chat_list(space, conversation.character, conversation.id),
             **({message: ""} if clear_input else {}),
         }
@@ -327,7 +324,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
         except GenerationError as exc:
             writer.error = str(exc)
         note = f"**Error:** {writer.error}" if writer.error else writer.summary()
-        yield {chatbot: shown(conversation), live: "", stats: note,
+        yield {chatbot: conversation.shown(), live: "", stats: note,
                branch: branch_note(conversation, None), picked: 0}
 
     def on_send(text, current, who, mode_name, template_name, system_text, command_text, start_with,
