@@ -231,16 +231,30 @@ def test_apply_now_restarts_the_ui_with_the_chosen_extensions(models_root, tmp_p
         app.close()
 
 
-def test_markdown_export_of_the_last_conversation(models_root, tmp_path):
-    runtime = bundled(models_root, tmp_path, "markdown_export")
+def test_markdown_export_gives_each_user_their_own_conversations(models_root, tmp_path):
+    from webui.runtime import build_runtime
+    from webui.ui.app import launch
+
+    settings = make_settings(models_root, tmp_path, extensions=("markdown_export",),
+                             extensions_dir=PROJECT_ROOT / "extensions", gradio_auth="ann:ann-pw-1,bob:bob-pw-2")
+    runtime = build_runtime(settings)
+    ann = runtime.users.get("ann").chats
+    chat = ann.new("Assistant", "Ann's chat")
+    chat.append("user", "Hello *there*")
+    chat.append("assistant", "Hi.")
+    ann.save(chat)
     module = runtime.extensions.get("markdown_export").module
-    assert module.export()[1] is None  # nothing yet
-    messages = [{"role": "user", "content": "Hello *there*"},
-                {"role": "assistant", "content": [{"type": "text", "text": "Hi."}]}]
-    assert runtime.extensions.history(messages) == messages
-    text, path = module.export()
-    assert "## You\n\nHello *there*" in text and "## Assistant\n\nHi." in text
-    assert Path(path).read_text(encoding="utf-8") == text and path.endswith(".md")
-    tgw = {"internal": [["a", "b"]], "visible": [["shown a", "shown b"]]}
-    runtime.extensions.history(tgw)
-    assert module.turns(tgw) == [("You", "shown a"), ("Assistant", "shown b")]
+    assert module.to_markdown(chat) == "# Ann's chat\n\n## You\n\nHello *there*\n\n## Assistant\n\nHi.\n"
+    app, url = launch(runtime, block=False, port=free_port())
+    try:
+        as_ann = Client(url, auth=("ann", "ann-pw-1"), verbose=False)
+        assert as_ann.predict(api_name="/markdown_export_list")["value"] == chat.id
+        text, path = as_ann.predict(chat.id, api_name="/markdown_export")
+        assert "## You\n\nHello *there*" in text and Path(path).read_text(encoding="utf-8").strip() == text.strip()
+        as_bob = Client(url, auth=("bob", "bob-pw-2"), verbose=False)
+        assert as_bob.predict(api_name="/markdown_export_list")["choices"] == []
+        with pytest.raises(AppError, match="unknown chat"):  # Ann's id means nothing to Bob
+            as_bob.predict(chat.id, api_name="/markdown_export")
+    finally:
+        app.close()
+

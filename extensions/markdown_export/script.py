@@ -1,78 +1,61 @@
-"""Markdown export: download the last conversation as a Markdown file.
+"""Markdown export: download one of your conversations as a Markdown file.
 
-It keeps the chat history it last saw (through history_modifier, which the chat
-calls before each reply) and turns it into Markdown: one heading per speaker turn,
-the text as written.  Both history shapes are understood: a list of
-{"role", "content"} messages, and Text Generation WebUI's
-{"internal": [...], "visible": [[user, bot], ...]}.
-
-Note: the record is shared by everyone using this webui (the last chat wins).
+A native extension: it adds a tab through register_tabs and reads the signed-in
+user's own conversations from the app's Runtime, so on a server shared by several
+users each exports only their own chats.  One heading per turn, the text as the chat
+shows it.
 """
 
+import re
 import tempfile
-import time
 from pathlib import Path
 
 import gradio as gr
 
-params = {
-    "display_name": "Export",
-    "is_tab": True,
-    "user_name": "You",
-    "bot_name": "Assistant",
-}
-
-last = {"history": None}
+params = {"display_name": "Export"}
 
 
-def history_modifier(history):
-    last["history"] = history
-    return history
-
-
-def _text(content):
-    if isinstance(content, list):  # message parts: keep the text ones
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return "" if content is None else str(content)
-
-
-def turns(history):
-    """(speaker, text) pairs from either history shape."""
-    if isinstance(history, dict):
-        pairs = history.get("visible") or history.get("internal") or []
-        out = []
-        for pair in pairs:
-            if isinstance(pair, (list, tuple)) and len(pair) == 2:
-                if pair[0]:
-                    out.append((params["user_name"], _text(pair[0])))
-                if pair[1]:
-                    out.append((params["bot_name"], _text(pair[1])))
-        return out
-    names = {"user": params["user_name"], "assistant": params["bot_name"], "system": "System"}
-    return [(names.get(m.get("role"), str(m.get("role"))), _text(m.get("content")))
-            for m in history or [] if isinstance(m, dict)]
-
-
-def to_markdown(history, title="Conversation"):
-    lines = [f"# {title}", ""]
-    for speaker, text in turns(history):
+def to_markdown(conversation, user_name: str = "You") -> str:
+    lines = [f"# {conversation.title}", ""]
+    for message in conversation.path():
+        speaker = user_name if message.role == "user" else conversation.character
+        text = message.content if message.visible is None else message.visible
         lines += [f"## {speaker}", "", text.strip(), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def export():
-    if not last["history"]:
-        return "No conversation yet: chat first, then export.", None
-    text = to_markdown(last["history"], f"Conversation, {time.strftime('%Y-%m-%d %H:%M')}")
-    folder = Path(tempfile.mkdtemp(prefix="webui-export-"))
-    path = folder / f"conversation-{time.strftime('%Y%m%d-%H%M%S')}.md"
-    path.write_text(text, encoding="utf-8")
-    return text, str(path)
+def register_tabs(register):
+    register("Export", render)
 
 
-def ui():
-    gr.Markdown("Export the last conversation as Markdown.")
-    make = gr.Button("Export last conversation", elem_id="markdown-export-make")
+def render(runtime):
+    gr.Markdown("Export one of your conversations as Markdown.")
+    with gr.Row():
+        chosen = gr.Dropdown([], label="Conversation", allow_custom_value=True, scale=4,
+                             elem_id="markdown-export-chat")
+        listing = gr.Button("↻ List", scale=0, min_width=80, elem_id="markdown-export-list")
+    make = gr.Button("Export", elem_id="markdown-export-make")
     file = gr.File(label="Markdown file", interactive=False, elem_id="markdown-export-file")
     preview = gr.Code(language="markdown", interactive=False, label="Preview", elem_id="markdown-export-preview")
-    make.click(export, None, [preview, file], api_name="markdown_export")
+
+    def space(request):
+        return runtime.users.get(getattr(request, "username", None))
+
+    def list_chats(request: gr.Request):
+        chats = space(request).chats.list()
+        return gr.update(choices=[(c.label, c.id) for c in chats], value=chats[0].id if chats else None)
+
+    def export(chat_id, request: gr.Request):
+        user = space(request)
+        try:
+            conversation = user.chats.load(chat_id)  # the user's own listing: others' ids are unknown
+        except ValueError as exc:
+            raise gr.Error(str(exc)) from exc
+        text = to_markdown(conversation, user.persona().name)
+        stem = re.sub(r"[^A-Za-z0-9 ._-]", "_", conversation.title)[:60].strip() or "conversation"
+        path = Path(tempfile.mkdtemp(prefix="webui-export-")) / f"{stem}.md"
+        path.write_text(text, encoding="utf-8")
+        return text, str(path)
+
+    listing.click(list_chats, None, chosen, api_name="markdown_export_list")
+    make.click(export, chosen, [preview, file], api_name="markdown_export")
