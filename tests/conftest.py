@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -56,6 +57,16 @@ def engine(runtime):
 @pytest.fixture(scope="session")
 def tokenizer(runtime):
     return runtime.models.current.tokenizer
+
+
+def wait_for(predicate, timeout: float = 60.0) -> bool:
+    """Poll `predicate` until it holds; a bounded loop that gives up by itself."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def free_port() -> int:

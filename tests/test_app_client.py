@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+from tests.conftest import wait_for
 from webui.presets import SamplingParams
 from webui.ui.parameters_tab import KINDS, control_values
 
@@ -21,15 +20,6 @@ def reply_text(output) -> str:
         return ""
     return "".join(part.get("text", "") for part in chat[-1]["content"])
 
-
-def wait_for(predicate, timeout=60.0):
-    # Bounded polling loop: gives up by itself.
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from tests.conftest import free_port, make_settings
+from tests.conftest import free_port, make_settings, wait_for
 from tests.test_characters import V3_CARD, card_png
 
 # Visible outputs of the streaming chat events and of the events that show a chat.
@@ -19,15 +19,6 @@ V_CHATBOT, V_CHATS, V_TITLE, V_BRANCH, V_STATS, V_PICKED = range(6)
 
 def texts(chat) -> list[str]:
     return ["".join(part.get("text", "") for part in m["content"]) for m in chat]
-
-
-def wait_for(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout  # bounded: gives up by itself
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture()

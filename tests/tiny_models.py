@@ -60,19 +60,7 @@ def build_family(folder: Path, family: str, seed: int = 0, context: int = 512) -
     if family == "gemma2":
         # Gemma's defaults (head_dim 256) are for the big models.
         extra = {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 128}
-    config = config_class(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=context,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=None,
-        **extra,
-    )
+    config = tiny_config(config_class, tokenizer, context, pad_token_id=None, **extra)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(folder, safe_serialization=True)
@@ -119,21 +107,20 @@ def build_tokenizer(folder: Path, vocab_size: int = 512) -> None:
     )
 
 
+def tiny_config(config_class, tokenizer, context: int, **extra):
+    """Two layers, hidden 64, four heads (two key/value): the same shape for every family."""
+    return config_class(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **extra,
+    )
+
+
 def build_llama(folder: Path, seed: int = 0, context: int = 512) -> Path:
     """A 2-layer, hidden-64 Llama with a trained tokenizer, saved as safetensors."""
     build_tokenizer(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=context,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    config = tiny_config(LlamaConfig, tokenizer, context)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     model.save_pretrained(folder, safe_serialization=True)
