@@ -52,12 +52,12 @@ def test_send_streams_into_the_live_box_and_saves_the_chat(client, chats):
     assert len(set(live)) > 3, "the reply should arrive in several pieces"
     assert all(b.startswith(a) for a, b in zip(live, live[1:], strict=False))
     chat = texts(final[CHATBOT])
-    assert chat[0] == "Hello there" and chat[1] == live[-1]
+    assert chat[0] == "Hello there" and chat[1].split() == live[-1].split()
     assert final[LIVE] == "" and any(o[INPUT] == "" for o in outputs)  # the input box was cleared
     assert "tokens/s" in final[STATS] and "tokens that fit beside the reply" in final[STATS]
     saved = newest(chats)
     assert saved.turns()[0]["content"] == "Hello there"
-    assert saved.turns()[1]["content"] == chat[1]
+    assert saved.turns()[1]["content"].split() == chat[1].split()  # (the Chatbot may trim spaces)
     assert saved.title == "Hello there"
     assert "tokens/s" in saved.path()[1].note
 
