@@ -11,6 +11,7 @@ from gradio_client.exceptions import AppError
 
 from tests.conftest import free_port, make_settings, wait_for
 from tests.test_characters import V3_CARD, card_png
+from webui.chat.cards import read_card
 
 # Visible outputs of the streaming chat events and of the events that show a chat.
 CHATBOT, LIVE, STATS, INPUT, CHATS = range(5)
@@ -219,3 +220,30 @@ def test_chats_survive_a_restart(client, runtime, models_root, chats):
         assert [t.strip() for t in texts(loaded[1 + V_CHATBOT])] == [m["content"].strip() for m in saved.turns()]
     finally:
         app.close()
+
+
+def test_character_create_edit_picture_export_delete_through_the_ui(client, runtime, tmp_path):
+    from tests.test_characters import png
+
+    picture = tmp_path / "face.png"
+    picture.write_bytes(png(40, 60))
+    saved = client.predict(
+        "Assistant", "Maren", "{{char}} keeps the lighthouse.", "calm", "A stormy night.", "Ahoy, {{user}}!",
+        "Back again?\n---\nMind the stairs.", "", "", handle_file(str(picture)), api_name="/character_save",
+    )
+    assert "Saved Maren" in saved[-1]
+    library = runtime.users.get(None).characters
+    maren = library.load("Maren")
+    assert maren.alternate_greetings == ["Back again?", "Mind the stairs."]
+    assert library.picture("Maren") is not None
+    opened = client.predict("Maren", api_name="/character_open")
+    assert opened[2] == "{{char}} keeps the lighthouse." and opened[9] is not None  # picture shown
+    chat = client.predict("Maren", api_name="/chat_character")
+    assert texts(chat[V_CHATBOT]) == ["Ahoy, You!"]
+    exported = client.predict("Maren", api_name="/character_export_png")
+    card = read_card(open(exported["value"] if isinstance(exported, dict) else exported, "rb").read())
+    assert card["data"]["name"] == "Maren" and card["data"]["alternate_greetings"][1] == "Mind the stairs."
+    with pytest.raises(AppError, match="built in"):
+        client.predict("Assistant", api_name="/character_delete")
+    client.predict("Maren", api_name="/character_delete")
+    assert "Maren" not in library.names()
