@@ -12,7 +12,10 @@ from gradio_client.exceptions import AppError
 
 from tests.conftest import free_port, make_settings
 from tests.test_extensions import write_extension
+from webui.chat.history import Conversation
 from webui.chat.prompt import ChatPrompt, ChatSetup
+from webui.chat.service import ReplyWriter
+from webui.chat.store import ChatStore
 from webui.presets import make_params
 from webui.settings import PROJECT_ROOT
 
@@ -139,6 +142,15 @@ def test_prompt_viewer_shows_the_exact_prompt_the_model_got(models_root, tmp_pat
     assert "<|user|>" in prompt and "Hello keeper" in prompt and "Be brief." in prompt
     assert prompt.startswith("<s>")  # special tokens are shown
     assert f"{stream.stats.prompt_tokens} tokens" in summary
+    # A signed-in user's chat is recorded for that user only.
+    conversation = Conversation(id="c")
+    conversation.append("user", "Ann's secret")
+    writer = ReplyWriter(runtime, "o", ChatStore(tmp_path / "chats"), conversation, ChatSetup(),
+                         make_params({"max_new_tokens": 2}), user="ann")
+    list(writer)
+    assert "Ann's secret" in viewer.describe("ann")[1]
+    assert viewer.describe("bob")[0].startswith("Nothing")
+    assert "Ann's secret" not in viewer.describe()[1]
 
 
 def test_character_bias_extends_the_bot_prefix(models_root, tmp_path):

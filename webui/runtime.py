@@ -182,7 +182,7 @@ class Runtime:
         return make_state(params, mode=mode, context_length=loaded.context_length if loaded else 0, **extra)
 
     def generate(self, owner: str, prompt: str, params: SamplingParams, *, is_chat: bool = False,
-                 state: dict[str, Any] | None = None) -> ReplyStream:
+                 state: dict[str, Any] | None = None, user: str | None = None) -> ReplyStream:
         """A plain-prompt reply through the extension hooks (see webui/extensions/reply.py).
 
         state_modifier may change the sampling values; they are validated like any
@@ -190,7 +190,9 @@ class Runtime:
         """
         loaded = self.models.current
         context = loaded.context_length if loaded else 0
-        state = dict(state) if state is not None else self.extension_state(params, "chat" if is_chat else "notebook")
+        if state is None:
+            state = self.extension_state(params, "chat" if is_chat else "notebook", user=user)
+        state = dict(state)
         original = prompt
         if not is_chat:
             state = self.extensions.state(state, validate=lambda s: params_from_state(s, params, context))

@@ -4,7 +4,9 @@ It records, for each request, the token ids the model is given (after the chat
 template, extensions' changes and truncation to the context window), decoded
 without hiding special tokens, so you see precisely what the model saw.
 
-Note: the record is shared by everyone using this webui (the last request wins).
+Each signed-in user sees the last prompt of their own requests (the chat and the
+Notebook put the user's name in `state["user"]`); API requests, which carry no user,
+are recorded for the local user (no name).
 """
 
 import time
@@ -18,26 +20,33 @@ params = {
     "is_tab": True,
 }
 
-# The last request seen: filled on the model thread, read by the tab.
-last = {"prompt": "", "tokens": 0, "mode": "", "at": ""}
+# user name (None: the local user) -> the last request seen for them; filled on the
+# model thread, read by the tab.
+last: dict = {}
 
 
 @hookimpl
 def logits_processor_modifier(processor_list, input_ids, tokenizer, state):
     # Called once per request, with the ids the model is about to get.
     ids = input_ids[0].tolist()
-    last.update(
-        prompt=tokenizer.decode(ids, skip_special_tokens=False),
-        tokens=len(ids),
-        mode=(state or {}).get("mode", ""),
-        at=time.strftime("%H:%M:%S"),
-    )
+    state = state or {}
+    last[state.get("user")] = {
+        "prompt": tokenizer.decode(ids, skip_special_tokens=False),
+        "tokens": len(ids),
+        "mode": state.get("mode", ""),
+        "at": time.strftime("%H:%M:%S"),
+    }
 
 
-def describe():
-    if not last["at"]:
+def describe(user=None):
+    record = last.get(user)
+    if not record:
         return "Nothing has been sent to the model yet.", ""
-    return f"{last['tokens']} tokens, {last['mode']} request at {last['at']}", last["prompt"]
+    return f"{record['tokens']} tokens, {record['mode']} request at {record['at']}", record["prompt"]
+
+
+def refresh_for_user(request: gr.Request):
+    return describe(getattr(request, "username", None))
 
 
 def ui():
@@ -45,4 +54,4 @@ def ui():
     summary = gr.Markdown(describe()[0], elem_id="prompt-viewer-summary")
     prompt = gr.Code(describe()[1], language=None, interactive=False, label="Prompt", elem_id="prompt-viewer-text")
     refresh = gr.Button("Refresh", elem_id="prompt-viewer-refresh")
-    refresh.click(describe, None, [summary, prompt], api_name="prompt_viewer_refresh")
+    refresh.click(refresh_for_user, None, [summary, prompt], api_name="prompt_viewer_refresh")

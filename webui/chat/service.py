@@ -46,15 +46,17 @@ def from_pairs(pairs: list[list[str]]) -> list[dict[str, str]]:
 
 
 def chat_state(runtime: Runtime, conversation: Conversation, setup: ChatSetup,
-               params: SamplingParams) -> tuple[dict[str, Any], SamplingParams]:
+               params: SamplingParams, user: str | None = None) -> tuple[dict[str, Any], SamplingParams]:
     """The extensions' `state` for a chat request, after their state_modifier, and the
-    sampling values it holds (validated like any others)."""
+    sampling values it holds (validated like any others).  `user` is the signed-in
+    user, so an extension that keeps records can keep them apart."""
     loaded = runtime.models.current
     context = loaded.context_length if loaded else 0
     state = runtime.extension_state(
         params, setup.mode, name1=setup.persona.name, name2=setup.character.name,
         context=describe(setup.character, setup.persona),
         history={"internal": to_pairs(conversation.turns()), "visible": to_pairs(conversation.shown())},
+        user=user,
     )
     if not runtime.extensions.has("state_modifier"):
         return state, params
@@ -63,12 +65,12 @@ def chat_state(runtime: Runtime, conversation: Conversation, setup: ChatSetup,
 
 
 def add_user_message(runtime: Runtime, conversation: Conversation, setup: ChatSetup,
-                     params: SamplingParams, text: str) -> Message:
+                     params: SamplingParams, text: str, user: str | None = None) -> Message:
     """Append the user's message, as the extensions' input modifiers leave it."""
     extensions = runtime.extensions
     if not (extensions.has("chat_input_modifier") or extensions.has("input_modifier")):
         return conversation.append("user", text)
-    state, _ = chat_state(runtime, conversation, setup, params)
+    state, _ = chat_state(runtime, conversation, setup, params, user)
     internal, visible = extensions.chat_input(text, text, state)
     return conversation.append("user", extensions.input(internal, state, True), visible)
 
@@ -79,6 +81,7 @@ class ReplyWriter:
     def __init__(
         self, runtime: Runtime, owner: str, store: ChatStore, conversation: Conversation,
         setup: ChatSetup, params: SamplingParams, action: ReplyAction = "reply", prefix: str = "",
+        user: str | None = None,
     ):
         path = conversation.path()
         if action == "continue":
@@ -96,7 +99,7 @@ class ReplyWriter:
         self.runtime, self.store, self.conversation = runtime, store, conversation
         self.action = action
         self.text = self.target.content
-        self.state, params = chat_state(runtime, conversation, setup, params)
+        self.state, params = chat_state(runtime, conversation, setup, params, user)
         extensions = runtime.extensions
         if extensions.has("history_modifier"):
             history = extensions.history({"internal": to_pairs(turns), "visible": to_pairs(turns)})
@@ -145,9 +148,9 @@ class ReplyWriter:
 
 
 def impersonate(runtime: Runtime, owner: str, conversation: Conversation, setup: ChatSetup,
-                params: SamplingParams, prefix: str = "") -> Iterator[str]:
+                params: SamplingParams, prefix: str = "", user: str | None = None) -> Iterator[str]:
     """The user's next message, written by the model; yields the text so far (not saved)."""
-    state, params = chat_state(runtime, conversation, setup, params)
+    state, params = chat_state(runtime, conversation, setup, params, user)
     text = prefix
     prompt = ChatPrompt(setup, conversation.turns(), "impersonate", prefix)
     for piece in runtime.stream(owner, prompt, params, state=state):

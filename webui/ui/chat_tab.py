@@ -98,8 +98,11 @@ def render(runtime: Runtime, shared: Shared) -> None:
             command = gr.Textbox(label="Command (chat-instruct)", value=DEFAULT_COMMAND, lines=4)
 
     # -- helpers ---------------------------------------------------------------------------
+    def username(request: gr.Request | None) -> str | None:
+        return getattr(request, "username", None)
+
     def space_of(request: gr.Request) -> UserSpace:
-        return runtime.users.get(getattr(request, "username", None))
+        return runtime.users.get(username(request))
 
     def character_of(space: UserSpace, name) -> Character:
         try:
@@ -307,7 +310,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
         """Yield updates while a reply streams into the live box, then show the result."""
         try:
             writer = ReplyWriter(runtime, session_id(request), space.chats, conversation, setup,
-                                 to_params(params), action, start_with or "")
+                                 to_params(params), action, start_with or "", username(request))
         except (*USER_ERRORS, GenerationError) as exc:
             yield {chatbot: conversation.shown(), live: "", stats: f"**Error:** {exc}"}
             return
@@ -338,7 +341,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
         if not any(m.role == "user" for m in conversation.messages) and conversation.title == "New chat":
             conversation.title = " ".join(text.split())[:60]
         try:
-            add_user_message(runtime, conversation, setup, to_params(params), text)
+            add_user_message(runtime, conversation, setup, to_params(params), text, username(request))
         except (*USER_ERRORS, GenerationError) as exc:
             yield {stats: f"**Error:** {exc}"}
             return
@@ -362,7 +365,8 @@ def render(runtime: Runtime, shared: Shared) -> None:
         conversation = open_chat(space, current, who)
         text = start_with or ""
         try:
-            for so_far in impersonate(runtime, session_id(request), conversation, setup, to_params(params), text):
+            for so_far in impersonate(runtime, session_id(request), conversation, setup, to_params(params), text,
+                                      username(request)):
                 text = so_far
                 yield text, gr.skip()
         except (*USER_ERRORS, GenerationError) as exc:

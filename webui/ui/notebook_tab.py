@@ -31,7 +31,8 @@ def render(runtime: Runtime, shared: Shared) -> None:
         output = prompt
         yield output, "Generating…"
         try:
-            reply = runtime.generate(session_id(request), prompt, to_params(params))
+            reply = runtime.generate(session_id(request), prompt, to_params(params),
+                                     user=getattr(request, "username", None))
             for piece in reply:
                 output += piece
                 yield output, gr.skip()
