@@ -205,3 +205,20 @@ def test_sigkill_while_saving_leaves_the_old_or_the_new_file(tmp_path):
         assert loaded.messages
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.endswith(".json")]
     assert leftovers == ["victim.json"]
+
+
+def test_a_reply_abandoned_before_its_first_piece_is_cancelled_and_the_chat_saved(runtime, tmp_path):
+    from tests.conftest import wait_for
+    from webui.chat.prompt import ChatSetup
+    from webui.chat.service import ReplyWriter
+    from webui.presets import make_params
+
+    store = ChatStore(tmp_path)
+    conversation = chat("Hello there")
+    writer = ReplyWriter(runtime, "abandoner", store, conversation, ChatSetup(),
+                         make_params({"max_new_tokens": 4000, "ban_eos_token": True}))
+    writer.close()  # as when the tab closes before the first piece arrives
+    assert writer.stream._stream.request.cancel.cancelled  # the engine stops it within a step
+    assert wait_for(lambda: runtime.engine.pending == 0, timeout=60)
+    assert store.load("c1").turns() == [{"role": "user", "content": "Hello there"}]  # no blank reply
+    assert runtime.stop("abandoner") == 0  # nothing left registered for Stop

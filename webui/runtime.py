@@ -293,6 +293,11 @@ class OwnedStream:
         finally:
             self._on_done()
 
+    def cancel(self) -> None:
+        """Abandon a stream that will never be read: the request stops within a step."""
+        self._stream.request.cancel.cancel()
+        self._on_done()
+
 
 def load_options(settings: Settings) -> LoadOptions:
     """The loader options the command line and settings.yaml give (each model may override

@@ -16,6 +16,7 @@ from webui.chat.history import ChatError, Conversation, Message
 from webui.chat.prompt import ChatPrompt, ChatSetup
 from webui.chat.store import ChatStore
 from webui.extensions import params_from_state
+from webui.generation.engine import GenerationError
 from webui.presets import SamplingParams
 
 if TYPE_CHECKING:
@@ -112,10 +113,17 @@ class ReplyWriter:
             user_input = next((t["content"] for t in reversed(turns) if t["role"] == "user"), "")
             custom = extensions.chat_prompt(user_input, self.state, history=self.state["history"],
                                             _continue=action == "continue", impersonate=False)
-        self.stream = runtime.stream(owner, custom if custom is not None else self.prompt, params, state=self.state)
+        try:
+            self.stream = runtime.stream(owner, custom if custom is not None else self.prompt, params,
+                                         state=self.state)
+        except GenerationError:  # e.g. the queue is full: leave the conversation as it was
+            self._drop_target()
+            raise
         self.error: str | None = None
+        self._read = False
 
     def __iter__(self) -> Iterator[str]:
+        self._read = True
         pieces = iter(self.stream)
         try:
             for piece in pieces:
@@ -123,6 +131,13 @@ class ReplyWriter:
                 yield self.text
         finally:
             pieces.close()  # a closed tab lands here: cancel the request, keep the text
+            self._save()
+
+    def close(self) -> None:
+        """For a caller that stops before reading at all: cancel the request, and save."""
+        if not self._read:
+            self._read = True
+            self.stream.cancel()
             self._save()
 
     def summary(self) -> str:
@@ -142,9 +157,13 @@ class ReplyWriter:
             visible = extensions.output(self.text, self.state, True) if extensions.has("output_modifier") else None
             conversation.set_content(self.target.id, self.text, note=self.summary(), visible=visible)
         else:  # nothing was written: drop the empty reply rather than keep a blank message
-            conversation.messages = [m for m in conversation.messages if m.id != self.target.id]
-            conversation.selected = {k: v for k, v in conversation.selected.items() if v != self.target.id}
+            self._drop_target()
         self.store.save(conversation)
+
+    def _drop_target(self) -> None:
+        conversation, target = self.conversation, self.target.id
+        conversation.messages = [m for m in conversation.messages if m.id != target]
+        conversation.selected = {k: v for k, v in conversation.selected.items() if v != target}
 
 
 def impersonate(runtime: Runtime, owner: str, conversation: Conversation, setup: ChatSetup,

@@ -315,17 +315,19 @@ def render(runtime: Runtime, shared: Shared) -> None:
             yield {chatbot: conversation.shown(), live: "", stats: f"**Error:** {exc}"}
             return
         space.remember_chat(conversation.character, conversation.id)
-        # The reply being written shows in the live box, not (yet) in the chat.
-        yield {
-            chat_id: conversation.id, chatbot: conversation.shown()[:-1], live: writer.text,
-            stats: "Generating…", chats: chat_list(space, conversation.character, conversation.id),
-            **({message: ""} if clear_input else {}),
-        }
         try:
+            # The reply being written shows in the live box, not (yet) in the chat.
+            yield {
+                chat_id: conversation.id, chatbot: conversation.shown()[:-1], live: writer.text,
+                stats: "Generating…", chats: chat_list(space, conversation.character, conversation.id),
+                **({message: ""} if clear_input else {}),
+            }
             for text in writer:
                 yield {live: text}
         except GenerationError as exc:
             writer.error = str(exc)
+        finally:
+            writer.close()  # the tab closed before the first piece: still cancel and save
         note = f"**Error:** {writer.error}" if writer.error else writer.summary()
         yield {chatbot: conversation.shown(), live: "", stats: note,
                branch: branch_note(conversation, None), picked: 0}
