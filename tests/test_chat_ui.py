@@ -247,3 +247,11 @@ def test_character_create_edit_picture_export_delete_through_the_ui(client, runt
         client.predict("Assistant", api_name="/character_delete")
     client.predict("Maren", api_name="/character_delete")
     assert "Maren" not in library.names()
+
+
+def test_the_chatbots_trash_button_starts_a_new_chat_and_deletes_nothing(client, chats):
+    send(client, "Do not lose me")
+    kept = newest(chats).id
+    shown = client.predict(api_name="/chat_clear")
+    assert texts(shown[V_CHATBOT]) == []
+    assert kept in {s.id for s in chats.list()}

@@ -56,19 +56,6 @@ def render(runtime: Runtime, shared: Shared) -> None:
                 buttons=["copy", "copy_all"],  # no "share": it would post to an outside site
             )
             live = gr.Markdown(elem_id="chat-live", sanitize_html=True)  # the reply while it streams
-            with gr.Row(equal_height=True):
-                # Which message the buttons act on (1 = first, 0 = the last one);
-                # clicking a message in the chat sets it.
-                picked = gr.Number(0, label="Message", precision=0, minimum=0, scale=0, min_width=90,
-                                   elem_id="chat-picked")
-                branch = gr.Markdown(elem_id="chat-branch")
-                previous = gr.Button("◀", size="sm", min_width=40, elem_id="chat-prev")
-                following = gr.Button("▶", size="sm", min_width=40, elem_id="chat-next")
-                fork = gr.Button("Fork here", size="sm", elem_id="chat-fork")
-            with gr.Accordion("Edit a message", open=False):
-                edit_text = gr.Textbox("", label="New text (saved as a new version; the old one is kept)",
-                                       lines=3, elem_id="chat-edit-text")
-                save_edit = gr.Button("Save as new version", elem_id="chat-edit-save")
             with gr.Row():
                 message = gr.Textbox(
                     placeholder="Send a message (Enter); Shift+Enter for a new line",
@@ -81,8 +68,21 @@ def render(runtime: Runtime, shared: Shared) -> None:
                 extend = gr.Button("Continue", elem_id="chat-continue")
                 write_mine = gr.Button("Impersonate", elem_id="chat-impersonate")
                 remove = gr.Button("Remove last", elem_id="chat-remove-last")
-            prefix = gr.Textbox("", label="Start reply with", elem_id="chat-prefix")
             stats = gr.Markdown(elem_id="chat-stats")
+            with gr.Row():
+                # Which message the buttons act on (1 = first, 0 = the last one);
+                # clicking a message in the chat sets it.
+                picked = gr.Number(0, label="Message", precision=0, minimum=0, scale=0, min_width=90,
+                                   elem_id="chat-picked")
+                branch = gr.Markdown(elem_id="chat-branch")
+                previous = gr.Button("◀ version", size="sm", scale=0, min_width=90, elem_id="chat-prev")
+                following = gr.Button("version ▶", size="sm", scale=0, min_width=90, elem_id="chat-next")
+                fork = gr.Button("Fork here", size="sm", scale=0, min_width=90, elem_id="chat-fork")
+            prefix = gr.Textbox("", label="Start reply with", elem_id="chat-prefix")
+            with gr.Accordion("Edit a message", open=False):
+                edit_text = gr.Textbox("", label="New text (saved as a new version; the old one is kept)",
+                                       lines=3, elem_id="chat-edit-text")
+                save_edit = gr.Button("Save as new version", elem_id="chat-edit-save")
         with gr.Column(scale=1, min_width=240):
             mode = gr.Radio(MODES, value="instruct", label="Mode", elem_id="chat-mode")
             character = gr.Dropdown(
@@ -400,6 +400,8 @@ def render(runtime: Runtime, shared: Shared) -> None:
         concurrency_limit=None,
     )
     new_chat.click(on_new, [character], view_outputs, api_name="chat_new")
+    # The Chatbot's own trash button starts a new chat too; nothing is deleted.
+    chatbot.clear(on_new, [character], view_outputs, api_name="chat_clear")
     chats.input(on_pick_chat, [chats, character, search], view_outputs, api_name="chat_open")
     character.input(on_character, [character], view_outputs, api_name="chat_character")
     search.change(on_search, [search, chat_id, character], chats, api_name="chat_search")
