@@ -38,7 +38,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
                 export_png = gr.Button("Export PNG", size="sm", elem_id="character-export-png")
             exported = gr.File(label="Exported card", interactive=False, visible=False)
         with gr.Column(scale=3):
-            name = gr.Textbox(label="Name", elem_id="character-name")
+            name = gr.Textbox(label="Name (save under a new name to make a new character)", elem_id="character-name")
             context = gr.Textbox(label="Description ({{char}} and {{user}} are filled in)", lines=6,
                                  elem_id="character-context")
             with gr.Row():
