@@ -10,7 +10,7 @@ import yaml
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from tests.conftest import free_port, make_settings
+from tests.conftest import TINY, free_port, make_settings
 from tests.test_extensions import write_extension
 from webui.chat.history import Conversation
 from webui.chat.prompt import ChatPrompt, ChatSetup
@@ -81,6 +81,30 @@ def test_tgw_style_extension_loads_and_acts_unmodified(ext_app):
     client.predict("?!", api_name="/set_suffix")
     text, _ = client.predict("The keeper", api_name="/notebook_generate")
     assert text.endswith("?!")
+
+
+def test_the_api_runs_input_and_output_modifiers_on_whole_replies(ext_app):
+    import httpx
+
+    from webui.api.openai_api import APIServer
+
+    runtime, _ = ext_app
+    server = APIServer(runtime, port=free_port())
+    url = server.start()
+    try:
+        body = {"model": TINY, "prompt": "The keeper", "max_tokens": 8, "temperature": 0}
+        answer = httpx.post(f"{url}/completions", json=body, timeout=60).json()
+        text = answer["choices"][0]["text"]
+        assert text == text.upper() and text.endswith("!")  # output_modifier, as in the Notebook
+        tokenizer = runtime.models.current.tokenizer
+        assert answer["usage"]["prompt_tokens"] == len(tokenizer("The keeper And")["input_ids"])  # input_modifier
+        chat = {"model": TINY, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}
+        reply = httpx.post(f"{url}/chat/completions", json=chat, timeout=60).json()["choices"][0]["message"]
+        assert reply["content"] == reply["content"].upper() and reply["content"].endswith("!")
+        streamed = httpx.post(f"{url}/completions", json={**body, "stream": True}, timeout=60).text
+        assert "data: [DONE]" in streamed  # streamed replies pass through unmodified, piece by piece
+    finally:
+        server.stop()
 
 
 def test_session_tab_shows_the_faulty_extension_with_its_traceback(ext_app):

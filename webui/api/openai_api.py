@@ -238,6 +238,9 @@ def build_api(runtime: Runtime) -> FastAPI:
         params = body.sampling()  # refuse bad values before rendering anything
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                     for m in body.messages]
+        last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
+        if last_user is not None:  # extensions' input_modifier sees the new message, as in the chat
+            last_user["content"] = modified_input(last_user["content"], params, True)
         try:
             prompt = render_chat_prompt(loaded.tokenizer, messages)
         except PromptError as exc:
@@ -252,7 +255,21 @@ def build_api(runtime: Runtime) -> FastAPI:
                 raise APIError(400, "send one prompt per request", param="prompt")
             body.prompt = body.prompt[0]
         params = body.sampling()
-        return await respond(request, body, body.prompt, fit(body, params, loaded, body.prompt), chat=False)
+        prompt = modified_input(body.prompt, params, False)
+        return await respond(request, body, prompt, fit(body, params, loaded, prompt), chat=False)
+
+    def modified_input(text: str, params: SamplingParams, chat: bool) -> str:
+        extensions = runtime.extensions
+        if not extensions.has("input_modifier"):
+            return text
+        return extensions.input(text, runtime.extension_state(params, "api"), chat)
+
+    def modified_output(text: str, params: SamplingParams, chat: bool) -> str:
+        # Whole replies only: a streamed reply goes out piece by piece, before any end.
+        extensions = runtime.extensions
+        if not extensions.has("output_modifier"):
+            return text
+        return extensions.output(text, runtime.extension_state(params, "api"), chat)
 
     async def respond(request: Request, body: CompletionBase, prompt: str, params: SamplingParams, chat: bool):
         count = body.logprob_count()  # a bad logprobs request is refused before any stream starts
@@ -268,6 +285,7 @@ def build_api(runtime: Runtime) -> FastAPI:
         for index in range(body.n):
             seeded = params if params.seed < 0 else make_params({"seed": params.seed + index}, base=params)
             text, stats, entries = await run_to_end(request, prompt, seeded, count)
+            text = modified_output(text, seeded, chat)
             prompt_tokens = stats.prompt_tokens
             completion_tokens += stats.new_tokens
             finish = "length" if stats.finish_reason == "length" else "stop"
