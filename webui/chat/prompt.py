@@ -210,10 +210,14 @@ class ChatPrompt:
     def __call__(self, tokenizer, room: int) -> RenderedPrompt:
         starts = self._drop_points()
         count = lambda text: len(prompt_ids(tokenizer, text))  # noqa: E731
+        whole = self._render(tokenizer, 0)
+        tokens = count(whole)
+        if tokens <= room or len(starts) == 1:  # the usual case: everything fits
+            self.info = PromptInfo(tokens=tokens, room=room)
+            return RenderedPrompt(whole, self._stops(tokenizer))
         # Fewest dropped turns that fit: token counts fall as turns are dropped.
-        low, high = 0, len(starts) - 1
-        best = self._render(tokenizer, starts[high])
-        best_start = starts[high]
+        low, high = 1, len(starts) - 1
+        best, best_start = self._render(tokenizer, starts[high]), starts[high]
         while low <= high:
             middle = (low + high) // 2
             text = self._render(tokenizer, starts[middle])
