@@ -46,6 +46,10 @@ def send(client, text, **options):
 
 
 def test_send_streams_into_the_live_box_and_saves_the_chat(client, chats):
+    from tests.test_app_client import controls
+
+    # Long enough to span many 20 ms updates even when the tiny model is at its fastest.
+    client.predict(*controls(max_new_tokens=300, ban_eos_token=True), api_name="/set_params")
     job = client.submit("Hello there", api_name="/chat_send")
     outputs = list(job)
     final = job.outputs()[-1]
