@@ -240,17 +240,3 @@ def card_from_character(character: Character, version: str | None = None) -> dic
         return {**kept, "spec": "chara_card_v3", "spec_version": "3.0", "data": data}
     return {**kept, "spec": "chara_card_v2", "spec_version": "2.0", "data": data}
 
-
-__all__ = [
-    "BUILT_IN",
-    "DEFAULT_CHARACTER",
-    "CardError",
-    "Character",
-    "CharacterError",
-    "CharacterLibrary",
-    "Persona",
-    "card_from_character",
-    "character_from_card",
-    "describe",
-    "substitute",
-]

@@ -110,9 +110,10 @@ def render(runtime: Runtime, shared: Shared) -> None:
         except (NameRefused, CharacterError) as exc:
             raise gr.Error(str(exc)) from exc
 
-    def open_chat(space: UserSpace, chat: str | None, who: str) -> Conversation:
-        """The stored conversation `chat`, or a fresh one (with the greeting) under that id."""
-        character = character_of(space, who)  # also refuses names the user does not have
+    def open_chat(space: UserSpace, chat: str | None, who: str, character: Character | None = None) -> Conversation:
+        """The stored conversation `chat`, or a fresh one (with the greeting) under that id.
+        `character` is `who`'s, when the caller has loaded it already."""
+        character = character or character_of(space, who)  # also refuses names the user does not have
         if chat:
             try:
                 conversation = space.chats.load(chat)
@@ -121,8 +122,9 @@ def render(runtime: Runtime, shared: Shared) -> None:
             except NameRefused:
                 pass
         conversation = Conversation(id=chat or new_chat_id(), character=who)
+        user = space.persona().name
         for i, greeting in enumerate(character.greetings()):
-            text = substitute(greeting, who, space.persona().name)
+            text = substitute(greeting, who, user)
             conversation.append("assistant", text) if i == 0 else conversation.add_alternative(0, text)
         if conversation.messages:
             conversation.flip(0, 1)  # back to the main greeting
@@ -185,8 +187,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
 
     def on_character(who, request: gr.Request):
         space = space_of(request)
-        character_of(space, who)
-        return view(space, open_chat(space, space.recent_chat(who), who))
+        return view(space, open_chat(space, space.recent_chat(who), who))  # open_chat checks the name
 
     def on_pick_chat(chat, who, query, request: gr.Request):
         space = space_of(request)
@@ -339,7 +340,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
             return
         space = space_of(request)
         setup = setup_of(space, mode_name, who, template_name, system_text, command_text)
-        conversation = open_chat(space, current, who)
+        conversation = open_chat(space, current, who, setup.character)
         if not any(m.role == "user" for m in conversation.messages) and conversation.title == "New chat":
             conversation.title = " ".join(text.split())[:60]
         try:
@@ -355,7 +356,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
                 params, request: gr.Request):
             space = space_of(request)
             setup = setup_of(space, mode_name, who, template_name, system_text, command_text)
-            conversation = open_chat(space, current, who)
+            conversation = open_chat(space, current, who, setup.character)
             yield from write_reply(space, conversation, setup, params, action, start_with, request, False)
 
         return run
@@ -364,7 +365,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
                        params, request: gr.Request):
         space = space_of(request)
         setup = setup_of(space, mode_name, who, template_name, system_text, command_text)
-        conversation = open_chat(space, current, who)
+        conversation = open_chat(space, current, who, setup.character)
         text = start_with or ""
         try:
             for so_far in impersonate(runtime, session_id(request), conversation, setup, to_params(params), text,
