@@ -27,8 +27,9 @@ def client(app_url):
     from tests.test_app_client import controls
 
     client = Client(app_url, verbose=False)
-    # Short replies keep the suite quick; the values live in this client's session.
-    client.predict(*controls(max_new_tokens=40), api_name="/set_params")
+    # Short replies keep the suite quick; the values live in this client's session.  A
+    # fixed seed and no end-of-text token: no reply comes out empty (an empty one is not kept).
+    client.predict(*controls(max_new_tokens=40, ban_eos_token=True, seed=11), api_name="/set_params")
     return client
 
 
@@ -185,7 +186,9 @@ def write_card(runtime):
 def test_context_overflow_drops_oldest_messages_and_says_so(client, chats):
     from tests.test_app_client import controls
 
-    client.predict(*controls(truncation_length=96, max_new_tokens=16), api_name="/set_params")
+    # Every reply non-empty (an empty one is not kept), so the chat holds all twelve messages.
+    client.predict(*controls(truncation_length=96, max_new_tokens=16, ban_eos_token=True, seed=7),
+                   api_name="/set_params")
     out = None
     for i in range(6):
         out = send(client, f"message number {i} with several words to fill the context window")
