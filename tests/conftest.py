@@ -92,3 +92,17 @@ def api_url(runtime):
     url = server.start()
     yield url
     server.stop()
+
+
+def page_load(client) -> dict:
+    """The page-load event's values, by each component's elem_id (else its label).
+
+    The page has one load event for every tab (webui/ui/app.py), so its outputs are
+    named here rather than counted by position; State outputs are not returned.
+    """
+    config = client.config
+    event = next(d for d in config["dependencies"] if d.get("api_name") == "page_load")
+    components = {c["id"]: c for c in config["components"]}
+    shown = [components[i] for i in event["outputs"] if not components[i].get("skip_api")]
+    values = client.predict(api_name="/page_load")
+    return {c["props"].get("elem_id") or c["props"].get("label"): v for c, v in zip(shown, values, strict=True)}

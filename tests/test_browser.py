@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from urllib.parse import urlparse
@@ -30,32 +31,174 @@ def browser():
         browser.close()
 
 
-def test_browser_chat_streams_a_reply_and_contacts_only_loopback(browser, app_url):
+@pytest.fixture(autouse=True)
+def steady_sampling(runtime):
+    """A page starts from the user's last used values: make them this file's own (a
+    fixed seed, no end-of-text token, short replies), whatever other tests saved."""
+    from webui.presets import make_params
+
+    runtime.remember(make_params({"seed": 5, "ban_eos_token": True, "max_new_tokens": 60}))
+
+
+def open_page(browser, app_url, **options):
+    page = browser.new_page(**options)
+    page.goto(app_url)
+    page.locator("#chat-input textarea").wait_for()
+    return page
+
+
+def last_bot(page):
+    return page.locator("#chatbot [data-testid=bot]").last
+
+
+def finished(page) -> bool:
+    return "tokens/s" in page.locator("#chat-stats").inner_text()
+
+
+def test_browser_chat_streams_a_reply_and_contacts_only_loopback(browser, app_url, runtime):
     page = browser.new_page()
     hosts: set[str] = set()
     page.on("request", lambda r: hosts.add(urlparse(r.url).hostname or r.url.split(":")[0]))
     page.goto(app_url)
     page.locator("#chat-new").click()
-    page.locator("#chat-input textarea").fill("Hello there")
-    page.locator("#chat-send").click()
+    assert wait_until(lambda: page.locator("#chatbot [data-testid=user]").count() == 0)
+    box = page.locator("#chat-input textarea")
+    box.click()
+    # Real key presses: Shift+Enter adds a line, Enter sends.
+    page.keyboard.type("Hello there")
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.type("second line")
+    assert box.input_value() == "Hello there\nsecond line"
+    page.keyboard.press("Enter")
 
-    live = page.locator("#chat-live")
-    seen_lengths: list[int] = []
+    # The reply grows inside the chat, as its last message, while the stats say it is running.
+    seen: list[str] = []
     deadline = time.monotonic() + 90  # bounded: the test ends by itself
-    while time.monotonic() < deadline:
-        seen_lengths.append(len(live.inner_text().strip()))
-        if "tokens/s" in page.locator("#chat-stats").inner_text():
-            break
+    while time.monotonic() < deadline and not finished(page):
+        if page.locator("#chatbot .webui-live").count():
+            seen.append(page.locator("#chatbot .webui-live").inner_text().strip())
         time.sleep(0.05)
-    assert "tokens/s" in page.locator("#chat-stats").inner_text()
-    growing = sorted({n for n in seen_lengths if n > 0})
-    assert len(growing) >= 2, f"the reply should appear piece by piece, saw lengths {seen_lengths[-20:]}"
-    # When it ends, the reply moves into the chat, under the user's message.
-    assert page.locator("#chatbot .user").last.inner_text().strip() == "Hello there"
-    assert wait_until(lambda: len(page.locator("#chatbot .bot").last.inner_text().strip()) > 0)
-    assert live.inner_text().strip() == ""
+    assert finished(page)
+    growing = sorted({len(text) for text in seen if text})
+    assert len(growing) >= 2, f"the reply should appear piece by piece in the chat, saw {seen[-5:]}"
+    assert box.input_value() == ""
+    chats = runtime.users.get(None).chats
+    saved = chats.load(chats.list()[0].id)
+    assert [m.content for m in saved.path()][0] == "Hello there\nsecond line"
+    # When it ends, the chat's own message takes over from the streamed copy.
+    assert wait_until(lambda: page.locator("#chatbot .webui-live").count() == 0)
+    assert last_bot(page).inner_text().split() == saved.path()[1].content.split()
     page.close()
     assert hosts <= LOOPBACK | {"data", "blob"}, f"the page contacted {hosts - LOOPBACK}"
+
+
+def test_timestamps_token_counter_and_copying_the_conversation(browser, app_url, runtime):
+    from datetime import datetime
+
+    space = runtime.users.get(None)
+    conversation = space.chats.new("Assistant", "stamped")
+    conversation.append("user", "when was this")
+    conversation.append("assistant", "just now")
+    conversation.messages[0].created = datetime(2024, 5, 6, 7, 8).timestamp()
+    space.chats.save(conversation)
+    space.remember_chat("Assistant", conversation.id)
+
+    context = browser.new_context()
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    page.goto(app_url)
+    first = page.locator("#chatbot [data-testid=user]").first
+    assert wait_until(lambda: "2024" in (first.get_attribute("title") or ""))
+    assert datetime(2024, 5, 6, 7, 8).strftime("%-m/%-d/%Y") in first.get_attribute("title")
+
+    def counted() -> tuple[int, int]:
+        found = re.search(r"(\d+) / (\d+) tokens", page.locator("#chat-tokens").inner_text())
+        return (int(found[1]), int(found[2])) if found else (0, 0)
+
+    assert wait_until(lambda: counted()[0] > 0)
+    before, context_length = counted()
+    assert context_length == runtime.models.current.context_length
+    page.locator("#chat-input textarea").fill("a few more words to count here")
+    assert wait_until(lambda: counted()[0] > before)
+
+    page.locator("#chatbot button[aria-label='Copy conversation']").click()
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert "when was this" in copied and "just now" in copied
+    context.close()
+
+
+def test_keyboard_shortcuts(browser, app_url, runtime):
+    space = runtime.users.get(None)
+    conversation = space.chats.new("Assistant", "shortcuts")
+    conversation.append("user", "first")
+    conversation.append("assistant", "an answer")
+    conversation.append("user", "second")
+    conversation.append("assistant", "another answer")
+    space.chats.save(conversation)
+    space.remember_chat("Assistant", conversation.id)
+    saved = lambda: space.chats.load(conversation.id)  # noqa: E731
+
+    page = open_page(browser, app_url)
+    assert wait_until(lambda: page.locator("#chatbot [data-testid=bot]").count() == 2)
+    page.locator("#chat-input textarea").click()
+    page.keyboard.press("Control+Enter")  # Regenerate (not Send: the box is empty anyway)
+    assert wait_until(lambda: saved().alternatives(3) == (2, 2), timeout=90)
+    assert wait_until(lambda: finished(page), timeout=90)
+    regenerated = saved().path()[3].content
+    page.keyboard.press("Alt+Enter")  # Continue
+    assert wait_until(lambda: len(saved().path()[3].content) > len(regenerated), timeout=90)
+    assert wait_until(lambda: page.locator("#chatbot .webui-live").count() == 0, timeout=90)
+    page.keyboard.press("Control+Shift+Backspace")  # Remove last: the last exchange
+    assert wait_until(lambda: [m.content for m in saved().path()] == ["first", "an answer"])
+    assert wait_until(lambda: page.locator("#chatbot [data-testid=bot]").count() == 1)
+    page.close()
+
+
+def test_escape_stops_a_reply(browser, app_url, runtime):
+    from webui.presets import make_params
+
+    runtime.remember(make_params({"seed": 5, "ban_eos_token": True, "max_new_tokens": 2000}))
+    page = open_page(browser, app_url)
+    page.locator("#chat-new").click()
+    page.locator("#chat-input textarea").fill("Go on for a long time")
+    page.keyboard.press("Enter")
+    assert wait_until(lambda: page.locator("#chatbot .webui-live").count() == 1, timeout=60)
+    page.keyboard.press("Escape")
+    assert wait_until(lambda: "Stopped." in page.locator("#chat-stats").inner_text(), timeout=30)
+    assert wait_until(lambda: runtime.engine.pending == 0, timeout=60)
+    chats = runtime.users.get(None).chats
+    reply = lambda: chats.load(chats.list()[0].id).path()[-1]  # noqa: E731
+    # What was written is kept; it was cut short, not run to its length limit.
+    assert wait_until(lambda: reply().role == "assistant" and reply().content.strip())
+    assert "length" not in reply().note
+    page.close()
+
+
+def test_theme_follows_the_system_and_the_toggle_is_remembered(browser, app_url):
+    context = browser.new_context(color_scheme="dark")
+    page = context.new_page()
+    page.goto(app_url)
+    page.locator("#chat-input textarea").wait_for()
+    is_dark = lambda: page.evaluate("document.body.classList.contains('dark')")  # noqa: E731
+    assert wait_until(is_dark)
+    page.locator("#theme-toggle").click()
+    assert wait_until(lambda: not is_dark())
+    page.reload()
+    page.locator("#chat-input textarea").wait_for()
+    assert wait_until(lambda: page.evaluate("localStorage.getItem('webui-theme')") == "light")
+    assert not is_dark()
+    context.close()
+
+
+def test_default_tab_writes_beside_the_prompt(browser, app_url):
+    page = open_page(browser, app_url)
+    page.get_by_role("tab", name="Default").click()
+    page.locator("#default-input textarea").fill("In the beginning")
+    page.locator("#default-generate").click()
+    assert wait_until(lambda: "tokens/s" in page.locator("#default-stats").inner_text(), timeout=90)
+    assert page.locator("#default-output textarea").input_value().strip()
+    assert page.locator("#default-input textarea").input_value() == "In the beginning"
+    page.close()
 
 
 def wait_until(predicate, timeout=30.0) -> bool:
@@ -101,14 +244,15 @@ def test_html_and_script_in_messages_stay_inert(browser, app_url, runtime):
     page.goto(app_url)
     assert wait_until(lambda: page.locator("#chatbot .user").count() == len(PAYLOADS))
     assert_inert(page, "#chatbot")
-    # Model output streams through the live box: "Start reply with" puts the payload there.
+    # A streaming reply is copied into the chat from the live box: "Start reply with"
+    # puts the payload there, and it must stay inert while it streams.
     page.locator("#chat-prefix textarea").fill(PAYLOADS[0] + " " + PAYLOADS[2])
     page.locator("#chat-input textarea").fill("Repeat after me")
     page.locator("#chat-send").click()
-    assert wait_until(lambda: "onerror" in page.locator("#chat-live").inner_text()
-                      or "tokens/s" in page.locator("#chat-stats").inner_text(), timeout=60)
-    assert_inert(page, "#chat-live")
-    assert wait_until(lambda: "tokens/s" in page.locator("#chat-stats").inner_text(), timeout=90)
+    assert wait_until(lambda: "onerror" in page.locator("#chatbot .webui-live").all_inner_texts().__str__()
+                      or finished(page), timeout=60)
+    assert_inert(page, "#chatbot")
+    assert wait_until(lambda: finished(page), timeout=90)
     assert_inert(page, "#chatbot")
     page.close()
 
@@ -119,7 +263,8 @@ def test_closing_the_tab_mid_reply_keeps_what_was_written(browser, app_url, runt
     page.locator("#chat-new").click()
     page.locator("#chat-input textarea").fill("Hello there")
     page.locator("#chat-send").click()
-    assert wait_until(lambda: len(page.locator("#chat-live").inner_text().strip()) > 10, timeout=60)
+    assert wait_until(lambda: len(" ".join(page.locator("#chatbot .webui-live").all_inner_texts()).strip()) > 10,
+                      timeout=60)
     page.close()
     chats = runtime.users.get(None).chats
 

@@ -11,7 +11,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from tests.conftest import free_port, make_settings
+from tests.conftest import free_port, make_settings, page_load
 from tests.test_characters import V3_CARD, card_png
 from webui.auth import LoginGuard
 
@@ -61,8 +61,8 @@ def test_each_user_sees_only_their_own_data(shared_app, tmp_path):
         bob.predict(chat=secret_id, api_name="/chat_open")
     with pytest.raises(AppError, match="unknown character"):
         bob.predict("Seraphina V3", api_name="/chat_character")
-    loaded = bob.predict(api_name="/character_load")
-    assert loaded[-2:] == ("You", "")  # Bob's persona is his own (the default)
+    loaded = page_load(bob)
+    assert (loaded["persona-name"], loaded["persona-description"]) == ("You", "")  # Bob's own (the default)
     bob.predict("Bob's own chat", api_name="/chat_send")
     assert [c.title for c in runtime.users.get("bob").chats.list()] == ["Bob's own chat"]
     assert [c.title for c in runtime.users.get("ann").chats.list()] == ["Ann's private note"]
@@ -140,13 +140,10 @@ def test_share_failing_offline_says_so():
 
 def test_each_user_keeps_their_own_sampling_values(shared_app):
     from tests.test_app_client import controls
-    from webui.ui.parameters_tab import KINDS
-
     runtime, url = shared_app
-    temperature = list(KINDS).index("temperature")
     Client(url, auth=ANN, verbose=False).predict(*controls(temperature=0.33), api_name="/set_params")
     Client(url, auth=BOB, verbose=False).predict(*controls(temperature=0.77), api_name="/set_params")
     # New sessions (a refresh, another browser) start from each user's own values.
-    assert Client(url, auth=ANN, verbose=False).predict(api_name="/load_params")[temperature] == 0.33
-    assert Client(url, auth=BOB, verbose=False).predict(api_name="/load_params")[temperature] == 0.77
+    assert page_load(Client(url, auth=ANN, verbose=False))["temperature"] == 0.33
+    assert page_load(Client(url, auth=BOB, verbose=False))["temperature"] == 0.77
     assert (runtime.settings.user_data_dir / "users" / "bob" / "settings.yaml").exists()

@@ -120,14 +120,24 @@ class ReplyWriter:
             self._drop_target()
             raise
         self.error: str | None = None
+        # How many requests are ahead of this one in the model's queue, while it waits
+        # (None once it runs).  Filled from the engine's Waiting updates when its
+        # stream offers them (GenerationStream.updates()); until then it stays None.
+        self.ahead: int | None = None
         self._read = False
 
     def __iter__(self) -> Iterator[str]:
+        """The reply so far, after each piece (and after each change of `ahead`)."""
         self._read = True
-        pieces = iter(self.stream)
+        updates = getattr(self.stream, "updates", None)
+        pieces = updates() if callable(updates) else iter(self.stream)
         try:
             for piece in pieces:
-                self.text += piece
+                if isinstance(piece, str):
+                    self.text += piece
+                    self.ahead = None
+                else:  # a Waiting(ahead) from the engine's queue
+                    self.ahead = getattr(piece, "ahead", None)
                 yield self.text
         finally:
             pieces.close()  # a closed tab lands here: cancel the request, keep the text

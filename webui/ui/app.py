@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import gradio as gr
 from starlette.middleware import Middleware
@@ -10,15 +11,26 @@ from starlette.middleware import Middleware
 from webui.api.security import GuardMiddleware
 from webui.auth import LoginGuard
 from webui.runtime import Runtime
-from webui.ui import character_tab, chat_tab, extensions_ui, model_tab, notebook_tab, parameters_tab, session_tab
+from webui.ui import (
+    character_tab,
+    chat_tab,
+    default_tab,
+    extensions_ui,
+    model_tab,
+    notebook_tab,
+    parameters_tab,
+    session_tab,
+)
 from webui.ui.common import Shared
 
 TITLE = "webui"
+STATIC = Path(__file__).parent / "static"
 
 
 def build_app(runtime: Runtime) -> gr.Blocks:
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
         shared = Shared(params=gr.State(runtime.default_params.model_dump()))
+        gr.Button("◐ Theme", size="sm", elem_id="theme-toggle")  # page.js: dark/light, remembered
         for note in runtime.warnings:
             gr.Markdown(f"⚠️ {note}")
         with gr.Tab("Chat", id="chat"):
@@ -26,6 +38,8 @@ def build_app(runtime: Runtime) -> gr.Blocks:
             extensions_ui.render_blocks(runtime)
         with gr.Tab("Character", id="character"):
             character_tab.render(runtime, shared)
+        with gr.Tab("Default", id="default"):
+            default_tab.render(runtime, shared)
         with gr.Tab("Notebook", id="notebook"):
             notebook_tab.render(runtime, shared)
         with gr.Tab("Parameters", id="parameters"):
@@ -35,10 +49,26 @@ def build_app(runtime: Runtime) -> gr.Blocks:
         extensions_ui.render_tabs(runtime)
         with gr.Tab("Session", id="session"):
             session_tab.render(runtime, shared)
-        for fn, inputs, outputs, api_name in shared.on_load:
-            app.load(fn, inputs, outputs, api_name=api_name)
+        app.load(*page_load(shared), api_name="page_load", show_progress="hidden")
     app.queue(max_size=runtime.settings.max_queue, default_concurrency_limit=1)
     return app
+
+
+def page_load(shared: Shared):
+    """One load event for every tab: (fn, outputs).  Two tabs may set the same
+    component (the character picker); their updates are merged in order."""
+    outputs = list({id(c): c for _, outs in shared.on_load for c in outs}.values())
+
+    def load(request: gr.Request) -> dict:
+        values: dict = {}
+        for fn, _ in shared.on_load:
+            for component, value in fn(request).items():
+                old = values.get(component)
+                both = isinstance(old, dict) and isinstance(value, dict)
+                values[component] = {**old, **value} if both else value
+        return values
+
+    return load, None, outputs
 
 
 def launch(runtime: Runtime, *, block: bool = True, port: int | None = None) -> tuple[gr.Blocks, str]:
@@ -86,8 +116,8 @@ def start_ui(runtime: Runtime, port: int | None = None) -> tuple[gr.Blocks, str]
         ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
         prevent_thread_lock=True,
         share=settings.share,
-        css=runtime.extensions.css() or None,
-        js=runtime.extensions.js() or None,
+        css=page_css(runtime),
+        js=page_js(runtime),
         ssr_mode=False,
         quiet=True,
         # Model weights and user data are never served as files.
@@ -105,6 +135,17 @@ def start_ui(runtime: Runtime, port: int | None = None) -> tuple[gr.Blocks, str]
     if settings.share:
         print(share_note(app.share_url, local_url), flush=True)
     return app, local_url
+
+
+def page_css(runtime: Runtime) -> str:
+    return "\n".join(filter(None, [(STATIC / "page.css").read_text(encoding="utf-8"), runtime.extensions.css()]))
+
+
+def page_js(runtime: Runtime) -> str:
+    """The page's own script, then the extensions' (each function runs once at load)."""
+    scripts = [(STATIC / "page.js").read_text(encoding="utf-8").strip(), runtime.extensions.js()]
+    calls = "\n".join(f"try {{ ({script})(); }} catch (e) {{ console.error(e); }}" for script in scripts if script)
+    return "() => {\n" + calls + "\n}"
 
 
 def share_note(share_url: str | None, local_url: str) -> str:

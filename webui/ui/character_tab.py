@@ -159,7 +159,8 @@ def render(runtime: Runtime, shared: Shared) -> None:
     export_json.click(on_export("json"), [chosen], exported, api_name="character_export_json")
     export_png.click(on_export("png"), [chosen], exported, api_name="character_export_png")
     save_persona.click(on_save_persona, [persona_name, persona_text], status, api_name="persona_save")
-    shared.on_load.append((on_load, [], [*shown_outputs, persona_name, persona_text], "character_load"))
+    load_outputs = [*shown_outputs, persona_name, persona_text]
+    shared.on_load.append((lambda request: dict(zip(load_outputs, on_load(request), strict=True)), load_outputs))
 
 
 def _picture(path: Path | None):

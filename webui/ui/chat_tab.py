@@ -1,27 +1,32 @@
 """Chat tab: conversations kept on the server, as trees, in three prompt modes.
 
-Wiring only: conversations live in the user's ChatStore (webui/chat/store.py), the
-prompt is built by webui/chat/prompt.py and replies are written by
-webui/chat/service.py.  This session remembers only which conversation is open.
+Wiring only: the actions live in webui/chat/actions.py (each returns a ChatView),
+replies are written by webui/chat/service.py.  This session remembers only which
+conversation is open.
 
-While a reply streams, only the reply box below the chat is updated: re-sending the
-whole history to the Chatbot on every token would cost time in proportion to the
-chat's length (bench/bench_chat.py measures this).
+While a reply streams it shows as the last message of the chat, but the Chatbot
+itself is sent only when the reply starts and when it ends: per piece only the
+hidden live box changes (Gradio sends that as a small "append" diff), and
+webui/ui/static/chat.js copies its rendered text into the reply's bubble.  Sending
+the Chatbot per piece would cost the server time in proportion to the chat's
+length (bench/bench_chat.py; docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 
-from webui.chat.characters import DEFAULT_CHARACTER, Character, CharacterError, substitute
+from webui.chat import actions
+from webui.chat.actions import MODES, ChatView
+from webui.chat.characters import DEFAULT_CHARACTER, CharacterError
 from webui.chat.history import ChatError, Conversation
-from webui.chat.prompt import DEFAULT_COMMAND, ChatSetup, PromptError
+from webui.chat.prompt import DEFAULT_COMMAND, ChatPrompt, PromptError
 from webui.chat.service import ReplyWriter, add_user_message, impersonate
-from webui.chat.store import MAX_CHAT_BYTES, new_chat_id
 from webui.generation.engine import GenerationError
 from webui.paths import NameRefused
 from webui.runtime import Runtime
@@ -29,397 +34,465 @@ from webui.settings import SettingsError
 from webui.ui.common import MODEL_GROUP, Shared, session_id, stop_handler, to_params
 from webui.userdata import UserSpace
 
-MODES = ["instruct", "chat", "chat-instruct"]
 # Errors a chat action can meet that are the user's to fix, shown as they are.
 USER_ERRORS = (ChatError, CharacterError, NameRefused, PromptError, SettingsError, ValueError)
+# Shown at the end of the reply while it streams; chat.js finds the reply's bubble by it.
+CURSOR = "▍"
+
+
+@dataclass
+class Sidebar:
+    new_chat: gr.Button
+    search: gr.Textbox
+    chats: gr.Dropdown
+    title: gr.Textbox
+    rename: gr.Button
+    delete: gr.Button
+    export: gr.Button
+    exported: gr.File
+    upload: gr.UploadButton
+
+
+@dataclass
+class ChatColumn:
+    chatbot: gr.Chatbot
+    live: gr.Markdown
+    times: gr.Textbox
+    message: gr.Textbox
+    tokens: gr.Markdown
+    send: gr.Button
+    stop: gr.Button
+    regenerate: gr.Button
+    extend: gr.Button
+    write_mine: gr.Button
+    remove: gr.Button
+    stats: gr.Markdown
+    picked: gr.Number
+    branch: gr.Markdown
+    previous: gr.Button
+    following: gr.Button
+    fork: gr.Button
+    prefix: gr.Textbox
+    edit_text: gr.Textbox
+    save_edit: gr.Button
+
+
+@dataclass
+class SetupColumn:
+    mode: gr.Radio
+    character: gr.Dropdown
+    template: gr.Dropdown
+    system: gr.Textbox
+    command: gr.Textbox
+
+
+# -- layout ------------------------------------------------------------------------------------
+def sidebar() -> Sidebar:
+    new_chat = gr.Button("New chat", elem_id="chat-new")
+    search = gr.Textbox("", placeholder="Search chats", show_label=False, elem_id="chat-search")
+    chats = gr.Dropdown(label="Conversations", choices=[], allow_custom_value=True, elem_id="chat-list")
+    with gr.Accordion("Manage conversation", open=False):
+        title = gr.Textbox("", label="Title", elem_id="chat-title")
+        rename = gr.Button("Rename", elem_id="chat-rename")
+        delete = gr.Button("Delete", variant="stop", elem_id="chat-delete")
+        export = gr.Button("Export JSON", elem_id="chat-export")
+        exported = gr.File(label="Exported", interactive=False, visible=False)
+        upload = gr.UploadButton("Import JSON", file_types=[".json"], elem_id="chat-import")
+    return Sidebar(new_chat, search, chats, title, rename, delete, export, exported, upload)
+
+
+def chat_column() -> ChatColumn:
+    chatbot = gr.Chatbot(
+        label="Chat", height=520, allow_tags=False, sanitize_html=True, editable="all",
+        elem_id="chatbot", feedback_options=None,
+        buttons=["copy", "copy_all"],  # no "share": it would post to an outside site
+    )
+    # The reply while it streams, rendered (and sanitized) by Gradio but not shown:
+    # chat.js copies it into the reply's bubble in the chat.
+    live = gr.Markdown(elem_id="chat-live", sanitize_html=True, visible="hidden")
+    # When each shown message was written (seconds since the epoch, JSON): chat.js
+    # shows them on hover.
+    times = gr.Textbox("[]", visible="hidden", elem_id="chat-times")
+    with gr.Row(equal_height=True):
+        # lines=1 with room to grow: Gradio then sends on Enter and leaves Shift+Enter
+        # to the browser, which adds a line (with lines > 1 it is the other way round).
+        message = gr.Textbox(
+            placeholder="Send a message (Enter); Shift+Enter for a new line",
+            show_label=False, scale=6, lines=1, max_lines=12, elem_id="chat-input",
+        )
+        send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
+    tokens = gr.Markdown(elem_id="chat-tokens")
+    with gr.Row():
+        stop = gr.Button("Stop (Esc)", variant="stop", elem_id="chat-stop")
+        regenerate = gr.Button("Regenerate (Ctrl+Enter)", elem_id="chat-regenerate")
+        extend = gr.Button("Continue (Alt+Enter)", elem_id="chat-continue")
+        write_mine = gr.Button("Impersonate (Ctrl+Shift+M)", elem_id="chat-impersonate")
+        remove = gr.Button("Remove last (Ctrl+Shift+Backspace)", elem_id="chat-remove-last")
+    stats = gr.Markdown(elem_id="chat-stats")
+    with gr.Row():
+        # Which message the buttons act on (1 = first, 0 = the last one);
+        # clicking a message in the chat sets it.
+        picked = gr.Number(0, label="Message", precision=0, minimum=0, scale=0, min_width=90,
+                           elem_id="chat-picked")
+        branch = gr.Markdown(elem_id="chat-branch")
+        previous = gr.Button("◀ version", size="sm", scale=0, min_width=90, elem_id="chat-prev")
+        following = gr.Button("version ▶", size="sm", scale=0, min_width=90, elem_id="chat-next")
+        fork = gr.Button("Fork here", size="sm", scale=0, min_width=90, elem_id="chat-fork")
+    prefix = gr.Textbox("", label="Start reply with", elem_id="chat-prefix")
+    with gr.Accordion("Edit a message", open=False):
+        edit_text = gr.Textbox("", label="New text (saved as a new version; the old one is kept)",
+                               lines=3, elem_id="chat-edit-text")
+        save_edit = gr.Button("Save as new version", elem_id="chat-edit-save")
+    return ChatColumn(chatbot, live, times, message, tokens, send, stop, regenerate, extend, write_mine,
+                      remove, stats, picked, branch, previous, following, fork, prefix, edit_text, save_edit)
+
+
+def setup_column(runtime: Runtime) -> SetupColumn:
+    mode = gr.Radio(list(MODES), value="instruct", label="Mode", elem_id="chat-mode")
+    character = gr.Dropdown(
+        [DEFAULT_CHARACTER], value=DEFAULT_CHARACTER, label="Character", allow_custom_value=True,
+        elem_id="chat-character",
+    )
+    names = runtime.templates.names()
+    template = gr.Dropdown(names, value=names[0], label="Instruction template", allow_custom_value=True,
+                           elem_id="chat-template")
+    system = gr.Textbox("", label="System prompt (instruct)", lines=5, elem_id="chat-system")
+    command = gr.Textbox(label="Command (chat-instruct)", value=DEFAULT_COMMAND, lines=4)
+    return SetupColumn(mode, character, template, system, command)
 
 
 def render(runtime: Runtime, shared: Shared) -> None:
     chat_id = gr.State(None)  # the open conversation (server-side; never sent by the browser)
-
     with gr.Row():
         with gr.Column(scale=1, min_width=220):
-            new_chat = gr.Button("New chat", elem_id="chat-new")
-            search = gr.Textbox("", placeholder="Search chats", show_label=False, elem_id="chat-search")
-            chats = gr.Dropdown(label="Conversations", choices=[], allow_custom_value=True, elem_id="chat-list")
-            with gr.Accordion("Manage conversation", open=False):
-                title = gr.Textbox("", label="Title", elem_id="chat-title")
-                rename = gr.Button("Rename", elem_id="chat-rename")
-                delete = gr.Button("Delete", variant="stop", elem_id="chat-delete")
-                export = gr.Button("Export JSON", elem_id="chat-export")
-                exported = gr.File(label="Exported", interactive=False, visible=False)
-                upload = gr.UploadButton("Import JSON", file_types=[".json"], elem_id="chat-import")
+            side = sidebar()
         with gr.Column(scale=4):
-            chatbot = gr.Chatbot(
-                label="Chat", height=520, allow_tags=False, sanitize_html=True, editable="all",
-                elem_id="chatbot", feedback_options=None,
-                buttons=["copy", "copy_all"],  # no "share": it would post to an outside site
-            )
-            live = gr.Markdown(elem_id="chat-live", sanitize_html=True)  # the reply while it streams
-            with gr.Row():
-                message = gr.Textbox(
-                    placeholder="Send a message (Enter); Shift+Enter for a new line",
-                    show_label=False, scale=6, lines=2, elem_id="chat-input",
-                )
-                send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
-            with gr.Row():
-                stop = gr.Button("Stop", variant="stop", elem_id="chat-stop")
-                regenerate = gr.Button("Regenerate", elem_id="chat-regenerate")
-                extend = gr.Button("Continue", elem_id="chat-continue")
-                write_mine = gr.Button("Impersonate", elem_id="chat-impersonate")
-                remove = gr.Button("Remove last", elem_id="chat-remove-last")
-            stats = gr.Markdown(elem_id="chat-stats")
-            with gr.Row():
-                # Which message the buttons act on (1 = first, 0 = the last one);
-                # clicking a message in the chat sets it.
-                picked = gr.Number(0, label="Message", precision=0, minimum=0, scale=0, min_width=90,
-                                   elem_id="chat-picked")
-                branch = gr.Markdown(elem_id="chat-branch")
-                previous = gr.Button("◀ version", size="sm", scale=0, min_width=90, elem_id="chat-prev")
-                following = gr.Button("version ▶", size="sm", scale=0, min_width=90, elem_id="chat-next")
-                fork = gr.Button("Fork here", size="sm", scale=0, min_width=90, elem_id="chat-fork")
-            prefix = gr.Textbox("", label="Start reply with", elem_id="chat-prefix")
-            with gr.Accordion("Edit a message", open=False):
-                edit_text = gr.Textbox("", label="New text (saved as a new version; the old one is kept)",
-                                       lines=3, elem_id="chat-edit-text")
-                save_edit = gr.Button("Save as new version", elem_id="chat-edit-save")
+            col = chat_column()
         with gr.Column(scale=1, min_width=240):
-            mode = gr.Radio(MODES, value="instruct", label="Mode", elem_id="chat-mode")
-            character = gr.Dropdown(
-                [DEFAULT_CHARACTER], value=DEFAULT_CHARACTER, label="Character", allow_custom_value=True,
-                elem_id="chat-character",
-            )
-            shared.character_picker = character
-            template = gr.Dropdown(
-                runtime.templates.names(), value=runtime.templates.names()[0], label="Instruction template",
-                allow_custom_value=True, elem_id="chat-template",
-            )
-            system = gr.Textbox("", label="System prompt (instruct)", lines=5, elem_id="chat-system")
-            command = gr.Textbox(label="Command (chat-instruct)", value=DEFAULT_COMMAND, lines=4)
+            setup = setup_column(runtime)
+    shared.character_picker = setup.character
+    tab = ChatTab(runtime, shared.params, chat_id, side, col, setup)
+    tab.wire_managing()
+    tab.wire_tree()
+    tab.wire_model()
+    tab.wire_token_count()
+    shared.on_load.append((tab.on_load, [setup.character, *tab.view_outputs]))
 
-    # -- helpers ---------------------------------------------------------------------------
-    def username(request: gr.Request | None) -> str | None:
-        return getattr(request, "username", None)
 
-    def space_of(request: gr.Request) -> UserSpace:
-        return runtime.users.get(username(request))
+# -- behaviour -----------------------------------------------------------------------------
+def username(request: gr.Request | None) -> str | None:
+    return getattr(request, "username", None)
 
-    def character_of(space: UserSpace, name) -> Character:
+
+def shown_messages(conversation: Conversation, streaming: bool = False) -> list[dict[str, str]]:
+    """What the Chatbot gets; while a reply streams its last message carries the cursor."""
+    messages = conversation.shown()
+    if streaming and messages:
+        messages[-1] = {**messages[-1], "content": messages[-1]["content"] + CURSOR}
+    return messages
+
+
+def times_of(conversation: Conversation) -> str:
+    return json.dumps([round(m.created) for m in conversation.path()])
+
+
+def user_errors(fn):
+    """Run a chat action; an error the user can fix becomes a message in the browser."""
+    @functools.wraps(fn)  # with its annotations: Gradio reads them to pass gr.Request, gr.EditData
+    def run(*args, **kwargs):
         try:
-            return space.characters.load(name)
-        except (NameRefused, CharacterError) as exc:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from exc
 
-    def open_chat(space: UserSpace, chat: str | None, who: str, character: Character | None = None) -> Conversation:
-        """The stored conversation `chat`, or a fresh one (with the greeting) under that id.
-        `character` is `who`'s, when the caller has loaded it already."""
-        character = character or character_of(space, who)  # also refuses names the user does not have
-        if chat:
-            try:
-                conversation = space.chats.load(chat)
-                if conversation.character == who:
-                    return conversation
-            except NameRefused:
-                pass
-        conversation = Conversation(id=chat or new_chat_id(), character=who)
-        user = space.persona().name
-        for i, greeting in enumerate(character.greetings()):
-            text = substitute(greeting, who, user)
-            conversation.append("assistant", text) if i == 0 else conversation.add_alternative(0, text)
-        if conversation.messages:
-            conversation.flip(0, 1)  # back to the main greeting
-        return conversation
+    return run
 
-    def chat_list(space: UserSpace, who: str, current: str | None, query: str = ""):
-        summaries = space.chats.list(who, query or "")
-        choices = [(s.label, s.id) for s in summaries]
+
+class ChatTab:
+    """The chat's event handlers, over the components built above."""
+
+    def __init__(self, runtime: Runtime, params: gr.State, chat_id: gr.State, side: Sidebar, col: ChatColumn,
+                 setup: SetupColumn):
+        self.runtime, self.params, self.chat_id = runtime, params, chat_id
+        self.side, self.col, self.setup = side, col, setup
+        self.view_outputs = [chat_id, col.chatbot, side.chats, side.title, col.branch, col.stats, col.picked,
+                             col.times]
+        self.setup_inputs = [chat_id, setup.character, setup.mode, setup.template, setup.system, setup.command,
+                             col.prefix]
+
+    def space(self, request: gr.Request) -> UserSpace:
+        return self.runtime.users.get(username(request))
+
+    def chat_list(self, space: UserSpace, who: str, current: str | None, query: str = ""):
+        summaries = actions.listing(space, who, query)
         listed = current in {s.id for s in summaries}
-        return gr.update(choices=choices, value=current if listed else None)
+        return gr.update(choices=[(s.label, s.id) for s in summaries], value=current if listed else None)
 
-    def position_of(conversation: Conversation, number) -> int:
-        """0-based index of the message numbered `number` (1 = first; 0 or blank = last)."""
-        path = conversation.path()
-        if not path:
-            raise gr.Error("the conversation is empty")
-        if not number:
-            return len(path) - 1
-        if not isinstance(number, (int, float)) or not 1 <= number <= len(path):
-            raise gr.Error(f"there is no message {number}: this conversation has {len(path)}")
-        return int(number) - 1
+    def show(self, space: UserSpace, view: ChatView) -> dict:
+        """A ChatView as the values of the components that show a conversation."""
+        conversation = view.conversation
+        return {
+            self.chat_id: conversation.id, self.col.chatbot: shown_messages(conversation),
+            self.side.chats: self.chat_list(space, conversation.character, conversation.id, view.query),
+            self.side.title: conversation.title, self.col.branch: view.branch, self.col.stats: view.note,
+            self.col.picked: view.picked, self.col.times: times_of(conversation),
+        }
 
-    def branch_note(conversation: Conversation, index: int | None) -> str:
-        path = conversation.path()
-        if not path:
-            return ""
-        index = len(path) - 1 if index is None or index >= len(path) else index
-        position, count = conversation.alternatives(index)
-        which = "last message" if index == len(path) - 1 else f"message {index + 1}"
-        return f"{which}: version {position} of {count}"
+    def showing(self, request: gr.Request, action, *args) -> dict:
+        """Run `action(space, *args)` for this user and show the ChatView it returns."""
+        space = self.space(request)
+        return self.show(space, action(space, *args))
 
-    def setup_of(space: UserSpace, mode_name, who, template_name, system_text, command_text) -> ChatSetup:
-        if mode_name not in MODES:
-            raise gr.Error(f"unknown mode: choose one of {', '.join(MODES)}")
+    # -- page load ------------------------------------------------------------------------------
+    def on_load(self, request: gr.Request) -> dict:
+        space = self.space(request)
+        view = actions.page_load(space)
+        return {**self.show(space, view),
+                self.setup.character: gr.update(choices=space.characters.names(), value=view.conversation.character)}
+
+    # -- opening, listing, managing ---------------------------------------------------------------
+    def wire_managing(self) -> None:
+        side, col, setup, chat_id, outputs = self.side, self.col, self.setup, self.chat_id, self.view_outputs
+        show = self.showing
+
+        @user_errors
+        def on_new(who, request: gr.Request):
+            return show(request, actions.new, who)
+
+        @user_errors
+        def on_pick_chat(chat, query, request: gr.Request):
+            return show(request, actions.pick, chat, query)
+
+        @user_errors
+        def on_character(who, request: gr.Request):
+            return show(request, actions.switch_character, who)
+
+        @user_errors
+        def on_rename(current, new_title, query, request: gr.Request):
+            return show(request, actions.rename, current, new_title, query)
+
+        @user_errors
+        def on_delete(current, who, request: gr.Request):
+            return show(request, actions.delete, current, who)
+
+        @user_errors
+        def on_import(file, who, request: gr.Request):
+            return show(request, actions.import_file, _upload_path(file), who)
+
+        @user_errors
+        def on_search(query, current, who, request: gr.Request):
+            return self.chat_list(self.space(request), who, current, query)
+
+        @user_errors
+        def on_export(current, request: gr.Request):
+            return gr.update(value=str(actions.export(self.space(request), current)), visible=True)
+
+        side.new_chat.click(on_new, [setup.character], outputs, api_name="chat_new")
+        # The Chatbot's own trash button starts a new chat too; nothing is deleted.
+        col.chatbot.clear(on_new, [setup.character], outputs, api_name="chat_clear")
+        side.chats.input(on_pick_chat, [side.chats, side.search], outputs, api_name="chat_open")
+        setup.character.input(on_character, [setup.character], outputs, api_name="chat_character")
+        side.rename.click(on_rename, [chat_id, side.title, side.search], outputs, api_name="chat_rename")
+        side.delete.click(on_delete, [chat_id, setup.character], outputs, api_name="chat_delete")
+        side.upload.upload(on_import, [side.upload, setup.character], outputs, api_name="chat_import")
+        side.search.change(on_search, [side.search, chat_id, setup.character], side.chats, api_name="chat_search")
+        side.export.click(on_export, [chat_id], side.exported, api_name="chat_export")
+
+    # -- editing the tree ---------------------------------------------------------------------
+    def wire_tree(self) -> None:
+        col, who, chat_id, outputs, show = self.col, self.setup.character, self.chat_id, self.view_outputs, self.showing
+
+        @user_errors
+        def on_edit(current, who, data: gr.EditData, request: gr.Request):
+            """An edit made in the chat itself."""
+            index = data.index[0] if isinstance(data.index, list) else data.index
+            text = data.value if isinstance(data.value, str) else _text_of(data.value)
+            return show(request, actions.edit, current, who, int(index) + 1, text)
+
+        @user_errors
+        def on_edit_message(current, who, number, text, request: gr.Request):
+            return show(request, actions.edit, current, who, number, text)
+
+        @user_errors
+        def on_select_message(current, who, data: gr.SelectData, request: gr.Request):
+            index = data.index[0] if isinstance(data.index, list) else data.index
+            picked = actions.pick_message(self.space(request), current, who, index)
+            return picked.number, picked.branch, picked.text
+
+        def on_flip(step: int):
+            @user_errors
+            def flip(current, who, number, request: gr.Request):
+                return show(request, actions.flip, current, who, number, step)
+
+            return flip
+
+        @user_errors
+        def on_fork(current, who, number, request: gr.Request):
+            return show(request, actions.fork, current, who, number)
+
+        @user_errors
+        def on_remove_last(current, who, request: gr.Request):
+            return show(request, actions.remove_last, current, who)
+
+        col.chatbot.edit(on_edit, [chat_id, who], outputs, api_name="chat_edit")
+        col.save_edit.click(on_edit_message, [chat_id, who, col.picked, col.edit_text], outputs,
+                            api_name="chat_edit_message")
+        col.chatbot.select(on_select_message, [chat_id, who], [col.picked, col.branch, col.edit_text],
+                           api_name="chat_pick_message")
+        col.previous.click(on_flip(-1), [chat_id, who, col.picked], outputs, api_name="chat_previous_version")
+        col.following.click(on_flip(+1), [chat_id, who, col.picked], outputs, api_name="chat_next_version")
+        col.fork.click(on_fork, [chat_id, who, col.picked], outputs, api_name="chat_fork")
+        col.remove.click(on_remove_last, [chat_id, who], outputs, api_name="chat_remove_last")
+
+    # -- running the model ------------------------------------------------------------------------
+    def setup_of(self, space: UserSpace, who, mode, template, system, command):
         try:
-            template_text = runtime.templates.load(template_name)
-        except (NameRefused, SettingsError) as exc:
+            return actions.chat_setup(space, self.runtime.templates, mode, who, template, system, command)
+        except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from exc
-        return ChatSetup(
-            mode=mode_name, character=character_of(space, who), persona=space.persona(),
-            system=system_text or "", template=template_text, command=command_text or DEFAULT_COMMAND,
-        )
 
-    def view(space: UserSpace, conversation: Conversation, query: str = "", note: str = ""):
-        """Everything that shows a conversation: id, chat, list, title, branch note, stats."""
-        return (
-            conversation.id, conversation.shown(), chat_list(space, conversation.character, conversation.id, query),
-            conversation.title, branch_note(conversation, None), note, 0,
-        )
-
-    view_outputs = [chat_id, chatbot, chats, title, branch, stats, picked]
-
-    # -- opening, listing, managing ---------------------------------------------------------
-    def on_load(request: gr.Request):
-        space = space_of(request)
-        who = space.recent_character()
-        conversation = open_chat(space, space.recent_chat(who), who)
-        notes = "; ".join(space.chats.warnings[-3:])
-        return gr.update(choices=space.characters.names(), value=who), *view(space, conversation, note=notes)
-
-    def on_character(who, request: gr.Request):
-        space = space_of(request)
-        return view(space, open_chat(space, space.recent_chat(who), who))  # open_chat checks the name
-
-    def on_pick_chat(chat, who, query, request: gr.Request):
-        space = space_of(request)
+    def write_reply(self, space, conversation, setup, params, action, start_with, request, clear_input):
+        """Yield updates while a reply streams (the live box only), then show the result."""
+        col = self.col
         try:
-            conversation = space.chats.load(chat)
-        except NameRefused as exc:
-            raise gr.Error(str(exc)) from exc
-        space.remember_chat(conversation.character, conversation.id)
-        return view(space, conversation, query)
-
-    def on_new(who, request: gr.Request):
-        space = space_of(request)
-        return view(space, open_chat(space, None, who))
-
-    def on_search(query, current, who, request: gr.Request):
-        return chat_list(space_of(request), who, current, query)
-
-    def on_rename(current, new_title, query, request: gr.Request):
-        space = space_of(request)
-        try:
-            conversation = space.chats.rename(current, new_title or "")
-        except NameRefused as exc:
-            raise gr.Error("save the conversation (send a message) before renaming it") from exc
-        return view(space, conversation, query)
-
-    def on_delete(current, who, request: gr.Request):
-        space = space_of(request)
-        try:
-            space.chats.delete(current)
-        except NameRefused as exc:
-            raise gr.Error(str(exc)) from exc
-        remaining = space.chats.list(who)
-        return view(space, open_chat(space, remaining[0].id if remaining else None, who), note="Deleted.")
-
-    def on_export(current, request: gr.Request):
-        space = space_of(request)
-        try:
-            conversation = space.chats.load(current)
-        except NameRefused as exc:
-            raise gr.Error("nothing to export yet: this conversation has no messages") from exc
-        # Outside user_data/: Gradio copies the file into its cache to serve it.
-        folder = Path(tempfile.mkdtemp(prefix="webui-export-"))
-        path = folder / f"chat-{conversation.id}.json"
-        path.write_text(conversation.model_dump_json(indent=1), encoding="utf-8")
-        return gr.update(value=str(path), visible=True)
-
-    def on_import(file, who, request: gr.Request):
-        space = space_of(request)
-        path = Path(file if isinstance(file, str) else getattr(file, "name", ""))
-        try:
-            if path.stat().st_size > MAX_CHAT_BYTES:
-                raise ValueError("that file is too large for a conversation")
-            conversation = space.chats.import_json(path.read_bytes(), character=who)
-        except (OSError, ValueError) as exc:
-            raise gr.Error(f"import failed: {exc}") from exc
-        space.remember_chat(who, conversation.id)
-        return view(space, conversation, note="Imported.")
-
-    # -- editing the tree --------------------------------------------------------------------
-    def saved_change(space: UserSpace, conversation: Conversation, note: str = ""):
-        space.chats.save(conversation)
-        space.remember_chat(conversation.character, conversation.id)
-        return view(space, conversation, note=note)
-
-    def edit_message(space: UserSpace, conversation: Conversation, index: int, text: str):
-        try:
-            conversation.edit(index, text)
-        except ChatError as exc:
-            raise gr.Error(str(exc)) from exc
-        return saved_change(space, conversation, note="Edited: the earlier version is kept (◀ ▶).")
-
-    def on_edit(current, who, data: gr.EditData, request: gr.Request):
-        """An edit made in the chat itself."""
-        space = space_of(request)
-        conversation = open_chat(space, current, who)
-        index = data.index[0] if isinstance(data.index, list) else data.index
-        text = data.value if isinstance(data.value, str) else _text_of(data.value)
-        return edit_message(space, conversation, position_of(conversation, int(index) + 1), text)
-
-    def on_edit_message(current, who, number, text, request: gr.Request):
-        space = space_of(request)
-        conversation = open_chat(space, current, who)
-        return edit_message(space, conversation, position_of(conversation, number), text or "")
-
-    def on_select_message(current, who, data: gr.SelectData, request: gr.Request):
-        conversation = open_chat(space_of(request), current, who)
-        index = data.index[0] if isinstance(data.index, list) else data.index
-        path = conversation.path()
-        text = path[index].content if 0 <= index < len(path) else ""
-        return index + 1, branch_note(conversation, index), text
-
-    def on_flip(step: int):
-        def flip(current, who, number, request: gr.Request):
-            space = space_of(request)
-            conversation = open_chat(space, current, who)
-            index = position_of(conversation, number)
-            conversation.flip(index, step)
-            outputs = saved_change(space, conversation)
-            # Keep acting on the same message, and say which version shows now.
-            return (*outputs[:4], branch_note(conversation, index), outputs[5], number)
-
-        return flip
-
-    def on_fork(current, who, number, request: gr.Request):
-        space = space_of(request)
-        conversation = open_chat(space, current, who)
-        copy = conversation.fork(position_of(conversation, number), new_chat_id())
-        return saved_change(space, copy, note="Forked into a new conversation.")
-
-    def on_remove_last(current, who, request: gr.Request):
-        space = space_of(request)
-        conversation = open_chat(space, current, who)
-        try:
-            conversation.remove_last()
-        except ChatError as exc:
-            raise gr.Error(str(exc)) from exc
-        return saved_change(space, conversation)
-
-    # -- running the model -------------------------------------------------------------------
-    def write_reply(space, conversation, setup, params, action, start_with, request, clear_input):
-        """Yield updates while a reply streams into the live box, then show the result."""
-        try:
-            writer = ReplyWriter(runtime, session_id(request), space.chats, conversation, setup,
+            writer = ReplyWriter(self.runtime, session_id(request), space.chats, conversation, setup,
                                  to_params(params), action, start_with or "", username(request))
         except (*USER_ERRORS, GenerationError) as exc:
-            yield {chatbot: conversation.shown(), live: "", stats: f"**Error:** {exc}"}
+            yield {col.chatbot: shown_messages(conversation), col.live: "", col.stats: f"**Error:** {exc}"}
             return
         space.remember_chat(conversation.character, conversation.id)
         try:
-            # The reply being written shows in the live box, not (yet) in the chat.
+            # The Chatbot gets the reply's (empty) bubble once; the text goes to the live box.
             yield {
-                chat_id: conversation.id, chatbot: conversation.shown()[:-1], live: writer.text,
-                stats: "Generating…", chats: chat_list(space, conversation.character, conversation.id),
-                **({message: ""} if clear_input else {}),
+                self.chat_id: conversation.id, col.chatbot: shown_messages(conversation, streaming=True),
+                col.live: writer.text, col.stats: "Generating…", col.times: times_of(conversation),
+                self.side.chats: self.chat_list(space, conversation.character, conversation.id),
+                **({col.message: ""} if clear_input else {}),
             }
+            waiting = None
             for text in writer:
-                yield {live: text}
+                if writer.ahead != waiting:  # queued behind other requests (see ReplyWriter.ahead)
+                    waiting = writer.ahead
+                    note = f"{waiting} requests ahead of yours…" if waiting else "Generating…"
+                    yield {col.live: text, col.stats: note}
+                else:
+                    yield {col.live: text}
         except GenerationError as exc:
             writer.error = str(exc)
         finally:
             writer.close()  # the tab closed before the first piece: still cancel and save
         note = f"**Error:** {writer.error}" if writer.error else writer.summary()
-        yield {chatbot: conversation.shown(), live: "", stats: note,
-               branch: branch_note(conversation, None), picked: 0}
+        yield {col.chatbot: shown_messages(conversation), col.live: "", col.stats: note,
+               col.branch: actions.branch_note(conversation, None), col.picked: 0,
+               col.times: times_of(conversation)}
 
-    def on_send(text, current, who, mode_name, template_name, system_text, command_text, start_with,
-                params, request: gr.Request):
-        if not text or not text.strip():
-            yield {stats: "Type a message first."}
-            return
-        space = space_of(request)
-        setup = setup_of(space, mode_name, who, template_name, system_text, command_text)
-        conversation = open_chat(space, current, who, setup.character)
-        if not any(m.role == "user" for m in conversation.messages) and conversation.title == "New chat":
-            conversation.title = " ".join(text.split())[:60]
-        try:
-            add_user_message(runtime, conversation, setup, to_params(params), text, username(request))
-        except (*USER_ERRORS, GenerationError) as exc:
-            yield {stats: f"**Error:** {exc}"}
-            return
-        space.chats.save(conversation)  # the message is safe before the model even starts
-        yield from write_reply(space, conversation, setup, params, "reply", start_with, request, True)
+    def wire_model(self) -> None:
+        runtime, col, setup_inputs = self.runtime, self.col, self.setup_inputs
+        def on_send(text, current, who, mode_name, template_name, system_text, command_text, start_with, params,
+                    request: gr.Request):
+            if not text or not text.strip():
+                yield {col.stats: "Type a message first."}
+                return
+            space = self.space(request)
+            setup = self.setup_of(space, who, mode_name, template_name, system_text, command_text)
+            conversation = _open(space, current, who, setup.character)
+            if not any(m.role == "user" for m in conversation.messages) and conversation.title == "New chat":
+                conversation.title = " ".join(text.split())[:60]
+            try:
+                add_user_message(runtime, conversation, setup, to_params(params), text, username(request))
+            except (*USER_ERRORS, GenerationError) as exc:
+                yield {col.stats: f"**Error:** {exc}"}
+                return
+            space.chats.save(conversation)  # the message is safe before the model even starts
+            yield from self.write_reply(space, conversation, setup, params, "reply", start_with, request, True)
 
-    def on_action(action: str):
-        def run(current, who, mode_name, template_name, system_text, command_text, start_with,
-                params, request: gr.Request):
-            space = space_of(request)
-            setup = setup_of(space, mode_name, who, template_name, system_text, command_text)
-            conversation = open_chat(space, current, who, setup.character)
-            yield from write_reply(space, conversation, setup, params, action, start_with, request, False)
+        def on_action(action: str):
+            def run(current, who, mode_name, template_name, system_text, command_text, start_with, params,
+                    request: gr.Request):
+                space = self.space(request)
+                setup = self.setup_of(space, who, mode_name, template_name, system_text, command_text)
+                conversation = _open(space, current, who, setup.character)
+                yield from self.write_reply(space, conversation, setup, params, action, start_with, request, False)
 
-        return run
+            return run
 
-    def on_impersonate(current, who, mode_name, template_name, system_text, command_text, start_with,
-                       params, request: gr.Request):
-        space = space_of(request)
-        setup = setup_of(space, mode_name, who, template_name, system_text, command_text)
-        conversation = open_chat(space, current, who, setup.character)
-        text = start_with or ""
-        try:
-            for so_far in impersonate(runtime, session_id(request), conversation, setup, to_params(params), text,
-                                      username(request)):
-                text = so_far
-                yield text, gr.skip()
-        except (*USER_ERRORS, GenerationError) as exc:
-            yield text, f"**Error:** {exc}"
-            return
-        yield text, "Impersonated: edit the message, then Send."
+        def on_impersonate(current, who, mode_name, template_name, system_text, command_text, start_with, params,
+                           request: gr.Request):
+            space = self.space(request)
+            setup = self.setup_of(space, who, mode_name, template_name, system_text, command_text)
+            conversation = _open(space, current, who, setup.character)
+            text = start_with or ""
+            try:
+                for so_far in impersonate(runtime, session_id(request), conversation, setup, to_params(params),
+                                          text, username(request)):
+                    text = so_far
+                    yield text, gr.skip()
+            except (*USER_ERRORS, GenerationError) as exc:
+                yield text, f"**Error:** {exc}"
+                return
+            yield text, "Impersonated: edit the message, then Send."
 
-    # -- wiring ------------------------------------------------------------------------------
-    setup_inputs = [chat_id, character, mode, template, system, command, prefix, shared.params]
-    stream_outputs = [chat_id, chatbot, live, stats, message, chats, branch, picked]
-    send_event = send.click(on_send, [message, *setup_inputs], stream_outputs, api_name="chat_send", **MODEL_GROUP)
-    submit_event = message.submit(
-        on_send, [message, *setup_inputs], stream_outputs, api_name="chat_submit", **MODEL_GROUP
-    )
-    regen_event = regenerate.click(
-        on_action("regenerate"), setup_inputs, stream_outputs, api_name="chat_regenerate", **MODEL_GROUP
-    )
-    continue_event = extend.click(
-        on_action("continue"), setup_inputs, stream_outputs, api_name="chat_continue", **MODEL_GROUP
-    )
-    impersonate_event = write_mine.click(
-        on_impersonate, setup_inputs, [message, stats], api_name="chat_impersonate", **MODEL_GROUP
-    )
-    # Stop runs outside the model group (it must not wait for the reply it stops) and
-    # also drops this session's not-yet-started requests from Gradio's queue.
-    stop.click(
-        stop_handler(runtime), None, stats, api_name="chat_stop",
-        cancels=[send_event, submit_event, regen_event, continue_event, impersonate_event],
-        concurrency_limit=None,
-    )
-    new_chat.click(on_new, [character], view_outputs, api_name="chat_new")
-    # The Chatbot's own trash button starts a new chat too; nothing is deleted.
-    chatbot.clear(on_new, [character], view_outputs, api_name="chat_clear")
-    chats.input(on_pick_chat, [chats, character, search], view_outputs, api_name="chat_open")
-    character.input(on_character, [character], view_outputs, api_name="chat_character")
-    search.change(on_search, [search, chat_id, character], chats, api_name="chat_search")
-    rename.click(on_rename, [chat_id, title, search], view_outputs, api_name="chat_rename")
-    delete.click(on_delete, [chat_id, character], view_outputs, api_name="chat_delete")
-    export.click(on_export, [chat_id], exported, api_name="chat_export")
-    upload.upload(on_import, [upload, character], view_outputs, api_name="chat_import")
-    chatbot.edit(on_edit, [chat_id, character], view_outputs, api_name="chat_edit")
-    save_edit.click(on_edit_message, [chat_id, character, picked, edit_text], view_outputs,
-                    api_name="chat_edit_message")
-    chatbot.select(on_select_message, [chat_id, character], [picked, branch, edit_text],
-                   api_name="chat_pick_message")
-    previous.click(on_flip(-1), [chat_id, character, picked], view_outputs, api_name="chat_previous_version")
-    following.click(on_flip(+1), [chat_id, character, picked], view_outputs, api_name="chat_next_version")
-    fork.click(on_fork, [chat_id, character, picked], view_outputs, api_name="chat_fork")
-    remove.click(on_remove_last, [chat_id, character], view_outputs, api_name="chat_remove_last")
-    shared.on_load.append((on_load, [], [character, *view_outputs], "chat_load"))
+        inputs = [*setup_inputs, self.params]
+        outputs = [self.chat_id, col.chatbot, col.live, col.stats, col.message, self.side.chats, col.branch,
+                   col.picked, col.times]
+        events = [
+            col.send.click(on_send, [col.message, *inputs], outputs, api_name="chat_send", **MODEL_GROUP),
+            col.message.submit(on_send, [col.message, *inputs], outputs, api_name="chat_submit", **MODEL_GROUP),
+            col.regenerate.click(on_action("regenerate"), inputs, outputs, api_name="chat_regenerate",
+                                 **MODEL_GROUP),
+            col.extend.click(on_action("continue"), inputs, outputs, api_name="chat_continue", **MODEL_GROUP),
+            col.write_mine.click(on_impersonate, inputs, [col.message, col.stats], api_name="chat_impersonate",
+                                 **MODEL_GROUP),
+        ]
+        # Stop runs outside the model group (it must not wait for the reply it stops) and
+        # also drops this session's not-yet-started requests from Gradio's queue.
+        col.stop.click(stop_handler(runtime), None, col.stats, api_name="chat_stop", cancels=events,
+                       concurrency_limit=None)
+
+    # -- the token counter ------------------------------------------------------------------------
+    def wire_token_count(self) -> None:
+        """Prompt tokens (the chat so far plus the message being typed) / the context."""
+        runtime = self.runtime
+
+        def count(text, current, who, mode, template, system, command, request: gr.Request):
+            loaded = runtime.models.current
+            if loaded is None:
+                return ""
+            try:
+                space = self.space(request)
+                setup = actions.chat_setup(space, runtime.templates, mode, who, template, system, command)
+                conversation = _open(space, current, who, setup.character)
+                turns = conversation.turns() + ([{"role": "user", "content": text}] if text else [])
+                prompt = ChatPrompt(setup, turns, "reply")
+                # Rendered whole (room larger than any prompt): the count before truncation.
+                prompt(loaded.tokenizer, 1 << 30)
+            except (*USER_ERRORS, GenerationError):
+                return ""
+            except RuntimeError:
+                # A fast tokenizer in use by the model thread refuses a second borrower;
+                # the next keystroke counts again.
+                return gr.skip()
+            return f"{prompt.info.tokens} / {loaded.context_length} tokens"
+
+        col, setup = self.col, self.setup
+        inputs = [col.message, self.chat_id, setup.character, setup.mode, setup.template, setup.system,
+                  setup.command]
+        # always_last: while one count runs, only the newest text waits (typing stays cheap).
+        col.message.change(count, inputs, col.tokens, api_name="chat_count_tokens", trigger_mode="always_last",
+                           show_progress="hidden", queue=True)
+        col.chatbot.change(count, inputs, col.tokens, api_name=False, trigger_mode="always_last",
+                           show_progress="hidden", queue=True)
+
+
+def _open(space: UserSpace, current, who, character) -> Conversation:
+    try:
+        return actions.open_chat(space, current, who, character)
+    except USER_ERRORS as exc:
+        raise gr.Error(str(exc)) from exc
+
+
+def _upload_path(file) -> Path:
+    return Path(file if isinstance(file, str) else getattr(file, "name", ""))
 
 
 def _text_of(value) -> str:

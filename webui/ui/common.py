@@ -23,8 +23,10 @@ class Shared:
     controls: list[Any] = field(default_factory=list)
     # The Chat tab's character picker: the Character tab refreshes its choices.
     character_picker: Any = None
-    # (fn, inputs, outputs, api_name) to run on every page load, registered by the tabs
-    on_load: list[tuple[Any, list, list, str]] = field(default_factory=list)
+    # (fn, outputs) for the one page-load event: fn(request) returns {component: value}
+    # for some of its outputs.  One event, not one per tab: each event is a queue
+    # round trip, and on a busy machine they wait behind each other.
+    on_load: list[tuple[Any, list]] = field(default_factory=list)
 
 
 def session_id(request: gr.Request | None) -> str:

@@ -235,7 +235,8 @@ def render(runtime: Runtime, shared: Shared) -> None:
         return [params.model_dump(), *control_values(params)]
 
     neutral.click(neutralize, shared.params, outputs, api_name="neutralize_samplers")
-    shared.on_load.append((on_load, [], [shared.params, *shared.controls], "load_params"))
+    load_outputs = [shared.params, *shared.controls]
+    shared.on_load.append((lambda request: dict(zip(load_outputs, on_load(request), strict=True)), load_outputs))
     # Text boxes apply when left (half-typed text would be refused); the rest at once.
     triggers = [c.blur if isinstance(c, gr.Textbox) else c.input for c in shared.controls]
     gr.on(

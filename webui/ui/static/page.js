@@ -1,0 +1,110 @@
+() => {
+  // Runs once when the page has loaded (Blocks.launch(js=...)).  Everything here reads
+  // and writes the page only; nothing talks to the server.
+
+  // -- the reply streams inside the chat ----------------------------------------------------
+  // While a reply streams the server updates only the hidden #chat-live box (a small
+  // diff per piece, whatever the chat's length); the Chatbot shows the reply's bubble
+  // with a cursor.  This copies the live box's rendered nodes, already sanitized by
+  // Gradio's Markdown, into that bubble (cloned, never re-parsed as HTML).  When the
+  // reply ends the live box empties and the Chatbot's own message takes over.
+  const CURSOR = "\u258d";
+  let copied = null;
+  const replyBubble = () => {
+    const bots = document.querySelectorAll("#chatbot [data-testid=bot]");
+    const last = bots[bots.length - 1];
+    if (!last) return null;
+    const content = last.querySelector(".message-content") || last;
+    if (content.querySelector(":scope > .webui-live")) return content;
+    return last.textContent.trim().endsWith(CURSOR) ? content : null;
+  };
+  const mirror = () => {
+    const live = document.querySelector("#chat-live");
+    const source = live && (live.querySelector(".md") || live.querySelector(".prose"));
+    const text = source ? source.textContent : "";
+    const content = replyBubble();
+    if (!content) return;
+    let copy = content.querySelector(":scope > .webui-live");
+    if (!text.trim()) {
+      if (copy) copy.remove();
+      content.classList.remove("webui-streaming");
+      copied = null;
+      return;
+    }
+    if (copy && copied === text) return;  // our own change, seen by the observer
+    if (!copy) {
+      copy = document.createElement("div");
+      copy.className = "webui-live md chatbot prose";
+      content.appendChild(copy);
+      content.classList.add("webui-streaming");
+    }
+    const wrap = document.querySelector("#chatbot .bubble-wrap");
+    const atBottom = wrap && wrap.scrollHeight - wrap.scrollTop - wrap.clientHeight < 60;
+    copy.replaceChildren(...[...source.childNodes].map((node) => node.cloneNode(true)));
+    copied = text;
+    if (atBottom) wrap.scrollTop = wrap.scrollHeight;
+  };
+
+  // -- when each message was written, on hover ---------------------------------------------------
+  const stamp = () => {
+    let times = [];
+    try { times = JSON.parse(document.querySelector("#chat-times textarea")?.value || "[]"); } catch (e) { return; }
+    const messages = document.querySelectorAll("#chatbot [data-testid=user], #chatbot [data-testid=bot]");
+    messages.forEach((message, i) => {
+      const when = times[i] ? new Date(times[i] * 1000).toLocaleString() : "";
+      if (when && message.title !== when) message.title = when;
+    });
+  };
+
+  let scheduled = false;
+  const refresh = () => {
+    scheduled = false;
+    mirror();
+    stamp();
+  };
+  new MutationObserver(() => {
+    if (!scheduled) { scheduled = true; requestAnimationFrame(refresh); }
+  }).observe(document.body, { subtree: true, childList: true, characterData: true });
+  // A hidden textarea's value changes without a DOM mutation: look now and then as well.
+  setInterval(stamp, 1000);
+
+  // -- keyboard shortcuts (Text Generation WebUI's) ------------------------------------------------
+  // Captured before Gradio's own handlers: Ctrl+Enter in the message box must
+  // regenerate, not also send.
+  const press = (...ids) => ids.some((id) => {
+    const button = document.getElementById(id);
+    if (!button || button.offsetParent === null || button.disabled) return false;
+    button.click();
+    return true;
+  });
+  const shortcuts = [
+    [(e) => e.key === "Escape", ["chat-stop", "default-stop", "notebook-stop"]],
+    [(e) => e.key === "Enter" && e.ctrlKey && !e.shiftKey && !e.altKey, ["chat-regenerate"]],
+    [(e) => e.key === "Enter" && e.altKey && !e.ctrlKey, ["chat-continue"]],
+    [(e) => e.key === "Backspace" && e.ctrlKey && e.shiftKey, ["chat-remove-last"]],
+    [(e) => e.key.toLowerCase() === "m" && e.ctrlKey && e.shiftKey, ["chat-impersonate"]],
+  ];
+  document.addEventListener("keydown", (event) => {
+    for (const [matches, ids] of shortcuts) {
+      if (matches(event) && press(...ids)) {
+        event.preventDefault();
+        event.stopPropagation();
+        return;
+      }
+    }
+  }, true);
+
+  // -- dark theme: the system's setting unless the toggle chose one ----------------------------------
+  const applyTheme = () => {
+    const chosen = localStorage.getItem("webui-theme");
+    if (chosen) document.body.classList.toggle("dark", chosen === "dark");
+  };
+  applyTheme();
+  window.matchMedia?.("(prefers-color-scheme: dark)").addEventListener("change", () => setTimeout(applyTheme));
+  document.addEventListener("click", (event) => {
+    if (!event.target.closest("#theme-toggle")) return;
+    const dark = !document.body.classList.contains("dark");
+    document.body.classList.toggle("dark", dark);
+    localStorage.setItem("webui-theme", dark ? "dark" : "light");
+  });
+}
