@@ -8,12 +8,18 @@ model sees the same prompt (no older turn fits; the engine cuts both to the same
 tokens) and decodes the same number of tokens (greedy, end of text banned): what
 differs is only the history the UI holds.  Each reply is timed
 end to end through gradio_client, divided by its tokens; rounds alternate, and the
-ratio is long / empty (target <= 1.1).  For scale, it also prints what re-sending the
-whole history to the Chatbot on every update would cost.
+ratio is long / empty (target <= 1.1).
+
+It also measures the server-side cost of one streaming update, the way Gradio
+handles an event's outputs (postprocess, serialise, the file walk, the diff against
+the previous update), two ways: the Chatbot itself re-sent with the reply growing as
+its last message, and what the chat does (the Chatbot left alone, the hidden live
+box updated; webui/ui/chat_tab.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import tempfile
 import time
@@ -72,20 +78,41 @@ def main() -> None:
         app.close()
         note = chats.load(long_chat.id).path()[-1].note
 
-    chatbot = gr.Chatbot()
     history = long_chat.turns()
-    start = time.perf_counter()
-    for _ in range(20):
-        chatbot.postprocess(history)
-    resend = (time.perf_counter() - start) / 20
+    per_update = {(way, n): asyncio.run(update_cost(way, history[:n])) for way in ("chatbot", "live")
+                  for n in (0, HISTORY)}
     print(f"model: {runtime.models.current.describe()}")
     print(f"long chat's last reply: {note}")
     print(f"per token, empty history: {statistics.median(empties) * 1000:.2f} ms")
     quartiles = statistics.quantiles(ratios, n=4)
     print(f"per-token cost, {HISTORY}-message history / empty: {statistics.median(ratios):.3f} "
           f"(target <= 1.1; per-round quartiles {quartiles[0]:.3f}..{quartiles[2]:.3f})")
-    print(f"for scale: preparing the whole {HISTORY}-message history for the Chatbot once costs "
-          f"{resend * 1000:.1f} ms, which the live reply box avoids on every update")
+    for way, label in (("chatbot", "the Chatbot re-sent per update"), ("live", "the live box per update (ours)")):
+        empty, long = per_update[(way, 0)], per_update[(way, HISTORY)]
+        print(f"server-side cost of one update, {label}: empty {empty * 1000:.2f} ms, "
+              f"{HISTORY} messages {long * 1000:.2f} ms")
+
+
+async def update_cost(way: str, history: list[dict], updates: int = 30) -> float:
+    """Seconds per streaming update spent on the output side of a Gradio event."""
+    from gradio import processing_utils, utils
+
+    with gr.Blocks():
+        block = gr.Chatbot(allow_tags=False, sanitize_html=True) if way == "chatbot" else gr.Markdown()
+    previous, total = None, 0.0
+    for i in range(updates):
+        reply = "And the evening and the morning were the first day. " * (i + 1)
+        value = [*history, {"role": "assistant", "content": reply}] if way == "chatbot" else reply
+        start = time.perf_counter()
+        data = block.postprocess(value)
+        data = data.model_dump() if hasattr(data, "model_dump") else data
+        for _ in range(2):  # Gradio walks an output for files twice (state, then the answer)
+            data = await processing_utils.async_move_files_to_cache(data, block, postprocess=True)
+        if previous is not None:
+            utils.diff(previous, data)
+        total += time.perf_counter() - start
+        previous = data
+    return total / updates
 
 
 if __name__ == "__main__":

@@ -108,3 +108,15 @@ def test_admin_api_load_takes_loader_options_but_never_code_execution(api_url, r
         response = httpx.post(f"{api_url}/internal/models/load", headers=admin, json={"model": TINY, **evil})
         assert response.status_code == 400, evil
     assert runtime.models.current.options.load_in_8bit and not runtime.models.current.options.trust_remote_code
+
+
+def test_the_page_shows_no_absolute_server_paths(client, runtime, tmp_path):
+    from webui.settings import PROJECT_ROOT
+    from webui.ui.common import shown_path
+
+    # The tests' model folder lies outside the app's folder: only its name is shown.
+    assert str(runtime.settings.model_dir) not in str(client.config)
+    assert f"…/{runtime.settings.model_dir.name}" in str(client.config)
+    assert shown_path(PROJECT_ROOT / "models") == "models"
+    assert shown_path(PROJECT_ROOT / "models" / "org_name") == "models/org_name"
+    assert shown_path(tmp_path / "elsewhere") == "…/elsewhere"

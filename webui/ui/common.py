@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from webui.presets import ParamsError, SamplingParams, make_params
+from webui.settings import PROJECT_ROOT
 
 # Every event that runs the model shares one Gradio concurrency group, so the
 # browser shows a queue position instead of piling threads onto the model lock.
@@ -53,3 +55,14 @@ def stop_handler(runtime):
         return "Stopped." if runtime.stop(session_id(request)) else "Nothing was generating."
 
     return stop
+
+
+def shown_path(path: Path | str, root: Path = PROJECT_ROOT) -> str:
+    """A server path as a browser may see it: relative to the app's folder, or only its
+    last part when it lies elsewhere (every browser would otherwise learn the server's
+    folder layout, and under several users, each other's)."""
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix() or "."
+    except ValueError:
+        return f"…/{path.name}"

@@ -19,7 +19,7 @@ from webui.model_settings import ModelSettings
 from webui.paths import NameRefused
 from webui.runtime import Runtime
 from webui.settings import describe_validation_error
-from webui.ui.common import MODEL_GROUP, Shared, to_params
+from webui.ui.common import MODEL_GROUP, Shared, shown_path, to_params
 from webui.ui.parameters_tab import control_values
 
 DTYPES = ["auto", "bf16", "fp16", "fp32"]
@@ -65,7 +65,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
     with gr.Row():
         model = gr.Dropdown(
             runtime.models.names(), value=current.name if current else None,
-            label="Model", info=f"Folders in {settings.model_dir}", scale=3, elem_id="model-name",
+            label="Model", info=f"Folders in {shown_path(settings.model_dir)}", scale=3, elem_id="model-name",
         )
         refresh = gr.Button("↻", scale=0, min_width=40)
         dtype = gr.Radio(DTYPES, value=base.dtype, label="dtype", scale=2)
@@ -116,7 +116,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
 
     with gr.Accordion("Download from the Hugging Face Hub", open=False):
         gr.Markdown("Downloading is the one action that contacts the network. Files go to "
-                    f"`{settings.model_dir}/org_name`; an interrupted download continues when run again. "
+                    f"`{shown_path(settings.model_dir)}/org_name`; an interrupted download continues when run again. "
                     "Gated models need `HF_TOKEN` in the environment.")
         with gr.Row():
             repo = gr.Textbox(label="Hub model (org/name)", placeholder="org/name", max_length=200, scale=3)
@@ -201,7 +201,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
                 request, lambda p: progress(p.fraction, desc=f"{p.file} ({p.done:,} / {p.total:,} bytes)"))
         except DownloadError as exc:
             return f"**Download failed:** {exc}", gr.skip()
-        return f"Downloaded to `{folder}`.", gr.Dropdown(choices=runtime.models.names())
+        return f"Downloaded to `{shown_path(folder)}`.", gr.Dropdown(choices=runtime.models.names())
 
     model.input(pick_model, model, [*options, fit_out], api_name="model_settings")
     load.click(
