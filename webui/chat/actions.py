@@ -159,7 +159,10 @@ def export(space: UserSpace, chat: str) -> Path:
     return path
 
 
-def import_file(space: UserSpace, path: Path, who: str) -> ChatView:
+def import_file(space: UserSpace, path: Path | None, who: str) -> ChatView:
+    space.characters.load(who)  # the character it is filed under must be the user's own
+    if path is None:
+        raise ChatError("import failed: choose a conversation file (JSON) first")
     try:
         if path.stat().st_size > MAX_CHAT_BYTES:
             raise ValueError("that file is too large for a conversation")

@@ -305,6 +305,9 @@ class ChatTab:
         @user_errors
         def on_edit(current, who, data: gr.EditData, request: gr.Request):
             """An edit made in the chat itself."""
+            self.space(request).characters.load(who)  # the name first, whatever else is wrong
+            if data is None or data.index is None:
+                raise ChatError("nothing was edited")
             index = data.index[0] if isinstance(data.index, list) else data.index
             text = data.value if isinstance(data.value, str) else _text_of(data.value)
             return show(request, actions.edit, current, who, int(index) + 1, text)
@@ -491,8 +494,9 @@ def _open(space: UserSpace, current, who, character) -> Conversation:
         raise gr.Error(str(exc)) from exc
 
 
-def _upload_path(file) -> Path:
-    return Path(file if isinstance(file, str) else getattr(file, "name", ""))
+def _upload_path(file) -> Path | None:
+    name = file if isinstance(file, str) else getattr(file, "name", None)
+    return Path(name) if name else None
 
 
 def _text_of(value) -> str:
