@@ -93,6 +93,13 @@ def test_impersonate_uses_the_modified_state(hooked):
     conversation = Conversation(id="c")
     conversation.append("user", "hi")
     conversation.append("assistant", "hello")
-    text = list(impersonate(runtime, "owner", conversation, ChatSetup(), make_params({"max_new_tokens": 30})))
+    streams = []
+    stream = runtime.stream
+    runtime.stream = lambda *args, **kwargs: streams.append(stream(*args, **kwargs)) or streams[-1]
+    try:
+        list(impersonate(runtime, "owner", conversation, ChatSetup(), make_params({"max_new_tokens": 30})))
+    finally:
+        del runtime.stream
     assert module.seen[-1][0] == "state"
-    assert len(text) <= 3  # at most max_new_tokens pieces
+    # The request ran with state_modifier's value, not the 30 asked for.
+    assert streams[0].stats.new_tokens <= 3 and streams[0]._stream.request.params.max_new_tokens == 3

@@ -73,8 +73,9 @@ def test_closing_the_stream_cancels_generation(engine):
     next(stream)
     stream.close()  # what a dropped client does
     assert request.cancel.cancelled
-    # The model is free again promptly: the next request completes.
-    assert engine.generate(GenerationRequest(PROMPT, greedy(5))).text() is not None
+    # The model is free again promptly: the next request runs to its full length.
+    after = engine.generate(GenerationRequest(PROMPT, greedy(5, ban_eos_token=True)))
+    assert after.text() and after.stats.new_tokens == 5
 
 
 def test_cancel_of_one_request_leaves_a_concurrent_one_running(engine):
@@ -86,7 +87,7 @@ def test_cancel_of_one_request_leaves_a_concurrent_one_running(engine):
     next(it1)
     first.cancel.cancel()
     list(it1)
-    assert s2.text() is not None and s2.stats.finish_reason == "length"
+    assert s2.text() and s2.stats.finish_reason == "length"
     assert s2.stats.new_tokens == 60
     assert s1.stats.finish_reason == "cancelled"
 
@@ -160,4 +161,5 @@ def test_a_full_queue_answers_at_once(runtime):
     while small.pending and time.monotonic() < deadline:
         time.sleep(0.01)
     assert small.pending == 0
-    assert small.generate(GenerationRequest(PROMPT, greedy(3))).text() is not None
+    after = small.generate(GenerationRequest(PROMPT, greedy(3, ban_eos_token=True)))
+    assert after.text() and after.stats.new_tokens == 3

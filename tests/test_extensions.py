@@ -8,6 +8,8 @@ checks that).
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import sys
 import textwrap
 from pathlib import Path
@@ -188,10 +190,14 @@ def test_hook_tokenizer_modifier_may_supply_embeddings(models_root, tmp_path, ru
             return prompt, input_ids, params["embed"](input_ids)
     """)
     runtime_e = build(models_root, tmp_path, ["embed"])
-    runtime_e.extensions.get("embed").params["embed"] = runtime_e.models.current.model.get_input_embeddings()
-    with_embeds = runtime_e.generate("o", "The keeper climbed", make_params(GREEDY))
-    plain = runtime.generate("o", "The keeper climbed", make_params(GREEDY))
-    assert "".join(with_embeds) == "".join(plain)  # the same embeddings give the same greedy reply
+    table = runtime_e.models.current.model.get_input_embeddings()
+    params = runtime_e.extensions.get("embed").params
+    plain = "".join(runtime.generate("o", "The keeper climbed", make_params(GREEDY)))
+    params["embed"] = table  # the model's own embeddings: the same greedy reply
+    assert "".join(runtime_e.generate("o", "The keeper climbed", make_params(GREEDY))) == plain
+    # Other embeddings for the same ids change the reply: the model read the embeddings.
+    params["embed"] = lambda ids: table(ids).flip(1)
+    assert "".join(runtime_e.generate("o", "The keeper climbed", make_params(GREEDY))) != plain
     assert runtime_e.extensions.faults() == []
 
 
@@ -244,6 +250,14 @@ def test_hook_custom_css_and_custom_js_are_collected_in_order(tmp_path):
 
 def test_hook_custom_js(tmp_path):
     assert host_with(tmp_path, {"none": "params = {}\n"}).js() == ""
+    host = host_with(tmp_path, {"js": "def custom_js():\n    return 'window.fromExtension = 1;'\n"})
+    script = host.js()
+    assert script.startswith("() => {") and "window.fromExtension = 1;" in script
+    # The page runs the app's own script and then the extensions', each guarded.
+    from webui.ui.app import page_js
+
+    page = page_js(SimpleNamespace(extensions=host))
+    assert page.index("webui-theme") < page.index("window.fromExtension") and page.count("try {") >= 2
 
 
 def test_hook_ui_blocks_and_tabs_are_rendered(models_root, tmp_path):
