@@ -120,3 +120,22 @@ def test_the_page_shows_no_absolute_server_paths(client, runtime, tmp_path):
     assert shown_path(PROJECT_ROOT / "models") == "models"
     assert shown_path(PROJECT_ROOT / "models" / "org_name") == "models/org_name"
     assert shown_path(tmp_path / "elsewhere") == "…/elsewhere"
+
+
+def test_quantization_switches_are_disabled_without_bitsandbytes(runtime, monkeypatch):
+    """README: without bitsandbytes the 8/4-bit switches are disabled with a note."""
+    import sys
+
+    import gradio as gr
+
+    from webui.ui.app import build_app
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # `import bitsandbytes` now fails
+    app = build_app(runtime)
+    boxes = {b.label: b for b in app.blocks.values() if isinstance(b, gr.Checkbox)}
+    assert boxes["load-in-8bit"].interactive is False and boxes["load-in-4bit"].interactive is False
+    notes = [b.value for b in app.blocks.values() if isinstance(b, gr.Markdown) and isinstance(b.value, str)]
+    assert any("need bitsandbytes" in note for note in notes)
+    monkeypatch.undo()  # bitsandbytes as this machine has it
+    with_it = {b.label: b for b in build_app(runtime).blocks.values() if isinstance(b, gr.Checkbox)}
+    assert with_it["load-in-8bit"].interactive is not False  # installed here: the switches work

@@ -202,3 +202,17 @@ def test_temperature_step_on_hand_made_probabilities(runtime):
     out = apply(runtime, {"temperature": 0.5}, [0.5, 0.3, 0.2])
     squares = [0.25, 0.09, 0.04]
     assert out == pytest.approx([s / sum(squares) for s in squares], abs=1e-5)
+
+
+def test_cfg_with_a_negative_prompt_steers_the_reply(engine):
+    """README: CFG with a negative prompt.  Greedy, so any change is the guidance's."""
+    def reply(**cfg) -> str:
+        params = make_params({"temperature": 0.0, "max_new_tokens": 24, "ban_eos_token": True, **cfg})
+        return engine.generate(GenerationRequest("And God said, Let there be light", params)).text()
+
+    plain = reply()
+    away_from_sea = reply(guidance_scale=3.0, negative_prompt="the sea and the ships")
+    away_from_kings = reply(guidance_scale=3.0, negative_prompt="kings and their battles")
+    assert away_from_sea != plain and away_from_kings != plain
+    assert away_from_sea != away_from_kings  # the negative prompt itself matters
+    assert reply(guidance_scale=1.0, negative_prompt="the sea and the ships") == plain  # 1 = off
