@@ -17,8 +17,8 @@ import time
 import torch
 from common import PROMPT, bench_parser, load_model
 
-from webui.generation.engine import GenerationEngine, GenerationRequest, sampling_kwargs
-from webui.presets import make_params
+from webui.generation.engine import GenerationEngine, GenerationRequest
+from webui.generation.params import make_params
 
 
 def main() -> None:
@@ -35,7 +35,8 @@ def main() -> None:
         start = time.perf_counter()
         out = loaded.model.generate(
             input_ids=ids, attention_mask=torch.ones_like(ids),
-            pad_token_id=loaded.tokenizer.pad_token_id, eos_token_id=None, **sampling_kwargs(params, args.tokens),
+            pad_token_id=loaded.tokenizer.pad_token_id, eos_token_id=None, max_new_tokens=args.tokens,
+            do_sample=False, temperature=None, top_p=None, top_k=None,
         )
         return out.shape[1] - ids.shape[1], time.perf_counter() - start
 

@@ -227,7 +227,7 @@ def test_cors_only_for_allowlisted_origins(runtime):
 
 def test_a_full_queue_gets_503_at_once(runtime):
     from webui.generation.engine import GenerationEngine, GenerationRequest
-    from webui.presets import make_params
+    from webui.generation.params import make_params
 
     changed, api = variant(runtime)
     changed.engine = GenerationEngine(runtime.models, max_pending=1)

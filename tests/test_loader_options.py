@@ -28,7 +28,7 @@ def test_offload_on_a_cpu_only_machine_really_runs(tmp_path):
     from webui.generation.engine import GenerationEngine, GenerationRequest
     from webui.loaders.registry import default_registry
     from webui.model_manager import ModelManager
-    from webui.presets import make_params
+    from webui.generation.params import make_params
 
     build_llama(tmp_path / "models" / "m")
     options = LoadOptions(device="cpu", cpu_memory=0.0001, disk=True, offload_dir=tmp_path / "offload")

@@ -71,6 +71,13 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--share", action="store_true",
                    help="ask Gradio for a public share link (contacts Gradio's servers; needs --gradio-auth)")
     n.add_argument("--max-queue", type=int, help="waiting requests before new ones are refused")
+    n.add_argument("--max-batch", type=int, help="requests decoded together at most (default 8)")
+    n.add_argument("--max-batch-per-user", type=int,
+                   help="running requests per user or API key while others wait (default: half of --max-batch)")
+    n.add_argument("--prefix-cache-gib", type=float,
+                   help="GiB kept for reusing earlier prompts' KV cache (default 1; 0 = off)")
+    n.add_argument("--max-kv-gib", type=float,
+                   help="GiB the running batch's KV cache may take (default: from free memory)")
     a = p.add_argument_group("API")
     a.add_argument("--api", action="store_true", help="serve the OpenAI-compatible API (/v1)")
     a.add_argument("--api-port", type=int, help="API port (default 5000)")

@@ -42,7 +42,23 @@ class ModelManager:
         self.registry = registry
         self.options = options
         self._lock = threading.Lock()
+        self._count_lock = threading.Lock()
         self._current: LoadedModel | None = None
+        self._swaps_waiting = 0  # loads/unloads waiting for the model; the engine admits no more
+
+    def swap_waiting(self) -> bool:
+        """True while a load, unload or LoRA change waits for the running requests to end."""
+        return self._swaps_waiting > 0
+
+    def _acquire_for_swap(self, timeout: float | None) -> None:
+        with self._count_lock:
+            self._swaps_waiting += 1
+        try:
+            if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+                raise ModelBusy("a request is generating; try again when it ends")
+        finally:
+            with self._count_lock:
+                self._swaps_waiting -= 1
 
     @property
     def current(self) -> LoadedModel | None:
@@ -95,8 +111,7 @@ class ModelManager:
         folder = pick(name, self.available(), "model")
         options = self.options_for({**(overrides or {}), **({"dtype": dtype} if dtype else {})})
         loader = self.registry.for_folder(folder)
-        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
-            raise ModelBusy("a request is generating; try again when it ends")
+        self._acquire_for_swap(timeout)
         try:
             loaded = loader.load(folder.name, folder, options)
             if adjust is not None:
@@ -119,8 +134,7 @@ class ModelManager:
         chosen = {}
         for name in names:
             chosen[name] = pick(name, listing, "LoRA")
-        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
-            raise ModelBusy("a request is generating; try again when it ends")
+        self._acquire_for_swap(timeout)
         try:
             if self._current is None:
                 raise NoModelLoaded("no model is loaded; load one before applying a LoRA")
@@ -131,8 +145,7 @@ class ModelManager:
             self._lock.release()
 
     def unload(self, timeout: float | None = None) -> None:
-        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
-            raise ModelBusy("a request is generating; try again when it ends")
+        self._acquire_for_swap(timeout)
         try:
             previous, self._current = self._current, None
             if previous is not None:

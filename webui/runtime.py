@@ -18,6 +18,7 @@ import yaml
 from webui.chat.templates import TemplateLibrary
 from webui.extensions import ExtensionHost, discover, load_extensions, make_state, params_from_state
 from webui.extensions.reply import ReplyStream
+from webui.generation.backend import GIB, ServingOptions
 from webui.generation.engine import (
     CancelToken,
     GenerationEngine,
@@ -33,14 +34,8 @@ from webui.loaders.registry import LoaderRegistry, default_registry
 from webui.model_manager import ModelManager
 from webui.model_settings import ModelSettings, ModelSettingsStore
 from webui.paths import NameRefused, is_plain_name, pick
-from webui.presets import (
-    ParamsError,
-    PresetLibrary,
-    SamplingParams,
-    make_params,
-    model_defaults,
-    preset_delta,
-)
+from webui.generation.params import ParamsError, SamplingParams, make_params
+from webui.presets import PresetLibrary, model_defaults, preset_delta
 from webui.settings import Settings, SettingsError, read_yaml_mapping
 from webui.storage import atomic_write_text
 from webui.userdata import UserSpaces
@@ -161,11 +156,13 @@ class Runtime:
 
     def stream(
         self, owner: str, prompt: str | Callable[[Any, int], Any], params: SamplingParams,
-        logprobs: int | None = None, state: dict[str, Any] | None = None,
+        logprobs: int | None = None, state: dict[str, Any] | None = None, who: str | None = None,
     ) -> OwnedStream:
+        """Queue a request for `owner` (whose Stop ends it); `who` is whom the scheduler
+        is fair between (a user, the API key), by default the owner itself."""
         token = self.requests.start(owner)
         try:
-            stream = self.engine.generate(GenerationRequest(prompt, params, token, logprobs, state))
+            stream = self.engine.generate(GenerationRequest(prompt, params, token, logprobs, state, owner=who or owner))
         except QueueFull:
             self.requests.finish(owner, token)
             raise
@@ -285,7 +282,7 @@ class OwnedStream:
     @property
     def logprobs(self):
         """Per-token log-probabilities so far (when the request asked for them)."""
-        return self._stream.streamer.logprobs if self._stream.streamer else []
+        return self._stream.logprobs
 
     def __iter__(self):
         try:
@@ -320,6 +317,15 @@ def load_options(settings: Settings) -> LoadOptions:
     )
 
 
+def serving_options(settings: Settings) -> ServingOptions:
+    """How the Transformers backend batches, from --max-batch and friends."""
+    return ServingOptions(
+        max_batch=settings.max_batch,
+        prefix_cache_bytes=int(settings.prefix_cache_gib * GIB),
+        kv_budget_bytes=int(settings.max_kv_gib * GIB) if settings.max_kv_gib else None,
+    )
+
+
 def build_runtime(
     settings: Settings,
     registry: LoaderRegistry | None = None,
@@ -334,7 +340,7 @@ def build_runtime(
     """
     notes = list(warnings or [])
     extensions = build_extensions(settings)
-    registry = registry or default_registry()
+    registry = registry or default_registry(serving_options(settings))
     extensions.register_loaders(registry)
     notes += extensions.warnings + [fault.summary() for fault in extensions.startup_faults]
     models = ModelManager(settings.model_dir, registry, load_options(settings), lora_dir=settings.lora_dir)
@@ -348,7 +354,8 @@ def build_runtime(
     runtime = Runtime(
         settings=settings,
         models=models,
-        engine=GenerationEngine(models, max_pending=settings.max_queue, extensions=extensions),
+        engine=GenerationEngine(models, max_pending=settings.max_queue, extensions=extensions,
+                                per_owner=settings.max_batch_per_user),
         presets=presets,
         default_params=default_params,
         users=UserSpaces(settings.user_data_dir, owner=owners[0] if owners else None),

@@ -85,6 +85,13 @@ class Settings(BaseModel):
     )
     share: bool = Field(False, description="Ask Gradio for a public share link (needs auth and internet).")
     max_queue: int = Field(64, ge=1, le=10_000, description="Waiting requests before 'busy'.")
+    max_batch: int = Field(8, ge=1, le=256, description="Requests decoded together at most.")
+    max_batch_per_user: int | None = Field(
+        None, ge=1, le=256, description="Running requests per user or API key while others wait (default: half).")
+    prefix_cache_gib: float = Field(
+        1.0, ge=0, le=1024, description="Memory kept for reusing earlier prompts' KV cache; 0 = off.")
+    max_kv_gib: float | None = Field(
+        None, gt=0, le=4096, description="Memory for the running batch's KV cache (default: from free memory).")
 
     # -- OpenAI-compatible API ---------------------------------------------------
     api: bool = Field(False, description="Serve the OpenAI-compatible API beside the UI.")

@@ -25,12 +25,12 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from webui.api.security import GuardMiddleware, key_matches, presented_key
 from webui.chat.prompt import PromptError, render_chat_prompt
 from webui.generation.chain import token_ids
-from webui.generation.engine import GenerationError, QueueFull, eos_ids, vocab_size
+from webui.generation.engine import GenerationError, QueueFull
 from webui.loaders.base import LoadError
 from webui.model_manager import ModelBusy
 from webui.model_settings import ModelSettings
 from webui.paths import NameRefused
-from webui.presets import ParamsError, SamplingParams, make_params
+from webui.generation.params import ParamsError, SamplingParams, make_params
 from webui.runtime import Runtime
 
 
@@ -218,7 +218,7 @@ def build_api(runtime: Runtime) -> FastAPI:
         Without max_tokens the reply may use the rest of the context (as OpenAI's API does).
         """
         try:
-            token_ids(params, loaded.tokenizer, vocab_size(loaded), eos_ids(loaded))
+            token_ids(params, loaded.tokenizer, loaded.backend.vocab_size(), loaded.backend.eos_ids())
         except ParamsError as exc:
             raise APIError(400, str(exc), param=str(exc).split(":")[0], code="invalid_value") from exc
         prompt_tokens = len(loaded.tokenizer(prompt)["input_ids"])
@@ -301,7 +301,8 @@ def build_api(runtime: Runtime) -> FastAPI:
 
     def start(owner: str, prompt: str, params: SamplingParams, logprobs: int | None = None):
         try:
-            return runtime.stream(owner, prompt, params, logprobs)
+            # The API is one party to the scheduler, however many requests it sends at once.
+            return runtime.stream(owner, prompt, params, logprobs, who="api")
         except QueueFull as exc:
             raise APIError(503, str(exc), "server_error", code="server_busy") from exc
 
@@ -431,7 +432,7 @@ def build_api(runtime: Runtime) -> FastAPI:
     @api.post("/v1/internal/detokenize")
     async def detokenize(body: TokensRequest):
         loaded = tokenizer()
-        size = vocab_size(loaded)
+        size = loaded.backend.vocab_size()
         bad = next((t for t in body.tokens if not 0 <= t < size), None)
         if bad is not None:
             raise APIError(400, f"token id {bad} is outside the vocabulary (0..{size - 1})", param="tokens")

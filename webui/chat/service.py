@@ -17,7 +17,7 @@ from webui.chat.prompt import ChatPrompt, ChatSetup
 from webui.chat.store import ChatStore
 from webui.extensions import params_from_state
 from webui.generation.engine import GenerationError
-from webui.presets import SamplingParams
+from webui.generation.params import SamplingParams
 
 if TYPE_CHECKING:
     from webui.runtime import Runtime

@@ -63,6 +63,8 @@ class LoadedModel:
     options: LoadOptions = field(default_factory=LoadOptions)
     # Names of the LoRA adapters currently applied, in order.
     loras: tuple[str, ...] = ()
+    # What the engine drives (webui/generation/backend.py); set by the loader.
+    backend: Any = None
 
     def describe(self) -> str:
         quant = " 8-bit" if self.options.load_in_8bit else (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from webui.generation.backend import ServingOptions
 from webui.loaders.base import Loader, LoadError
 
 
@@ -37,7 +38,7 @@ class LoaderRegistry:
         raise LoadError(f"{folder.name}: no loader recognises this folder (no config.json?)")
 
 
-def default_registry() -> LoaderRegistry:
+def default_registry(serving: ServingOptions | None = None) -> LoaderRegistry:
     from webui.loaders.hf_transformers import TransformersLoader
 
-    return LoaderRegistry([TransformersLoader()])
+    return LoaderRegistry([TransformersLoader(serving)])
