@@ -153,7 +153,7 @@ def test_a_full_queue_answers_at_once(runtime):
 
     small = GenerationEngine(runtime.models, max_pending=2)
     batch = runtime.models.current.backend.capabilities.max_batch
-    requests = [GenerationRequest(PROMPT, greedy(400)) for _ in range(batch + 2)]
+    requests = [GenerationRequest(PROMPT, greedy(400), owner=f"client{i}") for i in range(batch + 2)]
     streams = []
     for request in requests[:batch]:  # the batch fills, one admission at a time
         streams.append(small.generate(request))

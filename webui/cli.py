@@ -73,7 +73,8 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--max-queue", type=int, help="waiting requests before new ones are refused")
     n.add_argument("--max-batch", type=int, help="requests decoded together at most (default 8)")
     n.add_argument("--max-batch-per-user", type=int,
-                   help="running requests per user or API key while others wait (default: half of --max-batch)")
+                   help="running requests per user or API key (default: --max-batch minus 1, so one place "
+                        "is always free for someone else)")
     n.add_argument("--prefix-cache-gib", type=float,
                    help="GiB kept for reusing earlier prompts' KV cache (default 1; 0 = off)")
     n.add_argument("--max-kv-gib", type=float,

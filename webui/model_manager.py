@@ -1,10 +1,11 @@
 """Owns the loaded model: load, unload and swap, one at a time.
 
-One lock guards the model.  Generation holds it for the whole request and a load
-waits for it, so a model is never swapped under a running stream (HOSTILE.md 25).
-A swap loads the new model first and only then drops the old one: if the load fails,
-the previous model keeps serving (HOSTILE.md 24).  The price is briefly holding both
-in memory; a memory-tight "unload first" mode belongs with the Model-tab options.
+One lock guards the model.  The engine holds it while any request runs, and a swap
+waits for it, so a model is never swapped under a running stream (docs/LOADERS.md).
+A swap loads the new model first, while the old one keeps serving, and only then drops
+the old one: if the load fails, the previous model keeps serving.  The price is briefly
+holding both in memory; a memory-tight "unload first" mode belongs with the Model-tab
+options.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class ModelManager:
         self.options = options
         self._lock = threading.Lock()
         self._count_lock = threading.Lock()
+        self._load_lock = threading.Lock()  # one load at a time (each may hold a whole model)
         self._current: LoadedModel | None = None
         self._swaps_waiting = 0  # loads/unloads waiting for the model; the engine admits no more
 
@@ -105,24 +107,31 @@ class ModelManager:
     ) -> LoadedModel:
         """Load the listed model `name`; on failure the current model stays loaded.
 
-        `adjust` runs on the new model before it is swapped in (still under the lock),
-        so no request ever sees it half-configured.
+        The new model is read while the current one keeps serving (loads are serialised
+        among themselves, not against generation); only the swap itself waits for the
+        running requests to finish.  `adjust` runs on the new model before it is swapped
+        in, so no request ever sees it half-configured.
         """
         folder = pick(name, self.available(), "model")
         options = self.options_for({**(overrides or {}), **({"dtype": dtype} if dtype else {})})
         loader = self.registry.for_folder(folder)
-        self._acquire_for_swap(timeout)
-        try:
+        with self._load_lock:
             loaded = loader.load(folder.name, folder, options)
-            if adjust is not None:
-                adjust(loaded)
-            previous, self._current = self._current, loaded
-            if previous is not None:
-                self.registry.get(previous.loader).unload(previous)
-            log.info("loaded %s", loaded.describe())
-            return loaded
-        finally:
-            self._lock.release()
+            try:
+                if adjust is not None:
+                    adjust(loaded)
+                self._acquire_for_swap(timeout)
+            except BaseException:
+                loader.unload(loaded)
+                raise
+            try:
+                previous, self._current = self._current, loaded
+                if previous is not None:
+                    self.registry.get(previous.loader).unload(previous)
+                log.info("loaded %s", loaded.describe())
+                return loaded
+            finally:
+                self._lock.release()
 
     def loras(self) -> list[str]:
         """LoRA adapters in the LoRA folder: the listing every request is checked against."""

@@ -285,8 +285,12 @@ class OwnedStream:
         return self._stream.logprobs
 
     def __iter__(self):
+        return (piece for piece in self.updates() if isinstance(piece, str))
+
+    def updates(self):
+        """Text pieces, and Waiting(ahead) while the request is queued."""
         try:
-            yield from self._stream
+            yield from self._stream.updates()
         finally:
             self._on_done()
 

@@ -87,7 +87,7 @@ class Settings(BaseModel):
     max_queue: int = Field(64, ge=1, le=10_000, description="Waiting requests before 'busy'.")
     max_batch: int = Field(8, ge=1, le=256, description="Requests decoded together at most.")
     max_batch_per_user: int | None = Field(
-        None, ge=1, le=256, description="Running requests per user or API key while others wait (default: half).")
+        None, ge=1, le=256, description="Running requests per user or API key (default: --max-batch - 1).")
     prefix_cache_gib: float = Field(
         1.0, ge=0, le=1024, description="Memory kept for reusing earlier prompts' KV cache; 0 = off.")
     max_kv_gib: float | None = Field(

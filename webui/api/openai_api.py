@@ -30,7 +30,7 @@ from webui.loaders.base import LoadError
 from webui.model_manager import ModelBusy
 from webui.model_settings import ModelSettings
 from webui.paths import NameRefused
-from webui.generation.params import ParamsError, SamplingParams, make_params
+from webui.generation.params import ParamsError, SamplingParams, changed_fields, make_params
 from webui.runtime import Runtime
 
 
@@ -217,6 +217,11 @@ def build_api(runtime: Runtime) -> FastAPI:
 
         Without max_tokens the reply may use the rest of the context (as OpenAI's API does).
         """
+        # A sampler this model's backend would not honour is refused, never dropped silently.
+        ignored = loaded.backend.capabilities.ignores(changed_fields(params) - {"max_new_tokens", "seed"})
+        if ignored:
+            raise APIError(400, f"{ignored[0]} is not supported by this model's backend ({loaded.loader})",
+                           param=ignored[0], code="unsupported_parameter")
         try:
             token_ids(params, loaded.tokenizer, loaded.backend.vocab_size(), loaded.backend.eos_ids())
         except ParamsError as exc:
@@ -273,6 +278,9 @@ def build_api(runtime: Runtime) -> FastAPI:
 
     async def respond(request: Request, body: CompletionBase, prompt: str, params: SamplingParams, chat: bool):
         count = body.logprob_count()  # a bad logprobs request is refused before any stream starts
+        if count is not None and not runtime.models.current.backend.capabilities.logprobs:
+            raise APIError(400, "this model's backend cannot report log-probabilities", param="logprobs",
+                           code="unsupported_parameter")
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         created = int(time.time())
         kind = "chat.completion" if chat else "text_completion"

@@ -120,14 +120,25 @@ class ReplyWriter:
             self._drop_target()
             raise
         self.error: str | None = None
+        self.waiting: int | None = None  # requests ahead of this one while it is queued
         self._read = False
 
+    def status(self) -> str:
+        if self.waiting:
+            return f"Waiting for the model: {self.waiting} request{'s' if self.waiting > 1 else ''} ahead of yours…"
+        return "Generating…"
+
     def __iter__(self) -> Iterator[str]:
+        """The reply so far, each time it grows (or its place in the queue changes)."""
         self._read = True
-        pieces = iter(self.stream)
+        pieces = self.stream.updates()
         try:
             for piece in pieces:
-                self.text += piece
+                if isinstance(piece, str):
+                    self.waiting = None
+                    self.text += piece
+                else:
+                    self.waiting = piece.ahead
                 yield self.text
         finally:
             pieces.close()  # a closed tab lands here: cancel the request, keep the text

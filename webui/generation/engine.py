@@ -276,10 +276,11 @@ class GenerationEngine:
         self.wait_timeout = wait_timeout
         self.stream_interval = stream_interval
         self.max_pending = max_pending
-        self._queue = FairQueue(max_pending, per_owner or 4)
+        self._queue = FairQueue(max_pending, per_owner or 1)
         self._per_owner_default = per_owner is None
         self._running = 0
         self._admitting = 0  # taken from the queue, not yet running: counted as pending
+        self._owners: dict[str, int] = {}  # running sequences per owner (a snapshot, for positions)
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
 
@@ -306,7 +307,7 @@ class GenerationEngine:
         return self._running
 
     def position(self, stream: GenerationStream) -> int | None:
-        for ahead, waiting in enumerate(self._queue.order()):
+        for ahead, waiting in enumerate(self._queue.order(self._owners)):
             if waiting is stream:
                 return ahead
         return None
@@ -333,8 +334,8 @@ class GenerationEngine:
 
     def _run_batch(self, loaded) -> None:
         backend: Backend = loaded.backend
-        if self._per_owner_default:
-            self._queue.per_owner = max(1, backend.capabilities.max_batch // 2)
+        if self._per_owner_default:  # one place always left for somebody else
+            self._queue.per_owner = max(1, backend.capabilities.max_batch - 1)
         active: list[_Sequence] = []
         while True:
             self._drop_cancelled()
@@ -358,12 +359,12 @@ class GenerationEngine:
         self._poke_waiting()
 
     def _poke_waiting(self) -> None:
-        for stream in self._queue.order():
+        for stream in self._queue.order(self._owners):
             stream._mailbox.poke()
 
     def _admit(self, loaded, backend: Backend, active: list[_Sequence]) -> None:
         while True:
-            owners = Counter(seq.owner for seq in active)
+            owners = self._owners = Counter(seq.owner for seq in active)
             stream = self._queue.take(
                 owners, lambda s: backend.can_admit(len(active), 0, s.request.params.max_new_tokens))
             if stream is None:
@@ -487,6 +488,7 @@ class GenerationEngine:
                 reason: FinishReason | None = None) -> None:
         active.remove(seq)
         self._running = len(active)
+        self._owners = Counter(s.owner for s in active)
         try:
             seq.finish(reason)
         finally:

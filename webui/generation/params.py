@@ -201,3 +201,9 @@ def make_params(values: dict[str, Any], base: SamplingParams | None = None) -> S
 def plain_values(params: SamplingParams) -> dict[str, Any]:
     """JSON/YAML-friendly values (lists, not tuples)."""
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.model_dump().items()}
+
+
+def changed_fields(params: SamplingParams) -> set[str]:
+    """The fields that differ from neutral: what a request actually asks of a backend."""
+    neutral = SamplingParams()
+    return {name for name in SamplingParams.model_fields if getattr(params, name) != getattr(neutral, name)}

@@ -70,9 +70,14 @@ class LoadedModel:
         quant = " 8-bit" if self.options.load_in_8bit else (
             f" 4-bit {self.options.quant_type}" if self.options.load_in_4bit else "")
         loras = f", LoRA {' + '.join(self.loras)}" if self.loras else ""
+        serving = ""
+        if self.backend is not None:
+            caps = self.backend.capabilities
+            serving = f", batches up to {caps.max_batch}" if caps.max_batch > 1 else ", one request at a time"
+            serving += ", prefix cache" if caps.prefix_cache else ""
         return (
             f"{self.name} ({self.loader}, {self.parameters / 1e6:.1f}M parameters, "
-            f"{self.dtype}{quant} on {self.device}, context {self.context_length}{loras})"
+            f"{self.dtype}{quant} on {self.device}, context {self.context_length}{loras}{serving})"
         )
 
 
