@@ -204,6 +204,11 @@ class _Sequence:
         self.reason: FinishReason | None = None
         self.queued_seconds = 0.0
 
+    @property
+    def plain_greedy(self) -> bool:
+        """Greedy with nothing to run on the logits: its token is the batch's argmax."""
+        return self.greedy and not self.chain and self.request.logprobs is None
+
     def choose(self, logits: torch.Tensor) -> int:
         """Run this request's chain on its logits ([1, vocab]) and pick the next token."""
         scores = logits.float()
@@ -473,8 +478,17 @@ class GenerationEngine:
                 active.remove(victim)
                 self._running = len(active)
                 return
+        # Plain greedy rows take one argmax over the whole batch (one call, not one per row).
+        argmax = logits.argmax(dim=-1).tolist() if any(seq.plain_greedy for seq in active) else None
         for index, seq in enumerate(list(active)):
-            if self._advance(seq, logits[index : index + 1]):
+            if seq.request.cancel.cancelled:
+                seq.reason = "cancelled"
+                done = True
+            elif argmax is not None and seq.plain_greedy:
+                done = seq.accept(argmax[index])
+            else:
+                done = seq.accept(seq.choose(logits[index : index + 1]))
+            if done:
                 self._retire(backend, seq, active)
 
     def _advance(self, seq: _Sequence, logits: torch.Tensor) -> bool:

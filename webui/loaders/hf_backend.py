@@ -18,6 +18,7 @@ its capabilities.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 
@@ -55,6 +56,11 @@ def plain_layers(model) -> bool:
     return bool(probe.layers) and all(type(layer) is DynamicLayer for layer in probe.layers)
 
 
+def cache_keyword(model) -> str:
+    parameters = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
 def kv_bytes_per_token(model) -> int:
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     heads = config.num_attention_heads
@@ -90,6 +96,9 @@ class TransformersBackend:
         self.token_bytes = kv_bytes_per_token(loaded.model)
         self.prefix_cache = PrefixCache(prefix_cache_bytes)
         self._cache_model = loaded.model
+        # transformers renamed forward's `past_key_values` to `cache` during 5.x; speak
+        # whichever this installed version (and model class) understands.
+        self._cache_kw = cache_keyword(loaded.model)
         self._rows: list[HFSlot] = []
         self._batch: DynamicCache | None = None
         self._mask: torch.Tensor | None = None  # [rows, length]; 0 = left padding
@@ -143,11 +152,11 @@ class TransformersBackend:
                     layer.update(keys[..., :reused, :], values[..., :reused, :])
         try:
             if embeds is not None:
-                out = self.model(inputs_embeds=embeds, cache=cache, use_cache=True, logits_to_keep=1)
+                out = self.model(inputs_embeds=embeds, **{self._cache_kw: cache}, use_cache=True, logits_to_keep=1)
             else:
                 new = torch.tensor([ids[reused:]], device=self.device)
                 positions = torch.arange(reused, len(ids), device=self.device).unsqueeze(0)
-                out = self.model(input_ids=new, position_ids=positions, cache=cache, use_cache=True,
+                out = self.model(input_ids=new, position_ids=positions, **{self._cache_kw: cache}, use_cache=True,
                                  logits_to_keep=1)
         except torch.OutOfMemoryError as exc:
             del cache
@@ -195,7 +204,7 @@ class TransformersBackend:
         before = self._length()
         try:
             out = self.model(input_ids=inputs, attention_mask=mask if self._padded else None,
-                             position_ids=positions, cache=self._batch, use_cache=True)
+                             position_ids=positions, **{self._cache_kw: self._batch}, use_cache=True)
         except torch.OutOfMemoryError as exc:
             # Layers already grown by this step are cut back: the batch is as it was.
             for layer in self._batch.layers:
