@@ -225,3 +225,29 @@ def test_entries_saved_with_the_old_device_key_are_migrated(tmp_path):
     assert store.get("c") == ModelSettings()  # not a value it ever had: refused, as any bad entry
     assert store.save("a", store.get("a")) is None
     assert yaml.safe_load((tmp_path / "model_settings.yaml").read_text())["a"] == {"cpu": True, "load_in_8bit": True}
+
+
+def test_a_loader_gets_its_own_options_and_never_another_loaders(tmp_path):
+    from webui.loaders.hf_transformers import TransformersLoader
+    from webui.model_manager import ModelManager
+
+    class OtherOptions(LoaderOptions):
+        n_gpu_layers: int = option(0, "layers on the GPU", flag="--n-gpu-layers")
+        cpu: bool = option(False, "run on the CPU even if a GPU is present", group="device")
+
+    class OtherLoader:
+        name = "other"
+        options_schema = OtherOptions
+
+        def can_load(self, folder):
+            return False
+
+    manager = ModelManager(tmp_path, LoaderRegistry([TransformersLoader(), OtherLoader()]),
+                           TransformersOptions(cpu=True, quant_type="fp4"))
+    hf = manager.options_for({"n_gpu_layers": 20, "load_in_4bit": True})
+    assert isinstance(hf, TransformersOptions) and hf.load_in_4bit and hf.cpu and hf.quant_type == "fp4"
+    other = manager.options_for({"n_gpu_layers": 20, "load_in_4bit": True}, OtherLoader())
+    # The shared option keeps its start-up value; the HF-only one is not the other loader's.
+    assert other == OtherOptions(n_gpu_layers=20, cpu=True)
+    with pytest.raises(LoadError, match="trust_remote_code"):
+        manager.options_for({"trust_remote_code": True}, OtherLoader())

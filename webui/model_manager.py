@@ -77,17 +77,23 @@ class ModelManager:
 
     def options_for(self, overrides: Mapping[str, Any] | None = None, loader: Loader | None = None) -> Any:
         """`loader`'s options (by default the first registered loader's): the start-up
-        values of its schema's options, with `overrides` applied.  Only options a user
-        may set per model can be overridden; anything else is refused."""
+        values of its schema's options, with `overrides` applied.
+
+        Only options a user may set per model can be overridden; anything else (the
+        code-execution switches, a server folder, an unknown key) is refused.  Another
+        loader's per-model options are left out: the Model tab sends all it shows.
+        """
         loader = loader or self.registry.get(self.registry.names()[0])
         schema = loader.options_schema
         overrides = dict(overrides or {})
-        refused = sorted(set(overrides) - schema.settable())
+        settable = frozenset().union(*(s.settable() for s in self.registry.schemas().values()))
+        refused = sorted(set(overrides) - settable)
         if refused:
             raise LoadError(f"these load options cannot be set here: {', '.join(refused)}")
+        own = {name: value for name, value in overrides.items() if name in schema.settable()}
         startup = {name: getattr(self.options, name) for name in schema.model_fields if hasattr(self.options, name)}
         try:
-            return schema(**{**startup, **overrides})
+            return schema(**{**startup, **own})
         except ValidationError as exc:
             raise LoadError(f"invalid load options: {describe_validation_error(exc)}") from exc
 
