@@ -141,7 +141,7 @@ def test_a_new_loader_adds_its_schema_the_same_way():
         merged_specs((TransformersOptions, Clash))
 
     class FlagClash(LoaderOptions):
-        precision: str = option("x", "a flag taken by another option", flag="--dtype")
+        precision: Literal["x", "y"] = option("x", "a flag taken by another option", flag="--dtype")
 
     with pytest.raises(TypeError, match="flag --dtype"):
         merged_specs((TransformersOptions, FlagClash))
@@ -251,3 +251,19 @@ def test_a_loader_gets_its_own_options_and_never_another_loaders(tmp_path):
     assert other == OtherOptions(n_gpu_layers=20, cpu=True)
     with pytest.raises(LoadError, match="trust_remote_code"):
         manager.options_for({"trust_remote_code": True}, OtherLoader())
+
+
+def test_a_bad_declaration_fails_when_the_class_is_defined():
+    from pathlib import Path
+
+    from pydantic import Field
+
+    with pytest.raises(TypeError, match="option()"):
+        class Plain(LoaderOptions):
+            threads: int = Field(4)
+    with pytest.raises(TypeError, match="no control"):
+        class PathInTheTab(LoaderOptions):
+            cache: Path | None = option(None, "a folder the browser would choose")
+    with pytest.raises(TypeError, match="unknown option"):
+        class Dangling(LoaderOptions):
+            a: bool = option(False, "a", excludes="b")

@@ -96,7 +96,7 @@ class OptionSpec:
 
     @property
     def shown(self) -> bool:
-        return self.control is not None and self.scope != "server"
+        return self.scope != "server"
 
 
 class Availability(BaseModel):
@@ -110,6 +110,19 @@ class LoaderOptions(BaseModel):
     """Base of every loader's options schema.  An instance is what `Loader.load` gets."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        # Check the declarations when the class is defined, not when a user first
+        # opens the Model tab.
+        super().__pydantic_init_subclass__(**kwargs)
+        specs = cls.specs()  # refuses a field not made with option()
+        names = {spec.name for spec in specs}
+        for spec in specs:
+            if spec.excludes is not None and spec.excludes not in names:
+                raise TypeError(f"{cls.__name__}.{spec.name} excludes an unknown option {spec.excludes!r}")
+            if spec.shown and spec.control is None:
+                raise TypeError(f"{cls.__name__}.{spec.name} is shown in the Model tab but has no control")
 
     @classmethod
     def specs(cls) -> tuple[OptionSpec, ...]:
@@ -132,7 +145,7 @@ class LoaderOptions(BaseModel):
 
 def option(
     default: Any,
-    help: str,  # noqa: A002 - argparse's word for it
+    help: str,
     *,
     flag: str | None = None,
     const_flags: dict[str, Any] | None = None,
