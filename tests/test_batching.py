@@ -37,7 +37,7 @@ def greedy(n, **extra):
 
 def serve(models_root, family_root=None, name=TINY, **serving):
     manager = ModelManager(family_root or models_root, default_registry(ServingOptions(**serving)),
-                           LoadOptions(device="cpu"))
+                           LoadOptions(cpu=True))
     manager.load(name)
     return manager
 
@@ -181,7 +181,7 @@ def test_a_lora_change_invalidates_the_prefix_cache(tmp_path):
     build_llama(tmp_path / "models" / "tiny")
     make_adapter(tmp_path / "models" / "tiny", tmp_path / "loras" / "style", ["q_proj", "v_proj"], seed=1)
     manager = ModelManager(tmp_path / "models", default_registry(ServingOptions(max_batch=2)),
-                           LoadOptions(device="cpu"), lora_dir=tmp_path / "loras")
+                           LoadOptions(cpu=True), lora_dir=tmp_path / "loras")
     manager.load("tiny")
     engine = GenerationEngine(manager)
     prompt = " ".join(PROMPTS)

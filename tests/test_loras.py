@@ -37,7 +37,7 @@ def setup(tmp_path_factory):
     make_adapter(models / "tiny", loras / "style-b", ["up_proj", "down_proj"], seed=2)
     (loras / "not-an-adapter").mkdir()
     (loras / ".hidden").mkdir()
-    manager = ModelManager(models, default_registry(), LoadOptions(device="cpu"), lora_dir=loras)
+    manager = ModelManager(models, default_registry(), LoadOptions(cpu=True), lora_dir=loras)
     return manager, GenerationEngine(manager), root
 
 

@@ -60,7 +60,7 @@ def families_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def manager(families_root):
-    return ModelManager(families_root, default_registry(), LoadOptions(device="cpu"))
+    return ModelManager(families_root, default_registry(), LoadOptions(cpu=True))
 
 
 @pytest.fixture(scope="module")

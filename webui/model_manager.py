@@ -10,7 +10,6 @@ options.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -19,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from webui import loras
-from webui.loaders.base import USER_OPTIONS, LoadedModel, LoadError, LoadOptions
+from pydantic import BaseModel, ValidationError
+
+from webui.loaders.base import Loader, LoadedModel, LoadError
+from webui.loaders.hf_options import Dtype
 from webui.loaders.registry import LoaderRegistry
 from webui.paths import list_entries, pick
-from webui.settings import Dtype
+from webui.settings import describe_validation_error
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,10 @@ class NoModelLoaded(RuntimeError):
 
 
 class ModelManager:
-    def __init__(self, model_dir: Path, registry: LoaderRegistry, options: LoadOptions,
+    def __init__(self, model_dir: Path, registry: LoaderRegistry, options: BaseModel,
                  lora_dir: Path | None = None):
+        """`options`: the start-up loader option values, by name (from the command line
+        and settings.yaml: runtime.load_options, or one loader's own options)."""
         self.model_dir = model_dir
         self.lora_dir = lora_dir
         self.registry = registry
@@ -89,13 +93,27 @@ class ModelManager:
         finally:
             self._lock.release()
 
-    def options_for(self, overrides: Mapping[str, Any] | None = None) -> LoadOptions:
-        """The start-up options with user-settable `overrides` applied; anything else is refused."""
+    def options_for(self, overrides: Mapping[str, Any] | None = None, loader: Loader | None = None) -> Any:
+        """`loader`'s options (by default the first registered loader's): the start-up
+        values of its schema's options, with `overrides` applied.
+
+        Only options a user may set per model can be overridden; anything else (the
+        code-execution switches, a server folder, an unknown key) is refused.  Another
+        loader's per-model options are left out: the Model tab sends all it shows.
+        """
+        loader = loader or self.registry.get(self.registry.names()[0])
+        schema = loader.options_schema
         overrides = dict(overrides or {})
-        refused = sorted(set(overrides) - USER_OPTIONS)
+        settable = frozenset().union(*(s.settable() for s in self.registry.schemas().values()))
+        refused = sorted(set(overrides) - settable)
         if refused:
             raise LoadError(f"these load options cannot be set here: {', '.join(refused)}")
-        return dataclasses.replace(self.options, **overrides)
+        own = {name: value for name, value in overrides.items() if name in schema.settable()}
+        startup = {name: getattr(self.options, name) for name in schema.model_fields if hasattr(self.options, name)}
+        try:
+            return schema(**{**startup, **own})
+        except ValidationError as exc:
+            raise LoadError(f"invalid load options: {describe_validation_error(exc)}") from exc
 
     def load(
         self,
@@ -113,8 +131,8 @@ class ModelManager:
         in, so no request ever sees it half-configured.
         """
         folder = pick(name, self.available(), "model")
-        options = self.options_for({**(overrides or {}), **({"dtype": dtype} if dtype else {})})
         loader = self.registry.for_folder(folder)
+        options = self.options_for({**(overrides or {}), **({"dtype": dtype} if dtype else {})}, loader)
         with self._load_lock:
             loaded = loader.load(folder.name, folder, options)
             try:

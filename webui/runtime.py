@@ -29,14 +29,14 @@ from webui.generation.engine import (
 )
 from webui.fit import Memory, estimate, read_shape, report
 from webui.hub import Downloader
-from webui.loaders.base import LoadedModel, LoadError, LoadOptions
+from webui.loaders.base import LoadedModel, LoadError
 from webui.loaders.registry import LoaderRegistry, default_registry
 from webui.model_manager import ModelManager
 from webui.model_settings import ModelSettings, ModelSettingsStore
 from webui.paths import NameRefused, is_plain_name, pick
 from webui.generation.params import ParamsError, SamplingParams, make_params
 from webui.presets import PresetLibrary, model_defaults, preset_delta
-from webui.settings import Settings, SettingsError, read_yaml_mapping
+from webui.settings import LoaderSettings, Settings, SettingsError, read_yaml_mapping
 from webui.storage import atomic_write_text
 from webui.userdata import UserSpaces
 
@@ -145,11 +145,11 @@ class Runtime:
         wanted = self.saved_model_settings(name)
         if choice is not None:
             wanted = wanted.merged(choice)
-        options = self.models.options_for(wanted.load_overrides())
+        options = self.models.options_for(wanted.load_overrides(), self.models.registry.for_folder(folder))
         shape = read_shape(folder, trust_remote_code=options.trust_remote_code)
         context = min(wanted.context_length or shape.context_length, shape.context_length)
         memory = Memory.detect()
-        cpu = options.device == "cpu" or not memory.gpus
+        cpu = options.cpu or not memory.gpus
         chosen = estimate(shape, context, dtype=options.dtype, cpu=cpu, load_in_8bit=options.load_in_8bit,
                           load_in_4bit=options.load_in_4bit, use_double_quant=options.use_double_quant)
         return report(shape, chosen, memory, cpu)
@@ -300,25 +300,11 @@ class OwnedStream:
         self._on_done()
 
 
-def load_options(settings: Settings) -> LoadOptions:
-    """The loader options the command line and settings.yaml give (each model may override
-    the user-settable ones; never the code-execution switches)."""
-    return LoadOptions(
-        dtype=settings.dtype,
-        device="cpu" if settings.cpu else "auto",
-        attn_implementation=settings.attn_implementation,
-        load_in_8bit=settings.load_in_8bit,
-        load_in_4bit=settings.load_in_4bit,
-        quant_type=settings.quant_type,
-        use_double_quant=settings.use_double_quant,
-        compute_dtype=settings.compute_dtype,
-        gpu_split=settings.gpu_split,
-        cpu_memory=settings.cpu_memory,
-        disk=settings.disk,
-        offload_dir=settings.offload_dir,
-        allow_pickle=settings.allow_pickle,
-        trust_remote_code=settings.trust_remote_code,
-    )
+def load_options(settings: Settings) -> LoaderSettings:
+    """The start-up value of every loader option (command line over settings.yaml), the
+    offload folder resolved; each model may override the ones its schema lets it."""
+    values = {name: getattr(settings, name) for name in LoaderSettings.model_fields}
+    return LoaderSettings(**{**values, "disk_cache_dir": settings.offload_dir})
 
 
 def serving_options(settings: Settings) -> ServingOptions:

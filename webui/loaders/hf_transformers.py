@@ -11,9 +11,10 @@ from pathlib import Path
 import torch
 
 from webui.generation.backend import ServingOptions
-from webui.loaders.base import LoadedModel, LoadError, LoadOptions
+from webui.loaders.base import LoadedModel, LoadError
 from webui.loaders.hf_backend import TransformersBackend
 from webui.loaders.hf_kwargs import Machine, from_pretrained_kwargs
+from webui.loaders.hf_options import TransformersOptions
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def check_safetensors(path: Path) -> None:
 
 class TransformersLoader:
     name = "transformers"
+    options_schema = TransformersOptions
 
     def __init__(self, serving: ServingOptions | None = None):
         self.serving = serving or ServingOptions()
@@ -57,7 +59,7 @@ class TransformersLoader:
     def can_load(self, folder: Path) -> bool:
         return (folder / "config.json").is_file()
 
-    def preflight(self, folder: Path, options: LoadOptions) -> None:
+    def preflight(self, folder: Path, options: TransformersOptions) -> None:
         """Everything that can be checked without loading: fail fast, load nothing."""
         if not (folder / "config.json").is_file():
             raise LoadError(f"{folder.name}: no config.json, not a Transformers model folder")
@@ -74,7 +76,7 @@ class TransformersLoader:
         for path in safetensors:
             check_safetensors(path)
 
-    def load(self, name: str, folder: Path, options: LoadOptions) -> LoadedModel:
+    def load(self, name: str, folder: Path, options: TransformersOptions) -> LoadedModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.preflight(folder, options)
