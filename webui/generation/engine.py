@@ -213,7 +213,11 @@ class _Sequence:
         """Run this request's chain on its logits ([1, vocab]) and pick the next token."""
         scores = logits.float()
         if self.chain:
-            scores = self.chain(self.ids[:, : self.length].to(scores.device), scores)
+            ids = self.ids[:, : self.length].to(scores.device)
+            # Each step called directly: LogitsProcessorList.__call__ inspects every
+            # processor's signature on every call, which costs more than most steps.
+            for step in self.chain:
+                scores = step(ids, scores)
         if self.greedy:
             token = int(scores.argmax(dim=-1))
         else:
