@@ -363,9 +363,11 @@ class GenerationEngine:
                 self._running = 0
 
     def _drop_cancelled(self) -> None:
-        for stream in self._queue.remove_if(lambda s: s.request.cancel.cancelled):
+        dropped = self._queue.remove_if(lambda s: s.request.cancel.cancelled)
+        for stream in dropped:
             stream._mailbox.finish("done", GenerationStats(0, 0, 0.0, "cancelled", stream.request.params.seed))
-        self._poke_waiting()
+        if dropped:  # the others moved up a place
+            self._poke_waiting()
 
     def _poke_waiting(self) -> None:
         for stream in self._queue.order(self._owners):
