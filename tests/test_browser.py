@@ -35,7 +35,7 @@ def browser():
 def steady_sampling(runtime):
     """A page starts from the user's last used values: make them this file's own (a
     fixed seed, no end-of-text token, short replies), whatever other tests saved."""
-    from webui.presets import make_params
+    from webui.generation.params import make_params
 
     runtime.remember(make_params({"seed": 5, "ban_eos_token": True, "max_new_tokens": 60}))
 
@@ -155,7 +155,7 @@ def test_keyboard_shortcuts(browser, app_url, runtime):
 
 
 def test_escape_stops_a_reply(browser, app_url, runtime):
-    from webui.presets import make_params
+    from webui.generation.params import make_params
 
     runtime.remember(make_params({"seed": 5, "ban_eos_token": True, "max_new_tokens": 2000}))
     page = open_page(browser, app_url)

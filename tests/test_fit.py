@@ -55,7 +55,7 @@ def test_estimate_within_half_a_permille_of_measured(root, family, precision):
     """README: "on tiny models within 0.05% of the bytes really held"."""
     if precision not in ("fp32", "bf16"):
         pytest.importorskip("bitsandbytes")
-    options = LoadOptions(device="cpu", **PRECISIONS[precision])
+    options = LoadOptions(cpu=True, **PRECISIONS[precision])
     shape = read_shape(root / family)
     loaded = TransformersLoader().load(family, root / family, options)
     assert shape.parameters == loaded.parameters

@@ -17,7 +17,7 @@ from webui.chat.prompt import ChatPrompt, ChatSetup
 from webui.chat.store import ChatStore
 from webui.extensions import params_from_state
 from webui.generation.engine import GenerationError
-from webui.presets import SamplingParams
+from webui.generation.params import SamplingParams
 
 if TYPE_CHECKING:
     from webui.runtime import Runtime
@@ -120,24 +120,25 @@ class ReplyWriter:
             self._drop_target()
             raise
         self.error: str | None = None
-        # How many requests are ahead of this one in the model's queue, while it waits
-        # (None once it runs).  Filled from the engine's Waiting updates when its
-        # stream offers them (GenerationStream.updates()); until then it stays None.
-        self.ahead: int | None = None
+        self.waiting: int | None = None  # requests ahead of this one while it is queued
         self._read = False
 
+    def status(self) -> str:
+        if self.waiting:
+            return f"Waiting for the model: {self.waiting} request{'s' if self.waiting > 1 else ''} ahead of yours…"
+        return "Generating…"
+
     def __iter__(self) -> Iterator[str]:
-        """The reply so far, after each piece (and after each change of `ahead`)."""
+        """The reply so far, each time it grows (or its place in the queue changes)."""
         self._read = True
-        updates = getattr(self.stream, "updates", None)
-        pieces = updates() if callable(updates) else iter(self.stream)
+        pieces = self.stream.updates()
         try:
             for piece in pieces:
                 if isinstance(piece, str):
+                    self.waiting = None
                     self.text += piece
-                    self.ahead = None
-                else:  # a Waiting(ahead) from the engine's queue
-                    self.ahead = getattr(piece, "ahead", None)
+                else:
+                    self.waiting = piece.ahead
                 yield self.text
         finally:
             pieces.close()  # a closed tab lands here: cancel the request, keep the text

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import torch
 
-from webui.loaders.base import LoadedModel, LoadError, LoadOptions
+from webui.generation.backend import ServingOptions
+from webui.loaders.base import LoadedModel, LoadError
+from webui.loaders.hf_backend import TransformersBackend
 from webui.loaders.hf_kwargs import Machine, from_pretrained_kwargs
+from webui.loaders.hf_options import TransformersOptions
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +51,15 @@ def check_safetensors(path: Path) -> None:
 
 class TransformersLoader:
     name = "transformers"
+    options_schema = TransformersOptions
+
+    def __init__(self, serving: ServingOptions | None = None):
+        self.serving = serving or ServingOptions()
 
     def can_load(self, folder: Path) -> bool:
         return (folder / "config.json").is_file()
 
-    def preflight(self, folder: Path, options: LoadOptions) -> None:
+    def preflight(self, folder: Path, options: TransformersOptions) -> None:
         """Everything that can be checked without loading: fail fast, load nothing."""
         if not (folder / "config.json").is_file():
             raise LoadError(f"{folder.name}: no config.json, not a Transformers model folder")
@@ -69,7 +76,7 @@ class TransformersLoader:
         for path in safetensors:
             check_safetensors(path)
 
-    def load(self, name: str, folder: Path, options: LoadOptions) -> LoadedModel:
+    def load(self, name: str, folder: Path, options: TransformersOptions) -> LoadedModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.preflight(folder, options)
@@ -91,7 +98,7 @@ class TransformersLoader:
             raise LoadError(f"{name}: {exc.__class__.__name__}: {exc}") from exc
         if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
             tokenizer.pad_token = tokenizer.eos_token
-        return LoadedModel(
+        loaded = LoadedModel(
             name=name,
             folder=folder,
             loader=self.name,
@@ -104,8 +111,15 @@ class TransformersLoader:
             parameters=model.num_parameters(),
             options=options,
         )
+        serving = self.serving
+        loaded.backend = TransformersBackend(loaded, serving.max_batch, serving.kv_budget_bytes,
+                                             serving.prefix_cache_bytes)
+        return loaded
 
     def unload(self, loaded: LoadedModel) -> None:
+        if loaded.backend is not None:
+            loaded.backend.clear_cache()
+        loaded.backend = None
         loaded.model = None
         loaded.tokenizer = None
         free_memory()

@@ -25,7 +25,8 @@ from webui.chat import actions
 from webui.chat.actions import MODES, ChatView
 from webui.chat.characters import DEFAULT_CHARACTER, CharacterError
 from webui.chat.history import ChatError, Conversation
-from webui.chat.prompt import DEFAULT_COMMAND, ChatPrompt, PromptError
+from webui.chat.prompt import DEFAULT_COMMAND, ChatPrompt
+from webui.generation.request import PromptError
 from webui.chat.service import ReplyWriter, add_user_message, impersonate
 from webui.generation.engine import GenerationError
 from webui.paths import NameRefused
@@ -372,12 +373,11 @@ class ChatTab:
                 self.side.chats: self.chat_list(space, conversation.character, conversation.id),
                 **({col.message: ""} if clear_input else {}),
             }
-            waiting = None
+            shown = "Generating…"
             for text in writer:
-                if writer.ahead != waiting:  # queued behind other requests (see ReplyWriter.ahead)
-                    waiting = writer.ahead
-                    note = f"{waiting} requests ahead of yours…" if waiting else "Generating…"
-                    yield {col.live: text, col.stats: note}
+                if writer.status() != shown:  # only while queued: "N requests ahead of yours"
+                    shown = writer.status()
+                    yield {col.live: text, col.stats: shown}
                 else:
                     yield {col.live: text}
         except GenerationError as exc:

@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from webui.presets import ParamsError, SamplingParams, make_params
+from webui.generation.params import ParamsError, SamplingParams, make_params
 from webui.settings import PROJECT_ROOT
 
 # Every event that runs the model shares one Gradio concurrency group, so the
