@@ -49,9 +49,6 @@ class PresetLibrary:
         except ParamsError as exc:
             raise ParamsError(f"preset {path.stem} is invalid: {exc}") from exc
 
-    def user_names(self) -> list[str]:
-        return sorted(list_entries(self.user_dir, suffixes=(".yaml",)), key=str.lower)
-
     def save(self, name: object, params: SamplingParams) -> Path:
         """Write the user's preset (delta-only YAML) atomically; may shadow a bundled one."""
         path = new_entry(self.user_dir, name, ".yaml", "preset")

@@ -266,15 +266,6 @@ class ExtensionHost:
                 value = result
         return value
 
-    def call_each(self, hook: str, **args: Any) -> list[tuple[Extension, Any]]:
-        """Call every active implementation; results of those that did not fail."""
-        out = []
-        for extension, impl in self._impls(hook):
-            ok, value = self._call(extension, impl, args)
-            if ok:
-                out.append((extension, value))
-        return out
-
     def call_one(self, extension: Extension, hook: str, **args: Any) -> tuple[bool, Any]:
         impl = extension.impls.get(hook)
         if impl is None or not extension.active:
