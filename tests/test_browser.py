@@ -56,6 +56,10 @@ def finished(page) -> bool:
 
 
 def test_browser_chat_streams_a_reply_and_contacts_only_loopback(browser, app_url, runtime):
+    from webui.generation.params import make_params
+
+    # Long enough to span many updates however fast the tiny model runs.
+    runtime.remember(make_params({"seed": 5, "ban_eos_token": True, "max_new_tokens": 300}))
     page = browser.new_page()
     hosts: set[str] = set()
     page.on("request", lambda r: hosts.add(urlparse(r.url).hostname or r.url.split(":")[0]))
@@ -227,7 +231,7 @@ def assert_inert(page, where: str) -> None:
     assert area.locator("a[href^='javascript' i]").count() == 0
     for link in area.locator("a").all():  # clicking what is left runs nothing either
         if link.is_visible():
-            link.click(modifiers=["Control"], timeout=2000)
+            link.click(modifiers=["Control"], timeout=10_000, no_wait_after=True)
     assert page.evaluate("window.__pwned") is None
 
 

@@ -69,6 +69,15 @@ def ext_app(models_root, tmp_path_factory):
     app.close()
 
 
+@pytest.fixture(autouse=True)
+def fresh_suffixes(request):
+    """The extensions' suffixes as they start, whatever an earlier test set them to."""
+    if "ext_app" in request.fixturenames:
+        runtime, _ = request.getfixturevalue("ext_app")
+        runtime.extensions.get("shouter").params["suffix"] = "!"
+        runtime.extensions.get("example").params["suffix"] = ""
+
+
 def test_tgw_style_extension_loads_and_acts_unmodified(ext_app):
     runtime, client = ext_app
     assert runtime.extensions.names() == ["faulty", "shouter", "example"]

@@ -5,7 +5,7 @@ need.  Everything here is plain Text Generation WebUI style (no imports from web
 needed) except the registration hooks at the end, which are this app's own.
 Documentation of every hook: docs/EXTENSIONS.md.
 
-Enable it with `--extensions example`.  The tests load it and check each effect.
+Enable it with `--extensions example`.
 """
 
 import gradio as gr
@@ -16,83 +16,66 @@ params = {
     "prefix": "",  # overridable in settings.yaml as  example-prefix: "..."
     "suffix": "",
     "bot_prefix": "",
-    "ban_token_id": -1,
-    "canned_reply": "",  # when set, custom_generate_reply answers this instead of the model  # a token id its logits processor forbids (-1: none)
-    "calls": [],  # the hooks called, in order (the tests read this)
+    "ban_token_id": -1,  # a token id its logits processor forbids (-1: none)
+    "canned_reply": "",  # when set, custom_generate_reply answers this instead of the model
 }
 
 
-def _called(name):
-    params["calls"].append(name)
-
-
 def setup():
-    """Runs once at load, before any other hook."""
-    _called("setup")
+    """Runs once at load, before any other hook: open files, check settings, ..."""
 
 
 def ui():
     """Components under the chat (is_tab False) or in a tab of their own."""
-    _called("ui")
     with gr.Accordion("Example extension", open=False):
         suffix = gr.Textbox(value=params["suffix"], label="Suffix added to every reply")
         suffix.change(lambda value: params.update(suffix=value), suffix, None, api_name="example_suffix")
 
 
 def custom_css():
-    _called("custom_css")
     return ".example-extension { border: 1px dashed gray; }"
 
 
 def custom_js():
-    _called("custom_js")
     return "console.log('example extension loaded');"
 
 
 def input_modifier(string, state, is_chat=False):
-    _called("input_modifier")
     return params["prefix"] + string
 
 
 def output_modifier(string, state, is_chat=False):
-    _called("output_modifier")
     return string + params["suffix"]
 
 
 def chat_input_modifier(text, visible_text, state):
-    _called("chat_input_modifier")
     return params["prefix"] + text, visible_text
 
 
 def bot_prefix_modifier(string, state):
-    _called("bot_prefix_modifier")
     return string + params["bot_prefix"]
 
 
 def state_modifier(state):
-    _called("state_modifier")
+    """May change the request's values (state["max_new_tokens"], state["temperature"], ...)."""
     return state
 
 
 def history_modifier(history):
-    _called("history_modifier")
     return history
 
 
 def custom_generate_chat_prompt(user_input, state, **kwargs):
     """Return a prompt string to build the chat prompt yourself, or None to leave it."""
-    _called("custom_generate_chat_prompt")
     return None
 
 
 def custom_tokenized_length(prompt):
     """Return a token count to override the tokenizer's, or None."""
-    _called("custom_tokenized_length")
     return None
 
 
 def tokenizer_modifier(state, prompt, input_ids, input_embeds):
-    _called("tokenizer_modifier")
     return prompt, input_ids, input_embeds
 
 
@@ -108,14 +91,12 @@ class _BanOne:
 
 
 def logits_processor_modifier(processor_list, input_ids):
-    _called("logits_processor_modifier")
     if params["ban_token_id"] >= 0:
         processor_list.append(_BanOne(params["ban_token_id"]))
 
 
 def custom_generate_reply(question, original_question, seed, state, stopping_strings, is_chat=False):
     """Generate the reply yourself, yielding the reply so far; yield nothing to let the model answer."""
-    _called("custom_generate_reply")
     if params["canned_reply"]:
         words = params["canned_reply"].split(" ")
         for n in range(1, len(words) + 1):
@@ -126,7 +107,6 @@ def custom_generate_reply(question, original_question, seed, state, stopping_str
 
 
 def register_tabs(register):
-    _called("register_tabs")
 
     def render(runtime):
         gr.Markdown(f"Extensions loaded: {', '.join(runtime.extensions.names())}")
@@ -135,14 +115,13 @@ def register_tabs(register):
 
 
 def register_api_routes(register):
-    _called("register_api_routes")
 
     def hello():
-        return {"extension": "example", "calls": len(params["calls"])}
+        return {"extension": "example", "hello": "world"}
 
     register("/hello", hello)
 
 
 def register_loaders(register):
     """Call register(loader) with a webui.loaders.base.Loader to add a model format."""
-    _called("register_loaders")
+    return None
