@@ -14,6 +14,7 @@ from webui.generation.backend import ServingOptions
 from webui.loaders.base import LoadedModel, LoadError
 from webui.loaders.hf_backend import TransformersBackend
 from webui.loaders.hf_kwargs import Machine, from_pretrained_kwargs
+from webui.loaders.quiet_logs import quiet_chatty_loggers
 from webui.loaders.hf_options import TransformersOptions
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class TransformersLoader:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.preflight(folder, options)
+        quiet_chatty_loggers()
         kwargs = from_pretrained_kwargs(options, Machine.detect())  # raises LoadError on bad options
         model = tokenizer = None
         try:
