@@ -8,7 +8,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from webui.api.security import GuardMiddleware
-from webui.auth import LoginGuard
+from webui.auth import ClientAddress, LoginGuard
 from webui.runtime import Runtime
 from webui.ui import character_tab, chat_tab, extensions_ui, model_tab, notebook_tab, parameters_tab, session_tab
 from webui.ui.common import Shared
@@ -109,7 +109,8 @@ def start_ui(runtime: Runtime, port: int | None = None) -> tuple[gr.Blocks, str]
         # fits, uploads get their 20 MB (plus the multipart wrapping).
         app_kwargs={"middleware": [
             Middleware(GuardMiddleware, loopback_only=settings.is_loopback and not settings.share,
-                       max_body=UI_MAX_BODY, large_bodies={"/gradio_api/upload": UPLOAD_MAX_BODY})
+                       max_body=UI_MAX_BODY, large_bodies={"/gradio_api/upload": UPLOAD_MAX_BODY}),
+            Middleware(ClientAddress),  # failed logins are counted per client address
         ]},
         # Gradio keeps, per browser session, the last value of every input it was sent;
         # fewer sessions bound that memory (an evicted tab keeps working, only its open
