@@ -19,7 +19,7 @@ import httpx
 from common import PROMPT, bench_parser
 
 from webui.api.openai_api import APIServer
-from webui.presets import make_params
+from webui.generation.params import make_params
 from webui.runtime import build_runtime
 from webui.settings import Settings
 

@@ -24,7 +24,7 @@ from bench_api import free_port
 from common import bench_parser
 from gradio_client import Client
 
-from webui.presets import make_params
+from webui.generation.params import make_params
 from webui.runtime import build_runtime
 from webui.settings import Settings
 from webui.ui.app import launch

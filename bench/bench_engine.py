@@ -3,8 +3,8 @@
     .venv/bin/python bench/bench_engine.py [--model demo-kjv-4m] [--tokens 100] [--rounds 31]
 
 Short paired rounds keep slow drifts of a shared machine out of the ratio.
-Both sides decode greedily from the same prompt, so they produce the same tokens; the
-engine adds what the product needs (worker thread, incremental detokenization, stop
+Both sides decode greedily from the same prompt; the engine adds what the product needs
+(its own step loop over the backend, the model thread, incremental detokenization, stop
 string scan, per-request cancel check).  Rounds alternate between the two so that
 machine noise hits both alike; the printed ratio is engine tokens/s over raw tokens/s.
 """
@@ -17,8 +17,8 @@ import time
 import torch
 from common import PROMPT, bench_parser, load_model
 
-from webui.generation.engine import GenerationEngine, GenerationRequest, sampling_kwargs
-from webui.presets import make_params
+from webui.generation.engine import GenerationEngine, GenerationRequest
+from webui.generation.params import make_params
 
 
 def main() -> None:
@@ -28,14 +28,17 @@ def main() -> None:
 
     manager, loaded = load_model(args)
     engine = GenerationEngine(manager)
-    params = make_params({"temperature": 0.0, "max_new_tokens": args.tokens, "stop": args.stop})
+    # End-of-text banned on our side (the raw side has it switched off): both run the full count.
+    params = make_params({"temperature": 0.0, "max_new_tokens": args.tokens, "stop": args.stop,
+                          "ban_eos_token": True})
     ids = loaded.tokenizer(PROMPT, return_tensors="pt")["input_ids"]
 
     def raw() -> tuple[int, float]:
         start = time.perf_counter()
         out = loaded.model.generate(
             input_ids=ids, attention_mask=torch.ones_like(ids),
-            pad_token_id=loaded.tokenizer.pad_token_id, eos_token_id=None, **sampling_kwargs(params, args.tokens),
+            pad_token_id=loaded.tokenizer.pad_token_id, eos_token_id=None, max_new_tokens=args.tokens,
+            do_sample=False, temperature=None, top_p=None, top_k=None,
         )
         return out.shape[1] - ids.shape[1], time.perf_counter() - start
 

@@ -18,8 +18,8 @@ import torch
 from common import PROMPT, bench_parser, load_model
 
 from webui.generation.chain import build_chain
-from webui.generation.engine import GenerationEngine, GenerationRequest, eos_ids, vocab_size
-from webui.presets import make_params
+from webui.generation.engine import GenerationEngine, GenerationRequest
+from webui.generation.params import make_params
 
 EVERY_SAMPLER = dict(
     repetition_penalty=1.1, presence_penalty=0.2, frequency_penalty=0.2, dry_multiplier=0.8,
@@ -52,8 +52,8 @@ def main() -> None:
         ratios.append(rate(full) / base_rate)
         typical_ratios.append(rate(typical) / base_rate)
 
-    vocab = vocab_size(loaded)
-    chain = build_chain(full, loaded.tokenizer, loaded.model, vocab, eos_ids(loaded))
+    vocab = loaded.backend.vocab_size()
+    chain = build_chain(full, loaded.tokenizer, loaded.backend, vocab, loaded.backend.eos_ids())
     context = torch.randint(0, vocab, (1, 1000))
     logits = torch.randn(1, vocab)
 

@@ -69,7 +69,9 @@ def measure(folder: Path, options: LoadOptions, tokens: int) -> dict:
     run = dict(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, eos_token_id=None,
                pad_token_id=0)
     with torch.no_grad():
-        model.generate(prompt, **{**run, "max_new_tokens": 8, "min_new_tokens": 8})  # warm-up
+        # Warm-up at full length: the first run in a process pays CUDA's start-up costs
+        # (kernel loading, allocator growth), which an 8-token warm-up did not cover.
+        model.generate(prompt, **run)
         torch.cuda.synchronize()
         start = time.perf_counter()
         model.generate(prompt, **run)

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import ADMIN_KEY, API_KEY, TINY
+from tests.conftest import ADMIN_KEY, API_KEY, TINY, wait_for
 
 
 @pytest.fixture()
@@ -163,12 +163,13 @@ def test_disconnect_mid_stream_cancels_generation(api_url, runtime, monkeypatch)
         for line in response.iter_lines():
             if line.startswith("data: {"):
                 break  # leave after the first chunk: the connection closes
-    # The request's own cancel token was set (a finished request's never is) and the
-    # model is free again: a new request completes.
+    # The request's own cancel token is set (a finished request's never is), and a new
+    # request is served meanwhile (it decodes beside the first until that one stops).
     follow = httpx.post(f"{api_url}/completions", headers={"x-api-key": API_KEY},
                         json={"model": TINY, "prompt": "The", "max_tokens": 3}, timeout=60)
     assert follow.status_code == 200
-    assert tokens[0].cancelled and not tokens[1].cancelled
+    assert wait_for(lambda: tokens[0].cancelled, timeout=60)
+    assert not tokens[1].cancelled
 
 
 def test_two_api_streams_and_a_ui_chat_at_once_without_cross_talk(client, app_url):
@@ -227,19 +228,31 @@ def test_cors_only_for_allowlisted_origins(runtime):
 
 def test_a_full_queue_gets_503_at_once(runtime):
     from webui.generation.engine import GenerationEngine, GenerationRequest
-    from webui.presets import make_params
+    from webui.generation.params import make_params
+
+    from webui.generation.backend import ServingOptions
+    from webui.loaders.registry import default_registry
+    from webui.model_manager import ModelManager
 
     changed, api = variant(runtime)
-    changed.engine = GenerationEngine(runtime.models, max_pending=1)
-    busy = GenerationRequest("Ships", make_params({"temperature": 0.0, "max_new_tokens": 400}))
-    running = changed.engine.generate(busy)
+    # One place in the batch and one in the queue: a third request finds both taken.
+    one_at_a_time = ModelManager(runtime.models.model_dir, default_registry(ServingOptions(max_batch=1)),
+                                 runtime.models.options)
+    one_at_a_time.load(TINY)
+    changed.engine = GenerationEngine(one_at_a_time, max_pending=1)
+    busy = [GenerationRequest("Ships", make_params({"temperature": 0.0, "max_new_tokens": 400}), owner=o)
+            for o in ("a", "b")]
+    running = [changed.engine.generate(busy[0])]
+    assert wait_for(lambda: changed.engine.running == 1, timeout=30)
+    running.append(changed.engine.generate(busy[1]))
     try:
         response = api.post("/v1/completions", headers={"x-api-key": API_KEY},
                             json={"model": TINY, "prompt": "The", "max_tokens": 3})
         assert response.status_code == 503 and response.json()["error"]["code"] == "server_busy"
     finally:
-        busy.cancel.cancel()
-        running.text()
+        for request, stream in zip(busy, running, strict=True):
+            request.cancel.cancel()
+            stream.text()
 
 
 def test_api_beyond_loopback_without_key_refuses_to_start(tmp_path, capsys):
@@ -247,3 +260,21 @@ def test_api_beyond_loopback_without_key_refuses_to_start(tmp_path, capsys):
 
     code = main(["--user-data-dir", str(tmp_path), "--api", "--listen", "--gradio-auth", "u:p"])
     assert code == 2 and "--api-key" in capsys.readouterr().err
+
+
+def test_a_backend_that_lacks_a_sampler_or_logprobs_gets_a_400_naming_it(client, runtime, monkeypatch):
+    """The API reads the backend's declared capabilities: nothing is dropped silently."""
+    import dataclasses
+
+    backend = runtime.models.current.backend
+    limited = dataclasses.replace(backend.capabilities, samplers=frozenset({"temperature", "top_p", "stop"}),
+                                  logprobs=False)
+    monkeypatch.setattr(backend, "capabilities", limited)
+    with pytest.raises(openai.BadRequestError) as refused:
+        chat(client, max_tokens=5, extra_body={"min_p": 0.1})
+    assert refused.value.param == "min_p" and refused.value.code == "unsupported_parameter"
+    with pytest.raises(openai.BadRequestError) as refused:
+        chat(client, max_tokens=5, logprobs=True)
+    assert refused.value.param == "logprobs"
+    # What it does support still works.
+    assert chat(client, max_tokens=5, temperature=0.5, top_p=0.9).choices[0].message.content is not None

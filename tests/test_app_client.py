@@ -7,7 +7,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from tests.conftest import wait_for
-from webui.presets import SamplingParams
+from webui.generation.params import SamplingParams
 from webui.ui.parameters_tab import KINDS, control_values
 
 

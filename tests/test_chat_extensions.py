@@ -11,7 +11,7 @@ from webui.chat.history import Conversation
 from webui.chat.prompt import ChatSetup
 from webui.chat.service import ReplyWriter, add_user_message, from_pairs, impersonate, to_pairs
 from webui.chat.store import ChatStore
-from webui.presets import make_params
+from webui.generation.params import make_params
 
 CHAT_HOOKS = """
 seen = []

@@ -211,7 +211,7 @@ def test_a_reply_abandoned_before_its_first_piece_is_cancelled_and_the_chat_save
     from tests.conftest import wait_for
     from webui.chat.prompt import ChatSetup
     from webui.chat.service import ReplyWriter
-    from webui.presets import make_params
+    from webui.generation.params import make_params
 
     store = ChatStore(tmp_path)
     conversation = chat("Hello there")

@@ -12,7 +12,7 @@ from webui.generation.engine import GenerationEngine, GenerationRequest
 from webui.loaders.base import LoadOptions
 from webui.loaders.registry import default_registry
 from webui.model_manager import ModelManager
-from webui.presets import make_params
+from webui.generation.params import make_params
 from webui.settings import DEMO_MODEL, PROJECT_ROOT, Settings
 
 DEMO_DIR = PROJECT_ROOT / "models" / DEMO_MODEL

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from webui.generation.engine import CancelToken, GenerationError, GenerationRequest
-from webui.presets import make_params
+from webui.generation.params import make_params
 
 PROMPT = "The keeper climbed the stairs"
 
@@ -133,9 +133,13 @@ def test_worker_exception_is_reported(engine, monkeypatch):
     def explode(*args, **kwargs):
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(loaded.model, "generate", explode)
+    monkeypatch.setattr(loaded.backend, "step", explode)
     with pytest.raises(GenerationError, match="kaboom"):
         engine.generate(GenerationRequest(PROMPT, greedy(5))).text()
+    monkeypatch.undo()
+    # The model thread survived: the next request is served.
+    stream = engine.generate(GenerationRequest(PROMPT, greedy(5)))
+    assert stream.text() and stream.stats.new_tokens == 5
 
 
 def test_cancel_token_is_per_request():
@@ -148,12 +152,21 @@ def test_a_full_queue_answers_at_once(runtime):
     from webui.generation.engine import GenerationEngine, QueueFull
 
     small = GenerationEngine(runtime.models, max_pending=2)
-    first = GenerationRequest(PROMPT, greedy(400))
-    running = [small.generate(first), small.generate(GenerationRequest(PROMPT, greedy(5)))]
+    batch = runtime.models.current.backend.capabilities.max_batch
+    requests = [GenerationRequest(PROMPT, greedy(400), owner=f"client{i}") for i in range(batch + 2)]
+    streams = []
+    for request in requests[:batch]:  # the batch fills, one admission at a time
+        streams.append(small.generate(request))
+        deadline = time.monotonic() + 30
+        while small.running < len(streams) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert small.running == batch
+    streams += [small.generate(request) for request in requests[batch:]]  # two may wait
     with pytest.raises(QueueFull):
         small.generate(GenerationRequest(PROMPT, greedy(5)))
-    first.cancel.cancel()
-    for stream in running:
+    for request in requests:
+        request.cancel.cancel()
+    for stream in streams:
         stream.text()
     # The worker counts a request as done just after its last message: wait (bounded).
     deadline = time.monotonic() + 10

@@ -11,7 +11,7 @@ from pathlib import Path
 from tests.test_extensions import host_with
 from webui.extensions import make_state
 from webui.extensions.host import SPECS
-from webui.presets import make_params
+from webui.generation.params import make_params
 from webui.settings import PROJECT_ROOT
 
 DOC = (PROJECT_ROOT / "docs" / "EXTENSIONS.md").read_text(encoding="utf-8")

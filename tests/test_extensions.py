@@ -18,7 +18,7 @@ import torch
 from tests.conftest import make_settings
 from webui.extensions import discover, load_extensions, make_state
 from webui.extensions.host import ExtensionHost
-from webui.presets import make_params
+from webui.generation.params import make_params
 from webui.settings import PROJECT_ROOT
 
 GREEDY = {"temperature": 0.0, "max_new_tokens": 8}

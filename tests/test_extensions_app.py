@@ -16,7 +16,7 @@ from webui.chat.history import Conversation
 from webui.chat.prompt import ChatPrompt, ChatSetup
 from webui.chat.service import ReplyWriter
 from webui.chat.store import ChatStore
-from webui.presets import make_params
+from webui.generation.params import make_params
 from webui.settings import PROJECT_ROOT
 
 # Written exactly as for Text Generation WebUI: only params, input_modifier,

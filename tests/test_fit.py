@@ -54,7 +54,7 @@ def measured_bytes(model, context: int) -> int:
 def test_estimate_within_ten_percent_of_measured(root, family, precision):
     if precision not in ("fp32", "bf16"):
         pytest.importorskip("bitsandbytes")
-    options = LoadOptions(device="cpu", **PRECISIONS[precision])
+    options = LoadOptions(cpu=True, **PRECISIONS[precision])
     shape = read_shape(root / family)
     loaded = TransformersLoader().load(family, root / family, options)
     assert shape.parameters == loaded.parameters

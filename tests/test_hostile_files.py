@@ -16,10 +16,12 @@ from webui.chat.prompt import ChatSetup
 from webui.chat.service import ReplyWriter
 from webui.chat.store import ChatStore
 from webui.chat.templates import TemplateLibrary
-from webui.loaders.base import LoadOptions, ModelRefused
+from webui.generation.params import ParamsError, SamplingParams
+from webui.loaders.base import ModelRefused
+from webui.loaders.hf_options import TransformersOptions
 from webui.model_settings import ModelSettingsStore
 from webui.paths import NameRefused, is_plain_name, new_entry
-from webui.presets import ParamsError, PresetLibrary, SamplingParams
+from webui.presets import PresetLibrary
 from webui.safe_yaml import YAMLRefused, load_yaml
 from webui.settings import PROJECT_ROOT, SettingsError, build_settings, read_yaml_mapping
 from webui.storage import atomic_write_text, remove_stale_temporaries
@@ -122,7 +124,7 @@ def test_absurd_config_is_refused_fast_and_the_model_keeps_serving(runtime, mode
 def test_a_config_that_fits_passes_the_preflight(models_root):
     from webui.loaders.hf_transformers import TransformersLoader
 
-    TransformersLoader().preflight(models_root / TINY, LoadOptions())
+    TransformersLoader().preflight(models_root / TINY, TransformersOptions())
 
 
 # -- item 4: limits hold on write; unreadable chats stay visible and recoverable ---------

@@ -11,7 +11,7 @@ from webui.loaders.base import LoadError, LoadOptions
 from webui.loaders.registry import default_registry
 from webui.model_manager import ModelManager, NoModelLoaded
 from webui.paths import NameRefused
-from webui.presets import make_params
+from webui.generation.params import make_params
 
 PROMPT = "The keeper climbed the stairs"
 
@@ -37,7 +37,7 @@ def setup(tmp_path_factory):
     make_adapter(models / "tiny", loras / "style-b", ["up_proj", "down_proj"], seed=2)
     (loras / "not-an-adapter").mkdir()
     (loras / ".hidden").mkdir()
-    manager = ModelManager(models, default_registry(), LoadOptions(device="cpu"), lora_dir=loras)
+    manager = ModelManager(models, default_registry(), LoadOptions(cpu=True), lora_dir=loras)
     return manager, GenerationEngine(manager), root
 
 

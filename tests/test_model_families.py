@@ -15,7 +15,7 @@ from webui.generation.engine import GenerationEngine, GenerationRequest
 from webui.loaders.base import LoadOptions
 from webui.loaders.registry import default_registry
 from webui.model_manager import ModelManager
-from webui.presets import make_params
+from webui.generation.params import make_params
 
 HISTORY = [
     {"role": "user", "content": "Hi"},
@@ -60,7 +60,7 @@ def families_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def manager(families_root):
-    return ModelManager(families_root, default_registry(), LoadOptions(device="cpu"))
+    return ModelManager(families_root, default_registry(), LoadOptions(cpu=True))
 
 
 @pytest.fixture(scope="module")

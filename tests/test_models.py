@@ -14,7 +14,7 @@ from webui.loaders.base import LoadError, LoadOptions
 from webui.loaders.registry import default_registry
 from webui.model_manager import ModelBusy, ModelManager
 from webui.paths import NameRefused
-from webui.presets import make_params
+from webui.generation.params import make_params
 
 
 @pytest.fixture()

@@ -8,17 +8,10 @@ import pytest
 import yaml
 
 from webui.generation.chain import build_chain
-from webui.generation.engine import GenerationRequest, eos_ids, vocab_size
+from webui.generation.engine import GenerationRequest
 from webui.paths import NameRefused
-from webui.presets import (
-    SAMPLER_ORDER,
-    ParamsError,
-    PresetLibrary,
-    SamplingParams,
-    make_params,
-    model_defaults,
-    preset_delta,
-)
+from webui.generation.params import SAMPLER_ORDER, ParamsError, SamplingParams, make_params
+from webui.presets import PresetLibrary, model_defaults, preset_delta
 from webui.settings import DEMO_MODEL, PROJECT_ROOT
 
 EVERY_STEP_ON = dict(
@@ -31,7 +24,7 @@ EVERY_STEP_ON = dict(
 
 def chain_names(params, runtime):
     loaded = runtime.models.current
-    chain = build_chain(params, loaded.tokenizer, loaded.model, vocab_size(loaded), eos_ids(loaded))
+    chain = build_chain(params, loaded.tokenizer, loaded.backend, loaded.backend.vocab_size(), loaded.backend.eos_ids())
     return [type(step).__name__ for step in chain]
 
 
@@ -177,7 +170,7 @@ def apply(runtime, values, probs):
 
     loaded = runtime.models.current
     params = make_params(values)
-    chain = build_chain(params, loaded.tokenizer, loaded.model, vocab_size(loaded), eos_ids(loaded))
+    chain = build_chain(params, loaded.tokenizer, loaded.backend, loaded.backend.vocab_size(), loaded.backend.eos_ids())
     scores = torch.log(torch.tensor([probs]))
     return torch.softmax(chain(torch.tensor([[1, 2, 3]]), scores), dim=-1)[0].tolist()
 

@@ -10,7 +10,8 @@ import pytest
 from webui.__main__ import main
 from webui.cli import parse_flags
 from webui.paths import NameRefused, list_entries, pick
-from webui.presets import ParamsError, PresetLibrary, SamplingParams, make_params, preset_delta
+from webui.generation.params import ParamsError, SamplingParams, make_params
+from webui.presets import PresetLibrary, preset_delta
 from webui.settings import PROJECT_ROOT, SettingsError, build_settings
 from webui.storage import atomic_write_text
 

@@ -2,6 +2,7 @@
 
 Flag names follow Text Generation WebUI where it has one.  Every default is
 argparse.SUPPRESS so that a flag left out never hides a value from settings.yaml.
+The loader flags are not written here: they come from the loaders' option schemas.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 from typing import Any
+
+from webui.loaders.catalog import BUILTIN_SCHEMAS
+from webui.loaders.options import add_flags
 
 S = argparse.SUPPRESS
 
@@ -22,26 +26,8 @@ def parser() -> argparse.ArgumentParser:
     m = p.add_argument_group("model")
     m.add_argument("--model", help="model folder (inside --model-dir) to load at start")
     m.add_argument("--model-dir", type=Path, help="folder holding the models (default: models/)")
-    m.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"], help="weights dtype")
-    m.add_argument("--bf16", action="store_const", const="bf16", dest="dtype", help="same as --dtype bf16")
-    m.add_argument("--cpu", action="store_true", help="use the CPU even if a GPU is present")
-    m.add_argument("--attn-implementation", choices=["auto", "sdpa", "eager", "flash_attention_2"],
-                   help="attention kernel (default auto; flash_attention_2 needs flash-attn and a GPU)")
-    m.add_argument("--load-in-8bit", action="store_true", help="quantize to 8 bits on load (bitsandbytes)")
-    m.add_argument("--load-in-4bit", action="store_true", help="quantize to 4 bits on load (bitsandbytes)")
-    m.add_argument("--quant_type", choices=["nf4", "fp4"], help="4-bit data type (default nf4)")
-    m.add_argument("--use_double_quant", action="store_true", help="4-bit: also quantize the scales")
-    m.add_argument("--compute_dtype", choices=["auto", "bfloat16", "float16", "float32"],
-                   help="4-bit: dtype of the matmuls (default: the model dtype)")
-    m.add_argument("--gpu-split", type=gpu_split,
-                   help="GiB of each GPU to use, comma-separated, e.g. 20,7 (shards the model)")
-    m.add_argument("--cpu-memory", type=float, help="GiB of RAM for the layers that do not fit the GPUs")
-    m.add_argument("--disk", action="store_true", help="offload what fits neither GPUs nor RAM to disk")
-    m.add_argument("--disk-cache-dir", type=Path, help="disk offload folder (default user_data/cache)")
-    m.add_argument("--allow-pickle", action="store_true",
-                   help="allow pickle checkpoints (*.bin), which can run code when loaded")
-    m.add_argument("--trust-remote-code", action="store_true",
-                   help="run Python code shipped inside a model folder")
+    # Every loader option, from the built-in loaders' schemas (webui/loaders/options.py).
+    add_flags(m, BUILTIN_SCHEMAS)
     h = p.add_argument_group("download (the only action that contacts the network)")
     h.add_argument("--download", metavar="ORG/NAME", dest="download_repo",
                    help="download a model from the Hugging Face Hub into --model-dir, then exit")
@@ -71,6 +57,14 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--share", action="store_true",
                    help="ask Gradio for a public share link (contacts Gradio's servers; needs --gradio-auth)")
     n.add_argument("--max-queue", type=int, help="waiting requests before new ones are refused")
+    n.add_argument("--max-batch", type=int, help="requests decoded together at most (default 8)")
+    n.add_argument("--max-batch-per-user", type=int,
+                   help="running requests per user or API key (default: --max-batch minus 1, so one place "
+                        "is always free for someone else)")
+    n.add_argument("--prefix-cache-gib", type=float,
+                   help="GiB kept for reusing earlier prompts' KV cache (default 1; 0 = off)")
+    n.add_argument("--max-kv-gib", type=float,
+                   help="GiB the running batch's KV cache may take (default: from free memory)")
     a = p.add_argument_group("API")
     a.add_argument("--api", action="store_true", help="serve the OpenAI-compatible API (/v1)")
     a.add_argument("--api-port", type=int, help="API port (default 5000)")
@@ -91,17 +85,6 @@ def download_request(argv: list[str] | None = None) -> dict[str, Any] | None:
         "revision": values.get("download_revision", "main"),
         "patterns": tuple(values.get("download_patterns", ())),
     }
-
-
-def gpu_split(text: str) -> tuple[float, ...]:
-    """'20,7' -> (20.0, 7.0): GiB per GPU, in device order."""
-    try:
-        values = tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected GiB per GPU, e.g. 20,7") from None
-    if not values or any(not (v > 0) or v == float("inf") for v in values):
-        raise argparse.ArgumentTypeError("every GPU share must be a positive number of GiB")
-    return values
 
 
 def parse_flags(argv: list[str] | None = None) -> tuple[dict[str, Any], Path | None]:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
-from webui.loaders.base import USER_OPTIONS
+from webui.loaders.catalog import BUILTIN_SCHEMAS
+from webui.loaders.options import flat_model, merged_specs
 from webui.paths import is_plain_name
 from webui.settings import SettingsError, describe_validation_error, read_yaml_mapping
 from webui.storage import atomic_write_text
@@ -25,33 +26,23 @@ log = logging.getLogger(__name__)
 FILE_NAME = "model_settings.yaml"
 
 
-class ModelSettings(BaseModel):
-    """What one model remembers.  None means "as the command line / settings.yaml say"."""
+# The loader options a model may remember (scope "model" in the schemas), each
+# `T | None`: None means "as the command line / settings.yaml say".  The admin API's
+# load body (webui/api/openai_api.py) is this model plus the model name.
+ModelLoaderFields = flat_model("ModelLoaderFields", BUILTIN_SCHEMAS, scopes=("model",), optional=True,
+                               config=ConfigDict(extra="forbid", frozen=True))
+MUTUALLY_EXCLUSIVE = tuple(
+    (spec.name, spec.excludes) for spec in merged_specs(BUILTIN_SCHEMAS) if spec.scope == "model" and spec.excludes
+)
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dtype: Literal["auto", "bf16", "fp16", "fp32"] | None = None
-    device: Literal["auto", "cpu", "cuda"] | None = None
-    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] | None = None
-    load_in_8bit: bool | None = None
-    load_in_4bit: bool | None = None
-    quant_type: Literal["nf4", "fp4"] | None = None
-    use_double_quant: bool | None = None
-    compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] | None = None
-    gpu_split: tuple[float, ...] | None = None
-    cpu_memory: float | None = Field(None, gt=0, le=1 << 20)
-    disk: bool | None = None
-    # Beyond the loader: a shorter context than the model's maximum, and a chat
-    # template from user_data/instruction-templates/ in place of the model's own.
+class ModelSettings(ModelLoaderFields):
+    """What one model remembers: its loader options, plus two things beyond the loader."""
+
+    # A shorter context than the model's maximum, and a chat template from
+    # user_data/instruction-templates/ in place of the model's own.
     context_length: int | None = Field(None, ge=16, le=1 << 24)
     chat_template: str | None = None
-
-    @field_validator("gpu_split")
-    @classmethod
-    def _positive(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
-        if value is not None and (len(value) > 64 or any(not (0 < v < 1 << 20) for v in value)):
-            raise ValueError("every GPU share must be a positive number of GiB")
-        return value
 
     @field_validator("chat_template")
     @classmethod
@@ -62,16 +53,15 @@ class ModelSettings(BaseModel):
 
     def load_overrides(self) -> dict[str, Any]:
         """The loader options this entry sets."""
-        return {k: v for k, v in self.model_dump().items() if k in USER_OPTIONS and v is not None}
+        return {k: getattr(self, k) for k in ModelLoaderFields.model_fields if getattr(self, k) is not None}
 
     def merged(self, other: ModelSettings) -> ModelSettings:
-        """self, with every value `other` sets replacing it.  Asking for 8-bit turns a
-        saved 4-bit off, and the other way round: they cannot both be on."""
+        """self, with every value `other` sets replacing it.  Turning on a switch that
+        excludes another (8-bit and 4-bit, say) turns a saved other one off."""
         values = {**self.model_dump(), **other.model_dump(exclude_none=True)}
-        if other.load_in_8bit and other.load_in_4bit is None:
-            values["load_in_4bit"] = False
-        if other.load_in_4bit and other.load_in_8bit is None:
-            values["load_in_8bit"] = False
+        for name, excluded in MUTUALLY_EXCLUSIVE:
+            if getattr(other, name) and getattr(other, excluded) is None:
+                values[excluded] = False
         return ModelSettings(**values)
 
 
@@ -93,9 +83,8 @@ class ModelSettingsStore:
             return ModelSettings()
         if not isinstance(entry, dict):
             return ModelSettings()
-        if isinstance(entry.get("gpu_split"), list):
-            entry = {**entry, "gpu_split": tuple(entry["gpu_split"])}
         try:
+            entry = migrated(entry)
             return ModelSettings(**entry)
         except ValidationError as exc:
             log.warning("saved settings for %s ignored: %s", name, describe_validation_error(exc))
@@ -109,12 +98,18 @@ class ModelSettingsStore:
             data = self._read()
         except SettingsError as exc:
             return f"settings not saved: {exc}"  # never overwrite a file we cannot parse
-        entry = settings.model_dump(exclude_none=True)
-        if "gpu_split" in entry:
-            entry["gpu_split"] = list(entry["gpu_split"])
-        data[name] = entry
+        # mode="json": tuples as lists, so safe_dump writes plain YAML.
+        data[name] = settings.model_dump(mode="json", exclude_none=True)
         try:
             atomic_write_text(self.path, yaml.safe_dump(data, sort_keys=True, allow_unicode=True))
         except OSError as exc:
             return f"settings not saved: {exc.strerror or exc}"
         return None
+
+
+def migrated(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry saved by an older version, in today's keys.  Before the options schema,
+    the --cpu switch was saved as `device: cpu` (or auto, or cuda: now "not the CPU")."""
+    if entry.get("device") in ("auto", "cpu", "cuda") and "cpu" not in entry:
+        return {**{k: v for k, v in entry.items() if k != "device"}, "cpu": entry["device"] == "cpu"}
+    return entry

@@ -18,6 +18,7 @@ import yaml
 from webui.chat.templates import TemplateLibrary
 from webui.extensions import ExtensionHost, discover, load_extensions, make_state, params_from_state
 from webui.extensions.reply import ReplyStream
+from webui.generation.backend import GIB, ServingOptions
 from webui.generation.engine import (
     CancelToken,
     GenerationEngine,
@@ -28,20 +29,14 @@ from webui.generation.engine import (
 )
 from webui.fit import Memory, estimate, read_shape, report
 from webui.hub import Downloader
-from webui.loaders.base import LoadedModel, LoadError, LoadOptions
+from webui.loaders.base import LoadedModel, LoadError
 from webui.loaders.registry import LoaderRegistry, default_registry
 from webui.model_manager import ModelManager
 from webui.model_settings import ModelSettings, ModelSettingsStore
 from webui.paths import NameRefused, is_plain_name, pick
-from webui.presets import (
-    ParamsError,
-    PresetLibrary,
-    SamplingParams,
-    make_params,
-    model_defaults,
-    preset_delta,
-)
-from webui.settings import Settings, SettingsError, read_yaml_mapping
+from webui.generation.params import ParamsError, SamplingParams, make_params
+from webui.presets import PresetLibrary, model_defaults, preset_delta
+from webui.settings import LoaderSettings, Settings, SettingsError, read_yaml_mapping
 from webui.storage import atomic_write_text, remove_stale_temporaries
 from webui.userdata import UserSpaces
 
@@ -150,22 +145,24 @@ class Runtime:
         wanted = self.saved_model_settings(name)
         if choice is not None:
             wanted = wanted.merged(choice)
-        options = self.models.options_for(wanted.load_overrides())
+        options = self.models.options_for(wanted.load_overrides(), self.models.registry.for_folder(folder))
         shape = read_shape(folder, trust_remote_code=options.trust_remote_code)
         context = min(wanted.context_length or shape.context_length, shape.context_length)
         memory = Memory.detect()
-        cpu = options.device == "cpu" or not memory.gpus
+        cpu = options.cpu or not memory.gpus
         chosen = estimate(shape, context, dtype=options.dtype, cpu=cpu, load_in_8bit=options.load_in_8bit,
                           load_in_4bit=options.load_in_4bit, use_double_quant=options.use_double_quant)
         return report(shape, chosen, memory, cpu)
 
     def stream(
         self, owner: str, prompt: str | Callable[[Any, int], Any], params: SamplingParams,
-        logprobs: int | None = None, state: dict[str, Any] | None = None,
+        logprobs: int | None = None, state: dict[str, Any] | None = None, who: str | None = None,
     ) -> OwnedStream:
+        """Queue a request for `owner` (whose Stop ends it); `who` is whom the scheduler
+        is fair between (a user, the API key), by default the owner itself."""
         token = self.requests.start(owner)
         try:
-            stream = self.engine.generate(GenerationRequest(prompt, params, token, logprobs, state))
+            stream = self.engine.generate(GenerationRequest(prompt, params, token, logprobs, state, owner=who or owner))
         except QueueFull:
             self.requests.finish(owner, token)
             raise
@@ -285,11 +282,15 @@ class OwnedStream:
     @property
     def logprobs(self):
         """Per-token log-probabilities so far (when the request asked for them)."""
-        return self._stream.streamer.logprobs if self._stream.streamer else []
+        return self._stream.logprobs
 
     def __iter__(self):
+        return (piece for piece in self.updates() if isinstance(piece, str))
+
+    def updates(self):
+        """Text pieces, and Waiting(ahead) while the request is queued."""
         try:
-            yield from self._stream
+            yield from self._stream.updates()
         finally:
             self._on_done()
 
@@ -299,24 +300,19 @@ class OwnedStream:
         self._on_done()
 
 
-def load_options(settings: Settings) -> LoadOptions:
-    """The loader options the command line and settings.yaml give (each model may override
-    the user-settable ones; never the code-execution switches)."""
-    return LoadOptions(
-        dtype=settings.dtype,
-        device="cpu" if settings.cpu else "auto",
-        attn_implementation=settings.attn_implementation,
-        load_in_8bit=settings.load_in_8bit,
-        load_in_4bit=settings.load_in_4bit,
-        quant_type=settings.quant_type,
-        use_double_quant=settings.use_double_quant,
-        compute_dtype=settings.compute_dtype,
-        gpu_split=settings.gpu_split,
-        cpu_memory=settings.cpu_memory,
-        disk=settings.disk,
-        offload_dir=settings.offload_dir,
-        allow_pickle=settings.allow_pickle,
-        trust_remote_code=settings.trust_remote_code,
+def load_options(settings: Settings) -> LoaderSettings:
+    """The start-up value of every loader option (command line over settings.yaml), the
+    offload folder resolved; each model may override the ones its schema lets it."""
+    values = {name: getattr(settings, name) for name in LoaderSettings.model_fields}
+    return LoaderSettings(**{**values, "disk_cache_dir": settings.offload_dir})
+
+
+def serving_options(settings: Settings) -> ServingOptions:
+    """How the Transformers backend batches, from --max-batch and friends."""
+    return ServingOptions(
+        max_batch=settings.max_batch,
+        prefix_cache_bytes=int(settings.prefix_cache_gib * GIB),
+        kv_budget_bytes=int(settings.max_kv_gib * GIB) if settings.max_kv_gib else None,
     )
 
 
@@ -337,7 +333,7 @@ def build_runtime(
     if stale:
         log.info("removed %d unfinished temporary files from an earlier run", stale)
     extensions = build_extensions(settings)
-    registry = registry or default_registry()
+    registry = registry or default_registry(serving_options(settings))
     extensions.register_loaders(registry)
     notes += extensions.warnings + [fault.summary() for fault in extensions.startup_faults]
     models = ModelManager(settings.model_dir, registry, load_options(settings), lora_dir=settings.lora_dir)
@@ -351,7 +347,8 @@ def build_runtime(
     runtime = Runtime(
         settings=settings,
         models=models,
-        engine=GenerationEngine(models, max_pending=settings.max_queue, extensions=extensions),
+        engine=GenerationEngine(models, max_pending=settings.max_queue, extensions=extensions,
+                                per_owner=settings.max_batch_per_user),
         presets=presets,
         default_params=default_params,
         users=UserSpaces(settings.user_data_dir, owner=owners[0] if owners else None),

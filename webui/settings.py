@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
+from webui.loaders.catalog import BUILTIN_SCHEMAS
+from webui.loaders.options import flat_model, merged_specs
 from webui.paths import is_plain_name
 from webui.safe_yaml import YAMLRefused, load_yaml
 
@@ -25,37 +27,27 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 # Settings files are small; anything bigger is a mistake or an attack (HOSTILE.md 16).
 MAX_YAML_BYTES = 1 << 20
 
-Dtype = Literal["auto", "bf16", "fp16", "fp32"]
+SETTINGS_CONFIG = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+# One settings.yaml key per loader option, same type and range as the schema's.
+LoaderSettings = flat_model("LoaderSettings", BUILTIN_SCHEMAS, config=SETTINGS_CONFIG)
+
+# Keys a settings file may not set (HOSTILE.md 6): the schemas' command-line-only options.
+COMMAND_LINE_ONLY = tuple(spec.name for spec in merged_specs(BUILTIN_SCHEMAS) if spec.scope == "command_line")
 
 
 class SettingsError(ValueError):
     """A settings file or flag value that cannot be used, with the reason."""
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+class Settings(LoaderSettings):
+    model_config = SETTINGS_CONFIG
 
     # -- model -----------------------------------------------------------------
     model: str | None = Field(DEMO_MODEL, description="Model folder to load at start.")
     model_dir: Path = Field(PROJECT_ROOT / "models", description="Where models live.")
-    dtype: Dtype = "auto"
-    cpu: bool = Field(False, description="Run on the CPU even when a GPU is present.")
-    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
-    load_in_8bit: bool = Field(False, description="Quantize weights to 8 bits on load (bitsandbytes).")
-    load_in_4bit: bool = Field(False, description="Quantize weights to 4 bits on load (bitsandbytes).")
-    quant_type: Literal["nf4", "fp4"] = "nf4"
-    use_double_quant: bool = False
-    compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
-    gpu_split: tuple[float, ...] = Field((), description="GiB of each GPU to fill, in order.")
-    cpu_memory: float | None = Field(None, gt=0, description="GiB of RAM for weights that do not fit the GPUs.")
-    disk: bool = Field(False, description="Offload what fits neither GPUs nor RAM to disk.")
-    disk_cache_dir: Path | None = Field(None, description="Disk offload folder (default user_data/cache).")
-    allow_pickle: bool = Field(
-        False, description="Allow pickle checkpoints (*.bin); they can run code on load."
-    )
-    trust_remote_code: bool = Field(
-        False, description="Run Python code shipped with a model. Command line only."
-    )
+    # Every loader option (dtype, load_in_4bit, gpu_split, ...) is a field too, inherited
+    # from LoaderSettings: declared once, in the loaders' schemas.
 
     # -- data ------------------------------------------------------------------
     user_data_dir: Path = Field(PROJECT_ROOT / "user_data")
@@ -85,6 +77,13 @@ class Settings(BaseModel):
     )
     share: bool = Field(False, description="Ask Gradio for a public share link (needs auth and internet).")
     max_queue: int = Field(64, ge=1, le=10_000, description="Waiting requests before 'busy'.")
+    max_batch: int = Field(8, ge=1, le=256, description="Requests decoded together at most.")
+    max_batch_per_user: int | None = Field(
+        None, ge=1, le=256, description="Running requests per user or API key (default: --max-batch - 1).")
+    prefix_cache_gib: float = Field(
+        1.0, ge=0, le=1024, description="Memory kept for reusing earlier prompts' KV cache; 0 = off.")
+    max_kv_gib: float | None = Field(
+        None, gt=0, le=4096, description="Memory for the running batch's KV cache (default: from free memory).")
 
     # -- OpenAI-compatible API ---------------------------------------------------
     api: bool = Field(False, description="Serve the OpenAI-compatible API beside the UI.")
@@ -108,13 +107,6 @@ class Settings(BaseModel):
         bad = [name for name in value if not is_plain_name(name)]
         if bad:
             raise ValueError(f"not an extension name: {bad[0]!r}")
-        return value
-
-    @field_validator("gpu_split")
-    @classmethod
-    def _split_positive(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if any(not (gib > 0) or gib == float("inf") for gib in value):
-            raise ValueError("every GPU share must be a positive number of GiB")
         return value
 
     @field_validator("gradio_auth")
@@ -198,7 +190,7 @@ def _coerce_paths(values: dict[str, Any]) -> dict[str, Any]:
     # strict mode refuses str for Path; YAML and argparse give strings.
     out = dict(values)
     for key in ("model_dir", "user_data_dir", "presets_dir", "extensions_dir", "gradio_auth_path", "ssl_keyfile",
-                "ssl_certfile", "disk_cache_dir"):
+                "ssl_certfile"):
         if isinstance(out.get(key), str):
             out[key] = Path(out[key])
     return out
@@ -219,20 +211,12 @@ def split_extension_params(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _coerce_yaml(values: dict[str, Any]) -> dict[str, Any]:
-    # YAML gives lists for tuples and 20 for 20.0; strict mode refuses both.
+    # YAML gives lists for tuples; strict mode refuses them.  (Loader options convert
+    # their own values: their types carry the conversion.)
     out = _coerce_paths(values)
-    for key in ("api_cors_origins", "gpu_split"):
-        if isinstance(out.get(key), list):
-            out[key] = tuple(out[key])
-    if isinstance(out.get("gpu_split"), tuple):
-        out["gpu_split"] = tuple(float(v) if _is_int(v) else v for v in out["gpu_split"])
-    if _is_int(out.get("cpu_memory")):
-        out["cpu_memory"] = float(out["cpu_memory"])
+    if isinstance(out.get("api_cors_origins"), list):
+        out["api_cors_origins"] = tuple(out["api_cors_origins"])
     return out
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -267,7 +251,7 @@ def build_settings(flags: dict[str, Any], settings_path: Path | None = None) -> 
             from_file = {}
     elif settings_path is not None:
         raise SettingsError(f"settings file not found: {settings_path}")
-    for key in ("trust_remote_code", "allow_pickle"):
+    for key in COMMAND_LINE_ONLY:
         # Code-execution switches come from the command line only (HOSTILE.md 6).
         if from_file.pop(key, None):
             warnings.append(f"{key} in a settings file is ignored; pass it as a flag")

@@ -27,12 +27,12 @@ from webui.api.docs_page import docs_html
 from webui.api.security import GuardMiddleware, KeyMiddleware
 from webui.chat.prompt import PromptError, render_chat_prompt
 from webui.generation.chain import token_ids
-from webui.generation.engine import GenerationError, QueueFull, eos_ids, vocab_size
+from webui.generation.engine import GenerationError, QueueFull
 from webui.loaders.base import LoadError, ModelRefused
 from webui.model_manager import ModelBusy
 from webui.model_settings import ModelSettings
 from webui.paths import NameRefused
-from webui.presets import ParamsError, SamplingParams, make_params
+from webui.generation.params import ParamsError, SamplingParams, changed_fields, make_params
 from webui.runtime import Runtime
 from webui.text_check import InvalidText, check_text
 
@@ -160,13 +160,11 @@ class CompletionRequest(CompletionBase):
         return value
 
 
-class LoadRequest(ModelSettings):
+class LoadRequest(ModelSettings, CheckedText):
     """A model name plus the per-model settings a request may set.  ModelSettings forbids
     unknown keys, so trust_remote_code, pickle or raw flags are refused (HOSTILE.md 6)."""
 
     model: str
-
-    _valid_unicode = CheckedText._valid_unicode
 
     def choice(self) -> ModelSettings:
         return ModelSettings(**self.model_dump(exclude={"model"}, exclude_none=True))
@@ -243,8 +241,13 @@ def build_api(runtime: Runtime) -> FastAPI:
 
         Without max_tokens the reply may use the rest of the context (as OpenAI's API does).
         """
+        # A sampler this model's backend would not honour is refused, never dropped silently.
+        ignored = loaded.backend.capabilities.ignores(changed_fields(params) - {"max_new_tokens", "seed"})
+        if ignored:
+            raise APIError(400, f"{ignored[0]} is not supported by this model's backend ({loaded.loader})",
+                           param=ignored[0], code="unsupported_parameter")
         try:
-            token_ids(params, loaded.tokenizer, vocab_size(loaded), eos_ids(loaded))
+            token_ids(params, loaded.tokenizer, loaded.backend.vocab_size(), loaded.backend.eos_ids())
         except ParamsError as exc:
             raise APIError(400, str(exc), param=str(exc).split(":")[0], code="invalid_value") from exc
         prompt_tokens = len(loaded.tokenizer(prompt)["input_ids"])
@@ -302,6 +305,9 @@ def build_api(runtime: Runtime) -> FastAPI:
 
     async def respond(request: Request, body: CompletionBase, prompt: str, params: SamplingParams, chat: bool):
         count = body.logprob_count()  # a bad logprobs request is refused before any stream starts
+        if count is not None and not runtime.models.current.backend.capabilities.logprobs:
+            raise APIError(400, "this model's backend cannot report log-probabilities", param="logprobs",
+                           code="unsupported_parameter")
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         created = int(time.time())
         kind = "chat.completion" if chat else "text_completion"
@@ -335,7 +341,8 @@ def build_api(runtime: Runtime) -> FastAPI:
 
     def start(owner: str, prompt: str, params: SamplingParams, logprobs: int | None = None):
         try:
-            return runtime.stream(owner, prompt, params, logprobs)
+            # The API is one party to the scheduler, however many requests it sends at once.
+            return runtime.stream(owner, prompt, params, logprobs, who="api")
         except QueueFull as exc:
             raise APIError(503, str(exc), "server_error", code="server_busy") from exc
 
@@ -482,7 +489,7 @@ def build_api(runtime: Runtime) -> FastAPI:
     @api.post("/v1/internal/detokenize")
     async def detokenize(body: TokensRequest):
         loaded = tokenizer()
-        size = vocab_size(loaded)
+        size = loaded.backend.vocab_size()
         bad = next((t for t in body.tokens if not 0 <= t < size), None)
         if bad is not None:
             raise APIError(400, f"token id {bad} is outside the vocabulary (0..{size - 1})", param="tokens")

@@ -20,6 +20,7 @@ from typing import Literal
 from jinja2.exceptions import SecurityError, TemplateError
 
 from webui.chat.characters import BUILT_IN, Character, Persona, describe, substitute
+from webui.generation.request import PromptError, RenderedPrompt, prompt_ids
 
 # For models that ship no template: a plain, widely understood ChatML layout.
 FALLBACK_TEMPLATE = (
@@ -37,18 +38,6 @@ _MARK_A, _MARK_B = "\ue000", "\ue001"
 Mode = Literal["chat", "chat-instruct", "instruct"]
 Action = Literal["reply", "continue", "impersonate"]
 Message = dict[str, str]
-
-
-class PromptError(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class RenderedPrompt:
-    """Prompt text plus the stop strings that end the turn it asks for."""
-
-    text: str
-    stops: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,13 +116,6 @@ def apply_template(
 
 def _frozen(messages: list[Message]) -> tuple:
     return tuple(tuple(sorted(m.items())) for m in messages)
-
-
-def prompt_ids(tokenizer, text: str) -> list[int]:
-    """Token ids of a prompt.  Chat templates usually write the BOS token themselves;
-    never add a second one."""
-    bos = tokenizer.bos_token
-    return tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]
 
 
 def render_chat_prompt(tokenizer, history: Sequence[Message], system: str = "") -> str:

@@ -21,7 +21,7 @@ from webui.chat.prompt import ChatPrompt, ChatSetup
 from webui.chat.store import ChatStore
 from webui.extensions import params_from_state
 from webui.generation.engine import GenerationError
-from webui.presets import SamplingParams
+from webui.generation.params import SamplingParams
 
 if TYPE_CHECKING:
     from webui.runtime import Runtime
@@ -128,14 +128,26 @@ class ReplyWriter:
             self._drop_target()
             raise
         self.error: str | None = None
+        self.waiting: int | None = None  # requests ahead of this one while it is queued
         self._read = False
 
+    def status(self) -> str:
+        if self.waiting:
+            return f"Waiting for the model: {self.waiting} request{'s' if self.waiting > 1 else ''} ahead of yours…"
+        return "Generating…"
+
     def __iter__(self) -> Iterator[str]:
+        """The reply so far, each time it grows (or its place in the queue changes)."""
         self._read = True
-        pieces = iter(self.stream)
+        pieces = self.stream.updates()
         saved = time.monotonic()
         try:
             for piece in pieces:
+                if not isinstance(piece, str):
+                    self.waiting = piece.ahead
+                    yield self.text
+                    continue
+                self.waiting = None
                 room = MAX_MESSAGE_CHARS - len(self.text)
                 self.text += piece[:room]
                 if len(piece) > room:

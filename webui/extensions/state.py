@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from webui.presets import ParamsError, SamplingParams, make_params, plain_values
+from webui.generation.params import ParamsError, SamplingParams, make_params, plain_values
 
 Mode = str  # "chat", "chat-instruct", "instruct", "notebook", "api"
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 from transformers import (
     EpsilonLogitsWarper,
     EtaLogitsWarper,
@@ -25,7 +26,6 @@ from transformers import (
     TopKLogitsWarper,
     TopPLogitsWarper,
     TypicalLogitsWarper,
-    UnbatchedClassifierFreeGuidanceLogitsProcessor,
 )
 
 from webui.generation.samplers.dry import DRYLogitsProcessor
@@ -43,7 +43,7 @@ from webui.generation.samplers.temperature import (
 from webui.generation.samplers.top_n_sigma import TopNSigmaLogitsProcessor
 from webui.generation.samplers.truncation import TailFreeLogitsProcessor, TopALogitsProcessor
 from webui.generation.samplers.xtc import XTCLogitsProcessor
-from webui.presets import ParamsError, SamplingParams
+from webui.generation.params import ParamsError, SamplingParams
 
 # Text Generation WebUI gives epsilon and eta cutoffs in units of 1e-4.
 CUTOFF_UNIT = 1e-4
@@ -85,11 +85,17 @@ SIMPLE_STEPS: dict[str, Step] = {
     "tfs": lambda p: TailFreeLogitsProcessor(p.tfs) if p.tfs < 1.0 else None,
     "top_a": lambda p: TopALogitsProcessor(p.top_a) if p.top_a > 0 else None,
     "min_p": lambda p: MinPLogitsWarper(p.min_p) if p.min_p > 0 else None,
-    "xtc": lambda p: XTCLogitsProcessor(p.xtc_threshold, p.xtc_probability) if p.xtc_probability > 0 else None,
     "no_repeat_ngram": lambda p: NoRepeatNGramLogitsProcessor(p.no_repeat_ngram_size)
         if p.no_repeat_ngram_size > 0 else None,
+}
+
+# Steps that draw random numbers: they take the request's own generator, so a seed
+# reproduces a reply whatever else is decoding beside it.
+RANDOM_STEPS: dict[str, Callable[[SamplingParams, Any], LogitsProcessor | None]] = {
+    "xtc": lambda p, g: XTCLogitsProcessor(p.xtc_threshold, p.xtc_probability, g) if p.xtc_probability > 0 else None,
     # A fresh instance per request: mirostat keeps its running state (mu) inside.
-    "mirostat": lambda p: Mirostat2LogitsProcessor(p.mirostat_tau, p.mirostat_eta) if p.mirostat_mode == 2 else None,
+    "mirostat": lambda p, g: Mirostat2LogitsProcessor(p.mirostat_tau, p.mirostat_eta, g)
+        if p.mirostat_mode == 2 else None,
 }
 
 
@@ -128,13 +134,17 @@ def token_ids(params: SamplingParams, tokenizer, vocab_size: int, eos_ids: set[i
     return sorted(set(bans)), bias
 
 
-def build_chain(params: SamplingParams, tokenizer, model: Any, vocab_size: int, eos_ids: set[int]) -> LogitsProcessorList:
-    """The LogitsProcessorList for one request; raises ParamsError for unusable values."""
+def build_chain(params: SamplingParams, tokenizer, backend: Any, vocab_size: int, eos_ids: set[int],
+                generator: torch.Generator | None = None) -> LogitsProcessorList:
+    """The LogitsProcessorList for one request; raises ParamsError for unusable values.
+
+    `backend` supplies classifier-free guidance (a second pass of its model);
+    `generator` is the request's own random source for the steps that draw."""
     chain = LogitsProcessorList()
     if params.guidance_scale != 1.0:
         # CFG compares raw logits with and without the prompt, so it goes first.
-        negative = tokenizer(params.negative_prompt or "", return_tensors="pt")["input_ids"].to(model.device)
-        chain.append(UnbatchedClassifierFreeGuidanceLogitsProcessor(params.guidance_scale, model, negative))
+        negative = tokenizer(params.negative_prompt or "", add_special_tokens=True)["input_ids"]
+        chain.append(backend.guidance_processor(params.guidance_scale, negative))
     bans, bias = token_ids(params, tokenizer, vocab_size, eos_ids)
     if bans:
         chain.append(BanTokensLogitsProcessor(bans))
@@ -150,7 +160,7 @@ def build_chain(params: SamplingParams, tokenizer, model: Any, vocab_size: int, 
             continue
         if params.greedy and name in ("mirostat", "xtc"):
             continue  # steps that sample by themselves make no sense for greedy decoding
-        step = SIMPLE_STEPS[name](params)
+        step = RANDOM_STEPS[name](params, generator) if name in RANDOM_STEPS else SIMPLE_STEPS[name](params)
         if step is not None:
             chain.append(step)
     return chain

@@ -1,157 +1,71 @@
-"""Prompt -> stream of text pieces.
+"""Prompt -> stream of text pieces, for many requests at once.
 
-Requests queue for one model thread, which runs `model.generate` for each in turn
-while holding the model lock (so requests never interleave and a model is never
-swapped under a stream), and hands text to the caller through a small mailbox.
-Per-request state (cancel token, sampling values, stop strings) lives in the request object, never in globals, so Stop in one browser tab ends only that tab's
-request: a StoppingCriteria checks the request's own token after every step.
+One long-lived model thread runs a step loop (continuous batching): between steps it
+admits waiting requests (round-robin across owners, webui/generation/scheduler.py) and
+drops finished ones, and each step decodes one token for every running request in a
+single batched call to the backend (webui/generation/backend.py).  Everything else is
+per request and lives in its `_Sequence`: its sampler chain and random generator, stop
+strings, incremental decoder, log-probabilities, cancel token and token budget.  So a
+request behaves the same alone or beside others, and Stop in one browser tab ends only
+that tab's request, within one step.
+
+The thread holds the model (ModelManager.use) while any request runs, so a model is
+never swapped under a stream; a load that is waiting stops new admissions, the running
+requests finish, and the load goes ahead.
 """
 
 from __future__ import annotations
 
-import queue
+import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import torch
-from transformers import LogitsProcessor, StoppingCriteria, StoppingCriteriaList
 
-from webui.chat.prompt import PromptError, RenderedPrompt, prompt_ids
+from webui.generation.backend import Backend, OutOfMemory
 from webui.generation.chain import build_chain
 from webui.generation.detok import IncrementalDecoder
+from webui.generation.params import MAX_SEED, ParamsError
+from webui.generation.request import (
+    CancelToken,
+    FinishReason,
+    GenerationError,
+    GenerationRequest,
+    GenerationStats,
+    PromptError,
+    QueueFull,
+    RenderedPrompt,
+    TokenLogprob,
+    fit_prompt,
+    prompt_ids,
+    prompt_room,
+)
+from webui.generation.scheduler import FairQueue
 from webui.generation.stops import StopStringFilter
-from webui.loaders.base import LoadedModel
 from webui.model_manager import ModelBusy, ModelManager, NoModelLoaded
-from webui.presets import MAX_SEED, ParamsError, SamplingParams
 
-FinishReason = Literal["stop", "length", "cancelled"]
+log = logging.getLogger(__name__)
 
-
-class GenerationError(RuntimeError):
-    """Generation failed; the message is fit to show the user."""
-
-
-class QueueFull(GenerationError):
-    """Too many requests are waiting; answered at once instead of hanging."""
-
-
-class CancelToken:
-    """Set once by Stop (or a closed connection); read by the decoding loop."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
+__all__ = [
+    "CancelToken", "GenerationEngine", "GenerationError", "GenerationRequest", "GenerationStats",
+    "GenerationStream", "QueueFull", "TokenLogprob", "Waiting", "fit_prompt", "prompt_room",
+]
 
 
 @dataclass(frozen=True)
-class GenerationRequest:
-    """One request.  `prompt` is text, or a function prompt(tokenizer, room) that renders
-    it, as text or a RenderedPrompt with its own stop strings.  Chat prompts use the
-    loaded model's template, read while holding the model, so a model swapped in
-    meanwhile is rendered with its own template; `room` is how many prompt tokens fit
-    beside the reply, so a chat can leave out whole turns rather than cut mid-text."""
+class Waiting:
+    """A request still queued: `ahead` requests will be admitted before it."""
 
-    prompt: str | Callable[[Any, int], str | RenderedPrompt]
-    params: SamplingParams = field(default_factory=SamplingParams)
-    cancel: CancelToken = field(default_factory=CancelToken)
-    # None: no log-probabilities; n >= 0: record each token's, with its n likeliest rivals.
-    logprobs: int | None = None
-    # The extensions' `state` dict for this request (built from params when None).
-    state: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class TokenLogprob:
-    """A generated token, its log-probability under the final (processed) distribution,
-    and the likeliest alternatives at that step."""
-
-    token_id: int
-    logprob: float
-    top: tuple[tuple[int, float], ...]
-
-
-class _RecordLogprobs(LogitsProcessor):
-    """Last step of the chain: keeps the distribution the token is drawn from, so the
-    streamer can read the chosen token's log-probability when it arrives."""
-
-    def __init__(self, top: int):
-        self.top = top
-        self.pending: torch.Tensor | None = None
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        self.pending = torch.log_softmax(scores[0].float(), dim=-1)
-        return scores
-
-    def take(self, token_id: int) -> TokenLogprob | None:
-        row, self.pending = self.pending, None
-        if row is None:
-            return None
-        values, ids = torch.topk(row, self.top) if self.top else (row[:0], row[:0].long())
-        top = tuple(zip(ids.tolist(), values.tolist(), strict=True))
-        return TokenLogprob(token_id, float(row[token_id]), top)
-
-
-@dataclass(frozen=True)
-class GenerationStats:
-    prompt_tokens: int
-    new_tokens: int
-    seconds: float
-    finish_reason: FinishReason
-    seed: int
-    truncated_tokens: int = 0
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
-
-    def summary(self) -> str:
-        text = (
-            f"{self.new_tokens} tokens, {self.tokens_per_second:.1f} tokens/s, "
-            f"prompt {self.prompt_tokens} tokens, seed {self.seed}, {self.finish_reason}"
-        )
-        if self.truncated_tokens:
-            text += f" (oldest {self.truncated_tokens} prompt tokens dropped to fit the context)"
-        return text
-
-
-def prompt_room(max_new_tokens: int, context: int) -> int:
-    """Prompt tokens that fit: half the context (or max_new_tokens, if smaller) stays
-    free for the reply."""
-    return context - max(1, min(max_new_tokens, context // 2))
-
-
-def fit_prompt(ids: list[int], max_new_tokens: int, context: int) -> tuple[list[int], int, int]:
-    """Stated policy for a prompt that does not fit the context window.
-
-    Half the context (or max_new_tokens, if smaller) stays free for the reply; the
-    oldest prompt tokens are dropped to make room.  Returns (ids, new-token budget,
-    dropped count).
-    """
-    dropped = max(0, len(ids) - prompt_room(max_new_tokens, context))
-    kept = ids[dropped:]
-    return kept, min(max_new_tokens, context - len(kept)), dropped
-
-
-class _StopOnRequest(StoppingCriteria):
-    def __init__(self, should_stop):
-        self._should_stop = should_stop
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self._should_stop(), dtype=torch.bool, device=input_ids.device)
+    ahead: int
 
 
 class _Mailbox:
-    """Hands text from the decoding thread to the reader, coalescing pieces.
+    """Hands text from the model thread to the reader, coalescing pieces.
 
     Waking the reader for every token costs the model CPU time on small machines (the
     reader's thread competes with torch's worker threads), so the reader takes
@@ -173,11 +87,19 @@ class _Mailbox:
         if not self._ready.is_set():  # set() takes a lock and notifies; skip when pending
             self._ready.set()
 
+    def poke(self) -> None:
+        """Wake the reader with no text (its place in the queue changed)."""
+        self._ready.set()
+
     def finish(self, kind: str, value: Any) -> None:
         with self._lock:
             self._final = (kind, value)
         self._finished.set()
         self._ready.set()
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
 
     def take(self, since_last: float) -> tuple[str, tuple[str, Any] | None]:
         """Block until something arrives; return (text, final-or-None)."""
@@ -192,61 +114,42 @@ class _Mailbox:
         return text, final
 
 
-class _TextStreamer:
-    """transformers streamer protocol (put/end): token ids in, visible text out."""
-
-    def __init__(self, decoder: IncrementalDecoder, stops: StopStringFilter, out: _Mailbox,
-                 recorder: _RecordLogprobs | None = None):
-        self._decoder = decoder
-        self._stops = stops
-        self._out = out
-        self._recorder = recorder
-        self._prompt_seen = False
-        self.logprobs: list[TokenLogprob] = []
-        self.new_tokens = 0
-        self.last_token: int | None = None
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self._prompt_seen:  # generate() first echoes the prompt
-            self._prompt_seen = True
-            return
-        for token_id in value.reshape(-1).tolist():
-            self.new_tokens += 1
-            self.last_token = token_id
-            if self._recorder is not None and (entry := self._recorder.take(token_id)) is not None:
-                self.logprobs.append(entry)
-            self._emit(self._stops.feed(self._decoder.push(token_id)))
-
-    def end(self) -> None:
-        self._emit(self._stops.feed(self._decoder.flush()))
-        self._emit(self._stops.flush())
-
-    def _emit(self, text: str) -> None:
-        if text:
-            self._out.put_text(text)
-
-
 class GenerationStream:
     """Iterate to get text pieces as they are decoded; `stats` is set at the end.
 
-    Leaving the loop early (a closed browser tab, a dropped HTTP client) cancels the
-    request, so the model is freed within one decoding step.
+    `updates()` also yields Waiting(ahead) while the request is queued.  Leaving the
+    loop early (a closed browser tab, a dropped HTTP client) cancels the request, so
+    its place in the batch is freed within one decoding step.
     """
 
-    def __init__(self, request: GenerationRequest, interval: float):
+    def __init__(self, request: GenerationRequest, interval: float, engine: GenerationEngine):
         self.request = request
         self.stats: GenerationStats | None = None
-        self.streamer: _TextStreamer | None = None  # set once decoding starts
+        self.logprobs: list[TokenLogprob] = []
+        self.new_tokens = 0
+        self.started = False  # admitted into the batch
+        self.queued_at = time.monotonic()
+        self._engine = engine
         self._mailbox = _Mailbox(interval)
 
     @property
     def tokens_so_far(self) -> int:
-        return self.streamer.new_tokens if self.streamer else 0
+        return self.new_tokens
 
-    def __iter__(self) -> Iterator[str]:
+    def ahead(self) -> int | None:
+        """Requests that will be admitted before this one; None once it runs."""
+        return None if self.started or self._mailbox.finished else self._engine.position(self)
+
+    def updates(self) -> Iterator[str | Waiting]:
         last = float("-inf")
+        shown: int | None = None
         try:
             while True:
+                if not self.started:
+                    ahead = self.ahead()
+                    if ahead is not None and ahead != shown:
+                        shown = ahead
+                        yield Waiting(ahead)
                 text, final = self._mailbox.take(time.monotonic() - last)
                 if text:
                     last = time.monotonic()
@@ -262,18 +165,106 @@ class GenerationStream:
             if self.stats is None:
                 self.request.cancel.cancel()
 
+    def __iter__(self) -> Iterator[str]:
+        return (piece for piece in self.updates() if isinstance(piece, str))
+
     def text(self) -> str:
         """Consume the whole stream and return the reply."""
         return "".join(self)
 
 
+class _Sequence:
+    """A running request: everything decoding needs that belongs to it alone."""
+
+    def __init__(self, stream: GenerationStream, backend: Backend, ids: list[int], max_new: int,
+                 chain, stops: StopStringFilter, seed: int, generator: torch.Generator, dropped: int,
+                 embeds: torch.Tensor | None):
+        self.stream = stream
+        self.request = stream.request
+        self.owner = stream.request.owner
+        self.chain = chain
+        self.stops = stops
+        self.seed = seed
+        self.generator = generator
+        self.dropped = dropped
+        self.embeds = embeds
+        self.prompt_tokens = len(ids)
+        self.max_new = max_new
+        self.eos = backend.eos_ids()
+        self.decoder = IncrementalDecoder(backend.tokenizer, ids)
+        self.greedy = stream.request.params.greedy
+        # Prompt and reply so far, for the samplers that look back (penalties, DRY...).
+        self.ids = torch.zeros(1, len(ids) + max_new, dtype=torch.long, device=backend.device)
+        self.ids[0, : len(ids)] = torch.tensor(ids)
+        self.length = len(ids)
+        self.prompt = ids
+        self.slot: Any = None
+        self.last_token = -1
+        self.started = time.perf_counter()
+        self.reason: FinishReason | None = None
+        self.queued_seconds = 0.0
+
+    @property
+    def plain_greedy(self) -> bool:
+        """Greedy with nothing to run on the logits: its token is the batch's argmax."""
+        return self.greedy and not self.chain and self.request.logprobs is None
+
+    def choose(self, logits: torch.Tensor) -> int:
+        """Run this request's chain on its logits ([1, vocab]) and pick the next token."""
+        scores = logits.float()
+        if self.chain:
+            scores = self.chain(self.ids[:, : self.length].to(scores.device), scores)
+        if self.greedy:
+            token = int(scores.argmax(dim=-1))
+        else:
+            probs = torch.softmax(scores, dim=-1).to(self.generator.device)
+            token = int(torch.multinomial(probs, 1, generator=self.generator))
+        if self.request.logprobs is not None:
+            row = torch.log_softmax(scores[0], dim=-1)
+            top = self.request.logprobs
+            values, ids = torch.topk(row, top) if top else (row[:0], row[:0].long())
+            self.stream.logprobs.append(
+                TokenLogprob(token, float(row[token]), tuple(zip(ids.tolist(), values.tolist(), strict=True))))
+        return token
+
+    def accept(self, token: int) -> bool:
+        """Record a chosen token and show its text; True when the reply is complete."""
+        self.stream.new_tokens += 1
+        self.last_token = token
+        self.ids[0, self.length] = token
+        self.length += 1
+        if token in self.eos:
+            self.reason = "stop"
+        else:
+            self._emit(self.stops.feed(self.decoder.push(token)))
+            if self.stops.stopped:
+                self.reason = "stop"
+            elif self.stream.new_tokens >= self.max_new:
+                self.reason = "length"
+        return self.reason is not None
+
+    def finish(self, reason: FinishReason | None = None) -> None:
+        """Flush held-back text and hand the stats to the reader."""
+        self.reason = self.reason or reason or "cancelled"
+        self._emit(self.stops.feed(self.decoder.flush()))
+        self._emit(self.stops.flush())
+        stream = self.stream
+        stream._mailbox.finish("done", GenerationStats(
+            self.prompt_tokens, stream.new_tokens, time.perf_counter() - self.started, self.reason, self.seed,
+            self.dropped, cached_tokens=getattr(self.slot, "cached_tokens", 0),
+            queued_seconds=self.queued_seconds))
+
+    def _emit(self, text: str) -> None:
+        if text:
+            self.stream._mailbox.put_text(text)
+
+
 class GenerationEngine:
-    """Runs requests one at a time, in arrival order, on one long-lived model thread.
+    """Admits requests into a running batch and decodes them together on one model thread.
 
     One thread (not one per request) because torch's CPU thread pool belongs to the
     thread that calls it: a fresh calling thread per request measurably slows
-    decoding on small CPUs (docs/PERFORMANCE.md).  The FIFO queue is also what makes
-    waiting requests fair, and where batching can later gather concurrent requests.
+    decoding on small CPUs (docs/PERFORMANCE.md).
     """
 
     def __init__(
@@ -283,61 +274,158 @@ class GenerationEngine:
         stream_interval: float = 0.02,
         max_pending: int = 64,
         extensions: Any = None,
+        per_owner: int | None = None,
     ):
         self.manager = manager
         self.extensions = extensions  # an ExtensionHost: tokenizer and logits hooks
         self.wait_timeout = wait_timeout
         self.stream_interval = stream_interval
         self.max_pending = max_pending
-        self._pending = 0  # queued + running; guarded by _worker_lock
-        self._jobs: queue.SimpleQueue[GenerationStream] = queue.SimpleQueue()
+        self._queue = FairQueue(max_pending, per_owner or 1)
+        self._per_owner_default = per_owner is None
+        self._running = 0
+        self._admitting = 0  # taken from the queue, not yet running: counted as pending
+        self._owners: dict[str, int] = {}  # running sequences per owner (a snapshot, for positions)
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
 
+    # -- callers ---------------------------------------------------------------------
     def generate(self, request: GenerationRequest) -> GenerationStream:
-        """Queue a request; raises QueueFull when max_pending requests are already in."""
-        stream = GenerationStream(request, self.stream_interval)
+        """Queue a request; raises QueueFull when max_pending requests are already waiting."""
+        stream = GenerationStream(request, self.stream_interval, self)
+        if not self._queue.put(request.owner, stream):
+            raise QueueFull(f"the server is busy ({len(self._queue)} requests waiting); try again shortly")
         with self._worker_lock:
-            if self._pending >= self.max_pending:
-                raise QueueFull(f"the server is busy ({self._pending} requests waiting); try again shortly")
-            self._pending += 1
             if self._worker is None:
                 self._worker = threading.Thread(target=self._serve, daemon=True, name="model-worker")
                 self._worker.start()
-        self._jobs.put(stream)
+        self._poke_waiting()
         return stream
 
     @property
     def pending(self) -> int:
-        return self._pending
+        """Requests waiting, being admitted or running."""
+        return len(self._queue) + self._admitting + self._running
 
+    @property
+    def running(self) -> int:
+        return self._running
+
+    def position(self, stream: GenerationStream) -> int | None:
+        for ahead, waiting in enumerate(self._queue.order(self._owners)):
+            if waiting is stream:
+                return ahead
+        return None
+
+    # -- the model thread --------------------------------------------------------------
     def _serve(self) -> None:
         while True:
-            stream = self._jobs.get()
+            self._queue.wait()
+            self._drop_cancelled()
+            if not len(self._queue):
+                continue
+            if self.manager.swap_waiting():
+                time.sleep(0.01)  # let the waiting load take the model first
+                continue
             try:
-                self._run(stream)
+                with self.manager.use(timeout=self.wait_timeout) as loaded:
+                    self._run_batch(loaded)
+            except (NoModelLoaded, ModelBusy) as exc:
+                for stream in self._queue.remove_if(lambda s: True):
+                    stream._mailbox.finish("error", str(exc))
+            except Exception:  # never let the model thread die: requests would hang
+                log.exception("the model thread failed")
+                time.sleep(0.1)
+
+    def _run_batch(self, loaded) -> None:
+        backend: Backend = loaded.backend
+        if self._per_owner_default:  # one place always left for somebody else
+            self._queue.per_owner = max(1, backend.capabilities.max_batch - 1)
+        active: list[_Sequence] = []
+        while True:
+            self._drop_cancelled()
+            if not self.manager.swap_waiting():
+                self._admit(loaded, backend, active)
+            if not active:
+                return  # nothing runs: release the model (a load may be waiting)
+            try:
+                self._step(backend, active)
+            except Exception as exc:  # every running request hears why, promptly; none hangs
+                log.exception("a decoding step failed")
+                for seq in list(active):
+                    seq.stream._mailbox.finish("error", f"generation failed: {exc.__class__.__name__}: {exc}")
+                    backend.finish(seq.slot, keep=False)
+                active.clear()
+                self._running = 0
+
+    def _drop_cancelled(self) -> None:
+        for stream in self._queue.remove_if(lambda s: s.request.cancel.cancelled):
+            stream._mailbox.finish("done", GenerationStats(0, 0, 0.0, "cancelled", stream.request.params.seed))
+        self._poke_waiting()
+
+    def _poke_waiting(self) -> None:
+        for stream in self._queue.order(self._owners):
+            stream._mailbox.poke()
+
+    def _admit(self, loaded, backend: Backend, active: list[_Sequence]) -> None:
+        while True:
+            owners = self._owners = Counter(seq.owner for seq in active)
+            stream = self._queue.take(
+                owners, lambda s: backend.can_admit(len(active), 0, s.request.params.max_new_tokens))
+            if stream is None:
+                return
+            stream.started = True
+            self._admitting = 1
+            try:
+                self._poke_waiting()
+                self._start_sequence(loaded, backend, stream, active)
             finally:
-                with self._worker_lock:
-                    self._pending -= 1
+                self._admitting = 0
 
-    def _run(self, stream: GenerationStream) -> None:
-        out = stream._mailbox
+    def _start_sequence(self, loaded, backend: Backend, stream: GenerationStream, active: list[_Sequence]) -> None:
+        seq = self._prepare(loaded, backend, stream)
+        if seq is None:
+            return
+        seq.queued_seconds = time.monotonic() - stream.queued_at
         try:
-            with self.manager.use(timeout=self.wait_timeout) as loaded:
-                out.finish("done", self._generate(loaded, stream))
-        except (ModelBusy, NoModelLoaded, PromptError, ParamsError) as exc:
-            out.finish("error", str(exc))
-        except torch.OutOfMemoryError:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            out.finish("error", "out of memory while generating; try fewer tokens or a smaller model")
-        except Exception as exc:  # the caller gets the error promptly, never a hang
-            out.finish("error", f"generation failed: {exc.__class__.__name__}: {exc}")
+            seq.slot = self._start(backend, seq)
+        except OutOfMemory as exc:
+            stream._mailbox.finish("error", f"{exc}; try a shorter prompt, fewer tokens or a smaller model")
+            return
+        except Exception as exc:
+            stream._mailbox.finish("error", f"generation failed: {exc.__class__.__name__}: {exc}")
+            return
+        active.append(seq)
+        self._running = len(active)
+        if self._advance(seq, seq.slot.logits):
+            self._retire(backend, seq, active)
 
-    def _generate(self, loaded: LoadedModel, stream: GenerationStream) -> GenerationStats:
+    def _start(self, backend: Backend, seq: _Sequence):
+        try:
+            return backend.start(seq.prompt, seq.embeds)
+        except OutOfMemory:
+            backend.clear_cache()  # the prefix cache is the first thing to give up
+            return backend.start(seq.prompt, seq.embeds)
+
+    def _prepare(self, loaded, backend: Backend, stream: GenerationStream) -> _Sequence | None:
+        """Render and tokenize the prompt and build the sampler chain; on a bad request,
+        answer it with the reason and return None."""
+        request = stream.request
+        try:
+            if request.cancel.cancelled:
+                stream._mailbox.finish("done", GenerationStats(0, 0, 0.0, "cancelled", request.params.seed))
+                return None
+            return self._sequence(loaded, backend, stream)
+        except (PromptError, ParamsError, GenerationError) as exc:
+            stream._mailbox.finish("error", str(exc))
+        except Exception as exc:  # the caller gets the error promptly, never a hang
+            stream._mailbox.finish("error", f"generation failed: {exc.__class__.__name__}: {exc}")
+        return None
+
+    def _sequence(self, loaded, backend: Backend, stream: GenerationStream) -> _Sequence | None:
         request = stream.request
         params = request.params
-        tokenizer = loaded.tokenizer
+        tokenizer = backend.tokenizer
         context = min(params.truncation_length or loaded.context_length, loaded.context_length)
         prompt = request.prompt
         if not isinstance(prompt, str):
@@ -352,75 +440,70 @@ class GenerationEngine:
             state = make_state(params, mode="api", context_length=loaded.context_length)
         embeds = None
         if ext is not None and ext.has("tokenizer_modifier"):
-            _, modified, embeds = ext.tokenizer(state, rendered.text, torch.tensor([ids]), None, vocab_size(loaded))
+            _, modified, embeds = ext.tokenizer(state, rendered.text, torch.tensor([ids]), None, backend.vocab_size())
             ids = modified[0].tolist()
         ids, max_new, dropped = fit_prompt(ids, params.max_new_tokens, context)
         if embeds is not None:
-            embeds = embeds[:, dropped:].to(loaded.model.device, loaded.model.dtype)
+            if not backend.capabilities.input_embeddings:
+                raise GenerationError("this model's backend cannot take input embeddings from an extension")
+            embeds = embeds[:, dropped:].to(backend.device, loaded.model.dtype)
         seed = params.seed if params.seed >= 0 else random.randint(0, MAX_SEED)  # noqa: S311 - a sampling seed, not a secret
-        if request.cancel.cancelled or max_new <= 0:
-            return GenerationStats(len(ids), 0, 0.0, "cancelled", seed, dropped)
-
-        eos = eos_ids(loaded)
-        chain = build_chain(params, tokenizer, loaded.model, vocab_size(loaded), eos)
-        # loaded.device, not model.device: with disk offload the latter can be "meta".
-        input_ids = torch.tensor([ids], device=loaded.device)
+        if max_new <= 0 or not ids:
+            stream._mailbox.finish("done", GenerationStats(len(ids), 0, 0.0, "cancelled", seed, dropped))
+            return None
+        generator = torch.Generator(device=backend.device).manual_seed(seed)
+        chain = build_chain(params, tokenizer, backend, backend.vocab_size(), backend.eos_ids(), generator)
         if ext is not None and ext.has("logits_processor_modifier"):
-            chain = ext.logits_processors(chain, input_ids, tokenizer, state)
+            chain = ext.logits_processors(chain, torch.tensor([ids], device=backend.device), tokenizer, state)
         stops = StopStringFilter((*params.stop, *rendered.stops))
-        recorder = None
-        if request.logprobs is not None:
-            recorder = _RecordLogprobs(request.logprobs)
-            chain.append(recorder)
-        streamer = _TextStreamer(IncrementalDecoder(tokenizer, ids), stops, stream._mailbox, recorder)
-        stream.streamer = streamer
-        should_stop = lambda: request.cancel.cancelled or stops.stopped  # noqa: E731
-        torch.manual_seed(seed)  # safe: we hold the model lock, nobody else samples now
-        started = time.perf_counter()
-        loaded.model.generate(
-            input_ids=input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            streamer=streamer,
-            stopping_criteria=StoppingCriteriaList([_StopOnRequest(should_stop)]),
-            logits_processor=chain,
-            pad_token_id=tokenizer.pad_token_id,
-            **({"inputs_embeds": embeds} if embeds is not None else {}),
-            **sampling_kwargs(params, max_new),
-        )
-        seconds = time.perf_counter() - started
-        if stops.stopped or streamer.last_token in eos:
-            reason: FinishReason = "stop"
-        elif request.cancel.cancelled:
-            reason = "cancelled"
-        else:
-            reason = "length"
-        return GenerationStats(len(ids), streamer.new_tokens, seconds, reason, seed, dropped)
+        return _Sequence(stream, backend, ids, max_new, chain, stops, seed, generator, dropped, embeds)
 
+    def _step(self, backend: Backend, active: list[_Sequence]) -> None:
+        for seq in [s for s in active if s.request.cancel.cancelled]:
+            self._retire(backend, seq, active, "cancelled")
+        if not active:
+            return
+        try:
+            logits = backend.step([seq.slot for seq in active], [seq.last_token for seq in active])
+        except OutOfMemory:
+            backend.clear_cache()
+            try:
+                logits = backend.step([seq.slot for seq in active], [seq.last_token for seq in active])
+            except OutOfMemory as exc:
+                # The newest request gives way; the others keep their places and go on.
+                victim = active[-1]
+                victim.stream._mailbox.finish(
+                    "error", f"{exc}: this request was stopped to let the others finish; try again shortly")
+                backend.finish(victim.slot, keep=False)
+                active.remove(victim)
+                self._running = len(active)
+                return
+        # Plain greedy rows take one argmax over the whole batch (one call, not one per row).
+        argmax = logits.argmax(dim=-1).tolist() if any(seq.plain_greedy for seq in active) else None
+        for index, seq in enumerate(list(active)):
+            if seq.request.cancel.cancelled:
+                seq.reason = "cancelled"
+                done = True
+            elif argmax is not None and seq.plain_greedy:
+                done = seq.accept(argmax[index])
+            else:
+                done = seq.accept(seq.choose(logits[index : index + 1]))
+            if done:
+                self._retire(backend, seq, active)
 
-def vocab_size(loaded: LoadedModel) -> int:
-    """Rows of the output layer: the ids a logit exists for."""
-    return loaded.model.get_output_embeddings().weight.shape[0]
+    def _advance(self, seq: _Sequence, logits: torch.Tensor) -> bool:
+        """Choose and record the next token; True when the request is done."""
+        if seq.request.cancel.cancelled:
+            seq.reason = "cancelled"
+            return True
+        return seq.accept(seq.choose(logits))
 
-
-def eos_ids(loaded: LoadedModel) -> set[int]:
-    ids = loaded.model.generation_config.eos_token_id
-    ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
-    if loaded.tokenizer.eos_token_id is not None:
-        ids.add(loaded.tokenizer.eos_token_id)
-    return ids
-
-
-# generate()'s own sampling knobs, all explicitly off: the model's generation_config
-# must not add steps behind the user's back.  Our chain (chain.py) does all shaping.
-NEUTRAL_GENERATE_KWARGS = {
-    name: None
-    for name in (
-        "temperature", "top_p", "top_k", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff",
-        "repetition_penalty", "no_repeat_ngram_size", "guidance_scale",
-    )
-}
-
-
-def sampling_kwargs(params: SamplingParams, max_new_tokens: int) -> dict[str, Any]:
-    """generate() keyword arguments other than the logits processors."""
-    return {**NEUTRAL_GENERATE_KWARGS, "max_new_tokens": max_new_tokens, "do_sample": not params.greedy}
+    def _retire(self, backend: Backend, seq: _Sequence, active: list[_Sequence],
+                reason: FinishReason | None = None) -> None:
+        active.remove(seq)
+        self._running = len(active)
+        self._owners = Counter(s.owner for s in active)
+        try:
+            seq.finish(reason)
+        finally:
+            backend.finish(seq.slot, keep=seq.reason != "cancelled" or seq.stream.new_tokens > 0)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from webui.settings import Dtype
-
-Device = Literal["auto", "cpu", "cuda"]
-Attention = Literal["auto", "sdpa", "eager", "flash_attention_2"]
-QuantType = Literal["nf4", "fp4"]
-ComputeDtype = Literal["auto", "bfloat16", "float16", "float32"]
+# The Transformers schema keeps its old name: most callers build options for it.
+from webui.loaders.hf_options import TransformersOptions as LoadOptions  # noqa: F401
+from webui.loaders.options import LoaderOptions
 
 
 class LoadError(RuntimeError):
@@ -21,35 +18,6 @@ class LoadError(RuntimeError):
 class ModelRefused(LoadError):
     """Refused before loading (broken files, a size no machine here can hold): the
     request's fault, so the API answers 400, and nothing was built."""
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    dtype: Dtype = "auto"
-    device: Device = "auto"
-    # "auto": what transformers picks for the architecture (Gemma2 has no sdpa path).
-    attn_implementation: Attention = "auto"
-    # bitsandbytes quantization (at most one of the two).
-    load_in_8bit: bool = False
-    load_in_4bit: bool = False
-    quant_type: QuantType = "nf4"
-    use_double_quant: bool = False
-    compute_dtype: ComputeDtype = "auto"
-    # Placement: GiB per GPU (index order), GiB of CPU RAM, and offload to disk.
-    gpu_split: tuple[float, ...] = ()
-    cpu_memory: float | None = None
-    disk: bool = False
-    offload_dir: Path | None = field(default=None, compare=False)
-    # Both switches come from the command line only; requests can never set them.
-    allow_pickle: bool = False
-    trust_remote_code: bool = False
-
-
-# What the UI, an API request or a saved per-model file may change.  The code-execution
-# switches and the offload folder are deliberately absent (HOSTILE.md 6).
-USER_OPTIONS = frozenset(
-    f.name for f in fields(LoadOptions) if f.name not in {"allow_pickle", "trust_remote_code", "offload_dir"}
-)
 
 
 @dataclass
@@ -65,28 +33,39 @@ class LoadedModel:
     dtype: str
     context_length: int
     parameters: int
-    options: LoadOptions = field(default_factory=LoadOptions)
+    options: LoaderOptions = field(default_factory=LoaderOptions)  # the loader's own schema
     # Names of the LoRA adapters currently applied, in order.
     loras: tuple[str, ...] = ()
+    # What the engine drives (webui/generation/backend.py); set by the loader.
+    backend: Any = None
 
     def describe(self) -> str:
-        quant = " 8-bit" if self.options.load_in_8bit else (
-            f" 4-bit {self.options.quant_type}" if self.options.load_in_4bit else "")
+        notable = self.options.summary()
+        quant = f" {notable}" if notable else ""
         loras = f", LoRA {' + '.join(self.loras)}" if self.loras else ""
+        serving = ""
+        if self.backend is not None:
+            caps = self.backend.capabilities
+            serving = f", batches up to {caps.max_batch}" if caps.max_batch > 1 else ", one request at a time"
+            serving += ", prefix cache" if caps.prefix_cache else ""
         return (
             f"{self.name} ({self.loader}, {self.parameters / 1e6:.1f}M parameters, "
-            f"{self.dtype}{quant} on {self.device}, context {self.context_length}{loras})"
+            f"{self.dtype}{quant} on {self.device}, context {self.context_length}{loras}{serving})"
         )
 
 
 class Loader(Protocol):
     name: str
+    # The loader's options schema (webui/loaders/options.py): what `load` receives an
+    # instance of, and what the flags, settings, per-model settings, API and Model tab offer.
+    options_schema: type[LoaderOptions]
 
     def can_load(self, folder: Path) -> bool:
         """Cheap check: does this folder look like something this loader reads?"""
 
-    def load(self, name: str, folder: Path, options: LoadOptions) -> LoadedModel:
-        """Load or raise LoadError; must not leave half-loaded state behind."""
+    def load(self, name: str, folder: Path, options: Any) -> LoadedModel:
+        """Load or raise LoadError; must not leave half-loaded state behind.  `options` is
+        an instance of `options_schema`, already validated."""
 
     def unload(self, loaded: LoadedModel) -> None:
         """Release the model's memory (device caches included)."""

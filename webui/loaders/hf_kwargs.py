@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from webui.loaders.base import LoadError, LoadOptions
+from webui.loaders.base import LoadError
+from webui.loaders.hf_options import TransformersOptions as LoadOptions
 
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 COMPUTE_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -49,11 +50,7 @@ def bitsandbytes_problem() -> str | None:
 
 
 def pick_device(options: LoadOptions, machine: Machine) -> str:
-    if options.device == "cpu":
-        return "cpu"
-    if options.device == "cuda" and not machine.cuda_devices:
-        raise LoadError("CUDA was asked for but no CUDA GPU is available (try --cpu)")
-    return "cuda" if machine.cuda_devices else "cpu"
+    return "cuda" if machine.cuda_devices and not options.cpu else "cpu"
 
 
 def pick_dtype(requested: str, device: str) -> torch.dtype | str:
@@ -68,14 +65,13 @@ def max_memory(options: LoadOptions, machine: Machine) -> dict[int | str, str] |
     """--gpu-split 20,7 --cpu-memory 64 -> {0: "20GiB", 1: "7GiB", "cpu": "64GiB"}.
 
     accelerate fills devices in this order and spills the rest to the next; a GPU
-    left out of the split is not used at all.
+    left out of the split is not used at all.  Each value's range was checked by the
+    options schema (hf_options.py), once, wherever it came from.
     """
     if len(options.gpu_split) > machine.cuda_devices and machine.cuda_devices:
         raise LoadError(
             f"--gpu-split names {len(options.gpu_split)} GPUs but only {machine.cuda_devices} are present"
         )
-    if any(not (gib > 0) for gib in options.gpu_split) or (options.cpu_memory is not None and not options.cpu_memory > 0):
-        raise LoadError("memory limits must be positive numbers of GiB")
     limits: dict[int | str, str] = {}
     if machine.cuda_devices:
         limits.update({index: f"{gib:g}GiB" for index, gib in enumerate(options.gpu_split)})
@@ -128,7 +124,7 @@ def from_pretrained_kwargs(options: LoadOptions, machine: Machine) -> dict[str, 
         raise LoadError(f"attention {options.attn_implementation!r} is not available (flash-attn is not installed)")
     if options.attn_implementation == "flash_attention_2" and device == "cpu":
         raise LoadError("flash_attention_2 needs a CUDA GPU; use sdpa or eager on the CPU")
-    if options.disk and options.offload_dir is None:
+    if options.disk and options.disk_cache_dir is None:
         raise LoadError("disk offload needs a folder")
     kwargs: dict[str, Any] = {
         "dtype": dtype,
@@ -144,7 +140,7 @@ def from_pretrained_kwargs(options: LoadOptions, machine: Machine) -> dict[str, 
     if limits:
         kwargs["max_memory"] = limits
     if options.disk:
-        kwargs["offload_folder"] = str(options.offload_dir)
+        kwargs["offload_folder"] = str(options.disk_cache_dir)
     quant = quantization_config(options, device, dtype)
     if quant is not None:
         kwargs["quantization_config"] = quant

@@ -11,8 +11,11 @@ from pathlib import Path
 import torch
 
 from webui.fit import refuse_impossible
-from webui.loaders.base import LoadedModel, LoadError, LoadOptions, ModelRefused
+from webui.generation.backend import ServingOptions
+from webui.loaders.base import LoadedModel, LoadError, ModelRefused
+from webui.loaders.hf_backend import TransformersBackend
 from webui.loaders.hf_kwargs import Machine, from_pretrained_kwargs
+from webui.loaders.hf_options import TransformersOptions
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +74,15 @@ def _count(value: object) -> bool:
 
 class TransformersLoader:
     name = "transformers"
+    options_schema = TransformersOptions
+
+    def __init__(self, serving: ServingOptions | None = None):
+        self.serving = serving or ServingOptions()
 
     def can_load(self, folder: Path) -> bool:
         return (folder / "config.json").is_file()
 
-    def preflight(self, folder: Path, options: LoadOptions) -> None:
+    def preflight(self, folder: Path, options: TransformersOptions) -> None:
         """Everything that can be checked without loading: fail fast, load nothing."""
         if not (folder / "config.json").is_file():
             raise ModelRefused(f"{folder.name}: no config.json, not a Transformers model folder")
@@ -93,9 +100,9 @@ class TransformersLoader:
             check_safetensors(path)
         # Before anything is built: a config no memory here can hold is refused at once.
         refuse_impossible(folder, bytes_per_parameter=bytes_per_parameter(options),
-                          disk=options.offload_dir if options.disk else None)
+                          disk=options.disk_cache_dir if options.disk else None)
 
-    def load(self, name: str, folder: Path, options: LoadOptions) -> LoadedModel:
+    def load(self, name: str, folder: Path, options: TransformersOptions) -> LoadedModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.preflight(folder, options)
@@ -117,7 +124,7 @@ class TransformersLoader:
             raise LoadError(f"{name}: {exc.__class__.__name__}: {exc}") from exc
         if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
             tokenizer.pad_token = tokenizer.eos_token
-        return LoadedModel(
+        loaded = LoadedModel(
             name=name,
             folder=folder,
             loader=self.name,
@@ -130,14 +137,21 @@ class TransformersLoader:
             parameters=model.num_parameters(),
             options=options,
         )
+        serving = self.serving
+        loaded.backend = TransformersBackend(loaded, serving.max_batch, serving.kv_budget_bytes,
+                                             serving.prefix_cache_bytes)
+        return loaded
 
     def unload(self, loaded: LoadedModel) -> None:
+        if loaded.backend is not None:
+            loaded.backend.clear_cache()
+        loaded.backend = None
         loaded.model = None
         loaded.tokenizer = None
         free_memory()
 
 
-def bytes_per_parameter(options: LoadOptions) -> float:
+def bytes_per_parameter(options: TransformersOptions) -> float:
     """The least a parameter can take in this load (quantized layers' share; the rest
     is at least 16-bit), for the size preflight."""
     if options.load_in_4bit:

@@ -331,8 +331,13 @@ def render(runtime: Runtime, shared: Shared) -> None:
                 stats: "Generating…", chats: chat_list(space, conversation.character, conversation.id),
                 **({message: ""} if clear_input else {}),
             }
+            shown = "Generating…"
             for text in writer:
-                yield {live: text}
+                if writer.status() != shown:  # only while queued: "N requests ahead of yours"
+                    shown = writer.status()
+                    yield {live: text, stats: shown}
+                else:
+                    yield {live: text}
         except GenerationError as exc:
             writer.error = str(exc)
         finally:

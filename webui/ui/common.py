@@ -7,7 +7,7 @@ from typing import Any
 
 import gradio as gr
 
-from webui.presets import ParamsError, SamplingParams, make_params
+from webui.generation.params import ParamsError, SamplingParams, make_params
 
 # Every event that runs the model shares one Gradio concurrency group, so the
 # browser shows a queue position instead of piling threads onto the model lock.

@@ -34,11 +34,11 @@ from webui.chat.characters import CharacterError
 from webui.chat.history import ChatError
 from webui.chat.prompt import PromptError
 from webui.generation.engine import GenerationError
+from webui.generation.params import ParamsError
 from webui.hub import DownloadError
 from webui.loaders.base import LoadError
 from webui.model_manager import ModelBusy, NoModelLoaded
 from webui.paths import NameRefused
-from webui.presets import ParamsError
 from webui.settings import SettingsError
 from webui.text_check import InvalidText, check_text
 

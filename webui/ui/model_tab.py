@@ -13,17 +13,15 @@ from pydantic import ValidationError
 from webui.chat.templates import MODEL_TEMPLATE
 from webui.hub import DownloadError, DownloadRequest
 from webui.loaders.base import LoadError
-from webui.loaders.hf_kwargs import attention_choices, bitsandbytes_problem
+from webui.loaders.catalog import BUILTIN_SCHEMAS
 from webui.model_manager import ModelBusy, NoModelLoaded
 from webui.model_settings import ModelSettings
 from webui.paths import NameRefused
 from webui.runtime import Runtime
 from webui.settings import describe_validation_error
 from webui.ui.common import MODEL_GROUP, Shared, to_params
+from webui.ui.loader_controls import OptionControls
 from webui.ui.parameters_tab import control_values
-
-DTYPES = ["auto", "bf16", "fp16", "fp32"]
-COMPUTE_DTYPES = ["auto", "bfloat16", "float16", "float32"]
 
 
 def status_text(runtime: Runtime) -> str:
@@ -31,25 +29,11 @@ def status_text(runtime: Runtime) -> str:
     return f"Loaded: **{loaded.describe()}**" if loaded else "No model loaded."
 
 
-def parse_split(text: str) -> tuple[float, ...] | None:
-    """'20, 7' -> (20.0, 7.0); blank -> None."""
-    if not isinstance(text, str) or not text.strip():
-        return None
-    try:
-        return tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise gr.Error("GPU split: GiB per GPU, comma-separated, e.g. 20,7") from None
-
-
-def choice_from(dtype, cpu, attention, in8, in4, quant_type, double_quant, compute, split, cpu_memory, disk,
-                context, template) -> ModelSettings:
+def choice_from(controls: OptionControls, values, context, template) -> ModelSettings:
     """The Model tab's option controls -> validated ModelSettings (raises gr.Error)."""
     try:
         return ModelSettings(
-            dtype=dtype, device="cpu" if cpu else "auto", attn_implementation=attention,
-            load_in_8bit=in8, load_in_4bit=in4, quant_type=quant_type, use_double_quant=double_quant,
-            compute_dtype=compute, gpu_split=parse_split(split),
-            cpu_memory=cpu_memory if cpu_memory else None, disk=disk,
+            **controls.values(values),
             context_length=int(context) if context else None,
             chat_template=None if template in (None, MODEL_TEMPLATE) else template,
         )
@@ -60,46 +44,34 @@ def choice_from(dtype, cpu, attention, in8, in4, quant_type, double_quant, compu
 
 def render(runtime: Runtime, shared: Shared) -> None:
     settings = runtime.settings
-    base = runtime.models.options
     current = runtime.models.current
+    # Controls for the built-in loaders' options (the ones ModelSettings can hold),
+    # showing the start-up values until a model with saved settings is picked.
+    controls = OptionControls(BUILTIN_SCHEMAS, runtime.models.options)
     with gr.Row():
         model = gr.Dropdown(
             runtime.models.names(), value=current.name if current else None,
             label="Model", info=f"Folders in {settings.model_dir}", scale=3, elem_id="model-name",
         )
         refresh = gr.Button("↻", scale=0, min_width=40)
-        dtype = gr.Radio(DTYPES, value=base.dtype, label="dtype", scale=2)
+        controls.render("main")
     with gr.Accordion("Loader options (saved per model)", open=False):
         with gr.Row():
-            cpu = gr.Checkbox(base.device == "cpu", label="cpu", info="run on the CPU even with a GPU")
-            attention = gr.Dropdown(attention_choices(), value=base.attn_implementation, label="attention")
+            # Beyond the loader: what the model is used with.
             context = gr.Number(0, label="context length", info="0: the model's maximum", precision=0,
                                 minimum=0, maximum=1 << 24)
             template = gr.Dropdown(runtime.templates.names(), value=MODEL_TEMPLATE,
                                    label="chat template", info="user_data/instruction-templates/")
-        problem = bitsandbytes_problem()
-        with gr.Row():
-            in8 = gr.Checkbox(base.load_in_8bit, label="load-in-8bit", interactive=problem is None)
-            in4 = gr.Checkbox(base.load_in_4bit, label="load-in-4bit", interactive=problem is None)
-            quant_type = gr.Radio(["nf4", "fp4"], value=base.quant_type, label="quant_type (4-bit)")
-            double_quant = gr.Checkbox(base.use_double_quant, label="use_double_quant (4-bit)")
-            compute = gr.Dropdown(COMPUTE_DTYPES, value=base.compute_dtype, label="compute_dtype (4-bit)")
-        if problem:
-            gr.Markdown(f"⚠️ {problem}")
-        with gr.Row():
-            split = gr.Textbox(",".join(f"{g:g}" for g in base.gpu_split), label="gpu-split",
-                               placeholder="GiB per GPU, e.g. 20,7", max_length=200)
-            cpu_memory = gr.Number(base.cpu_memory or 0, label="cpu-memory (GiB)", info="0: no limit",
-                                   minimum=0, maximum=1 << 20)
-            disk = gr.Checkbox(base.disk, label="disk offload")
-        with gr.Row():
-            # Shown, never settable here: only the command line can enable code execution.
-            gr.Checkbox(base.trust_remote_code, label="trust-remote-code", interactive=False,
-                        info="command line only (--trust-remote-code)")
-            gr.Checkbox(base.allow_pickle, label="allow-pickle", interactive=False,
-                        info="command line only (--allow-pickle)")
-    options = [dtype, cpu, attention, in8, in4, quant_type, double_quant, compute, split, cpu_memory, disk,
-               context, template]
+        # A row per group of options, a new loader's groups included.
+        for group in controls.groups():
+            if group == "main":
+                continue
+            with gr.Row():
+                controls.render(group)
+            for problem in controls.problems(group):
+                gr.Markdown(f"⚠️ {problem}")
+    n_loader = len(controls.editable)
+    options = [*(c.component for c in controls.editable), context, template]
     with gr.Row():
         load = gr.Button("Load", variant="primary", elem_id="model-load")
         unload = gr.Button("Unload", elem_id="model-unload")
@@ -130,16 +102,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
         """Show the saved settings of the model just picked, and whether it will fit."""
         saved = runtime.saved_model_settings(name)
         values = [
-            saved.dtype or base.dtype, (saved.device or base.device) == "cpu",
-            saved.attn_implementation or base.attn_implementation,
-            base.load_in_8bit if saved.load_in_8bit is None else saved.load_in_8bit,
-            base.load_in_4bit if saved.load_in_4bit is None else saved.load_in_4bit,
-            saved.quant_type or base.quant_type,
-            base.use_double_quant if saved.use_double_quant is None else saved.use_double_quant,
-            saved.compute_dtype or base.compute_dtype,
-            ",".join(f"{g:g}" for g in (base.gpu_split if saved.gpu_split is None else saved.gpu_split)),
-            saved.cpu_memory or base.cpu_memory or 0, base.disk if saved.disk is None else saved.disk,
-            saved.context_length or 0,
+            *controls.shown(saved), saved.context_length or 0,
             saved.chat_template if saved.chat_template in runtime.templates.names() else MODEL_TEMPLATE,
         ]
         try:
@@ -150,7 +113,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
 
     def load_model(request: gr.Request, name, *values):
         *option_values, params_state = values
-        choice = choice_from(*option_values)
+        choice = choice_from(controls, option_values[:n_loader], *option_values[n_loader:])
         try:
             _, warning = runtime.load_model(name, choice, timeout=5.0)
         except (NameRefused, LoadError, ModelBusy) as exc:
@@ -173,7 +136,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
 
     def will_it_fit(name, *values) -> str:
         try:
-            return runtime.fit_report(name, choice_from(*values))
+            return runtime.fit_report(name, choice_from(controls, values[:n_loader], *values[n_loader:]))
         except (NameRefused, LoadError) as exc:
             return f"**Cannot estimate:** {exc}"
 

@@ -12,7 +12,7 @@ from typing import Any
 import gradio as gr
 
 from webui.paths import NameRefused
-from webui.presets import ParamsError, SamplingParams, make_params
+from webui.generation.params import ParamsError, SamplingParams, make_params
 from webui.runtime import Runtime
 from webui.ui.common import Shared
 

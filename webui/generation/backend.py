@@ -1,0 +1,105 @@
+"""The seam between the engine and a model backend.
+
+A loader returns a LoadedModel whose `backend` the engine drives.  The engine keeps
+everything that is the same for every backend: the queue and fair scheduling, per-request
+cancel, sampling (the chain of webui/generation/chain.py), stop strings, incremental
+detokenization, extension hooks, stats and log-probabilities.  A backend only turns
+token ids into next-token logits, for several sequences at once if it can:
+
+    slot = backend.start(ids)            # prefill one sequence; slot.logits: its next-token logits
+    logits = backend.step(slots, tokens) # feed one token to each slot; one row of logits each
+    backend.finish(slot, keep=True)      # release it (keep=True: its KV may serve a later prompt)
+
+It declares what it can do in `Capabilities`, and the UI and the API read those instead of
+assuming them.  docs/LOADERS.md walks through adding one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+
+GIB = 1 << 30
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """How a backend serves concurrent requests (server-wide: --max-batch and friends)."""
+
+    # Sequences decoded together at most.
+    max_batch: int = 8
+    # Memory for earlier sequences' KV kept for reuse (least recently used dropped); 0 = off.
+    prefix_cache_bytes: int = 1 * GIB
+    # Memory the running batch's KV cache may take; None = decided from free memory at load.
+    kv_budget_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    # Sequences decoded together in one step; 1 = one request at a time.
+    max_batch: int = 1
+    # A new prompt that starts like an earlier one reuses that prefix's KV cache.
+    prefix_cache: bool = False
+    # Log-probabilities of generated tokens can be reported.
+    logprobs: bool = True
+    # SamplingParams fields this backend honours; None = all of them (the engine's own
+    # chain runs on the logits).  The API refuses, and the Parameters tab marks, the rest.
+    samplers: frozenset[str] | None = None
+    # Classifier-free guidance (needs a second forward pass over the negative prompt).
+    guidance: bool = True
+    # Per-token embeddings from an extension's tokenizer_modifier can be fed in.
+    input_embeddings: bool = True
+
+    def ignores(self, changed: set[str]) -> list[str]:
+        """Which of these changed sampling fields this backend would not honour."""
+        return [] if self.samplers is None else sorted(changed - self.samplers)
+
+
+class Slot(Protocol):
+    """One sequence inside a backend: its next-token logits ([1, vocab]) after start()."""
+
+    logits: torch.Tensor
+    # Prompt tokens served from the prefix cache rather than computed.
+    cached_tokens: int
+
+
+class OutOfMemory(RuntimeError):
+    """The backend ran out of device memory; `slot` is the sequence it could not fit
+    (None: the whole step failed and nothing was changed)."""
+
+    def __init__(self, message: str, slot: Any = None):
+        super().__init__(message)
+        self.slot = slot
+
+
+class Backend(Protocol):
+    capabilities: Capabilities
+    tokenizer: Any
+    device: str
+
+    def vocab_size(self) -> int:
+        """Rows of the output layer: the ids a logit exists for."""
+
+    def eos_ids(self) -> set[int]:
+        """Token ids that end a reply."""
+
+    def can_admit(self, running: int, prompt_tokens: int, new_tokens: int) -> bool:
+        """Whether one more sequence of this size fits beside `running` others."""
+
+    def start(self, ids: list[int], embeds: torch.Tensor | None = None) -> Slot:
+        """Prefill one sequence (reusing a cached prefix where it can); raises OutOfMemory."""
+
+    def step(self, slots: list[Slot], tokens: list[int]) -> torch.Tensor:
+        """Feed tokens[i] to slots[i]; return logits, one row per slot; raises OutOfMemory."""
+
+    def finish(self, slot: Slot, keep: bool) -> None:
+        """Release a sequence; with keep, its KV may be cached for a later prompt."""
+
+    def guidance_processor(self, scale: float, negative_ids: list[int]) -> Any:
+        """A LogitsProcessor for classifier-free guidance against `negative_ids`."""
+
+    def clear_cache(self) -> None:
+        """Drop whatever the backend keeps between requests (prefix cache)."""

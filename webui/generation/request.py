@@ -1,0 +1,138 @@
+"""What travels with one generation request, and what comes back: the engine's
+vocabulary, shared by the UI, the API, the chat and every backend.
+
+Per-request state (cancel token, sampling values, stop strings, who asked) lives in the
+request object, never in globals, so Stop in one browser tab ends only that tab's
+request, and the scheduler can be fair between the people asking.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from webui.generation.params import SamplingParams
+
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+class GenerationError(RuntimeError):
+    """Generation failed; the message is fit to show the user."""
+
+
+class QueueFull(GenerationError):
+    """Too many requests are waiting; answered at once instead of hanging."""
+
+
+class PromptError(ValueError):
+    """A prompt that cannot be built (a template that fails or drops text, ...)."""
+
+
+class CancelToken:
+    """Set once by Stop (or a closed connection); read by the decoding loop each step."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """Prompt text plus the stop strings that end the turn it asks for."""
+
+    text: str
+    stops: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One request.  `prompt` is text, or a function prompt(tokenizer, room) that renders
+    it, as text or a RenderedPrompt with its own stop strings.  Chat prompts use the
+    serving model's template, read when the request is admitted, so a model swapped in
+    meanwhile is rendered with its own template; `room` is how many prompt tokens fit
+    beside the reply, so a chat can leave out whole turns rather than cut mid-text.
+
+    `owner` names who asked (a signed-in user, an API key, a browser session): the
+    scheduler admits waiting requests round-robin across owners.
+    """
+
+    prompt: str | Callable[[Any, int], str | RenderedPrompt]
+    params: SamplingParams = field(default_factory=SamplingParams)
+    cancel: CancelToken = field(default_factory=CancelToken)
+    # None: no log-probabilities; n >= 0: record each token's, with its n likeliest rivals.
+    logprobs: int | None = None
+    # The extensions' `state` dict for this request (built from params when None).
+    state: dict[str, Any] | None = None
+    owner: str = ""
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token, its log-probability under the final (processed) distribution,
+    and the likeliest alternatives at that step."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...]
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    prompt_tokens: int
+    new_tokens: int
+    seconds: float
+    finish_reason: FinishReason
+    seed: int
+    truncated_tokens: int = 0
+    # Prompt tokens whose KV cache was reused from an earlier request (not recomputed).
+    cached_tokens: int = 0
+    # Seconds spent waiting for a place in the running batch.
+    queued_seconds: float = 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        text = (
+            f"{self.new_tokens} tokens, {self.tokens_per_second:.1f} tokens/s, "
+            f"prompt {self.prompt_tokens} tokens, seed {self.seed}, {self.finish_reason}"
+        )
+        if self.cached_tokens:
+            text += f", {self.cached_tokens} prompt tokens reused from cache"
+        if self.truncated_tokens:
+            text += f" (oldest {self.truncated_tokens} prompt tokens dropped to fit the context)"
+        return text
+
+
+def prompt_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of a prompt.  Chat templates usually write the BOS token themselves;
+    never add a second one."""
+    bos = tokenizer.bos_token
+    return tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]
+
+
+def prompt_room(max_new_tokens: int, context: int) -> int:
+    """Prompt tokens that fit: half the context (or max_new_tokens, if smaller) stays
+    free for the reply."""
+    return context - max(1, min(max_new_tokens, context // 2))
+
+
+def fit_prompt(ids: list[int], max_new_tokens: int, context: int) -> tuple[list[int], int, int]:
+    """Stated policy for a prompt that does not fit the context window.
+
+    Half the context (or max_new_tokens, if smaller) stays free for the reply; the
+    oldest prompt tokens are dropped to make room.  Returns (ids, new-token budget,
+    dropped count).
+    """
+    dropped = max(0, len(ids) - prompt_room(max_new_tokens, context))
+    kept = ids[dropped:]
+    return kept, min(max_new_tokens, context - len(kept)), dropped

@@ -1,0 +1,262 @@
+"""The Transformers backend: many sequences decoding together in one batched KV cache.
+
+How (and why not transformers' own continuous-batching manager; see docs/LOADERS.md):
+each new sequence is prefilled alone (so its prompt is computed exactly as it would be
+alone), then its KV joins one left-padded batch cache; every step feeds one token per
+sequence through a single forward pass, with each row's own positions and a padding
+mask; a finished sequence's row is cut out and the padding every row shares is trimmed.
+The engine samples each row with that request's own chain, so requests stay
+independent: a greedy reply is the same alone or beside seven others.
+
+A sequence's KV, when it ends, goes to a bounded prefix cache: a later prompt that starts
+with the same tokens (the next chat turn, a regenerate) computes only what is new.
+
+Caches with anything but plain full-attention layers (sliding windows, linear attention)
+are not merged or reused: such a model decodes one sequence at a time, and says so in
+its capabilities.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+from webui.generation.backend import Capabilities, OutOfMemory
+from webui.generation.prefix_cache import PrefixCache
+
+log = logging.getLogger(__name__)
+
+GIB = 1 << 30
+
+
+class HFSlot:
+    """One sequence: the tokens its KV covers, and its place in the batch."""
+
+    __slots__ = ("logits", "cached_tokens", "fed", "kv", "row")
+
+    def __init__(self, logits: torch.Tensor, fed: list[int], kv: DynamicCache, cached_tokens: int):
+        self.logits = logits
+        self.fed = fed  # tokens whose keys and values are in the cache, in order
+        self.kv: DynamicCache | None = kv  # its own cache until it joins the batch
+        self.cached_tokens = cached_tokens
+        self.row = -1
+
+
+def plain_layers(model) -> bool:
+    """True when every layer of the model's cache is an ordinary growing KV layer."""
+    try:
+        probe = DynamicCache(config=model.config)
+    except Exception:  # an unusual config: be conservative
+        return False
+    return bool(probe.layers) and all(type(layer) is DynamicLayer for layer in probe.layers)
+
+
+def cache_keyword(model) -> str:
+    parameters = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def kv_bytes_per_token(model) -> int:
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    dtype = model.dtype if model.dtype.is_floating_point else torch.float16
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * dtype.itemsize
+
+
+def default_kv_budget(device: str) -> int:
+    """Memory the batch's KV cache may take when the user sets no limit: most of the
+    GPU's free memory, or half of the RAM still available."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return int(free * 0.8)
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError):
+        return 4 * GIB
+
+
+class TransformersBackend:
+    def __init__(self, loaded, max_batch: int = 8, kv_budget: int | None = None,
+                 prefix_cache_bytes: int = 1 * GIB):
+        self._loaded = loaded  # the LoadedModel: a LoRA swaps its .model in place
+        self.tokenizer = loaded.tokenizer
+        self.device = loaded.device
+        mergeable = plain_layers(loaded.model)
+        self.capabilities = Capabilities(
+            max_batch=max_batch if mergeable else 1, prefix_cache=mergeable and prefix_cache_bytes > 0,
+        )
+        self.kv_budget = kv_budget if kv_budget is not None else default_kv_budget(self.device)
+        self.token_bytes = kv_bytes_per_token(loaded.model)
+        self.prefix_cache = PrefixCache(prefix_cache_bytes)
+        self._cache_model = loaded.model
+        # transformers renamed forward's `past_key_values` to `cache` during 5.x; speak
+        # whichever this installed version (and model class) understands.
+        self._cache_kw = cache_keyword(loaded.model)
+        self._rows: list[HFSlot] = []
+        self._batch: DynamicCache | None = None
+        self._mask: torch.Tensor | None = None  # [rows, length]; 0 = left padding
+        self._padded = False
+        self._eos = None
+
+    # -- what the engine asks ------------------------------------------------------
+    @property
+    def model(self):
+        return self._loaded.model
+
+    def vocab_size(self) -> int:
+        return self.model.get_output_embeddings().weight.shape[0]
+
+    def eos_ids(self) -> set[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return ids
+
+    def can_admit(self, running: int, prompt_tokens: int, new_tokens: int) -> bool:
+        if running >= self.capabilities.max_batch:
+            return False
+        if running == 0:
+            return True  # one sequence always runs: its own failure says what is wrong
+        length = max(self._length() + new_tokens, prompt_tokens + new_tokens)
+        return (running + 1) * length * self.token_bytes <= self.kv_budget
+
+    def guidance_processor(self, scale: float, negative_ids: list[int]):
+        from transformers import UnbatchedClassifierFreeGuidanceLogitsProcessor
+
+        negative = torch.tensor([negative_ids], device=self.device)
+        return UnbatchedClassifierFreeGuidanceLogitsProcessor(scale, self.model, negative)
+
+    def clear_cache(self) -> None:
+        self.prefix_cache.clear()
+
+    # -- sequences ---------------------------------------------------------------------
+    @torch.inference_mode()
+    def start(self, ids: list[int], embeds: torch.Tensor | None = None) -> HFSlot:
+        if self.model is not self._cache_model:  # a LoRA came or went: old KV is stale
+            self.prefix_cache.clear()
+            self._cache_model = self.model
+        reused = 0
+        cache = DynamicCache(config=self.model.config)
+        if embeds is None and self.capabilities.prefix_cache:
+            entry, reused = self.prefix_cache.lookup(ids)
+            if entry is not None:
+                for layer, (keys, values) in zip(cache.layers, entry.value, strict=True):
+                    layer.update(keys[..., :reused, :], values[..., :reused, :])
+        try:
+            if embeds is not None:
+                out = self.model(inputs_embeds=embeds, **{self._cache_kw: cache}, use_cache=True, logits_to_keep=1)
+            else:
+                new = torch.tensor([ids[reused:]], device=self.device)
+                positions = torch.arange(reused, len(ids), device=self.device).unsqueeze(0)
+                out = self.model(input_ids=new, position_ids=positions, **{self._cache_kw: cache}, use_cache=True,
+                                 logits_to_keep=1)
+        except torch.OutOfMemoryError as exc:
+            del cache
+            self._free()
+            raise OutOfMemory(f"out of memory reading a {len(ids)}-token prompt") from exc
+        slot = HFSlot(out.logits[:, -1, :], list(ids), cache, reused)
+        self._join(slot)
+        return slot
+
+    def _join(self, slot: HFSlot) -> None:
+        """Add a prefilled sequence's KV to the batch, left-padding whichever is shorter."""
+        own, slot.kv = slot.kv, None
+        length = len(slot.fed)
+        if self._batch is None:
+            self._batch, self._rows = own, [slot]
+            self._mask = torch.ones(1, length, dtype=torch.long, device=self.device)
+            slot.row = 0
+            return
+        total = self._length()
+        if length > total:  # the newcomer is longer: pad every row already there
+            for layer in self._batch.layers:
+                layer.keys, layer.values = _pad_left(layer.keys, length - total), _pad_left(layer.values, length - total)
+            self._mask = torch.nn.functional.pad(self._mask, (length - total, 0))
+            total = length
+        for layer, mine in zip(self._batch.layers, own.layers, strict=True):
+            layer.keys = torch.cat([layer.keys, _pad_left(mine.keys, total - length)])
+            layer.values = torch.cat([layer.values, _pad_left(mine.values, total - length)])
+        row_mask = torch.ones(1, total, dtype=torch.long, device=self.device)
+        row_mask[:, : total - length] = 0
+        self._mask = torch.cat([self._mask, row_mask])
+        slot.row = len(self._rows)
+        self._rows.append(slot)
+        self._padded = bool((self._mask[:, 0] == 0).any())
+
+    @torch.inference_mode()
+    def step(self, slots: list[HFSlot], tokens: list[int]) -> torch.Tensor:
+        if len(slots) != len(self._rows):
+            raise RuntimeError("step() must be given every running sequence")
+        ordered = [0] * len(slots)
+        for slot, token in zip(slots, tokens, strict=True):
+            ordered[slot.row] = token
+        inputs = torch.tensor(ordered, device=self.device).unsqueeze(1)
+        positions = torch.tensor([len(s.fed) for s in self._rows], device=self.device).unsqueeze(1)
+        mask = torch.nn.functional.pad(self._mask, (0, 1), value=1)
+        before = self._length()
+        try:
+            out = self.model(input_ids=inputs, attention_mask=mask if self._padded else None,
+                             position_ids=positions, **{self._cache_kw: self._batch}, use_cache=True)
+        except torch.OutOfMemoryError as exc:
+            # Layers already grown by this step are cut back: the batch is as it was.
+            for layer in self._batch.layers:
+                if layer.keys.shape[-2] > before:
+                    layer.keys, layer.values = layer.keys[..., :before, :], layer.values[..., :before, :]
+            self._free()
+            raise OutOfMemory("out of memory decoding a batch") from exc
+        self._mask = mask
+        for slot, token in zip(slots, tokens, strict=True):
+            slot.fed.append(token)
+        logits = out.logits[:, -1, :]
+        if all(slot.row == i for i, slot in enumerate(slots)):
+            return logits
+        return logits[torch.tensor([slot.row for slot in slots], device=logits.device)]
+
+    def finish(self, slot: HFSlot, keep: bool) -> None:
+        if slot.row < 0 or slot.row >= len(self._rows) or self._rows[slot.row] is not slot:
+            return
+        row = slot.row
+        pad = int((self._mask[row] == 0).sum())
+        if keep and self.capabilities.prefix_cache and self.model is self._cache_model:
+            kv = [(layer.keys[row : row + 1, :, pad:, :].clone(), layer.values[row : row + 1, :, pad:, :].clone())
+                  for layer in self._batch.layers]
+            nbytes = sum(k.numel() * k.element_size() * 2 for k, _ in kv)
+            self.prefix_cache.add(slot.fed, kv, nbytes)
+        slot.row = -1
+        del self._rows[row]
+        if not self._rows:
+            self._batch, self._mask, self._padded = None, None, False
+            return
+        keep_rows = torch.tensor([i for i in range(len(self._rows) + 1) if i != row], device=self.device)
+        for layer in self._batch.layers:
+            layer.keys, layer.values = layer.keys[keep_rows], layer.values[keep_rows]
+        self._mask = self._mask[keep_rows]
+        for i, other in enumerate(self._rows):
+            other.row = i
+        shared = int((self._mask == 0).all(dim=0).long().cumprod(0).sum())  # columns padding in every row
+        if shared:
+            for layer in self._batch.layers:
+                layer.keys, layer.values = layer.keys[..., shared:, :], layer.values[..., shared:, :]
+            self._mask = self._mask[:, shared:]
+        self._padded = bool((self._mask[:, 0] == 0).any())
+
+    def _length(self) -> int:
+        return 0 if self._mask is None else self._mask.shape[1]
+
+    def _free(self) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _pad_left(tensor: torch.Tensor, n: int) -> torch.Tensor:
+    if n <= 0:
+        return tensor
+    return torch.nn.functional.pad(tensor, (0, 0, n, 0))
