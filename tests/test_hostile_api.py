@@ -132,14 +132,15 @@ def test_docs_page_is_self_contained(api_url):
 
 # -- item 3: a client that leaves frees the model -------------------------------------------
 @pytest.fixture(scope="module")
-def long_api(models_root, tmp_path_factory):
+def long_api(tmp_path_factory):
     """An API on a tiny model with a long context, so a reply can run for many seconds."""
     from tests.conftest import make_settings
     from webui.api.openai_api import APIServer
     from webui.runtime import build_runtime
 
-    build_llama(models_root / "tiny-long", context=8192)
-    settings = make_settings(models_root, tmp_path_factory.mktemp("long_user_data"), model="tiny-long",
+    root = tmp_path_factory.mktemp("long_models")  # not the session's folder: others list it
+    build_llama(root / "tiny-long", context=8192)
+    settings = make_settings(root, tmp_path_factory.mktemp("long_user_data"), model="tiny-long",
                              api_key=API_KEY)
     runtime = build_runtime(settings)
     server = APIServer(runtime, port=free_port())

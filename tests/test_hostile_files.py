@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 
 import pytest
@@ -112,13 +113,16 @@ def absurd_model(models_root, name: str, **config_changes) -> None:
                                      {"hidden_size": 1_000_000, "intermediate_size": 4_000_000}])
 def test_absurd_config_is_refused_fast_and_the_model_keeps_serving(runtime, models_root, changes):
     absurd_model(models_root, "absurd", **changes)
-    started = time.monotonic()
-    with pytest.raises(ModelRefused):
-        runtime.load_model("absurd", save=False)
-    with pytest.raises(ModelRefused):
-        runtime.fit_report("absurd")  # "Will it fit?" builds nothing either
-    assert time.monotonic() - started < 30  # generous; unrefused, this ran for minutes
-    assert runtime.models.current.name == TINY
+    try:
+        started = time.monotonic()
+        with pytest.raises(ModelRefused):
+            runtime.load_model("absurd", save=False)
+        with pytest.raises(ModelRefused):
+            runtime.fit_report("absurd")  # "Will it fit?" builds nothing either
+        assert time.monotonic() - started < 30  # generous; unrefused, this ran for minutes
+        assert runtime.models.current.name == TINY
+    finally:  # the model folder is shared with the rest of the session's tests
+        shutil.rmtree(models_root / "absurd")
 
 
 def test_a_config_that_fits_passes_the_preflight(models_root):
