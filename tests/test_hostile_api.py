@@ -1,4 +1,4 @@
-"""Issue 18's API findings: each must be a 400/413/403 in OpenAI's shape, checked before
+"""A hostile review's API findings: each must be a 400/413/403 in OpenAI's shape, checked before
 generation, and a client that leaves must free the model within a step.  Loopback only."""
 
 from __future__ import annotations

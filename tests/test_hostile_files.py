@@ -1,4 +1,4 @@
-"""Issue 18's file findings: YAML alias bombs, names, absurd configs, chats over their
+"""A hostile review's file findings: YAML alias bombs, names, absurd configs, chats over their
 limits, unreadable chats, stale temporaries and replies lost to a kill."""
 
 from __future__ import annotations
@@ -84,6 +84,20 @@ def test_every_yaml_reader_refuses_an_alias_bomb(tmp_path, models_root):
     with pytest.raises(SettingsError, match="nested deeper"):
         (tmp_path / "deep.yaml").write_text("a: " + "[" * 5000 + "]" * 5000)
         read_yaml_mapping(tmp_path / "deep.yaml")
+
+
+def test_a_card_too_deep_to_read_back_is_refused_and_a_shallow_one_round_trips(tmp_path):
+    from webui.chat.cards import CardError
+
+    def card(depth: int) -> bytes:
+        return ('{"spec": "chara_card_v2", "data": {"name": "Deep", "extensions": {"x": '
+                + "[" * depth + "]" * depth + "}}}").encode()
+
+    library = CharacterLibrary(tmp_path)
+    for depth in (40, 400):
+        with pytest.raises(CardError, match="nested deeper"):
+            library.import_card(card(depth))
+    assert library.load(library.import_card(card(20))).name == "Deep"  # saved, and readable again
 
 
 # -- item 12: names ----------------------------------------------------------------------

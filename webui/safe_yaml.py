@@ -73,3 +73,18 @@ def _open_total(stack: list[list]) -> bool:
     # Counts sit in open frames until their collection ends; check their sum too, so a
     # single huge collection is refused while it is being read, not after.
     return sum(f[1] for f in stack) > MAX_NODES or sum(f[2] for f in stack) > MAX_SCALAR_CHARS
+
+
+def nesting_depth(value: object) -> int:
+    """How deeply lists and dicts nest in `value` (0 for a scalar), walked iteratively so
+    depth itself cannot exhaust the stack; for data that will be written as YAML."""
+    deepest, pending = 0, [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            pending.extend((v, depth + 1) for v in item.values())
+            deepest = max(deepest, depth + 1)
+        elif isinstance(item, (list, tuple)):
+            pending.extend((v, depth + 1) for v in item)
+            deepest = max(deepest, depth + 1)
+    return deepest

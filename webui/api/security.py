@@ -55,7 +55,7 @@ def host_name(host_header: str) -> str | None:
 
 class GuardMiddleware:
     """Refuse, before any route runs: a Host header that is malformed, or not a loopback
-    name on a loopback-bound server (DNS rebinding, HOSTILE.md 13), and bodies over the
+    name on a loopback-bound server (DNS rebinding; docs/SECURITY.md), and bodies over the
     size cap (docs/SECURITY.md).  Used by the API and the UI.
 
     `max_body` caps every request; `large_bodies` raises the cap for paths starting
