@@ -295,3 +295,24 @@ def test_a_long_chat_is_not_resent_to_the_chatbot_per_piece(client, chats, monke
     assert len(pieces) > 3, "the reply should arrive in several pieces"
     assert len(sent) == 2, f"the history went to the Chatbot {len(sent)} times for {len(pieces)} pieces"
     assert texts(job.outputs()[-1][CHATBOT])[-2] == "One more"
+
+
+def test_two_browser_sessions_chat_at_once_in_one_batch(app_url, runtime, chats):
+    """Gradio hands both tabs' requests to the engine, which decodes them together."""
+    from tests.test_app_client import controls
+
+    clients = [Client(app_url, verbose=False) for _ in range(2)]
+    for client in clients:
+        client.predict(*controls(max_new_tokens=400, ban_eos_token=True, seed=3), api_name="/set_params")
+    most = 0
+
+    def peak() -> bool:
+        nonlocal most
+        most = max(most, runtime.engine.running)
+        return most >= 2
+
+    jobs = [client.submit(f"Tell me about the sea, part {i}", api_name="/chat_send") for i, client in enumerate(clients)]
+    assert wait_for(peak, timeout=120), "the second tab's reply waited for the first to finish"
+    for job in jobs:
+        job.result()
+    assert all("tokens/s" in job.outputs()[-1][STATS] for job in jobs)

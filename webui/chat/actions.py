@@ -9,7 +9,6 @@ stores), never as UI errors: the UI decides how to show them.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,15 +147,20 @@ def delete(space: UserSpace, chat: str, who: str) -> ChatView:
     return ChatView(open_chat(space, remaining[0].id if remaining else None, who), note="Deleted.")
 
 
-def export(space: UserSpace, chat: str) -> Path:
-    """The conversation as a JSON file outside user_data/ (Gradio copies it to serve it)."""
+def export(space: UserSpace, chat: str) -> tuple[str, str]:
+    """(file name, JSON text) of the conversation, for the UI to offer as a download."""
     try:
         conversation = space.chats.load(chat)
     except NameRefused as exc:
         raise ChatError("nothing to export yet: this conversation has no messages") from exc
-    path = Path(tempfile.mkdtemp(prefix="webui-export-")) / f"chat-{conversation.id}.json"
-    path.write_text(conversation.model_dump_json(indent=1), encoding="utf-8")
-    return path
+    return f"chat-{conversation.id}.json", conversation.model_dump_json(indent=1)
+
+
+def recover(space: UserSpace, label: str, query: str = "") -> ChatView:
+    """What an unreadable conversation file held, as a new conversation (webui/chat/store.py)."""
+    conversation = space.chats.recover(label)
+    space.remember_chat(conversation.character, conversation.id)
+    return ChatView(conversation, note="Recovered what the file held, as a new conversation.", query=query)
 
 
 def import_file(space: UserSpace, path: Path | None, who: str) -> ChatView:

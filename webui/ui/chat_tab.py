@@ -7,7 +7,7 @@ conversation is open.
 While a reply streams it shows as the last message of the chat, but the Chatbot
 itself is sent only when the reply starts and when it ends: per piece only the
 hidden live box changes (Gradio sends that as a small "append" diff), and
-webui/ui/static/chat.js copies its rendered text into the reply's bubble.  Sending
+webui/ui/static/page.js copies its rendered text into the reply's bubble.  Sending
 the Chatbot per piece would cost the server time in proportion to the chat's
 length (bench/bench_chat.py; docs/PERFORMANCE.md).
 """
@@ -33,12 +33,14 @@ from webui.paths import NameRefused
 from webui.runtime import Runtime
 from webui.settings import SettingsError
 from webui.ui.common import MODEL_GROUP, Shared, session_id, stop_handler, to_params
+from webui.ui.exports import Exports
 from webui.userdata import UserSpace
 
 # Errors a chat action can meet that are the user's to fix, shown as they are.
 USER_ERRORS = (ChatError, CharacterError, NameRefused, PromptError, SettingsError, ValueError)
-# Shown at the end of the reply while it streams; chat.js finds the reply's bubble by it.
+# Shown at the end of the reply while it streams; page.js finds the reply's bubble by it.
 CURSOR = "▍"
+RECOVER = "recover:"  # chat list values that name an unreadable file, not a conversation
 
 
 @dataclass
@@ -109,9 +111,9 @@ def chat_column() -> ChatColumn:
         buttons=["copy", "copy_all"],  # no "share": it would post to an outside site
     )
     # The reply while it streams, rendered (and sanitized) by Gradio but not shown:
-    # chat.js copies it into the reply's bubble in the chat.
+    # page.js copies it into the reply's bubble in the chat.
     live = gr.Markdown(elem_id="chat-live", sanitize_html=True, visible="hidden")
-    # When each shown message was written (seconds since the epoch, JSON): chat.js
+    # When each shown message was written (seconds since the epoch, JSON): page.js
     # shows them on hover.
     times = gr.Textbox("[]", visible="hidden", elem_id="chat-times")
     with gr.Row(equal_height=True):
@@ -226,8 +228,13 @@ class ChatTab:
 
     def chat_list(self, space: UserSpace, who: str, current: str | None, query: str = ""):
         summaries = actions.listing(space, who, query)
+        choices = [(s.label, s.id) for s in summaries]
+        # Files that could not be read stay listed (under every character: which one they
+        # belong to is unknown); picking one recovers what it holds (webui/chat/store.py).
+        choices += [(f"⚠️ unreadable: {label} (pick to recover)", RECOVER + label)
+                    for label in space.chats.unreadable()]
         listed = current in {s.id for s in summaries}
-        return gr.update(choices=[(s.label, s.id) for s in summaries], value=current if listed else None)
+        return gr.update(choices=choices, value=current if listed else None)
 
     def show(self, space: UserSpace, view: ChatView) -> dict:
         """A ChatView as the values of the components that show a conversation."""
@@ -255,6 +262,7 @@ class ChatTab:
     def wire_managing(self) -> None:
         side, col, setup, chat_id, outputs = self.side, self.col, self.setup, self.chat_id, self.view_outputs
         show = self.showing
+        exports = Exports(side.exported.GRADIO_CACHE)  # private per user (webui/ui/exports.py)
 
         @user_errors
         def on_new(who, request: gr.Request):
@@ -262,6 +270,8 @@ class ChatTab:
 
         @user_errors
         def on_pick_chat(chat, query, request: gr.Request):
+            if isinstance(chat, str) and chat.startswith(RECOVER):
+                return show(request, actions.recover, chat.removeprefix(RECOVER), query)
             return show(request, actions.pick, chat, query)
 
         @user_errors
@@ -274,7 +284,9 @@ class ChatTab:
 
         @user_errors
         def on_delete(current, who, request: gr.Request):
-            return show(request, actions.delete, current, who)
+            shown = show(request, actions.delete, current, who)
+            exports.forget(username(request), f"chat-{current}.json")  # its download goes too
+            return shown
 
         @user_errors
         def on_import(file, who, request: gr.Request):
@@ -286,7 +298,8 @@ class ChatTab:
 
         @user_errors
         def on_export(current, request: gr.Request):
-            return gr.update(value=str(actions.export(self.space(request), current)), visible=True)
+            name, text = actions.export(self.space(request), current)
+            return gr.update(value=exports.write(username(request), name, text), visible=True)
 
         side.new_chat.click(on_new, [setup.character], outputs, api_name="chat_new")
         # The Chatbot's own trash button starts a new chat too; nothing is deleted.
