@@ -494,10 +494,8 @@ class ChatTab:
         inputs = [col.message, self.chat_id, setup.character, setup.mode, setup.template, setup.system,
                   setup.command]
         # always_last: while one count runs, only the newest text waits (typing stays cheap).
-        col.message.change(count, inputs, col.tokens, api_name="chat_count_tokens", trigger_mode="always_last",
-                           show_progress="hidden", queue=True)
-        col.chatbot.change(count, inputs, col.tokens, api_name=False, trigger_mode="always_last",
-                           show_progress="hidden", queue=True)
+        gr.on([col.message.change, col.chatbot.change], count, inputs, col.tokens, api_name="chat_count_tokens",
+              trigger_mode="always_last", show_progress="hidden")
 
 
 def _open(space: UserSpace, current, who, character) -> Conversation:

@@ -47,16 +47,19 @@ log = logging.getLogger(__name__)
 # Events that touch only the caller's own data (or only read).  Everything else is
 # server-wide and the owner's alone.
 PER_USER = frozenset({
+    # the page's one load event (webui/ui/app.py): the user's chat, character, persona, values
+    "page_load",
     # chat (webui/ui/chat_tab.py)
-    "chat_load", "chat_send", "chat_submit", "chat_regenerate", "chat_continue", "chat_impersonate", "chat_stop",
+    "chat_count_tokens", "chat_send", "chat_submit", "chat_regenerate", "chat_continue", "chat_impersonate", "chat_stop",
     "chat_new", "chat_clear", "chat_open", "chat_character", "chat_search", "chat_rename", "chat_delete",
     "chat_export", "chat_import", "chat_edit", "chat_edit_message", "chat_pick_message", "chat_previous_version",
     "chat_next_version", "chat_fork", "chat_remove_last", "chat_recover",
     # characters and persona (webui/ui/character_tab.py)
-    "character_load", "character_open", "character_save", "character_delete", "character_import",
+    "character_open", "character_save", "character_delete", "character_import",
     "character_export_json", "character_export_png", "persona_save",
     # notebook, the user's own sampling values, and reading shared things
-    "notebook_generate", "notebook_count_tokens", "notebook_stop", "set_params", "load_params", "load_preset",
+    "notebook_generate", "notebook_count_tokens", "notebook_stop", "set_params", "load_preset",
+    "default_generate", "default_count_tokens", "default_stop",
     "list_presets", "neutralize_samplers", "model_list", "model_settings", "model_fit", "lora_list",
     "session_refresh",
     # bundled extensions that keep each user's records apart
