@@ -116,3 +116,20 @@ def test_impersonate_and_notebook_call_the_hooks_in_the_flows_order(recorded):
     list(runtime.generate("owner", "In the beginning", PARAMS))
     # No extension here writes replies itself: the Notebook's flow without custom_generate_reply.
     assert in_order(calls) == tuple(h for h in FLOWS["Notebook"] if h != "custom_generate_reply")
+
+
+def test_the_api_calls_the_hooks_in_the_flows_order(recorded):
+    import httpx
+
+    from tests.conftest import TINY, free_port
+    from webui.api.openai_api import APIServer
+
+    runtime, calls = recorded
+    server = APIServer(runtime, port=free_port())
+    url = server.start()
+    try:
+        body = {"model": TINY, "prompt": "The keeper", "max_tokens": 4, "temperature": 0}
+        assert httpx.post(f"{url}/completions", json=body, timeout=60).status_code == 200
+    finally:
+        server.stop()
+    assert in_order(calls) == FLOWS["API (`/v1/chat/completions`, `/v1/completions`)"]
