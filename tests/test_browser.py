@@ -73,17 +73,21 @@ def test_browser_chat_streams_a_reply_and_contacts_only_loopback(browser, app_ur
     page.keyboard.press("Shift+Enter")
     page.keyboard.type("second line")
     assert box.input_value() == "Hello there\nsecond line"
+    # The page records each length of the streamed copy in the chat as it changes
+    # (in the page itself: polling from here would miss a fast reply's pieces).
+    page.evaluate("""() => {
+      window.__lengths = [];
+      new MutationObserver(() => {
+        const copy = document.querySelector('#chatbot .webui-live');
+        if (copy) window.__lengths.push(copy.textContent.length);
+      }).observe(document.querySelector('#chatbot'), {subtree: true, childList: true, characterData: true});
+    }""")
     page.keyboard.press("Enter")
 
-    # The reply grows inside the chat, as its last message, while the stats say it is running.
-    seen: list[str] = []
-    deadline = time.monotonic() + 90  # bounded: the test ends by itself
-    while time.monotonic() < deadline and not finished(page):
-        seen += [text.strip() for text in page.locator("#chatbot .webui-live").all_inner_texts()]
-        time.sleep(0.05)
-    assert finished(page)
-    growing = sorted({len(text) for text in seen if text})
-    assert len(growing) >= 2, f"the reply should appear piece by piece in the chat, saw {seen[-5:]}"
+    # The reply grows inside the chat, as its last message, until the stats say it ended.
+    assert wait_until(lambda: finished(page), timeout=90)
+    growing = sorted({n for n in page.evaluate("window.__lengths") if n})
+    assert len(growing) >= 2, f"the reply should appear piece by piece in the chat, saw lengths {growing}"
     assert box.input_value() == ""
     chats = runtime.users.get(None).chats
     saved = chats.load(chats.list()[0].id)
