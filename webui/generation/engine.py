@@ -347,18 +347,19 @@ class GenerationEngine:
             self._queue.per_owner = max(1, backend.capabilities.max_batch - 1)
         active: list[_Sequence] = []
         while True:
-            self._drop_cancelled()
-            if not self.manager.swap_waiting():
-                self._admit(loaded, backend, active)
-            if not active:
-                return  # nothing runs: release the model (a load may be waiting)
             try:
+                self._drop_cancelled()
+                if not self.manager.swap_waiting():
+                    self._admit(loaded, backend, active)
+                if not active:
+                    return  # nothing runs: release the model (a load may be waiting)
                 self._step(backend, active)
             except Exception as exc:  # every running request hears why, promptly; none hangs
                 log.exception("a decoding step failed")
                 for seq in list(active):
                     seq.stream._mailbox.finish("error", f"generation failed: {exc.__class__.__name__}: {exc}")
-                    backend.finish(seq.slot, keep=False)
+                    if seq.slot is not None:
+                        backend.finish(seq.slot, keep=False)
                 active.clear()
                 self._running = 0
 
