@@ -55,6 +55,18 @@ def finished(page) -> bool:
     return "tokens/s" in page.locator("#chat-stats").inner_text()
 
 
+def record_stream(page) -> None:
+    """Have the page record each length of the streamed copy in the chat as it changes
+    (window.__lengths): polling from the test would miss a fast reply's pieces."""
+    page.evaluate("""() => {
+      window.__lengths = [];
+      new MutationObserver(() => {
+        const copy = document.querySelector('#chatbot .webui-live');
+        if (copy) window.__lengths.push(copy.textContent.length);
+      }).observe(document.querySelector('#chatbot'), {subtree: true, childList: true, characterData: true});
+    }""")
+
+
 def test_browser_chat_streams_a_reply_and_contacts_only_loopback(browser, app_url, runtime):
     from webui.generation.params import make_params
 
@@ -73,15 +85,7 @@ def test_browser_chat_streams_a_reply_and_contacts_only_loopback(browser, app_ur
     page.keyboard.press("Shift+Enter")
     page.keyboard.type("second line")
     assert box.input_value() == "Hello there\nsecond line"
-    # The page records each length of the streamed copy in the chat as it changes
-    # (in the page itself: polling from here would miss a fast reply's pieces).
-    page.evaluate("""() => {
-      window.__lengths = [];
-      new MutationObserver(() => {
-        const copy = document.querySelector('#chatbot .webui-live');
-        if (copy) window.__lengths.push(copy.textContent.length);
-      }).observe(document.querySelector('#chatbot'), {subtree: true, childList: true, characterData: true});
-    }""")
+    record_stream(page)
     page.keyboard.press("Enter")
 
     # The reply grows inside the chat, as its last message, until the stats say it ended.
@@ -267,13 +271,15 @@ def test_html_and_script_in_messages_stay_inert(browser, app_url, runtime):
 
 
 def test_closing_the_tab_mid_reply_keeps_what_was_written(browser, app_url, runtime):
-    page = browser.new_page()
-    page.goto(app_url)
+    from webui.generation.params import make_params
+
+    runtime.remember(make_params({"seed": 5, "ban_eos_token": True, "max_new_tokens": 400}))  # still going
+    page = open_page(browser, app_url)
     page.locator("#chat-new").click()
     page.locator("#chat-input textarea").fill("Hello there")
+    record_stream(page)
     page.locator("#chat-send").click()
-    assert wait_until(lambda: len(" ".join(page.locator("#chatbot .webui-live").all_inner_texts()).strip()) > 10,
-                      timeout=60)
+    assert wait_until(lambda: max(page.evaluate("window.__lengths"), default=0) > 10, timeout=60)
     page.close()
     chats = runtime.users.get(None).chats
 
