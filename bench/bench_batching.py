@@ -157,17 +157,29 @@ def main() -> None:
     parser = bench_parser(__doc__, rounds=3)
     parser.add_argument("--random-0.5b", dest="half_b", action="store_true",
                         help="measure a ~0.5B-shaped random-weight Llama instead of --model")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
+    parser.add_argument("--parts", default="batching,follow-up,fairness",
+                        help="which measurements, comma-separated (default: all three)")
     parser.set_defaults(tokens=64)
     args = parser.parse_args()
+    if args.threads:
+        # On a loaded machine, two OpenMP threads wait for each other at every matmul of a
+        # batch (a batch-8 matmul then took 5x longer than with one thread): one thread
+        # keeps the ratio about batching, not about the neighbours.
+        torch.set_num_threads(args.threads)
+    parts = set(args.parts.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         model_dir, name = args.model_dir, args.model
         if args.half_b:
             model_dir, name = Path(tmp), build_random_half_b(Path(tmp), args.model_dir / args.model)
         engine = engine_for(model_dir, name, max_batch=8)
         print(f"model: {engine.manager.current.describe()}  threads: {torch.get_num_threads()}")
-        batching(engine, args.tokens, args.rounds)
-        follow_up(model_dir, name, args.rounds)
-        fairness(engine, args.tokens)
+        if "batching" in parts:
+            batching(engine, args.tokens, args.rounds)
+        if "follow-up" in parts:
+            follow_up(model_dir, name, args.rounds)
+        if "fairness" in parts:
+            fairness(engine, args.tokens)
 
 
 if __name__ == "__main__":
