@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from webui.paths import is_plain_name
 
 # Which dialect of sampling fields the engine speaks (webui/remote/capabilities.py).
-EngineKind = Literal["openai", "vllm", "llama.cpp", "llama-cpp-python"]
+EngineKind = Literal["openai", "vllm", "llama.cpp", "llama-cpp-python", "webui"]
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
