@@ -32,7 +32,6 @@ from webui.model_manager import ModelBusy
 from webui.model_settings import ModelSettings
 from webui.paths import NameRefused
 from webui.generation.params import ParamsError, SamplingParams, changed_fields, make_params
-from webui.remote.client import RemoteError
 from webui.remote.engine import ChatMessages, RemoteModel
 from webui.runtime import Runtime
 
@@ -46,6 +45,23 @@ class APIError(Exception):
     def response(self) -> JSONResponse:
         body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
         return JSONResponse(body, status_code=self.status)
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A StreamingResponse that closes its body generator when the response ends.
+
+    When the client disconnects while Starlette is sending a chunk, the task is
+    cancelled with our generator paused at a `yield`; its `finally` (which stops the
+    generation) would then wait for the garbage collector, and the model (or a remote
+    engine behind us) would go on generating for nobody.  Closing it here runs that
+    `finally` at once.
+    """
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()
 
 
 class ChatMessage(BaseModel):
@@ -313,14 +329,15 @@ def build_api(runtime: Runtime) -> FastAPI:
         created = int(time.time())
         kind = "chat.completion" if chat else "text_completion"
         if body.stream:
-            return StreamingResponse(
+            return ClosingStreamingResponse(
                 stream_events(request, body, prompt, params, count, chat, rid, created, key_label(request.headers)),
                 media_type="text/event-stream", headers={"cache-control": "no-cache"},
             )
         choices, prompt_tokens, completion_tokens = [], 0, 0
         for index in range(body.n):
             seeded = params if params.seed < 0 else make_params({"seed": params.seed + index}, base=params)
-            text, stats, entries = await run_to_end(request, body.model, prompt, seeded, count)
+            text, stats, entries = await run_to_end(request, body.model, prompt, seeded, count,
+                                                    isinstance(target, RemoteModel))
             text = modified_output(text, seeded, chat)
             prompt_tokens = stats.prompt_tokens
             completion_tokens += stats.new_tokens
@@ -345,7 +362,8 @@ def build_api(runtime: Runtime) -> FastAPI:
         except GenerationError as exc:  # the model went away between the check and the start
             raise APIError(404, str(exc), param="model", code="model_not_found") from exc
 
-    async def run_to_end(request: Request, model: str, prompt: Any, params: SamplingParams, logprobs: int | None):
+    async def run_to_end(request: Request, model: str, prompt: Any, params: SamplingParams, logprobs: int | None,
+                         remote: bool):
         owner = f"api-{uuid.uuid4().hex}"
         stream = start(owner, model, prompt, params, logprobs)
         pieces = []
@@ -354,9 +372,9 @@ def build_api(runtime: Runtime) -> FastAPI:
                 pieces.append(piece)
                 if await request.is_disconnected():
                     break
-        except RemoteError as exc:  # the engine behind us failed, not this server
-            raise APIError(502, str(exc), "server_error", code="remote_engine_error") from exc
         except GenerationError as exc:
+            if remote:  # the engine behind us failed (down, slow, nonsense), not this server
+                raise APIError(502, str(exc), "server_error", code="remote_engine_error") from exc
             raise APIError(500, str(exc), "server_error") from exc
         finally:
             runtime.stop(owner)  # a no-op when it finished; frees the model when the client left
