@@ -262,3 +262,24 @@ def test_the_chatbots_trash_button_starts_a_new_chat_and_deletes_nothing(client,
     shown = client.predict(api_name="/chat_clear")
     assert texts(shown[V_CHATBOT]) == []
     assert kept in {s.id for s in chats.list()}
+
+
+def test_two_browser_sessions_chat_at_once_in_one_batch(app_url, runtime, chats):
+    """Gradio hands both tabs' requests to the engine, which decodes them together."""
+    from tests.test_app_client import controls
+
+    clients = [Client(app_url, verbose=False) for _ in range(2)]
+    for client in clients:
+        client.predict(*controls(max_new_tokens=400, ban_eos_token=True, seed=3), api_name="/set_params")
+    most = 0
+
+    def peak() -> bool:
+        nonlocal most
+        most = max(most, runtime.engine.running)
+        return most >= 2
+
+    jobs = [client.submit(f"Tell me about the sea, part {i}", api_name="/chat_send") for i, client in enumerate(clients)]
+    assert wait_for(peak, timeout=120), "the second tab's reply waited for the first to finish"
+    for job in jobs:
+        job.result()
+    assert all("tokens/s" in job.outputs()[-1][STATS] for job in jobs)

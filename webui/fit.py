@@ -20,17 +20,23 @@ them.  Tests hold the estimate to within 10% of the bytes a loaded tiny model ho
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from webui.loaders.base import LoadError
+from webui.loaders.base import LoadError, ModelRefused
 
 log = logging.getLogger(__name__)
 
 GIB = 1 << 30
+# The deepest published models have a few hundred layers.  Building even the meta
+# skeleton of millions of layers takes minutes, so a count past this is refused first.
+MAX_LAYERS = 4096
+MAX_CONFIG_BYTES = 16 << 20
 BLOCK_4BIT = 64  # bitsandbytes' default 4-bit block size
 DOUBLE_QUANT_GROUP = 256
 
@@ -101,10 +107,72 @@ def available_ram() -> int:
         return 0
 
 
+def config_floor(folder: Path) -> tuple[int, int]:
+    """(parameters at least, layers) from config.json's numbers alone, nothing built.
+
+    A lower bound, so it never refuses a model that fits: per layer the query and
+    output projections (2·h²) and an up and a down projection (2·h·i), plus one
+    embedding table (v·h).  Key/value projections, gates, extra experts and norms only
+    add to that.  Multimodal configs keep the text model's numbers in `text_config`.
+    """
+    path = folder / "config.json"
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ModelRefused(f"{folder.name}: config.json is larger than {MAX_CONFIG_BYTES >> 20} MB")
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ModelRefused(f"{folder.name}: config.json cannot be read ({exc.__class__.__name__})") from None
+    if not isinstance(config, dict):
+        raise ModelRefused(f"{folder.name}: config.json must hold a JSON object")
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+
+    def number(*names: str) -> int:
+        for name in names:
+            value = text.get(name, config.get(name))
+            if isinstance(value, int) and not isinstance(value, bool):
+                if value < 0:
+                    raise ModelRefused(f"{folder.name}: config.json's {name} is negative")
+                return value
+        return 0
+
+    hidden = number("hidden_size", "n_embd", "d_model")
+    layers = number("num_hidden_layers", "n_layer", "num_layers")
+    inner = number("intermediate_size", "n_inner", "ffn_dim")
+    vocab = number("vocab_size")
+    return vocab * hidden + layers * (2 * hidden * hidden + 2 * hidden * inner), layers
+
+
+def refuse_impossible(folder: Path, *, bytes_per_parameter: float, disk: Path | None = None,
+                      memory: Memory | None = None) -> None:
+    """Refuse, fast, a config that no memory here could hold (or absurdly deep), before
+    anything is built from it: otherwise a few bytes of config.json can keep a load
+    building layers for minutes (docs/SECURITY.md, "Model files")."""
+    floor, layers = config_floor(folder)
+    if layers > MAX_LAYERS:
+        raise ModelRefused(f"{folder.name}: config.json asks for {layers:,} layers (at most {MAX_LAYERS:,} here)")
+    memory = memory or Memory.detect()
+    room = sum(free for _, free in memory.gpus) + memory.ram + (disk_free(disk) if disk else 0)
+    need = int(floor * bytes_per_parameter)
+    if need > room:
+        raise ModelRefused(
+            f"{folder.name}: config.json describes at least {floor / 1e9:,.1f}B parameters ({gib(need)} of "
+            f"weights), more than the {gib(room)} of memory this machine has free"
+        )
+
+
+def disk_free(folder: Path) -> int:
+    """Free bytes on the disk that holds `folder` (or its nearest existing parent)."""
+    for where in (folder, *folder.parents):
+        if where.exists():
+            return shutil.disk_usage(where).free
+    return 0
+
+
 def read_shape(folder: Path, trust_remote_code: bool = False) -> ModelShape:
     """Build the model on the meta device (no memory) and count what it holds."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    refuse_impossible(folder, bytes_per_parameter=0.5)  # the smallest (4-bit) load
     try:
         config = AutoConfig.from_pretrained(folder, local_files_only=True, trust_remote_code=trust_remote_code)
         with torch.device("meta"):

@@ -30,9 +30,9 @@ from pathlib import Path
 from webui.paths import NameRefused, new_entry
 
 # GitHub-like: each part starts with a letter or digit; at most 96 characters each.
-REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
-REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}$")
-PATTERN = re.compile(r"^[A-Za-z0-9_.*?\-\[\]/]{1,128}$")
+REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}")
+REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}")
+PATTERN = re.compile(r"[A-Za-z0-9_.*?\-\[\]/]{1,128}")
 PICKLE_GLOBS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 # What a Transformers folder needs; weights as safetensors.  Other formats (TF, Flax,
 # ONNX, GGUF) and remote code are left behind unless the user names them.
@@ -54,12 +54,12 @@ class DownloadRequest:
     allow_pickle: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.repo_id, str) or not REPO_ID.match(self.repo_id) or ".." in self.repo_id:
+        if not isinstance(self.repo_id, str) or not REPO_ID.fullmatch(self.repo_id) or ".." in self.repo_id:
             raise DownloadError("give the model as org/name (letters, digits, '.', '-', '_')")
-        if not isinstance(self.revision, str) or not REVISION.match(self.revision) or ".." in self.revision:
+        if not isinstance(self.revision, str) or not REVISION.fullmatch(self.revision) or ".." in self.revision:
             raise DownloadError("invalid revision: a branch, tag or commit name")
         for pattern in self.patterns:
-            if not isinstance(pattern, str) or not PATTERN.match(pattern) or ".." in pattern or pattern[0] == "/":
+            if not isinstance(pattern, str) or not PATTERN.fullmatch(pattern) or ".." in pattern or pattern[0] == "/":
                 raise DownloadError(f"invalid file pattern: {pattern!r}")
 
     @property

@@ -11,8 +11,13 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-# Plain names: letters, digits, space, dot, dash, underscore; no leading dot.
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9 ._\-]{0,127}$")
+# Plain names: letters, digits, space, dot, dash, underscore; no leading dot, and no
+# trailing dot or space (Windows drops them, so "a." and "a" would be one file).
+# Always used with fullmatch: `$` would also match before a trailing newline.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9 ._\-]{0,126}[A-Za-z0-9_\-])?")
+# Device names Windows reserves in every folder, with any extension ("NUL.txt" is NUL).
+_RESERVED = re.compile(r"(?:CON|PRN|AUX|NUL|COM[0-9\u00b9\u00b2\u00b3]|LPT[0-9\u00b9\u00b2\u00b3])(?:\..*)?",
+                       re.IGNORECASE)
 
 
 class NameRefused(ValueError):
@@ -20,7 +25,8 @@ class NameRefused(ValueError):
 
 
 def is_plain_name(name: object) -> bool:
-    return isinstance(name, str) and bool(_PLAIN_NAME.match(name)) and ".." not in name
+    return (isinstance(name, str) and _PLAIN_NAME.fullmatch(name) is not None and ".." not in name
+            and _RESERVED.fullmatch(name) is None)
 
 
 def list_entries(folder: Path, *, suffixes: Iterable[str] = (), dirs: bool = False) -> dict[str, Path]:
@@ -54,6 +60,7 @@ def new_entry(folder: Path, name: object, suffix: str, what: str) -> Path:
     """Path for saving a new entry named by the user: a plain name, directly in `folder`."""
     if not is_plain_name(name):
         raise NameRefused(
-            f"invalid {what} name: use letters, digits, spaces, '.', '-' or '_' (at most 128, no leading dot)"
+            f"invalid {what} name: use letters, digits, spaces, '.', '-' or '_' (at most 128, no leading dot, "
+            "no trailing dot or space, not a reserved device name such as CON or NUL)"
         )
     return folder / f"{name}{suffix}"

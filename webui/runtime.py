@@ -40,7 +40,7 @@ from webui.presets import PresetLibrary, model_defaults, preset_delta
 from webui.remote.engine import RemoteModel
 from webui.remote.routing import RemoteEngines, SessionChoices
 from webui.settings import LoaderSettings, Settings, SettingsError, read_yaml_mapping
-from webui.storage import atomic_write_text
+from webui.storage import atomic_write_text, remove_stale_temporaries
 from webui.userdata import UserSpaces
 
 log = logging.getLogger(__name__)
@@ -351,6 +351,9 @@ def build_runtime(
     generation_config.json.
     """
     notes = list(warnings or [])
+    stale = remove_stale_temporaries(settings.user_data_dir)
+    if stale:
+        log.info("removed %d unfinished temporary files from an earlier run", stale)
     extensions = build_extensions(settings)
     registry = registry or default_registry(serving_options(settings))
     extensions.register_loaders(registry)

@@ -11,13 +11,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from webui.loaders.catalog import BUILTIN_SCHEMAS
 from webui.loaders.options import flat_model, merged_specs
 from webui.paths import is_plain_name
 from webui.remote.config import RemoteEngineConfig, from_flag
+from webui.safe_yaml import YAMLRefused, load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -191,9 +191,11 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     try:
         if path.stat().st_size > MAX_YAML_BYTES:
             raise SettingsError(f"{path.name}: larger than {MAX_YAML_BYTES} bytes")
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        data = load_yaml(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
         raise SettingsError(f"{path.name}: cannot be read as YAML ({exc.__class__.__name__})") from exc
+    except YAMLRefused as exc:  # the message names the problem, never the (expanded) content
+        raise SettingsError(f"{path.name}: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):

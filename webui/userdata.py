@@ -10,6 +10,7 @@ authenticated, never from anything in a request.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from webui.paths import is_plain_name
 from webui.settings import SettingsError, read_yaml_mapping
 from webui.storage import atomic_write_text
 
+log = logging.getLogger(__name__)
 
 # Key in recent.yaml for the last character; parentheses never occur in character names.
 LAST_CHARACTER = "(last character)"
@@ -75,10 +77,15 @@ class UserSpace:
         return chosen if isinstance(chosen, str) and chosen in {c.id for c in self.chats.list(character)} else None
 
     def remember_chat(self, character: str, chat_id: str) -> None:
+        """Note the conversation last opened.  A convenience only: opening a chat must
+        work on a full or read-only disk, so a failed write is logged, not raised."""
         recent = self._recent()
         if recent.get(character) != chat_id or recent.get(LAST_CHARACTER) != character:
             recent.update({character: chat_id, LAST_CHARACTER: character})
-            atomic_write_text(self._recent_file, yaml.safe_dump(recent, allow_unicode=True))
+            try:
+                atomic_write_text(self._recent_file, yaml.safe_dump(recent, allow_unicode=True))
+            except OSError as exc:
+                log.warning("which chat was open last is not remembered: %s", exc.strerror or exc)
 
 
 class UserSpaces:

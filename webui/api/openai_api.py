@@ -18,22 +18,25 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from webui.api.security import GuardMiddleware, key_matches, presented_key
+from webui.api.disconnect import on_disconnect
+from webui.api.docs_page import docs_html
+from webui.api.security import GuardMiddleware, KeyMiddleware
 from webui.api.usage import key_label
 from webui.chat.prompt import PromptError, render_chat_prompt
 from webui.generation.chain import token_ids
 from webui.generation.engine import GenerationError, QueueFull
-from webui.loaders.base import LoadError
+from webui.loaders.base import LoadError, ModelRefused
 from webui.model_manager import ModelBusy
 from webui.model_settings import ModelSettings
 from webui.paths import NameRefused
 from webui.generation.params import ParamsError, SamplingParams, changed_fields, make_params
 from webui.remote.engine import ChatMessages, RemoteModel
 from webui.runtime import Runtime
+from webui.text_check import InvalidText, check_text
 
 
 class APIError(Exception):
@@ -47,31 +50,34 @@ class APIError(Exception):
         return JSONResponse(body, status_code=self.status)
 
 
-class ClosingStreamingResponse(StreamingResponse):
-    """A StreamingResponse that closes its body generator when the response ends.
+class CheckedText(BaseModel):
+    """A request body whose every string is checked (webui/text_check.py) before the
+    fields are: a lone surrogate is a 400 here, not a failure inside a tokenizer."""
 
-    When the client disconnects while Starlette is sending a chunk, the task is
-    cancelled with our generator paused at a `yield`; its `finally` (which stops the
-    generation) would then wait for the garbage collector, and the model (or a remote
-    engine behind us) would go on generating for nobody.  Closing it here runs that
-    `finally` at once.
-    """
-
-    async def __call__(self, scope, receive, send) -> None:
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
         try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.body_iterator.aclose()
+            check_text(data, "the request")
+        except InvalidText as exc:
+            raise ValueError(str(exc)) from None
+        return data
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None  # a string or nothing: a number here is refused, not joined
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "user", "assistant", "developer"]
-    content: str | list[dict[str, Any]] | None = ""
+    content: str | list[ContentPart] | None = ""
 
     def text(self) -> str:
         if isinstance(self.content, list):  # OpenAI content parts: keep the text ones
-            return "".join(p.get("text", "") for p in self.content if p.get("type") == "text")
+            return "".join(p.text or "" for p in self.content if p.type == "text")
         return self.content or ""
 
 
@@ -79,7 +85,7 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class CompletionBase(BaseModel):
+class CompletionBase(CheckedText):
     """OpenAI's common fields; anything else must be one of our sampling parameters."""
 
     model_config = ConfigDict(extra="allow")
@@ -146,8 +152,17 @@ class CompletionRequest(CompletionBase):
     prompt: str | list[str]
     echo: bool = False
 
+    @field_validator("prompt")
+    @classmethod
+    def _not_empty(cls, value: str | list[str]) -> str | list[str]:
+        # An empty prompt gives the model nothing to continue (not even a BOS token
+        # when the tokenizer adds none): refuse it rather than fail inside generation.
+        if not value or (isinstance(value, list) and not all(value)):
+            raise ValueError("must not be empty")
+        return value
 
-class LoadRequest(ModelSettings):
+
+class LoadRequest(ModelSettings, CheckedText):
     """A model name plus the per-model settings a request may set.  ModelSettings forbids
     unknown keys, so trust_remote_code, pickle or raw flags are refused (HOSTILE.md 6)."""
 
@@ -157,19 +172,20 @@ class LoadRequest(ModelSettings):
         return ModelSettings(**self.model_dump(exclude={"model"}, exclude_none=True))
 
 
-class TextRequest(BaseModel):
+class TextRequest(CheckedText):
     model_config = ConfigDict(extra="forbid")
     text: str = Field(max_length=200_000)
 
 
-class TokensRequest(BaseModel):
+class TokensRequest(CheckedText):
     model_config = ConfigDict(extra="forbid")
     tokens: list[int] = Field(max_length=200_000)
 
 
 def build_api(runtime: Runtime) -> FastAPI:
     settings = runtime.settings
-    api = FastAPI(title="webui OpenAI-compatible API", version="1", docs_url="/v1/docs",
+    # FastAPI's docs pages load their scripts from a CDN; /v1/docs is our own page.
+    api = FastAPI(title="webui OpenAI-compatible API", version="1", docs_url=None,
                   openapi_url="/v1/openapi.json", redoc_url=None)
 
     @api.exception_handler(APIError)
@@ -183,27 +199,18 @@ def build_api(runtime: Runtime) -> FastAPI:
         return APIError(400, f"{param}: {first['msg']}" if param else first["msg"], param=param,
                         code="invalid_value").response()
 
-    @api.middleware("http")
-    async def _authenticate(request: Request, call_next):
-        if request.url.path.startswith("/v1/internal/"):
-            if not settings.admin_key or not key_matches(presented_key(request.headers), settings.admin_key):
-                return APIError(401, "a valid admin key is required", "authentication_error",
-                                code="invalid_api_key").response()
-        elif settings.api_key and not key_matches(presented_key(request.headers), settings.api_key):
-            return APIError(401, "a valid API key is required", "authentication_error",
-                            code="invalid_api_key").response()
-        if request.method == "POST" and not request.headers.get("content-type", "").startswith("application/json"):
-            # A cross-site form post cannot send JSON without a CORS preflight we never grant.
-            return APIError(415, "send the request body as application/json").response()
-        return await call_next(request)
-
     # Middleware added later wraps the earlier: Host and size checks first, then CORS
     # (so a browser's preflight, which carries no key, is answered), then the keys.
+    api.add_middleware(KeyMiddleware, api_key=settings.api_key, admin_key=settings.admin_key)
     if settings.api_cors_origins:
         # An explicit allowlist only; never "*" (HOSTILE.md 12).
         api.add_middleware(CORSMiddleware, allow_origins=list(settings.api_cors_origins),
                            allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type", "x-api-key"])
     api.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback)
+
+    @api.get("/v1/docs", include_in_schema=False)
+    async def docs_page():
+        return HTMLResponse(docs_html(api.openapi()))
 
     def model_card(name: str, owner: str = "local") -> dict[str, Any]:
         return {"id": name, "object": "model", "created": 0, "owned_by": owner}
@@ -230,8 +237,7 @@ def build_api(runtime: Runtime) -> FastAPI:
             raise APIError(503, "no model is loaded", "server_error", code="model_not_loaded")
         here = f"the loaded model is '{loaded.name}'" if loaded else "no local model is loaded"
         here += "".join(f"; {problem}" for problem in runtime.remotes.problems.values())
-        raise APIError(404, f"the model '{requested}' is not loaded and no remote engine serves it; {here}",
-                       param="model", code="model_not_found")
+        raise APIError(404, f"the model '{requested}' is not loaded; {here}", param="model", code="model_not_found")
 
     @api.get("/v1/models")
     async def list_models():
@@ -266,13 +272,16 @@ def build_api(runtime: Runtime) -> FastAPI:
         except ParamsError as exc:
             raise APIError(400, str(exc), param=str(exc).split(":")[0], code="invalid_value") from exc
         prompt_tokens = len(loaded.tokenizer(prompt)["input_ids"])
-        room = loaded.context_length - prompt_tokens
+        # truncation_length shortens the context the engine uses; the prompt must fit it.
+        context = min(params.truncation_length or loaded.context_length, loaded.context_length)
+        limit = "truncation_length" if context < loaded.context_length else "messages"
+        room = context - prompt_tokens
         if body.max_tokens is None and body.max_completion_tokens is None and room > 0:
             return make_params({"max_new_tokens": min(room, SamplingParams().max_new_tokens)}, base=params)
         if params.max_new_tokens > room:
             raise APIError(
-                400, f"this model's context is {loaded.context_length} tokens; the prompt has {prompt_tokens} and "
-                f"max_tokens asks for {params.max_new_tokens} more", param="messages", code="context_length_exceeded",
+                400, f"the context is {context} tokens; the prompt has {prompt_tokens} and "
+                f"max_tokens asks for {params.max_new_tokens} more", param=limit, code="context_length_exceeded",
             )
         return params
 
@@ -321,7 +330,8 @@ def build_api(runtime: Runtime) -> FastAPI:
     async def respond(request: Request, body: CompletionBase, prompt: Any, params: SamplingParams, chat: bool,
                       target: Any):
         count = body.logprob_count()  # a bad logprobs request is refused before any stream starts
-        capabilities = target.capabilities if isinstance(target, RemoteModel) else target.backend.capabilities
+        remote = isinstance(target, RemoteModel)
+        capabilities = target.capabilities if remote else target.backend.capabilities
         if count is not None and not capabilities.logprobs:
             raise APIError(400, "this model's backend cannot report log-probabilities", param="logprobs",
                            code="unsupported_parameter")
@@ -329,15 +339,19 @@ def build_api(runtime: Runtime) -> FastAPI:
         created = int(time.time())
         kind = "chat.completion" if chat else "text_completion"
         if body.stream:
-            return ClosingStreamingResponse(
+            return StreamingResponse(
                 stream_events(request, body, prompt, params, count, chat, rid, created, key_label(request.headers)),
                 media_type="text/event-stream", headers={"cache-control": "no-cache"},
             )
         choices, prompt_tokens, completion_tokens = [], 0, 0
-        for index in range(body.n):
-            seeded = params if params.seed < 0 else make_params({"seed": params.seed + index}, base=params)
-            text, stats, entries = await run_to_end(request, body.model, prompt, seeded, count,
-                                                    isinstance(target, RemoteModel))
+        owner = f"api-{uuid.uuid4().hex}"
+        async with on_disconnect(request.receive, lambda: runtime.stop(owner)) as gone:
+            results = []
+            for seeded in choice_params(params, body.n):  # every choice's values are checked first
+                if gone.is_set():
+                    raise APIError(499, "the client closed the request", code="client_closed")
+                results.append((seeded, await run_to_end(owner, body.model, prompt, seeded, count, remote)))
+        for index, (seeded, (text, stats, entries)) in enumerate(results):
             text = modified_output(text, seeded, chat)
             prompt_tokens = stats.prompt_tokens
             completion_tokens += stats.new_tokens
@@ -362,16 +376,26 @@ def build_api(runtime: Runtime) -> FastAPI:
         except GenerationError as exc:  # the model went away between the check and the start
             raise APIError(404, str(exc), param="model", code="model_not_found") from exc
 
-    async def run_to_end(request: Request, model: str, prompt: Any, params: SamplingParams, logprobs: int | None,
+    def choice_params(params: SamplingParams, n: int) -> list[SamplingParams]:
+        """The values for each of `n` choices: a fixed seed counts up, so each choice
+        differs and the request is still reproducible.  All are validated before the
+        first choice runs, so a seed that would pass the maximum is a 400, not a 500
+        after work was done."""
+        if params.seed < 0:
+            return [params] * n
+        try:
+            return [make_params({"seed": params.seed + index}, base=params) for index in range(n)]
+        except ParamsError as exc:
+            raise APIError(400, f"seed: with n={n} the seeds count up from seed, and {exc}", param="seed",
+                           code="invalid_value") from exc
+
+    async def run_to_end(owner: str, model: str, prompt: Any, params: SamplingParams, logprobs: int | None,
                          remote: bool):
-        owner = f"api-{uuid.uuid4().hex}"
         stream = start(owner, model, prompt, params, logprobs)
         pieces = []
         try:
             async for piece in iterate_in_threadpool(iter(stream)):
                 pieces.append(piece)
-                if await request.is_disconnected():
-                    break
         except GenerationError as exc:
             if remote:  # the engine behind us failed (down, slow, nonsense), not this server
                 raise APIError(502, str(exc), "server_error", code="remote_engine_error") from exc
@@ -412,8 +436,13 @@ def build_api(runtime: Runtime) -> FastAPI:
             if chat:
                 yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
                               "logprobs": None}])
-            async for piece in iterate_in_threadpool(iter(stream)):
-                yield event([choice(piece, None)])
+            # A reply may hold text back for a while (a stop string forming); the
+            # watcher cancels within a step even when nothing is being sent.
+            async with on_disconnect(request.receive, lambda: runtime.stop(owner)) as gone:
+                async for piece in iterate_in_threadpool(iter(stream)):
+                    yield event([choice(piece, None)])
+            if gone.is_set():
+                return
             stats = stream.stats
             runtime.usage.add(key, stats.prompt_tokens, stats.new_tokens)
             yield event([choice(None if chat else "", "length" if stats.finish_reason == "length" else "stop")])
@@ -440,6 +469,8 @@ def build_api(runtime: Runtime) -> FastAPI:
             raise APIError(404, str(exc), param="model", code="model_not_found") from exc
         except ModelBusy as exc:
             raise APIError(503, str(exc), "server_error", code="server_busy") from exc
+        except ModelRefused as exc:  # broken files or an impossible size: the request's fault
+            raise APIError(400, str(exc), param="model", code="model_refused") from exc
         except LoadError as exc:
             raise APIError(500, str(exc), "server_error", code="load_failed") from exc
         return {"loaded": runtime.models.current.describe()}

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
-from urllib.parse import urlsplit
+import re
+from collections.abc import Mapping
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -30,59 +33,143 @@ def presented_key(headers) -> str | None:
     return headers.get("x-api-key")
 
 
-def host_name(host_header: str) -> str:
-    return (urlsplit(f"//{host_header}").hostname or "").lower()
+# RFC 9110's Host: a name or IPv4 address, or an IPv6 address in brackets, then an
+# optional port.  Nothing else: no userinfo ("evil.com@127.0.0.1"), no fragment
+# ("localhost#.evil.com"), no port that is not a number ("127.0.0.1:abc").
+_HOST = re.compile(r"(?P<name>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[(?P<ip6>[0-9A-Fa-f:.]{2,45})\])"
+                   r"(?::(?P<port>[0-9]{1,5}))?")
+
+
+def host_name(host_header: str) -> str | None:
+    """The host a Host header names, lower-cased; None unless the header is well formed."""
+    match = _HOST.fullmatch(host_header)
+    if match is None or (match["port"] is not None and not 0 < int(match["port"]) <= 65535):
+        return None
+    if match["ip6"] is not None:
+        try:
+            return str(ipaddress.IPv6Address(match["ip6"]))
+        except ValueError:
+            return None
+    return match["name"].lower()
 
 
 class GuardMiddleware:
-    """Refuse, before any route runs: a non-loopback Host on a loopback-bound server
-    (DNS rebinding, HOSTILE.md 13) and bodies over the size cap (HOSTILE.md 11-15;
-    `max_body=None` leaves the size to the app).  Used by the API and the UI."""
+    """Refuse, before any route runs: a Host header that is malformed, or not a loopback
+    name on a loopback-bound server (DNS rebinding; docs/SECURITY.md), and bodies over the
+    size cap (docs/SECURITY.md).  Used by the API and the UI.
 
-    def __init__(self, app: ASGIApp, loopback_only: bool, max_body: int | None = MAX_BODY_BYTES):
+    `max_body` caps every request; `large_bodies` raises the cap for paths starting
+    with a prefix (the UI's upload route).  A body without Content-Length (chunked) is
+    read here, up to the cap, before the app sees it: refused with 413 once it passes
+    the cap, rather than failing inside the app's body parser as a 400.
+    """
+
+    def __init__(self, app: ASGIApp, loopback_only: bool, max_body: int | None = MAX_BODY_BYTES,
+                 large_bodies: Mapping[str, int] | None = None):
         self.app = app
         self.loopback_only = loopback_only
         self.max_body = max_body
+        self.large_bodies = dict(large_bodies or {})
+
+    def limit(self, path: str) -> int | None:
+        return next((cap for prefix, cap in self.large_bodies.items() if path.startswith(prefix)), self.max_body)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        hosts = [v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"host"]
+        name = host_name(hosts[0]) if len(hosts) == 1 else None
+        if self.loopback_only and name not in LOOPBACK_NAMES:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            else:
+                await _refuse(send, 403, "host not allowed", "invalid_request_error", "forbidden_host")
+            return
+        cap = self.limit(scope.get("path", ""))
+        if scope["type"] != "http" or cap is None:
+            await self.app(scope, receive, send)
+            return
+        lengths = [v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"content-length"]
+        if lengths:
+            # The server holds a body to its Content-Length, so checking the header is enough.
+            if len(lengths) > 1 or not lengths[0].isdigit() or int(lengths[0]) > cap:
+                await _too_large(send, cap)
+                return
+            await self.app(scope, receive, send)
+            return
+        body, complete = await _read_body(receive, cap)
+        if not complete:
+            await _too_large(send, cap)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+
+class KeyMiddleware:
+    """API keys: `/v1/internal/` needs the admin key, everything else the API key (when
+    one is set).  POST bodies must be JSON, which a cross-site form cannot send without
+    a CORS preflight we never grant.  A plain ASGI middleware, not Starlette's
+    BaseHTTPMiddleware, which would sit between the routes and the client's
+    disconnect message."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None, admin_key: str | None):
+        self.app = app
+        self.api_key = api_key
+        self.admin_key = admin_key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.loopback_only and host_name(headers.get("host", "")) not in LOOPBACK_NAMES:
-            await _refuse(send, 403, "host not allowed", "invalid_request_error", "forbidden_host")
+        headers = Headers(scope=scope)
+        if scope["path"].startswith("/v1/internal/"):
+            if not self.admin_key or not key_matches(presented_key(headers), self.admin_key):
+                await _refuse(send, 401, "a valid admin key is required", "authentication_error", "invalid_api_key")
+                return
+        elif self.api_key and not key_matches(presented_key(headers), self.api_key):
+            await _refuse(send, 401, "a valid API key is required", "authentication_error", "invalid_api_key")
             return
-        if self.max_body is None:
-            await self.app(scope, receive, send)
+        if scope["method"] == "POST" and not headers.get("content-type", "").startswith("application/json"):
+            await _refuse(send, 415, "send the request body as application/json", "invalid_request_error", None)
             return
-        length = headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            await _refuse(send, 413, f"request body over {self.max_body} bytes", "invalid_request_error",
-                          "body_too_large")
-            return
-        received = 0
-
-        async def capped_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise BodyTooLarge
-            return message
-
-        try:
-            await self.app(scope, capped_receive, send)
-        except BodyTooLarge:
-            await _refuse(send, 413, f"request body over {self.max_body} bytes", "invalid_request_error",
-                          "body_too_large")
+        await self.app(scope, receive, send)
 
 
-class BodyTooLarge(Exception):
-    pass
+async def _read_body(receive: Receive, cap: int) -> tuple[bytes, bool]:
+    """The whole body, or (what was read, False) as soon as it passes `cap` or the client leaves."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"", False
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > cap:
+            return b"", False
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), True
 
 
-async def _refuse(send: Send, status: int, message: str, kind: str, code: str) -> None:
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the app the body read already, then the client's later messages."""
+    sent = False
+
+    async def replayed():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+async def _too_large(send: Send, cap: int) -> None:
+    await _refuse(send, 413, f"request body over {cap} bytes", "invalid_request_error", "body_too_large")
+
+
+async def _refuse(send: Send, status: int, message: str, kind: str, code: str | None) -> None:
     body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})

@@ -16,11 +16,17 @@ import struct
 import zlib
 from typing import Any
 
+from webui.safe_yaml import MAX_DEPTH, nesting_depth
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_CARD_FILE_BYTES = 20 << 20
 MAX_CARD_JSON_BYTES = 4 << 20
 MAX_PICTURE_PIXELS = 4096 * 4096
 CARD_CHUNK_KEYS = ("ccv3", "chara")  # preference order
+
+
+# The card sits a few levels down in the character's YAML; MAX_DEPTH bounds that file.
+MAX_CARD_DEPTH = MAX_DEPTH // 2
 
 
 class CardError(ValueError):
@@ -46,6 +52,12 @@ def read_card(data: bytes) -> dict[str, Any]:
         card = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CardError(f"the card is not valid JSON: {exc}") from exc
+    except RecursionError:
+        card = None
+    if card is None or nesting_depth(card) > MAX_CARD_DEPTH:
+        # The character is saved as YAML, which is read back with a nesting budget
+        # (webui/safe_yaml.py): refuse here what could be saved but never loaded.
+        raise CardError(f"the card is nested deeper than {MAX_CARD_DEPTH} levels")
     if not isinstance(card, dict):
         raise CardError("the card is not a JSON object")
     return card

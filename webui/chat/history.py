@@ -19,6 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Role = Literal["user", "assistant"]
 ROOT = -1  # the parent id of first messages
+# What a conversation file may hold.  Checked when a file is read AND whenever the
+# conversation changes, so nothing is ever saved that could not be read back.
+MAX_MESSAGE_CHARS = 1_000_000
+MAX_MESSAGES = 100_000
 
 
 class ChatError(ValueError):
@@ -31,9 +35,9 @@ class Message(BaseModel):
     id: int = Field(ge=0)
     parent: int = Field(ge=ROOT)
     role: Role
-    content: str = Field(max_length=1_000_000)
+    content: str = Field(max_length=MAX_MESSAGE_CHARS)
     # What the chat shows, when an extension made it differ from what the model sees.
-    visible: str | None = Field(None, max_length=1_000_000)
+    visible: str | None = Field(None, max_length=MAX_MESSAGE_CHARS)
     created: float = 0.0
     # Generation facts shown next to a reply (tokens, seed, finish reason).
     note: str = ""
@@ -51,7 +55,7 @@ class Conversation(BaseModel):
     character: str = Field("Assistant", max_length=128)
     created: float = Field(default_factory=time.time)
     updated: float = Field(default_factory=time.time)
-    messages: list[Message] = Field(default_factory=list, max_length=100_000)
+    messages: list[Message] = Field(default_factory=list, max_length=MAX_MESSAGES)
     # parent id (as a string: JSON keys) -> the child shown on the active path
     selected: dict[str, int] = Field(default_factory=dict)
 
@@ -128,6 +132,8 @@ class Conversation(BaseModel):
         """Replace a message's text in place (a reply being written, or continued)."""
         for i, message in enumerate(self.messages):
             if message.id == message_id:
+                check_length(content)
+                check_length(visible)
                 update = {"content": content, "visible": None if visible == content else visible}
                 if note is not None:
                     update["note"] = note
@@ -157,8 +163,10 @@ class Conversation(BaseModel):
         """A new conversation holding the active path up to and including `index`."""
         self._at(index)
         copy = Conversation(id=new_id, title=f"{self.title} (fork)"[:200], character=self.character)
-        for message in self.path()[: index + 1]:
-            copy.append(message.role, message.content)
+        # Built in one pass (append walks the path each time: quadratic on a long chat).
+        now = time.time()
+        copy.messages = [Message(id=i, parent=i - 1 if i else ROOT, role=m.role, content=m.content, created=now)
+                         for i, m in enumerate(self.path()[: index + 1])]
         return copy
 
     def touch(self) -> None:
@@ -172,6 +180,11 @@ class Conversation(BaseModel):
         return path[index]
 
     def _add(self, parent: int, role: Role, content: str, visible: str | None = None) -> Message:
+        if len(self.messages) >= MAX_MESSAGES:
+            raise ChatError(f"this conversation holds the most messages one can ({MAX_MESSAGES:,}): "
+                            "fork it from a later message, or start a new one")
+        check_length(content)
+        check_length(visible)
         next_id = max((m.id for m in self.messages), default=-1) + 1
         message = Message(id=next_id, parent=parent, role=role, content=content, created=time.time(),
                           visible=None if visible == content else visible)
@@ -182,3 +195,8 @@ class Conversation(BaseModel):
     def _select(self, message: Message) -> None:
         self.selected = {**self.selected, str(message.parent): message.id}
         self.touch()
+
+
+def check_length(text: str | None) -> None:
+    if text is not None and len(text) > MAX_MESSAGE_CHARS:
+        raise ChatError(f"a message holds at most {MAX_MESSAGE_CHARS:,} characters; this one has {len(text):,}")

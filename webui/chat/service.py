@@ -3,16 +3,20 @@
 A reply is written into the conversation as it streams and the conversation is
 saved when the reply ends, however it ends: finished, stopped, failed, or abandoned
 because the browser tab closed (then the request is cancelled and what was written
-so far is kept).  Reopening the chat shows it.
+so far is kept).  Reopening the chat shows it.  While it streams it is also saved
+every few seconds, so even a killed process keeps most of a long reply.  A reply
+that reaches the length a message may have is stopped there, never saved too long.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 from webui.chat.characters import describe
-from webui.chat.history import ChatError, Conversation, Message
+from webui.chat.history import MAX_MESSAGE_CHARS, ChatError, Conversation, Message
 from webui.chat.prompt import ChatPrompt, ChatSetup
 from webui.chat.store import ChatStore
 from webui.extensions import params_from_state
@@ -22,7 +26,10 @@ from webui.generation.params import SamplingParams
 if TYPE_CHECKING:
     from webui.runtime import Runtime
 
+log = logging.getLogger(__name__)
+
 ReplyAction = Literal["reply", "regenerate", "continue"]
+SAVE_EVERY = 5.0  # seconds between saves of a reply while it streams
 
 
 # -- what extensions see -------------------------------------------------------------------
@@ -82,7 +89,7 @@ class ReplyWriter:
     def __init__(
         self, runtime: Runtime, owner: str, store: ChatStore, conversation: Conversation,
         setup: ChatSetup, params: SamplingParams, action: ReplyAction = "reply", prefix: str = "",
-        user: str | None = None,
+        user: str | None = None, save_every: float = SAVE_EVERY,
     ):
         path = conversation.path()
         if action == "continue":
@@ -99,6 +106,7 @@ class ReplyWriter:
             self.target = conversation.append("assistant", prefix)
         self.runtime, self.store, self.conversation = runtime, store, conversation
         self.action = action
+        self.save_every = save_every
         self.text = self.target.content
         self.state, params = chat_state(runtime, conversation, setup, params, user)
         extensions = runtime.extensions
@@ -132,14 +140,24 @@ class ReplyWriter:
         """The reply so far, each time it grows (or its place in the queue changes)."""
         self._read = True
         pieces = self.stream.updates()
+        saved = time.monotonic()
         try:
             for piece in pieces:
-                if isinstance(piece, str):
-                    self.waiting = None
-                    self.text += piece
-                else:
+                if not isinstance(piece, str):
                     self.waiting = piece.ahead
+                    yield self.text
+                    continue
+                self.waiting = None
+                room = MAX_MESSAGE_CHARS - len(self.text)
+                self.text += piece[:room]
+                if len(piece) > room:
+                    self.error = f"the reply stopped at {MAX_MESSAGE_CHARS:,} characters, the most a message holds"
+                    yield self.text
+                    return  # the finally below cancels the request
                 yield self.text
+                if time.monotonic() - saved >= self.save_every:
+                    self._save_partial()
+                    saved = time.monotonic()
         finally:
             pieces.close()  # a closed tab lands here: cancel the request, keep the text
             self._save()
@@ -160,6 +178,15 @@ class ReplyWriter:
         if info.dropped:
             parts.append(f"⚠️ the oldest {info.dropped} messages were left out to fit the context")
         return "; ".join(parts)
+
+    def _save_partial(self) -> None:
+        """The reply so far, saved while it streams.  A failure (a full disk) is left to
+        the final save to report; streaming goes on."""
+        try:
+            self.conversation.set_content(self.target.id, self.text)
+            self.store.save(self.conversation)
+        except (OSError, ChatError) as exc:
+            log.warning("reply not saved while streaming: %s", exc)
 
     def _save(self) -> None:
         conversation = self.conversation

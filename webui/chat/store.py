@@ -3,13 +3,17 @@
 Ids are random and unguessable (they also name the files), and every id that arrives
 from a request is looked up in this store's own listing before it becomes a path.
 A file that cannot be read (truncated, wrong schema) is renamed aside with a warning,
-so one bad file never hides the others (HOSTILE.md 17).
+so one bad file never hides the others (HOSTILE.md 17); it stays listed for its owner
+(`unreadable`) and `recover` turns it back into a conversation, keeping what can be
+kept.  A save is checked against the same schema first, so nothing is written that
+could not be read back (docs/SECURITY.md, "Conversations").
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -17,7 +21,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from webui.chat.history import Conversation
+from webui.chat.history import MAX_MESSAGE_CHARS, MAX_MESSAGES, ROOT, ChatError, Conversation, Message
 from webui.paths import NameRefused, list_entries, pick
 from webui.settings import describe_validation_error
 from webui.storage import atomic_write_text
@@ -74,8 +78,13 @@ class ChatStore:
         return conversation
 
     def save(self, conversation: Conversation) -> None:
-        """Atomic: a crash mid-save leaves the previous version (HOSTILE.md 26, 27)."""
+        """Atomic: a crash mid-save leaves the previous version (HOSTILE.md 26, 27).
+        Refused (ChatError) if what would be written could not be read back."""
         text = conversation.model_dump_json(indent=1)
+        try:
+            Conversation.model_validate_json(text)
+        except ValidationError as exc:
+            raise ChatError(f"not saved: {describe_validation_error(exc)[:300]}") from None
         atomic_write_text(self.folder / f"{conversation.id}{SUFFIX}", text)
 
     def delete(self, chat_id: object) -> None:
@@ -109,6 +118,24 @@ class ChatStore:
             raise ValueError(f"not an exported conversation: {describe_validation_error(exc)}") from exc
         conversation.touch()  # newest: it shows first in the list
         self.save(conversation)
+        return conversation
+
+    def unreadable(self) -> dict[str, Path]:
+        """Files set aside as unreadable, by a label to show (and to pass to `recover`)."""
+        if not self.folder.is_dir():
+            return {}
+        found = sorted(p for p in self.folder.iterdir() if _ASIDE.fullmatch(p.name) and p.is_file())
+        return {p.name.replace(SUFFIX + ".unreadable-", " set aside at "): p for p in found}
+
+    def recover(self, label: object) -> Conversation:
+        """A set-aside file as a new conversation: its messages that are still valid
+        (cut to the limits), or, when it is not even JSON, its text as one message.
+        The file itself is kept, renamed `.recovered-...`, and no longer listed."""
+        path = pick(label, self.unreadable(), "unreadable conversation")
+        raw = path.read_bytes()[:MAX_CHAT_BYTES]
+        conversation = salvage(raw, new_chat_id())
+        self.save(conversation)
+        path.rename(path.with_name(path.name.replace(".unreadable-", ".recovered-")))
         return conversation
 
     # -- internals -----------------------------------------------------------------
@@ -153,6 +180,40 @@ class ChatStore:
         log.warning(note)
         self.warnings.append(note)
         self._summaries.pop(path, None)
+
+
+# How _set_aside names a file: "<id>.json.unreadable-<seconds>".
+_ASIDE = re.compile(r"[A-Za-z0-9_-]{1,64}\.json\.unreadable-[0-9]{1,12}")
+
+
+def salvage(raw: bytes, chat_id: str) -> Conversation:
+    """What can be kept of an unreadable conversation file, as a valid conversation."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
+        text = raw.decode("utf-8", "replace")[:MAX_MESSAGE_CHARS]
+        conversation = Conversation(id=chat_id, title="Recovered text")
+        conversation.append("user", text)
+        return conversation
+    title = data.get("title") if isinstance(data.get("title"), str) else "Recovered"
+    character = data.get("character") if isinstance(data.get("character"), str) else "Assistant"
+    conversation = Conversation(id=chat_id, title=f"{title[:180]} (recovered)", character=character[:128])
+    kept: dict[int, int] = {}  # old id -> new id, for messages kept so far
+    messages = []
+    for item in data["messages"][:MAX_MESSAGES]:
+        if not isinstance(item, dict) or item.get("role") not in ("user", "assistant"):
+            continue
+        content, old_id, parent = item.get("content"), item.get("id"), item.get("parent", ROOT)
+        if not isinstance(content, str) or not isinstance(old_id, int) or old_id in kept:
+            continue
+        new_parent = kept.get(parent, ROOT) if isinstance(parent, int) else ROOT
+        kept[old_id] = len(messages)
+        messages.append(Message(id=len(messages), parent=new_parent, role=item["role"],
+                                content=content[:MAX_MESSAGE_CHARS], created=time.time()))
+    conversation.messages = messages
+    return conversation
 
 
 def new_chat_id() -> str:

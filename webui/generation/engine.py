@@ -347,25 +347,28 @@ class GenerationEngine:
             self._queue.per_owner = max(1, backend.capabilities.max_batch - 1)
         active: list[_Sequence] = []
         while True:
-            self._drop_cancelled()
-            if not self.manager.swap_waiting():
-                self._admit(loaded, backend, active)
-            if not active:
-                return  # nothing runs: release the model (a load may be waiting)
             try:
+                self._drop_cancelled()
+                if not self.manager.swap_waiting():
+                    self._admit(loaded, backend, active)
+                if not active:
+                    return  # nothing runs: release the model (a load may be waiting)
                 self._step(backend, active)
             except Exception as exc:  # every running request hears why, promptly; none hangs
                 log.exception("a decoding step failed")
                 for seq in list(active):
                     seq.stream._mailbox.finish("error", f"generation failed: {exc.__class__.__name__}: {exc}")
-                    backend.finish(seq.slot, keep=False)
+                    if seq.slot is not None:
+                        backend.finish(seq.slot, keep=False)
                 active.clear()
                 self._running = 0
 
     def _drop_cancelled(self) -> None:
-        for stream in self._queue.remove_if(lambda s: s.request.cancel.cancelled):
+        dropped = self._queue.remove_if(lambda s: s.request.cancel.cancelled)
+        for stream in dropped:
             stream._mailbox.finish("done", GenerationStats(0, 0, 0.0, "cancelled", stream.request.params.seed))
-        self._poke_waiting()
+        if dropped:  # the others moved up a place
+            self._poke_waiting()
 
     def _poke_waiting(self) -> None:
         for stream in self._queue.order(self._owners):

@@ -15,6 +15,11 @@ class LoadError(RuntimeError):
     """A model that cannot be loaded, with a message fit to show the user."""
 
 
+class ModelRefused(LoadError):
+    """Refused before loading (broken files, a size no machine here can hold): the
+    request's fault, so the API answers 400, and nothing was built."""
+
+
 @dataclass
 class LoadedModel:
     """A model ready to generate: what the engine needs, nothing UI-specific."""

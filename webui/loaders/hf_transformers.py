@@ -10,10 +10,12 @@ from pathlib import Path
 
 import torch
 
+from webui.fit import refuse_impossible
 from webui.generation.backend import ServingOptions
-from webui.loaders.base import LoadedModel, LoadError
+from webui.loaders.base import LoadedModel, LoadError, ModelRefused
 from webui.loaders.hf_backend import TransformersBackend
 from webui.loaders.hf_kwargs import Machine, from_pretrained_kwargs
+from webui.loaders.quiet_logs import quiet_chatty_loggers
 from webui.loaders.hf_options import TransformersOptions
 
 log = logging.getLogger(__name__)
@@ -25,28 +27,50 @@ def check_safetensors(path: Path) -> None:
     """Refuse a truncated or corrupt safetensors file before anything loads it.
 
     The format is an 8-byte little-endian header length, a JSON header giving each
-    tensor's byte range, then the data; a file shorter than its last range is truncated.
+    tensor's dtype, shape and byte range, then the data; a file shorter than its last
+    range is truncated.  Every field's type is checked here, so a header of the wrong
+    shape is a clear refusal, not an exception deep in a library.
     """
     try:
         size = path.stat().st_size
         with path.open("rb") as handle:
             raw_len = handle.read(8)
             if len(raw_len) < 8:
-                raise LoadError(f"{path.name} is empty or truncated")
+                raise ModelRefused(f"{path.name} is empty or truncated")
             (header_len,) = struct.unpack("<Q", raw_len)
             if header_len > min(size - 8, 100 << 20):
-                raise LoadError(f"{path.name} has a corrupt header")
+                raise ModelRefused(f"{path.name} has a corrupt header")
             header = json.loads(handle.read(header_len))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise LoadError(f"{path.name} cannot be read as safetensors ({exc})") from exc
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ModelRefused(f"{path.name} cannot be read as safetensors ({exc.__class__.__name__})") from exc
     if not isinstance(header, dict):
-        raise LoadError(f"{path.name} has a corrupt header")
-    data_end = max(
-        (int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"),
-        default=0,
-    )
+        raise ModelRefused(f"{path.name} has a corrupt header")
+    data_end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if not _tensor_entry_ok(entry):
+            raise ModelRefused(f"{path.name} has a corrupt header (tensor entry of the wrong shape or types)")
+        data_end = max(data_end, entry["data_offsets"][1])
     if 8 + header_len + data_end > size:
-        raise LoadError(f"{path.name} is truncated ({size} bytes, needs {8 + header_len + data_end})")
+        raise ModelRefused(f"{path.name} is truncated ({size} bytes, needs {8 + header_len + data_end})")
+
+
+def _tensor_entry_ok(entry: object) -> bool:
+    """{"dtype": str, "shape": [int >= 0, ...], "data_offsets": [begin, end]} with 0 <= begin <= end."""
+    if not isinstance(entry, dict):
+        return False
+    shape, offsets = entry.get("shape"), entry.get("data_offsets")
+    return (
+        isinstance(entry.get("dtype"), str)
+        and isinstance(shape, list) and all(_count(n) for n in shape)
+        and isinstance(offsets, list) and len(offsets) == 2 and all(_count(n) for n in offsets)
+        and offsets[0] <= offsets[1]
+    )
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class TransformersLoader:
@@ -62,24 +86,28 @@ class TransformersLoader:
     def preflight(self, folder: Path, options: TransformersOptions) -> None:
         """Everything that can be checked without loading: fail fast, load nothing."""
         if not (folder / "config.json").is_file():
-            raise LoadError(f"{folder.name}: no config.json, not a Transformers model folder")
+            raise ModelRefused(f"{folder.name}: no config.json, not a Transformers model folder")
         safetensors = sorted(folder.glob("*.safetensors"))
         pickles = [p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES]
         if not safetensors:
             if pickles and not options.allow_pickle:
-                raise LoadError(
+                raise ModelRefused(
                     f"{folder.name} has only pickle weights ({pickles[0].name}), which can run "
                     "code when loaded; convert it to safetensors or start with --allow-pickle"
                 )
             if not pickles:
-                raise LoadError(f"{folder.name}: no weights found (*.safetensors)")
+                raise ModelRefused(f"{folder.name}: no weights found (*.safetensors)")
         for path in safetensors:
             check_safetensors(path)
+        # Before anything is built: a config no memory here can hold is refused at once.
+        refuse_impossible(folder, bytes_per_parameter=bytes_per_parameter(options),
+                          disk=options.disk_cache_dir if options.disk else None)
 
     def load(self, name: str, folder: Path, options: TransformersOptions) -> LoadedModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.preflight(folder, options)
+        quiet_chatty_loggers()
         kwargs = from_pretrained_kwargs(options, Machine.detect())  # raises LoadError on bad options
         model = tokenizer = None
         try:
@@ -123,6 +151,16 @@ class TransformersLoader:
         loaded.model = None
         loaded.tokenizer = None
         free_memory()
+
+
+def bytes_per_parameter(options: TransformersOptions) -> float:
+    """The least a parameter can take in this load (quantized layers' share; the rest
+    is at least 16-bit), for the size preflight."""
+    if options.load_in_4bit:
+        return 0.5
+    if options.load_in_8bit:
+        return 1.0
+    return 4.0 if options.dtype == "fp32" else 2.0
 
 
 def input_device(model) -> str:

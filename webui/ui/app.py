@@ -8,12 +8,19 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from webui.api.security import GuardMiddleware
-from webui.auth import LoginGuard
+from webui.auth import ClientAddress, LoginGuard
 from webui.runtime import Runtime
 from webui.ui import character_tab, chat_tab, extensions_ui, model_tab, notebook_tab, parameters_tab, session_tab
 from webui.ui.common import Shared
+from webui.ui.exports import private_cache
+from webui.ui.guard import guard_app
 
 TITLE = "webui"
+IDLE_POLL_SECONDS = 0.02
+PROGRESS_POLL_SECONDS = 0.05
+UI_MAX_BODY = 5 << 20  # a 1,000,000-character message in any script, with room to spare
+UPLOAD_MAX_BODY = 21 << 20
+SESSION_CAPACITY = 200
 
 
 def build_app(runtime: Runtime) -> gr.Blocks:
@@ -37,8 +44,23 @@ def build_app(runtime: Runtime) -> gr.Blocks:
             session_tab.render(runtime, shared)
         for fn, inputs, outputs, api_name in shared.on_load:
             app.load(fn, inputs, outputs, api_name=api_name)
+    # Every event: who may call it, what it may be given, how it fails (webui/ui/guard.py).
+    guard_app(app, runtime.users.owner)
     app.queue(max_size=runtime.settings.max_queue, default_concurrency_limit=1)
+    quiet_when_idle(app)
     return app
+
+
+def quiet_when_idle(app: gr.Blocks) -> None:
+    """Gradio's queue looks for new events every millisecond, and for progress to send
+    every 10 ms, even when there are none: 7% of a core on an idle server
+    (docs/PERFORMANCE.md).  Every 20 ms is ample for a click and 50 ms for a progress
+    bar; a running stream is not affected (its updates do not wait in the queue)."""
+    queue = getattr(app, "_queue", None)
+    for attribute, seconds in (("sleep_when_free", IDLE_POLL_SECONDS),
+                               ("progress_update_sleep_when_free", PROGRESS_POLL_SECONDS)):
+        if queue is not None and getattr(queue, attribute, seconds) < seconds:
+            setattr(queue, attribute, seconds)
 
 
 def launch(runtime: Runtime, *, block: bool = True, port: int | None = None) -> tuple[gr.Blocks, str]:
@@ -75,6 +97,7 @@ def restart_ui(runtime: Runtime, app: gr.Blocks, port: int | None, names: tuple[
 
 def start_ui(runtime: Runtime, port: int | None = None) -> tuple[gr.Blocks, str]:
     settings = runtime.settings
+    private_cache()  # before any component exists: each reads the cache folder when made
     app = build_app(runtime)
     pairs = settings.auth_pairs()
     auth = LoginGuard(pairs).check if pairs else None
@@ -97,9 +120,17 @@ def start_ui(runtime: Runtime, port: int | None = None) -> tuple[gr.Blocks, str]
         max_file_size="20mb",
         # The same DNS-rebinding guard as the API: on loopback, only loopback Host names
         # (a share link's tunnel arrives with its own public name, behind the password).
+        # Request bodies are capped as on the API: a message of a million characters
+        # fits, uploads get their 20 MB (plus the multipart wrapping).
         app_kwargs={"middleware": [
-            Middleware(GuardMiddleware, loopback_only=settings.is_loopback and not settings.share, max_body=None)
+            Middleware(GuardMiddleware, loopback_only=settings.is_loopback and not settings.share,
+                       max_body=UI_MAX_BODY, large_bodies={"/gradio_api/upload": UPLOAD_MAX_BODY}),
+            Middleware(ClientAddress),  # failed logins are counted per client address
         ]},
+        # Gradio keeps, per browser session, the last value of every input it was sent;
+        # fewer sessions bound that memory (an evicted tab keeps working, only its open
+        # conversation is forgotten until it is picked again).
+        state_session_capacity=SESSION_CAPACITY,
     )
     print(f"webui is running at {local_url}", flush=True)
     if settings.share:

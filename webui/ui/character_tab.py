@@ -6,7 +6,6 @@ cards are read and written by chat/cards.py.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -15,6 +14,7 @@ from webui.chat.cards import MAX_CARD_FILE_BYTES, CardError
 from webui.chat.characters import DEFAULT_CHARACTER, Character, CharacterError, Persona
 from webui.paths import NameRefused
 from webui.runtime import Runtime
+from webui.ui.exports import Exports
 from webui.ui.common import Shared
 from webui.userdata import UserSpace
 
@@ -37,6 +37,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
                 export_json = gr.Button("Export JSON", size="sm", elem_id="character-export-json")
                 export_png = gr.Button("Export PNG", size="sm", elem_id="character-export-png")
             exported = gr.File(label="Exported card", interactive=False, visible=False)
+            exports = Exports(exported.GRADIO_CACHE)
         with gr.Column(scale=3):
             name = gr.Textbox(label="Name (save under a new name to make a new character)", elem_id="character-name")
             context = gr.Textbox(label="Description ({{char}} and {{user}} are filled in)", lines=6,
@@ -117,6 +118,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
             space.characters.delete(who)
         except CHARACTER_ERRORS as exc:
             raise gr.Error(str(exc)) from exc
+        exports.forget(getattr(request, "username", None), f"{who}.json", f"{who}.png")
         return (*shown(space, DEFAULT_CHARACTER), f"Deleted {who}. Its conversations are kept.")
 
     def on_import(file, request: gr.Request):
@@ -137,10 +139,8 @@ def render(runtime: Runtime, shared: Shared) -> None:
                 data = space.characters.export_png(who) if kind == "png" else space.characters.export_json(who)
             except CHARACTER_ERRORS as exc:
                 raise gr.Error(f"export failed: {exc}") from exc
-            # Outside user_data/: Gradio copies the file into its cache to serve it.
-            path = Path(tempfile.mkdtemp(prefix="webui-card-")) / f"{who}.{kind}"
-            path.write_bytes(data) if isinstance(data, bytes) else path.write_text(data, encoding="utf-8")
-            return gr.update(value=str(path), visible=True)
+            path = exports.write(getattr(request, "username", None), f"{who}.{kind}", data)
+            return gr.update(value=path, visible=True)
 
         return export
 

@@ -12,7 +12,6 @@ chat's length (bench/bench_chat.py measures this).
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -27,9 +26,11 @@ from webui.paths import NameRefused
 from webui.runtime import Runtime
 from webui.settings import SettingsError
 from webui.ui.common import MODEL_GROUP, Shared, session_id, stop_handler, to_params
+from webui.ui.exports import Exports
 from webui.userdata import UserSpace
 
 MODES = ["instruct", "chat", "chat-instruct"]
+RECOVER = "recover:"  # chat list values that name an unreadable file, not a conversation
 # Errors a chat action can meet that are the user's to fix, shown as they are.
 USER_ERRORS = (ChatError, CharacterError, NameRefused, PromptError, SettingsError, ValueError)
 
@@ -48,6 +49,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
                 delete = gr.Button("Delete", variant="stop", elem_id="chat-delete")
                 export = gr.Button("Export JSON", elem_id="chat-export")
                 exported = gr.File(label="Exported", interactive=False, visible=False)
+                exports = Exports(exported.GRADIO_CACHE)
                 upload = gr.UploadButton("Import JSON", file_types=[".json"], elem_id="chat-import")
         with gr.Column(scale=4):
             chatbot = gr.Chatbot(
@@ -133,6 +135,10 @@ def render(runtime: Runtime, shared: Shared) -> None:
     def chat_list(space: UserSpace, who: str, current: str | None, query: str = ""):
         summaries = space.chats.list(who, query or "")
         choices = [(s.label, s.id) for s in summaries]
+        # Files that could not be read stay listed (under every character: which one they
+        # belong to is unknown); picking one recovers what it holds (webui/chat/store.py).
+        choices += [(f"⚠️ unreadable: {label} (pick to recover)", RECOVER + label)
+                    for label in space.chats.unreadable()]
         listed = current in {s.id for s in summaries}
         return gr.update(choices=choices, value=current if listed else None)
 
@@ -191,6 +197,10 @@ def render(runtime: Runtime, shared: Shared) -> None:
 
     def on_pick_chat(chat, who, query, request: gr.Request):
         space = space_of(request)
+        if isinstance(chat, str) and chat.startswith(RECOVER):
+            conversation = space.chats.recover(chat.removeprefix(RECOVER))
+            space.remember_chat(conversation.character, conversation.id)
+            return view(space, conversation, query, note="Recovered what the file held, as a new conversation.")
         try:
             conversation = space.chats.load(chat)
         except NameRefused as exc:
@@ -219,6 +229,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
             space.chats.delete(current)
         except NameRefused as exc:
             raise gr.Error(str(exc)) from exc
+        exports.forget(username(request), f"chat-{current}.json")
         remaining = space.chats.list(who)
         return view(space, open_chat(space, remaining[0].id if remaining else None, who), note="Deleted.")
 
@@ -228,11 +239,8 @@ def render(runtime: Runtime, shared: Shared) -> None:
             conversation = space.chats.load(current)
         except NameRefused as exc:
             raise gr.Error("nothing to export yet: this conversation has no messages") from exc
-        # Outside user_data/: Gradio copies the file into its cache to serve it.
-        folder = Path(tempfile.mkdtemp(prefix="webui-export-"))
-        path = folder / f"chat-{conversation.id}.json"
-        path.write_text(conversation.model_dump_json(indent=1), encoding="utf-8")
-        return gr.update(value=str(path), visible=True)
+        path = exports.write(username(request), f"chat-{conversation.id}.json", conversation.model_dump_json(indent=1))
+        return gr.update(value=path, visible=True)
 
     def on_import(file, who, request: gr.Request):
         space = space_of(request)

@@ -9,9 +9,11 @@ import gradio as gr
 
 from webui.generation.params import ParamsError, SamplingParams, make_params
 
-# Every event that runs the model shares one Gradio concurrency group, so the
-# browser shows a queue position instead of piling threads onto the model lock.
-MODEL_GROUP = {"concurrency_id": "model", "concurrency_limit": 1}
+# Every event that runs the model shares one Gradio concurrency group.  Its limit is not
+# 1: the engine batches concurrent requests and is fair between users itself
+# (docs/LOADERS.md), so Gradio hands every tab's request straight on; the group only
+# bounds the handler threads (a request beyond it waits in Gradio's own queue).
+MODEL_GROUP = {"concurrency_id": "model", "concurrency_limit": 64}
 
 
 @dataclass

@@ -1,0 +1,86 @@
+"""Files the UI hands out for download (exported conversations and character cards).
+
+They are written straight into Gradio's file cache, which then serves them as they
+are (a file outside it would be copied there, and the copy would outlive anything we
+delete).  Each user has a folder there, each export a fresh random folder in it;
+folders are 0700 and files 0600, so other accounts on the machine can neither list
+nor read them.  Exports are removed when the conversation or character they came from
+is deleted, and any older than an hour whenever a new one is made
+(docs/SECURITY.md, "Downloads").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+MAX_AGE = 3600.0  # seconds an export stays downloadable
+
+
+def private_cache() -> Path:
+    """A private folder for Gradio's cache (uploads, and the exports below), unless one
+    is configured with GRADIO_TEMP_DIR.  Gradio's default, /tmp/gradio, is listable by
+    every account on the machine.  Set before any component is built: each reads it
+    once, when it is created."""
+    configured = os.environ.get("GRADIO_TEMP_DIR")
+    if configured:
+        return Path(configured)
+    folder = Path(tempfile.mkdtemp(prefix="webui-gradio-"))  # mkdtemp makes it 0700
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    return folder
+
+
+class Exports:
+    def __init__(self, cache: str | Path, max_age: float = MAX_AGE):
+        self.root = Path(cache) / "webui-exports"
+        self.max_age = max_age
+
+    def write(self, user: str | None, name: str, data: bytes | str) -> str:
+        """Write one export for `user`; returns its path (inside Gradio's cache)."""
+        self.prune()
+        folder = Path(tempfile.mkdtemp(dir=self._user_folder(user)))
+        path = folder / name
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(raw)
+        return str(path)
+
+    def forget(self, user: str | None, *names: str) -> int:
+        """Remove `user`'s exports with these file names (the thing they came from is
+        gone); returns how many."""
+        removed = 0
+        folder = self._user_folder(user)
+        for export in list(folder.iterdir()):
+            for name in names:
+                if (export / name).is_file():
+                    shutil.rmtree(export, ignore_errors=True)
+                    removed += 1
+                    break
+        return removed
+
+    def prune(self) -> None:
+        """Remove every user's exports older than max_age."""
+        if not self.root.is_dir():
+            return
+        cutoff = time.time() - self.max_age
+        for user in self.root.iterdir():
+            for export in user.iterdir() if user.is_dir() else ():
+                try:
+                    if export.stat().st_mtime < cutoff:
+                        shutil.rmtree(export, ignore_errors=True)
+                except OSError:
+                    continue
+
+    def _user_folder(self, user: str | None) -> Path:
+        # A digest, not the name: user names may hold anything a folder name may not.
+        key = hashlib.sha256((user or "").encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        folder = self.root / key
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for part in (self.root, folder):
+            part.chmod(0o700)  # mkdir's mode is filtered by the umask, and may predate us
+        return folder

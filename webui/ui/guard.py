@@ -1,0 +1,163 @@
+"""One guard around every UI event, applied after the app is built (so an event added
+later, or by an extension, is covered too).
+
+- **Who may call it.**  With several users, an event that changes the server for
+  everyone (models, presets, extensions, an extension's settings) is the owner's
+  alone: the first user of the auth list, who also keeps user_data/.  The check runs
+  on the server, whatever the page shows.  Fail-safe: an event is per-user only if it
+  is named in PER_USER below; any other is the owner's.
+- **What it may be given.**  Text with a lone surrogate is refused before the handler
+  runs (webui/text_check.py); a value a component cannot convert (NaN, "abc" for a
+  number) is refused naming the field.
+- **How it fails.**  Gradio shows only gr.Error messages; anything else reaches the
+  browser as a bare "error".  So errors the user can act on (a full disk, a file
+  nested too deeply, a name that is not listed, a chat over its limits) become
+  gr.Error with their message, and anything unexpected is logged with its traceback
+  and reported by kind, never with internals (docs/SECURITY.md, "Errors").
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import Any
+
+import gradio as gr
+from gradio.context import LocalContext
+
+from webui.chat.cards import CardError
+from webui.chat.characters import CharacterError
+from webui.chat.history import ChatError
+from webui.chat.prompt import PromptError
+from webui.generation.engine import GenerationError
+from webui.generation.params import ParamsError
+from webui.hub import DownloadError
+from webui.loaders.base import LoadError
+from webui.model_manager import ModelBusy, NoModelLoaded
+from webui.paths import NameRefused
+from webui.settings import SettingsError
+from webui.text_check import InvalidText, check_text
+
+log = logging.getLogger(__name__)
+
+# Events that touch only the caller's own data (or only read).  Everything else is
+# server-wide and the owner's alone.
+PER_USER = frozenset({
+    # chat (webui/ui/chat_tab.py)
+    "chat_load", "chat_send", "chat_submit", "chat_regenerate", "chat_continue", "chat_impersonate", "chat_stop",
+    "chat_new", "chat_clear", "chat_open", "chat_character", "chat_search", "chat_rename", "chat_delete",
+    "chat_export", "chat_import", "chat_edit", "chat_edit_message", "chat_pick_message", "chat_previous_version",
+    "chat_next_version", "chat_fork", "chat_remove_last", "chat_recover",
+    # characters and persona (webui/ui/character_tab.py)
+    "character_load", "character_open", "character_save", "character_delete", "character_import",
+    "character_export_json", "character_export_png", "persona_save",
+    # notebook, the user's own sampling values, and reading shared things
+    "notebook_generate", "notebook_count_tokens", "notebook_stop", "set_params", "load_params", "load_preset",
+    "list_presets", "neutralize_samplers", "model_list", "model_settings", "model_fit", "lora_list",
+    "session_refresh",
+    # bundled extensions that keep each user's records apart
+    "markdown_export", "markdown_export_list", "prompt_viewer_refresh",
+})
+
+# Errors whose message is written for the user and safe to show as it is.
+USER_ERRORS = (ChatError, CharacterError, CardError, NameRefused, PromptError, SettingsError, ParamsError,
+               InvalidText, GenerationError, LoadError, ModelBusy, NoModelLoaded, DownloadError)
+
+
+def guard_app(app: gr.Blocks, owner: str | None) -> None:
+    """Wrap every event handler and input component of `app` (call once, after building)."""
+    for block_fn in app.fns.values():
+        if block_fn.fn is not None and not getattr(block_fn.fn, "_webui_guarded", False):
+            owner_only = owner is not None and block_fn.api_name not in PER_USER
+            block_fn.fn = guarded(block_fn.fn, owner if owner_only else None, block_fn.api_name or "this action")
+    for block in app.blocks.values():
+        if isinstance(block, gr.components.Component) and not getattr(block.preprocess, "_webui_guarded", False):
+            block.preprocess = checked_preprocess(block)
+
+
+def guarded(fn: Callable, owner: str | None, what: str) -> Callable:
+    """`fn` with the checks above; the same kind of callable (Gradio looks at the kind
+    to stream generators) and the same signature (Gradio injects gr.Request by it)."""
+
+    def before(args: tuple, kwargs: dict) -> None:
+        if owner is not None:
+            request = LocalContext.request.get(None)
+            if getattr(request, "username", None) != owner:
+                raise gr.Error(f"only the server's owner ({owner}) can do this ({what}): it changes the "
+                               "server for every user")
+        with user_errors():
+            check_text([a for a in (*args, *kwargs.values()) if isinstance(a, (str, list, tuple, dict))], "the text")
+
+    if inspect.isasyncgenfunction(fn):
+        async def wrapper(*args, **kwargs):
+            before(args, kwargs)
+            with user_errors():
+                async for item in fn(*args, **kwargs):
+                    yield item
+    elif inspect.iscoroutinefunction(fn):
+        async def wrapper(*args, **kwargs):
+            before(args, kwargs)
+            with user_errors():
+                return await fn(*args, **kwargs)
+    elif inspect.isgeneratorfunction(fn):
+        def wrapper(*args, **kwargs):
+            before(args, kwargs)
+            with user_errors():
+                yield from fn(*args, **kwargs)
+    else:
+        def wrapper(*args, **kwargs):
+            before(args, kwargs)
+            with user_errors():
+                return fn(*args, **kwargs)
+
+    functools.update_wrapper(wrapper, fn)
+    wrapper._webui_guarded = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def checked_preprocess(block: Any) -> Callable:
+    original = block.preprocess
+    label = getattr(block, "label", None) or getattr(block, "elem_id", None) or type(block).__name__
+
+    def preprocess(value):
+        try:
+            return original(value)
+        except gr.Error:
+            raise
+        except (ValueError, TypeError, OverflowError, KeyError) as exc:
+            raise gr.Error(f"{label}: not a value this field can take ({exc.__class__.__name__})") from None
+
+    preprocess._webui_guarded = True  # type: ignore[attr-defined]
+    return preprocess
+
+
+@contextmanager
+def user_errors():
+    """Turn the errors a user can act on into gr.Error; log and name anything else."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except USER_ERRORS as exc:
+        raise gr.Error(str(exc)) from exc
+    except OSError as exc:
+        raise gr.Error(disk_message(exc)) from exc
+    except RecursionError as exc:
+        raise gr.Error("the data is nested too deeply to be read") from exc
+    except UnicodeError as exc:
+        raise gr.Error("the text is not valid Unicode") from exc
+    except Exception as exc:
+        log.exception("unexpected error in a UI event")
+        raise gr.Error(f"the action failed ({exc.__class__.__name__}); the server log has the details") from exc
+
+
+def disk_message(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full: nothing was changed. Free some space and try again."
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "the data folder cannot be written: nothing was changed."
+    return f"a file could not be read or written ({exc.strerror or exc.__class__.__name__})"
