@@ -308,3 +308,44 @@ def test_only_the_operator_configures_engines(tmp_path):
         "remote_engines:\n  - url: https://gpu-box:8000/v1\n    name: gpu\n    api_key_env: GPU_KEY\n    timeout: 30\n")
     settings, warnings = build_settings({"user_data_dir": tmp_path})
     assert not warnings and settings.all_remote_engines()[0].name == "gpu"
+
+
+AUDITED = """
+import sys
+sys.path.insert(0, 'tests')
+from audited_server import install_hook
+install_hook(sys.argv[1])
+from starlette.testclient import TestClient  # in-process: its requests open no socket
+from webui.api.openai_api import build_api
+from webui.cli import parse_flags
+from webui.runtime import build_runtime
+from webui.settings import build_settings
+
+flags, _ = parse_flags(sys.argv[2:])
+runtime = build_runtime(build_settings({**flags, "model": None})[0])
+client = TestClient(build_api(runtime), base_url="http://127.0.0.1")
+print(client.get("/v1/models").json())
+print(client.post("/v1/completions", json={"model": "elsewhere", "prompt": "Hi"}).status_code)
+"""
+
+
+@pytest.mark.parametrize("configured", [False, True])
+def test_no_engine_configured_no_connection_leaves(tmp_path, configured):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    log = tmp_path / "sockets.log"
+    log.touch()
+    port = free_port()  # nothing listens there: a connection attempt is logged, then fails
+    flags = ["--user-data-dir", str(tmp_path / "ud")] + (["--remote-engine", f"http://127.0.0.1:{port}/v1"]
+                                                        if configured else [])
+    run = subprocess.run([sys.executable, "-c", AUDITED, str(log), *flags], capture_output=True, text=True,
+                         timeout=300, cwd=Path(__file__).parent.parent)
+    assert run.returncode == 0, run.stderr[-2000:]
+    connects = [line for line in log.read_text().splitlines() if line.startswith(("connect", "sendto"))]
+    lookups = [line for line in log.read_text().splitlines() if line.startswith("lookup")]
+    if configured:  # the premise: the hook sees our client's connection, to the configured engine only
+        assert connects and set(connects) == {"connect 127.0.0.1"}, connects
+    else:
+        assert connects == [] and lookups == [], (connects, lookups)
