@@ -349,3 +349,31 @@ def test_no_engine_configured_no_connection_leaves(tmp_path, configured):
         assert connects and set(connects) == {"connect 127.0.0.1"}, connects
     else:
         assert connects == [] and lookups == [], (connects, lookups)
+
+
+def test_a_browser_tab_picks_a_remote_model_for_notebook_and_chat(gateway, upstream):
+    from gradio_client import Client
+
+    from webui.ui.app import launch
+
+    runtime = gateway[0]
+    app, url = launch(runtime, block=False, port=free_port())
+    try:
+        tab, other = Client(url, verbose=False), Client(url, verbose=False)
+        note = tab.predict(TINY, api_name="/model_talk_to")
+        assert "upstream" in note and "min_p" in note
+        prompt = "In the beginning"
+        text, stats = tab.predict(prompt, api_name="/notebook_generate")
+        expected = "".join(upstream[0].stream("direct", prompt, runtime.default_params))
+        assert text == prompt + expected and "tokens/s" in stats
+        local_text, _ = other.predict(prompt, api_name="/notebook_generate")  # the other tab: the local model
+        assert local_text == prompt + "".join(runtime.stream("direct", prompt, runtime.default_params))
+        assert local_text != text  # premise: the two models write differently
+        history = tab.predict("Hello there", api_name="/chat_send")[0]
+        assert history[-1]["role"] == "assistant" and history[-1]["content"]
+        with pytest.raises(Exception, match="not served|not in the list of choices"):
+            tab.predict("../../etc/passwd", api_name="/model_talk_to")
+        for page in (httpx.get(url, timeout=60).text, httpx.get(f"{url}/config", timeout=60).text):
+            assert UPSTREAM_KEY not in page
+    finally:
+        app.close()
