@@ -17,14 +17,19 @@ from tests.conftest import free_port, make_settings, wait_for
 from webui.remote.config import RemoteEngineConfig
 
 pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed in this environment")
-tiny_models = pytest.importorskip("tests.tiny_models")
-if not hasattr(tiny_models, "build_gguf"):
-    pytest.skip("tests/tiny_models.py has no build_gguf() to make a tiny GGUF yet", allow_module_level=True)
+gguf_convert = pytest.importorskip("webui.loaders.gguf_convert",
+                                   reason="no GGUF converter in this checkout yet (the GGUF loader brings it)")
+if gguf_convert.converter() is None:
+    pytest.skip("llama.cpp's converter is not unpacked (scripts/install.sh gguf)", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):
-    gguf = tiny_models.build_gguf(tmp_path_factory.mktemp("gguf"))
+    from tests.tiny_models import build_llama
+
+    root = tmp_path_factory.mktemp("gguf")
+    gguf = root / "tiny-f32.gguf"
+    gguf_convert.convert(build_llama(root / "tiny-llama"), gguf, "f32", gguf_convert.converter())
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host",
                                 "127.0.0.1", "--port", str(port), "--model_alias", "tiny-gguf"],
