@@ -18,6 +18,8 @@ from webui.remote.config import RemoteEngineConfig
 from webui.remote.engine import RemoteEngine, RemoteModel
 from webui.remote.loop import LoopThread
 
+MIN_RELIST_SECONDS = 2.0
+
 
 class RemoteEngines:
     def __init__(self, configs: Sequence[RemoteEngineConfig] = (), max_age: float = 30.0):
@@ -78,9 +80,15 @@ class RemoteEngines:
         if not self.engines:
             return None
         engine = self.models().get(name)
-        if engine is None:
-            engine = self.models(fresh=True).get(name)  # it may have been started since
+        if engine is None and self._age() > MIN_RELIST_SECONDS:
+            # It may have been started since; asked again at most this often, so a stream of
+            # requests naming unknown models cannot turn into a stream of listings upstream.
+            engine = self.models(fresh=True).get(name)
         return RemoteModel(engine, name) if engine else None
+
+    def _age(self) -> float:
+        with self._lock:
+            return float("inf") if self._listed_at is None else time.monotonic() - self._listed_at
 
 
 class SessionChoices:
