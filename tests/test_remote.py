@@ -377,3 +377,18 @@ def test_a_browser_tab_picks_a_remote_model_for_notebook_and_chat(gateway, upstr
             assert UPSTREAM_KEY not in page
     finally:
         app.close()
+
+
+def test_each_kind_sends_its_own_names_and_only_what_it_takes():
+    from webui.remote.capabilities import ignored, upstream_fields
+
+    params = make_params({"repetition_penalty": 1.1, "ban_eos_token": True, "dry_multiplier": 0.8, "do_sample": False,
+                          "max_new_tokens": 30, "top_k": 5})
+    llama = upstream_fields("llama.cpp", params, ("</s>",))
+    assert llama == {"max_tokens": 30, "repeat_penalty": 1.1, "ignore_eos": True, "dry_multiplier": 0.8,
+                     "top_k": 5, "temperature": 0.0, "stop": ["</s>"]}
+    vllm = upstream_fields("vllm", params, ())
+    assert vllm == {"max_tokens": 30, "repetition_penalty": 1.1, "ignore_eos": True, "top_k": 5, "temperature": 0.0}
+    assert ignored("vllm", params) == ["dry_multiplier"]
+    assert ignored("openai", params) == ["ban_eos_token", "dry_multiplier", "repetition_penalty", "top_k"]
+    assert ignored("webui", params) == []
