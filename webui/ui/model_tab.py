@@ -22,6 +22,7 @@ from webui.settings import describe_validation_error
 from webui.ui.common import MODEL_GROUP, Shared, shown_path, to_params
 from webui.ui.loader_controls import OptionControls
 from webui.ui.parameters_tab import control_values
+from webui.ui import remote_picker
 
 
 def status_text(runtime: Runtime) -> str:
@@ -78,6 +79,8 @@ def render(runtime: Runtime, shared: Shared) -> None:
         fit = gr.Button("Will it fit?", elem_id="model-fit")
     status = gr.Markdown(status_text(runtime), elem_id="model-status")
     fit_out = gr.Markdown(elem_id="model-fit-report")
+    if runtime.remotes:  # only when the operator configured remote engines
+        remote_picker.render(runtime)
 
     with gr.Accordion("LoRA adapters (user_data/loras/)", open=False):
         with gr.Row():
