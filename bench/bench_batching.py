@@ -35,11 +35,12 @@ PROMPTS = [f"{PROMPT}, {tail}" for tail in (
 
 
 def build_random_half_b(folder: Path, demo: Path) -> str:
-    """A ~0.5B-parameter Llama with random weights and the demo model's tokenizer."""
+    """A ~0.47B-parameter Llama (Qwen2.5-0.5B's depth and width class, a 32k vocabulary)
+    with random weights and the demo model's tokenizer."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(demo)
-    config = LlamaConfig(vocab_size=32000, hidden_size=1024, intermediate_size=2816, num_hidden_layers=24,
+    config = LlamaConfig(vocab_size=32000, hidden_size=1024, intermediate_size=4608, num_hidden_layers=24,
                          num_attention_heads=16, num_key_value_heads=4, max_position_embeddings=4096)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+import torch
 
 from tests.conftest import TINY, wait_for
 from webui.generation.backend import OutOfMemory, ServingOptions
@@ -323,3 +324,25 @@ def test_batched_requests_report_their_own_timing(batched):
     for stream in streams:
         assert stream.stats.new_tokens == 20 and stream.stats.seconds > 0
         assert stream.stats.prompt_tokens == len(batched.manager.current.tokenizer(stream.request.prompt)["input_ids"])
+
+
+def test_guidance_with_a_negative_prompt_steers_and_batches_like_any_request(batched):
+    plain = greedy(30, ban_eos_token=True)
+    guided = greedy(30, ban_eos_token=True, guidance_scale=1.8, negative_prompt="the sea")
+    without = batched.generate(GenerationRequest(PROMPTS[0], plain)).text()
+    alone = batched.generate(GenerationRequest(PROMPTS[0], guided)).text()
+    assert alone != without  # the negative prompt changed the reply
+    _, texts = run_together(batched, [GenerationRequest(PROMPTS[0], guided, owner="a"),
+                                      GenerationRequest(PROMPTS[1], plain, owner="b")])
+    assert texts[0] == alone
+
+
+def test_a_prompt_fed_as_embeddings_is_never_reused_from_the_cache(batched):
+    backend = batched.manager.current.backend
+    ids = backend.tokenizer(" ".join(PROMPTS))["input_ids"]
+    embeds = backend.model.get_input_embeddings()(torch.tensor([ids])) * 1.5  # not what the ids would give
+    slot = backend.start(ids, embeds)
+    backend.finish(slot, keep=True)
+    again = backend.start(ids)
+    assert again.cached_tokens == 0
+    backend.finish(again, keep=False)

@@ -213,7 +213,11 @@ class _Sequence:
         """Run this request's chain on its logits ([1, vocab]) and pick the next token."""
         scores = logits.float()
         if self.chain:
-            scores = self.chain(self.ids[:, : self.length].to(scores.device), scores)
+            ids = self.ids[:, : self.length].to(scores.device)
+            # Each step called directly: LogitsProcessorList.__call__ inspects every
+            # processor's signature on every call, which costs more than most steps.
+            for step in self.chain:
+                scores = step(ids, scores)
         if self.greedy:
             token = int(scores.argmax(dim=-1))
         else:
@@ -359,9 +363,11 @@ class GenerationEngine:
                 self._running = 0
 
     def _drop_cancelled(self) -> None:
-        for stream in self._queue.remove_if(lambda s: s.request.cancel.cancelled):
+        dropped = self._queue.remove_if(lambda s: s.request.cancel.cancelled)
+        for stream in dropped:
             stream._mailbox.finish("done", GenerationStats(0, 0, 0.0, "cancelled", stream.request.params.seed))
-        self._poke_waiting()
+        if dropped:  # the others moved up a place
+            self._poke_waiting()
 
     def _poke_waiting(self) -> None:
         for stream in self._queue.order(self._owners):

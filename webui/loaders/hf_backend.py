@@ -37,10 +37,13 @@ GIB = 1 << 30
 class HFSlot:
     """One sequence: the tokens its KV covers, and its place in the batch."""
 
-    __slots__ = ("logits", "cached_tokens", "fed", "kv", "row")
+    __slots__ = ("logits", "cached_tokens", "fed", "kv", "row", "reusable")
 
-    def __init__(self, logits: torch.Tensor, fed: list[int], kv: DynamicCache, cached_tokens: int):
+    def __init__(self, logits: torch.Tensor, fed: list[int], kv: DynamicCache, cached_tokens: int,
+                 reusable: bool = True):
         self.logits = logits
+        # False when an extension fed embeddings: the KV then belongs to no token ids.
+        self.reusable = reusable
         self.fed = fed  # tokens whose keys and values are in the cache, in order
         self.kv: DynamicCache | None = kv  # its own cache until it joins the batch
         self.cached_tokens = cached_tokens
@@ -162,7 +165,7 @@ class TransformersBackend:
             del cache
             self._free()
             raise OutOfMemory(f"out of memory reading a {len(ids)}-token prompt") from exc
-        slot = HFSlot(out.logits[:, -1, :], list(ids), cache, reused)
+        slot = HFSlot(out.logits[:, -1, :], list(ids), cache, reused, reusable=embeds is None)
         self._join(slot)
         return slot
 
@@ -225,7 +228,7 @@ class TransformersBackend:
             return
         row = slot.row
         pad = int((self._mask[row] == 0).sum())
-        if keep and self.capabilities.prefix_cache and self.model is self._cache_model:
+        if keep and slot.reusable and self.capabilities.prefix_cache and self.model is self._cache_model:
             kv = [(layer.keys[row : row + 1, :, pad:, :].clone(), layer.values[row : row + 1, :, pad:, :].clone())
                   for layer in self._batch.layers]
             nbytes = sum(k.numel() * k.element_size() * 2 for k, _ in kv)
