@@ -20,6 +20,8 @@ hypothesis_settings.load_profile("repeatable")
 from tests.tiny_models import build_llama  # noqa: E402
 from webui.settings import PROJECT_ROOT, Settings  # noqa: E402
 
+pytest_plugins = ["tests.gguf_fixtures"]  # tiny GGUF models, built only when a test asks
+
 TINY = "tiny-llama"
 API_KEY = "test-api-key-123"
 ADMIN_KEY = "test-admin-key-456"
