@@ -120,7 +120,7 @@ def engine_rate(runtime, tokens: int, rounds: int) -> float:
             params = make_params({"do_sample": False, "max_new_tokens": n, "ban_eos_token": True})
             start = time.perf_counter()
             stream = runtime.stream("bench", PROMPT, params)
-            stream.text()
+            "".join(stream)
             timings.append((time.perf_counter() - start, stream.stats.new_tokens))
         (short_s, short_n), (long_s, long_n) = timings
         rates.append((long_n - short_n) / (long_s - short_s))
@@ -175,7 +175,9 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "webui-bench-gguf")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    # llama-cpp-python's default: half the cores (on a busy machine more threads can be far slower:
+    # llama.cpp's threads spin at each barrier, docs/PERFORMANCE.md).
+    parser.add_argument("--threads", type=int, default=max((os.cpu_count() or 2) // 2, 1))
     args = parser.parse_args()
     from webui.api.openai_api import APIServer
     from webui.runtime import build_runtime
