@@ -28,7 +28,7 @@ from webui.generation.engine import (
     GenerationStream,
     QueueFull,
 )
-from webui.fit import Memory, estimate, read_shape, report
+from webui.fit import Memory, estimate, gguf_report, read_shape, report
 from webui.hub import Downloader
 from webui.loaders.base import LoadedModel, LoadError
 from webui.loaders.registry import LoaderRegistry, default_registry
@@ -152,7 +152,10 @@ class Runtime:
         wanted = self.saved_model_settings(name)
         if choice is not None:
             wanted = wanted.merged(choice)
-        options = self.models.options_for(wanted.load_overrides(), self.models.registry.for_folder(folder))
+        loader = self.models.registry.for_folder(folder)
+        options = self.models.options_for(wanted.load_overrides(), loader)
+        if loader.name == "llama.cpp":
+            return gguf_fit_report(folder, options, wanted.context_length)
         shape = read_shape(folder, trust_remote_code=options.trust_remote_code)
         context = min(wanted.context_length or shape.context_length, shape.context_length)
         memory = Memory.detect()
@@ -320,6 +323,19 @@ class OwnedStream:
         """Abandon a stream that will never be read: the request stops within a step."""
         self._stream.request.cancel.cancel()
         self._on_done()
+
+
+def gguf_fit_report(entry: Path, options: Any, context_length: int | None) -> str:
+    """"Will it fit?" for a GGUF file or folder (the file the loader would pick)."""
+    from webui.fit import available_ram
+    from webui.loaders.gguf_files import choose_file, read_info
+    from webui.loaders.gguf_loader import DEFAULT_MAX_CONTEXT, gpu_offload_built
+
+    info = read_info(choose_file(entry, options.gguf_file, room=available_ram()))
+    context = options.n_ctx or min(info.context_length, DEFAULT_MAX_CONTEXT)
+    if context_length:
+        context = min(context, context_length)
+    return gguf_report(info, context, options.n_gpu_layers, options.cache_type, Memory.detect(), gpu_offload_built())
 
 
 def load_options(settings: Settings) -> LoaderSettings:
