@@ -4,6 +4,6 @@
 #   ./start.sh --model my-model --listen-port 8000     (./start.sh --help lists them)
 set -euo pipefail
 cd "$(dirname "$0")"
-scripts/install.sh quant
+scripts/install.sh "${WEBUI_EXTRAS:-quant,gguf}"
 export GRADIO_ANALYTICS_ENABLED=False HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 exec .venv/bin/python -m webui "$@"

@@ -4,7 +4,7 @@
 # Extra arguments go to pytest, e.g. ./test.sh -k engine
 set -euo pipefail
 cd "$(dirname "$0")"
-scripts/install.sh quant,test
+scripts/install.sh quant,test,gguf
 export GRADIO_ANALYTICS_ENABLED=False HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 .venv/bin/ruff check webui tests bench scripts
 exec .venv/bin/python -m pytest "$@"

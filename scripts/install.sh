@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv if missing and install the project into it, once.
-#   scripts/install.sh [EXTRAS]      e.g. scripts/install.sh quant,test
+#   scripts/install.sh [EXTRAS]      e.g. scripts/install.sh quant,test,gguf
 # Re-runs are instant: a stamp records what was installed, and pip runs again only
 # when pyproject.toml or the extras change.
 #
@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras="${1:-quant}"
+extras="${1:-quant,gguf}"
 python="${PYTHON:-python3}"
 venv=.venv
 
@@ -57,5 +57,14 @@ if ! "$venv/bin/python" -c 'import torch' 2>/dev/null; then
     fi
 fi
 echo "Installing webui[$extras] ..."
+case ",$extras," in
+    *",gguf,"*) echo "(the gguf extra compiles llama.cpp: 6-40 minutes the first time; CMAKE_ARGS picks a GPU backend, see README)" ;;
+esac
 "${pip[@]}" install -e ".[$extras]"
+case ",$extras," in
+    *",gguf,"*)
+        # llama.cpp's converter ships in llama-cpp-python's source package, not its
+        # wheel: keep an unpacked copy in ~/.cache/webui for scripts/convert_to_gguf.py.
+        "$venv/bin/python" -c 'from webui.loaders.gguf_convert import fetch_converter; fetch_converter()' ;;
+esac
 echo "$hash $extras" > "$stamp"

@@ -20,6 +20,8 @@ hypothesis_settings.load_profile("repeatable")
 from tests.tiny_models import build_llama  # noqa: E402
 from webui.settings import PROJECT_ROOT, Settings  # noqa: E402
 
+pytest_plugins = ["tests.gguf_fixtures"]  # tiny GGUF models, built only when a test asks
+
 TINY = "tiny-llama"
 # Skips that must not happen in CI: the CI machine is set up for these areas, so a
 # skip there would hide a whole area behind a green run (.ci/run sets WEBUI_CI=1).

@@ -12,8 +12,12 @@ from tests.test_loras import make_adapter
 from webui.chat.templates import MODEL_TEMPLATE
 
 DEFAULTS = dict(dtype="auto", cpu=True, attention="auto", in8=False, in4=False, quant_type="nf4",
-                double_quant=False, compute="auto", split="", cpu_memory=0, disk=False, context=0,
-                template=MODEL_TEMPLATE)
+                double_quant=False, compute="auto", split="", cpu_memory=0, disk=False,
+                # llama.cpp's options (a Transformers model leaves them out)
+                n_ctx=0, n_gpu_layers=0, threads=0, threads_batch=0, n_batch=512, tensor_split="",
+                flash_attn=False, cache_type="fp16", no_mmap=False, mlock=False, rope_freq_base=0, gguf_file="",
+                context=0, template=MODEL_TEMPLATE)
+CONTEXT = list(DEFAULTS).index("context")  # where /model_settings shows the context, then the template and fit
 
 
 def options(**changes):
@@ -43,8 +47,9 @@ def test_load_in_4bit_is_saved_and_shown_when_picked_again(client, runtime, rest
     assert "4-bit fp4" in status and "context 256" in status
     assert runtime.models.current.options.load_in_4bit
     shown = client.predict(TINY, api_name="/model_settings")
-    assert list(shown[3:6]) == [False, True, "fp4"] and shown[11] == 256
-    assert "context 256" in shown[13] and "4-bit weights" in shown[13]  # the fit report, for these settings
+    assert list(shown[3:6]) == [False, True, "fp4"] and shown[CONTEXT] == 256
+    fit = shown[CONTEXT + 2]
+    assert "context 256" in fit and "4-bit weights" in fit  # the fit report, for these settings
 
 
 def test_invalid_options_are_refused_and_the_model_kept(client, runtime, restore):

@@ -20,6 +20,7 @@ from webui.api.openai_api import LoadRequest
 from webui.cli import parse_flags, parser
 from webui.loaders.base import LoadError
 from webui.loaders.catalog import BUILTIN_SCHEMAS
+from webui.loaders.gguf_options import LlamaCppOptions
 from webui.loaders.hf_options import TransformersOptions
 from webui.loaders.options import GiBList, LoaderOptions, add_flags, flat_model, merged_specs, option
 from webui.loaders.registry import LoaderRegistry, default_registry
@@ -52,6 +53,9 @@ def test_flags_are_exactly_the_schema_options_with_their_tgw_spellings():
         "--dtype", "--bf16", "--cpu", "--attn-implementation", "--load-in-8bit", "--load-in-4bit", "--quant_type",
         "--use_double_quant", "--compute_dtype", "--gpu-split", "--cpu-memory", "--disk", "--disk-cache-dir",
         "--allow-pickle", "--trust-remote-code",
+        # llama.cpp (GGUF)
+        "--n-ctx", "--n-gpu-layers", "--threads", "--threads-batch", "--n_batch", "--tensor-split", "--flash-attn",
+        "--cache-type", "--no-mmap", "--mlock", "--rope-freq-base", "--gguf-file",
     }
     assert set(by_flag.values()) - {"model", "model_dir"} == ALL
     for spec in SPECS:
@@ -77,7 +81,7 @@ def test_per_model_keys_and_api_load_fields_are_exactly_the_per_model_options():
     for name in ALL - PER_MODEL:  # command-line-only and server-only: refused
         with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
             LoadRequest(model=TINY, **{name: True if name != "disk_cache_dir" else "/tmp"})
-    assert PER_MODEL == TransformersOptions.settable()
+    assert PER_MODEL == TransformersOptions.settable() | LlamaCppOptions.settable()
 
 
 def test_model_tab_controls_are_exactly_the_shown_options():

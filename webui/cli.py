@@ -72,6 +72,10 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--admin-key", help="key for the model management endpoints")
     a.add_argument("--api-cors-origin", dest="api_cors_origins", action="append",
                    help="a web origin allowed to call the API (repeat for more); none by default")
+    r = p.add_argument_group("remote engines (the only other outbound connections, and only when given)")
+    r.add_argument("--remote-engine", dest="remote_engine_urls", action="append", metavar="URL",
+                   help="an OpenAI-compatible engine's base URL, e.g. http://gpu-box:8000/v1 (repeat for more; "
+                        "keys, names and timeouts: remote_engines in settings.yaml, see docs/SCALING.md)")
     return p
 
 
@@ -92,7 +96,7 @@ def parse_flags(argv: list[str] | None = None) -> tuple[dict[str, Any], Path | N
     values = vars(parser().parse_args(argv))
     values.pop("download_repo", None), values.pop("download_revision", None), values.pop("download_patterns", None)
     settings_path = values.pop("settings_path", None)
-    for key in ("api_cors_origins", "extensions"):
+    for key in ("api_cors_origins", "extensions", "remote_engine_urls"):
         if key in values:
             values[key] = tuple(values[key])
     return values, settings_path

@@ -272,3 +272,73 @@ def report(shape: ModelShape, chosen: Estimate, memory: Memory, cpu: bool) -> st
         verdict(chosen.total, memory, cpu),
     ]
     return "\n".join(lines)
+
+
+# -- GGUF (llama.cpp) ---------------------------------------------------------------
+# Bytes per cached key/value element for each --cache-type: q8_0 stores 32 values in
+# 34 bytes, q4_0 in 18 (ggml's block sizes).
+CACHE_TYPE_BYTES = {"fp16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+
+
+@dataclass(frozen=True)
+class GGUFEstimate:
+    """A GGUF file's needs: the weights are the file's bytes; llama.cpp puts the last
+    --n-gpu-layers layers (and their KV cache) on the GPU, the head too when all are."""
+
+    weights_gpu: int
+    weights_ram: int
+    kv_gpu: int
+    kv_ram: int
+
+    @property
+    def gpu(self) -> int:
+        return self.weights_gpu + self.kv_gpu
+
+    @property
+    def ram(self) -> int:
+        return self.weights_ram + self.kv_ram
+
+
+def gguf_estimate(info, context: int, n_gpu_layers: int, cache_type: str) -> GGUFEstimate:
+    layers = info.layers or len(info.block_bytes) or 1
+    offloaded = layers if n_gpu_layers < 0 else min(n_gpu_layers, layers)
+    on_gpu = sum(info.block_bytes[len(info.block_bytes) - offloaded :]) if offloaded else 0
+    if n_gpu_layers < 0 or n_gpu_layers > layers:
+        on_gpu += info.output_bytes
+    values_per_layer = context * info.kv_heads * (info.key_length + info.value_length)  # keys + values
+    kv_layer = int(values_per_layer * CACHE_TYPE_BYTES[cache_type])
+    return GGUFEstimate(on_gpu, info.file_bytes - on_gpu, kv_layer * offloaded, kv_layer * (layers - offloaded))
+
+
+def gguf_report(info, context: int, n_gpu_layers: int, cache_type: str, memory: Memory, gpu_build: bool) -> str:
+    """Markdown for the Model tab: a GGUF file's memory at this context and cache type."""
+    chosen = gguf_estimate(info, context, n_gpu_layers if gpu_build else 0, cache_type)
+    gpu_free = sum(free for _, free in memory.gpus)
+    if chosen.gpu and chosen.gpu > gpu_free:
+        verdict_text = "❌ the offloaded layers do not fit in GPU memory; lower --n-gpu-layers"
+    elif chosen.ram > memory.ram:
+        verdict_text = "❌ does not fit in RAM; a smaller quantization, a shorter --n-ctx or --cache-type q8_0"
+    elif chosen.gpu:
+        verdict_text = "✅ fits (GPU + RAM)" if chosen.ram > chosen.weights_ram // 2 else "✅ fits on the GPU"
+    else:
+        verdict_text = "✅ fits in RAM (CPU)"
+    note = "" if gpu_build or not n_gpu_layers else (
+        " (this llama-cpp-python was built without GPU support: --n-gpu-layers has no effect)")
+    lines = [
+        f"**{info.parameters / 1e6:,.1f}M parameters**, {info.architecture}, {info.file_type}, "
+        f"file `{info.file.name}` {gib(info.file_bytes)}; context {context:,} (model maximum "
+        f"{info.context_length:,})",
+        "",
+        "| | weights | KV cache (" + cache_type + ") | total |",
+        "|---|---|---|---|",
+        f"| GPU | {gib(chosen.weights_gpu)} | {gib(chosen.kv_gpu)} | {gib(chosen.gpu)} |",
+        f"| RAM | {gib(chosen.weights_ram)} | {gib(chosen.kv_ram)} | {gib(chosen.ram)} |",
+        "",
+        f"--n-gpu-layers {n_gpu_layers}{note}; compute buffers not included.",
+        "",
+        "Detected: " + (", ".join(f"{name} {gib(free)} free" for name, free in memory.gpus) or "no CUDA GPU")
+        + f"; RAM {gib(memory.ram)} available.",
+        "",
+        verdict_text,
+    ]
+    return "\n".join(lines)

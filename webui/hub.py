@@ -99,10 +99,48 @@ def choose_files(files: Sequence[RemoteFile], request: DownloadRequest) -> list[
         # Without weights the folder would be useless; say why instead.
         raise DownloadError(f"{request.repo_id} has no safetensors weights; its pickle weights can run code "
                             "when loaded and need --allow-pickle")
+    ggufs = gguf_choices(files)
+    if not request.patterns and not has_safetensors and ggufs:
+        # A GGUF repository holds one file per quantization, often tens of GiB in all:
+        # fetch only the one the user names.
+        listed = ", ".join(f"{f.name} ({f.size / (1 << 30):.2f} GiB)" for f in ggufs[:20])
+        raise DownloadError(f"{request.repo_id} holds GGUF files; name the one to download in files: {listed}")
     chosen = [f for f in files if wanted(f.name)]
+    # A split GGUF named by its first part comes with all its parts.
+    firsts = {_split_stem(f.name) for f in chosen if _split_stem(f.name)}
+    chosen += [f for f in files if f not in chosen and _split_stem(f.name) in firsts]
     if not chosen:
         raise DownloadError(f"no files to download in {request.repo_id}")
     return chosen
+
+
+_GGUF_SPLIT = re.compile(r"^(?P<stem>.+)-(?P<part>\d{5})-of-(?P<count>\d{5})\.gguf$")
+
+
+def _split_stem(name: str) -> str | None:
+    """'dir/m-Q4_K_M-00001-of-00003.gguf' -> 'dir/m-Q4_K_M-of-00003' (one key per split model)."""
+    match = _GGUF_SPLIT.match(name)
+    return f"{match['stem']}-of-{match['count']}" if match else None
+
+
+def gguf_choices(files: Sequence[RemoteFile]) -> list[RemoteFile]:
+    """A repository's GGUF models: whole files, and each split model as its first part
+    with the size of all its parts."""
+    totals: dict[str, int] = {}
+    for f in files:
+        stem = _split_stem(f.name)
+        if stem:
+            totals[stem] = totals.get(stem, 0) + f.size
+    choices = []
+    for f in files:
+        if not f.name.endswith(".gguf"):
+            continue
+        match = _GGUF_SPLIT.match(f.name)
+        if match is None:
+            choices.append(f)
+        elif int(match["part"]) == 1:
+            choices.append(RemoteFile(f.name, totals[_split_stem(f.name)]))
+    return choices
 
 
 def safe_relative(name: object) -> bool:
@@ -130,6 +168,25 @@ class Downloader:
         self.model_dir = model_dir
         self.endpoint = endpoint
         self._lock = threading.Lock()
+
+    def list_gguf(self, request: DownloadRequest) -> list[RemoteFile]:
+        """The repository's GGUF models with their sizes (a split model: its first part,
+        all parts' bytes), for the user to pick one."""
+        from huggingface_hub import HfApi
+        from huggingface_hub.errors import HfHubHTTPError
+
+        token = os.environ.get("HF_TOKEN") or False
+        with self._lock, _hub_online():
+            try:
+                info = HfApi(endpoint=self.endpoint, token=token).model_info(
+                    request.repo_id, revision=request.revision, files_metadata=True)
+            except HfHubHTTPError as exc:
+                status = getattr(getattr(exc, "response", None), "status_code", None)
+                raise DownloadError(_http_message(request, status)) from exc
+            except Exception as exc:  # connection refused, DNS, TLS, timeouts: a message, not a crash
+                raise DownloadError(f"cannot reach the hub: {exc.__class__.__name__}: {exc}") from exc
+        files = [RemoteFile(s.rfilename, int(s.size or 0)) for s in (info.siblings or [])[:MAX_FILES]]
+        return [f for f in gguf_choices(files) if safe_relative(f.name)]
 
     def download(
         self, request: DownloadRequest, on_progress: Callable[[Progress], None] | None = None

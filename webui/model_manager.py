@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from webui.loaders.base import Loader, LoadedModel, LoadError
 from webui.loaders.hf_options import Dtype
 from webui.loaders.registry import LoaderRegistry
-from webui.paths import list_entries, pick
+from webui.paths import is_plain_name, list_entries, pick
 from webui.settings import describe_validation_error
 
 log = logging.getLogger(__name__)
@@ -71,12 +71,13 @@ class ModelManager:
         return self._current
 
     def available(self) -> dict[str, Path]:
-        """Model folders a loader recognises: the listing every request is checked against."""
-        return {
-            name: path
-            for name, path in list_entries(self.model_dir, dirs=True).items()
-            if self.registry.recognises(path)
-        }
+        """Model folders and files (a .gguf, by its file name) a loader recognises: the
+        listing every request is checked against."""
+        entries = list_entries(self.model_dir, dirs=True)
+        if self.model_dir.is_dir():
+            entries.update({p.name: p for p in sorted(self.model_dir.iterdir())
+                            if p.is_file() and p.suffix == ".gguf" and is_plain_name(p.name)})
+        return {name: path for name, path in entries.items() if self.registry.recognises(path)}
 
     def names(self) -> list[str]:
         return sorted(self.available(), key=str.lower)
@@ -165,6 +166,9 @@ class ModelManager:
         try:
             if self._current is None:
                 raise NoModelLoaded("no model is loaded; load one before applying a LoRA")
+            if self._current.loader != "transformers" and (chosen or self._current.loras):
+                raise LoadError(f"LoRA adapters apply to Transformers models; {self._current.name} is "
+                                f"loaded with {self._current.loader}")
             loras.apply(self._current, chosen, allow_pickle=self.options.allow_pickle)
             log.info("LoRA now: %s", ", ".join(self._current.loras) or "none")
             return self._current

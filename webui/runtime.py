@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from webui.api.usage import UsageCounter
 from webui.chat.templates import TemplateLibrary
 from webui.extensions import ExtensionHost, discover, load_extensions, make_state, params_from_state
 from webui.extensions.reply import ReplyStream
@@ -27,7 +28,7 @@ from webui.generation.engine import (
     GenerationStream,
     QueueFull,
 )
-from webui.fit import Memory, estimate, read_shape, report
+from webui.fit import Memory, estimate, gguf_report, read_shape, report
 from webui.hub import Downloader
 from webui.loaders.base import LoadedModel, LoadError
 from webui.loaders.registry import LoaderRegistry, default_registry
@@ -36,6 +37,8 @@ from webui.model_settings import ModelSettings, ModelSettingsStore
 from webui.paths import NameRefused, is_plain_name, pick
 from webui.generation.params import ParamsError, SamplingParams, make_params
 from webui.presets import PresetLibrary, model_defaults, preset_delta
+from webui.remote.engine import RemoteModel
+from webui.remote.routing import RemoteEngines, SessionChoices
 from webui.settings import LoaderSettings, Settings, SettingsError, read_yaml_mapping
 from webui.storage import atomic_write_text, remove_stale_temporaries
 from webui.userdata import UserSpaces
@@ -110,6 +113,10 @@ class Runtime:
     warnings: list[str] = field(default_factory=list)
     extensions: ExtensionHost = field(default_factory=ExtensionHost)
     ui_restart: UIRestart = field(default_factory=UIRestart)
+    # Remote engines (docs/SCALING.md) and the model each browser tab talks to.
+    remotes: RemoteEngines = field(default_factory=RemoteEngines)
+    chosen: SessionChoices = field(default_factory=SessionChoices)
+    usage: UsageCounter = field(default_factory=UsageCounter)  # API tokens per key, for the admin
 
     # -- models ------------------------------------------------------------------
     def saved_model_settings(self, name: object) -> ModelSettings:
@@ -145,7 +152,10 @@ class Runtime:
         wanted = self.saved_model_settings(name)
         if choice is not None:
             wanted = wanted.merged(choice)
-        options = self.models.options_for(wanted.load_overrides(), self.models.registry.for_folder(folder))
+        loader = self.models.registry.for_folder(folder)
+        options = self.models.options_for(wanted.load_overrides(), loader)
+        if loader.name == "llama.cpp":
+            return gguf_fit_report(folder, options, wanted.context_length)
         shape = read_shape(folder, trust_remote_code=options.trust_remote_code)
         context = min(wanted.context_length or shape.context_length, shape.context_length)
         memory = Memory.detect()
@@ -157,12 +167,16 @@ class Runtime:
     def stream(
         self, owner: str, prompt: str | Callable[[Any, int], Any], params: SamplingParams,
         logprobs: int | None = None, state: dict[str, Any] | None = None, who: str | None = None,
+        model: str | None = None,
     ) -> OwnedStream:
         """Queue a request for `owner` (whose Stop ends it); `who` is whom the scheduler
-        is fair between (a user, the API key), by default the owner itself."""
+        is fair between (a user, the API key), by default the owner itself.  `model` picks
+        the model by name (the API's `model` field); by default the one the owner's
+        browser tab chose, else the local one."""
+        engine = self.engine_for(model if model is not None else self.chosen.get(owner))
         token = self.requests.start(owner)
         try:
-            stream = self.engine.generate(GenerationRequest(prompt, params, token, logprobs, state, owner=who or owner))
+            stream = engine.generate(GenerationRequest(prompt, params, token, logprobs, state, owner=who or owner))
         except QueueFull:
             self.requests.finish(owner, token)
             raise
@@ -170,6 +184,17 @@ class Runtime:
 
     def stop(self, owner: str) -> int:
         return self.requests.stop(owner)
+
+    def engine_for(self, model: str | None) -> GenerationEngine | RemoteModel:
+        """The local engine for the loaded model (or no name), a remote engine's model for a
+        name one of them serves; the local model wins a name both have."""
+        loaded = self.models.current
+        if model is None or (loaded is not None and model == loaded.name):
+            return self.engine
+        remote = self.remotes.model(model)
+        if remote is None:
+            raise GenerationError(f"the model '{model}' is neither loaded here nor served by a remote engine")
+        return remote
 
     # -- extensions --------------------------------------------------------------------
 
@@ -300,6 +325,19 @@ class OwnedStream:
         self._on_done()
 
 
+def gguf_fit_report(entry: Path, options: Any, context_length: int | None) -> str:
+    """"Will it fit?" for a GGUF file or folder (the file the loader would pick)."""
+    from webui.fit import available_ram
+    from webui.loaders.gguf_files import choose_file, read_info
+    from webui.loaders.gguf_loader import DEFAULT_MAX_CONTEXT, gpu_offload_built
+
+    info = read_info(choose_file(entry, options.gguf_file, room=available_ram()))
+    context = options.n_ctx or min(info.context_length, DEFAULT_MAX_CONTEXT)
+    if context_length:
+        context = min(context, context_length)
+    return gguf_report(info, context, options.n_gpu_layers, options.cache_type, Memory.detect(), gpu_offload_built())
+
+
 def load_options(settings: Settings) -> LoaderSettings:
     """The start-up value of every loader option (command line over settings.yaml), the
     offload folder resolved; each model may override the ones its schema lets it."""
@@ -357,7 +395,9 @@ def build_runtime(
         downloads=Downloader(settings.model_dir),
         warnings=notes,
         extensions=extensions,
+        remotes=RemoteEngines(settings.all_remote_engines()),
     )
+    runtime.warnings += runtime.remotes.warnings
     if settings.model:
         try:
             runtime.load_model(settings.model, save=False)

@@ -16,6 +16,7 @@ from pydantic import ConfigDict, Field, ValidationError, field_validator
 from webui.loaders.catalog import BUILTIN_SCHEMAS
 from webui.loaders.options import flat_model, merged_specs
 from webui.paths import is_plain_name
+from webui.remote.config import RemoteEngineConfig, from_flag
 from webui.safe_yaml import YAMLRefused, load_yaml
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,11 @@ class Settings(LoaderSettings):
     admin_key: str | None = Field(None, min_length=8, description="Key for model management endpoints.")
     api_cors_origins: tuple[str, ...] = Field((), description="Web origins allowed to call the API.")
 
+    # -- remote inference engines (operator only: this file or the command line) -------
+    remote_engines: tuple[RemoteEngineConfig, ...] = Field(
+        (), description="OpenAI-compatible engines to serve models from (url, name, api_key_env, timeout, ...).")
+    remote_engine_urls: tuple[str, ...] = Field((), description="--remote-engine URL, repeatable.")
+
     @field_validator("model")
     @classmethod
     def _model_is_plain_name(cls, value: str | None) -> str | None:
@@ -144,6 +150,17 @@ class Settings(LoaderSettings):
                 raise ValueError(f"{self.gradio_auth_path} holds no user:password entries")
             pairs += parse_auth(",".join(entries))
         return pairs
+
+    def all_remote_engines(self) -> tuple[RemoteEngineConfig, ...]:
+        """The settings file's engines, then the command line's (both are the operator's)."""
+        return (*self.remote_engines, *(from_flag(url) for url in self.remote_engine_urls))
+
+    @field_validator("remote_engine_urls")
+    @classmethod
+    def _engine_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            from_flag(url)  # refuses a bad URL (or one carrying a password) at start-up
+        return value
 
     @property
     def lora_dir(self) -> Path:
@@ -216,6 +233,8 @@ def _coerce_yaml(values: dict[str, Any]) -> dict[str, Any]:
     out = _coerce_paths(values)
     if isinstance(out.get("api_cors_origins"), list):
         out["api_cors_origins"] = tuple(out["api_cors_origins"])
+    if isinstance(out.get("remote_engines"), list):
+        out["remote_engines"] = tuple(out["remote_engines"])
     return out
 
 

@@ -25,6 +25,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from webui.api.disconnect import on_disconnect
 from webui.api.docs_page import docs_html
 from webui.api.security import GuardMiddleware, KeyMiddleware
+from webui.api.usage import key_label
 from webui.chat.prompt import PromptError, render_chat_prompt
 from webui.generation.chain import token_ids
 from webui.generation.engine import GenerationError, QueueFull
@@ -33,6 +34,7 @@ from webui.model_manager import ModelBusy
 from webui.model_settings import ModelSettings
 from webui.paths import NameRefused
 from webui.generation.params import ParamsError, SamplingParams, changed_fields, make_params
+from webui.remote.engine import ChatMessages, RemoteModel
 from webui.runtime import Runtime
 from webui.text_check import InvalidText, check_text
 
@@ -210,30 +212,44 @@ def build_api(runtime: Runtime) -> FastAPI:
     async def docs_page():
         return HTMLResponse(docs_html(api.openapi()))
 
-    def model_card(name: str) -> dict[str, Any]:
-        return {"id": name, "object": "model", "created": 0, "owned_by": "local"}
+    def model_card(name: str, owner: str = "local") -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": 0, "owned_by": owner}
 
-    def loaded_name(requested: str) -> Any:
+    async def all_cards() -> list[dict[str, Any]]:
+        """The loaded model, then every remote engine's (a name the local model has is its)."""
         loaded = runtime.models.current
-        if loaded is None:
+        cards = [model_card(loaded.name)] if loaded else []
+        if runtime.remotes:
+            remote = await run_in_threadpool(runtime.remotes.models)
+            cards += [model_card(name, engine.name) for name, engine in remote.items()
+                      if not loaded or name != loaded.name]
+        return cards
+
+    async def target(requested: str) -> Any:
+        """The loaded model, or the remote model of that name (no load step for those)."""
+        loaded = runtime.models.current
+        if loaded is not None and requested == loaded.name:
+            return loaded
+        remote = await run_in_threadpool(runtime.remotes.model, requested) if runtime.remotes else None
+        if remote is not None:
+            return remote
+        if loaded is None and not runtime.remotes:
             raise APIError(503, "no model is loaded", "server_error", code="model_not_loaded")
-        if requested != loaded.name:
-            raise APIError(404, f"the model '{requested}' is not loaded; the loaded model is '{loaded.name}'",
-                           param="model", code="model_not_found")
-        return loaded
+        here = f"the loaded model is '{loaded.name}'" if loaded else "no local model is loaded"
+        here += "".join(f"; {problem}" for problem in runtime.remotes.problems.values())
+        raise APIError(404, f"the model '{requested}' is not loaded; {here}", param="model", code="model_not_found")
 
     @api.get("/v1/models")
     async def list_models():
-        loaded = runtime.models.current
-        return {"object": "list", "data": [model_card(loaded.name)] if loaded else []}
+        return {"object": "list", "data": await all_cards()}
 
     @api.get("/v1/models/{model_id}")
     async def get_model(model_id: str):
-        loaded = runtime.models.current
-        if loaded is None or model_id != loaded.name:
+        card = next((c for c in await all_cards() if c["id"] == model_id), None)
+        if card is None:
             raise APIError(404, f"the model '{model_id}' does not exist or is not loaded", param="model",
                            code="model_not_found")
-        return model_card(loaded.name)
+        return card
 
     def fit(body: CompletionBase, params: SamplingParams, loaded, prompt: str) -> SamplingParams:
         """Check `params` against the loaded model (token ids in its vocabulary, prompt in
@@ -242,10 +258,15 @@ def build_api(runtime: Runtime) -> FastAPI:
         Without max_tokens the reply may use the rest of the context (as OpenAI's API does).
         """
         # A sampler this model's backend would not honour is refused, never dropped silently.
-        ignored = loaded.backend.capabilities.ignores(changed_fields(params) - {"max_new_tokens", "seed"})
+        remote = isinstance(loaded, RemoteModel)
+        capabilities = loaded.capabilities if remote else loaded.backend.capabilities
+        ignored = capabilities.ignores(changed_fields(params) - {"max_new_tokens", "seed"})
         if ignored:
-            raise APIError(400, f"{ignored[0]} is not supported by this model's backend ({loaded.loader})",
+            backend = f"remote engine {loaded.engine.name}, {loaded.engine.config.kind}" if remote else loaded.loader
+            raise APIError(400, f"{ignored[0]} is not supported by this model's backend ({backend})",
                            param=ignored[0], code="unsupported_parameter")
+        if remote:
+            return params  # the engine knows its context and tokenizer; it refuses what does not fit
         try:
             token_ids(params, loaded.tokenizer, loaded.backend.vocab_size(), loaded.backend.eos_ids())
         except ParamsError as exc:
@@ -266,29 +287,32 @@ def build_api(runtime: Runtime) -> FastAPI:
 
     @api.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
-        loaded = loaded_name(body.model)
+        loaded = await target(body.model)
         params = body.sampling()  # refuse bad values before rendering anything
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                     for m in body.messages]
         last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
         if last_user is not None:  # extensions' input_modifier sees the new message, as in the chat
             last_user["content"] = modified_input(last_user["content"], params, True)
+        if isinstance(loaded, RemoteModel):  # the engine applies its own chat template
+            prompt: Any = ChatMessages(tuple(messages))
+            return await respond(request, body, prompt, fit(body, params, loaded, ""), chat=True, target=loaded)
         try:
             prompt = render_chat_prompt(loaded.tokenizer, messages)
         except PromptError as exc:
             raise APIError(400, str(exc), param="messages") from exc
-        return await respond(request, body, prompt, fit(body, params, loaded, prompt), chat=True)
+        return await respond(request, body, prompt, fit(body, params, loaded, prompt), chat=True, target=loaded)
 
     @api.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
-        loaded = loaded_name(body.model)
+        loaded = await target(body.model)
         if isinstance(body.prompt, list):
             if len(body.prompt) != 1:
                 raise APIError(400, "send one prompt per request", param="prompt")
             body.prompt = body.prompt[0]
         params = body.sampling()
         prompt = modified_input(body.prompt, params, False)
-        return await respond(request, body, prompt, fit(body, params, loaded, prompt), chat=False)
+        return await respond(request, body, prompt, fit(body, params, loaded, prompt), chat=False, target=loaded)
 
     def modified_input(text: str, params: SamplingParams, chat: bool) -> str:
         extensions = runtime.extensions
@@ -303,9 +327,12 @@ def build_api(runtime: Runtime) -> FastAPI:
             return text
         return extensions.output(text, runtime.extension_state(params, "api"), chat)
 
-    async def respond(request: Request, body: CompletionBase, prompt: str, params: SamplingParams, chat: bool):
+    async def respond(request: Request, body: CompletionBase, prompt: Any, params: SamplingParams, chat: bool,
+                      target: Any):
         count = body.logprob_count()  # a bad logprobs request is refused before any stream starts
-        if count is not None and not runtime.models.current.backend.capabilities.logprobs:
+        remote = isinstance(target, RemoteModel)
+        capabilities = target.capabilities if remote else target.backend.capabilities
+        if count is not None and not capabilities.logprobs:
             raise APIError(400, "this model's backend cannot report log-probabilities", param="logprobs",
                            code="unsupported_parameter")
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
@@ -313,7 +340,7 @@ def build_api(runtime: Runtime) -> FastAPI:
         kind = "chat.completion" if chat else "text_completion"
         if body.stream:
             return StreamingResponse(
-                stream_events(request, body, prompt, params, count, chat, rid, created),
+                stream_events(request, body, prompt, params, count, chat, rid, created, key_label(request.headers)),
                 media_type="text/event-stream", headers={"cache-control": "no-cache"},
             )
         choices, prompt_tokens, completion_tokens = [], 0, 0
@@ -323,7 +350,7 @@ def build_api(runtime: Runtime) -> FastAPI:
             for seeded in choice_params(params, body.n):  # every choice's values are checked first
                 if gone.is_set():
                     raise APIError(499, "the client closed the request", code="client_closed")
-                results.append((seeded, await run_to_end(owner, prompt, seeded, count)))
+                results.append((seeded, await run_to_end(owner, body.model, prompt, seeded, count, remote)))
         for index, (seeded, (text, stats, entries)) in enumerate(results):
             text = modified_output(text, seeded, chat)
             prompt_tokens = stats.prompt_tokens
@@ -336,15 +363,18 @@ def build_api(runtime: Runtime) -> FastAPI:
             else:
                 shown = (prompt + text) if getattr(body, "echo", False) else text
                 choices.append({"index": index, "text": shown, "finish_reason": finish, "logprobs": logprobs})
+        runtime.usage.add(key_label(request.headers), prompt_tokens * body.n, completion_tokens)
         return {"id": rid, "object": kind, "created": created, "model": body.model, "choices": choices,
                 "usage": usage(prompt_tokens, completion_tokens)}
 
-    def start(owner: str, prompt: str, params: SamplingParams, logprobs: int | None = None):
+    def start(owner: str, model: str, prompt: Any, params: SamplingParams, logprobs: int | None = None):
         try:
             # The API is one party to the scheduler, however many requests it sends at once.
-            return runtime.stream(owner, prompt, params, logprobs, who="api")
+            return runtime.stream(owner, prompt, params, logprobs, who="api", model=model)
         except QueueFull as exc:
             raise APIError(503, str(exc), "server_error", code="server_busy") from exc
+        except GenerationError as exc:  # the model went away between the check and the start
+            raise APIError(404, str(exc), param="model", code="model_not_found") from exc
 
     def choice_params(params: SamplingParams, n: int) -> list[SamplingParams]:
         """The values for each of `n` choices: a fixed seed counts up, so each choice
@@ -359,13 +389,16 @@ def build_api(runtime: Runtime) -> FastAPI:
             raise APIError(400, f"seed: with n={n} the seeds count up from seed, and {exc}", param="seed",
                            code="invalid_value") from exc
 
-    async def run_to_end(owner: str, prompt: str, params: SamplingParams, logprobs: int | None):
-        stream = start(owner, prompt, params, logprobs)
+    async def run_to_end(owner: str, model: str, prompt: Any, params: SamplingParams, logprobs: int | None,
+                         remote: bool):
+        stream = start(owner, model, prompt, params, logprobs)
         pieces = []
         try:
             async for piece in iterate_in_threadpool(iter(stream)):
                 pieces.append(piece)
         except GenerationError as exc:
+            if remote:  # the engine behind us failed (down, slow, nonsense), not this server
+                raise APIError(502, str(exc), "server_error", code="remote_engine_error") from exc
             raise APIError(500, str(exc), "server_error") from exc
         finally:
             runtime.stop(owner)  # a no-op when it finished; frees the model when the client left
@@ -373,7 +406,7 @@ def build_api(runtime: Runtime) -> FastAPI:
             raise APIError(499, "the client closed the request", code="client_closed")
         return "".join(pieces), stream.stats, stream.logprobs
 
-    async def stream_events(request, body, prompt, params, count, chat, rid, created) -> AsyncIterator[str]:
+    async def stream_events(request, body, prompt, params, count, chat, rid, created, key) -> AsyncIterator[str]:
         owner = f"api-{uuid.uuid4().hex}"
         chunk_kind = "chat.completion.chunk" if chat else "text_completion"
 
@@ -395,7 +428,7 @@ def build_api(runtime: Runtime) -> FastAPI:
             return {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": logprobs}
 
         try:
-            stream = start(owner, prompt, params, count)
+            stream = start(owner, body.model, prompt, params, count)
         except APIError as exc:
             yield f"data: {json.dumps({'error': {'message': exc.message, 'type': exc.kind, 'code': exc.code}})}\n\n"
             return
@@ -411,6 +444,7 @@ def build_api(runtime: Runtime) -> FastAPI:
             if gone.is_set():
                 return
             stats = stream.stats
+            runtime.usage.add(key, stats.prompt_tokens, stats.new_tokens)
             yield event([choice(None if chat else "", "length" if stats.finish_reason == "length" else "stop")])
             if body.stream_options and body.stream_options.include_usage:
                 yield event([], usage=usage(stats.prompt_tokens, stats.new_tokens))
@@ -440,6 +474,11 @@ def build_api(runtime: Runtime) -> FastAPI:
         except LoadError as exc:
             raise APIError(500, str(exc), "server_error", code="load_failed") from exc
         return {"loaded": runtime.models.current.describe()}
+
+    @api.get("/v1/internal/usage")
+    async def usage_by_key():
+        """Tokens in and out per API key (named by a digest's prefix, never the key itself)."""
+        return {"usage": runtime.usage.snapshot()}
 
     @api.post("/v1/internal/models/unload")
     async def unload_model():

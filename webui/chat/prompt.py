@@ -210,6 +210,14 @@ class ChatPrompt:
         self.info = PromptInfo(tokens=count(best), room=room, dropped=best_start)
         return RenderedPrompt(best, self._stops(tokenizer))
 
+    def as_messages(self) -> list[Message] | None:
+        """This prompt as OpenAI messages, for an engine that applies its own chat template
+        (a remote one); None when it cannot be said that way (chat and chat-instruct mode,
+        continue, impersonate, a reply prefix or an extension's bot prefix)."""
+        if self.setup.mode != "instruct" or self.action != "reply" or self.prefix or self._bot_prefix:
+            return None
+        return _with_system([dict(m) for m in self.turns], self.setup.system)
+
     def _drop_points(self) -> list[int]:
         """Where the kept history may start: at 0 or at a user message, never past the
         message being answered (or continued)."""

@@ -7,7 +7,8 @@ checks that it matches the schemas default_registry() exposes.
 
 from __future__ import annotations
 
+from webui.loaders.gguf_options import LlamaCppOptions
 from webui.loaders.hf_options import TransformersOptions
 from webui.loaders.options import LoaderOptions
 
-BUILTIN_SCHEMAS: tuple[type[LoaderOptions], ...] = (TransformersOptions,)
+BUILTIN_SCHEMAS: tuple[type[LoaderOptions], ...] = (TransformersOptions, LlamaCppOptions)

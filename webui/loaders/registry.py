@@ -45,10 +45,14 @@ class LoaderRegistry:
         for loader in self._loaders:
             if loader.can_load(folder):
                 return loader
-        raise LoadError(f"{folder.name}: no loader recognises this folder (no config.json?)")
+        raise LoadError(f"{folder.name}: no loader recognises this folder (no config.json or .gguf file?)")
 
 
 def default_registry(serving: ServingOptions | None = None) -> LoaderRegistry:
+    from webui.loaders.gguf_loader import LlamaCppLoader
     from webui.loaders.hf_transformers import TransformersLoader
 
-    return LoaderRegistry([TransformersLoader(serving)])
+    # Transformers first: a folder with config.json is a Transformers model even if it
+    # also holds .gguf files.  The llama.cpp loader is registered even without
+    # llama-cpp-python, so GGUF models are listed and loading one says how to enable it.
+    return LoaderRegistry([TransformersLoader(serving), LlamaCppLoader(serving)])

@@ -116,6 +116,8 @@ class OptionControls:
         if spec.control == "number":
             if spec.default is None:
                 common["info"] = f"{spec.help} (0: not set)"
+            if spec.kind is int:  # whole numbers arrive as ints, which the strict schemas want
+                common["precision"] = 0
             return gr.Number(value, **common)
         if spec.control == "textbox":
             return gr.Textbox(value, max_length=200, **common)

@@ -22,6 +22,7 @@ from webui.settings import describe_validation_error
 from webui.ui.common import MODEL_GROUP, Shared, shown_path, to_params
 from webui.ui.loader_controls import OptionControls
 from webui.ui.parameters_tab import control_values
+from webui.ui import remote_picker
 
 
 def status_text(runtime: Runtime) -> str:
@@ -51,7 +52,8 @@ def render(runtime: Runtime, shared: Shared) -> None:
     with gr.Row():
         model = gr.Dropdown(
             runtime.models.names(), value=current.name if current else None,
-            label="Model", info=f"Folders in {shown_path(settings.model_dir)}", scale=3, elem_id="model-name",
+            label="Model", info=f"Folders and .gguf files in {shown_path(settings.model_dir)}", scale=3,
+            elem_id="model-name",
         )
         refresh = gr.Button("↻", scale=0, min_width=40)
         controls.render("main")
@@ -78,6 +80,8 @@ def render(runtime: Runtime, shared: Shared) -> None:
         fit = gr.Button("Will it fit?", elem_id="model-fit")
     status = gr.Markdown(status_text(runtime), elem_id="model-status")
     fit_out = gr.Markdown(elem_id="model-fit-report")
+    if runtime.remotes:  # only when the operator configured remote engines
+        remote_picker.render(runtime)
 
     with gr.Accordion("LoRA adapters (user_data/loras/)", open=False):
         with gr.Row():
@@ -95,6 +99,9 @@ def render(runtime: Runtime, shared: Shared) -> None:
             revision = gr.Textbox("main", label="revision", max_length=128, scale=1)
             patterns = gr.Textbox(label="files (globs, comma-separated; blank: safetensors + config)",
                                   max_length=1000, scale=2)
+        with gr.Row():
+            list_gguf = gr.Button("List GGUF files", scale=1)
+            gguf_pick = gr.Dropdown([], label="GGUF file (fills 'files')", scale=3, allow_custom_value=False)
         download = gr.Button("Download", elem_id="model-download")
         download_status = gr.Markdown(elem_id="model-download-status")
 
@@ -166,6 +173,23 @@ def render(runtime: Runtime, shared: Shared) -> None:
             return f"**Download failed:** {exc}", gr.skip()
         return f"Downloaded to `{shown_path(folder)}`.", gr.Dropdown(choices=runtime.models.names())
 
+    def gguf_files(repo_id, rev):
+        """A GGUF repository's files with their sizes, to pick the one to download."""
+        try:
+            request = DownloadRequest(repo_id.strip() if isinstance(repo_id, str) else repo_id,
+                                      revision=(rev or "main").strip() if isinstance(rev, str) else rev)
+            files = runtime.downloads.list_gguf(request)
+        except DownloadError as exc:
+            return f"**Cannot list:** {exc}", gr.Dropdown(choices=[])
+        if not files:
+            return f"{request.repo_id} has no .gguf files.", gr.Dropdown(choices=[])
+        rows = "\n".join(f"| `{f.name}` | {f.size / (1 << 30):.2f} GiB |" for f in files)
+        return (f"| file | size |\n|---|---|\n{rows}",
+                gr.Dropdown(choices=[f.name for f in files], value=None))
+
+    list_gguf.click(gguf_files, [repo, revision], [download_status, gguf_pick], api_name="model_gguf_files",
+                    concurrency_id="download", concurrency_limit=1)
+    gguf_pick.input(lambda name: name or "", gguf_pick, patterns)
     model.input(pick_model, model, [*options, fit_out], api_name="model_settings")
     load.click(
         load_model, [model, *options, shared.params], [status, shared.params, *shared.controls],

@@ -1,0 +1,74 @@
+"""Real misbehaving OpenAI-compatible servers on loopback, for the remote-engine tests.
+
+Each lives under its own prefix (`/slow/v1`, `/garbage/v1`, `/echo/v1`), so one uvicorn
+serves them all; they answer /models properly and then misbehave on completions the way
+a broken engine does: too slow, not JSON, or echoing the request's key in an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+
+class Misbehaving:
+    def __init__(self, port: int, hold_seconds: float = 30.0):
+        self.closed = threading.Event()  # the slow stream saw its client leave
+        self.hold_seconds = hold_seconds
+        routes = []
+        for prefix in ("slow", "garbage", "echo"):
+            routes.append(Route(f"/{prefix}/v1/models", self._models(prefix)))
+        routes += [
+            Route("/slow/v1/chat/completions", self._slow, methods=["POST"]),
+            Route("/slow/v1/completions", self._slow, methods=["POST"]),
+            Route("/garbage/v1/completions", self._garbage, methods=["POST"]),
+            Route("/garbage/v1/chat/completions", self._garbage, methods=["POST"]),
+            Route("/echo/v1/completions", self._echo, methods=["POST"]),
+        ]
+        config = uvicorn.Config(Starlette(routes=routes), host="127.0.0.1", port=port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{port}"
+
+    def _models(self, prefix: str):
+        async def models(request: Request):
+            return JSONResponse({"object": "list", "data": [{"id": f"{prefix}-model", "object": "model"}]})
+        return models
+
+    async def _slow(self, request: Request):
+        async def events():
+            try:
+                yield 'data: {"choices": [{"index": 0, "text": "a", "delta": {"content": "a"}}]}\n\n'
+                await asyncio.sleep(self.hold_seconds)  # then nothing: the client's timeout must end it
+            finally:
+                self.closed.set()
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def _garbage(self, request: Request):
+        async def events():
+            yield "data: this is not json\n\n"
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def _echo(self, request: Request):
+        # A broken engine that repeats the request's credentials in its error message.
+        return JSONResponse({"error": {"message": f"bad key {request.headers.get('authorization')}"}},
+                            status_code=401)
+
+    def start(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert self.server.started, "the misbehaving server did not start"
+        return self.url
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

@@ -1,0 +1,270 @@
+"""The llama.cpp backend: GGUF models, many sequences decoded in one llama_decode call.
+
+Built on llama-cpp-python's low-level bindings (the C API), not its `Llama` class,
+because `Llama` runs one sequence at a time.  One llama.cpp context holds a KV cache of
+`n_ctx` cells shared by every sequence (`kv_unified`), each sequence with its own id:
+
+- `start` prefills a prompt into a free sequence id (in n_batch-token chunks) and
+  returns its last position's logits;
+- `step` puts one token of every running sequence into one `llama_batch` (each with
+  its own sequence id and position), decodes it in one call, and returns one logits
+  row per sequence;
+- `finish` keeps a finished sequence's KV in place (it stays in the cache under its
+  id) so that a later prompt starting with the same tokens copies that prefix with
+  `llama_memory_seq_cp` (in a unified cache a copy only tags cells with a second id:
+  no data moves) and computes only the rest.  Kept sequences are the first thing
+  evicted when the cache runs out of cells.
+
+The engine runs its own sampler chain on the logits (webui/generation/chain.py), as
+for Transformers models: every sampler behaves the same on either loader and a seed
+gives the same choices.  What this backend cannot do is declared in `capabilities`:
+classifier-free guidance and extension input embeddings.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import torch
+
+from webui.generation.backend import Capabilities, OutOfMemory
+from webui.generation.params import SamplingParams
+from webui.generation.prefix_cache import MIN_REUSE_TOKENS, shared_prefix
+from webui.generation.request import GenerationError
+
+log = logging.getLogger(__name__)
+
+# Classifier-free guidance needs a second sequence decoded beside each request; not
+# built for llama.cpp (yet), so refused by name rather than silently ignored.
+UNSUPPORTED_SAMPLERS = frozenset({"guidance_scale", "negative_prompt"})
+SUPPORTED_SAMPLERS = frozenset(SamplingParams.model_fields) - UNSUPPORTED_SAMPLERS
+
+
+class LlamaSlot:
+    """One sequence: its llama.cpp sequence id and the tokens its KV covers."""
+
+    __slots__ = ("logits", "cached_tokens", "seq", "fed", "done")
+
+    def __init__(self, seq: int, fed: list[int], cached_tokens: int):
+        self.seq = seq
+        self.fed = fed
+        self.cached_tokens = cached_tokens
+        self.logits: torch.Tensor | None = None
+        self.done = False
+
+
+class KeptSequences:
+    """Finished sequences whose KV stays in the context, least recently used first."""
+
+    def __init__(self) -> None:
+        self._tokens: OrderedDict[int, tuple[int, ...]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def ids(self) -> list[int]:
+        return list(self._tokens)
+
+    def cells(self) -> int:
+        return sum(len(t) for t in self._tokens.values())
+
+    def best(self, ids: list[int]) -> tuple[int | None, int]:
+        """The kept sequence sharing the longest prefix with `ids` (at most len - 1: the
+        last prompt token is computed for its logits), if it is worth reusing."""
+        ids = tuple(ids)  # compared with the kept tuples slice by slice (a list never equals a tuple)
+        best, best_len = None, 0
+        for seq, tokens in self._tokens.items():
+            n = min(shared_prefix(tokens, ids), len(ids) - 1)
+            if n > best_len:
+                best, best_len = seq, n
+        if best is None or best_len < MIN_REUSE_TOKENS:
+            return None, 0
+        self._tokens.move_to_end(best)
+        return best, best_len
+
+    def add(self, seq: int, tokens: list[int]) -> list[int]:
+        """Keep `seq`; returns the kept ids it makes useless (their tokens are a prefix of it)."""
+        new = tuple(tokens)
+        covered = [s for s, t in self._tokens.items() if new[: len(t)] == t]
+        for s in covered:
+            del self._tokens[s]
+        self._tokens[seq] = new
+        return covered
+
+    def pop_oldest(self) -> int | None:
+        return self._tokens.popitem(last=False)[0] if self._tokens else None
+
+    def pop(self, seq: int) -> None:
+        self._tokens.pop(seq, None)
+
+
+class LlamaCppBackend:
+    def __init__(self, lib: Any, model: Any, ctx: Any, tokenizer: Any, *, n_ctx: int, n_batch: int,
+                 max_batch: int, n_seq: int, prefix_cache: bool):
+        self._lib = lib
+        self._model = model
+        self._ctx = ctx
+        self._mem = lib.llama_get_memory(ctx)
+        self.tokenizer = tokenizer
+        self.device = "cpu"  # where the engine keeps logits and token ids
+        self.n_ctx = n_ctx
+        self.n_batch = n_batch
+        self.capabilities = Capabilities(
+            max_batch=max_batch, prefix_cache=prefix_cache, logprobs=True, samplers=SUPPORTED_SAMPLERS,
+            guidance=False, input_embeddings=False,
+        )
+        self._vocab = tokenizer.vocab_size
+        self._batch_size = max(n_batch, max_batch)
+        self._batch = lib.llama_batch_init(self._batch_size, 0, 1)
+        self._free = list(range(n_seq - 1, -1, -1))  # sequence ids not in use (pop() takes the lowest)
+        self._running: dict[int, LlamaSlot] = {}
+        self._kept = KeptSequences()
+        self._closed = False
+
+    # -- what the engine asks ------------------------------------------------------
+    def vocab_size(self) -> int:
+        return self._vocab
+
+    def eos_ids(self) -> set[int]:
+        return set(self.tokenizer.eog_ids)
+
+    def can_admit(self, running: int, prompt_tokens: int, new_tokens: int) -> bool:
+        if running >= self.capabilities.max_batch:
+            return False
+        if running == 0:
+            return True  # one sequence always runs: its own failure says what is wrong
+        used = sum(len(slot.fed) for slot in self._running.values())
+        return used + prompt_tokens + new_tokens <= self.n_ctx  # kept sequences give way
+
+    def guidance_processor(self, scale: float, negative_ids: list[int]):
+        raise GenerationError("classifier-free guidance (guidance_scale) is not available for llama.cpp models")
+
+    def clear_cache(self) -> None:
+        while (seq := self._kept.pop_oldest()) is not None:
+            self._forget(seq)
+
+    # -- sequences ---------------------------------------------------------------------
+    def start(self, ids: list[int], embeds: torch.Tensor | None = None) -> LlamaSlot:
+        if embeds is not None:
+            raise GenerationError("llama.cpp models cannot take input embeddings from an extension")
+        if not ids:
+            raise GenerationError("empty prompt")
+        if len(ids) > self.n_ctx:
+            raise OutOfMemory(f"a {len(ids)}-token prompt does not fit the {self.n_ctx}-token context (--n-ctx)")
+        source, reused = self._kept.best(ids) if self.capabilities.prefix_cache else (None, 0)
+        seq = self._take_id(keep=source)
+        if source is not None:
+            if source == seq:  # no free id: the kept sequence itself is continued
+                self._lib.llama_memory_seq_rm(self._mem, seq, reused, -1)
+            else:
+                self._lib.llama_memory_seq_cp(self._mem, source, seq, 0, reused)
+        slot = LlamaSlot(seq, list(ids[:reused]), reused)
+        self._running[seq] = slot
+        try:
+            for begin in range(reused, len(ids), self.n_batch):
+                chunk = ids[begin : begin + self.n_batch]
+                self._fill([(token, begin + i, seq) for i, token in enumerate(chunk)], last_only=True)
+                self._decode(f"out of memory reading a {len(ids)}-token prompt")
+                slot.fed.extend(chunk)
+        except BaseException:
+            self._release(slot)
+            raise
+        slot.logits = self._rows(1, last=True)
+        return slot
+
+    def step(self, slots: list[LlamaSlot], tokens: list[int]) -> torch.Tensor:
+        if len(slots) != len(self._running):
+            raise RuntimeError("step() must be given every running sequence")
+        self._fill([(token, len(slot.fed), slot.seq) for slot, token in zip(slots, tokens, strict=True)],
+                   last_only=False)
+        self._decode("out of memory decoding a batch")
+        for slot, token in zip(slots, tokens, strict=True):
+            slot.fed.append(token)
+        return self._rows(len(slots), last=False)
+
+    def finish(self, slot: LlamaSlot, keep: bool) -> None:
+        if slot is None or slot.done or self._running.get(slot.seq) is not slot:
+            return
+        slot.done = True
+        del self._running[slot.seq]
+        if keep and self.capabilities.prefix_cache and len(slot.fed) >= MIN_REUSE_TOKENS:
+            for covered in self._kept.add(slot.seq, slot.fed):
+                self._forget(covered)
+        else:
+            self._forget(slot.seq)
+
+    def close(self) -> None:
+        """Free the context, the batch and the weights (called once, on unload)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._lib.llama_batch_free(self._batch)
+        self._lib.llama_free(self._ctx)
+        self._lib.llama_model_free(self._model)
+
+    # -- inside ------------------------------------------------------------------------
+    def _take_id(self, keep: int | None) -> int:
+        """A free sequence id, evicting the oldest kept sequence (not `keep`) if need be;
+        when only `keep` is left, it is taken over."""
+        while not self._free:
+            oldest = next((s for s in self._kept.ids() if s != keep), None)
+            if oldest is None:
+                if keep is None:
+                    raise OutOfMemory("every sequence slot is busy")
+                self._kept.pop(keep)
+                return keep
+            self._kept.pop(oldest)
+            self._forget(oldest)
+        return self._free.pop()
+
+    def _forget(self, seq: int) -> None:
+        self._lib.llama_memory_seq_rm(self._mem, seq, -1, -1)
+        self._free.append(seq)
+
+    def _release(self, slot: LlamaSlot) -> None:
+        slot.done = True
+        self._running.pop(slot.seq, None)
+        self._forget(slot.seq)
+
+    def _fill(self, entries: list[tuple[int, int, int]], last_only: bool) -> None:
+        """Write (token, position, sequence id) entries into the batch; logits for every
+        entry, or only for the last."""
+        batch = self._batch
+        n = len(entries)
+        for i, (token, pos, seq) in enumerate(entries):
+            batch.token[i] = token
+            batch.pos[i] = pos
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = seq
+            batch.logits[i] = not last_only
+        if last_only:
+            batch.logits[n - 1] = True
+        batch.n_tokens = n
+
+    def _decode(self, what: str) -> None:
+        """llama_decode, evicting kept sequences while the KV cache has no room."""
+        while True:
+            status = self._lib.llama_decode(self._ctx, self._batch)
+            if status == 0:
+                return
+            if status == 1:  # no room in the KV cache: llama.cpp left it as it was
+                oldest = self._kept.pop_oldest()
+                if oldest is not None:
+                    self._forget(oldest)
+                    continue
+                raise OutOfMemory(f"{what} (the {self.n_ctx}-token context is full; raise --n-ctx)")
+            raise RuntimeError(f"llama_decode failed with status {status}")
+
+    def _rows(self, n: int, last: bool) -> torch.Tensor:
+        """The logits of the batch's outputs ([n, vocab]), copied out of llama.cpp's buffer
+        (the next decode overwrites it)."""
+        if last:
+            pointer = self._lib.llama_get_logits_ith(self._ctx, -1)
+        else:
+            pointer = self._lib.llama_get_logits(self._ctx)
+        rows = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(n, self._vocab))
+        return torch.from_numpy(rows.copy())

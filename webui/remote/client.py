@@ -1,0 +1,156 @@
+"""An OpenAI-compatible engine over HTTP: list its models, stream a completion.
+
+One pooled httpx.AsyncClient per engine, used only on the remote-engine loop
+(webui/remote/loop.py).  The engine's key is read from the environment variable the
+operator named and sent as a Bearer header; it is never logged, and any text that
+comes back from the engine is scrubbed of it before it can reach a message, because
+a broken or hostile engine might echo the request's headers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from webui.generation.request import GenerationError
+from webui.remote.config import RemoteEngineConfig
+
+# An error body longer than this is cut: it is shown to the user, and engines can be chatty.
+MAX_ERROR_CHARS = 300
+MAX_LINE_CHARS = 1 << 20
+
+
+class RemoteError(GenerationError):
+    """A remote engine is down, slow, refused the request or answered nonsense; the
+    message names the engine and says which, and never holds its key."""
+
+
+class RemoteClient:
+    def __init__(self, config: RemoteEngineConfig):
+        self.config = config
+        self._key = config.api_key()
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def key_missing(self) -> bool:
+        """An environment variable was named but is not set (said at start-up, by name)."""
+        return bool(self.config.api_key_env) and not self._key
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self._key, "[engine key]") if self._key else text
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:  # made on the loop thread, the only one that uses it
+            config = self.config
+            self._http = httpx.AsyncClient(
+                base_url=config.url + "/",
+                headers={"authorization": f"Bearer {self._key}"} if self._key else {},
+                timeout=httpx.Timeout(config.timeout, connect=min(config.timeout, 10.0)),
+                limits=httpx.Limits(max_connections=config.max_concurrent + 4,
+                                    max_keepalive_connections=config.max_concurrent),
+                verify=config.verify_tls,
+                # Only the configured host is contacted: no proxy or .netrc from the environment.
+                trust_env=False,
+                follow_redirects=False,
+            )
+        return self._http
+
+    async def list_models(self) -> list[str]:
+        """The ids of the models the engine serves (GET {base}/models)."""
+        try:
+            response = await self._client().get("models")
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from None
+        if response.status_code != 200:
+            raise RemoteError(f"remote engine {self.name} refused to list its models "
+                              f"(HTTP {response.status_code}): {self._error_text(response.content)}")
+        try:
+            data = response.json()["data"]
+            names = [entry["id"] for entry in data]
+        except (ValueError, KeyError, TypeError):
+            raise RemoteError(f"remote engine {self.name} answered /models with something that is not "
+                              "an OpenAI model list") from None
+        if not all(isinstance(name, str) and 0 < len(name) <= 256 for name in names):
+            raise RemoteError(f"remote engine {self.name} listed a model id that is not a short string")
+        return names
+
+    async def stream(self, path: str, payload: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """POST a streaming request and yield each server-sent event's JSON.
+
+        Closing this generator (or cancelling the task reading it) closes the response,
+        and with it the connection: the engine sees the client leave and stops.
+        """
+        try:
+            async with self._client().stream("POST", path, json={**payload, "stream": True}) as response:
+                if response.status_code != 200:
+                    body = await response.aread()
+                    raise RemoteError(f"remote engine {self.name} refused the request "
+                                      f"(HTTP {response.status_code}): {self._error_text(body)}")
+                if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                    raise RemoteError(f"remote engine {self.name} did not answer with a stream of events "
+                                      f"(content-type {response.headers.get('content-type', 'none')!r})")
+                async for line in response.aiter_lines():
+                    event = self._event(line)
+                    if event is _DONE:
+                        return
+                    if event is not None:
+                        yield event
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from None
+        raise RemoteError(f"remote engine {self.name} ended the stream without finishing the reply")
+
+    def _event(self, line: str) -> Any:
+        if len(line) > MAX_LINE_CHARS:
+            raise RemoteError(f"remote engine {self.name} sent an event over {MAX_LINE_CHARS} characters")
+        if not line.startswith("data:"):
+            return None  # comments, event names, keep-alives and blank separators
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return _DONE
+        try:
+            event = json.loads(data)
+        except ValueError:
+            raise RemoteError(f"remote engine {self.name} sent an event that is not JSON") from None
+        if not isinstance(event, dict):
+            raise RemoteError(f"remote engine {self.name} sent an event that is not a JSON object")
+        if "error" in event:
+            raise RemoteError(f"remote engine {self.name} failed: {self._error_text(json.dumps(event).encode())}")
+        if not isinstance(event.get("choices"), list):
+            raise RemoteError(f"remote engine {self.name} sent an event without choices")
+        return event
+
+    def _error_text(self, body: bytes) -> str:
+        text = body.decode("utf-8", "replace")
+        try:
+            error = json.loads(text).get("error")
+            text = error.get("message", text) if isinstance(error, dict) else str(error or text)
+        except (ValueError, AttributeError):
+            pass
+        text = self.scrub(" ".join(text.split()))
+        return text[:MAX_ERROR_CHARS] + ("…" if len(text) > MAX_ERROR_CHARS else "") or "(no message)"
+
+    def _transport_error(self, exc: httpx.HTTPError) -> RemoteError:
+        name, timeout = self.name, self.config.timeout
+        if isinstance(exc, httpx.ConnectTimeout):
+            return RemoteError(f"remote engine {name} did not accept a connection within {min(timeout, 10.0):g} s")
+        if isinstance(exc, httpx.ConnectError):
+            return RemoteError(f"remote engine {name} is not reachable at {self.config.url} (is it running?)")
+        if isinstance(exc, httpx.TimeoutException):
+            return RemoteError(f"remote engine {name} sent nothing for {timeout:g} s; the request was given up")
+        if isinstance(exc, httpx.RemoteProtocolError):
+            return RemoteError(f"remote engine {name} broke off the connection or spoke something other than HTTP")
+        return RemoteError(f"remote engine {name} failed: {exc.__class__.__name__}")
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+
+
+_DONE = object()

@@ -1,0 +1,192 @@
+"""A model served by a remote engine, driven like the local GenerationEngine.
+
+`RemoteModel.generate(request)` returns the same GenerationStream the local engine
+does (text pieces, then GenerationStats; leaving the loop cancels), so the chat, the
+notebook and the API read it unchanged.  The engine batches on its side, so requests
+are not queued here: each runs at once as a task on the remote-engine loop, up to the
+engine's `max_concurrent`; beyond that the caller hears "busy" at once (QueueFull).
+
+Stop strings are sent to the engine and also applied here: an engine may ignore them,
+and a chat template's turn-end strings must never show.  Cancel (Stop, a closed tab, a
+dropped API client) cancels the task, which closes the upstream response at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+from webui.generation.backend import Capabilities
+from webui.generation.engine import GenerationStream
+from webui.generation.request import GenerationError, GenerationRequest, GenerationStats, QueueFull
+from webui.generation.stops import StopStringFilter
+from webui.remote.capabilities import capabilities, upstream_fields
+from webui.remote.client import RemoteClient, RemoteError
+from webui.remote.config import RemoteEngineConfig
+from webui.remote.loop import LoopThread
+
+
+@dataclass(frozen=True)
+class ChatMessages:
+    """A chat prompt as OpenAI messages, for an engine that applies its own chat template
+    (the API's chat endpoint sends these to a remote model instead of rendering locally)."""
+
+    messages: tuple[dict[str, str], ...]
+
+
+class RemoteEngine:
+    """One configured engine: its client, its concurrency limit, its capabilities."""
+
+    def __init__(self, config: RemoteEngineConfig, loop: LoopThread, stream_interval: float = 0.02):
+        self.config = config
+        self.client = RemoteClient(config)
+        self.capabilities: Capabilities = capabilities(config.kind)
+        self.stream_interval = stream_interval
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._active = 0
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def running(self) -> int:
+        return self._active
+
+    def list_models(self) -> list[str]:
+        return self._loop.call(self.client.list_models(), timeout=self.config.timeout + 5)
+
+    def generate(self, model: str, request: GenerationRequest) -> GenerationStream:
+        with self._lock:
+            if self._active >= self.config.max_concurrent:
+                raise QueueFull(f"remote engine {self.name} already has {self._active} requests running; "
+                                "try again shortly")
+            self._active += 1
+        stream = GenerationStream(request, self.stream_interval, self)
+        stream.started = True  # nothing waits here: the engine queues on its side
+        self._loop.submit(self._run(model, stream))
+        return stream
+
+    def position(self, stream: GenerationStream) -> int | None:
+        return None  # GenerationStream asks only while not started; ours start at once
+
+    # -- on the loop -------------------------------------------------------------------
+    async def _run(self, model: str, stream: GenerationStream) -> None:
+        """Read the engine's reply until it ends or the request is cancelled, then tell the reader.
+
+        The read is a task of its own, cancelled when the request is: this coroutine always
+        runs to the end, so the reader always hears how its request ended."""
+        request, mailbox = stream.request, stream._mailbox
+        started = time.perf_counter()
+        result = _Result()
+        loop = asyncio.get_running_loop()
+        cancelled = asyncio.Event()
+        try:
+            request.cancel.on_cancel(lambda: loop.call_soon_threadsafe(cancelled.set))
+            path, payload, stops = self._payload(model, request)
+            reading = asyncio.ensure_future(self._read(path, payload, StopStringFilter(stops), stream, result))
+            waiting = asyncio.ensure_future(cancelled.wait())
+            await asyncio.wait({reading, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            waiting.cancel()
+            if not reading.done():
+                reading.cancel()  # closes the upstream response: the engine sees the client leave
+                result.reason = "cancelled"
+            await asyncio.gather(reading, return_exceptions=True)
+            if not reading.cancelled() and reading.exception() is not None:
+                raise reading.exception()
+        except GenerationError as exc:
+            mailbox.finish("error", self.client.scrub(str(exc)))
+            return
+        except Exception as exc:  # a reader must always hear how its request ended
+            mailbox.finish("error", f"remote engine {self.name} failed: {exc.__class__.__name__}")
+            return
+        finally:
+            with self._lock:
+                self._active -= 1
+        mailbox.finish("done", GenerationStats(
+            result.prompt_tokens, result.completion_tokens or stream.new_tokens, time.perf_counter() - started,
+            result.reason, request.params.seed))
+
+    async def _read(self, path: str, payload: dict[str, Any], stops: StopStringFilter,
+                    stream: GenerationStream, result: _Result) -> None:
+        chat = path == "chat/completions"
+        async with aclosing(self.client.stream(path, payload)) as events:
+            async for event in events:
+                if event.get("usage"):
+                    result.take_usage(event["usage"], self.name)
+                for choice in event["choices"][:1]:
+                    text = _text(choice, chat, self.name)
+                    if text:
+                        stream.new_tokens += 1  # a piece per event: tokens until the engine's usage says
+                        shown = stops.feed(text)
+                        if shown:
+                            stream._mailbox.put_text(shown)
+                        if stops.stopped:
+                            result.reason = "stop"
+                            return  # leaving closes the response: the engine stops generating
+                    if choice.get("finish_reason"):
+                        result.reason = "length" if choice["finish_reason"] == "length" else "stop"
+        tail = stops.flush()
+        if tail:
+            stream._mailbox.put_text(tail)
+
+    def _payload(self, model: str, request: GenerationRequest) -> tuple[str, dict[str, Any], tuple[str, ...]]:
+        prompt = request.prompt
+        stops = request.params.stop
+        if isinstance(prompt, str):
+            path, body = "completions", {"prompt": prompt}
+        elif isinstance(prompt, ChatMessages):
+            path, body = "chat/completions", {"messages": list(prompt.messages)}
+        else:
+            messages = getattr(prompt, "as_messages", lambda: None)()
+            if messages is None:
+                raise GenerationError(
+                    "a remote model applies its own chat template, so it can answer instruct-mode replies; "
+                    "this action (chat or chat-instruct mode, continue, impersonate, a reply prefix or an "
+                    "extension's prompt) needs a local model")
+            path, body = "chat/completions", {"messages": messages}
+        fields = upstream_fields(self.config.kind, request.params, tuple(dict.fromkeys(stops)))
+        return path, {"model": model, **body, **fields, "stream_options": {"include_usage": True}}, stops
+
+
+class _Result:
+    def __init__(self) -> None:
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.reason = "stop"
+
+    def take_usage(self, usage: Any, name: str) -> None:
+        try:
+            self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            self.completion_tokens = int(usage.get("completion_tokens") or 0)
+        except (AttributeError, TypeError, ValueError):
+            raise RemoteError(f"remote engine {name} sent usage figures that are not numbers") from None
+
+
+def _text(choice: Any, chat: bool, name: str) -> str:
+    if not isinstance(choice, dict):
+        raise RemoteError(f"remote engine {name} sent a choice that is not a JSON object")
+    text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+    if text is not None and not isinstance(text, str):
+        raise RemoteError(f"remote engine {name} sent text that is not a string")
+    return text or ""
+
+
+class RemoteModel:
+    """A model name bound to the engine serving it: what the Runtime routes a request to."""
+
+    def __init__(self, engine: RemoteEngine, model: str):
+        self.engine = engine
+        self.name = model
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.engine.capabilities
+
+    def generate(self, request: GenerationRequest) -> GenerationStream:
+        return self.engine.generate(self.name, request)
