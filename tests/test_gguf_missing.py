@@ -36,6 +36,11 @@ fit = runtime.fit_report(q8)
 runtime.load_model(hf, save=False)
 print(json.dumps({"warnings": runtime.warnings, "names": runtime.models.names(), "notes": notes, "fit": fit,
                   "loaded": runtime.models.current.name, "text": "".join(runtime.stream("t", "Hello", runtime.default_params))}))
+sys.stdout.flush()
+# Leave without interpreter shutdown: torch aborts the process ("terminate called without
+# an active exception") when shutdown finds the daemon model thread inside a torch call.
+import os
+os._exit(0)
 """
 
 

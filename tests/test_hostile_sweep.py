@@ -25,10 +25,12 @@ NAME_LABELS = ("name", "save as")
 # dropdown value not among its choices).
 REFUSED = re.compile(r"unknown|invalid|not in the list of choices|validation error|refused", re.I)
 # Endpoints whose "name" is free text, not a server name: a display name, a search
-# filter, a Hub repository id (checked by the downloader), the live token count.
+# filter, a Hub repository id (checked by the downloader, for a download and for listing
+# a repository's GGUF files), the live token count.
 # character_save's picker value is only compared with the listing (an unknown one
 # means "a new character", saved under the Name field, which the sweep sets to "hi").
-FREE_TEXT = {"/persona_save", "/chat_search", "/model_download", "/chat_count_tokens", "/character_save"}
+FREE_TEXT = {"/persona_save", "/chat_search", "/model_download", "/model_gguf_files", "/chat_count_tokens",
+             "/character_save"}
 # Events the Chatbot raises with event data (which message was edited or clicked);
 # called over the API without it, Gradio fails building that data before our handler
 # runs, so the refusal cannot name the check.
