@@ -2,7 +2,7 @@
 for each model in user_data/model_settings.yaml and applied when it is loaded again.
 
 Only the user-settable loader options can be stored (never trust_remote_code or
-pickle: HOSTILE.md 6); a broken file is reported and ignored, never fatal; writes are
+pickle: docs/SECURITY.md); a broken file is reported and ignored, never fatal; writes are
 atomic and rewrite one model's entry at a time.
 """
 

@@ -2,7 +2,7 @@
 
 Names are never joined onto a folder directly.  The server lists what exists, and a
 requested name is looked up in that listing; anything else is refused with the same
-message whether or not such a file exists (HOSTILE.md 1).
+message whether or not such a file exists (docs/SECURITY.md).
 """
 
 from __future__ import annotations

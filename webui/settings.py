@@ -25,7 +25,7 @@ DEMO_MODEL = "demo-kjv-4m"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
-# Settings files are small; anything bigger is a mistake or an attack (HOSTILE.md 16).
+# Settings files are small; anything bigger is a mistake or an attack (docs/SECURITY.md).
 MAX_YAML_BYTES = 1 << 20
 
 SETTINGS_CONFIG = ConfigDict(frozen=True, extra="forbid", strict=True)
@@ -33,7 +33,7 @@ SETTINGS_CONFIG = ConfigDict(frozen=True, extra="forbid", strict=True)
 # One settings.yaml key per loader option, same type and range as the schema's.
 LoaderSettings = flat_model("LoaderSettings", BUILTIN_SCHEMAS, config=SETTINGS_CONFIG)
 
-# Keys a settings file may not set (HOSTILE.md 6): the schemas' command-line-only options.
+# Keys a settings file may not set (docs/SECURITY.md): the schemas' command-line-only options.
 COMMAND_LINE_ONLY = tuple(spec.name for spec in merged_specs(BUILTIN_SCHEMAS) if spec.scope == "command_line")
 
 
@@ -271,7 +271,7 @@ def build_settings(flags: dict[str, Any], settings_path: Path | None = None) -> 
     elif settings_path is not None:
         raise SettingsError(f"settings file not found: {settings_path}")
     for key in COMMAND_LINE_ONLY:
-        # Code-execution switches come from the command line only (HOSTILE.md 6).
+        # Code-execution switches come from the command line only (docs/SECURITY.md).
         if from_file.pop(key, None):
             warnings.append(f"{key} in a settings file is ignored; pass it as a flag")
     try:

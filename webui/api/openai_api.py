@@ -164,7 +164,7 @@ class CompletionRequest(CompletionBase):
 
 class LoadRequest(ModelSettings, CheckedText):
     """A model name plus the per-model settings a request may set.  ModelSettings forbids
-    unknown keys, so trust_remote_code, pickle or raw flags are refused (HOSTILE.md 6)."""
+    unknown keys, so trust_remote_code, pickle or raw flags are refused (docs/SECURITY.md)."""
 
     model: str
 
@@ -203,7 +203,7 @@ def build_api(runtime: Runtime) -> FastAPI:
     # (so a browser's preflight, which carries no key, is answered), then the keys.
     api.add_middleware(KeyMiddleware, api_key=settings.api_key, admin_key=settings.admin_key)
     if settings.api_cors_origins:
-        # An explicit allowlist only; never "*" (HOSTILE.md 12).
+        # An explicit allowlist only; never "*" (docs/SECURITY.md).
         api.add_middleware(CORSMiddleware, allow_origins=list(settings.api_cors_origins),
                            allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type", "x-api-key"])
     api.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback)

@@ -3,7 +3,7 @@
 A card PNG carries the card as base64 JSON in a text chunk: `chara` (V2, and V1
 before it) and `ccv3` (V3; preferred when both are present).  Chunks are walked
 directly, so a decompression-bomb image is never decoded just to read its card, and
-every size is capped (HOSTILE.md 4).
+every size is capped (docs/SECURITY.md).
 """
 
 from __future__ import annotations

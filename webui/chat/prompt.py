@@ -90,7 +90,7 @@ def apply_template(
     """Render `messages` with `template` (default: the model's own, else ChatML).
 
     transformers renders templates in a Jinja sandbox, so a template that tries to
-    reach Python internals fails with SecurityError instead of running (HOSTILE.md 7).
+    reach Python internals fails with SecurityError instead of running (docs/SECURITY.md).
     A template that refuses the system message or a reply-first history is retried
     with the system text folded into the first user turn / the leading replies left out.
     """

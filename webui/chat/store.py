@@ -3,7 +3,7 @@
 Ids are random and unguessable (they also name the files), and every id that arrives
 from a request is looked up in this store's own listing before it becomes a path.
 A file that cannot be read (truncated, wrong schema) is renamed aside with a warning,
-so one bad file never hides the others (HOSTILE.md 17); it stays listed for its owner
+so one bad file never hides the others (docs/SECURITY.md); it stays listed for its owner
 (`unreadable`) and `recover` turns it back into a conversation, keeping what can be
 kept.  A save is checked against the same schema first, so nothing is written that
 could not be read back (docs/SECURITY.md, "Conversations").
@@ -78,7 +78,7 @@ class ChatStore:
         return conversation
 
     def save(self, conversation: Conversation) -> None:
-        """Atomic: a crash mid-save leaves the previous version (HOSTILE.md 26, 27).
+        """Atomic: a crash mid-save leaves the previous version (docs/SECURITY.md).
         Refused (ChatError) if what would be written could not be read back."""
         text = conversation.model_dump_json(indent=1)
         try:

@@ -3,7 +3,7 @@
 A folder extension is `<dir>/<name>/script.py`; a package declares an entry point in
 the `webui.extensions` group whose name is the extension's name.  Names are listed
 by the server and looked up in that listing (webui.paths), so a request can never
-make us import anything that was not discovered here (HOSTILE.md 9).
+make us import anything that was not discovered here (docs/SECURITY.md).
 """
 
 from __future__ import annotations

@@ -365,7 +365,7 @@ class ExtensionHost:
                   vocab_size: int | None = None) -> tuple[str, Any, Any]:
         """Chained tokenizer_modifier -> (prompt, input_ids, input_embeds).
 
-        With `vocab_size`, ids outside the vocabulary are refused (HOSTILE.md 15).
+        With `vocab_size`, ids outside the vocabulary are refused (docs/SECURITY.md).
         """
         import torch
 

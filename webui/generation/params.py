@@ -104,7 +104,7 @@ class SamplingParams(BaseModel):
     @field_validator("stop", "dry_sequence_breakers", mode="before")
     @classmethod
     def _string_list(cls, value: Any) -> Any:
-        # Plain text, never evaluated (HOSTILE.md 5).
+        # Plain text, never evaluated (docs/SECURITY.md).
         if isinstance(value, str):
             # Text Generation WebUI writes these as '"\\n", ":", "\\""': quoted JSON strings.
             try:

@@ -8,7 +8,7 @@ and `apply_chat_template`; that is what this class offers.
 
 Chat templates are rendered by transformers' own renderer (`render_jinja_template`):
 the same Jinja sandbox as for Transformers models, so a template that reaches for
-Python internals fails with SecurityError here too (HOSTILE.md 7).
+Python internals fails with SecurityError here too (docs/SECURITY.md).
 """
 
 from __future__ import annotations

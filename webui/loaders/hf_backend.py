@@ -106,7 +106,6 @@ class TransformersBackend:
         self._batch: DynamicCache | None = None
         self._mask: torch.Tensor | None = None  # [rows, length]; 0 = left padding
         self._padded = False
-        self._eos = None
 
     # -- what the engine asks ------------------------------------------------------
     @property

@@ -34,7 +34,7 @@ from pydantic.fields import FieldInfo
 # - "server": a flag or settings.yaml only (a folder on the server, say): a request
 #   must never choose where the server writes.
 # - "command_line": the flag only, shown read-only in the Model tab.  For switches that
-#   run code from a model folder (HOSTILE.md 6): a settings file can be written by the
+#   run code from a model folder (docs/SECURITY.md): a settings file can be written by the
 #   app itself and by whoever can write user_data/, a command line only by the operator.
 Scope = Literal["model", "server", "command_line"]
 Control = Literal["checkbox", "radio", "dropdown", "number", "textbox"]

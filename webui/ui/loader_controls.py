@@ -102,7 +102,7 @@ class OptionControls:
         value = OptionControl(spec, None).show(self.base_value(spec))
         common: dict[str, Any] = {"label": spec.label, "info": spec.help}
         if spec.scope == "command_line":
-            # Shown, never settable here: only the command line can enable it (HOSTILE.md 6).
+            # Shown, never settable here: only the command line can enable it (docs/SECURITY.md).
             common.update(interactive=False, info=f"command line only ({spec.flag})")
         elif limits.problem:
             common["interactive"] = False

@@ -3,7 +3,7 @@
 Enabling is saved to settings.yaml.  "Apply now" also restarts the UI (not the
 process: the loaded model, the API and running requests carry on) with the chosen
 extensions; the page reloads itself.  Only names that discovery found are accepted,
-whatever the request says (HOSTILE.md 9).
+whatever the request says (docs/SECURITY.md).
 """
 
 from __future__ import annotations
