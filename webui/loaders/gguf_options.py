@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field
 
-from webui.loaders.options import Availability, LoaderOptions, option
+from webui.loaders.options import Availability, LoaderOptions, option, split_commas
 from webui.paths import is_plain_name
 
 # KV-cache element types llama.cpp stores keys and values in (q8_0/q4_0 quantize them).
@@ -24,14 +24,7 @@ INSTALL_HINT = ("llama-cpp-python is not installed: run `scripts/install.sh gguf
 
 def _split_proportions(value: object) -> object:
     """'3,1' -> (3.0, 1.0): what share of the model each GPU takes (llama.cpp normalises)."""
-    if isinstance(value, str):
-        if not value.strip():
-            return ()
-        try:
-            return tuple(float(part) for part in value.split(","))
-        except ValueError:
-            raise ValueError("expected a share per GPU, comma-separated, e.g. 3,1") from None
-    return tuple(value) if isinstance(value, list) else value
+    return split_commas(value, "expected a share per GPU, comma-separated, e.g. 3,1")
 
 
 def _file_name(value: object) -> object:

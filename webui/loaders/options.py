@@ -43,8 +43,8 @@ _META_KEY = "webui_option"
 MAX_GIB = float(1 << 20)
 
 
-def _split_commas(value: object) -> object:
-    """'20, 7' -> (20.0, 7.0) and [20, 7] -> (20, 7): the one parser of a GiB list, for
+def split_commas(value: object, expected: str = "expected GiB per GPU, comma-separated, e.g. 20,7") -> object:
+    """'20, 7' -> (20.0, 7.0) and [20, 7] -> (20, 7): the one parser of a per-GPU list, for
     flags, settings.yaml, per-model files, API bodies and the Model tab's text box."""
     if isinstance(value, str):
         if not value.strip():
@@ -52,7 +52,7 @@ def _split_commas(value: object) -> object:
         try:
             return tuple(float(part) for part in value.split(","))
         except ValueError:
-            raise ValueError("expected GiB per GPU, comma-separated, e.g. 20,7") from None
+            raise ValueError(expected) from None
     return tuple(value) if isinstance(value, list) else value
 
 
@@ -64,7 +64,7 @@ def _to_path(value: object) -> object:
 # Reusable constrained types: a constraint lives in the type, so every surface that
 # copies the type (settings, per-model, API) validates the same way.
 GiB = Annotated[float, Field(gt=0, le=MAX_GIB, allow_inf_nan=False)]
-GiBList = Annotated[tuple[GiB, ...], BeforeValidator(_split_commas), Field(max_length=64)]
+GiBList = Annotated[tuple[GiB, ...], BeforeValidator(split_commas), Field(max_length=64)]
 Folder = Annotated[Path, BeforeValidator(_to_path)]
 
 
