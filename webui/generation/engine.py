@@ -488,13 +488,10 @@ class GenerationEngine:
         # Plain greedy rows take one argmax over the whole batch (one call, not one per row).
         argmax = logits.argmax(dim=-1).tolist() if any(seq.plain_greedy for seq in active) else None
         for index, seq in enumerate(list(active)):
-            if seq.request.cancel.cancelled:
-                seq.reason = "cancelled"
-                done = True
-            elif argmax is not None and seq.plain_greedy:
+            if argmax is not None and seq.plain_greedy and not seq.request.cancel.cancelled:
                 done = seq.accept(argmax[index])
             else:
-                done = seq.accept(seq.choose(logits[index : index + 1]))
+                done = self._advance(seq, logits[index : index + 1])
             if done:
                 self._retire(backend, seq, active)
 
