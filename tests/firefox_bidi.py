@@ -9,6 +9,7 @@ Key presses go through BiDi's input module: trusted key events, as a person's ar
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -99,10 +100,9 @@ class Firefox:
             self.press(character)
 
     def close(self) -> None:
-        try:
+        # Firefox may already be gone: the process is stopped below either way.
+        with contextlib.suppress(BidiError, OSError, TimeoutError, ConnectionError):
             self.send("browser.close", {}, timeout=10)
-        except Exception:  # already gone: the process is stopped below either way
-            pass
         self.socket.close()
         try:
             self.process.wait(timeout=10)
