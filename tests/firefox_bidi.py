@@ -101,7 +101,9 @@ class Firefox:
 
     def close(self) -> None:
         # Firefox may already be gone: the process is stopped below either way.
-        with contextlib.suppress(BidiError, OSError, TimeoutError, ConnectionError):
+        from websockets.exceptions import ConnectionClosed
+
+        with contextlib.suppress(BidiError, ConnectionClosed, OSError, TimeoutError):
             self.send("browser.close", {}, timeout=10)
         self.socket.close()
         try:
