@@ -169,6 +169,20 @@ def test_a_sampler_the_engine_does_not_take_is_refused_by_name(flaky):
     assert via(flaky, "completions", body).status_code == 200
 
 
+def test_a_tab_talking_to_a_remote_model_is_told_what_it_ignores(flaky, gateway):
+    runtime = flaky[0]
+    assert runtime.ignored_samplers("nobody chose") is None  # no local model, no choice
+    runtime.chosen.choose("tab", TINY)
+    who, ignored = runtime.ignored_samplers("tab")
+    assert "generic" in who and "openai" in who
+    assert {"min_p", "top_k", "dry_multiplier", "guidance_scale"} <= set(ignored)
+    assert not {"temperature", "top_p", "seed", "stop", "max_new_tokens"} & set(ignored)
+    # An engine of our own kind takes every parameter; the local model too.
+    gateway[0].chosen.choose("tab", TINY)
+    assert gateway[0].ignored_samplers("tab")[1] == ()
+    assert gateway[0].ignored_samplers("local tab") == (f"{LOCAL} (transformers)", ())
+
+
 def test_logprobs_are_refused_for_a_remote_model_not_dropped(gateway):
     refused = via(gateway, "chat/completions", {**CHAT, "logprobs": True})
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "logprobs"
