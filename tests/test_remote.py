@@ -241,6 +241,37 @@ def test_stop_strings_apply_here_and_there(gateway, upstream, monkeypatch):
     assert remote.generate(request).text() == cut
 
 
+def test_chat_and_chat_instruct_modes_and_chat_actions_reach_a_remote_model(gateway, upstream):
+    """A remote engine applies its own template: chat mode's script goes as text to
+    continue (every action), chat-instruct's instruction as one user message; what needs
+    our template (continue in instruct mode) is refused with a clear message."""
+    from webui.chat.characters import Character
+    from webui.chat.prompt import ChatPrompt, ChatSetup
+    from webui.generation.request import GenerationError
+
+    runtime, engine = gateway[0], upstream[0]
+    runtime.chosen.choose("modes", TINY)
+    params = make_params({"max_new_tokens": 12, "do_sample": False, "ban_eos_token": True})
+    turns = [{"role": "user", "content": "Who made the light?"}]
+    setup = ChatSetup(mode="chat", character=Character(name="Ann"))
+    for action, history in (("reply", turns), ("impersonate", turns),
+                            ("continue", [*turns, {"role": "assistant", "content": "It was"}])):
+        prompt = ChatPrompt(setup, history, action)
+        form = prompt.for_engine()
+        assert form.text.endswith({"reply": "Ann:", "impersonate": "You:", "continue": "It was"}[action])
+        ours = "".join(runtime.stream("modes", prompt, params))
+        # The engine itself, given the same script and turn-ending names, writes the same.
+        direct = make_params({"stop": list(form.stops)}, base=params)
+        assert ours and ours == "".join(engine.stream("direct", form.text, direct)), action
+    instruct = ChatPrompt(ChatSetup(mode="chat-instruct", character=Character(name="Ann")), turns)
+    messages = instruct.for_engine().messages
+    assert len(messages) == 1 and "Who made the light?" in messages[0]["content"]
+    assert "".join(runtime.stream("modes", instruct, params))  # the engine's template opens the reply
+    continuing = ChatPrompt(ChatSetup(), [*turns, {"role": "assistant", "content": "It"}], "continue")
+    with pytest.raises(GenerationError, match="needs the local model's template"):
+        "".join(runtime.stream("modes", continuing, params))
+
+
 def test_engine_down_slow_or_garbage_gives_a_clear_error_and_the_app_keeps_serving(flaky):
     runtime, url, bad = flaky
     listed = {c["id"] for c in httpx.get(f"{url}/models", timeout=60).json()["data"]}
