@@ -329,6 +329,14 @@ class OwnedStream:
         """Per-token log-probabilities so far (when the request asked for them)."""
         return self._stream.logprobs
 
+    @property
+    def prompt_tokens(self) -> int:
+        return self._stream.prompt_tokens
+
+    @property
+    def new_tokens(self) -> int:
+        return self._stream.new_tokens
+
     def __iter__(self):
         return (piece for piece in self.updates() if isinstance(piece, str))
 

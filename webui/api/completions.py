@@ -244,6 +244,8 @@ async def stream_events(runtime: Runtime, request: Request, body: CompletionBase
             async for piece in iterate_in_threadpool(iter(stream)):
                 yield event([choice(piece, None)])
         if gone.is_set():
+            # The tokens made before the client left were work done for its key.
+            runtime.usage.add(key, stream.prompt_tokens, stream.new_tokens)
             return
         stats = stream.stats
         runtime.usage.add(key, stats.prompt_tokens, stats.new_tokens)
