@@ -349,13 +349,15 @@ def gguf_fit_report(entry: Path, options: Any, context_length: int | None) -> st
     """"Will it fit?" for a GGUF file or folder (the file the loader would pick)."""
     from webui.fit import available_ram
     from webui.loaders.gguf_files import choose_file, read_info
-    from webui.loaders.gguf_loader import DEFAULT_MAX_CONTEXT, gpu_offload_built
+    from webui.loaders.gguf_loader import DEFAULT_MAX_CONTEXT, cache_type_problem, gpu_offload_built
 
     info = read_info(choose_file(entry, options.gguf_file, room=available_ram()))
     context = options.n_ctx or min(info.context_length, DEFAULT_MAX_CONTEXT)
     if context_length:
         context = min(context, context_length)
-    return gguf_report(info, context, options.n_gpu_layers, options.cache_type, Memory.detect(), gpu_offload_built())
+    text = gguf_report(info, context, options.n_gpu_layers, options.cache_type, Memory.detect(), gpu_offload_built())
+    problem = cache_type_problem(options, info)
+    return f"{text}\n\n❌ will not load: {problem}" if problem else text
 
 
 def load_options(settings: Settings) -> LoaderSettings:
