@@ -17,6 +17,7 @@ import argparse
 import logging
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--gguf", type=Path, help="a .gguf file (default: build bench_gguf.py's Q8_0 model)")
     parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/webui-bench-gguf"))
+    parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "webui-bench-gguf",
+                        help="where the built model is kept (shared with bench_gguf.py)")
     args = parser.parse_args(argv)
     import llama_cpp
 
