@@ -138,3 +138,33 @@ def test_will_it_fit_shows_the_smaller_cache_and_an_impossible_combination_befor
     with pytest.raises(LoadError, match="needs --flash-attn"):
         runtime.load_model(DEMO_GGUF, ModelSettings(cache_type="q4_0", flash_attn=False), save=False)
     assert runtime.models.current is None
+
+
+def test_the_demo_gguf_ends_its_turn_by_itself_as_the_transformers_demo_does():
+    """Its end-of-turn marker is one end-of-generation token (tests/test_demo_model.py
+    asks the same of the Transformers demo)."""
+    from webui.chat.prompt import render_chat_prompt
+    from webui.generation.engine import GenerationEngine, GenerationRequest
+    from webui.generation.params import make_params
+    from webui.loaders.registry import default_registry
+    from webui.model_manager import ModelManager
+    from webui.runtime import load_options
+    from webui.settings import Settings
+
+    require_llama_cpp()
+    manager = ModelManager(MODELS, default_registry(), load_options(Settings(model_dir=MODELS)))
+    manager.load(DEMO_GGUF)
+    try:
+        assert 7 in manager.current.backend.eos_ids()
+        prompt = render_chat_prompt(manager.current.tokenizer,
+                                    [{"role": "user", "content": "Who made the heaven and the earth?"}])
+        replies = []
+        for seed in (1, 2, 3):
+            params = make_params({"temperature": 0.7, "min_p": 0.05, "max_new_tokens": 120, "seed": seed})
+            stream = GenerationEngine(manager).generate(GenerationRequest(prompt, params))
+            replies.append((stream.text(), stream.stats))
+    finally:
+        manager.unload()
+    assert sum(stats.finish_reason == "stop" for _, stats in replies) >= 2, replies
+    words = " ".join(text for text, _ in replies).split()
+    assert sum(w.strip(".,;:").isalpha() for w in words) / len(words) > 0.8, replies

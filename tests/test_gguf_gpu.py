@@ -53,3 +53,39 @@ def test_will_it_fit_puts_the_last_layers_and_their_cache_on_the_gpu(gguf_root):
     assert "✅ fits on the GPU" in everything
     tiny_gpu = Memory(gpus=(("GPU 0", 1000),), ram=8 * GIB)
     assert "do not fit in GPU memory; lower --n-gpu-layers" in gguf_report(info, 512, -1, "fp16", tiny_gpu, True)
+
+
+def load_bench():
+    import importlib.util
+    import sys
+
+    from webui.settings import PROJECT_ROOT
+
+    sys.path.insert(0, str(PROJECT_ROOT / "bench"))  # the script imports bench/report.py
+    spec = importlib.util.spec_from_file_location("gguf_gpu", PROJECT_ROOT / "bench" / "gguf_gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_gpu_bench_exits_cleanly_on_a_cpu_build_and_its_measurement_runs(gguf_root, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from webui.settings import PROJECT_ROOT
+
+    lib = require_llama_cpp()
+    if not lib.llama_supports_gpu_offload():
+        done = subprocess.run([sys.executable, str(PROJECT_ROOT / "bench" / "gguf_gpu.py"), "--gguf", str(gguf_root / Q8)],
+                              env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True, text=True,
+                              timeout=240, check=False)
+        assert done.returncode == 0 and "has no GPU backend" in done.stdout, done.stderr[-2000:]
+    bench = load_bench()
+    # Only the GPU memory reading (CUDA through torch) is replaced; the load and decode are real.
+    monkeypatch.setattr(bench, "gpu_free", lambda: 0)
+    result = bench.run(gguf_root / Q8, 1, 6)
+    assert len(result["tokens"]) == 6 and result["rate"] > 0
+    assert result["gpu_estimate"] == gguf_estimate(read_info(gguf_root / Q8), 2048, 1, "fp16").gpu
+    if not lib.llama_supports_gpu_offload():
+        assert result["offloaded"] is None and result["device"] == "cpu"
