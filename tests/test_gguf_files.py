@@ -148,3 +148,16 @@ def test_will_it_fit_counts_file_bytes_and_kv_cache_split_by_gpu_layers(gguf_roo
     assert "Q8_0" in text and "fits in RAM" in text
     tight = gguf_report(info, 512, 0, "fp16", Memory(gpus=(), ram=1000), gpu_build=False)
     assert "does not fit in RAM" in tight
+
+
+def test_will_it_fit_lists_a_folders_files_and_marks_the_one_it_would_load(gguf_root, tmp_path):
+    from webui.model_settings import ModelSettings
+    from webui.runtime import build_runtime
+    from webui.settings import Settings as AppSettings
+
+    runtime = build_runtime(AppSettings(model=None, model_dir=gguf_root, user_data_dir=tmp_path))
+    text = runtime.fit_report(FOLDER, ModelSettings(gguf_file=Q8))
+    q8_mib = (gguf_root / FOLDER / Q8).stat().st_size / (1 << 20)
+    assert f"| `{Q8}` | {q8_mib:.2f} MiB | ← this one |" in text
+    assert f"| `{F32}` |" in text and text.count("← this one") == 1
+    assert "files in this folder" not in runtime.fit_report(Q8)  # a single file: no list

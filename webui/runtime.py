@@ -28,7 +28,7 @@ from webui.generation.engine import (
     GenerationStream,
     QueueFull,
 )
-from webui.fit import Memory, estimate, gguf_report, read_shape, report
+from webui.fit import Memory, estimate, gguf_report, gib, read_shape, report
 from webui.hub import Downloader
 from webui.loaders.base import LoadedModel, LoadError
 from webui.loaders.registry import LoaderRegistry, default_registry
@@ -348,16 +348,24 @@ class OwnedStream:
 def gguf_fit_report(entry: Path, options: Any, context_length: int | None) -> str:
     """"Will it fit?" for a GGUF file or folder (the file the loader would pick)."""
     from webui.fit import available_ram
-    from webui.loaders.gguf_files import choose_file, read_info
+    from webui.loaders.gguf_files import choose_file, gguf_files, read_info, total_bytes
     from webui.loaders.gguf_loader import DEFAULT_MAX_CONTEXT, cache_type_problem, gpu_offload_built
 
-    info = read_info(choose_file(entry, options.gguf_file, room=available_ram()))
+    chosen = choose_file(entry, options.gguf_file, room=available_ram())
+    info = read_info(chosen)
     context = options.n_ctx or min(info.context_length, DEFAULT_MAX_CONTEXT)
     if context_length:
         context = min(context, context_length)
     text = gguf_report(info, context, options.n_gpu_layers, options.cache_type, Memory.detect(), gpu_offload_built())
     problem = cache_type_problem(options, info)
-    return f"{text}\n\n❌ will not load: {problem}" if problem else text
+    if problem:
+        text += f"\n\n❌ will not load: {problem}"
+    files = gguf_files(entry) if entry.is_dir() else {}
+    if len(files) > 1:  # the names to type into gguf-file, split models counted whole
+        rows = [f"| `{name}` | {gib(total_bytes(path))} | {'← this one' if path == chosen else ''} |"
+                for name, path in files.items()]
+        text += "\n\n| files in this folder (gguf-file) | size | |\n|---|---|---|\n" + "\n".join(rows)
+    return text
 
 
 def load_options(settings: Settings) -> LoaderSettings:
