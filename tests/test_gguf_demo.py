@@ -33,7 +33,7 @@ def test_the_committed_gguf_holds_the_demo_models_weights():
     from safetensors import safe_open
 
     with safe_open(str(MODELS / DEMO / "model.safetensors"), "pt") as weights:
-        hf = {name: weights.get_tensor(name).float().numpy() for name in weights.keys()}  # noqa: SIM118
+        hf = {name: weights.get_tensor(name).float().numpy() for name in weights.keys()}
     tensors = {t.name: t for t in GGUFReader(FILE).tensors}
     pairs = {"token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight"}
     for layer in range(4):

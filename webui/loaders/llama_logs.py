@@ -18,7 +18,7 @@ import threading
 from typing import Any
 
 LOGGER = "llama.cpp"
-# ggml_log_level in the ggml that llama-cpp-python 0.3.36 builds (vendor/llama.cpp/ggml/include/ggml.h).
+# ggml_log_level as numbered by the ggml inside llama-cpp-python 0.3.36 (the version pyproject.toml pins).
 GGML_LEVELS = {0: logging.INFO, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
 GGML_CONT = 5  # "continue the previous line": a piece of the line before, at its level
 
