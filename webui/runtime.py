@@ -147,6 +147,20 @@ class Runtime:
         loaded = self.models.load(name, overrides=wanted.load_overrides(), timeout=timeout, adjust=adjust)
         return loaded, self.model_settings.save(loaded.name, wanted) if save else None
 
+    def gguf_file_choices(self, name: object) -> list[tuple[str, str]]:
+        """The Model tab's gguf-file choices for a listed model: (label, file) for each
+        GGUF file of a folder entry, after the default ("" = the largest that fits)."""
+        choices = [("the largest that fits", "")]
+        try:
+            folder = pick(name, self.models.available(), "model")
+        except NameRefused:
+            return choices
+        if not folder.is_dir() or self.models.registry.for_folder(folder).name != "llama.cpp":
+            return choices
+        from webui.loaders.gguf_files import gguf_files, total_bytes
+
+        return choices + [(f"{file} ({gib(total_bytes(path))})", file) for file, path in gguf_files(folder).items()]
+
     def fit_report(self, name: object, choice: ModelSettings | None = None) -> str:
         """"Will it fit?" for a listed model with the given (or saved) settings."""
         folder = pick(name, self.models.available(), "model")
