@@ -28,7 +28,7 @@ from webui.generation.engine import (
     GenerationStream,
     QueueFull,
 )
-from webui.fit import Memory, estimate, gguf_report, read_shape, report
+from webui.fit import Memory, estimate, gguf_report, gib, read_shape, report
 from webui.hub import Downloader
 from webui.loaders.base import LoadedModel, LoadError
 from webui.loaders.registry import LoaderRegistry, default_registry
@@ -146,6 +146,20 @@ class Runtime:
 
         loaded = self.models.load(name, overrides=wanted.load_overrides(), timeout=timeout, adjust=adjust)
         return loaded, self.model_settings.save(loaded.name, wanted) if save else None
+
+    def gguf_file_choices(self, name: object) -> list[tuple[str, str]]:
+        """The Model tab's gguf-file choices for a listed model: (label, file) for each
+        GGUF file of a folder entry, after the default ("" = the largest that fits)."""
+        choices = [("the largest that fits", "")]
+        try:
+            folder = pick(name, self.models.available(), "model")
+        except NameRefused:
+            return choices
+        if not folder.is_dir() or self.models.registry.for_folder(folder).name != "llama.cpp":
+            return choices
+        from webui.loaders.gguf_files import gguf_files, total_bytes
+
+        return choices + [(f"{file} ({gib(total_bytes(path))})", file) for file, path in gguf_files(folder).items()]
 
     def fit_report(self, name: object, choice: ModelSettings | None = None) -> str:
         """"Will it fit?" for a listed model with the given (or saved) settings."""
@@ -356,14 +370,24 @@ class OwnedStream:
 def gguf_fit_report(entry: Path, options: Any, context_length: int | None) -> str:
     """"Will it fit?" for a GGUF file or folder (the file the loader would pick)."""
     from webui.fit import available_ram
-    from webui.loaders.gguf_files import choose_file, read_info
-    from webui.loaders.gguf_loader import DEFAULT_MAX_CONTEXT, gpu_offload_built
+    from webui.loaders.gguf_files import choose_file, gguf_files, read_info, total_bytes
+    from webui.loaders.gguf_loader import DEFAULT_MAX_CONTEXT, cache_type_problem, gpu_offload_built
 
-    info = read_info(choose_file(entry, options.gguf_file, room=available_ram()))
+    chosen = choose_file(entry, options.gguf_file, room=available_ram())
+    info = read_info(chosen)
     context = options.n_ctx or min(info.context_length, DEFAULT_MAX_CONTEXT)
     if context_length:
         context = min(context, context_length)
-    return gguf_report(info, context, options.n_gpu_layers, options.cache_type, Memory.detect(), gpu_offload_built())
+    text = gguf_report(info, context, options.n_gpu_layers, options.cache_type, Memory.detect(), gpu_offload_built())
+    problem = cache_type_problem(options, info)
+    if problem:
+        text += f"\n\n❌ will not load: {problem}"
+    files = gguf_files(entry) if entry.is_dir() else {}
+    if len(files) > 1:  # the names to type into gguf-file, split models counted whole
+        rows = [f"| `{name}` | {gib(total_bytes(path))} | {'← this one' if path == chosen else ''} |"
+                for name, path in files.items()]
+        text += "\n\n| files in this folder (gguf-file) | size | |\n|---|---|---|\n" + "\n".join(rows)
+    return text
 
 
 def load_options(settings: Settings) -> LoaderSettings:

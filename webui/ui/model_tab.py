@@ -112,6 +112,9 @@ def render(runtime: Runtime, shared: Shared) -> None:
             *controls.shown(saved), saved.context_length or 0,
             saved.chat_template if saved.chat_template in runtime.templates.names() else MODEL_TEMPLATE,
         ]
+        at = controls.position("gguf_file")
+        if at is not None:  # this model's own files to choose from
+            values[at] = gr.Dropdown(choices=runtime.gguf_file_choices(name), value=values[at] or "")
         try:
             fits = runtime.fit_report(name, saved)
         except (NameRefused, LoadError) as exc:
