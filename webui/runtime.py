@@ -174,6 +174,10 @@ class Runtime:
         the model by name (the API's `model` field); by default the one the owner's
         browser tab chose, else the local one."""
         engine = self.engine_for(model if model is not None else self.chosen.get(owner))
+        lent = self.models.lent_for
+        if engine is self.engine and lent is not None:
+            # Refused, not queued: a training run can take hours (docs/TRAINING.md).
+            raise QueueFull(f"{lent} is in progress: the model does not answer until it ends")
         token = self.requests.start(owner)
         try:
             stream = engine.generate(GenerationRequest(prompt, params, token, logprobs, state, owner=who or owner))
