@@ -41,6 +41,7 @@ from webui.remote.engine import RemoteModel
 from webui.remote.routing import RemoteEngines, SessionChoices
 from webui.settings import LoaderSettings, Settings, SettingsError, read_yaml_mapping
 from webui.storage import atomic_write_text, remove_stale_temporaries
+from webui.training.service import TrainingService
 from webui.userdata import UserSpaces
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class Runtime:
     templates: TemplateLibrary
     model_settings: ModelSettingsStore
     downloads: Downloader
+    training: TrainingService  # LoRA training and perplexity (webui/training/)
     requests: ActiveRequests = field(default_factory=ActiveRequests)
     warnings: list[str] = field(default_factory=list)
     extensions: ExtensionHost = field(default_factory=ExtensionHost)
@@ -397,6 +399,7 @@ def build_runtime(
         templates=TemplateLibrary(settings.user_data_dir / "instruction-templates"),
         model_settings=ModelSettingsStore(settings.user_data_dir),
         downloads=Downloader(settings.model_dir),
+        training=TrainingService(models, settings.user_data_dir),
         warnings=notes,
         extensions=extensions,
         remotes=RemoteEngines(settings.all_remote_engines()),

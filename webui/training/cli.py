@@ -129,13 +129,17 @@ def train(service, args: dict[str, Any]) -> int:
     except (ValueError, RuntimeError) as exc:  # TrainingError, DatasetError, NameRefused, ModelLent...
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    shown = None
+    shown, announced = None, False
     while True:
         try:
             status = service.wait(PROGRESS_SECONDS)
         except KeyboardInterrupt:
             print(service.stop(), flush=True)
             continue
+        if status.state == "training" and not announced:
+            announced = True
+            if status.first_step:
+                print(f"resumed at step {status.first_step}", flush=True)
         line = status.line()
         if line != shown:
             print(line, flush=True)

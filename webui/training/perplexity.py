@@ -1,10 +1,11 @@
 """Perplexity of the loaded model (with whatever LoRAs are applied) on a text, and the
 table of results kept so 16/8/4-bit and base/LoRA runs can be compared side by side.
 
-The text is scored with a sliding window: windows of `context` tokens, each starting
-`stride` tokens after the one before; each token is scored once, in the first window
-that predicts it with the most context before it (stride = context: disjoint windows,
-fastest; a smaller stride: more context per token, closer to how the model is used).
+The text is scored with a sliding window of `context` tokens that moves `stride`
+tokens at a time; each token is scored once, by the window that ends with the
+tokens it moved over, so it sees at least context - stride tokens before it (stride =
+context: nearly disjoint windows, fastest; a smaller stride: more context per token,
+closer to how the model is used, and more windows).
 """
 
 from __future__ import annotations
@@ -51,28 +52,31 @@ class Result:
 @torch.inference_mode()
 def perplexity(model: Any, ids: list[int], context: int, stride: int, device: str,
                on_window: Callable[[int, int], None] | None = None) -> tuple[float, int]:
-    """exp(mean negative log-likelihood) over `ids`; returns it and the tokens scored."""
+    """exp(mean negative log-likelihood) over `ids`; returns it and the tokens scored.
+
+    Every token but the first is scored exactly once: each window scores the next
+    `stride` tokens (at most context - 1, since a token is predicted from the one
+    before it) and reaches back as far as the context allows.
+    """
     if len(ids) < 2:
         raise ValueError("the text is too short to score (fewer than 2 tokens)")
-    if not 1 <= stride <= context:
+    if not 1 <= stride <= context or context < 2:
         raise ValueError(f"stride must be between 1 and the context length ({context})")
+    step = min(stride, context - 1)
+    windows = math.ceil((len(ids) - 1) / step)
     total_nll, scored, done = 0.0, 0, 1  # ids[0] has nothing before it to be predicted from
-    starts = list(range(0, len(ids) - 1, stride))
-    for index, start in enumerate(starts):
-        end = min(start + context, len(ids))
-        if end <= done:
-            continue
+    for index in range(windows):
+        end = min(done + step, len(ids))
+        start = max(0, end - context)
         window = torch.tensor([ids[start:end]], device=device)
         logits = model(input_ids=window).logits[0, :-1].float()
         targets = window[0, 1:].clone()
-        targets[: max(0, done - start - 1)] = -100  # already scored with more context
+        targets[: done - start - 1] = -100  # scored by an earlier window
         total_nll += float(torch.nn.functional.cross_entropy(logits, targets, ignore_index=-100, reduction="sum"))
-        scored += int((targets != -100).sum())
+        scored += end - done
         done = end
         if on_window is not None:
-            on_window(index + 1, len(starts))
-        if end == len(ids):
-            break
+            on_window(index + 1, windows)
     return math.exp(total_nll / scored), scored
 
 

@@ -41,6 +41,9 @@ from webui.model_manager import ModelBusy, NoModelLoaded
 from webui.paths import NameRefused
 from webui.settings import SettingsError
 from webui.text_check import InvalidText, check_text
+from webui.training.datasets import DatasetError
+from webui.training.perplexity import ResultsError
+from webui.training.service import TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +65,17 @@ PER_USER = frozenset({
     "default_generate", "default_count_tokens", "default_stop",
     "list_presets", "neutralize_samplers", "model_list", "model_settings", "model_fit", "lora_list",
     "session_refresh",
+    # the Training tab's read-only events (webui/ui/training_tab.py); starting, stopping,
+    # resuming and evaluating take the model from everyone, so they are the owner's
+    "training_status", "training_lists",
     # bundled extensions that keep each user's records apart
     "markdown_export", "markdown_export_list", "prompt_viewer_refresh",
 })
 
 # Errors whose message is written for the user and safe to show as it is.
 USER_ERRORS = (ChatError, CharacterError, CardError, NameRefused, PromptError, SettingsError, ParamsError,
-               InvalidText, GenerationError, LoadError, ModelBusy, NoModelLoaded, DownloadError)
+               InvalidText, GenerationError, LoadError, ModelBusy, NoModelLoaded, DownloadError, TrainingError,
+               DatasetError, ResultsError)
 
 
 def guard_app(app: gr.Blocks, owner: str | None) -> None:
