@@ -71,6 +71,7 @@ def test_loss_goes_down_and_the_adapter_is_published(setup):
     assert json.loads((folder / "training_settings.json").read_text())["rank"] == 8
     assert json.loads((folder / "training_log.json").read_text())["losses"][-1][0] == 24
     assert not list((user_data / "loras").glob(".*"))  # no staging folder left behind
+    assert not (user_data / "training" / "checkpoints" / "keeper").exists()  # nothing left to resume
     assert models.current.loras == () and models.lent_for is None  # given back as lent
 
 

@@ -12,6 +12,7 @@ that were applied included.  One run at a time, on its own thread; the page poll
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,6 +191,9 @@ class TrainingService:
             if outcome.stopped:
                 progress.set_state("stopped", "checkpoint saved: resume to continue")
             else:
+                # The adapter is published; its checkpoints (optimizer state included,
+                # several times the adapter's size) have nothing left to resume.
+                shutil.rmtree(self.folders.run_folder(settings.lora_name), ignore_errors=True)
                 progress.set_state("done", f"saved to user_data/loras/{settings.lora_name}/")
         except (TrainingError, DatasetError, NameRefused, LoadError, ModelLent, NoModelLoaded) as exc:
             progress.set_state("failed", str(exc))
