@@ -70,16 +70,29 @@ def perplexities(model_dir: Path) -> dict[str, float]:
     return results
 
 
+def quiet() -> None:
+    """Progress bars and per-call warnings would bury the figures."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--no-0.5b", dest="half_b", action="store_false", help="skip the ~0.5B model")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    quiet()
     models = PROJECT_ROOT / "models"
     print(f"training tokens/s ({args.steps} steps each, LoRA r16 on q/k/v/o):", flush=True)
     runs = [("demo fp32", models, DEMO_MODEL, LoadOptions(cpu=True), 128, 4),
             ("demo 4-bit (QLoRA)", models, DEMO_MODEL, LoadOptions(cpu=True, load_in_4bit=True), 128, 4)]
+    # Not reported: the first run in a process pays one-time costs (autograd's and the
+    # optimizer's first calls, lazy imports) that would count against whichever came first.
+    train_speed(models, DEMO_MODEL, LoadOptions(cpu=True), 2, 128, 4)
     with tempfile.TemporaryDirectory() as tmp:
         if args.half_b:
             name = build_random_half_b(Path(tmp), models / DEMO_MODEL)

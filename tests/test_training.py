@@ -98,6 +98,9 @@ def test_perplexity_on_the_bundled_sample_with_a_stride(setup):
     assert overlapping.perplexity < disjoint.perplexity < 200
     with pytest.raises(TrainingError, match="stride"):
         service.evaluate(SAMPLE_NAME, context=64, stride=128)
+    for context, stride in ((-1, 0), (0, -5), (1.5, 0)):
+        with pytest.raises(TrainingError, match="whole numbers"):
+            service.evaluate(SAMPLE_NAME, context=context, stride=stride)
     for bad in ("../keeper.txt", "/etc/hostname", "missing.txt"):
         with pytest.raises(NameRefused):
             service.evaluate(bad)
@@ -221,3 +224,26 @@ def test_perplexity_matches_the_models_own_loss_when_one_window_holds_the_text(s
     assert scored == 199 and value == pytest.approx(expected, rel=1e-4)
     # Windows shorter than the text: every token still scored exactly once.
     assert perplexity(loaded.model, ids, context=50, stride=20, device="cpu")[1] == 199
+
+
+def test_stop_saves_a_checkpoint_and_resume_finishes_the_run(setup):
+    from tests.conftest import wait_for
+
+    models, _, service, user_data, _, _, _ = setup
+    settings = TrainingSettings(lora_name="stopped", dataset="keeper.txt",
+                                **{**RUN, "steps": 20, "micro_batch_size": 2, "save_steps": 1000})
+    service.start(settings)
+    assert wait_for(lambda: service.status().step >= 3, timeout=120)
+    assert "checkpoint" in service.stop()
+    snap = service.wait(120)
+    assert snap.state == "stopped" and 3 <= snap.step < 20
+    assert (user_data / "training" / "checkpoints" / "stopped" / f"checkpoint-{snap.step}").is_dir()
+    assert service.unfinished() == ["stopped"] and "stopped" not in models.loras()
+    assert models.lent_for is None and models.current.loras == ()  # serving again meanwhile
+    with pytest.raises(TrainingError, match="unfinished run"):
+        service.start(settings)  # a fresh run may not overwrite it
+    service.resume("stopped")
+    done = service.wait(300)
+    assert done.state == "done" and done.first_step == snap.step and done.step == 20
+    assert [step for step, _ in done.losses] == list(range(1, 21))
+    assert "stopped" in models.loras() and service.unfinished() == []

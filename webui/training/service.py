@@ -207,6 +207,8 @@ class TrainingService:
         """Perplexity of the loaded model (its LoRAs applied) on a listed text; the
         result is added to the table (or a warning says why it could not be).  The model
         does not serve meanwhile."""
+        if not (isinstance(context, int) and isinstance(stride, int) and context >= 0 and stride >= 0):
+            raise TrainingError("context and stride are whole numbers of tokens: 0 (automatic) or more")
         path = pick(data, self.texts(), "text")
         text = read_text(path)
         if not text.strip():

@@ -10,6 +10,7 @@ NAME is in progress" (ModelManager.lend) and this tab says so.
 from __future__ import annotations
 
 import time
+import typing
 
 import gradio as gr
 import pandas as pd
@@ -19,7 +20,7 @@ from webui.runtime import Runtime
 from webui.settings import describe_validation_error
 from webui.training.perplexity import Result, ResultsError
 from webui.training.progress import Snapshot, format_seconds
-from webui.training.settings import TrainingSettings
+from webui.training.settings import Scheduler, TrainingSettings
 from webui.ui.common import Shared
 
 CHAT_TEMPLATE = "(the model's chat template)"
@@ -92,7 +93,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
                                      max_length=1000)
             with gr.Row():
                 lr = gr.Number(defaults["learning_rate"].default, label="learning rate", minimum=0)
-                scheduler = gr.Dropdown(list(TrainingSettings.model_fields["scheduler"].annotation.__args__),
+                scheduler = gr.Dropdown(list(typing.get_args(Scheduler)),
                                         value=defaults["scheduler"].default, label="scheduler")
                 warmup = gr.Number(0, label="warm-up steps", precision=0, minimum=0)
                 epochs = gr.Number(defaults["epochs"].default, label="epochs", minimum=0)
