@@ -121,10 +121,11 @@ class ModelManager:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self._refuse_if_lent()
-            wait = LEND_POLL_SECONDS if deadline is None else min(LEND_POLL_SECONDS, deadline - time.monotonic())
-            if wait > 0 and self._lock.acquire(timeout=wait):
+            left = None if deadline is None else deadline - time.monotonic()
+            wait = LEND_POLL_SECONDS if left is None else max(0.0, min(LEND_POLL_SECONDS, left))
+            if self._lock.acquire(timeout=wait) if wait > 0 else self._lock.acquire(blocking=False):
                 break
-            if deadline is not None and time.monotonic() >= deadline:
+            if left is not None and left <= wait:
                 raise ModelBusy("the model is busy with another request")
         if self._lent_for is not None:  # a lend began while we waited: it goes first
             self._lock.release()
