@@ -83,11 +83,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--no-0.5b", dest="half_b", action="store_false", help="skip the ~0.5B model")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0: torch's default); on a busy shared machine 1 can be much faster")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     quiet()
     models = PROJECT_ROOT / "models"
-    print(f"training tokens/s ({args.steps} steps each, LoRA r16 on q/k/v/o):", flush=True)
+    import torch
+
+    print(f"training tokens/s ({args.steps} steps each, LoRA r16 on q/k/v/o, {torch.get_num_threads()} torch "
+          "threads):", flush=True)
     runs = [("demo fp32", models, DEMO_MODEL, LoadOptions(cpu=True), 128, 4),
             ("demo 4-bit (QLoRA)", models, DEMO_MODEL, LoadOptions(cpu=True, load_in_4bit=True), 128, 4)]
     # Not reported: the first run in a process pays one-time costs (autograd's and the

@@ -247,3 +247,31 @@ def test_stop_saves_a_checkpoint_and_resume_finishes_the_run(setup):
     assert done.state == "done" and done.first_step == snap.step and done.step == 20
     assert [step for step, _ in done.losses] == list(range(1, 21))
     assert "stopped" in models.loras() and service.unfinished() == []
+
+
+def test_perplexity_command_prints_the_value_last(setup):
+    _, _, service, user_data, _, _, _ = setup
+    process = cli(user_data, "perplexity", "--data", "keeper.txt", "--lora", "keeper", "--context", "128")
+    out, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("perplexity: ") and float(last.split(": ")[1]) > 1
+    row = service.results.rows()[-1]
+    assert (row.loras, row.context, row.perplexity) == ("keeper", 128, float(last.split(": ")[1]))
+    refused = cli(user_data, "perplexity", "--data", "../keeper.txt")
+    out, _ = refused.communicate(timeout=300)
+    assert refused.returncode == 2 and "unknown text" in out
+
+
+def test_help_documents_both_commands():
+    from webui.cli import parser as app_parser
+    from webui.training.cli import parser
+
+    assert "webui train" in app_parser().format_help() and "webui perplexity" in app_parser().format_help()
+    commands = parser()._subparsers._group_actions[0].choices
+    train_help, ppl_help = commands["train"].format_help(), commands["perplexity"].format_help()
+    for flag in ("--lora", "--data", "--steps", "--epochs", "--rank", "--alpha", "--target-modules", "--resume",
+                 "--micro-batch-size", "--gradient-accumulation", "--cutoff-len", "--load-in-4bit"):
+        assert flag in train_help, flag
+    for flag in ("--model", "--data", "--lora", "--context", "--stride"):
+        assert flag in ppl_help, flag
