@@ -49,7 +49,7 @@ def text_windows(tokenizer: Any, text: str, cutoff_len: int, overlap: int, name:
     """Raw text cut into windows of `cutoff_len` tokens overlapping by `overlap`."""
     if not text.strip():
         raise DatasetError(f"{name}: the file is empty")
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
     if len(ids) < 2:
         raise DatasetError(f"{name}: too short to learn from ({len(ids)} token)")
     stride = cutoff_len - overlap
@@ -112,7 +112,7 @@ def format_examples(tokenizer: Any, records: Sequence[Mapping[str, Any]], templa
                                f"which the format file does not cover")
         for field in fields:
             text = text.replace(f"%{field}%", record[field])
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"][:cutoff_len]
+        ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"][:cutoff_len]
         if tokenizer.eos_token_id is not None and len(ids) < cutoff_len:
             ids.append(tokenizer.eos_token_id)
         if len(ids) >= 2:

@@ -220,7 +220,7 @@ class TrainingService:
             stride = stride or context
             if stride > context:
                 raise TrainingError(f"stride {stride} is longer than the context ({context})")
-            ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids = loaded.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
             try:
                 value, tokens = perplexity(loaded.model, ids, context, stride, loaded.device, on_window)
             except ValueError as exc:
