@@ -42,6 +42,7 @@ from webui.remote.engine import RemoteModel
 from webui.remote.routing import RemoteEngines, SessionChoices
 from webui.settings import LoaderSettings, Settings, SettingsError, read_yaml_mapping
 from webui.storage import atomic_write_text, remove_stale_temporaries
+from webui.training.service import TrainingService
 from webui.userdata import UserSpaces
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class Runtime:
     templates: TemplateLibrary
     model_settings: ModelSettingsStore
     downloads: Downloader
+    training: TrainingService  # LoRA training and perplexity (webui/training/)
     requests: ActiveRequests = field(default_factory=ActiveRequests)
     warnings: list[str] = field(default_factory=list)
     extensions: ExtensionHost = field(default_factory=ExtensionHost)
@@ -189,6 +191,10 @@ class Runtime:
         the model by name (the API's `model` field); by default the one the owner's
         browser tab chose, else the local one."""
         engine = self.engine_for(model if model is not None else self.chosen.get(owner))
+        lent = self.models.lent_for
+        if engine is self.engine and lent is not None:
+            # Refused, not queued: a training run can take hours (docs/TRAINING.md).
+            raise QueueFull(f"{lent} is in progress: the model does not answer until it ends")
         token = self.requests.start(owner)
         try:
             stream = engine.generate(GenerationRequest(prompt, params, token, logprobs, state, owner=who or owner))
@@ -445,6 +451,7 @@ def build_runtime(
         templates=TemplateLibrary(settings.user_data_dir / "instruction-templates"),
         model_settings=ModelSettingsStore(settings.user_data_dir),
         downloads=Downloader(settings.model_dir),
+        training=TrainingService(models, settings.user_data_dir),
         warnings=notes,
         extensions=extensions,
         remotes=RemoteEngines(settings.all_remote_engines()),

@@ -27,7 +27,9 @@ from webui.ui import remote_picker
 
 def status_text(runtime: Runtime) -> str:
     loaded = runtime.models.current
-    return f"Loaded: **{loaded.describe()}**" if loaded else "No model loaded."
+    lent = runtime.models.lent_for
+    busy = f"\n\n**{lent} in progress: the model does not answer until it ends.**" if lent else ""
+    return (f"Loaded: **{loaded.describe()}**" if loaded else "No model loaded.") + busy
 
 
 def choice_from(controls: OptionControls, values, context, template) -> ModelSettings:
