@@ -1,0 +1,94 @@
+"""Structured output: decoding speed with a JSON schema enforced / unconstrained, same run.
+
+    .venv/bin/python bench/bench_structured.py [--tokens 128] [--rounds 3] [--skip-0.5b]
+
+Measures the demo model and a ~0.5B-shaped random-weight Llama (bench_batching.py's),
+one after the other in one process.  Each round generates --tokens tokens with and
+without the schema, greedy and sampled, alternating the order, and prints tokens/s of
+each and the ratio (constrained / unconstrained); the schema asks for a list with no
+upper length, so the constrained run also goes on to --tokens.  Every constrained
+reply that ended on its own is checked to parse as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+from bench_batching import build_random_half_b, engine_for
+from common import PROMPT, bench_parser
+
+from webui.generation.engine import GenerationEngine, GenerationRequest
+from webui.generation.params import make_params
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "verses": {"type": "array", "items": {
+            "type": "object",
+            "properties": {
+                "book": {"enum": ["Genesis", "Exodus", "Psalms", "John"]},
+                "chapter": {"type": "integer", "minimum": 1, "maximum": 150},
+                "text": {"type": "string", "maxLength": 60},
+                "tags": {"type": "array", "items": {"type": "string", "maxLength": 12}, "maxItems": 3},
+            },
+            "required": ["book", "chapter", "text", "tags"], "additionalProperties": False,
+        }},
+    },
+    "required": ["verses"], "additionalProperties": False,
+}
+MODES = {"greedy": {"temperature": 0.0}, "sampled": {"temperature": 0.8, "top_p": 0.95, "min_p": 0.02}}
+
+
+def speed(engine: GenerationEngine, tokens: int, mode: str, schema: bool, seed: int) -> float:
+    values = {**MODES[mode], "max_new_tokens": tokens, "seed": seed, "ban_eos_token": not schema}
+    if schema:
+        values["json_schema"] = json.dumps(SCHEMA)
+    stream = engine.generate(GenerationRequest(PROMPT, make_params(values)))
+    text = stream.text()
+    if schema and stream.stats.finish_reason == "stop":
+        json.loads(text)  # a reply the grammar ended must be complete JSON
+    return stream.stats.tokens_per_second
+
+
+def measure(engine: GenerationEngine, tokens: int, rounds: int) -> dict[str, float]:
+    speed(engine, 8, "greedy", True, 0)  # build the grammar tokenizer once, outside the timings
+    ratios = {}
+    for mode in MODES:
+        plain, constrained = [], []
+        for round_ in range(rounds):
+            order = (False, True) if round_ % 2 == 0 else (True, False)
+            for schema in order:
+                (constrained if schema else plain).append(speed(engine, tokens, mode, schema, round_))
+        p, c = statistics.median(plain), statistics.median(constrained)
+        ratios[mode] = c / p
+        print(f"  {mode:8s} unconstrained {p:7.1f} tok/s   JSON schema {c:7.1f} tok/s   ratio {c / p:.2f}")
+    return ratios
+
+
+def main() -> None:
+    parser = bench_parser(__doc__, rounds=3)
+    parser.add_argument("--skip-0.5b", dest="skip_half_b", action="store_true", help="measure the demo model only")
+    parser.set_defaults(tokens=128)
+    args = parser.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        models = [(args.model_dir, args.model)]
+        if not args.skip_half_b:
+            models.append((Path(tmp), build_random_half_b(Path(tmp), args.model_dir / args.model)))
+        for model_dir, name in models:
+            engine = engine_for(model_dir, name, max_batch=8)
+            print(f"model: {engine.manager.current.describe()}  threads: {torch.get_num_threads()}")
+            results[name] = measure(engine, args.tokens if name == args.model else max(32, args.tokens // 4),
+                                    args.rounds)
+            engine.manager.unload()
+    for name, ratios in results.items():
+        print(f"{name}: JSON schema / unconstrained tokens/s: "
+              + ", ".join(f"{mode} {ratio:.2f}" for mode, ratio in ratios.items()))
+
+
+if __name__ == "__main__":
+    main()
