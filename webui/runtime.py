@@ -36,6 +36,7 @@ from webui.model_manager import ModelManager
 from webui.model_settings import ModelSettings, ModelSettingsStore
 from webui.paths import NameRefused, is_plain_name, pick
 from webui.generation.params import ParamsError, SamplingParams, make_params
+from webui.generation.request import ModelNotServed
 from webui.presets import PresetLibrary, model_defaults, preset_delta
 from webui.remote.engine import RemoteModel
 from webui.remote.routing import RemoteEngines, SessionChoices
@@ -193,7 +194,8 @@ class Runtime:
             return self.engine
         remote = self.remotes.model(model)
         if remote is None:
-            raise GenerationError(f"the model '{model}' is neither loaded here nor served by a remote engine")
+            raise ModelNotServed(f"the model '{model}' is neither loaded here nor served by a remote engine",
+                                 param="model")
         return remote
 
     # -- extensions --------------------------------------------------------------------

@@ -27,6 +27,8 @@ class RemoteError(GenerationError):
     """A remote engine is down, slow, refused the request or answered nonsense; the
     message names the engine and says which, and never holds its key."""
 
+    status, code = 502, "remote_engine_error"
+
 
 class RemoteClient:
     def __init__(self, config: RemoteEngineConfig):

@@ -107,7 +107,7 @@ def from_control(name: str, kind: str, value: Any) -> Any:
         try:
             return [int(part) for part in re.split(r"[,\s]+", value or "") if part]
         except ValueError:
-            raise ParamsError(f"{name}: token ids are whole numbers separated by commas") from None
+            raise ParamsError(f"{name}: token ids are whole numbers separated by commas", param=name) from None
     if kind == "bias":
         bias = {}
         for line in (value or "").splitlines():
@@ -117,9 +117,9 @@ def from_control(name: str, kind: str, value: Any) -> Any:
             try:
                 bias[key.strip()] = float(amount)
             except ValueError:
-                raise ParamsError(f"{name}: write one 'token or text: number' per line") from None
+                raise ParamsError(f"{name}: write one 'token or text: number' per line", param=name) from None
             if not sep or not key.strip():
-                raise ParamsError(f"{name}: write one 'token or text: number' per line")
+                raise ParamsError(f"{name}: write one 'token or text: number' per line", param=name)
         return bias
     if kind == "mirostat":
         return int(value) if value in ("0", "2") else value
