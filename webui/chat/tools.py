@@ -21,6 +21,7 @@ from typing import Any
 from jinja2.exceptions import SecurityError, TemplateError
 
 from webui.chat.prompt import apply_template
+from webui.errors import AppError
 from webui.generation.request import PromptError
 
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
@@ -30,8 +31,10 @@ MAX_TOOLS = 128
 MAX_PARALLEL_CALLS = 8
 
 
-class ToolError(ValueError):
+class ToolError(AppError, ValueError):
     """A tool definition or tool_choice that cannot be used; the message names the field."""
+
+    code = "invalid_value"
 
 
 @dataclass(frozen=True)
@@ -52,26 +55,26 @@ class Tool:
 def read_tools(tools: Sequence[Any]) -> tuple[Tool, ...]:
     """OpenAI `tools` -> Tools; ToolError naming the bad entry."""
     if len(tools) > MAX_TOOLS:
-        raise ToolError(f"tools: at most {MAX_TOOLS} tools")
+        raise ToolError(f"tools: at most {MAX_TOOLS} tools", param="tools")
     read: list[Tool] = []
     for index, tool in enumerate(tools):
         where = f"tools[{index}]"
         if not isinstance(tool, dict) or tool.get("type", "function") != "function":
-            raise ToolError(f"{where}: only {{'type': 'function', 'function': {{...}}}} tools are supported")
+            raise ToolError(f"{where}: only {{'type': 'function', 'function': {{...}}}} tools are supported", param="tools")
         function = tool.get("function")
         if not isinstance(function, dict):
-            raise ToolError(f"{where}.function: must be an object with a name")
+            raise ToolError(f"{where}.function: must be an object with a name", param="tools")
         name = function.get("name")
         if not isinstance(name, str) or not NAME.match(name):
-            raise ToolError(f"{where}.function.name: 1 to 64 letters, digits, '_' or '-'")
+            raise ToolError(f"{where}.function.name: 1 to 64 letters, digits, '_' or '-'", param="tools")
         if any(t.name == name for t in read):
-            raise ToolError(f"{where}.function.name: '{name}' is defined twice")
+            raise ToolError(f"{where}.function.name: '{name}' is defined twice", param="tools")
         description = function.get("description") or ""
         if not isinstance(description, str):
-            raise ToolError(f"{where}.function.description: must be text")
+            raise ToolError(f"{where}.function.description: must be text", param="tools")
         parameters = function.get("parameters", {"type": "object", "properties": {}})
         if not isinstance(parameters, dict) or parameters.get("type", "object") != "object":
-            raise ToolError(f"{where}.function.parameters: must be a JSON schema of type object")
+            raise ToolError(f"{where}.function.parameters: must be a JSON schema of type object", param="tools")
         read.append(Tool(name, description, json.dumps(parameters)))
     return tuple(read)
 
@@ -89,14 +92,14 @@ def read_tool_choice(choice: Any, tools: Sequence[Tool]) -> ToolChoice:
         return ToolChoice("auto" if tools else "none")
     if choice in ("none", "auto", "required"):
         if choice != "none" and not tools:
-            raise ToolError(f"tool_choice: '{choice}' needs tools")
+            raise ToolError(f"tool_choice: '{choice}' needs tools", param="tool_choice")
         return ToolChoice(choice)
     if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("function"), dict):
         name = choice["function"].get("name")
         if not any(t.name == name for t in tools):
-            raise ToolError(f"tool_choice: no tool named {name!r} among tools")
+            raise ToolError(f"tool_choice: no tool named {name!r} among tools", param="tool_choice")
         return ToolChoice("named", name)
-    raise ToolError("tool_choice: 'none', 'auto', 'required' or {'type': 'function', 'function': {'name': ...}}")
+    raise ToolError("tool_choice: 'none', 'auto', 'required' or {'type': 'function', 'function': {'name': ...}}", param="tool_choice")
 
 
 def call_schema(tools: Sequence[Tool], choice: ToolChoice, parallel: bool) -> dict[str, Any] | None:
@@ -156,8 +159,8 @@ def _as_text(message: dict[str, Any]) -> dict[str, str]:
         return {"role": "user", "content": f"<tool_response name=\"{label}\">\n{content}\n</tool_response>"}
     if message.get("tool_calls"):
         calls = "".join(
-            "<tool_call>\n" + json.dumps({"name": c["function"]["name"],
-                                          "arguments": _arguments(c["function"]["arguments"])}) + "\n</tool_call>"
+            "<tool_call>\n" + json.dumps({"name": c["function"]["name"], "arguments": _arguments(c["function"]["arguments"])},
+                                          ensure_ascii=False) + "\n</tool_call>"
             for c in message["tool_calls"])
         content = f"{content}\n{calls}" if content else calls
     return {"role": message["role"], "content": content}
@@ -165,7 +168,7 @@ def _as_text(message: dict[str, Any]) -> dict[str, str]:
 
 def fallback_system(tools: Sequence[Tool]) -> str:
     """The tool list as a system message, for templates without tool support."""
-    listing = "\n".join(json.dumps(t.openai()) for t in tools)
+    listing = "\n".join(json.dumps(t.openai(), separators=(",", ":"), ensure_ascii=False) for t in tools)
     return (
         "You may call one or more functions to answer. The functions, as JSON:\n"
         f"<tools>\n{listing}\n</tools>\n"

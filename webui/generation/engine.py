@@ -496,7 +496,7 @@ class GenerationEngine:
             tokenizer = self._grammar_tokenizers.get(backend.tokenizer, backend.vocab_size(), backend.eos_ids())
             return GrammarState(constraint, tokenizer, backend.vocab_size())
         except (GrammarUnsupported, ValueError) as exc:
-            raise ParamsError(f"{constraint.kind}: {exc}") from exc
+            raise ParamsError(f"{constraint.kind}: {exc}", param=constraint.kind) from exc
 
     def _step(self, backend: Backend, active: list[_Sequence]) -> None:
         for seq in [s for s in active if s.request.cancel.cancelled]:

@@ -35,23 +35,31 @@ class GrammarUnsupported(ValueError):
     """This model's tokenizer cannot drive a grammar."""
 
 
+def unsupported_reason(tokenizer: Any, eos_ids: set[int]) -> str | None:
+    """Why this model cannot take a grammar (None: it can); cheap, for checks before queueing."""
+    if not eos_ids:
+        return "this model has no end-of-text token, so a grammar could never end"
+    if isinstance(tokenizer, PreTrainedTokenizerFast) or getattr(tokenizer, "llama_vocab", None) is not None:
+        return None
+    return f"grammars need a fast (Rust) tokenizer; this model has {type(tokenizer).__name__}"
+
+
 def grammar_tokenizer(tokenizer: Any, vocab_size: int, eos_ids: set[int]) -> LLTokenizer:
     """llguidance's view of a model's vocabulary (built once per model: ~0.05-1 s)."""
+    reason = unsupported_reason(tokenizer, eos_ids)
+    if reason:
+        raise GrammarUnsupported(reason)
     eos = sorted(eos_ids)
-    if not eos:
-        raise GrammarUnsupported("this model has no end-of-text token, so a grammar could never end")
     if isinstance(tokenizer, PreTrainedTokenizerFast):
         import llguidance.hf
 
         # n_vocab: the output layer may have more rows than the tokenizer has tokens;
         # those rows are never allowed.
         return llguidance.hf.from_tokenizer(tokenizer, n_vocab=max(vocab_size, len(tokenizer)), eos_token=eos)
-    vocab = getattr(tokenizer, "llama_vocab", None)
-    if vocab is not None:  # a GGUF model: llama.cpp's own vocabulary (webui/loaders/gguf_tokenizer.py)
-        import llguidance.llamacpp
+    # A GGUF model: llama.cpp's own vocabulary (webui/loaders/gguf_tokenizer.py).
+    import llguidance.llamacpp
 
-        return llguidance.llamacpp.lltokenizer_from_vocab(vocab, n_vocab=vocab_size, eos_token=eos)
-    raise GrammarUnsupported(f"grammars need a fast (Rust) tokenizer; this model has {type(tokenizer).__name__}")
+    return llguidance.llamacpp.lltokenizer_from_vocab(tokenizer.llama_vocab, n_vocab=vocab_size, eos_token=eos)
 
 
 class GrammarTokenizers:
