@@ -219,3 +219,15 @@ def test_auto_tool_choice_leaves_a_plain_reply_as_text(client):
     choice = reply.choices[0]
     assert choice.message.tool_calls is None and choice.message.content
     assert choice.finish_reason in ("stop", "length")
+
+
+@pytest.mark.parametrize("extra", [{"grammar_string": 'root ::= "yes" | "no"'}, {"top_k": 1}])
+def test_log_probabilities_leave_out_tokens_a_step_removed(client, extra):
+    # Regression: their -inf log-probability made the response unserialisable (a 500).
+    reply = client.chat.completions.create(model=TINY, messages=ASK, max_tokens=5, logprobs=True, top_logprobs=5,
+                                           seed=1, extra_body=extra)
+    for entry in reply.choices[0].logprobs.content:
+        assert entry.top_logprobs and all(alt.logprob > float("-inf") for alt in entry.top_logprobs)
+    if "grammar_string" in extra:
+        first = reply.choices[0].logprobs.content[0]
+        assert {alt.token.strip()[:1] for alt in first.top_logprobs} <= {"y", "n"}  # all the grammar allows

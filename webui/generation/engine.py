@@ -235,8 +235,11 @@ class _Sequence:
             row = torch.log_softmax(scores[0], dim=-1)
             top = self.request.logprobs
             values, ids = torch.topk(row, top) if top else (row[:0], row[:0].long())
-            self.stream.logprobs.append(
-                TokenLogprob(token, float(row[token]), tuple(zip(ids.tolist(), values.tolist(), strict=True))))
+            # Tokens a step removed (a grammar, top_k) are no alternatives: their -inf is
+            # not even representable in JSON.
+            alternatives = tuple((i, v) for i, v in zip(ids.tolist(), values.tolist(), strict=True)
+                                 if v != float("-inf"))
+            self.stream.logprobs.append(TokenLogprob(token, float(row[token]), alternatives))
         return token
 
     def accept(self, token: int) -> bool:
