@@ -231,3 +231,20 @@ def test_log_probabilities_leave_out_tokens_a_step_removed(client, extra):
     if "grammar_string" in extra:
         first = reply.choices[0].logprobs.content[0]
         assert {alt.token.strip()[:1] for alt in first.top_logprobs} <= {"y", "n"}  # all the grammar allows
+
+
+def test_a_backend_without_grammars_refuses_them_naming_what_was_sent(client, runtime, monkeypatch):
+    import dataclasses
+
+    from webui.generation.params import SamplingParams
+
+    backend = runtime.models.current.backend
+    without = frozenset(SamplingParams.model_fields) - {"grammar_string", "json_schema"}
+    monkeypatch.setattr(backend, "capabilities", dataclasses.replace(backend.capabilities, samplers=without))
+    for kw, param in [({"response_format": {"type": "json_object"}}, "response_format"),
+                      ({"extra_body": {"grammar_string": 'start: "a"'}}, "grammar_string"),
+                      ({"extra_body": {"json_schema": '{"type": "object"}'}}, "json_schema"),
+                      ({"tools": [WEATHER], "tool_choice": "required"}, "tool_choice")]:
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(model=TINY, messages=ASK, max_tokens=5, **kw)
+        assert refused.value.body["param"] == param and refused.value.body["code"] == "unsupported_parameter"

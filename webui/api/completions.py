@@ -44,7 +44,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, runtim
     tools = read_tools(body.tools or [])
     choice = read_tool_choice(body.tool_choice, tools)
     offered = tools if choice.mode != "none" else ()
-    params = forced_call(params, offered, choice, body.parallel_tool_calls)
+    params = forced_call(params, offered, choice, body.parallel_tool_calls, capabilities_of(model))
     names = frozenset(t.name for t in offered) if offered else None  # read the reply for calls
     messages = [m.as_dict() for m in body.messages]
     tool_turns = any(m["role"] == "tool" or m.get("tool_calls") for m in messages)
@@ -68,12 +68,16 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, runtim
     return await respond(runtime, request, body, prompt, fit(body, params, model, prompt), True, model, names)
 
 
-def forced_call(params: SamplingParams, tools: tuple[Tool, ...], choice: ToolChoice, parallel: bool) -> SamplingParams:
+def forced_call(params: SamplingParams, tools: tuple[Tool, ...], choice: ToolChoice, parallel: bool,
+                capabilities) -> SamplingParams:
     """With tool_choice required or a named function, the reply is constrained to a call
     whose arguments are valid against that function's schema (webui/chat/tools.py)."""
     schema = call_schema(tools, choice, parallel)
     if schema is None:
         return params
+    if capabilities.ignores({"json_schema"}):
+        raise APIError(400, f"tool_choice: '{choice.mode}' needs a grammar, which this model's backend cannot "
+                       "enforce; use 'auto'", param="tool_choice", code="unsupported_parameter")
     if params.json_schema or params.grammar_string:
         raise APIError(400, "tool_choice: a required or named call cannot be combined with response_format or "
                        "grammar_string", param="tool_choice", code="invalid_value")
@@ -112,8 +116,10 @@ def fit(body: CompletionBase, params: SamplingParams, model: LoadedModel | Remot
     ignored = capabilities_of(model).ignores(changed_fields(params) - {"max_new_tokens", "seed"})
     if ignored:
         backend = f"remote engine {model.engine.name}, {model.engine.config.kind}" if remote else model.loader
-        raise APIError(400, f"{ignored[0]} is not supported by this model's backend ({backend})",
-                       param=ignored[0], code="unsupported_parameter")
+        # json_schema may have come from the caller's response_format: name what they sent.
+        field = "response_format" if ignored[0] == "json_schema" and body.response_format else ignored[0]
+        raise APIError(400, f"{field} is not supported by this model's backend ({backend})",
+                       param=field, code="unsupported_parameter")
     if remote:
         return params  # the engine knows its context and tokenizer; it refuses what does not fit
     token_ids(params, model.tokenizer, model.backend.vocab_size(), model.backend.eos_ids())
