@@ -47,7 +47,11 @@ TIME = {"type": "function", "function": {
     "name": "get_time", "parameters": {"type": "object", "properties": {
         "zone": {"enum": ["UTC", "CET", "PST"]}}, "required": ["zone"], "additionalProperties": False},
 }}
-SCHEMAS = {"get_weather": WEATHER["function"]["parameters"], "get_time": TIME["function"]["parameters"]}
+COUNT = {"type": "function", "function": {
+    "name": "count", "parameters": {"type": "object", "properties": {
+        "n": {"type": "integer", "minimum": 0, "maximum": 9}}, "required": ["n"]}}}
+SCHEMAS = {"get_weather": WEATHER["function"]["parameters"], "get_time": TIME["function"]["parameters"],
+           "count": COUNT["function"]["parameters"]}
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
@@ -248,3 +252,27 @@ def test_a_backend_without_grammars_refuses_them_naming_what_was_sent(client, ru
         with pytest.raises(openai.BadRequestError) as refused:
             client.chat.completions.create(model=TINY, messages=ASK, max_tokens=5, **kw)
         assert refused.value.body["param"] == param and refused.value.body["code"] == "unsupported_parameter"
+
+
+def test_the_readme_tool_call_example_on_the_demo_model(demo_client):
+    """README, "OpenAI-compatible API": a required call from the demo model always parses."""
+    for seed in range(3):
+        reply = demo_client.chat.completions.create(
+            model=DEMO_MODEL, messages=[{"role": "user", "content": "Weather in Paris?"}], seed=seed,
+            tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {
+                "type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"]}}}],
+            tool_choice={"type": "function", "function": {"name": "get_weather"}})
+        (call,) = reply.choices[0].message.tool_calls
+        assert call.function.name == "get_weather"
+        arguments = json.loads(call.function.arguments)
+        assert set(arguments) <= {"city"} and isinstance(arguments["city"], str) and len(arguments["city"]) <= 20
+
+
+def test_the_demo_model_makes_exactly_one_required_call_without_parallel_calls(demo_client):
+    # Two short tools: the demo model's context is 512 tokens, and the tool list is in the prompt.
+    for seed in range(2):
+        reply = demo_client.chat.completions.create(
+            model=DEMO_MODEL, messages=ASK, seed=seed, tools=[TIME, COUNT], tool_choice="required",
+            parallel_tool_calls=False, max_tokens=120)
+        (call,) = reply.choices[0].message.tool_calls
+        assert violations(json.loads(call.function.arguments), SCHEMAS[call.function.name]) == []

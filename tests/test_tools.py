@@ -204,3 +204,16 @@ def test_required_with_parallel_calls_gives_a_list_of_valid_calls(engine, tokeni
     by_name = {"get_weather": WEATHER, "add": ADD}
     for call in calls:
         assert violations(json.loads(call.arguments), by_name[call.name]["function"]["parameters"]) == []
+
+
+def test_forced_calls_close_objects_that_list_their_properties():
+    from webui.chat.tools import closed
+
+    schema = {"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {"type": "string"}}},
+                                               "c": {"type": "object", "additionalProperties": True}},
+              "required": ["a"]}
+    result = closed(schema)
+    assert result["additionalProperties"] is False
+    assert result["properties"]["a"]["additionalProperties"] is False
+    assert result["properties"]["c"]["additionalProperties"] is True  # said otherwise: kept
+    assert "additionalProperties" not in schema  # the tool's own schema is not changed

@@ -114,13 +114,29 @@ def call_schema(tools: Sequence[Tool], choice: ToolChoice, parallel: bool) -> di
     chosen = [t for t in tools if choice.mode == "required" or t.name == choice.name]
     calls = [{
         "type": "object",
-        "properties": {"name": {"const": t.name}, "arguments": t.schema()},
+        "properties": {"name": {"const": t.name}, "arguments": closed(t.schema())},
         "required": ["name", "arguments"], "additionalProperties": False,
     } for t in chosen]
     one = calls[0] if len(calls) == 1 else {"anyOf": calls}
     if choice.mode == "required" and parallel:
         return {"type": "array", "items": one, "minItems": 1, "maxItems": MAX_PARALLEL_CALLS}
     return one
+
+
+def closed(schema: Any) -> Any:
+    """`schema` with every object that lists its properties closed to others
+    (additionalProperties: false) unless it says otherwise, as OpenAI's strict function
+    calling requires.  A forced call is written by the model under this grammar, and
+    with objects left open a small model invents key after key until the token budget
+    runs out, ending in invalid JSON; a function has no use for keys it does not list."""
+    if isinstance(schema, list):
+        return [closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: closed(value) for key, value in schema.items()}
+    if "properties" in out and not {"additionalProperties", "patternProperties", "unevaluatedProperties"} & set(out):
+        out["additionalProperties"] = False
+    return out
 
 
 # -- rendering ---------------------------------------------------------------------------
