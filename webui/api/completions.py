@@ -28,10 +28,11 @@ from webui.errors import AppError
 from webui.generation.chain import token_ids
 from webui.generation.engine import GenerationError, GenerationStream
 from webui.generation.params import ParamsError, SamplingParams, changed_fields, make_params
+from webui.generation.request import EnginePrompt
 from webui.generation.samplers.grammar import unsupported_reason
 from webui.loaders.base import LoadedModel
 from webui.remote.client import RemoteError
-from webui.remote.engine import ChatMessages, RemoteModel
+from webui.remote.engine import RemoteModel
 from webui.runtime import Runtime
 
 router = APIRouter()
@@ -55,7 +56,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, runtim
         if offered or tool_turns:
             raise APIError(400, "tools and tool messages are not supported for a remote engine's model (yet)",
                            param="tools", code="unsupported_parameter")
-        prompt: Any = ChatMessages(tuple(messages))
+        prompt: Any = EnginePrompt(messages=tuple(messages))
         return await respond(runtime, request, body, prompt, fit(body, params, model, ""), True, model)
     try:
         if offered or tool_turns:
@@ -299,6 +300,8 @@ async def stream_events(runtime: Runtime, request: Request, body: CompletionBase
                     for data in call_deltas(found, choice):
                         yield event([data])
         if gone.is_set():
+            # The tokens made before the client left were work done for its key.
+            runtime.usage.add(key, stream.prompt_tokens, stream.new_tokens)
             return
         for found in parser.finish() if parser is not None else ():
             for data in call_deltas(found, choice):
