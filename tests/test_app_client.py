@@ -104,6 +104,19 @@ def test_invalid_sampling_values_are_refused_with_field(client):
     assert client.predict(*controls(stop="END", temperature=0.7), api_name="/set_params") == ""
 
 
+def test_grammar_fields_in_the_parameters_tab_refuse_bad_ones_and_shape_replies(client):
+    status = client.predict(*controls(grammar_string="root ::= ["), api_name="/set_params")
+    assert "Not applied" in status and "grammar_string" in status
+    status = client.predict(*controls(json_schema='{"type": "strin"}'), api_name="/set_params")
+    assert "Not applied" in status and "json_schema" in status
+    assert client.predict(*controls(grammar_string='root ::= "yes" | "no"'), api_name="/set_params") == ""
+    try:
+        text, _ = client.predict("Is the sea blue?", api_name="/default_generate")
+        assert text in ("yes", "no")
+    finally:
+        client.predict(*controls(), api_name="/set_params")
+
+
 def test_preset_save_and_delete_through_the_ui(client, runtime):
     client.predict(*controls(temperature=0.33, dry_multiplier=0.5), api_name="/set_params")
     _, status = client.predict("ui-made", api_name="/save_preset")

@@ -247,3 +247,20 @@ def test_one_batched_decode_gives_each_sequence_its_solo_logits(gguf_runtime):
         for slot in slots:
             backend.finish(slot, keep=False)
     assert together == solo
+
+
+def test_a_json_schema_is_enforced_on_a_gguf_model_through_llama_cpps_vocabulary(gguf_runtime):
+    import json
+
+    from tests.schema_check import violations
+
+    schema = {"type": "object", "properties": {
+        "word": {"type": "string", "maxLength": 10}, "n": {"type": "integer", "minimum": 0, "maximum": 99},
+        "kind": {"enum": ["a", "b"]}}, "required": ["word", "n", "kind"], "additionalProperties": False}
+    for seed in range(3):
+        text, stats = run(gguf_runtime, PROMPTS[seed], do_sample=True, seed=seed, max_new_tokens=120,
+                          json_schema=json.dumps(schema))
+        assert stats.finish_reason == "stop", text
+        assert violations(json.loads(text), schema) == []
+    text, _ = run(gguf_runtime, PROMPTS[0], grammar_string='root ::= "yes" | "no"')
+    assert text in ("yes", "no")

@@ -22,11 +22,14 @@ from webui.api.schemas import ChatCompletionRequest, CompletionBase, CompletionR
 from webui.api.state import RuntimeDep
 from webui.api.usage import key_label
 from webui.chat.prompt import PromptError, render_chat_prompt
+from webui.chat.tool_parser import Call, Text, ToolCallParser, parse_reply
+from webui.chat.tools import Tool, ToolChoice, call_schema, read_tool_choice, read_tools, render_with_tools
 from webui.errors import AppError
 from webui.generation.chain import token_ids
 from webui.generation.engine import GenerationError, GenerationStream
 from webui.generation.params import ParamsError, SamplingParams, changed_fields, make_params
 from webui.generation.request import EnginePrompt
+from webui.generation.samplers.grammar import unsupported_reason
 from webui.loaders.base import LoadedModel
 from webui.remote.client import RemoteError
 from webui.remote.engine import RemoteModel
@@ -39,19 +42,52 @@ router = APIRouter()
 async def chat_completions(body: ChatCompletionRequest, request: Request, runtime: RuntimeDep):
     model = await target(runtime, body.model)
     params = body.sampling()  # refuse bad values before rendering anything
-    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
+    tools = read_tools(body.tools or [])
+    choice = read_tool_choice(body.tool_choice, tools)
+    offered = tools if choice.mode != "none" else ()
+    params = forced_call(params, offered, choice, body.parallel_tool_calls, capabilities_of(model))
+    names = frozenset(t.name for t in offered) if offered else None  # read the reply for calls
+    messages = [m.as_dict() for m in body.messages]
+    tool_turns = any(m["role"] == "tool" or m.get("tool_calls") for m in messages)
     last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
     if last_user is not None:  # extensions' input_modifier sees the new message, as in the chat
         last_user["content"] = modified_input(runtime, last_user["content"], params, True)
     if isinstance(model, RemoteModel):  # the engine applies its own chat template
+        if offered or tool_turns:
+            raise APIError(400, "tools and tool messages are not supported for a remote engine's model (yet)",
+                           param="tools", code="unsupported_parameter")
         prompt: Any = EnginePrompt(messages=tuple(messages))
         return await respond(runtime, request, body, prompt, fit(body, params, model, ""), True, model)
     try:
-        prompt = render_chat_prompt(model.tokenizer, messages)
+        if offered or tool_turns:
+            prompt = render_with_tools(model.tokenizer, messages, offered)
+        else:
+            prompt = render_chat_prompt(model.tokenizer, messages)
     except PromptError as exc:
         exc.blame("messages")
         raise
-    return await respond(runtime, request, body, prompt, fit(body, params, model, prompt), True, model)
+    return await respond(runtime, request, body, prompt, fit(body, params, model, prompt), True, model, names)
+
+
+def forced_call(params: SamplingParams, tools: tuple[Tool, ...], choice: ToolChoice, parallel: bool,
+                capabilities) -> SamplingParams:
+    """With tool_choice required or a named function, the reply is constrained to a call
+    whose arguments are valid against that function's schema (webui/chat/tools.py)."""
+    schema = call_schema(tools, choice, parallel)
+    if schema is None:
+        return params
+    if capabilities.ignores({"json_schema"}):
+        raise APIError(400, f"tool_choice: '{choice.mode}' needs a grammar, which this model's backend cannot "
+                       "enforce; use 'auto'", param="tool_choice", code="unsupported_parameter")
+    if params.json_schema or params.grammar_string:
+        raise APIError(400, "tool_choice: a required or named call cannot be combined with response_format or "
+                       "grammar_string", param="tool_choice", code="invalid_value")
+    try:
+        return make_params({"json_schema": json.dumps(schema)}, base=params)
+    except ParamsError as exc:
+        reason = str(exc).removeprefix("json_schema: ").removeprefix("Value error, ")
+        raise APIError(400, f"tools: a function's parameters cannot constrain a call: {reason}",
+                       param="tools", code="invalid_value") from exc
 
 
 @router.post("/v1/completions")
@@ -81,11 +117,18 @@ def fit(body: CompletionBase, params: SamplingParams, model: LoadedModel | Remot
     ignored = capabilities_of(model).ignores(changed_fields(params) - {"max_new_tokens", "seed"})
     if ignored:
         backend = f"remote engine {model.engine.name}, {model.engine.config.kind}" if remote else model.loader
-        raise APIError(400, f"{ignored[0]} is not supported by this model's backend ({backend})",
-                       param=ignored[0], code="unsupported_parameter")
+        # json_schema may have come from the caller's response_format: name what they sent.
+        field = "response_format" if ignored[0] == "json_schema" and body.response_format else ignored[0]
+        raise APIError(400, f"{field} is not supported by this model's backend ({backend})",
+                       param=field, code="unsupported_parameter")
     if remote:
         return params  # the engine knows its context and tokenizer; it refuses what does not fit
     token_ids(params, model.tokenizer, model.backend.vocab_size(), model.backend.eos_ids())
+    if params.grammar_string or params.json_schema:
+        reason = unsupported_reason(model.tokenizer, model.backend.eos_ids())
+        if reason:
+            field = "grammar_string" if params.grammar_string else "json_schema"
+            raise APIError(400, f"{field}: {reason}", param=field, code="unsupported_parameter")
     prompt_tokens = len(model.tokenizer(prompt)["input_ids"])
     # truncation_length shortens the context the engine uses; the prompt must fit it.
     context = min(params.truncation_length or model.context_length, model.context_length)
@@ -143,7 +186,8 @@ def start(runtime: Runtime, owner: str, model: str, prompt: Any, params: Samplin
 
 
 async def respond(runtime: Runtime, request: Request, body: CompletionBase, prompt: Any, params: SamplingParams,
-                  chat: bool, model: LoadedModel | RemoteModel):
+                  chat: bool, model: LoadedModel | RemoteModel, tools: frozenset[str] | None = None):
+    """`tools`: the function names a chat reply may call (None: the reply is only text)."""
     count = body.logprob_count()  # a bad logprobs request is refused before any stream starts
     if count is not None and not capabilities_of(model).logprobs:
         raise APIError(400, "this model's backend cannot report log-probabilities", param="logprobs",
@@ -151,7 +195,7 @@ async def respond(runtime: Runtime, request: Request, body: CompletionBase, prom
     rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
     created = int(time.time())
     if body.stream:
-        events = stream_events(runtime, request, body, prompt, params, count, chat, rid, created, model)
+        events = stream_events(runtime, request, body, prompt, params, count, chat, rid, created, model, tools)
         return StreamingResponse(events, media_type="text/event-stream", headers={"cache-control": "no-cache"})
     choices, prompt_tokens, completion_tokens = [], 0, 0
     owner = f"api-{uuid.uuid4().hex}"
@@ -168,8 +212,14 @@ async def respond(runtime: Runtime, request: Request, body: CompletionBase, prom
         finish = "length" if stats.finish_reason == "length" else "stop"
         logprobs = format_logprobs(model.tokenizer, entries, chat) if count is not None else None
         if chat:
-            choices.append({"index": index, "message": {"role": "assistant", "content": text},
-                            "finish_reason": finish, "logprobs": logprobs})
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if tools is not None:
+                content, calls = parse_reply(text, tools)
+                if calls:
+                    message = {"role": "assistant", "content": content.strip() or None,
+                               "tool_calls": [call.openai() for call in calls]}
+                    finish = "tool_calls"
+            choices.append({"index": index, "message": message, "finish_reason": finish, "logprobs": logprobs})
         else:
             shown = (prompt + text) if getattr(body, "echo", False) else text
             choices.append({"index": index, "text": shown, "finish_reason": finish, "logprobs": logprobs})
@@ -207,7 +257,7 @@ def error_event(exc: AppError) -> str:
 
 async def stream_events(runtime: Runtime, request: Request, body: CompletionBase, prompt: Any,
                         params: SamplingParams, count: int | None, chat: bool, rid: str, created: int,
-                        model: LoadedModel | RemoteModel) -> AsyncIterator[str]:
+                        model: LoadedModel | RemoteModel, tools: frozenset[str] | None = None) -> AsyncIterator[str]:
     owner = f"api-{uuid.uuid4().hex}"
     key = key_label(request.headers)
     chunk_kind = "chat.completion.chunk" if chat else "text_completion"
@@ -240,16 +290,28 @@ async def stream_events(runtime: Runtime, request: Request, body: CompletionBase
                           "logprobs": None}])
         # A reply may hold text back for a while (a stop string forming); the watcher
         # cancels within a step even when nothing is being sent.
+        parser = ToolCallParser(tools) if tools is not None else None
         async with on_disconnect(request.receive, lambda: runtime.stop(owner)) as gone:
             async for piece in iterate_in_threadpool(iter(stream)):
-                yield event([choice(piece, None)])
+                if parser is None:
+                    yield event([choice(piece, None)])
+                    continue
+                for found in parser.feed(piece):
+                    for data in call_deltas(found, choice):
+                        yield event([data])
         if gone.is_set():
             # The tokens made before the client left were work done for its key.
             runtime.usage.add(key, stream.prompt_tokens, stream.new_tokens)
             return
+        for found in parser.finish() if parser is not None else ():
+            for data in call_deltas(found, choice):
+                yield event([data])
         stats = stream.stats
         runtime.usage.add(key, stats.prompt_tokens, stats.new_tokens)
-        yield event([choice(None if chat else "", "length" if stats.finish_reason == "length" else "stop")])
+        finish = "length" if stats.finish_reason == "length" else "stop"
+        if parser is not None and parser.calls:
+            finish = "tool_calls"
+        yield event([choice(None if chat else "", finish)])
         if body.stream_options and body.stream_options.include_usage:
             yield event([], usage=usage(stats.prompt_tokens, stats.new_tokens))
         yield "data: [DONE]\n\n"
@@ -258,3 +320,15 @@ async def stream_events(runtime: Runtime, request: Request, body: CompletionBase
     finally:
         # Runs when the client disconnects too: the generation stops within a step.
         runtime.stop(owner)
+
+
+def call_deltas(found: Text | Call, choice) -> list[dict]:
+    """A streamed chat reply's chunks for one parser event: text as content; a call as
+    OpenAI sends one, its id, type and name first, then its arguments."""
+    if isinstance(found, Text):
+        return [choice(found.text, None)]
+    call = found.call
+    head = {"index": found.index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
+    tail = {"index": found.index, "function": {"arguments": call.arguments}}
+    return [{"index": 0, "delta": {"tool_calls": [part]}, "finish_reason": None, "logprobs": None}
+            for part in (head, tail)]

@@ -3,12 +3,13 @@ the management requests.  Every string is checked for valid Unicode before any f
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from webui.api.errors import APIError
-from webui.generation.params import SamplingParams, make_params
+from webui.generation.params import ParamsError, SamplingParams, make_params
 from webui.model_settings import ModelSettings
 from webui.text_check import InvalidText, check_text
 
@@ -33,15 +34,67 @@ class ContentPart(BaseModel):
     text: str | None = None  # a string or nothing: a number here is refused, not joined
 
 
+class FunctionCall(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    arguments: str = Field(max_length=100_000)  # JSON text, as OpenAI sends it
+
+
+class ToolCallMessage(BaseModel):
+    """An earlier call, in an assistant message of the history."""
+
+    id: str = Field("", max_length=200)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "user", "assistant", "developer"]
+    role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[ContentPart] | None = ""
+    tool_calls: list[ToolCallMessage] | None = None  # assistant: the calls it made
+    tool_call_id: str | None = Field(None, max_length=200)  # tool: the call this answers
+    name: str | None = Field(None, max_length=200)
 
     def text(self) -> str:
         if isinstance(self.content, list):  # OpenAI content parts: keep the text ones
             return "".join(p.text or "" for p in self.content if p.type == "text")
         return self.content or ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The message for a chat template: role and text, plus its tool-call fields."""
+        message: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
+        if self.tool_calls:
+            message["tool_calls"] = [call.model_dump() for call in self.tool_calls]
+        if self.tool_call_id:
+            message["tool_call_id"] = self.tool_call_id
+        if self.name:
+            message["name"] = self.name
+        return message
+
+
+class JSONSchemaFormat(BaseModel):
+    name: str = Field("response", max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] | bool = Field({"type": "object"}, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's response_format: free text, any JSON object, or JSON valid against a schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    def schema_text(self) -> str:
+        """The json_schema SamplingParams value for this format ("" = unconstrained)."""
+        if self.type == "text":
+            return ""
+        if self.type == "json_object":
+            return '{"type": "object"}'
+        if self.json_schema is None:
+            raise APIError(400, "response_format: type json_schema needs a json_schema object",
+                           param="response_format", code="invalid_value")
+        return json.dumps(self.json_schema.schema_)
 
 
 class StreamOptions(BaseModel):
@@ -68,6 +121,7 @@ class CompletionBase(CheckedText):
     user: str | None = None
     logprobs: Any = None
     top_logprobs: int | None = None
+    response_format: ResponseFormat | None = None
 
     def logprob_count(self) -> int | None:
         """None: no log-probabilities; n: each token's, with n alternatives."""
@@ -100,11 +154,30 @@ class CompletionBase(CheckedText):
                 values[name] = float(values[name])
         if "logit_bias" in values:
             values["logit_bias"] = {k: float(v) for k, v in values["logit_bias"].items()}
-        return make_params(values)  # a ParamsError names its field (webui/errors.py)
+        schema = self.response_format.schema_text() if self.response_format else ""
+        if not schema:
+            return make_params(values)  # a ParamsError names its field (webui/errors.py)
+        if values.get("grammar_string") or values.get("json_schema"):
+            given = "grammar_string" if values.get("grammar_string") else "json_schema"
+            raise APIError(400, f"response_format: set response_format or {given}, not both",
+                           param="response_format", code="invalid_value")
+        try:
+            return make_params({**values, "json_schema": schema})
+        except ParamsError as exc:
+            if exc.param != "json_schema":
+                raise
+            # The caller sent a response_format, not our json_schema field: name theirs.
+            reason = str(exc).removeprefix("json_schema: ").removeprefix("Value error, ")
+            raise APIError(400, f"response_format: the JSON schema cannot be used: {reason}",
+                           param="response_format", code="invalid_value") from exc
 
 
 class ChatCompletionRequest(CompletionBase):
     messages: list[ChatMessage] = Field(min_length=1)
+    # Read by webui/chat/tools.py (read_tools, read_tool_choice), which names what it refuses.
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: bool = True
 
 
 class CompletionRequest(CompletionBase):

@@ -29,6 +29,7 @@ from transformers import (
 )
 
 from webui.generation.samplers.dry import DRYLogitsProcessor
+from webui.generation.samplers.grammar import GrammarLogitsProcessor, GrammarState
 from webui.generation.samplers.mirostat import Mirostat2LogitsProcessor
 from webui.generation.samplers.penalties import (
     BanTokensLogitsProcessor,
@@ -135,16 +136,21 @@ def token_ids(params: SamplingParams, tokenizer, vocab_size: int, eos_ids: set[i
 
 
 def build_chain(params: SamplingParams, tokenizer, backend: Any, vocab_size: int, eos_ids: set[int],
-                generator: torch.Generator | None = None) -> LogitsProcessorList:
+                generator: torch.Generator | None = None, grammar: GrammarState | None = None) -> LogitsProcessorList:
     """The LogitsProcessorList for one request; raises ParamsError for unusable values.
 
     `backend` supplies classifier-free guidance (a second pass of its model);
-    `generator` is the request's own random source for the steps that draw."""
+    `generator` is the request's own random source for the steps that draw;
+    `grammar` is the request's grammar position (grammar_string / json_schema)."""
     chain = LogitsProcessorList()
     if params.guidance_scale != 1.0:
         # CFG compares raw logits with and without the prompt, so it goes first.
         negative = tokenizer(params.negative_prompt or "", add_special_tokens=True)["input_ids"]
         chain.append(backend.guidance_processor(params.guidance_scale, negative))
+    if grammar is not None:
+        # Before every sampler: they then choose among allowed tokens only, and none of
+        # them can cut the allowed set down to nothing (samplers/grammar.py).
+        chain.append(GrammarLogitsProcessor(grammar))
     bans, bias = token_ids(params, tokenizer, vocab_size, eos_ids)
     if bans:
         chain.append(BanTokensLogitsProcessor(bans))

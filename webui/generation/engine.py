@@ -31,6 +31,8 @@ import torch
 from webui.generation.backend import Backend, OutOfMemory
 from webui.generation.chain import build_chain
 from webui.generation.detok import IncrementalDecoder
+from webui.generation.grammar_compile import constraint_of
+from webui.generation.samplers.grammar import GrammarState, GrammarTokenizers, GrammarUnsupported
 from webui.generation.params import MAX_SEED, ParamsError
 from webui.generation.request import (
     CancelToken,
@@ -180,11 +182,12 @@ class _Sequence:
 
     def __init__(self, stream: GenerationStream, backend: Backend, ids: list[int], max_new: int,
                  chain, stops: StopStringFilter, seed: int, generator: torch.Generator, dropped: int,
-                 embeds: torch.Tensor | None):
+                 embeds: torch.Tensor | None, grammar: GrammarState | None = None):
         self.stream = stream
         self.request = stream.request
         self.owner = stream.request.owner
         self.chain = chain
+        self.grammar = grammar
         self.stops = stops
         self.seed = seed
         self.generator = generator
@@ -204,6 +207,7 @@ class _Sequence:
         self.last_token = -1
         self.started = time.perf_counter()
         self.reason: FinishReason | None = None
+        self.failure: str | None = None  # set when this request must end with an error
         self.queued_seconds = 0.0
 
     @property
@@ -220,6 +224,10 @@ class _Sequence:
             # processor's signature on every call, which costs more than most steps.
             for step in self.chain:
                 scores = step(ids, scores)
+        if self.grammar is not None and not bool(torch.isfinite(scores).any()):
+            # A later step (a ban, ban_eos_token, no_repeat_ngram) removed every token
+            # the grammar allows: the grammar wins, or the reply could not go on validly.
+            scores = self.grammar.restrict(logits.float())
         if self.greedy:
             token = int(scores.argmax(dim=-1))
         else:
@@ -229,8 +237,11 @@ class _Sequence:
             row = torch.log_softmax(scores[0], dim=-1)
             top = self.request.logprobs
             values, ids = torch.topk(row, top) if top else (row[:0], row[:0].long())
-            self.stream.logprobs.append(
-                TokenLogprob(token, float(row[token]), tuple(zip(ids.tolist(), values.tolist(), strict=True))))
+            # Tokens a step removed (a grammar, top_k) are no alternatives: their -inf is
+            # not even representable in JSON.
+            alternatives = tuple((i, v) for i, v in zip(ids.tolist(), values.tolist(), strict=True)
+                                 if v != float("-inf"))
+            self.stream.logprobs.append(TokenLogprob(token, float(row[token]), alternatives))
         return token
 
     def accept(self, token: int) -> bool:
@@ -242,6 +253,13 @@ class _Sequence:
         if token in self.eos:
             self.reason = "stop"
         else:
+            if self.grammar is not None:
+                try:
+                    self.grammar.advance(token)
+                except ValueError as exc:  # never expected (the mask allowed it): end this request only
+                    self.failure = f"generation failed: {exc}"
+                    self.reason = "cancelled"
+                    return True
             self._emit(self.stops.feed(self.decoder.push(token)))
             if self.stops.stopped:
                 self.reason = "stop"
@@ -252,6 +270,9 @@ class _Sequence:
     def finish(self, reason: FinishReason | None = None) -> None:
         """Flush held-back text and hand the stats to the reader."""
         self.reason = self.reason or reason or "cancelled"
+        if self.failure:
+            self.stream._mailbox.finish("error", self.failure)
+            return
         self._emit(self.stops.feed(self.decoder.flush()))
         self._emit(self.stops.flush())
         stream = self.stream
@@ -294,6 +315,7 @@ class GenerationEngine:
         self._owners: dict[str, int] = {}  # running sequences per owner (a snapshot, for positions)
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
+        self._grammar_tokenizers = GrammarTokenizers()  # per loaded model, used on the model thread
         self._closed = threading.Event()
 
     # -- callers ---------------------------------------------------------------------
@@ -481,12 +503,26 @@ class GenerationEngine:
             stream._mailbox.finish("done", GenerationStats(len(ids), 0, 0.0, "cancelled", seed, dropped))
             return None
         generator = torch.Generator(device=backend.device).manual_seed(seed)
-        chain = build_chain(params, tokenizer, backend, backend.vocab_size(), backend.eos_ids(), generator)
+        grammar = self._grammar(backend, params)
+        chain = build_chain(params, tokenizer, backend, backend.vocab_size(), backend.eos_ids(), generator, grammar)
         if ext is not None and ext.has("logits_processor_modifier"):
             chain = ext.logits_processors(chain, torch.tensor([ids], device=backend.device), tokenizer, state)
-        stops = StopStringFilter((*params.stop, *rendered.stops))
+        # With a grammar, the grammar ends the reply (end-of-text is allowed only once it
+        # is complete); a stop string, the template's or the caller's, could otherwise cut
+        # a JSON reply short at a "}" or an "<|im_end|>" inside one of its strings.
+        stops = StopStringFilter(() if grammar is not None else (*params.stop, *rendered.stops))
         stream.prompt_tokens = len(ids)
-        return _Sequence(stream, backend, ids, max_new, chain, stops, seed, generator, dropped, embeds)
+        return _Sequence(stream, backend, ids, max_new, chain, stops, seed, generator, dropped, embeds, grammar)
+
+    def _grammar(self, backend: Backend, params) -> GrammarState | None:
+        constraint = constraint_of(params.grammar_string, params.json_schema)
+        if constraint is None:
+            return None
+        try:
+            tokenizer = self._grammar_tokenizers.get(backend.tokenizer, backend.vocab_size(), backend.eos_ids())
+            return GrammarState(constraint, tokenizer, backend.vocab_size())
+        except (GrammarUnsupported, ValueError) as exc:
+            raise ParamsError(f"{constraint.kind}: {exc}", param=constraint.kind) from exc
 
     def _step(self, backend: Backend, active: list[_Sequence]) -> None:
         for seq in [s for s in active if s.request.cancel.cancelled]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from webui.generation.grammar_compile import grammar_problem
 
 from webui.errors import AppError
 from webui.settings import describe_validation_error
@@ -20,6 +22,7 @@ MAX_STOP_STRINGS = 16
 MAX_STOP_LENGTH = 200
 MAX_SEED = 2**32 - 1
 MAX_TOKEN_ID = 10_000_000  # beyond any real vocabulary; the loaded model's size is checked later
+MAX_GRAMMAR_LENGTH = 100_000  # characters of a grammar or JSON schema
 
 # Steps whose order the user may change (sampler_priority), in the default order.
 # Penalties come first so they act on raw logits; mirostat always runs last because
@@ -101,6 +104,15 @@ class SamplingParams(BaseModel):
     guidance_scale: float = Field(1.0, ge=0.1, le=5.0, description="CFG strength against the negative prompt; 1 = off.")
     negative_prompt: str = Field("", max_length=4000, description="CFG: text the reply should move away from.")
     sampler_priority: tuple[str, ...] = Field(SAMPLER_ORDER, description="Order of the sampling steps.")
+    # -- structured output (webui/generation/grammar.py) --------------------------------
+    grammar_string: str = Field(
+        "", max_length=MAX_GRAMMAR_LENGTH,
+        description="GBNF or Lark grammar the reply must follow (regex: start: /.../); empty = off.",
+    )
+    json_schema: str = Field(
+        "", max_length=MAX_GRAMMAR_LENGTH,
+        description='JSON schema the reply must be valid against ({"type": "object"}: any object); empty = off.',
+    )
 
     @field_validator("stop", "dry_sequence_breakers", mode="before")
     @classmethod
@@ -163,6 +175,20 @@ class SamplingParams(BaseModel):
         if len(set(value)) != len(value):
             raise ValueError("a sampler is listed twice")
         return value + tuple(s for s in SAMPLER_ORDER if s not in value)
+
+    @field_validator("grammar_string", "json_schema")
+    @classmethod
+    def _grammar(cls, value: str, info: ValidationInfo) -> str:
+        # Compiled here, without the model's vocabulary, so a bad grammar or an
+        # unsupported schema feature is refused with its field named before anything
+        # is queued, whichever entry point built these values.
+        if value.strip():
+            if info.field_name == "json_schema" and str(info.data.get("grammar_string", "")).strip():
+                raise ValueError("set grammar_string or json_schema, not both")
+            problem = grammar_problem(info.field_name, value)
+            if problem:
+                raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _dynatemp_range(self) -> SamplingParams:

@@ -36,6 +36,12 @@ class GGUFTokenizer:
         if self.eos_token_id is not None:
             self.eog_ids.add(self.eos_token_id)
 
+    @property
+    def llama_vocab(self) -> Any:
+        """llama.cpp's vocabulary handle: what a grammar reads the tokens from
+        (webui/generation/samplers/grammar.py)."""
+        return self._vocab
+
     def _known(self, token: int) -> int | None:
         return int(token) if 0 <= token < self.vocab_size else None
 

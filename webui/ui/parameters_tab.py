@@ -69,6 +69,10 @@ GROUPS: list[tuple[str, list[tuple[str, str, tuple[float, float, float] | None]]
         ("stop", "lines", None),
         ("sampler_priority", "lines", None),
     ]),
+    ("Structured output", [
+        ("grammar_string", "grammar", None),
+        ("json_schema", "grammar", None),
+    ]),
 ]
 INT_FIELDS = {name for name, info in SamplingParams.model_fields.items() if info.annotation is int}
 _ESCAPES = {"\\n": "\n", "\\t": "\t", "\\\\": "\\"}
@@ -136,10 +140,11 @@ def make_control(name: str, kind: str, bounds, value: Any):
         return gr.Number(value=shown, label=name, info=info, precision=0)
     if kind == "mirostat":
         return gr.Radio(["0", "2"], value=shown, label=name, info=info)
-    lines = 1 if kind in ("ids", "text") else 3
+    lines = {"ids": 1, "text": 1, "grammar": 6}.get(kind, 3)
     hint = {"lines": " One per line; \\n for a newline.", "ids": " Comma-separated.",
-            "bias": " One 'token id or text: bias' per line."}.get(kind, "")
-    return gr.Textbox(value=shown, label=name, info=info + hint, lines=lines)
+            "bias": " One 'token id or text: bias' per line.",
+            "grammar": " Checked when you leave the box; a bad one is refused with the reason."}.get(kind, "")
+    return gr.Textbox(value=shown, label=name, info=info + hint, lines=lines, max_lines=30 if kind == "grammar" else None)
 
 
 def build_controls(defaults: SamplingParams) -> dict[str, Any]:
