@@ -22,11 +22,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
+from webui.generation import token_probs
 from webui.generation.backend import Backend, OutOfMemory
 from webui.generation.chain import build_chain
 from webui.generation.detok import IncrementalDecoder
@@ -191,6 +192,7 @@ class _Sequence:
         self.prompt_tokens = len(ids)
         self.max_new = max_new
         self.eos = backend.eos_ids()
+        self.tokenizer = backend.tokenizer
         self.decoder = IncrementalDecoder(backend.tokenizer, ids)
         self.greedy = stream.request.params.greedy
         # Prompt and reply so far, for the samplers that look back (penalties, DRY...).
@@ -203,6 +205,7 @@ class _Sequence:
         self.started = time.perf_counter()
         self.reason: FinishReason | None = None
         self.queued_seconds = 0.0
+        self.record: TokenLogprob | None = None  # the chosen token's probabilities, until accepted
 
     @property
     def plain_greedy(self) -> bool:
@@ -211,8 +214,10 @@ class _Sequence:
 
     def choose(self, logits: torch.Tensor) -> int:
         """Run this request's chain on its logits ([1, vocab]) and pick the next token."""
-        scores = logits.float()
+        scores = raw = logits.float()
         if self.chain:
+            if self.request.token_detail:
+                raw = scores.clone()  # the model's own distribution, whatever the chain does in place
             ids = self.ids[:, : self.length].to(scores.device)
             # Each step called directly: LogitsProcessorList.__call__ inspects every
             # processor's signature on every call, which costs more than most steps.
@@ -223,12 +228,13 @@ class _Sequence:
         else:
             probs = torch.softmax(scores, dim=-1).to(self.generator.device)
             token = int(torch.multinomial(probs, 1, generator=self.generator))
-        if self.request.logprobs is not None:
-            row = torch.log_softmax(scores[0], dim=-1)
+        if self.request.logprobs is not None:  # only then: plain requests pay nothing here
             top = self.request.logprobs
-            values, ids = torch.topk(row, top) if top else (row[:0], row[:0].long())
-            self.stream.logprobs.append(
-                TokenLogprob(token, float(row[token]), tuple(zip(ids.tolist(), values.tolist(), strict=True))))
+            if self.request.token_detail:
+                context = self.ids[0, max(0, self.length - token_probs.CONTEXT_TOKENS) : self.length].tolist()
+                self.record = token_probs.detailed_record(token, scores, raw, top, self.tokenizer, context)
+            else:
+                self.record = token_probs.record(token, scores, top)
         return token
 
     def accept(self, token: int) -> bool:
@@ -237,10 +243,15 @@ class _Sequence:
         self.last_token = token
         self.ids[0, self.length] = token
         self.length += 1
+        piece = "" if token in self.eos else self.decoder.push(token)
+        if self.record is not None:
+            # The text this token added to the reply (before stop strings are held back).
+            self.stream.logprobs.append(replace(self.record, text=piece) if self.request.token_detail else self.record)
+            self.record = None
         if token in self.eos:
             self.reason = "stop"
         else:
-            self._emit(self.stops.feed(self.decoder.push(token)))
+            self._emit(self.stops.feed(piece))
             if self.stops.stopped:
                 self.reason = "stop"
             elif self.stream.new_tokens >= self.max_new:
