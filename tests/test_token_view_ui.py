@@ -37,7 +37,7 @@ def test_notebook_reply_tokens_coloured_by_probability_with_alternatives(client)
         assert int(colour) == band(float(p))
     assert html.count('class="tok-alts"') == 10
     # The raw view: the same tokens, each at the model's own (tiny) probability.
-    raw = client.predict(RAW, api_name="/notebook_probs_view")[0]
+    raw = client.predict(RAW, api_name="/notebook_probs_view")
     raw_tokens = TOKEN.findall(raw)
     assert len(raw_tokens) == 10 and all(float(p) < 0.05 and colour == "0" for colour, p in raw_tokens)
     assert "the model&#x27;s own distribution" in raw
@@ -83,11 +83,11 @@ def test_chat_reply_token_view_after_the_reply_ends(client):
     client.predict(api_name="/chat_new")
     out = client.predict("Hello there", api_name="/chat_send", show_tokens=True)
     assert "tokens/s" in out[2]
-    html = client.predict(AFTER, api_name="/chat_probs_show_send")
+    html = client.predict(AFTER, api_name="/chat_probs_show")
     assert len(TOKEN.findall(html)) == 10
     # Off again: the next reply shows none.
     client.predict("Again", api_name="/chat_send", show_tokens=False)
-    assert client.predict(AFTER, api_name="/chat_probs_show_send") == ""
+    assert client.predict(AFTER, api_name="/chat_probs_show") == ""
 
 
 def entry(text: str, token_id: int = 7) -> TokenLogprob:

@@ -373,7 +373,7 @@ class ChatTab:
             raise gr.Error(str(exc)) from exc
 
     def write_reply(self, space, conversation, setup, params, action, start_with, request, clear_input,
-                    show_tokens=False, token_state=None):
+                    show_tokens=False):
         """Yield updates while a reply streams (the live box only), then show the result.
         With show_tokens, the reply's token probabilities go to this session's state at
         the end (rendered after the event: token_view.wire_reply)."""
@@ -384,7 +384,7 @@ class ChatTab:
                                  to_params(params), action, start_with or "", username(request), token_view=top)
         except (*USER_ERRORS, GenerationError) as exc:
             yield {col.chatbot: shown_messages(conversation), col.live: "", col.stats: f"**Error:** {exc}",
-                   probs: {**(token_state or {}), "reply": None}}
+                   probs: token_view.Shown()}
             return
         space.remember_chat(conversation.character, conversation.id)
         try:
@@ -393,7 +393,7 @@ class ChatTab:
                 self.chat_id: conversation.id, col.chatbot: shown_messages(conversation, streaming=True),
                 col.live: writer.text, col.stats: "Generating…", col.times: times_of(conversation),
                 self.side.chats: self.chat_list(space, conversation.character, conversation.id),
-                probs: {**(token_state or {}), "reply": token_view.STOPPED if show_tokens else None},
+                probs: token_view.starting(bool(show_tokens)),
                 **({col.message: ""} if clear_input else {}),
             }
             shown = "Generating…"
@@ -411,12 +411,12 @@ class ChatTab:
         tokens = token_view.reply_value(writer.stream.logprobs, refused) if show_tokens else None
         yield {col.chatbot: shown_messages(conversation), col.live: "", col.stats: note,
                col.branch: actions.branch_note(conversation, None), col.picked: 0,
-               col.times: times_of(conversation), probs: {**(token_state or {}), "reply": tokens}}
+               col.times: times_of(conversation), probs: token_view.Shown(tokens)}
 
     def wire_model(self) -> None:
         runtime, col, setup_inputs = self.runtime, self.col, self.setup_inputs
         def on_send(text, current, who, mode_name, template_name, system_text, command_text, start_with, params,
-                    show_tokens, shown, request: gr.Request):
+                    show_tokens, request: gr.Request):
             if not text or not text.strip():
                 yield {col.stats: "Type a message first."}
                 return
@@ -432,16 +432,16 @@ class ChatTab:
                 return
             space.chats.save(conversation)  # the message is safe before the model even starts
             yield from self.write_reply(space, conversation, setup, params, "reply", start_with, request, True,
-                                        show_tokens, shown)
+                                        show_tokens)
 
         def on_action(action: str):
             def run(current, who, mode_name, template_name, system_text, command_text, start_with, params,
-                    show_tokens, shown, request: gr.Request):
+                    show_tokens, request: gr.Request):
                 space = self.space(request)
                 setup = self.setup_of(space, who, mode_name, template_name, system_text, command_text)
                 conversation = _open(space, current, who, setup.character)
                 yield from self.write_reply(space, conversation, setup, params, action, start_with, request, False,
-                                            show_tokens, shown)
+                                            show_tokens)
 
             return run
 
@@ -463,25 +463,20 @@ class ChatTab:
 
         inputs = [*setup_inputs, self.params]
         # The token view's switch and state come last: the outputs a client reads keep their places.
-        reply_inputs = [*inputs, col.probs.show, col.probs.shown]
+        reply_inputs = [*inputs, col.probs.show]
         outputs = [self.chat_id, col.chatbot, col.live, col.stats, col.message, self.side.chats, col.branch,
                    col.picked, col.times, col.probs.shown]
-        replies = {
-            "_send": col.send.click(on_send, [col.message, *reply_inputs], outputs, api_name="chat_send",
-                                    **MODEL_GROUP),
-            "_submit": col.message.submit(on_send, [col.message, *reply_inputs], outputs, api_name="chat_submit",
-                                          **MODEL_GROUP),
-            "_regenerate": col.regenerate.click(on_action("regenerate"), reply_inputs, outputs,
-                                                api_name="chat_regenerate", **MODEL_GROUP),
-            "_continue": col.extend.click(on_action("continue"), reply_inputs, outputs, api_name="chat_continue",
-                                          **MODEL_GROUP),
-        }
-        token_view.wire_reply(col.probs, "chat", [col.send.click, col.message.submit, col.regenerate.click,
-                                                  col.extend.click], replies)
-        token_view.wire_kind(col.probs, "chat_probs_view")
-        events = [*replies.values(),
-                  col.write_mine.click(on_impersonate, inputs, [col.message, col.stats], api_name="chat_impersonate",
-                                       **MODEL_GROUP)]
+        events = [
+            col.send.click(on_send, [col.message, *reply_inputs], outputs, api_name="chat_send", **MODEL_GROUP),
+            col.message.submit(on_send, [col.message, *reply_inputs], outputs, api_name="chat_submit",
+                               **MODEL_GROUP),
+            col.regenerate.click(on_action("regenerate"), reply_inputs, outputs, api_name="chat_regenerate",
+                                 **MODEL_GROUP),
+            col.extend.click(on_action("continue"), reply_inputs, outputs, api_name="chat_continue", **MODEL_GROUP),
+            col.write_mine.click(on_impersonate, inputs, [col.message, col.stats], api_name="chat_impersonate",
+                                 **MODEL_GROUP),
+        ]
+        token_view.wire_reply(col.probs, "chat")
         # Stop runs outside the model group (it must not wait for the reply it stops) and
         # also drops this session's not-yet-started requests from Gradio's queue.
         col.stop.click(stop_handler(runtime), None, col.stats, api_name="chat_stop", cancels=events,

@@ -29,15 +29,14 @@ def render(runtime: Runtime, shared: Shared) -> None:
             stats = gr.Markdown(elem_id="default-stats")
             view = token_view.controls("default")
 
-    def run(text: str, params, show: bool, shown: dict | None, request: gr.Request):
+    def run(text: str, params, show: bool, request: gr.Request):
         updates = completion(runtime, text, params, request, bool(show))
-        yield from token_view.with_view(updates, show, shown)
+        yield from token_view.with_view(updates, show)
 
-    event = generate.click(run, [prompt, shared.params, view.show, view.shown], [output, stats, view.shown],
+    event = generate.click(run, [prompt, shared.params, view.show], [output, stats, view.shown],
                            api_name="default_generate", **MODEL_GROUP)
-    token_view.wire_reply(view, "default", [generate.click], {"": event})
+    token_view.wire_reply(view, "default")
     next_event = token_view.wire_next(runtime, "default", prompt, shared.params, view, nxt)
-    token_view.wire_kind(view, "default_probs_view", nxt.html)
     count.click(token_counter(runtime), prompt, stats, api_name="default_count_tokens")
     stop.click(stop_handler(runtime), None, stats, api_name="default_stop", cancels=[event, next_event],
                concurrency_limit=None)

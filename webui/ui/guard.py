@@ -61,10 +61,9 @@ PER_USER = frozenset({
     "notebook_generate", "notebook_count_tokens", "notebook_stop", "set_params", "load_preset",
     "default_generate", "default_count_tokens", "default_stop",
     # the token views (webui/ui/token_view.py): the user's own reply and text
-    "notebook_next_token", "notebook_probs_view", "notebook_probs_start", "notebook_probs_show",
-    "default_next_token", "default_probs_view", "default_probs_start", "default_probs_show",
-    "chat_probs_view", "chat_probs_start", "chat_probs_show_send", "chat_probs_show_submit",
-    "chat_probs_show_regenerate", "chat_probs_show_continue",
+    "notebook_next_token", "notebook_next_view", "notebook_probs_show", "notebook_probs_view",
+    "default_next_token", "default_next_view", "default_probs_show", "default_probs_view",
+    "chat_probs_show", "chat_probs_view",
     "list_presets", "neutralize_samplers", "model_list", "model_settings", "model_fit", "lora_list",
     "session_refresh",
     # bundled extensions that keep each user's records apart

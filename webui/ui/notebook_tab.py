@@ -72,18 +72,17 @@ def render(runtime: Runtime, shared: Shared) -> None:
     view = token_view.controls("notebook")
     nxt = token_view.next_controls("notebook")
 
-    def continue_text(prompt: str, params, show: bool, shown: dict | None, request: gr.Request):
+    def continue_text(prompt: str, params, show: bool, request: gr.Request):
         updates = completion(runtime, prompt, params, request, bool(show))
-        for written, status, state in token_view.with_view(updates, show, shown):
+        for written, status, state in token_view.with_view(updates, show):
             yield prompt + written, status, state
 
     event = generate.click(
-        continue_text, [text, shared.params, view.show, view.shown], [text, stats, view.shown],
+        continue_text, [text, shared.params, view.show], [text, stats, view.shown],
         api_name="notebook_generate", **MODEL_GROUP,
     )
-    token_view.wire_reply(view, "notebook", [generate.click], {"": event})
+    token_view.wire_reply(view, "notebook")
     next_event = token_view.wire_next(runtime, "notebook", text, shared.params, view, nxt)
-    token_view.wire_kind(view, "notebook_probs_view", nxt.html)
     count.click(token_counter(runtime), text, stats, api_name="notebook_count_tokens")
     stop.click(
         stop_handler(runtime), None, stats, api_name="notebook_stop", cancels=[event, next_event],

@@ -11,6 +11,9 @@
   through Runtime.next_tokens, so the model runs on the engine's thread in its turn.
 
 A model that cannot report probabilities (a remote engine) gets a note saying so.
+The generating events only put records into the session's state, at the start and the
+end of a reply; the HTML is rendered by the state's change listener, so streaming sends
+nothing more per piece.
 """
 
 from __future__ import annotations
@@ -32,13 +35,25 @@ MAX_NEXT = 100
 WAITING = "Token probabilities appear here when the reply ends."
 
 
+@dataclass(eq=False)
+class Shown:
+    """What one browser session's reply view shows: the last reply's records, or a note
+    why there are none.
+
+    Compared by identity, on purpose: Gradio hashes a State that has a change listener
+    before and after every update of an event that outputs it (gradio/blocks.py,
+    get_state_ids_to_track); records hashed by value would cost each streamed piece time
+    in proportion to the last reply's length.  So a change is a new Shown."""
+
+    reply: Any = None
+
+
 @dataclass
 class TokenView:
     show: gr.Checkbox
     kind: gr.Radio
     html: gr.HTML
-    # What this session last saw: {"reply": records or a note, "next": a record or a note}.
-    shown: gr.State
+    shown: gr.State  # a Shown, or None before anything was shown
 
 
 def controls(prefix: str) -> TokenView:
@@ -48,7 +63,11 @@ def controls(prefix: str) -> TokenView:
         kind = gr.Radio(list(KINDS), value=AFTER, label="Colour by", show_label=False, scale=1,
                         elem_id=f"{prefix}-probs-kind")
     html = gr.HTML("", elem_id=f"{prefix}-probs", js_on_load=None)
-    return TokenView(show, kind, html, gr.State({}))
+    return TokenView(show, kind, html, gr.State(None))
+
+
+def shown_of(value: Any) -> Shown:
+    return value if isinstance(value, Shown) else Shown()
 
 
 def wanted(runtime: Runtime, owner: str, show: bool) -> tuple[int | None, str | None]:
@@ -69,65 +88,44 @@ def reply_value(records: list[TokenLogprob] | None, note: str | None, generated_
 
 
 def render(value: Any, kind: str, next_token: bool = False) -> str:
-    if not value:
+    if value is None:
         return ""
     if isinstance(value, str):
         return note_html(value)
     return next_html(value, kind) if next_token else tokens_html(value, kind)
 
 
-def wire_kind(view: TokenView, api_name: str, next_html_box: gr.HTML | None = None) -> None:
-    """Re-render this session's views in the chosen distribution (no model call)."""
-    outputs = [view.html] + ([next_html_box] if next_html_box is not None else [])
-
-    def recolour(shown: dict | None, kind: str):
-        shown = shown or {}
-        htmls = [render(shown.get("reply"), kind)]
-        if next_html_box is not None:
-            htmls.append(render(shown.get("next"), kind, next_token=True))
-        return htmls if len(htmls) > 1 else htmls[0]
-
-    view.kind.change(recolour, [view.shown, view.kind], outputs, api_name=api_name, show_progress="hidden",
-                     concurrency_limit=None)
+def starting(show: bool) -> Shown:
+    """The state as a reply starts: the last reply's view gives way."""
+    return Shown(WAITING if show else None)
 
 
-STOPPED = "The reply did not finish: it has no token probabilities."
-
-
-def with_view(updates: Iterator[tuple[str, Any, Any]], show: bool, shown: dict | None):
-    """A completion's (text, status, token view) updates -> (text, status, session
-    state): the state changes only at the start (a reply that never finishes, stopped
-    from the browser, leaves a note) and at the end (the records, or why there are none).
-    The HTML is rendered after the event ends (`wire_reply`), never per piece."""
-    shown = dict(shown or {})
+def with_view(updates: Iterator[tuple[str, Any, Any]], show: bool):
+    """A completion's (text, status, token view) updates -> (text, status, state): the
+    state changes at the start and at the end of the reply only."""
     started = False
     for written, status, tokens in updates:
         status = gr.skip() if status is None else status
         if tokens is not None:
-            yield written, status, {**shown, "reply": tokens}
+            yield written, status, Shown(tokens)
         elif not started:
             started = True
-            yield written, status, {**shown, "reply": STOPPED if show else None}
+            yield written, status, starting(show)
         else:
             yield written, status, gr.skip()
 
 
-def wire_reply(view: TokenView, prefix: str, triggers: list, events: dict[str, Any]) -> None:
-    """The reply's view: cleared when a reply starts (`triggers`, beside the generating
-    events, so the reply does not wait for it) and rendered when each of `events`
-    ({api name suffix: generating event}) ends."""
+def wire_reply(view: TokenView, prefix: str) -> None:
+    """Render the reply's view whenever this session's state changes (a reply starts or
+    ends) and in the distribution chosen under "Colour by" when that changes."""
 
-    def starting(show: bool, kind: str) -> str:
-        return render(WAITING if show else None, kind)
+    def showing(shown: Any, kind: str) -> str:
+        return render(shown_of(shown).reply, kind)
 
-    def showing(shown: dict | None, kind: str) -> str:
-        return render((shown or {}).get("reply"), kind)
-
-    gr.on(triggers, starting, [view.show, view.kind], view.html, api_name=f"{prefix}_probs_start",
-          show_progress="hidden", concurrency_limit=None)
-    for suffix, event in events.items():
-        event.then(showing, [view.shown, view.kind], view.html, api_name=f"{prefix}_probs_show{suffix}",
-                   show_progress="hidden", concurrency_limit=None)
+    view.shown.change(showing, [view.shown, view.kind], view.html, api_name=f"{prefix}_probs_show",
+                      show_progress="hidden", concurrency_limit=None)
+    view.kind.change(showing, [view.shown, view.kind], view.html, api_name=f"{prefix}_probs_view",
+                     show_progress="hidden", concurrency_limit=None)
 
 
 @dataclass
@@ -138,7 +136,7 @@ class NextToken:
 
 
 def next_controls(prefix: str) -> NextToken:
-    with gr.Row(equal_height=True):
+    with gr.Row():
         button = gr.Button("Next token", scale=0, min_width=140, elem_id=f"{prefix}-next")
         count = gr.Number(10, label="Tokens to list", precision=0, minimum=1, maximum=MAX_NEXT, scale=0,
                           min_width=120, elem_id=f"{prefix}-next-count")
@@ -148,16 +146,25 @@ def next_controls(prefix: str) -> NextToken:
 
 def wire_next(runtime: Runtime, prefix: str, text: gr.Textbox, params: gr.State, view: TokenView,
               nxt: NextToken):
-    """The "Next token" event; returns it, for Stop to cancel."""
+    """The "Next token" event (returned, for Stop to cancel), and its re-rendering when
+    "Colour by" changes.  Its record has a state of its own: the reply view's state
+    has the change listener."""
 
-    def next_token(current: str, values, count, kind: str, shown: dict | None, request: gr.Request):
+    def next_token(current: str, values, count, kind: str, request: gr.Request):
         if count is None or not 1 <= int(count) <= MAX_NEXT:
             raise gr.Error(f"Tokens to list: a whole number from 1 to {MAX_NEXT}")
         try:
             value: Any = runtime.next_tokens(session_id(request), current or "", to_params(values), int(count))
         except GenerationError as exc:
             value = str(exc)
-        return render(value, kind, next_token=True), {**(shown or {}), "next": value}
+        return render(value, kind, next_token=True), value
 
-    return nxt.button.click(next_token, [text, params, nxt.count, view.kind, view.shown], [nxt.html, view.shown],
-                            api_name=f"{prefix}_next_token", **MODEL_GROUP)
+    def recolour(value: Any, kind: str) -> str:
+        return render(value, kind, next_token=True)
+
+    last = gr.State(None)  # this session's last next-token record (or note)
+    event = nxt.button.click(next_token, [text, params, nxt.count, view.kind], [nxt.html, last],
+                             api_name=f"{prefix}_next_token", **MODEL_GROUP)
+    view.kind.change(recolour, [last, view.kind], nxt.html, api_name=f"{prefix}_next_view",
+                     show_progress="hidden", concurrency_limit=None)
+    return event
