@@ -16,7 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from tests.conftest import TINY
-from webui.api.openai_api import LoadRequest
+from webui.api.schemas import LoadRequest
 from webui.cli import parse_flags, parser
 from webui.loaders.base import LoadError
 from webui.loaders.catalog import BUILTIN_SCHEMAS

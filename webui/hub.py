@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from webui.errors import AppError
 from webui.paths import NameRefused, new_entry
 
 # GitHub-like: each part starts with a letter or digit; at most 96 characters each.
@@ -42,8 +43,10 @@ DEFAULT_PATTERNS = (
 MAX_FILES = 5000
 
 
-class DownloadError(RuntimeError):
+class DownloadError(AppError, RuntimeError):
     """A download that was refused or failed, with a message fit to show the user."""
+
+    code = "download_failed"
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from webui import loras
 from pydantic import BaseModel, ValidationError
 
-from webui.loaders.base import Loader, LoadedModel, LoadError
+from webui import loras
+from webui.errors import ServerError
+from webui.loaders.base import LoadedModel, Loader, LoadError
 from webui.loaders.hf_options import Dtype
 from webui.loaders.registry import LoaderRegistry
 from webui.paths import is_plain_name, list_entries, pick
@@ -29,12 +30,14 @@ from webui.settings import describe_validation_error
 log = logging.getLogger(__name__)
 
 
-class ModelBusy(RuntimeError):
+class ModelBusy(ServerError, RuntimeError):
     """The model is in use for longer than the caller was willing to wait."""
 
+    status, code = 503, "server_busy"
 
-class NoModelLoaded(RuntimeError):
-    pass
+
+class NoModelLoaded(ServerError, RuntimeError):
+    status, code = 503, "model_not_loaded"
 
 
 class ModelManager:

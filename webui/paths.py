@@ -11,6 +11,8 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from webui.errors import AppError
+
 # Plain names: letters, digits, space, dot, dash, underscore; no leading dot, and no
 # trailing dot or space (Windows drops them, so "a." and "a" would be one file).
 # Always used with fullmatch: `$` would also match before a trailing newline.
@@ -20,8 +22,10 @@ _RESERVED = re.compile(r"(?:CON|PRN|AUX|NUL|COM[0-9\u00b9\u00b2\u00b3]|LPT[0-9\u
                        re.IGNORECASE)
 
 
-class NameRefused(ValueError):
+class NameRefused(AppError, ValueError):
     """A user-given name that is not in the server's own listing."""
+
+    status, code = 404, "not_found"
 
 
 def is_plain_name(name: object) -> bool:

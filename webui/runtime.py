@@ -37,6 +37,7 @@ from webui.model_manager import ModelManager
 from webui.model_settings import ModelSettings, ModelSettingsStore
 from webui.paths import NameRefused, is_plain_name, pick
 from webui.generation.params import ParamsError, SamplingParams, make_params
+from webui.generation.request import ModelNotServed
 from webui.presets import PresetLibrary, model_defaults, preset_delta
 from webui.remote.engine import RemoteModel
 from webui.remote.routing import RemoteEngines, SessionChoices
@@ -187,11 +188,31 @@ class Runtime:
     def stop(self, owner: str) -> int:
         return self.requests.stop(owner)
 
+    def ignored_samplers(self, owner: str) -> tuple[str, tuple[str, ...]] | None:
+        """The model `owner` (a browser tab's session) talks to, named with its backend,
+        and the sampling fields that backend does not honour; None with no model.  The
+        API refuses those fields by name; the Parameters tab marks them."""
+        name = self.chosen.get(owner)
+        loaded = self.models.current
+        if name is None or (loaded is not None and name == loaded.name):
+            if loaded is None:
+                return None
+            who, capabilities = f"{loaded.name} ({loaded.loader})", loaded.backend.capabilities
+        else:
+            remote = self.remotes.model(name)
+            if remote is None:
+                return None
+            who = f"{name} (remote engine {remote.engine.name}, {remote.engine.config.kind})"
+            capabilities = remote.capabilities
+        return who, tuple(capabilities.ignores(set(SamplingParams.model_fields)))
+
     # -- token probabilities (the token views: webui/ui/token_view.py) ------------------
     def token_probabilities_refused(self, owner: str) -> str | None:
         """Why the model `owner` talks to cannot report token probabilities; None if it can."""
-        chosen = self.chosen.get(owner)
-        target = self.engine_for(chosen)
+        try:
+            target = self.engine_for(self.chosen.get(owner))
+        except GenerationError as exc:  # the model this tab chose is gone
+            return str(exc)
         if isinstance(target, RemoteModel):
             if not target.capabilities.logprobs:
                 return (f"token probabilities are not available for {target.name}: its remote engine "
@@ -227,7 +248,8 @@ class Runtime:
             return self.engine
         remote = self.remotes.model(model)
         if remote is None:
-            raise GenerationError(f"the model '{model}' is neither loaded here nor served by a remote engine")
+            raise ModelNotServed(f"the model '{model}' is neither loaded here nor served by a remote engine",
+                                 param="model")
         return remote
 
     # -- extensions --------------------------------------------------------------------
@@ -346,6 +368,14 @@ class OwnedStream:
     def logprobs(self):
         """Per-token log-probabilities so far (when the request asked for them)."""
         return self._stream.logprobs
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self._stream.prompt_tokens
+
+    @property
+    def new_tokens(self) -> int:
+        return self._stream.new_tokens
 
     def __iter__(self):
         return (piece for piece in self.updates() if isinstance(piece, str))

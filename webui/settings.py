@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 
+from webui.errors import AppError
 from webui.loaders.catalog import BUILTIN_SCHEMAS
 from webui.loaders.options import flat_model, merged_specs
 from webui.paths import is_plain_name
@@ -37,7 +38,7 @@ LoaderSettings = flat_model("LoaderSettings", BUILTIN_SCHEMAS, config=SETTINGS_C
 COMMAND_LINE_ONLY = tuple(spec.name for spec in merged_specs(BUILTIN_SCHEMAS) if spec.scope == "command_line")
 
 
-class SettingsError(ValueError):
+class SettingsError(AppError, ValueError):
     """A settings file or flag value that cannot be used, with the reason."""
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import re
 
+from webui.errors import AppError
+
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class InvalidText(ValueError):
-    pass
+class InvalidText(AppError, ValueError):
+    """Text that is not valid Unicode (a lone surrogate, ...)."""
 
 
 def check_text(value: object, what: str = "text") -> None:

@@ -16,6 +16,7 @@ import struct
 import zlib
 from typing import Any
 
+from webui.errors import AppError
 from webui.safe_yaml import MAX_DEPTH, nesting_depth
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -29,7 +30,7 @@ CARD_CHUNK_KEYS = ("ccv3", "chara")  # preference order
 MAX_CARD_DEPTH = MAX_DEPTH // 2
 
 
-class CardError(ValueError):
+class CardError(AppError, ValueError):
     """A card file that cannot be used, with the reason."""
 
 

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from webui.chat.cards import CardError, blank_picture, check_picture, read_card, write_png_card
+from webui.errors import AppError
 from webui.paths import NameRefused, is_plain_name, list_entries, pick
 from webui.settings import SettingsError, describe_validation_error, read_yaml_mapping
 from webui.storage import atomic_write_bytes, atomic_write_text
@@ -36,7 +37,7 @@ _CARD_FIELDS = {
 }
 
 
-class CharacterError(ValueError):
+class CharacterError(AppError, ValueError):
     """A character that cannot be loaded, saved or imported, with the reason."""
 
 

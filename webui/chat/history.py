@@ -17,6 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from webui.errors import AppError
+
 Role = Literal["user", "assistant"]
 ROOT = -1  # the parent id of first messages
 # What a conversation file may hold.  Checked when a file is read AND whenever the
@@ -25,7 +27,7 @@ MAX_MESSAGE_CHARS = 1_000_000
 MAX_MESSAGES = 100_000
 
 
-class ChatError(ValueError):
+class ChatError(AppError, ValueError):
     """An action that does not apply to this conversation (e.g. nothing to regenerate)."""
 
 

@@ -118,7 +118,7 @@ def token_ids(params: SamplingParams, tokenizer, vocab_size: int, eos_ids: set[i
 
     def checked(token_id: int, field: str) -> int:
         if not 0 <= token_id < vocab_size:
-            raise ParamsError(f"{field}: token id {token_id} is outside the vocabulary (0..{vocab_size - 1})")
+            raise ParamsError(f"{field}: token id {token_id} is outside the vocabulary (0..{vocab_size - 1})", param=field)
         return token_id
 
     bans = [checked(token_id, "custom_token_bans") for token_id in params.custom_token_bans]

@@ -128,6 +128,7 @@ class GenerationStream:
         self.stats: GenerationStats | None = None
         self.logprobs: list[TokenLogprob] = []
         self.new_tokens = 0
+        self.prompt_tokens = 0  # set when admitted: usage can be counted for a reader that left early
         self.started = False  # admitted into the batch
         self.queued_at = time.monotonic()
         self._engine = engine
@@ -474,6 +475,7 @@ class GenerationEngine:
         if ext is not None and ext.has("logits_processor_modifier"):
             chain = ext.logits_processors(chain, torch.tensor([ids], device=backend.device), tokenizer, state)
         stops = StopStringFilter((*params.stop, *rendered.stops))
+        stream.prompt_tokens = len(ids)
         return _Sequence(stream, backend, ids, max_new, chain, stops, seed, generator, dropped, embeds)
 
     def _step(self, backend: Backend, active: list[_Sequence]) -> None:

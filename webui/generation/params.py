@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from webui.errors import AppError
 from webui.settings import describe_validation_error
 
 MAX_STOP_STRINGS = 16
@@ -183,8 +184,11 @@ class SamplingParams(BaseModel):
         return [*order, "mirostat"]
 
 
-class ParamsError(ValueError):
-    """Sampling values that were refused; the message names each bad field."""
+class ParamsError(AppError, ValueError):
+    """Sampling values that were refused; the message names each bad field, and
+    `param` the first of them."""
+
+    code = "invalid_value"
 
 
 def make_params(values: dict[str, Any], base: SamplingParams | None = None) -> SamplingParams:
@@ -193,7 +197,8 @@ def make_params(values: dict[str, Any], base: SamplingParams | None = None) -> S
     try:
         return SamplingParams(**merged)
     except ValidationError as exc:
-        raise ParamsError(describe_validation_error(exc)) from exc
+        first = exc.errors()[0]["loc"] if exc.errors() else ()
+        raise ParamsError(describe_validation_error(exc), param=".".join(map(str, first)) or None) from exc
     except TypeError as exc:  # e.g. a non-string key
         raise ParamsError(str(exc)) from exc
 

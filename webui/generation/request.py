@@ -13,20 +13,30 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from webui.errors import AppError, ServerError
 from webui.generation.params import SamplingParams
 
 FinishReason = Literal["stop", "length", "cancelled"]
 
 
-class GenerationError(RuntimeError):
+class GenerationError(ServerError, RuntimeError):
     """Generation failed; the message is fit to show the user."""
 
 
 class QueueFull(GenerationError):
     """Too many requests are waiting; answered at once instead of hanging."""
 
+    status, code = 503, "server_busy"
 
-class PromptError(ValueError):
+
+class ModelNotServed(GenerationError):
+    """The request names a model that is neither loaded here nor on a remote engine
+    (or it went away between the check and the start)."""
+
+    status, code, kind = 404, "model_not_found", "invalid_request_error"
+
+
+class PromptError(AppError, ValueError):
     """A prompt that cannot be built (a template that fails or drops text, ...)."""
 
 
@@ -65,6 +75,18 @@ class RenderedPrompt:
     """Prompt text plus the stop strings that end the turn it asks for."""
 
     text: str
+    stops: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EnginePrompt:
+    """A prompt for an engine that tokenizes and applies chat templates on its own side
+    (a remote one): plain `text` to continue, or chat `messages` for its template; plus
+    the stop strings that end the turn.  A prompt function offers one through
+    `for_engine()` (None: it needs our tokenizer or template)."""
+
+    text: str | None = None
+    messages: tuple[dict[str, str], ...] | None = None
     stops: tuple[str, ...] = ()
 
 

@@ -6,18 +6,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from webui.errors import ServerError
+
 # The Transformers schema keeps its old name: most callers build options for it.
 from webui.loaders.hf_options import TransformersOptions as LoadOptions  # noqa: F401
 from webui.loaders.options import LoaderOptions
 
 
-class LoadError(RuntimeError):
+class LoadError(ServerError, RuntimeError):
     """A model that cannot be loaded, with a message fit to show the user."""
+
+    code = "load_failed"
 
 
 class ModelRefused(LoadError):
     """Refused before loading (broken files, a size no machine here can hold): the
     request's fault, so the API answers 400, and nothing was built."""
+
+    status, code, kind = 400, "model_refused", "invalid_request_error"
 
 
 @dataclass

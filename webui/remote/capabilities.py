@@ -3,7 +3,7 @@
 A remote engine samples on its side, so only what its API accepts can be honoured.
 Each kind's table maps our SamplingParams field names (webui/generation/params.py)
 to the request field the engine reads.  A field outside the table is refused by our
-API with its name (openai_api.fit, through Capabilities.ignores), never dropped
+API with its name (webui/api/completions.py fit, through Capabilities.ignores), never dropped
 silently.  The tables follow each engine's documented request fields; which of them
 were exercised against a running engine is said in docs/SCALING.md.
 """

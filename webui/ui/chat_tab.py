@@ -23,22 +23,22 @@ import gradio as gr
 
 from webui.chat import actions
 from webui.chat.actions import MODES, ChatView
-from webui.chat.characters import DEFAULT_CHARACTER, CharacterError
+from webui.chat.characters import DEFAULT_CHARACTER
 from webui.chat.history import ChatError, Conversation
 from webui.chat.prompt import DEFAULT_COMMAND, ChatPrompt
-from webui.generation.request import PromptError
+from webui.errors import AppError
 from webui.chat.service import ReplyWriter, add_user_message, impersonate
 from webui.generation.engine import GenerationError
-from webui.paths import NameRefused
 from webui.runtime import Runtime
-from webui.settings import SettingsError
 from webui.ui.common import MODEL_GROUP, Shared, session_id, stop_handler, to_params
 from webui.ui import token_view
 from webui.ui.exports import Exports
 from webui.userdata import UserSpace
 
 # Errors a chat action can meet that are the user's to fix, shown as they are.
-USER_ERRORS = (ChatError, CharacterError, NameRefused, PromptError, SettingsError, ValueError)
+# AppError: every error written for the user (webui/errors.py), the engine's included;
+# ValueError: a value Gradio handed over that an action cannot use.
+USER_ERRORS = (AppError, ValueError)
 # Shown at the end of the reply while it streams; page.js finds the reply's bubble by it.
 CURSOR = "▍"
 RECOVER = "recover:"  # chat list values that name an unreadable file, not a conversation
@@ -382,7 +382,7 @@ class ChatTab:
         try:
             writer = ReplyWriter(self.runtime, session_id(request), space.chats, conversation, setup,
                                  to_params(params), action, start_with or "", username(request), token_view=top)
-        except (*USER_ERRORS, GenerationError) as exc:
+        except USER_ERRORS as exc:
             yield {col.chatbot: shown_messages(conversation), col.live: "", col.stats: f"**Error:** {exc}",
                    probs: token_view.Shown()}
             return
@@ -427,7 +427,7 @@ class ChatTab:
                 conversation.title = " ".join(text.split())[:60]
             try:
                 add_user_message(runtime, conversation, setup, to_params(params), text, username(request))
-            except (*USER_ERRORS, GenerationError) as exc:
+            except USER_ERRORS as exc:
                 yield {col.stats: f"**Error:** {exc}"}
                 return
             space.chats.save(conversation)  # the message is safe before the model even starts
@@ -456,7 +456,7 @@ class ChatTab:
                                           text, username(request)):
                     text = so_far
                     yield text, gr.skip()
-            except (*USER_ERRORS, GenerationError) as exc:
+            except USER_ERRORS as exc:
                 yield text, f"**Error:** {exc}"
                 return
             yield text, "Impersonated: edit the message, then Send."
@@ -499,7 +499,7 @@ class ChatTab:
                 prompt = ChatPrompt(setup, turns, "reply")
                 # Rendered whole (room larger than any prompt): the count before truncation.
                 prompt(loaded.tokenizer, 1 << 30)
-            except (*USER_ERRORS, GenerationError):
+            except USER_ERRORS:
                 return ""
             except RuntimeError:
                 # A fast tokenizer in use by the model thread refuses a second borrower;

@@ -29,18 +29,8 @@ from typing import Any
 import gradio as gr
 from gradio.context import LocalContext
 
-from webui.chat.cards import CardError
-from webui.chat.characters import CharacterError
-from webui.chat.history import ChatError
-from webui.chat.prompt import PromptError
-from webui.generation.engine import GenerationError
-from webui.generation.params import ParamsError
-from webui.hub import DownloadError
-from webui.loaders.base import LoadError
-from webui.model_manager import ModelBusy, NoModelLoaded
-from webui.paths import NameRefused
-from webui.settings import SettingsError
-from webui.text_check import InvalidText, check_text
+from webui.errors import AppError
+from webui.text_check import check_text
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +54,11 @@ PER_USER = frozenset({
     "notebook_next_token", "notebook_next_view", "notebook_probs_show", "notebook_probs_view",
     "default_next_token", "default_next_view", "default_probs_show", "default_probs_view",
     "chat_probs_show", "chat_probs_view",
-    "list_presets", "neutralize_samplers", "model_list", "model_settings", "model_fit", "lora_list",
+    "list_presets", "neutralize_samplers", "params_support", "model_list", "model_settings", "model_fit", "lora_list",
     "session_refresh",
     # bundled extensions that keep each user's records apart
     "markdown_export", "markdown_export_list", "prompt_viewer_refresh",
 })
-
-# Errors whose message is written for the user and safe to show as it is.
-USER_ERRORS = (ChatError, CharacterError, CardError, NameRefused, PromptError, SettingsError, ParamsError,
-               InvalidText, GenerationError, LoadError, ModelBusy, NoModelLoaded, DownloadError)
 
 
 def guard_app(app: gr.Blocks, owner: str | None) -> None:
@@ -149,7 +135,7 @@ def user_errors():
         yield
     except gr.Error:
         raise
-    except USER_ERRORS as exc:
+    except AppError as exc:  # written for the user (webui/errors.py): shown as it is
         raise gr.Error(str(exc)) from exc
     except OSError as exc:
         raise gr.Error(disk_message(exc)) from exc

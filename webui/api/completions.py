@@ -1,0 +1,260 @@
+"""/v1/chat/completions and /v1/completions: a request is checked against the model it
+names (samplers its backend honours, token ids, context) before anything is queued, then
+runs through the Runtime's queue like a browser's, whole or streamed as server-sent events."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import iterate_in_threadpool
+
+from webui.api.disconnect import on_disconnect
+from webui.api.errors import APIError, error_body
+from webui.api.logprobs import format_logprobs
+from webui.api.models import target
+from webui.api.schemas import ChatCompletionRequest, CompletionBase, CompletionRequest
+from webui.api.state import RuntimeDep
+from webui.api.usage import key_label
+from webui.chat.prompt import PromptError, render_chat_prompt
+from webui.errors import AppError
+from webui.generation.chain import token_ids
+from webui.generation.engine import GenerationError, GenerationStream
+from webui.generation.params import ParamsError, SamplingParams, changed_fields, make_params
+from webui.generation.request import EnginePrompt
+from webui.loaders.base import LoadedModel
+from webui.remote.client import RemoteError
+from webui.remote.engine import RemoteModel
+from webui.runtime import Runtime
+
+router = APIRouter()
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request, runtime: RuntimeDep):
+    model = await target(runtime, body.model)
+    params = body.sampling()  # refuse bad values before rendering anything
+    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
+    last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
+    if last_user is not None:  # extensions' input_modifier sees the new message, as in the chat
+        last_user["content"] = modified_input(runtime, last_user["content"], params, True)
+    if isinstance(model, RemoteModel):  # the engine applies its own chat template
+        prompt: Any = EnginePrompt(messages=tuple(messages))
+        return await respond(runtime, request, body, prompt, fit(body, params, model, ""), True, model)
+    try:
+        prompt = render_chat_prompt(model.tokenizer, messages)
+    except PromptError as exc:
+        exc.blame("messages")
+        raise
+    return await respond(runtime, request, body, prompt, fit(body, params, model, prompt), True, model)
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionRequest, request: Request, runtime: RuntimeDep):
+    model = await target(runtime, body.model)
+    if isinstance(body.prompt, list):
+        if len(body.prompt) != 1:
+            raise APIError(400, "send one prompt per request", param="prompt")
+        body.prompt = body.prompt[0]
+    params = body.sampling()
+    prompt = modified_input(runtime, body.prompt, params, False)
+    return await respond(runtime, request, body, prompt, fit(body, params, model, prompt), False, model)
+
+
+def capabilities_of(model: LoadedModel | RemoteModel):
+    return model.capabilities if isinstance(model, RemoteModel) else model.backend.capabilities
+
+
+def fit(body: CompletionBase, params: SamplingParams, model: LoadedModel | RemoteModel, prompt: str) -> SamplingParams:
+    """Check `params` against the model (token ids in its vocabulary, prompt in its
+    context) before anything is queued, so errors come as a 400, not mid-stream.
+
+    Without max_tokens the reply may use the rest of the context (as OpenAI's API does).
+    """
+    # A sampler this model's backend would not honour is refused, never dropped silently.
+    remote = isinstance(model, RemoteModel)
+    ignored = capabilities_of(model).ignores(changed_fields(params) - {"max_new_tokens", "seed"})
+    if ignored:
+        backend = f"remote engine {model.engine.name}, {model.engine.config.kind}" if remote else model.loader
+        raise APIError(400, f"{ignored[0]} is not supported by this model's backend ({backend})",
+                       param=ignored[0], code="unsupported_parameter")
+    if remote:
+        return params  # the engine knows its context and tokenizer; it refuses what does not fit
+    token_ids(params, model.tokenizer, model.backend.vocab_size(), model.backend.eos_ids())
+    prompt_tokens = len(model.tokenizer(prompt)["input_ids"])
+    # truncation_length shortens the context the engine uses; the prompt must fit it.
+    context = min(params.truncation_length or model.context_length, model.context_length)
+    limit = "truncation_length" if context < model.context_length else "messages"
+    room = context - prompt_tokens
+    if body.max_tokens is None and body.max_completion_tokens is None and room > 0:
+        return make_params({"max_new_tokens": min(room, SamplingParams().max_new_tokens)}, base=params)
+    if params.max_new_tokens > room:
+        raise APIError(
+            400, f"the context is {context} tokens; the prompt has {prompt_tokens} and "
+            f"max_tokens asks for {params.max_new_tokens} more", param=limit, code="context_length_exceeded",
+        )
+    return params
+
+
+def modified_input(runtime: Runtime, text: str, params: SamplingParams, chat: bool) -> str:
+    extensions = runtime.extensions
+    if not extensions.has("input_modifier"):
+        return text
+    return extensions.input(text, runtime.extension_state(params, "api"), chat)
+
+
+def modified_output(runtime: Runtime, text: str, params: SamplingParams, chat: bool) -> str:
+    # Whole replies only: a streamed reply goes out piece by piece, before any end.
+    extensions = runtime.extensions
+    if not extensions.has("output_modifier"):
+        return text
+    return extensions.output(text, runtime.extension_state(params, "api"), chat)
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def choice_params(params: SamplingParams, n: int) -> list[SamplingParams]:
+    """The values for each of `n` choices: a fixed seed counts up, so each choice differs
+    and the request is still reproducible.  All are validated before the first choice
+    runs, so a seed that would pass the maximum is a 400, not a 500 after work was done."""
+    if params.seed < 0:
+        return [params] * n
+    try:
+        return [make_params({"seed": params.seed + index}, base=params) for index in range(n)]
+    except ParamsError as exc:
+        raise APIError(400, f"seed: with n={n} the seeds count up from seed, and {exc}", param="seed",
+                       code="invalid_value") from exc
+
+
+def start(runtime: Runtime, owner: str, model: str, prompt: Any, params: SamplingParams,
+          logprobs: int | None = None) -> GenerationStream:
+    # The API is one party to the scheduler, however many requests it sends at once.
+    # QueueFull (503) and ModelNotServed (404: the model went away since the check)
+    # carry their status.
+    return runtime.stream(owner, prompt, params, logprobs, who="api", model=model)
+
+
+async def respond(runtime: Runtime, request: Request, body: CompletionBase, prompt: Any, params: SamplingParams,
+                  chat: bool, model: LoadedModel | RemoteModel):
+    count = body.logprob_count()  # a bad logprobs request is refused before any stream starts
+    if count is not None and not capabilities_of(model).logprobs:
+        raise APIError(400, "this model's backend cannot report log-probabilities", param="logprobs",
+                       code="unsupported_parameter")
+    rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+    created = int(time.time())
+    if body.stream:
+        events = stream_events(runtime, request, body, prompt, params, count, chat, rid, created, model)
+        return StreamingResponse(events, media_type="text/event-stream", headers={"cache-control": "no-cache"})
+    choices, prompt_tokens, completion_tokens = [], 0, 0
+    owner = f"api-{uuid.uuid4().hex}"
+    async with on_disconnect(request.receive, lambda: runtime.stop(owner)) as gone:
+        results = []
+        for seeded in choice_params(params, body.n):  # every choice's values are checked first
+            if gone.is_set():
+                raise APIError(499, "the client closed the request", code="client_closed")
+            results.append((seeded, await run_to_end(runtime, owner, body.model, prompt, seeded, count, model)))
+    for index, (seeded, (text, stats, entries)) in enumerate(results):
+        text = modified_output(runtime, text, seeded, chat)
+        prompt_tokens = stats.prompt_tokens
+        completion_tokens += stats.new_tokens
+        finish = "length" if stats.finish_reason == "length" else "stop"
+        logprobs = format_logprobs(model.tokenizer, entries, chat) if count is not None else None
+        if chat:
+            choices.append({"index": index, "message": {"role": "assistant", "content": text},
+                            "finish_reason": finish, "logprobs": logprobs})
+        else:
+            shown = (prompt + text) if getattr(body, "echo", False) else text
+            choices.append({"index": index, "text": shown, "finish_reason": finish, "logprobs": logprobs})
+    runtime.usage.add(key_label(request.headers), prompt_tokens * body.n, completion_tokens)
+    return {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
+            "model": body.model, "choices": choices, "usage": usage(prompt_tokens, completion_tokens)}
+
+
+def upstream_failure(exc: GenerationError, model: LoadedModel | RemoteModel) -> AppError:
+    """A remote engine's failure is a 502 (the engine behind us, not this server)."""
+    if isinstance(model, RemoteModel) and not isinstance(exc, RemoteError):
+        return RemoteError(str(exc))
+    return exc
+
+
+async def run_to_end(runtime: Runtime, owner: str, name: str, prompt: Any, params: SamplingParams,
+                     logprobs: int | None, model: LoadedModel | RemoteModel):
+    stream = start(runtime, owner, name, prompt, params, logprobs)
+    pieces = []
+    try:
+        async for piece in iterate_in_threadpool(iter(stream)):
+            pieces.append(piece)
+    except GenerationError as exc:
+        raise upstream_failure(exc, model) from exc
+    finally:
+        runtime.stop(owner)  # a no-op when it finished; frees the model when the client left
+    if stream.stats is None:
+        raise APIError(499, "the client closed the request", code="client_closed")
+    return "".join(pieces), stream.stats, stream.logprobs
+
+
+def error_event(exc: AppError) -> str:
+    return f"data: {json.dumps(error_body(exc))}\n\n"
+
+
+async def stream_events(runtime: Runtime, request: Request, body: CompletionBase, prompt: Any,
+                        params: SamplingParams, count: int | None, chat: bool, rid: str, created: int,
+                        model: LoadedModel | RemoteModel) -> AsyncIterator[str]:
+    owner = f"api-{uuid.uuid4().hex}"
+    key = key_label(request.headers)
+    chunk_kind = "chat.completion.chunk" if chat else "text_completion"
+
+    def event(choices: list, **extra) -> str:
+        data = {"id": rid, "object": chunk_kind, "created": created, "model": body.model, "choices": choices}
+        return f"data: {json.dumps({**data, **extra})}\n\n"
+
+    sent = 0  # log-probability entries already sent
+
+    def choice(text: str | None, finish: str | None) -> dict:
+        nonlocal sent
+        logprobs = None
+        if count is not None:
+            entries = stream.logprobs
+            logprobs, sent = format_logprobs(model.tokenizer, entries[sent:], chat), len(entries)
+        if chat:
+            delta = {} if text is None else {"content": text}
+            return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
+        return {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": logprobs}
+
+    try:
+        stream = start(runtime, owner, body.model, prompt, params, count)
+    except AppError as exc:
+        yield error_event(exc)
+        return
+    try:
+        if chat:
+            yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
+                          "logprobs": None}])
+        # A reply may hold text back for a while (a stop string forming); the watcher
+        # cancels within a step even when nothing is being sent.
+        async with on_disconnect(request.receive, lambda: runtime.stop(owner)) as gone:
+            async for piece in iterate_in_threadpool(iter(stream)):
+                yield event([choice(piece, None)])
+        if gone.is_set():
+            # The tokens made before the client left were work done for its key.
+            runtime.usage.add(key, stream.prompt_tokens, stream.new_tokens)
+            return
+        stats = stream.stats
+        runtime.usage.add(key, stats.prompt_tokens, stats.new_tokens)
+        yield event([choice(None if chat else "", "length" if stats.finish_reason == "length" else "stop")])
+        if body.stream_options and body.stream_options.include_usage:
+            yield event([], usage=usage(stats.prompt_tokens, stats.new_tokens))
+        yield "data: [DONE]\n\n"
+    except GenerationError as exc:
+        yield error_event(upstream_failure(exc, model))
+    finally:
+        # Runs when the client disconnects too: the generation stops within a step.
+        runtime.stop(owner)

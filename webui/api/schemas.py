@@ -1,0 +1,141 @@
+"""The API's request bodies: OpenAI's fields, mapped onto our own SamplingParams, and
+the management requests.  Every string is checked for valid Unicode before any field."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from webui.api.errors import APIError
+from webui.generation.params import SamplingParams, make_params
+from webui.model_settings import ModelSettings
+from webui.text_check import InvalidText, check_text
+
+
+class CheckedText(BaseModel):
+    """A request body whose every string is checked (webui/text_check.py) before the
+    fields are: a lone surrogate is a 400 here, not a failure inside a tokenizer."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        try:
+            check_text(data, "the request")
+        except InvalidText as exc:
+            raise ValueError(str(exc)) from None
+        return data
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None  # a string or nothing: a number here is refused, not joined
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str | list[ContentPart] | None = ""
+
+    def text(self) -> str:
+        if isinstance(self.content, list):  # OpenAI content parts: keep the text ones
+            return "".join(p.text or "" for p in self.content if p.type == "text")
+        return self.content or ""
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class CompletionBase(CheckedText):
+    """OpenAI's common fields; anything else must be one of our sampling parameters."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(1, ge=1, le=8)
+    user: str | None = None
+    logprobs: Any = None
+    top_logprobs: int | None = None
+
+    def logprob_count(self) -> int | None:
+        """None: no log-probabilities; n: each token's, with n alternatives."""
+        if isinstance(self, ChatCompletionRequest):
+            if self.top_logprobs is not None and not self.logprobs:
+                raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+            if self.logprobs not in (None, True, False):
+                raise APIError(400, "logprobs must be true or false", param="logprobs")
+            count = (self.top_logprobs or 0) if self.logprobs else None
+            limit = 20
+        else:
+            if self.logprobs is not None and (isinstance(self.logprobs, bool) or not isinstance(self.logprobs, int)):
+                raise APIError(400, "logprobs must be an integer from 0 to 5", param="logprobs")
+            count, limit = self.logprobs, 5
+        if count is not None and not 0 <= count <= limit:
+            raise APIError(400, f"at most {limit} alternatives per token", param="logprobs")
+        return count
+
+    def sampling(self) -> SamplingParams:
+        values: dict[str, Any] = dict(self.model_extra or {})
+        mapped = {
+            "max_new_tokens": self.max_completion_tokens or self.max_tokens, "temperature": self.temperature,
+            "top_p": self.top_p, "seed": self.seed, "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty, "logit_bias": self.logit_bias,
+            "stop": [self.stop] if isinstance(self.stop, str) else self.stop,
+        }
+        values.update({k: v for k, v in mapped.items() if v is not None})
+        for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+            if isinstance(values.get(name), int):
+                values[name] = float(values[name])
+        if "logit_bias" in values:
+            values["logit_bias"] = {k: float(v) for k, v in values["logit_bias"].items()}
+        return make_params(values)  # a ParamsError names its field (webui/errors.py)
+
+
+class ChatCompletionRequest(CompletionBase):
+    messages: list[ChatMessage] = Field(min_length=1)
+
+
+class CompletionRequest(CompletionBase):
+    prompt: str | list[str]
+    echo: bool = False
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_empty(cls, value: str | list[str]) -> str | list[str]:
+        # An empty prompt gives the model nothing to continue (not even a BOS token
+        # when the tokenizer adds none): refuse it rather than fail inside generation.
+        if not value or (isinstance(value, list) and not all(value)):
+            raise ValueError("must not be empty")
+        return value
+
+
+class LoadRequest(ModelSettings, CheckedText):
+    """A model name plus the per-model settings a request may set.  ModelSettings forbids
+    unknown keys, so trust_remote_code, pickle or raw flags are refused (docs/SECURITY.md)."""
+
+    model: str
+
+    def choice(self) -> ModelSettings:
+        return ModelSettings(**self.model_dump(exclude={"model"}, exclude_none=True))
+
+
+class TextRequest(CheckedText):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(max_length=200_000)
+
+
+class TokensRequest(CheckedText):
+    model_config = ConfigDict(extra="forbid")
+    tokens: list[int] = Field(max_length=200_000)
