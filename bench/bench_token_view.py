@@ -16,9 +16,12 @@ import time
 
 import torch
 from common import PROMPT, bench_parser, load_model
+from report import figure
 
+from webui.generation import token_probs
 from webui.generation.engine import GenerationEngine, GenerationRequest
 from webui.generation.params import make_params
+from webui.generation.request import prompt_ids
 
 ALTERNATIVES = 5  # as the UI asks (webui/ui/token_view.py)
 
@@ -47,6 +50,23 @@ def main() -> None:
     print(f"without the token view: {statistics.median(plain):.1f} tokens/s (median of {args.rounds})")
     print(f"with the token view:    {statistics.median(viewed):.1f} tokens/s")
     print(f"ratio (with / without): {statistics.median(ratios):.3f}")
+    # The record alone, on a real logits row: what each step adds, free of the machine's noise
+    # in end-to-end rates.
+    ids = prompt_ids(loaded.tokenizer, PROMPT)
+    with torch.no_grad():
+        row = loaded.model(torch.tensor([ids])).logits[:, -1]
+    scores = row.clone()
+    scores[:, scores.topk(40).indices[0, 5:]] = float("-inf")  # as if a sampler had cut all but 5
+    calls = 200
+    start = time.perf_counter()
+    for _ in range(calls):
+        token_probs.detailed_record(int(row.argmax()), scores, row, ALTERNATIVES, loaded.tokenizer, ids[-4:])
+    per_step = (time.perf_counter() - start) / calls
+    print(f"the record alone, per step: {per_step * 1000:.3f} ms (vocabulary {row.shape[-1]})")
+    figure("greedy with the token view's probabilities recorded ÷ without, end to end tokens/s",
+           f"{statistics.median(ratios):.3f}", f"{args.tokens} tokens, median of {args.rounds} paired rounds")
+    figure("the token view's record alone, per step", f"{per_step * 1000:.3f} ms",
+           f"vocabulary {row.shape[-1]}, {ALTERNATIVES} alternatives, mean of {calls}")
 
 
 if __name__ == "__main__":
