@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from tests.test_gguf_backend import gguf_runtime  # noqa: F401  (fixture: a real GGUF model)
 from webui.generation.engine import GenerationRequest
 from webui.generation.params import make_params
 from webui.generation.request import prompt_ids
@@ -91,13 +92,10 @@ def test_next_tokens_go_through_the_engine_with_both_distributions(runtime):
     assert runtime.engine.pending == 0
 
 
-def test_a_gguf_model_reports_both_distributions_too(gguf_runtime):
+def test_a_gguf_model_reports_both_distributions_too(gguf_runtime):  # noqa: F811
     params = make_params({"temperature": 1.0, "top_k": 2, "seed": 2})
     entry = gguf_runtime.next_tokens("gguf-next", PROMPT, params, top=5)
     kept = [a for a in entry.alternatives if a.logprob > -math.inf]
     assert len(kept) == 2 and sum(math.exp(a.logprob) for a in kept) == pytest.approx(1.0, abs=1e-4)
     assert len([a for a in entry.alternatives if a.raw_logprob > -math.inf]) >= 5
     assert all(a.text for a in entry.alternatives)  # llama.cpp's tokenizer names them too
-
-
-from tests.test_gguf_backend import gguf_runtime  # noqa: E402, F401  (fixture: a real GGUF model)

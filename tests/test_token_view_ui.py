@@ -10,6 +10,7 @@ from gradio_client import Client
 
 from tests.conftest import free_port
 from tests.test_app_client import controls
+from tests.test_remote import gateway, upstream  # noqa: F401  (fixtures: a real remote engine)
 from webui.generation.request import Alternative, TokenLogprob
 from webui.ui.token_html import AFTER, RAW, band, next_html, tokens_html
 
@@ -114,7 +115,7 @@ def test_alternatives_order_follows_the_chosen_distribution():
     assert "<span>cut</span>" in html_after
 
 
-def test_a_remote_model_gets_a_clear_message(gateway):
+def test_a_remote_model_gets_a_clear_message(gateway):  # noqa: F811
     from tests.conftest import TINY
     from webui.ui.app import launch
 
@@ -130,6 +131,3 @@ def test_a_remote_model_gets_a_clear_message(gateway):
         assert "remote engine" in tab.predict(AFTER, api_name="/notebook_probs_show")
     finally:
         app.close()
-
-
-from tests.test_remote import gateway, upstream  # noqa: E402, F401  (fixtures: a real remote engine)
