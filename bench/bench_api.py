@@ -10,6 +10,7 @@ the same number of tokens; rounds alternate; the ratio is API / engine.
 from __future__ import annotations
 
 import socket
+import json
 import statistics
 import tempfile
 import time
@@ -40,7 +41,7 @@ def main() -> None:
         url = server.start()
         params = make_params({"temperature": 0.0, "max_new_tokens": args.tokens, "ban_eos_token": True})
         body = {"model": args.model, "prompt": PROMPT, "max_tokens": args.tokens, "temperature": 0,
-                "stream": True, "ban_eos_token": True}
+                "stream": True, "ban_eos_token": True, "stream_options": {"include_usage": True}}
 
         def direct() -> float:
             start = time.perf_counter()
@@ -51,10 +52,19 @@ def main() -> None:
 
         def through_api(client: httpx.Client) -> float:
             start = time.perf_counter()
+            tokens = None
             with client.stream("POST", f"{url}/completions", json=body) as response:
-                for _ in response.iter_lines():
-                    pass
-            return args.tokens / (time.perf_counter() - start)
+                if response.status_code != 200:
+                    raise SystemExit(f"the API answered {response.status_code}: {response.read()[:500]!r}")
+                for line in response.iter_lines():
+                    if line.startswith("data: {") and '"usage"' in line:
+                        usage = json.loads(line[6:]).get("usage")
+                        tokens = usage["completion_tokens"] if usage else tokens
+            seconds = time.perf_counter() - start
+            # Divide by what was made, and only when it was the whole count both sides run.
+            if tokens != args.tokens:
+                raise SystemExit(f"the API made {tokens} tokens, not {args.tokens}")
+            return tokens / seconds
 
         with httpx.Client(timeout=120) as client:
             direct(), through_api(client)  # warm-up

@@ -2,10 +2,12 @@
 same engine, same run.
 
     .venv/bin/python bench/bench_remote.py [--model demo-kjv-4m] [--tokens 100] [--rounds 21]
+    .venv/bin/python bench/bench_remote.py --engine-url http://127.0.0.1:8000/v1 --kind vllm --model demo
 
-The engine is this app's own OpenAI-compatible API serving the demo model, in a
-process of its own (as a remote engine would be); the gateway is a second app with
-that engine configured (`kind: webui`) and no local model.  Both sides stream the same
+By default the engine is this app's own OpenAI-compatible API serving the demo model, in
+a process of its own (as a remote engine would be); with --engine-url, an engine already
+running there (vLLM, llama.cpp's server...) serving --model.  The gateway is a second app
+with that engine configured and no local model.  Both sides stream the same
 greedy completion with the end-of-text token banned, so each round produces the same
 tokens; rounds alternate; the ratio is through-the-gateway / direct.
 """
@@ -49,7 +51,13 @@ def free_port() -> int:
 
 
 def main() -> None:
-    args = bench_parser(__doc__, rounds=21).parse_args()
+    parser = bench_parser(__doc__, rounds=21)
+    parser.add_argument("--engine-url", help="an engine already serving --model (default: start this app's own)")
+    parser.add_argument("--kind", default="webui", help="the engine's kind (webui/remote/capabilities.py)")
+    args = parser.parse_args()
+    if args.engine_url:
+        measure(args, args.engine_url.rstrip("/"))
+        return
     engine = subprocess.Popen([sys.executable, "-c", ENGINE, args.model, str(args.model_dir), str(free_port())],  # noqa: S603 - our own code
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT,
                               env={"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(PROJECT_ROOT),
@@ -58,31 +66,39 @@ def main() -> None:
     if not engine_url.startswith("http"):
         raise SystemExit("the engine did not start")
     try:
-        with tempfile.TemporaryDirectory() as user_data:
-            settings = Settings(model=None, model_dir=args.model_dir, user_data_dir=Path(user_data),
-                                remote_engines=(RemoteEngineConfig(url=engine_url, name="engine", kind="webui"),))
-            gateway = APIServer(build_runtime(settings, use_remembered=False), port=free_port())
-            gateway_url = gateway.start()
-            body = {"model": args.model, "prompt": PROMPT, "max_tokens": args.tokens, "temperature": 0,
-                    "stream": True, "ban_eos_token": True}
-
-            def rate(client: httpx.Client, url: str) -> float:
-                start = time.perf_counter()
-                pieces = 0
-                with client.stream("POST", f"{url}/completions", json=body) as response:
-                    for line in response.iter_lines():
-                        pieces += line.startswith("data: {")
-                if pieces < 2:
-                    raise SystemExit("the reply did not stream")
-                return args.tokens / (time.perf_counter() - start)
-
-            with httpx.Client(timeout=300) as client:
-                rate(client, engine_url), rate(client, gateway_url)  # warm-up
-                pairs = [(rate(client, gateway_url), rate(client, engine_url)) for _ in range(args.rounds)]
-            gateway.stop()
+        measure(args, engine_url)
     finally:
         engine.stdin.close()
         engine.wait(timeout=60)
+
+
+def measure(args, engine_url: str) -> None:
+    with tempfile.TemporaryDirectory() as user_data:
+        settings = Settings(model=None, model_dir=args.model_dir, user_data_dir=Path(user_data),
+                            remote_engines=(RemoteEngineConfig(url=engine_url, name="engine", kind=args.kind),))
+        gateway = APIServer(build_runtime(settings, use_remembered=False), port=free_port())
+        gateway_url = gateway.start()
+        body = {"model": args.model, "prompt": PROMPT, "max_tokens": args.tokens, "temperature": 0, "stream": True}
+        # End-of-text banned on both sides, so each round decodes the full count: ours by our
+        # name, vLLM's by its own (the gateway translates one to the other).
+        ours = {**body, "ban_eos_token": True}
+        theirs = {**body, "ignore_eos": True} if args.kind == "vllm" else ours
+
+        def rate(client: httpx.Client, url: str) -> float:
+            body = ours if url == gateway_url else theirs
+            start = time.perf_counter()
+            pieces = 0
+            with client.stream("POST", f"{url}/completions", json=body) as response:
+                for line in response.iter_lines():
+                    pieces += line.startswith("data: {")
+            if pieces < 2:
+                raise SystemExit("the reply did not stream")
+            return args.tokens / (time.perf_counter() - start)
+
+        with httpx.Client(timeout=300) as client:
+            rate(client, engine_url), rate(client, gateway_url)  # warm-up
+            pairs = [(rate(client, gateway_url), rate(client, engine_url)) for _ in range(args.rounds)]
+        gateway.stop()
     ratios = [ours / theirs for ours, theirs in pairs]
     quartiles = statistics.quantiles(ratios, n=4)
     print(f"model: {args.model}, {args.tokens} tokens, {args.rounds} rounds")
@@ -92,8 +108,9 @@ def main() -> None:
           f"per-round quartiles {quartiles[0]:.3f}..{quartiles[2]:.3f})")
     figure("streamed tokens/s through our gateway ÷ asking the engine directly", f"{statistics.median(ratios):.3f}",
            f"median of {args.rounds} rounds of {args.tokens} tokens, quartiles {quartiles[0]:.3f}..{quartiles[2]:.3f}; "
-           f"direct {statistics.median(t for _, t in pairs):.1f} tok/s; the engine is this app's own API "
-           f"({args.model}) in another process")
+           f"direct {statistics.median(t for _, t in pairs):.1f} tok/s; the engine: "
+           + (f"{args.engine_url} ({args.kind}), {args.model}" if args.engine_url
+              else f"this app's own API ({args.model}) in another process"))
 
 
 if __name__ == "__main__":

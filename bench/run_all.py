@@ -87,6 +87,8 @@ BENCHES = (
     Bench("soak", "Soak: API and UI clients with disconnects, model reloads and UI restarts",
           (B + "soak.py", "--minutes", "2"), ("--minutes", "0.5")),
     Bench("gpu-quant", "4-bit vs 16-bit and GPU+CPU splits on CUDA", (B + "gpu_quant.py",), needs="cuda"),
+    Bench("gguf-gpu", "GGUF --n-gpu-layers offload on CUDA (a GPU build of llama-cpp-python)",
+          (B + "gguf_gpu.py",), ("--tokens", "16"), needs="cuda", timeout=3600),
 )
 
 

@@ -65,3 +65,47 @@ def gguf_root(tmp_path_factory) -> Path:
     for name in (F32, Q8):
         shutil.copy(root / name, both / name)
     return root
+
+
+SPLIT = "tiny-split"  # a folder holding the F32 model cut into SPLIT_PARTS parts
+SPLIT_PARTS = 3
+
+
+def write_split(source: Path, target: Path, parts: int) -> list[Path]:
+    """Copy a GGUF file into `parts` files named as llama.cpp's gguf-split names them
+    (`STEM-00001-of-0000N.gguf`, from `target`'s stem), with the split.no / split.count /
+    split.tensors.count keys that llama.cpp reads to find and check the other parts.
+    The gguf package's writer does the splitting; metadata goes into the first part."""
+    import gguf
+
+    reader = gguf.GGUFReader(source)
+    tensors = list(reader.tensors)
+    per_part = -(-len(tensors) // parts)
+    writer = gguf.GGUFWriter(target, str(reader.fields["general.architecture"].contents()),
+                             split_max_tensors=per_part)
+    for name, field in reader.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture":
+            continue  # the header's own counts, and what the writer writes itself
+        kind = field.types[0]
+        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(name, field.contents(), kind, sub_type=sub)
+    for tensor in tensors:
+        writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes,
+                               tensor.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for tensor in tensors:
+        writer.write_tensor_data(tensor.data)
+    writer.close()
+    written = [target.with_name(f"{target.stem}-{i:05d}-of-{parts:05d}.gguf") for i in range(1, parts + 1)]
+    assert all(path.is_file() for path in written), sorted(target.parent.iterdir())
+    return written
+
+
+@pytest.fixture(scope="session")
+def gguf_split(gguf_root) -> Path:
+    """models/tiny-split/: the F32 tiny model as SPLIT_PARTS parts; returns the first part."""
+    folder = gguf_root / SPLIT
+    folder.mkdir(exist_ok=True)
+    return write_split(gguf_root / F32, folder / "tiny-f32.gguf", SPLIT_PARTS)[0]

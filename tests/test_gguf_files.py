@@ -148,3 +148,37 @@ def test_will_it_fit_counts_file_bytes_and_kv_cache_split_by_gpu_layers(gguf_roo
     assert "Q8_0" in text and "fits in RAM" in text
     tight = gguf_report(info, 512, 0, "fp16", Memory(gpus=(), ram=1000), gpu_build=False)
     assert "does not fit in RAM" in tight
+
+
+def test_will_it_fit_lists_a_folders_files_and_marks_the_one_it_would_load(gguf_root, tmp_path):
+    from webui.model_settings import ModelSettings
+    from webui.runtime import build_runtime
+    from webui.settings import Settings as AppSettings
+
+    runtime = build_runtime(AppSettings(model=None, model_dir=gguf_root, user_data_dir=tmp_path))
+    text = runtime.fit_report(FOLDER, ModelSettings(gguf_file=Q8))
+    q8_mib = (gguf_root / FOLDER / Q8).stat().st_size / (1 << 20)
+    assert f"| `{Q8}` | {q8_mib:.2f} MiB | ← this one |" in text
+    assert f"| `{F32}` |" in text and text.count("← this one") == 1
+    assert "files in this folder" not in runtime.fit_report(Q8)  # a single file: no list
+
+
+def test_the_model_tab_offers_a_folders_files_for_gguf_file(gguf_root, tmp_path):
+    from webui.runtime import build_runtime
+    from webui.settings import Settings as AppSettings
+
+    runtime = build_runtime(AppSettings(model=None, model_dir=gguf_root, user_data_dir=tmp_path))
+    choices = runtime.gguf_file_choices(FOLDER)
+    mib = {name: (gguf_root / FOLDER / name).stat().st_size / (1 << 20) for name in (F32, Q8)}
+    assert choices == [("the largest that fits", ""), (f"{F32} ({mib[F32]:.2f} MiB)", F32),
+                       (f"{Q8} ({mib[Q8]:.2f} MiB)", Q8)]
+    # A single file, a Transformers folder, a name not listed: only the default.
+    for name in (Q8, HF_NAME, "../etc", "missing"):
+        assert runtime.gguf_file_choices(name) == [("the largest that fits", "")]
+    # The Model tab's handler for picking a model gives the dropdown those choices.
+    from webui.ui.app import build_app
+
+    app = build_app(runtime)
+    handler = next(f.fn for f in app.fns.values() if f.api_name == "model_settings")
+    dropdowns = [out for out in handler(FOLDER) if any(value == Q8 for _, value in getattr(out, "choices", None) or ())]
+    assert len(dropdowns) == 1 and [value for _, value in dropdowns[0].choices] == ["", F32, Q8]

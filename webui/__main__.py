@@ -18,6 +18,11 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("train", "perplexity"):  # headless commands (webui/training/cli.py)
+        from webui.training.cli import main as run_command
+
+        return run_command(argv)
     flags, settings_path = parse_flags(argv)
     try:
         settings, warnings = build_settings(flags, settings_path)

@@ -22,6 +22,9 @@ def parser() -> argparse.ArgumentParser:
         prog="webui",
         description="A browser workbench for open-weights language models.",
         argument_default=S,
+        epilog="Headless commands: 'webui train --model NAME --data FILE --lora NAME [--steps N | --epochs N] ...' "
+               "trains a LoRA adapter; 'webui perplexity --model NAME --data FILE [--lora NAME ...]' prints "
+               "'perplexity: VALUE' last. Each has its own --help (webui train --help).",
     )
     m = p.add_argument_group("model")
     m.add_argument("--model", help="model folder (inside --model-dir) to load at start")

@@ -319,7 +319,9 @@ def gguf_report(info, context: int, n_gpu_layers: int, cache_type: str, memory: 
     elif chosen.ram > memory.ram:
         verdict_text = "❌ does not fit in RAM; a smaller quantization, a shorter --n-ctx or --cache-type q8_0"
     elif chosen.gpu:
-        verdict_text = "✅ fits (GPU + RAM)" if chosen.ram > chosen.weights_ram // 2 else "✅ fits on the GPU"
+        # Every layer offloaded: only the token embeddings stay in RAM (llama.cpp keeps them there).
+        layers = info.layers or len(info.block_bytes) or 1
+        verdict_text = "✅ fits on the GPU" if n_gpu_layers < 0 or n_gpu_layers >= layers else "✅ fits (GPU + RAM)"
     else:
         verdict_text = "✅ fits in RAM (CPU)"
     note = "" if gpu_build or not n_gpu_layers else (

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,9 @@ from webui.settings import describe_validation_error
 
 log = logging.getLogger(__name__)
 
+# How often a request waiting for the model looks whether a lend has begun.
+LEND_POLL_SECONDS = 0.05
+
 
 class ModelBusy(ServerError, RuntimeError):
     """The model is in use for longer than the caller was willing to wait."""
@@ -38,6 +42,11 @@ class ModelBusy(ServerError, RuntimeError):
 
 class NoModelLoaded(ServerError, RuntimeError):
     status, code = 503, "model_not_loaded"
+
+
+class ModelLent(ModelBusy):
+    """The model is lent out for a long job (training, an evaluation): it does not serve
+    until the job ends.  Refused at once rather than queued: a job may run for hours."""
 
 
 class ModelManager:
@@ -54,12 +63,24 @@ class ModelManager:
         self._load_lock = threading.Lock()  # one load at a time (each may hold a whole model)
         self._current: LoadedModel | None = None
         self._swaps_waiting = 0  # loads/unloads waiting for the model; the engine admits no more
+        self._lent_for: str | None = None  # what the model is lent out for (see lend)
 
     def swap_waiting(self) -> bool:
         """True while a load, unload or LoRA change waits for the running requests to end."""
         return self._swaps_waiting > 0
 
+    @property
+    def lent_for(self) -> str | None:
+        """What the model is lent out for ("training my-lora"), or None while it serves."""
+        return self._lent_for
+
+    def _refuse_if_lent(self) -> None:
+        lent = self._lent_for
+        if lent is not None:
+            raise ModelLent(f"{lent} is in progress: the model does not serve until it ends")
+
     def _acquire_for_swap(self, timeout: float | None) -> None:
+        self._refuse_if_lent()
         with self._count_lock:
             self._swaps_waiting += 1
         try:
@@ -87,15 +108,62 @@ class ModelManager:
 
     @contextmanager
     def use(self, timeout: float | None = None) -> Iterator[LoadedModel]:
-        """Hold the model for one request; raise ModelBusy after `timeout` seconds."""
-        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
-            raise ModelBusy("the model is busy with another request")
+        """Hold the model for one request; raise ModelBusy after `timeout` seconds, and
+        ModelLent at once while the model is lent out (see lend)."""
+        self._take(timeout)
         try:
             if self._current is None:
                 raise NoModelLoaded("no model is loaded; pick one in the Model tab")
             yield self._current
         finally:
             self._lock.release()
+
+    def _take(self, timeout: float | None) -> None:
+        """Acquire the model lock for a request, giving up as soon as a lend begins: a
+        request must not sit blocked behind a training run that lasts hours."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._refuse_if_lent()
+            left = None if deadline is None else deadline - time.monotonic()
+            wait = LEND_POLL_SECONDS if left is None else max(0.0, min(LEND_POLL_SECONDS, left))
+            if self._lock.acquire(timeout=wait) if wait > 0 else self._lock.acquire(blocking=False):
+                break
+            if left is not None and left <= wait:
+                raise ModelBusy("the model is busy with another request")
+        if self._lent_for is not None:  # a lend began while we waited: it goes first
+            self._lock.release()
+            self._refuse_if_lent()
+
+    @contextmanager
+    def lend(self, purpose: str, timeout: float | None = None) -> Iterator[LoadedModel]:
+        """Hold the loaded model for a long job (`purpose`: "training NAME").
+
+        Running requests finish first (new ones are not admitted meanwhile); from then
+        until the job ends every request, load, unload and LoRA change is refused with
+        ModelLent naming `purpose`.  The job gets the model back exactly as it must give
+        it back: loaded, serving the same weights.
+        """
+        with self._count_lock:
+            if self._lent_for is not None:
+                raise ModelLent(f"{self._lent_for} is already in progress")
+            self._lent_for = purpose
+        try:
+            with self._count_lock:
+                self._swaps_waiting += 1
+            try:
+                if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+                    raise ModelBusy("a request is generating; try again when it ends")
+            finally:
+                with self._count_lock:
+                    self._swaps_waiting -= 1
+            try:
+                if self._current is None:
+                    raise NoModelLoaded("no model is loaded; pick one in the Model tab")
+                yield self._current
+            finally:
+                self._lock.release()
+        finally:
+            self._lent_for = None
 
     def options_for(self, overrides: Mapping[str, Any] | None = None, loader: Loader | None = None) -> Any:
         """`loader`'s options (by default the first registered loader's): the start-up
@@ -134,6 +202,7 @@ class ModelManager:
         running requests to finish.  `adjust` runs on the new model before it is swapped
         in, so no request ever sees it half-configured.
         """
+        self._refuse_if_lent()  # before reading gigabytes that could not be swapped in
         folder = pick(name, self.available(), "model")
         loader = self.registry.for_folder(folder)
         options = self.options_for({**(overrides or {}), **({"dtype": dtype} if dtype else {})}, loader)
@@ -188,4 +257,4 @@ class ModelManager:
             self._lock.release()
 
 
-__all__ = ["ModelManager", "ModelBusy", "NoModelLoaded", "LoadError"]
+__all__ = ["ModelManager", "ModelBusy", "ModelLent", "NoModelLoaded", "LoadError"]

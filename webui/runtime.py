@@ -29,7 +29,7 @@ from webui.generation.engine import (
     QueueFull,
     TokenLogprob,
 )
-from webui.fit import Memory, estimate, gguf_report, read_shape, report
+from webui.fit import Memory, estimate, gguf_report, gib, read_shape, report
 from webui.hub import Downloader
 from webui.loaders.base import LoadedModel, LoadError
 from webui.loaders.registry import LoaderRegistry, default_registry
@@ -43,6 +43,7 @@ from webui.remote.engine import RemoteModel
 from webui.remote.routing import RemoteEngines, SessionChoices
 from webui.settings import LoaderSettings, Settings, SettingsError, read_yaml_mapping
 from webui.storage import atomic_write_text, remove_stale_temporaries
+from webui.training.service import TrainingService
 from webui.userdata import UserSpaces
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class Runtime:
     templates: TemplateLibrary
     model_settings: ModelSettingsStore
     downloads: Downloader
+    training: TrainingService  # LoRA training and perplexity (webui/training/)
     requests: ActiveRequests = field(default_factory=ActiveRequests)
     warnings: list[str] = field(default_factory=list)
     extensions: ExtensionHost = field(default_factory=ExtensionHost)
@@ -148,6 +150,20 @@ class Runtime:
         loaded = self.models.load(name, overrides=wanted.load_overrides(), timeout=timeout, adjust=adjust)
         return loaded, self.model_settings.save(loaded.name, wanted) if save else None
 
+    def gguf_file_choices(self, name: object) -> list[tuple[str, str]]:
+        """The Model tab's gguf-file choices for a listed model: (label, file) for each
+        GGUF file of a folder entry, after the default ("" = the largest that fits)."""
+        choices = [("the largest that fits", "")]
+        try:
+            folder = pick(name, self.models.available(), "model")
+        except NameRefused:
+            return choices
+        if not folder.is_dir() or self.models.registry.for_folder(folder).name != "llama.cpp":
+            return choices
+        from webui.loaders.gguf_files import gguf_files, total_bytes
+
+        return choices + [(f"{file} ({gib(total_bytes(path))})", file) for file, path in gguf_files(folder).items()]
+
     def fit_report(self, name: object, choice: ModelSettings | None = None) -> str:
         """"Will it fit?" for a listed model with the given (or saved) settings."""
         folder = pick(name, self.models.available(), "model")
@@ -176,6 +192,10 @@ class Runtime:
         the model by name (the API's `model` field); by default the one the owner's
         browser tab chose, else the local one."""
         engine = self.engine_for(model if model is not None else self.chosen.get(owner))
+        lent = self.models.lent_for
+        if engine is self.engine and lent is not None:
+            # Refused, not queued: a training run can take hours (docs/TRAINING.md).
+            raise QueueFull(f"{lent} is in progress: the model does not answer until it ends")
         token = self.requests.start(owner)
         try:
             stream = engine.generate(GenerationRequest(prompt, params, token, logprobs, state, owner=who or owner,
@@ -396,14 +416,24 @@ class OwnedStream:
 def gguf_fit_report(entry: Path, options: Any, context_length: int | None) -> str:
     """"Will it fit?" for a GGUF file or folder (the file the loader would pick)."""
     from webui.fit import available_ram
-    from webui.loaders.gguf_files import choose_file, read_info
-    from webui.loaders.gguf_loader import DEFAULT_MAX_CONTEXT, gpu_offload_built
+    from webui.loaders.gguf_files import choose_file, gguf_files, read_info, total_bytes
+    from webui.loaders.gguf_loader import DEFAULT_MAX_CONTEXT, cache_type_problem, gpu_offload_built
 
-    info = read_info(choose_file(entry, options.gguf_file, room=available_ram()))
+    chosen = choose_file(entry, options.gguf_file, room=available_ram())
+    info = read_info(chosen)
     context = options.n_ctx or min(info.context_length, DEFAULT_MAX_CONTEXT)
     if context_length:
         context = min(context, context_length)
-    return gguf_report(info, context, options.n_gpu_layers, options.cache_type, Memory.detect(), gpu_offload_built())
+    text = gguf_report(info, context, options.n_gpu_layers, options.cache_type, Memory.detect(), gpu_offload_built())
+    problem = cache_type_problem(options, info)
+    if problem:
+        text += f"\n\n❌ will not load: {problem}"
+    files = gguf_files(entry) if entry.is_dir() else {}
+    if len(files) > 1:  # the names to type into gguf-file, split models counted whole
+        rows = [f"| `{name}` | {gib(total_bytes(path))} | {'← this one' if path == chosen else ''} |"
+                for name, path in files.items()]
+        text += "\n\n| files in this folder (gguf-file) | size | |\n|---|---|---|\n" + "\n".join(rows)
+    return text
 
 
 def load_options(settings: Settings) -> LoaderSettings:
@@ -461,6 +491,7 @@ def build_runtime(
         templates=TemplateLibrary(settings.user_data_dir / "instruction-templates"),
         model_settings=ModelSettingsStore(settings.user_data_dir),
         downloads=Downloader(settings.model_dir),
+        training=TrainingService(models, settings.user_data_dir),
         warnings=notes,
         extensions=extensions,
         remotes=RemoteEngines(settings.all_remote_engines()),

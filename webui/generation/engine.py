@@ -16,6 +16,7 @@ requests finish, and the load goes ahead.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import random
 import threading
@@ -304,10 +305,13 @@ class GenerationEngine:
         self._owners: dict[str, int] = {}  # running sequences per owner (a snapshot, for positions)
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
+        self._closed = threading.Event()
 
     # -- callers ---------------------------------------------------------------------
     def generate(self, request: GenerationRequest) -> GenerationStream:
         """Queue a request; raises QueueFull when max_pending requests are already waiting."""
+        if self._closed.is_set():
+            raise GenerationError("the server is shutting down")
         stream = GenerationStream(request, self.stream_interval, self)
         if not self._queue.put(request.owner, stream):
             raise QueueFull(f"the server is busy ({len(self._queue)} requests waiting); try again shortly")
@@ -315,6 +319,9 @@ class GenerationEngine:
             if self._worker is None:
                 self._worker = threading.Thread(target=self._serve, daemon=True, name="model-worker")
                 self._worker.start()
+                # A process that exits while the thread is inside torch aborts ("terminate
+                # called without an active exception"): stop it at a step boundary first.
+                atexit.register(self.close)
         self._poke_waiting()
         return stream
 
@@ -334,9 +341,20 @@ class GenerationEngine:
         return None
 
     # -- the model thread --------------------------------------------------------------
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop serving: queued requests end with an error, running ones are cancelled at
+        the next step, and the model thread leaves (waiting up to `timeout` seconds)."""
+        self._closed.set()
+        for stream in self._queue.remove_if(lambda s: True):
+            stream._mailbox.finish("error", "the server is shutting down")
+        self._queue.wake()
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout)
+
     def _serve(self) -> None:
-        while True:
-            self._queue.wait()
+        while not self._closed.is_set():
+            self._queue.wait(timeout=1.0)
             self._drop_cancelled()
             if not len(self._queue):
                 continue
@@ -360,8 +378,11 @@ class GenerationEngine:
         active: list[_Sequence] = []
         while True:
             try:
+                if self._closed.is_set():
+                    for seq in list(active):
+                        seq.request.cancel.cancel()  # retired as cancelled by the step below
                 self._drop_cancelled()
-                if not self.manager.swap_waiting():
+                if not self.manager.swap_waiting() and not self._closed.is_set():
                     self._admit(loaded, backend, active)
                 if not active:
                     return  # nothing runs: release the model (a load may be waiting)

@@ -9,6 +9,7 @@ that needs the network).  scripts/convert_to_gguf.py is the command line.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -85,8 +86,43 @@ def convert(folder: Path, out: Path, outtype: str = "q8_0", script: Path | None 
         raise ConvertError("llama.cpp's converter is not here: run scripts/convert_to_gguf.py --fetch once "
                            "(it downloads llama-cpp-python's source), or set LLAMA_CPP_SRC")
     out.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, str(script), str(folder), "--outtype", outtype, "--outfile", str(out)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603 - fixed argv
+    with tempfile.TemporaryDirectory() as tmp:
+        source = staged(folder, Path(tmp))
+        command = [sys.executable, str(script), str(source), "--outtype", outtype, "--outfile", str(out)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603 - fixed argv
     if done.returncode or not out.is_file():
         raise ConvertError(f"conversion of {folder.name} to {outtype} failed:\n{done.stderr.strip()[-2000:]}")
     return out
+
+
+def staged(folder: Path, tmp: Path) -> Path:
+    """`folder` as the converter should see it: links to its files, and a
+    tokenizer_config.json that names the special tokens.
+
+    llama.cpp's converter learns which added tokens are special (chat markers such as
+    <|user|>, stored as CONTROL tokens so that llama.cpp reads them as one token and
+    hides them in replies) from tokenizer_config.json's `added_tokens_decoder`, which
+    transformers 5 no longer writes.  The same list is in tokenizer.json's
+    `added_tokens`; without it the demo model's chat markers were cut into characters."""
+    stage = tmp / folder.name
+    stage.mkdir()
+    for item in folder.iterdir():
+        (stage / item.name).symlink_to(item.resolve())
+    config_file, tokenizer_file = folder / "tokenizer_config.json", folder / "tokenizer.json"
+    if not (config_file.is_file() and tokenizer_file.is_file()):
+        return stage
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        added = json.loads(tokenizer_file.read_text(encoding="utf-8")).get("added_tokens") or []
+    except (OSError, ValueError) as exc:
+        raise ConvertError(f"{folder.name}: unreadable tokenizer files ({exc})") from exc
+    if not isinstance(config, dict) or "added_tokens_decoder" in config:
+        return stage
+    config["added_tokens_decoder"] = {
+        str(token["id"]): {"content": token["content"], "special": bool(token.get("special"))}
+        for token in added if isinstance(token, dict) and isinstance(token.get("id"), int)
+        and isinstance(token.get("content"), str)
+    }
+    (stage / config_file.name).unlink()
+    (stage / config_file.name).write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return stage

@@ -33,12 +33,28 @@ def import_llama_cpp():
         import llama_cpp
     except ImportError as exc:
         raise LoadError(INSTALL_HINT) from exc
-    # llama-cpp-python prints every llama.cpp log line (hundreds per load) unless its
-    # logger has a level; keep warnings and errors, unless the user chose a level.
-    library_log = logging.getLogger("llama-cpp-python")
-    if library_log.level == logging.NOTSET:
-        library_log.setLevel(logging.WARNING)
+    from webui.loaders.llama_logs import route_llama_logs
+
+    # llama.cpp's hundreds of INFO lines per load go to the "llama.cpp" logger, which
+    # shows warnings and errors only (webui/loaders/llama_logs.py says why).
+    route_llama_logs(llama_cpp)
     return llama_cpp
+
+
+def cache_type_problem(options: LlamaCppOptions, info) -> str | None:
+    """Why llama.cpp cannot hold this model's KV cache in --cache-type, or None.  Checked
+    before loading: llama.cpp itself fails the context (V cache) or aborts the process
+    (a head that does not fill whole blocks) instead of saying why."""
+    if options.cache_type == "fp16":
+        return None
+    if not options.flash_attn:
+        return (f"--cache-type {options.cache_type} needs --flash-attn (llama.cpp quantizes the "
+                "V cache only with flash attention)")
+    if info.key_length % 32 or info.value_length % 32:
+        # q8_0/q4_0 store blocks of 32 values: each head's keys and values must fill whole blocks.
+        return (f"--cache-type {options.cache_type} needs attention heads of a multiple of 32 values; "
+                f"this model's are {info.key_length} (keys) and {info.value_length} (values): use fp16")
+    return None
 
 
 def default_threads(batch: bool) -> int:
@@ -69,15 +85,11 @@ class LlamaCppLoader:
     def load(self, name: str, path: Path, options: LlamaCppOptions) -> LoadedModel:
         from webui.fit import available_ram
 
-        if options.cache_type != "fp16" and not options.flash_attn:
-            raise LoadError(f"--cache-type {options.cache_type} needs --flash-attn (llama.cpp quantizes the "
-                            "V cache only with flash attention)")
         file = choose_file(path, options.gguf_file, room=available_ram())
         info = read_info(file)  # refuses a corrupt or truncated file before llama.cpp sees it
-        if options.cache_type != "fp16" and (info.key_length % 32 or info.value_length % 32):
-            # q8_0/q4_0 store blocks of 32 values: each head's keys and values must fill whole blocks.
-            raise LoadError(f"--cache-type {options.cache_type} needs attention heads of a multiple of 32 "
-                            f"values; {name}'s are {info.key_length}: use fp16")
+        problem = cache_type_problem(options, info)
+        if problem:
+            raise LoadError(f"{name}: {problem}")
         lib = import_llama_cpp()
         lib.llama_backend_init()
         model = lib.llama_model_load_from_file(str(file).encode(), self._model_params(lib, options))

@@ -65,7 +65,7 @@ class LlamaCppOptions(LoaderOptions):
         0.0, "RoPE base frequency (0: the model's)", flag="--rope-freq-base", group="llama.cpp")
     gguf_file: GGUFName = option(
         "", "which .gguf file of a model folder to load (blank: the largest that fits)", flag="--gguf-file",
-        control="textbox", group="llama.cpp")
+        control="dropdown", group="llama.cpp")
 
     @classmethod
     def availability(cls) -> dict[str, Availability]:

@@ -2,7 +2,8 @@
 
 bitsandbytes' 8-bit matmul logs "inputs will be cast ... to float16" at WARNING on every
 call of every layer: ~150,000 lines (19 MB) for a few hundred tokens.  The first one
-says what needs saying.
+says what needs saying.  (llama.cpp's own log lines, written by C code, are routed to
+Python logging by webui/loaders/llama_logs.py.)
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from webui.ui import (
     notebook_tab,
     parameters_tab,
     session_tab,
+    training_tab,
 )
 from webui.ui.common import Shared
 from webui.ui.exports import private_cache
@@ -53,6 +54,8 @@ def build_app(runtime: Runtime) -> gr.Blocks:
             parameters_tab.render(runtime, shared, parameters)
         with gr.Tab("Model", id="model"):
             model_tab.render(runtime, shared)
+        with gr.Tab("Training", id="training"):
+            training_tab.render(runtime, shared)
         extensions_ui.render_tabs(runtime)
         with gr.Tab("Session", id="session"):
             session_tab.render(runtime, shared)

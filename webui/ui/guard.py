@@ -56,6 +56,9 @@ PER_USER = frozenset({
     "chat_probs_show", "chat_probs_view",
     "list_presets", "neutralize_samplers", "params_support", "model_list", "model_settings", "model_fit", "lora_list",
     "session_refresh",
+    # the Training tab's read-only events (webui/ui/training_tab.py); starting, stopping,
+    # resuming and evaluating take the model from everyone, so they are the owner's
+    "training_status", "training_lists",
     # bundled extensions that keep each user's records apart
     "markdown_export", "markdown_export_list", "prompt_viewer_refresh",
 })

@@ -89,6 +89,10 @@ class OptionControls:
         """The editable controls' values, as options (None: not set)."""
         return {control.spec.name: control.read(value) for control, value in zip(self.editable, sent, strict=True)}
 
+    def position(self, name: str) -> int | None:
+        """Where option `name` is among the editable controls (the event inputs), if there."""
+        return next((i for i, control in enumerate(self.editable) if control.spec.name == name), None)
+
     def shown(self, saved: Any) -> list[Any]:
         """What the editable controls show for a model's saved settings (None: the base)."""
         out = []
@@ -112,7 +116,9 @@ class OptionControls:
         if spec.control == "radio":
             return gr.Radio(choices, value=value, **common)
         if spec.control == "dropdown":
-            return gr.Dropdown(choices, value=value, **common)
+            # No fixed choices (a file of the model's folder): the tab fills them per model;
+            # whatever is sent is checked again by the option's type and the loader's listing.
+            return gr.Dropdown(choices, value=value, allow_custom_value=not choices, **common)
         if spec.control == "number":
             if spec.default is None:
                 common["info"] = f"{spec.help} (0: not set)"

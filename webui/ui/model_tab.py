@@ -27,7 +27,9 @@ from webui.ui import remote_picker
 
 def status_text(runtime: Runtime) -> str:
     loaded = runtime.models.current
-    return f"Loaded: **{loaded.describe()}**" if loaded else "No model loaded."
+    lent = runtime.models.lent_for
+    busy = f"\n\n**{lent} in progress: the model does not answer until it ends.**" if lent else ""
+    return (f"Loaded: **{loaded.describe()}**" if loaded else "No model loaded.") + busy
 
 
 def choice_from(controls: OptionControls, values, context, template) -> ModelSettings:
@@ -112,6 +114,9 @@ def render(runtime: Runtime, shared: Shared) -> None:
             *controls.shown(saved), saved.context_length or 0,
             saved.chat_template if saved.chat_template in runtime.templates.names() else MODEL_TEMPLATE,
         ]
+        at = controls.position("gguf_file")
+        if at is not None:  # this model's own files to choose from
+            values[at] = gr.Dropdown(choices=runtime.gguf_file_choices(name), value=values[at] or "")
         try:
             fits = runtime.fit_report(name, saved)
         except (NameRefused, LoadError) as exc:
