@@ -72,6 +72,8 @@ BENCHES = (
            "--parts", "batching,follow-up"), ("--rounds", "1", "--tokens", "4"), timeout=3600),
     Bench("samplers", "Sampler chain vs plain sampling (demo model)", (B + "bench_samplers.py",),
           ("--rounds", "1", "--tokens", "20")),
+    Bench("token-view", "Token view's probabilities recorded vs not (demo model)", (B + "bench_token_view.py",),
+          ("--rounds", "3", "--tokens", "20")),
     Bench("api", "OpenAI API (streaming, loopback) ÷ engine (demo model)", (B + "bench_api.py",),
           ("--rounds", "3", "--tokens", "20")),
     Bench("remote", "In front of a remote engine ÷ asking it directly", (B + "bench_remote.py",),

@@ -27,6 +27,7 @@ from webui.generation.engine import (
     GenerationRequest,
     GenerationStream,
     QueueFull,
+    TokenLogprob,
 )
 from webui.fit import Memory, estimate, gguf_report, gib, read_shape, report
 from webui.hub import Downloader
@@ -184,7 +185,7 @@ class Runtime:
     def stream(
         self, owner: str, prompt: str | Callable[[Any, int], Any], params: SamplingParams,
         logprobs: int | None = None, state: dict[str, Any] | None = None, who: str | None = None,
-        model: str | None = None,
+        model: str | None = None, token_detail: bool = False,
     ) -> OwnedStream:
         """Queue a request for `owner` (whose Stop ends it); `who` is whom the scheduler
         is fair between (a user, the API key), by default the owner itself.  `model` picks
@@ -197,7 +198,8 @@ class Runtime:
             raise QueueFull(f"{lent} is in progress: the model does not answer until it ends")
         token = self.requests.start(owner)
         try:
-            stream = engine.generate(GenerationRequest(prompt, params, token, logprobs, state, owner=who or owner))
+            stream = engine.generate(GenerationRequest(prompt, params, token, logprobs, state, owner=who or owner,
+                                                       token_detail=token_detail))
         except QueueFull:
             self.requests.finish(owner, token)
             raise
@@ -224,6 +226,40 @@ class Runtime:
             capabilities = remote.capabilities
         return who, tuple(capabilities.ignores(set(SamplingParams.model_fields)))
 
+    # -- token probabilities (the token views: webui/ui/token_view.py) ------------------
+    def token_probabilities_refused(self, owner: str) -> str | None:
+        """Why the model `owner` talks to cannot report token probabilities; None if it can."""
+        try:
+            target = self.engine_for(self.chosen.get(owner))
+        except GenerationError as exc:  # the model this tab chose is gone
+            return str(exc)
+        if isinstance(target, RemoteModel):
+            if not target.capabilities.logprobs:
+                return (f"token probabilities are not available for {target.name}: its remote engine "
+                        "does not report them")
+            return None
+        loaded = self.models.current
+        if loaded is None:
+            return "no model is loaded; pick one in the Model tab"
+        if loaded.backend is not None and not loaded.backend.capabilities.logprobs:
+            return f"token probabilities are not available for {loaded.name}: its loader does not report them"
+        return None
+
+    def next_tokens(self, owner: str, text: str, params: SamplingParams, top: int) -> TokenLogprob:
+        """The likeliest next tokens after `text`, under the model alone and after the
+        samplers of `params`: a one-token request through the engine (so the model runs
+        on its thread, in its turn), whose record carries both distributions."""
+        refused = self.token_probabilities_refused(owner)
+        if refused:
+            raise GenerationError(refused)
+        one = make_params({"max_new_tokens": 1, "stop": ()}, base=params)
+        stream = self.stream(owner, text, one, logprobs=top, token_detail=True)
+        for _ in stream:
+            pass
+        if not stream.logprobs:
+            raise GenerationError("no next token was computed (the request was stopped)")
+        return stream.logprobs[0]
+
     def engine_for(self, model: str | None) -> GenerationEngine | RemoteModel:
         """The local engine for the loaded model (or no name), a remote engine's model for a
         name one of them serves; the local model wins a name both have."""
@@ -244,11 +280,14 @@ class Runtime:
         return make_state(params, mode=mode, context_length=loaded.context_length if loaded else 0, **extra)
 
     def generate(self, owner: str, prompt: str, params: SamplingParams, *, is_chat: bool = False,
-                 state: dict[str, Any] | None = None, user: str | None = None) -> ReplyStream:
+                 state: dict[str, Any] | None = None, user: str | None = None,
+                 token_view: int | None = None) -> ReplyStream:
         """A plain-prompt reply through the extension hooks (see webui/extensions/reply.py).
 
         state_modifier may change the sampling values; they are validated like any
         others, and a state that fails is the extension's fault, not the request's.
+        token_view: record each token's probabilities with this many alternatives
+        (the reply's `logprobs` afterwards).
         """
         loaded = self.models.current
         context = loaded.context_length if loaded else 0
@@ -261,7 +300,8 @@ class Runtime:
             params = params_from_state(state, params, context)
             prompt = self.extensions.input(prompt, state, False)
         return ReplyStream(
-            self.extensions, lambda: self.stream(owner, prompt, params, state=state),
+            self.extensions, lambda: self.stream(owner, prompt, params, state=state, logprobs=token_view,
+                                                 token_detail=token_view is not None),
             prompt=prompt, original=original, seed=params.seed, state=state, stop=params.stop, is_chat=is_chat,
         )
 

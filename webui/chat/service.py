@@ -89,8 +89,10 @@ class ReplyWriter:
     def __init__(
         self, runtime: Runtime, owner: str, store: ChatStore, conversation: Conversation,
         setup: ChatSetup, params: SamplingParams, action: ReplyAction = "reply", prefix: str = "",
-        user: str | None = None, save_every: float = SAVE_EVERY,
+        user: str | None = None, save_every: float = SAVE_EVERY, token_view: int | None = None,
     ):
+        """token_view: record each token's probabilities, with this many alternatives
+        (`self.stream.logprobs` once the reply ends; webui/ui/token_view.py)."""
         path = conversation.path()
         if action == "continue":
             if not path or path[-1].role != "assistant":
@@ -123,7 +125,8 @@ class ReplyWriter:
                                             _continue=action == "continue", impersonate=False)
         try:
             self.stream = runtime.stream(owner, custom if custom is not None else self.prompt, params,
-                                         state=self.state)
+                                         state=self.state, logprobs=token_view,
+                                         token_detail=token_view is not None)
         except GenerationError:  # e.g. the queue is full: leave the conversation as it was
             self._drop_target()
             raise

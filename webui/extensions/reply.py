@@ -33,6 +33,7 @@ class ReplyStream:
         self.raw = ""
         self.text = ""
         self.stats = None
+        self.logprobs: list = []  # per-token probabilities, when the request asked for them
         self.generated_by: str | None = None  # the extension that generated the reply, if one did
 
     def __iter__(self) -> Iterator[str]:
@@ -51,6 +52,7 @@ class ReplyStream:
             self.raw += piece
             yield piece
         self.stats = stream.stats
+        self.logprobs = stream.logprobs
         self._finish()
 
     def _finish(self) -> None:

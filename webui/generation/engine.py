@@ -23,11 +23,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
+from webui.generation import token_probs
 from webui.generation.backend import Backend, OutOfMemory
 from webui.generation.chain import build_chain
 from webui.generation.detok import IncrementalDecoder
@@ -196,6 +197,7 @@ class _Sequence:
         self.prompt_tokens = len(ids)
         self.max_new = max_new
         self.eos = backend.eos_ids()
+        self.tokenizer = backend.tokenizer
         self.decoder = IncrementalDecoder(backend.tokenizer, ids)
         self.greedy = stream.request.params.greedy
         # Prompt and reply so far, for the samplers that look back (penalties, DRY...).
@@ -209,6 +211,7 @@ class _Sequence:
         self.reason: FinishReason | None = None
         self.failure: str | None = None  # set when this request must end with an error
         self.queued_seconds = 0.0
+        self.record: TokenLogprob | None = None  # the chosen token's probabilities, until accepted
 
     @property
     def plain_greedy(self) -> bool:
@@ -217,8 +220,10 @@ class _Sequence:
 
     def choose(self, logits: torch.Tensor) -> int:
         """Run this request's chain on its logits ([1, vocab]) and pick the next token."""
-        scores = logits.float()
+        scores = raw = logits.float()
         if self.chain:
+            if self.request.token_detail:
+                raw = scores.clone()  # the model's own distribution, whatever the chain does in place
             ids = self.ids[:, : self.length].to(scores.device)
             # Each step called directly: LogitsProcessorList.__call__ inspects every
             # processor's signature on every call, which costs more than most steps.
@@ -233,15 +238,13 @@ class _Sequence:
         else:
             probs = torch.softmax(scores, dim=-1).to(self.generator.device)
             token = int(torch.multinomial(probs, 1, generator=self.generator))
-        if self.request.logprobs is not None:
-            row = torch.log_softmax(scores[0], dim=-1)
+        if self.request.logprobs is not None:  # only then: plain requests pay nothing here
             top = self.request.logprobs
-            values, ids = torch.topk(row, top) if top else (row[:0], row[:0].long())
-            # Tokens a step removed (a grammar, top_k) are no alternatives: their -inf is
-            # not even representable in JSON.
-            alternatives = tuple((i, v) for i, v in zip(ids.tolist(), values.tolist(), strict=True)
-                                 if v != float("-inf"))
-            self.stream.logprobs.append(TokenLogprob(token, float(row[token]), alternatives))
+            if self.request.token_detail:
+                context = self.ids[0, max(0, self.length - token_probs.CONTEXT_TOKENS) : self.length].tolist()
+                self.record = token_probs.detailed_record(token, scores, raw, top, self.tokenizer, context)
+            else:
+                self.record = token_probs.record(token, scores, top)
         return token
 
     def accept(self, token: int) -> bool:
@@ -250,6 +253,11 @@ class _Sequence:
         self.last_token = token
         self.ids[0, self.length] = token
         self.length += 1
+        piece = "" if token in self.eos else self.decoder.push(token)
+        if self.record is not None:
+            # The text this token added to the reply (before stop strings are held back).
+            self.stream.logprobs.append(replace(self.record, text=piece) if self.request.token_detail else self.record)
+            self.record = None
         if token in self.eos:
             self.reason = "stop"
         else:
@@ -260,7 +268,7 @@ class _Sequence:
                     self.failure = f"generation failed: {exc}"
                     self.reason = "cancelled"
                     return True
-            self._emit(self.stops.feed(self.decoder.push(token)))
+            self._emit(self.stops.feed(piece))
             if self.stops.stopped:
                 self.reason = "stop"
             elif self.stream.new_tokens >= self.max_new:

@@ -110,16 +110,38 @@ class GenerationRequest:
     # The extensions' `state` dict for this request (built from params when None).
     state: dict[str, Any] | None = None
     owner: str = ""
+    # With logprobs: also the model's own distribution (before the samplers) and each
+    # alternative's text, for the token views (webui/generation/token_probs.py).
+    token_detail: bool = False
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """A token that could have come at one step: its text as it would read in place, its
+    log-probability after the samplers (-inf: they removed it) and under the model alone."""
+
+    token_id: int
+    text: str
+    logprob: float
+    raw_logprob: float
 
 
 @dataclass(frozen=True)
 class TokenLogprob:
-    """A generated token, its log-probability under the final (processed) distribution,
-    and the likeliest alternatives at that step."""
+    """A generated token, its log-probability under the distribution it was drawn from
+    (after the samplers), and the likeliest alternatives at that step.
+
+    With the request's token_detail, also: its log-probability under the model's own
+    distribution, the text it added to the reply, and `alternatives`, the likeliest tokens
+    of either distribution (and the chosen one) with their texts.
+    """
 
     token_id: int
     logprob: float
     top: tuple[tuple[int, float], ...]
+    raw_logprob: float | None = None
+    text: str = ""
+    alternatives: tuple[Alternative, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from webui.chat.service import ReplyWriter, add_user_message, impersonate
 from webui.generation.engine import GenerationError
 from webui.runtime import Runtime
 from webui.ui.common import MODEL_GROUP, Shared, session_id, stop_handler, to_params
+from webui.ui import token_view
 from webui.ui.exports import Exports
 from webui.userdata import UserSpace
 
@@ -78,6 +79,7 @@ class ChatColumn:
     prefix: gr.Textbox
     edit_text: gr.Textbox
     save_edit: gr.Button
+    probs: token_view.TokenView
 
 
 @dataclass
@@ -132,6 +134,8 @@ def chat_column() -> ChatColumn:
         write_mine = gr.Button("Impersonate (Ctrl+Shift+M)", elem_id="chat-impersonate")
         remove = gr.Button("Remove last (Ctrl+Shift+Backspace)", elem_id="chat-remove-last")
     stats = gr.Markdown(elem_id="chat-stats")
+    # Token probabilities of the next replies, shown when each ends (webui/ui/token_view.py).
+    probs = token_view.controls("chat")
     with gr.Row():
         # Which message the buttons act on (1 = first, 0 = the last one);
         # clicking a message in the chat sets it.
@@ -147,7 +151,7 @@ def chat_column() -> ChatColumn:
                                lines=3, elem_id="chat-edit-text")
         save_edit = gr.Button("Save as new version", elem_id="chat-edit-save")
     return ChatColumn(chatbot, live, times, message, tokens, send, stop, regenerate, extend, write_mine,
-                      remove, stats, picked, branch, previous, following, fork, prefix, edit_text, save_edit)
+                      remove, stats, picked, branch, previous, following, fork, prefix, edit_text, save_edit, probs)
 
 
 def setup_column(runtime: Runtime) -> SetupColumn:
@@ -368,14 +372,19 @@ class ChatTab:
         except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from exc
 
-    def write_reply(self, space, conversation, setup, params, action, start_with, request, clear_input):
-        """Yield updates while a reply streams (the live box only), then show the result."""
-        col = self.col
+    def write_reply(self, space, conversation, setup, params, action, start_with, request, clear_input,
+                    show_tokens=False):
+        """Yield updates while a reply streams (the live box only), then show the result.
+        With show_tokens, the reply's token probabilities go to this session's state at
+        the end (rendered after the event: token_view.wire_reply)."""
+        col, probs = self.col, self.col.probs.shown
+        top, refused = token_view.wanted(self.runtime, session_id(request), bool(show_tokens))
         try:
             writer = ReplyWriter(self.runtime, session_id(request), space.chats, conversation, setup,
-                                 to_params(params), action, start_with or "", username(request))
+                                 to_params(params), action, start_with or "", username(request), token_view=top)
         except USER_ERRORS as exc:
-            yield {col.chatbot: shown_messages(conversation), col.live: "", col.stats: f"**Error:** {exc}"}
+            yield {col.chatbot: shown_messages(conversation), col.live: "", col.stats: f"**Error:** {exc}",
+                   probs: token_view.Shown()}
             return
         space.remember_chat(conversation.character, conversation.id)
         try:
@@ -384,6 +393,7 @@ class ChatTab:
                 self.chat_id: conversation.id, col.chatbot: shown_messages(conversation, streaming=True),
                 col.live: writer.text, col.stats: "Generating…", col.times: times_of(conversation),
                 self.side.chats: self.chat_list(space, conversation.character, conversation.id),
+                probs: token_view.starting(bool(show_tokens)),
                 **({col.message: ""} if clear_input else {}),
             }
             shown = "Generating…"
@@ -398,14 +408,15 @@ class ChatTab:
         finally:
             writer.close()  # the tab closed before the first piece: still cancel and save
         note = f"**Error:** {writer.error}" if writer.error else writer.summary()
+        tokens = token_view.reply_value(writer.stream.logprobs, refused) if show_tokens else None
         yield {col.chatbot: shown_messages(conversation), col.live: "", col.stats: note,
                col.branch: actions.branch_note(conversation, None), col.picked: 0,
-               col.times: times_of(conversation)}
+               col.times: times_of(conversation), probs: token_view.Shown(tokens)}
 
     def wire_model(self) -> None:
         runtime, col, setup_inputs = self.runtime, self.col, self.setup_inputs
         def on_send(text, current, who, mode_name, template_name, system_text, command_text, start_with, params,
-                    request: gr.Request):
+                    show_tokens, request: gr.Request):
             if not text or not text.strip():
                 yield {col.stats: "Type a message first."}
                 return
@@ -420,15 +431,17 @@ class ChatTab:
                 yield {col.stats: f"**Error:** {exc}"}
                 return
             space.chats.save(conversation)  # the message is safe before the model even starts
-            yield from self.write_reply(space, conversation, setup, params, "reply", start_with, request, True)
+            yield from self.write_reply(space, conversation, setup, params, "reply", start_with, request, True,
+                                        show_tokens)
 
         def on_action(action: str):
             def run(current, who, mode_name, template_name, system_text, command_text, start_with, params,
-                    request: gr.Request):
+                    show_tokens, request: gr.Request):
                 space = self.space(request)
                 setup = self.setup_of(space, who, mode_name, template_name, system_text, command_text)
                 conversation = _open(space, current, who, setup.character)
-                yield from self.write_reply(space, conversation, setup, params, action, start_with, request, False)
+                yield from self.write_reply(space, conversation, setup, params, action, start_with, request, False,
+                                            show_tokens)
 
             return run
 
@@ -449,17 +462,21 @@ class ChatTab:
             yield text, "Impersonated: edit the message, then Send."
 
         inputs = [*setup_inputs, self.params]
+        # The token view's switch and state come last: the outputs a client reads keep their places.
+        reply_inputs = [*inputs, col.probs.show]
         outputs = [self.chat_id, col.chatbot, col.live, col.stats, col.message, self.side.chats, col.branch,
-                   col.picked, col.times]
+                   col.picked, col.times, col.probs.shown]
         events = [
-            col.send.click(on_send, [col.message, *inputs], outputs, api_name="chat_send", **MODEL_GROUP),
-            col.message.submit(on_send, [col.message, *inputs], outputs, api_name="chat_submit", **MODEL_GROUP),
-            col.regenerate.click(on_action("regenerate"), inputs, outputs, api_name="chat_regenerate",
+            col.send.click(on_send, [col.message, *reply_inputs], outputs, api_name="chat_send", **MODEL_GROUP),
+            col.message.submit(on_send, [col.message, *reply_inputs], outputs, api_name="chat_submit",
+                               **MODEL_GROUP),
+            col.regenerate.click(on_action("regenerate"), reply_inputs, outputs, api_name="chat_regenerate",
                                  **MODEL_GROUP),
-            col.extend.click(on_action("continue"), inputs, outputs, api_name="chat_continue", **MODEL_GROUP),
+            col.extend.click(on_action("continue"), reply_inputs, outputs, api_name="chat_continue", **MODEL_GROUP),
             col.write_mine.click(on_impersonate, inputs, [col.message, col.stats], api_name="chat_impersonate",
                                  **MODEL_GROUP),
         ]
+        token_view.wire_reply(col.probs, "chat")
         # Stop runs outside the model group (it must not wait for the reply it stops) and
         # also drops this session's not-yet-started requests from Gradio's queue.
         col.stop.click(stop_handler(runtime), None, col.stats, api_name="chat_stop", cancels=events,

@@ -50,6 +50,10 @@ PER_USER = frozenset({
     # notebook, the user's own sampling values, and reading shared things
     "notebook_generate", "notebook_count_tokens", "notebook_stop", "set_params", "load_preset",
     "default_generate", "default_count_tokens", "default_stop",
+    # the token views (webui/ui/token_view.py): the user's own reply and text
+    "notebook_next_token", "notebook_next_view", "notebook_probs_show", "notebook_probs_view",
+    "default_next_token", "default_next_view", "default_probs_show", "default_probs_view",
+    "chat_probs_show", "chat_probs_view",
     "list_presets", "neutralize_samplers", "params_support", "model_list", "model_settings", "model_fit", "lora_list",
     "session_refresh",
     # the Training tab's read-only events (webui/ui/training_tab.py); starting, stopping,
