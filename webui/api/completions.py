@@ -300,14 +300,11 @@ async def stream_events(runtime: Runtime, request: Request, body: CompletionBase
                     for data in call_deltas(found, choice):
                         yield event([data])
         if gone.is_set():
-            # The tokens made before the client left were work done for its key.
-            runtime.usage.add(key, stream.prompt_tokens, stream.new_tokens)
             return
         for found in parser.finish() if parser is not None else ():
             for data in call_deltas(found, choice):
                 yield event([data])
         stats = stream.stats
-        runtime.usage.add(key, stats.prompt_tokens, stats.new_tokens)
         finish = "length" if stats.finish_reason == "length" else "stop"
         if parser is not None and parser.calls:
             finish = "tool_calls"
@@ -318,8 +315,12 @@ async def stream_events(runtime: Runtime, request: Request, body: CompletionBase
     except GenerationError as exc:
         yield error_event(upstream_failure(exc, model))
     finally:
-        # Runs when the client disconnects too: the generation stops within a step.
+        # Runs when the client disconnects too (even while a piece is being sent): the
+        # generation stops within a step, and what was made counts for the key.
         runtime.stop(owner)
+        stats = stream.stats
+        runtime.usage.add(key, stats.prompt_tokens if stats else stream.prompt_tokens,
+                          stats.new_tokens if stats else stream.new_tokens)
 
 
 def call_deltas(found: Text | Call, choice) -> list[dict]:
