@@ -89,10 +89,12 @@ class OllamaBase(CheckedText):
     model_config = ConfigDict(extra="ignore")
     model: str = ""
     # Ollama's older name for `model`, still read by its /api/show and /api/embeddings.
-    name: str | None = None
+    name: str | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _model_named(self) -> OllamaBase:
+        if self.name and self.model and self.name != self.model:
+            raise ValueError("model and name name different models; send one of them")
         if not self.model and self.name:
             self.model = self.name
         if not self.model:
