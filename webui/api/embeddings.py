@@ -5,7 +5,8 @@ thread (webui/generation/embedding.py says which pooling, and why the thread): t
 of the last hidden state over the input's tokens, L2-normalised.  `dimensions` keeps
 the first d components and normalises again.  Inputs are checked against the model
 (token ids in its vocabulary, length within its context) before anything is queued.
-llama.cpp models and remote engines' models are refused with a 400 naming `model`.
+Transformers and llama.cpp models embed (the same pooling); remote engines' models are
+refused with a 400 naming `model`.
 """
 
 from __future__ import annotations
