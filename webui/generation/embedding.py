@@ -6,8 +6,10 @@ decoding steps, and its inputs go through `Backend.embed` in padded batches of a
 `BATCH_TOKENS` tokens.  So no request thread ever calls the model while it decodes, and
 a flood of embeddings takes its turn like anyone else's requests.
 
-Pooling (the backend's side, webui/loaders/hf_backend.py): the mean of the last hidden
-state (after the model's final norm) over the sequence's own tokens, padding excluded.
+Pooling (the backend's side, webui/loaders/hf_backend.py and gguf_backend.py): the mean
+of the last hidden state (after the model's final norm) over the sequence's own tokens,
+padding excluded.  Mean pooling because a decoder model was trained for none: the last
+token alone leans on the final words, the mean reads the whole text.
 The API L2-normalises it (`normalize`); `dimensions` keeps the first d components and
 normalises again, which is exact for models trained for it (Matryoshka) and a lossy
 projection for the rest.
