@@ -11,7 +11,7 @@ import openai
 import pytest
 import torch
 
-from tests.conftest import API_KEY, TINY
+from tests.conftest import API_KEY, TINY, wait_for
 from webui.api.embeddings import decode_base64
 from webui.generation.embedding import batches
 
@@ -162,3 +162,39 @@ def test_batches_stay_within_the_token_budget_in_order():
     assert [offset for offset, _ in groups] == [0] + list(np.cumsum([len(rows) for _, rows in groups])[:-1])
     for _, rows in groups:
         assert len(rows) == 1 or max(map(len, rows)) * len(rows) <= 12
+
+
+def test_queued_embeddings_take_turns_with_decoding_steps(runtime, monkeypatch):
+    """Several embedding jobs waiting while a reply decodes run one per step, not all
+    between two steps (the reply keeps moving)."""
+    from webui.generation.params import make_params
+
+    backend = runtime.models.current.backend
+    events, hold, held = [], threading.Event(), threading.Event()
+    step, embed = backend.step, backend.embed
+
+    def holding_step(slots, tokens):
+        if not held.is_set():
+            held.set()
+            hold.wait(timeout=60)  # the model thread waits here while the jobs queue up
+        events.append("step")
+        return step(slots, tokens)
+
+    monkeypatch.setattr(backend, "step", holding_step)
+    monkeypatch.setattr(backend, "embed", lambda rows: events.append("embed") or embed(rows))
+    stream = runtime.stream("turns", "The keeper", make_params({"max_new_tokens": 40, "ban_eos_token": True,
+                                                                "do_sample": False}))
+    reader = threading.Thread(target=lambda: "".join(stream))
+    reader.start()
+    assert held.wait(timeout=60)
+    ids = runtime.models.current.tokenizer(TEXTS[0])["input_ids"]
+    jobs = [threading.Thread(target=runtime.embed, args=(f"job{i}", [ids])) for i in range(3)]
+    for job in jobs:
+        job.start()
+    assert wait_for(lambda: runtime.engine.pending == 4, timeout=60)  # the reply and three jobs
+    hold.set()
+    for job in jobs:
+        job.join(timeout=60)
+    reader.join(timeout=120)
+    first, last = events.index("embed"), len(events) - 1 - events[::-1].index("embed")
+    assert events[first : last + 1] == ["embed", "step", "embed", "step", "embed"]

@@ -399,6 +399,8 @@ class GenerationEngine:
                 self._poke_waiting()
                 if isinstance(stream, EmbeddingJob):
                     self._embed(loaded, backend, stream)
+                    if active:  # one embedding job per step while replies decode: they keep moving
+                        return
                 else:
                     self._start_sequence(loaded, backend, stream, active)
             finally:
