@@ -68,18 +68,18 @@ class EmbeddingJob:
         self._mailbox.finish("error", message)
 
 
-def batches(inputs: list[list[int]], budget: int = BATCH_TOKENS) -> Iterator[tuple[int, list[list[int]]]]:
-    """(offset, rows) groups in input order whose padded size stays within `budget`
-    (a single longer input is a group of its own)."""
+def batches(inputs: list[list[int]], budget: int = BATCH_TOKENS) -> Iterator[list[list[int]]]:
+    """Consecutive groups of inputs, in order, whose padded size (rows x longest row)
+    stays within `budget` (a single longer input is a group of its own)."""
     start, longest = 0, 0
     for index, ids in enumerate(inputs):
         longest_with = max(longest, len(ids))
         if index > start and longest_with * (index - start + 1) > budget:
-            yield start, inputs[start:index]
+            yield inputs[start:index]
             start, longest_with = index, len(ids)
         longest = longest_with
     if start < len(inputs):
-        yield start, inputs[start:]
+        yield inputs[start:]
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

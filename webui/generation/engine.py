@@ -435,7 +435,7 @@ class GenerationEngine:
             return
         try:
             parts = []
-            for _, rows in batches(job.inputs):
+            for rows in batches(job.inputs):
                 if job.request.cancel.cancelled:
                     job.fail("the embedding request was cancelled")
                     return
