@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import httpx
+from report import figure
 from common import PROMPT, bench_parser
 
 from webui.api.openai_api import APIServer
@@ -63,6 +64,9 @@ def main() -> None:
     quartiles = statistics.quantiles(ratios, n=4)
     print(f"API (streaming, loopback) vs engine: {statistics.median(ratios):.3f} (target >= 0.95; "
           f"per-round quartiles {quartiles[0]:.3f}..{quartiles[2]:.3f})")
+    figure("streaming completions over loopback ÷ the engine directly, tokens/s", f"{statistics.median(ratios):.3f}",
+           f"median of {args.rounds} rounds of {args.tokens} tokens, quartiles "
+           f"{quartiles[0]:.3f}..{quartiles[2]:.3f}; {runtime.models.current.describe()}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from report import figure
 from common import PROMPT, bench_parser
 
 from webui.generation.backend import ServingOptions
@@ -81,7 +82,7 @@ def together(engine: GenerationEngine, requests: list[GenerationRequest]) -> tup
 
 def batching(engine: GenerationEngine, tokens: int, rounds: int) -> None:
     solo = [engine.generate(GenerationRequest(p, greedy(tokens))).text() for p in PROMPTS]
-    ratios = []
+    ratios, ones, eights = [], [], []
     for _ in range(rounds):
         start = time.perf_counter()
         engine.generate(GenerationRequest(PROMPTS[0], greedy(tokens))).text()
@@ -93,9 +94,14 @@ def batching(engine: GenerationEngine, tokens: int, rounds: int) -> None:
         if texts != solo:
             raise SystemExit("a batched reply differs from its solo run")
         ratios.append(eight / one)
+        ones.append(one)
+        eights.append(eight)
         print(f"  1 stream {one:7.1f} tok/s   8 streams {eight:7.1f} tok/s in total")
     print(f"aggregate 8 streams / 1 stream: {statistics.median(ratios):.2f} (median of {rounds}; "
           "outputs equal to solo runs)")
+    figure("8 streams ÷ 1 stream, aggregate tokens/s", f"{statistics.median(ratios):.2f}",
+           f"median of {rounds}, {tokens} tokens per stream; 1 stream {min(ones):.1f}–{max(ones):.1f} tok/s, "
+           f"8 streams {min(eights):.1f}–{max(eights):.1f} tok/s in total; replies equal to solo runs")
 
 
 def follow_up(model_dir: Path, name: str, rounds: int) -> None:
@@ -108,7 +114,7 @@ def follow_up(model_dir: Path, name: str, rounds: int) -> None:
     history = words
     while len(tokenizer(history + " " + words)["input_ids"]) < target:
         history += " " + words
-    ratios = []
+    ratios, cached_ms, plain_ms = [], [], []
     for round_ in range(rounds):
         turn = f"{history} (turn {round_})"
         reply = cached.generate(GenerationRequest(turn, greedy(16))).text()
@@ -121,11 +127,16 @@ def follow_up(model_dir: Path, name: str, rounds: int) -> None:
             stream.text()
             timings[label] = (time.perf_counter() - start, stream.stats)
         ratios.append(timings["cached"][0] / timings["plain"][0])
+        cached_ms.append(timings["cached"][0] * 1000)
+        plain_ms.append(timings["plain"][0] * 1000)
         stats = timings["cached"][1]
         print(f"  follow-up of {stats.prompt_tokens} tokens ({stats.cached_tokens} reused): "
               f"first token {timings['cached'][0] * 1000:.0f} ms vs {timings['plain'][0] * 1000:.0f} ms")
     print(f"time to first token, follow-up turn, prefix cache / none: {statistics.median(ratios):.3f} "
           f"(median of {rounds})")
+    figure("follow-up turn's first token, prefix cache ÷ none", f"{statistics.median(ratios):.3f}",
+           f"median of {rounds}; {stats.prompt_tokens}-token prompt, {stats.cached_tokens} reused: "
+           f"{statistics.median(cached_ms):.0f} ms vs {statistics.median(plain_ms):.0f} ms")
 
 
 def fairness(engine: GenerationEngine, tokens: int) -> None:
@@ -151,6 +162,9 @@ def fairness(engine: GenerationEngine, tokens: int) -> None:
     print(f"  chat wait p95: {p95(quiet) * 1000:.0f} ms quiet, {p95(flooded) * 1000:.0f} ms while an API "
           "owner floods 20 requests")
     print(f"p95 chat wait, flooded / quiet: {p95(flooded) / p95(quiet):.2f}")
+    figure("p95 chat wait, one owner flooding ÷ quiet", f"{p95(flooded) / p95(quiet):.2f}",
+           f"six chat requests from six users; {p95(flooded) * 1000:.0f} ms vs {p95(quiet) * 1000:.0f} ms "
+           "while an API owner floods 20 long requests")
 
 
 def main() -> None:

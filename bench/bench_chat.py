@@ -27,6 +27,7 @@ from pathlib import Path
 
 import gradio as gr
 from bench_api import free_port
+from report import figure
 from common import bench_parser
 from gradio_client import Client
 
@@ -91,6 +92,13 @@ def main() -> None:
         empty, long = per_update[(way, 0)], per_update[(way, HISTORY)]
         print(f"server-side cost of one update, {label}: empty {empty * 1000:.2f} ms, "
               f"{HISTORY} messages {long * 1000:.2f} ms")
+    figure(f"per streamed token, {HISTORY}-message chat ÷ empty chat", f"{statistics.median(ratios):.3f}",
+           f"median of {args.rounds} rounds, quartiles {quartiles[0]:.3f}..{quartiles[2]:.3f}; "
+           f"empty chat {statistics.median(empties) * 1000:.2f} ms per token, through the real Gradio app")
+    for way, label in (("chatbot", "re-sending the Chatbot"), ("live", "the live box (ours)")):
+        empty, long = per_update[(way, 0)], per_update[(way, HISTORY)]
+        figure(f"server cost of one streaming update, {label}", f"{long * 1000:.2f} ms",
+               f"with {HISTORY} messages; {empty * 1000:.2f} ms with none")
 
 
 async def update_cost(way: str, history: list[dict], updates: int = 30) -> float:

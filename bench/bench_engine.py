@@ -15,6 +15,7 @@ import statistics
 import time
 
 import torch
+from report import figure
 from common import PROMPT, bench_parser, load_model
 
 from webui.generation.engine import GenerationEngine, GenerationRequest
@@ -65,6 +66,10 @@ def main() -> None:
         f"ratio engine/raw   : {statistics.median(ratios):.3f} (target >= 0.97; "
         f"per-round quartiles {quartiles[0]:.3f}..{quartiles[2]:.3f})"
     )
+    figure("one stream, engine ÷ raw `model.generate`", f"{statistics.median(ratios):.3f}",
+           f"median of {args.rounds} rounds of {args.tokens} tokens, quartiles {quartiles[0]:.3f}..{quartiles[2]:.3f}; "
+           f"raw {statistics.median(raw_rates):.1f} tok/s, engine {statistics.median(our_rates):.1f} tok/s; "
+           f"{loaded.describe()}, {torch.get_num_threads()} threads")
 
 
 if __name__ == "__main__":

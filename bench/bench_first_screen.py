@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from bench_api import free_port
+from report import figure
 from common import bench_parser
 
 from webui.runtime import build_runtime
@@ -89,6 +90,9 @@ def main() -> None:
         q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
         print(f"navigation -> message box usable, {label}: median {statistics.median(times) * 1000:.0f} ms "
               f"(quartiles {q[0] * 1000:.0f}..{q[2] * 1000:.0f}, {len(times)} loads)")
+        figure(f"navigation → message box usable, {label}", f"{statistics.median(times) * 1000:.0f} ms",
+               f"median of {len(times)} loads, quartiles {q[0] * 1000:.0f}..{q[2] * 1000:.0f} ms"
+               + ("; every core kept busy by other processes" if label == "busy" else ""))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
+from report import figure  # noqa: E402
 from webui.generation.params import make_params  # noqa: E402
 from webui.settings import PROJECT_ROOT, Settings  # noqa: E402
 
@@ -206,11 +207,16 @@ def main() -> None:
             ours_1, theirs_1 = statistics.median(results["ours"]), statistics.median(results["llama_cpp.server"])
             print(f"single stream decode: ours {ours_1:.2f} tok/s, llama_cpp.server {theirs_1:.2f} tok/s, "
                   f"ratio {ours_1 / theirs_1:.2f}", flush=True)
+            figure("single-stream decode tokens/s, ours ÷ `python -m llama_cpp.server`", f"{ours_1 / theirs_1:.2f}",
+                   f"{ours_1:.2f} vs {theirs_1:.2f} tok/s; {gguf.name} "
+                   f"({gguf.stat().st_size / (1 << 20):.0f} MiB), {args.threads} threads, sides alternated")
             for name, url, k in (("ours", our_url, key), ("llama_cpp.server", their_url, None)):
                 one = aggregate(url, gguf.name, args.tokens, 1, k)
                 four = aggregate(url, gguf.name, args.tokens, 4, k)
                 print(f"{name}: 1 stream {one:.2f} tok/s, 4 streams {four:.2f} tok/s aggregate, "
                       f"ratio {four / one:.2f}", flush=True)
+                figure(f"4 concurrent streams ÷ 1, aggregate tokens/s, {name}", f"{four / one:.2f}",
+                       f"{four:.2f} vs {one:.2f} tok/s")
             gguf_engine = engine_rate(runtime, args.tokens, args.rounds)
             loaded = runtime.models.current
             print(f"sampler chain per token, vocab {loaded.backend.vocab_size()}: min_p+DRY+repetition "
@@ -227,6 +233,8 @@ def main() -> None:
         hf_engine = engine_rate(runtime, args.tokens, args.rounds)
         print(f"engine decode: GGUF Q8_0 {gguf_engine:.2f} tok/s, Transformers fp32 {hf_engine:.2f} tok/s, "
               f"ratio {gguf_engine / hf_engine:.2f}", flush=True)
+        figure("our engine, same weights: GGUF Q8_0 ÷ Transformers fp32, tokens/s", f"{gguf_engine / hf_engine:.2f}",
+               f"{gguf_engine:.2f} vs {hf_engine:.2f} tok/s, one stream")
 
 
 if __name__ == "__main__":

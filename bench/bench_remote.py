@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import httpx
+from report import figure
 from common import PROMPT, bench_parser
 
 from webui.api.openai_api import APIServer
@@ -89,6 +90,10 @@ def main() -> None:
           f"through the gateway: {statistics.median(o for o, _ in pairs):.1f} tokens/s")
     print(f"gateway vs engine directly: {statistics.median(ratios):.3f} (target >= 0.95; "
           f"per-round quartiles {quartiles[0]:.3f}..{quartiles[2]:.3f})")
+    figure("streamed tokens/s through our gateway ÷ asking the engine directly", f"{statistics.median(ratios):.3f}",
+           f"median of {args.rounds} rounds of {args.tokens} tokens, quartiles {quartiles[0]:.3f}..{quartiles[2]:.3f}; "
+           f"direct {statistics.median(t for _, t in pairs):.1f} tok/s; the engine is this app's own API "
+           f"({args.model}) in another process")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from report import figure
 from webui.loaders.base import LoadOptions
 from webui.loaders.hf_kwargs import Machine, from_pretrained_kwargs
 
@@ -119,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         ratio = results["4-bit nf4"]["weights"] / results["16-bit"]["weights"]
         speed = results["4-bit nf4"]["tokens_per_s"] / results["16-bit"]["tokens_per_s"]
         print(f"4-bit / 16-bit: bytes {ratio:.3f}, tokens/s {speed:.2f}")
+        for label, r in results.items():
+            figure(f"{label}: peak GPU memory / tokens/s", f"{r['peak_gpu'] / GIB:.2f} GiB / {r['tokens_per_s']:.1f}",
+                   f"weights {r['weights'] / GIB:.2f} GiB; layers by device {r['placement']}")
+        figure("4-bit ÷ 16-bit, weight bytes and tokens/s", f"{ratio:.3f} / {speed:.2f}",
+               f"{torch.cuda.get_device_name(0)}; random Llama, {bytes_16 / 2 / 1e9:.2f}B parameters")
     return 0
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 from bench_api import free_port
+from report import figure
 from common import PROMPT
 
 from webui.settings import DEMO_MODEL, PROJECT_ROOT, Settings
@@ -178,6 +179,13 @@ def main() -> None:
     for at, rss, fds, threads in samples[:: max(1, len(samples) // 12)] + samples[-1:]:
         print(f"{at:>6.0f}{rss:>10.0f}{fds:>12}{threads:>9}")
     print("errors: " + (", ".join(f"{what} x{n}" for what, n in record.errors.items()) or "none"))
+    for kind, seconds in sorted(record.latency.items()):
+        ordered = sorted(seconds)
+        p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+        figure(f"{kind}: p50 / p95 seconds", f"{statistics.median(ordered):.2f} / {p95:.2f}", f"{len(ordered)} requests")
+    figure("memory at start → end of the soak", f"{samples[0][1]:.0f} → {samples[-1][1]:.0f} MiB RSS",
+           f"{args.minutes:g} min, {reloads} model reloads, {restarts} UI restarts; errors: "
+           + (", ".join(f"{what} x{n}" for what, n in record.errors.items()) or "none"))
 
 
 if __name__ == "__main__":

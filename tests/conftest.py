@@ -25,7 +25,7 @@ pytest_plugins = ["tests.gguf_fixtures"]  # tiny GGUF models, built only when a 
 TINY = "tiny-llama"
 # Skips that must not happen in CI: the CI machine is set up for these areas, so a
 # skip there would hide a whole area behind a green run (.ci/run sets WEBUI_CI=1).
-REQUIRED_IN_CI = ("bitsandbytes", "chromium", "playwright")
+REQUIRED_IN_CI = ("bitsandbytes", "chromium", "playwright", "firefox")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -278,3 +278,25 @@ def test_a_backend_that_lacks_a_sampler_or_logprobs_gets_a_400_naming_it(client,
     assert refused.value.param == "logprobs"
     # What it does support still works.
     assert chat(client, max_tokens=5, temperature=0.5, top_p=0.9).choices[0].message.content is not None
+
+
+def test_a_client_that_leaves_mid_stream_is_charged_for_what_was_made(api_url):
+    def totals() -> tuple[int, int, int]:
+        usage = httpx.get(f"{api_url}/internal/usage", headers={"x-api-key": ADMIN_KEY}, timeout=60).json()["usage"]
+        return tuple(sum(entry[field] for entry in usage.values())
+                     for field in ("requests", "prompt_tokens", "completion_tokens"))
+
+    before = totals()
+    body = {"model": TINY, "prompt": "In the beginning", "max_tokens": 400, "stream": True, "temperature": 0,
+            "ban_eos_token": True}
+    with httpx.stream("POST", f"{api_url}/completions", json=body, headers={"x-api-key": API_KEY},
+                      timeout=60) as response:
+        pieces = 0
+        for line in response.iter_lines():
+            pieces += line.startswith("data: {")
+            if pieces == 5:
+                break  # leave mid-reply: the server notices and stops the generation
+    assert wait_for(lambda: totals()[0] == before[0] + 1, timeout=30)
+    requests, prompt_tokens, completion_tokens = totals()
+    assert prompt_tokens > before[1]
+    assert 4 <= completion_tokens - before[2] < 400

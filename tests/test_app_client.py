@@ -124,6 +124,12 @@ def test_neutralize_keeps_length_and_turns_samplers_off(client):
     assert values["temperature"] == 1.0 and values["top_k"] == 0 and values["max_new_tokens"] == 99
 
 
+def test_parameters_tab_says_what_the_model_honours(client, runtime):
+    result = client.predict(api_name="/params_support")
+    note = result[0] if isinstance(result, (list, tuple)) else result
+    assert f"**{runtime.models.current.name} (transformers)** honours every parameter" in note
+
+
 def test_password_protected_ui(runtime):
     import dataclasses
 

@@ -176,3 +176,42 @@ def test_a_full_queue_answers_at_once(runtime):
     assert small.pending == 0
     after = small.generate(GenerationRequest(PROMPT, greedy(3, ban_eos_token=True)))
     assert after.text() and after.stats.new_tokens == 3
+
+
+def test_close_ends_running_and_waiting_requests_and_refuses_new_ones(runtime):
+    from webui.generation.engine import GenerationEngine
+
+    engine = GenerationEngine(runtime.models, max_pending=8)
+    running = engine.generate(GenerationRequest(PROMPT, greedy(400), owner="a"))
+    first = next(iter(running))  # it runs
+    engine.close()
+    assert first and running.text() is not None and running.stats.finish_reason == "cancelled"
+    assert running.stats.new_tokens < 400
+    with pytest.raises(GenerationError, match="shutting down"):
+        engine.generate(GenerationRequest(PROMPT, greedy(5)))
+    assert engine._worker is not None and not engine._worker.is_alive()
+
+
+def test_a_script_that_exits_mid_reply_exits_cleanly(tmp_path):
+    """Interpreter exit while the model thread is inside torch used to abort the process
+    ("terminate called without an active exception", exit status 134)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "from webui.settings import Settings\n"
+        "from webui.runtime import build_runtime\n"
+        "from webui.generation.params import make_params\n"
+        "from webui.generation.request import GenerationRequest\n"
+        "from pathlib import Path\n"
+        f"runtime = build_runtime(Settings(user_data_dir=Path({str(tmp_path)!r})), use_remembered=False)\n"
+        "stream = runtime.engine.generate(GenerationRequest('In the beginning', "
+        "make_params({'max_new_tokens': 400, 'ban_eos_token': True})))\n"
+        "print(next(iter(stream)), flush=True)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() and "terminate called" not in done.stderr

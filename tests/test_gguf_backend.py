@@ -41,6 +41,9 @@ def test_loads_with_its_loader_and_declares_what_it_can_do(gguf_runtime):
     assert caps.max_batch == 8 and caps.prefix_cache and caps.logprobs and not caps.guidance and caps.embeddings
     assert caps.ignores({"guidance_scale", "min_p", "dry_multiplier", "mirostat_mode"}) == ["guidance_scale"]
     assert "llama.cpp" in loaded.describe() and "batches up to 8" in loaded.describe()
+    # The Parameters tab marks what this backend ignores (webui/ui/parameters_tab.py).
+    assert gguf_runtime.ignored_samplers("a tab") == (f"{loaded.name} (llama.cpp)",
+                                                      ("guidance_scale", "negative_prompt"))
 
 
 def test_greedy_output_matches_the_transformers_loader_on_the_same_weights(gguf_runtime, gguf_root):

@@ -169,6 +169,20 @@ def test_a_sampler_the_engine_does_not_take_is_refused_by_name(flaky):
     assert via(flaky, "completions", body).status_code == 200
 
 
+def test_a_tab_talking_to_a_remote_model_is_told_what_it_ignores(flaky, gateway):
+    runtime = flaky[0]
+    assert runtime.ignored_samplers("nobody chose") is None  # no local model, no choice
+    runtime.chosen.choose("tab", TINY)
+    who, ignored = runtime.ignored_samplers("tab")
+    assert "generic" in who and "openai" in who
+    assert {"min_p", "top_k", "dry_multiplier", "guidance_scale"} <= set(ignored)
+    assert not {"temperature", "top_p", "seed", "stop", "max_new_tokens"} & set(ignored)
+    # An engine of our own kind takes every parameter; the local model too.
+    gateway[0].chosen.choose("tab", TINY)
+    assert gateway[0].ignored_samplers("tab")[1] == ()
+    assert gateway[0].ignored_samplers("local tab") == (f"{LOCAL} (transformers)", ())
+
+
 def test_logprobs_are_refused_for_a_remote_model_not_dropped(gateway):
     refused = via(gateway, "chat/completions", {**CHAT, "logprobs": True})
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "logprobs"
@@ -225,6 +239,37 @@ def test_stop_strings_apply_here_and_there(gateway, upstream, monkeypatch):
     request = GenerationRequest("In the beginning", make_params({"max_new_tokens": 40, "do_sample": False,
                                                                   "stop": [stop]}))
     assert remote.generate(request).text() == cut
+
+
+def test_chat_and_chat_instruct_modes_and_chat_actions_reach_a_remote_model(gateway, upstream):
+    """A remote engine applies its own template: chat mode's script goes as text to
+    continue (every action), chat-instruct's instruction as one user message; what needs
+    our template (continue in instruct mode) is refused with a clear message."""
+    from webui.chat.characters import Character
+    from webui.chat.prompt import ChatPrompt, ChatSetup
+    from webui.generation.request import GenerationError
+
+    runtime, engine = gateway[0], upstream[0]
+    runtime.chosen.choose("modes", TINY)
+    params = make_params({"max_new_tokens": 12, "do_sample": False, "ban_eos_token": True})
+    turns = [{"role": "user", "content": "Who made the light?"}]
+    setup = ChatSetup(mode="chat", character=Character(name="Ann"))
+    for action, history in (("reply", turns), ("impersonate", turns),
+                            ("continue", [*turns, {"role": "assistant", "content": "It was"}])):
+        prompt = ChatPrompt(setup, history, action)
+        form = prompt.for_engine()
+        assert form.text.endswith({"reply": "Ann:", "impersonate": "You:", "continue": "It was"}[action])
+        ours = "".join(runtime.stream("modes", prompt, params))
+        # The engine itself, given the same script and turn-ending names, writes the same.
+        direct = make_params({"stop": list(form.stops)}, base=params)
+        assert ours and ours == "".join(engine.stream("direct", form.text, direct)), action
+    instruct = ChatPrompt(ChatSetup(mode="chat-instruct", character=Character(name="Ann")), turns)
+    messages = instruct.for_engine().messages
+    assert len(messages) == 1 and "Who made the light?" in messages[0]["content"]
+    assert "".join(runtime.stream("modes", instruct, params))  # the engine's template opens the reply
+    continuing = ChatPrompt(ChatSetup(), [*turns, {"role": "assistant", "content": "It"}], "continue")
+    with pytest.raises(GenerationError, match="needs the local model's template"):
+        "".join(runtime.stream("modes", continuing, params))
 
 
 def test_engine_down_slow_or_garbage_gives_a_clear_error_and_the_app_keeps_serving(flaky):

@@ -202,6 +202,24 @@ class Runtime:
         finally:
             self.requests.finish(owner, token)
 
+    def ignored_samplers(self, owner: str) -> tuple[str, tuple[str, ...]] | None:
+        """The model `owner` (a browser tab's session) talks to, named with its backend,
+        and the sampling fields that backend does not honour; None with no model.  The
+        API refuses those fields by name; the Parameters tab marks them."""
+        name = self.chosen.get(owner)
+        loaded = self.models.current
+        if name is None or (loaded is not None and name == loaded.name):
+            if loaded is None:
+                return None
+            who, capabilities = f"{loaded.name} ({loaded.loader})", loaded.backend.capabilities
+        else:
+            remote = self.remotes.model(name)
+            if remote is None:
+                return None
+            who = f"{name} (remote engine {remote.engine.name}, {remote.engine.config.kind})"
+            capabilities = remote.capabilities
+        return who, tuple(capabilities.ignores(set(SamplingParams.model_fields)))
+
     def engine_for(self, model: str | None) -> GenerationEngine | RemoteModel:
         """The local engine for the loaded model (or no name), a remote engine's model for a
         name one of them serves; the local model wins a name both have."""
@@ -326,6 +344,14 @@ class OwnedStream:
     def logprobs(self):
         """Per-token log-probabilities so far (when the request asked for them)."""
         return self._stream.logprobs
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self._stream.prompt_tokens
+
+    @property
+    def new_tokens(self) -> int:
+        return self._stream.new_tokens
 
     def __iter__(self):
         return (piece for piece in self.updates() if isinstance(piece, str))

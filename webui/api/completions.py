@@ -26,9 +26,10 @@ from webui.errors import AppError
 from webui.generation.chain import token_ids
 from webui.generation.engine import GenerationError, GenerationStream
 from webui.generation.params import ParamsError, SamplingParams, changed_fields, make_params
+from webui.generation.request import EnginePrompt
 from webui.loaders.base import LoadedModel
 from webui.remote.client import RemoteError
-from webui.remote.engine import ChatMessages, RemoteModel
+from webui.remote.engine import RemoteModel
 from webui.runtime import Runtime
 
 router = APIRouter()
@@ -43,7 +44,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, runtim
     if last_user is not None:  # extensions' input_modifier sees the new message, as in the chat
         last_user["content"] = modified_input(runtime, last_user["content"], params, True)
     if isinstance(model, RemoteModel):  # the engine applies its own chat template
-        prompt: Any = ChatMessages(tuple(messages))
+        prompt: Any = EnginePrompt(messages=tuple(messages))
         return await respond(runtime, request, body, prompt, fit(body, params, model, ""), True, model)
     try:
         prompt = render_chat_prompt(model.tokenizer, messages)
@@ -249,6 +250,8 @@ async def stream_events(runtime: Runtime, request: Request, body: CompletionBase
             async for piece in iterate_in_threadpool(iter(stream)):
                 yield event([choice(piece, None)])
         if gone.is_set():
+            # The tokens made before the client left were work done for its key.
+            runtime.usage.add(key, stream.prompt_tokens, stream.new_tokens)
             return
         stats = stream.stats
         runtime.usage.add(key, stats.prompt_tokens, stats.new_tokens)

@@ -20,7 +20,7 @@ from typing import Literal
 from jinja2.exceptions import SecurityError, TemplateError
 
 from webui.chat.characters import BUILT_IN, Character, Persona, describe, substitute
-from webui.generation.request import PromptError, RenderedPrompt, prompt_ids
+from webui.generation.request import EnginePrompt, PromptError, RenderedPrompt, prompt_ids
 
 # For models that ship no template: a plain, widely understood ChatML layout.
 FALLBACK_TEMPLATE = (
@@ -210,13 +210,25 @@ class ChatPrompt:
         self.info = PromptInfo(tokens=count(best), room=room, dropped=best_start)
         return RenderedPrompt(best, self._stops(tokenizer))
 
-    def as_messages(self) -> list[Message] | None:
-        """This prompt as OpenAI messages, for an engine that applies its own chat template
-        (a remote one); None when it cannot be said that way (chat and chat-instruct mode,
-        continue, impersonate, a reply prefix or an extension's bot prefix)."""
-        if self.setup.mode != "instruct" or self.action != "reply" or self.prefix or self._bot_prefix:
+    def for_engine(self) -> EnginePrompt | None:
+        """This prompt for an engine that applies its own chat template (a remote one):
+        an instruct reply as messages; chat mode's script (any action) as text to continue,
+        ending the turn at the next speaker's name; chat-instruct's instruction as one user
+        message.  None where our template is needed: continue, impersonate or a reply
+        prefix in instruct mode, and continue or a prefix in chat-instruct mode.
+        The whole history is sent: the engine knows its context and refuses what does not fit."""
+        user, char = self.names
+        names = (f"\n{user}:", f"\n{char}:")
+        if self.setup.mode == "instruct":
+            if self.action != "reply" or self.prefix or self._bot_prefix:
+                return None
+            return EnginePrompt(messages=tuple(_with_system([dict(m) for m in self.turns], self.setup.system)))
+        script = self._script(self.turns)
+        if self.setup.mode == "chat":
+            return EnginePrompt(text=script, stops=names)
+        if self.action == "continue" or self.prefix or self._bot_prefix:
             return None
-        return _with_system([dict(m) for m in self.turns], self.setup.system)
+        return EnginePrompt(messages=({"role": "user", "content": self._command(script)},), stops=names)
 
     def _drop_points(self) -> list[int]:
         """Where the kept history may start: at 0 or at a user message, never past the
@@ -271,15 +283,18 @@ class ChatPrompt:
             opener = self._open_reply(opener)
         return (head + "\n\n" if head else "") + body + opener
 
-    def _chat_instruct(self, tokenizer, script: str) -> str:
+    def _command(self, script: str) -> str:
+        """chat-instruct's instruction: the script up to its final line (the speaker's
+        name, or the reply being continued), inside the command text."""
         user, char = self.names
-        # The script ends with the speaker's name (or the reply being continued); the
-        # instruction holds everything before that final line.
-        body, _, last_line = script.rpartition("\n")
         speaker = user if self.action == "impersonate" else char
-        command = self.setup.command.replace("<|character|>", speaker).replace("<|prompt|>", body.rstrip())
-        opening = apply_template(tokenizer, [{"role": "user", "content": command}], "", self.setup.template)
-        return opening + last_line
+        body = script.rpartition("\n")[0]
+        return self.setup.command.replace("<|character|>", speaker).replace("<|prompt|>", body.rstrip())
+
+    def _chat_instruct(self, tokenizer, script: str) -> str:
+        opening = apply_template(tokenizer, [{"role": "user", "content": self._command(script)}], "",
+                                 self.setup.template)
+        return opening + script.rpartition("\n")[2]
 
     def _stops(self, tokenizer) -> tuple[str, ...]:
         user, char = self.names

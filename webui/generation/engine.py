@@ -16,6 +16,7 @@ requests finish, and the load goes ahead.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import random
 import threading
@@ -128,6 +129,7 @@ class GenerationStream:
         self.stats: GenerationStats | None = None
         self.logprobs: list[TokenLogprob] = []
         self.new_tokens = 0
+        self.prompt_tokens = 0  # set when admitted: usage can be counted for a reader that left early
         self.started = False  # admitted into the batch
         self.queued_at = time.monotonic()
         self._engine = engine
@@ -293,6 +295,7 @@ class GenerationEngine:
         self._owners: dict[str, int] = {}  # running sequences per owner (a snapshot, for positions)
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
+        self._closed = threading.Event()
 
     # -- callers ---------------------------------------------------------------------
     def generate(self, request: GenerationRequest) -> GenerationStream:
@@ -309,12 +312,17 @@ class GenerationEngine:
         return job
 
     def _enqueue(self, owner: str, item: GenerationStream | EmbeddingJob) -> None:
+        if self._closed.is_set():
+            raise GenerationError("the server is shutting down")
         if not self._queue.put(owner, item):
             raise QueueFull(f"the server is busy ({len(self._queue)} requests waiting); try again shortly")
         with self._worker_lock:
             if self._worker is None:
                 self._worker = threading.Thread(target=self._serve, daemon=True, name="model-worker")
                 self._worker.start()
+                # A process that exits while the thread is inside torch aborts ("terminate
+                # called without an active exception"): stop it at a step boundary first.
+                atexit.register(self.close)
         self._poke_waiting()
 
     @property
@@ -333,9 +341,20 @@ class GenerationEngine:
         return None
 
     # -- the model thread --------------------------------------------------------------
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop serving: queued requests end with an error, running ones are cancelled at
+        the next step, and the model thread leaves (waiting up to `timeout` seconds)."""
+        self._closed.set()
+        for stream in self._queue.remove_if(lambda s: True):
+            stream._mailbox.finish("error", "the server is shutting down")
+        self._queue.wake()
+        worker = self._worker
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(timeout)
+
     def _serve(self) -> None:
-        while True:
-            self._queue.wait()
+        while not self._closed.is_set():
+            self._queue.wait(timeout=1.0)
             self._drop_cancelled()
             if not len(self._queue):
                 continue
@@ -359,8 +378,11 @@ class GenerationEngine:
         active: list[_Sequence] = []
         while True:
             try:
+                if self._closed.is_set():
+                    for seq in list(active):
+                        seq.request.cancel.cancel()  # retired as cancelled by the step below
                 self._drop_cancelled()
-                if not self.manager.swap_waiting():
+                if not self.manager.swap_waiting() and not self._closed.is_set():
                     self._admit(loaded, backend, active)
                 if not active:
                     return  # nothing runs: release the model (a load may be waiting)
@@ -507,6 +529,7 @@ class GenerationEngine:
         if ext is not None and ext.has("logits_processor_modifier"):
             chain = ext.logits_processors(chain, torch.tensor([ids], device=backend.device), tokenizer, state)
         stops = StopStringFilter((*params.stop, *rendered.stops))
+        stream.prompt_tokens = len(ids)
         return _Sequence(stream, backend, ids, max_new, chain, stops, seed, generator, dropped, embeds)
 
     def _step(self, backend: Backend, active: list[_Sequence]) -> None:

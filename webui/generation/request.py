@@ -79,6 +79,18 @@ class RenderedPrompt:
 
 
 @dataclass(frozen=True)
+class EnginePrompt:
+    """A prompt for an engine that tokenizes and applies chat templates on its own side
+    (a remote one): plain `text` to continue, or chat `messages` for its template; plus
+    the stop strings that end the turn.  A prompt function offers one through
+    `for_engine()` (None: it needs our tokenizer or template)."""
+
+    text: str | None = None
+    messages: tuple[dict[str, str], ...] | None = None
+    stops: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     """One request.  `prompt` is text, or a function prompt(tokenizer, room) that renders
     it, as text or a RenderedPrompt with its own stop strings.  Chat prompts use the

@@ -40,6 +40,11 @@ class FairQueue:
             self._lock.notify_all()
             return True
 
+    def wake(self) -> None:
+        """Wake a waiter so it can look at something besides the queue (a shutdown)."""
+        with self._lock:
+            self._lock.notify_all()
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block until something is waiting (or timeout); True if something is."""
         with self._lock:

@@ -10,6 +10,7 @@ a broken or hostile engine might echo the request's headers.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -57,7 +58,7 @@ class RemoteClient:
                 timeout=httpx.Timeout(config.timeout, connect=min(config.timeout, 10.0)),
                 limits=httpx.Limits(max_connections=config.max_concurrent + 4,
                                     max_keepalive_connections=config.max_concurrent),
-                verify=config.verify_tls,
+                verify=tls_verification(config),
                 # Only the configured host is contacted: no proxy or .netrc from the environment.
                 trust_env=False,
                 follow_redirects=False,
@@ -142,6 +143,10 @@ class RemoteClient:
         name, timeout = self.name, self.config.timeout
         if isinstance(exc, httpx.ConnectTimeout):
             return RemoteError(f"remote engine {name} did not accept a connection within {min(timeout, 10.0):g} s")
+        if isinstance(exc, httpx.ConnectError) and _caused_by(exc, ssl.SSLCertVerificationError):
+            return RemoteError(f"remote engine {name}'s TLS certificate was not accepted (not signed by a CA "
+                               "this server trusts, or not for this host name); give its CA as ca_bundle "
+                               "in the engine's settings")
         if isinstance(exc, httpx.ConnectError):
             return RemoteError(f"remote engine {name} is not reachable at {self.config.url} (is it running?)")
         if isinstance(exc, httpx.TimeoutException):
@@ -153,6 +158,30 @@ class RemoteClient:
     async def aclose(self) -> None:
         if self._http is not None:
             await self._http.aclose()
+
+
+def tls_verification(config: RemoteEngineConfig) -> ssl.SSLContext | bool:
+    """The system's CAs, plus the engine's own CA file when one is configured; off only
+    when the operator said so (verify_tls: false)."""
+    if not config.verify_tls:
+        return False
+    context = ssl.create_default_context()
+    if config.ca_bundle:
+        try:
+            context.load_verify_locations(cafile=config.ca_bundle)
+        except (OSError, ssl.SSLError) as exc:
+            raise RemoteError(f"remote engine {config.name}: its ca_bundle could not be read "
+                              f"({exc.__class__.__name__})") from None
+    return context
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen = 0
+    while exc is not None and seen < 10:  # bounded: a cause chain could loop
+        if isinstance(exc, kind):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 _DONE = object()

@@ -34,6 +34,9 @@ class RemoteEngineConfig(BaseModel):
     # Seconds to wait for a connection, and between two pieces of a streamed reply.
     timeout: float = Field(60.0, gt=0, le=3600)
     verify_tls: bool = True
+    # A PEM file of the CA that signed an https engine's certificate (a team's private CA),
+    # trusted for this engine alone, beside the system's CAs.
+    ca_bundle: str | None = Field(None, max_length=4096)
     kind: EngineKind = "openai"
     # Requests streamed to this engine at once; more are refused as busy (it batches them).
     max_concurrent: int = Field(32, ge=1, le=1024)

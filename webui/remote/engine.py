@@ -17,25 +17,22 @@ import asyncio
 import threading
 import time
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import Any
 
 from webui.generation.backend import Capabilities
 from webui.generation.engine import GenerationStream
-from webui.generation.request import GenerationError, GenerationRequest, GenerationStats, QueueFull
+from webui.generation.request import (
+    EnginePrompt,
+    GenerationError,
+    GenerationRequest,
+    GenerationStats,
+    QueueFull,
+)
 from webui.generation.stops import StopStringFilter
 from webui.remote.capabilities import capabilities, upstream_fields
 from webui.remote.client import RemoteClient, RemoteError
 from webui.remote.config import RemoteEngineConfig
 from webui.remote.loop import LoopThread
-
-
-@dataclass(frozen=True)
-class ChatMessages:
-    """A chat prompt as OpenAI messages, for an engine that applies its own chat template
-    (the API's chat endpoint sends these to a remote model instead of rendering locally)."""
-
-    messages: tuple[dict[str, str], ...]
 
 
 class RemoteEngine:
@@ -137,19 +134,20 @@ class RemoteEngine:
 
     def _payload(self, model: str, request: GenerationRequest) -> tuple[str, dict[str, Any], tuple[str, ...]]:
         prompt = request.prompt
-        stops = request.params.stop
         if isinstance(prompt, str):
-            path, body = "completions", {"prompt": prompt}
-        elif isinstance(prompt, ChatMessages):
+            prompt = EnginePrompt(text=prompt)
+        elif not isinstance(prompt, EnginePrompt):
+            prompt = getattr(prompt, "for_engine", lambda: None)()
+            if prompt is None:
+                raise GenerationError(
+                    "a remote model tokenizes and applies its chat template on its side; this action "
+                    "(continue, impersonate or a reply prefix in instruct mode, continue in chat-instruct "
+                    "mode, or an extension's prompt) needs the local model's template: load a local model")
+        stops = (*request.params.stop, *prompt.stops)
+        if prompt.messages is not None:
             path, body = "chat/completions", {"messages": list(prompt.messages)}
         else:
-            messages = getattr(prompt, "as_messages", lambda: None)()
-            if messages is None:
-                raise GenerationError(
-                    "a remote model applies its own chat template, so it can answer instruct-mode replies; "
-                    "this action (chat or chat-instruct mode, continue, impersonate, a reply prefix or an "
-                    "extension's prompt) needs a local model")
-            path, body = "chat/completions", {"messages": messages}
+            path, body = "completions", {"prompt": prompt.text}
         fields = upstream_fields(self.config.kind, request.params, tuple(dict.fromkeys(stops)))
         return path, {"model": model, **body, **fields, "stream_options": {"include_usage": True}}, stops
 

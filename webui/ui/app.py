@@ -49,8 +49,8 @@ def build_app(runtime: Runtime) -> gr.Blocks:
             default_tab.render(runtime, shared)
         with gr.Tab("Notebook", id="notebook"):
             notebook_tab.render(runtime, shared)
-        with gr.Tab("Parameters", id="parameters"):
-            parameters_tab.render(runtime, shared)
+        with gr.Tab("Parameters", id="parameters") as parameters:
+            parameters_tab.render(runtime, shared, parameters)
         with gr.Tab("Model", id="model"):
             model_tab.render(runtime, shared)
         extensions_ui.render_tabs(runtime)

@@ -50,7 +50,7 @@ PER_USER = frozenset({
     # notebook, the user's own sampling values, and reading shared things
     "notebook_generate", "notebook_count_tokens", "notebook_stop", "set_params", "load_preset",
     "default_generate", "default_count_tokens", "default_stop",
-    "list_presets", "neutralize_samplers", "model_list", "model_settings", "model_fit", "lora_list",
+    "list_presets", "neutralize_samplers", "params_support", "model_list", "model_settings", "model_fit", "lora_list",
     "session_refresh",
     # bundled extensions that keep each user's records apart
     "markdown_export", "markdown_export_list", "prompt_viewer_refresh",

@@ -14,7 +14,7 @@ import gradio as gr
 from webui.paths import NameRefused
 from webui.generation.params import ParamsError, SamplingParams, make_params
 from webui.runtime import Runtime
-from webui.ui.common import Shared
+from webui.ui.common import Shared, session_id
 
 # (group title, [(field, control kind, slider range)]); help texts come from the
 # SamplingParams field descriptions, so there is one place to document a parameter.
@@ -169,7 +169,17 @@ def params_from_controls(values: list[Any]) -> SamplingParams:
     return make_params(fields)
 
 
-def render(runtime: Runtime, shared: Shared) -> None:
+def ignored_note(found: tuple[str, tuple[str, ...]] | None) -> str:
+    if found is None:
+        return "No model is loaded."
+    who, ignored = found
+    if not ignored:
+        return f"**{who}** honours every parameter on this tab."
+    return (f"**{who}** ignores {', '.join(f'`{name}`' for name in ignored)} (greyed out below): "
+            "replies here go without them, and the API refuses them by name.")
+
+
+def render(runtime: Runtime, shared: Shared, tab: gr.Tab) -> None:
     presets = runtime.presets
     start = runtime.settings.preset if runtime.settings.preset in presets.names() else None
     with gr.Row():
@@ -180,6 +190,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
         delete = gr.Button("Delete preset", scale=1, variant="stop")
         neutral = gr.Button("Neutralize samplers", scale=1)
     status = gr.Markdown(elem_id="params-status")
+    support = gr.Markdown(elem_id="params-ignored")
     controls = build_controls(runtime.default_params)
     shared.controls = list(controls.values())
     outputs = [shared.params, status, *shared.controls]
@@ -232,10 +243,22 @@ def render(runtime: Runtime, shared: Shared) -> None:
     def on_load(request: gr.Request):
         """Each user starts with their own last used values."""
         params = runtime.remembered(username(request))
-        return [params.model_dump(), *control_values(params)]
+        return [params.model_dump(), ignored_note(runtime.ignored_samplers(session_id(request))),
+                *control_values(params)]
 
+    def mark_ignored(request: gr.Request):
+        """Name the parameters the model this browser tab talks to does not honour (a
+        GGUF or remote backend's declared capabilities), and grey out their controls."""
+        found = runtime.ignored_samplers(session_id(request))
+        ignored = set(found[1]) if found else set()
+        marks = {control: gr.update(elem_classes=["webui-ignored"] if name in ignored else [])
+                 for name, control in controls.items()}
+        return {support: ignored_note(found), **marks}
+
+    # When the tab is opened: the model may have changed since the page loaded.
+    tab.select(mark_ignored, None, [support, *shared.controls], api_name="params_support", show_progress="hidden")
     neutral.click(neutralize, shared.params, outputs, api_name="neutralize_samplers")
-    load_outputs = [shared.params, *shared.controls]
+    load_outputs = [shared.params, support, *shared.controls]
     shared.on_load.append((lambda request: dict(zip(load_outputs, on_load(request), strict=True)), load_outputs))
     # Text boxes apply when left (half-typed text would be refused); the rest at once.
     triggers = [c.blur if isinstance(c, gr.Textbox) else c.input for c in shared.controls]

@@ -25,7 +25,8 @@ def describe(runtime: Runtime, name: str | None) -> str:
     honoured = ", ".join(sorted(engine.capabilities.samplers or ()))
     return (f"Chat and Notebook talk to **{name}** on remote engine **{engine.name}** ({engine.config.kind}). "
             f"It samples on its side and honours only: {honoured}; other Parameters-tab values are not sent. "
-            "Instruct-mode replies only (it applies its own chat template)." + problems)
+            "It applies its own chat template: chat mode (every action), chat-instruct and instruct replies "
+            "work; continue, impersonate or a reply prefix in instruct mode need a local model." + problems)
 
 
 def choices(runtime: Runtime) -> list[str]:
