@@ -207,12 +207,18 @@ def test_a_client_that_leaves_mid_stream_stops_its_generation(root, runtime, mon
     tokens = []
     start = runtime.requests.start
     monkeypatch.setattr(runtime.requests, "start", lambda owner: tokens.append(start(owner)) or tokens[-1])
+    from webui.api.usage import key_label
+
+    label = key_label({"x-api-key": API_KEY})
+    before = runtime.usage.snapshot().get(label, {"requests": 0})["requests"]
     body = {"model": TINY, "prompt": "Ships", "raw": True, "options": {"temperature": 0, "num_predict": 480}}
     with httpx.stream("POST", f"{root}/api/generate", json=body, headers={"x-api-key": API_KEY}) as response:
         for line in response.iter_lines():
             if line:
                 break  # leave after the first line: the connection closes
     assert wait_for(lambda: tokens[0].cancelled, timeout=60)
+    # The tokens made before it left are counted for its key.
+    assert wait_for(lambda: runtime.usage.snapshot().get(label, {}).get("requests") == before + 1, timeout=60)
 
 
 def test_openapi_lists_the_new_routes(api_url):

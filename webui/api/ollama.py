@@ -51,7 +51,8 @@ from webui.generation.embedding import normalize
 from webui.generation.engine import GenerationError
 from webui.generation.params import SamplingParams
 from webui.loaders.base import LoadedModel
-from webui.remote.engine import ChatMessages, RemoteModel
+from webui.generation.request import EnginePrompt
+from webui.remote.engine import RemoteModel
 from webui.runtime import Runtime
 
 router = APIRouter(tags=["Ollama"])
@@ -174,7 +175,7 @@ async def embeddings_legacy(body: OllamaEmbeddingsRequest, request: Request, run
 async def chat_reply(runtime: Runtime, request: Request, body: OllamaGenerating, model: LoadedModel | RemoteModel,
                      messages: list[dict[str, str]], params: SamplingParams, explicit: bool, chat: bool):
     if isinstance(model, RemoteModel):  # the engine applies its own chat template
-        prompt: Any = ChatMessages(tuple(messages))
+        prompt: Any = EnginePrompt(messages=tuple(messages))
         return await reply(runtime, request, body, model, prompt, fit_params(params, model, "", explicit), chat)
     try:
         prompt = render_chat_prompt(model.tokenizer, messages)
@@ -213,6 +214,8 @@ async def stream_lines(runtime: Runtime, request: Request, name: str, prompt: An
             async for text in iterate_in_threadpool(iter(stream)):
                 yield line(piece(name, text, chat, done=False))
         if gone.is_set():
+            # The tokens made before the client left were work done for its key.
+            runtime.usage.add(key_label(request.headers), stream.prompt_tokens, stream.new_tokens)
             return
         stats = stream.stats
         runtime.usage.add(key_label(request.headers), stats.prompt_tokens, stats.new_tokens)
