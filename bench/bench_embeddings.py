@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 from bench_api import free_port
 from common import bench_parser
+from report import figure
 
 from webui.api.openai_api import APIServer
 from webui.runtime import build_runtime
@@ -97,6 +98,12 @@ def main() -> None:
     print(f"a streaming reply: {statistics.median(quiet):.1f} tokens/s alone, {statistics.median(busy):.1f} "
           f"tokens/s with embedding requests running beside it "
           f"({statistics.median(busy) / statistics.median(quiet):.2f})")
+    figure("embeddings: one request of N texts ÷ N requests, texts/s",
+           f"{statistics.median(r[1] / r[0] for r in rows):.2f}x",
+           f"{args.texts} texts, {tokens} tokens; {args.texts / batch_s:.1f} vs {args.texts / single_s:.1f} texts/s")
+    figure("a stream's tokens/s with embeddings running beside it ÷ alone",
+           f"{statistics.median(busy) / statistics.median(quiet):.2f}",
+           f"{statistics.median(busy):.1f} vs {statistics.median(quiet):.1f} tokens/s, {args.tokens}-token stream")
 
 
 if __name__ == "__main__":
