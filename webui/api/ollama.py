@@ -209,21 +209,24 @@ async def stream_lines(runtime: Runtime, request: Request, name: str, prompt: An
     except AppError as exc:
         yield line(ollama_error_body(exc))
         return
+    failed = False
     try:
         async with on_disconnect(request.receive, lambda: runtime.stop(owner)) as gone:
             async for text in iterate_in_threadpool(iter(stream)):
                 yield line(piece(name, text, chat, done=False))
-        if gone.is_set():
-            # The tokens made before the client left were work done for its key.
-            runtime.usage.add(key_label(request.headers), stream.prompt_tokens, stream.new_tokens)
-            return
-        stats = stream.stats
-        runtime.usage.add(key_label(request.headers), stats.prompt_tokens, stats.new_tokens)
-        yield line({**piece(name, "", chat), **final(stats, started)})
+        if not gone.is_set():
+            yield line({**piece(name, "", chat), **final(stream.stats, started)})
     except GenerationError as exc:
+        failed = True
         yield line(ollama_error_body(upstream_failure(exc, model)))
     finally:
         runtime.stop(owner)  # the client left mid-stream: the generation stops within a step
+        if not failed:
+            # Counted here, once, however the stream ended: a client that leaves may close
+            # this generator at a yield, and the tokens made until then were work for its key.
+            stats = stream.stats
+            made = (stats.prompt_tokens, stats.new_tokens) if stats else (stream.prompt_tokens, stream.new_tokens)
+            runtime.usage.add(key_label(request.headers), *made)
 
 
 def line(data: dict[str, Any]) -> str:
