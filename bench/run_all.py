@@ -76,6 +76,8 @@ BENCHES = (
           ("--rounds", "3", "--tokens", "20")),
     Bench("api", "OpenAI API (streaming, loopback) ÷ engine (demo model)", (B + "bench_api.py",),
           ("--rounds", "3", "--tokens", "20")),
+    Bench("embeddings", "Embeddings: one batched request ÷ one request per text (demo model)",
+          (B + "bench_embeddings.py",), ("--rounds", "1", "--texts", "8", "--tokens", "10")),
     Bench("remote", "In front of a remote engine ÷ asking it directly", (B + "bench_remote.py",),
           ("--rounds", "3", "--tokens", "20")),
     Bench("chat", "A 500-message chat ÷ an empty one, per streamed token", (B + "bench_chat.py",),

@@ -112,6 +112,16 @@ def test_the_api_runs_input_and_output_modifiers_on_whole_replies(ext_app):
         assert reply["content"] == reply["content"].upper() and reply["content"].endswith("!")
         streamed = httpx.post(f"{url}/completions", json={**body, "stream": True}, timeout=60).text
         assert "data: [DONE]" in streamed  # streamed replies pass through unmodified, piece by piece
+        # Ollama's routes run the same hooks.
+        root = url.removesuffix("/v1")
+        ollama = {"model": TINY, "prompt": "The keeper", "raw": True, "stream": False,
+                  "options": {"num_predict": 8, "temperature": 0}}
+        answer = httpx.post(f"{root}/api/generate", json=ollama, timeout=60).json()
+        assert answer["response"] == answer["response"].upper() and answer["response"].endswith("!")
+        assert answer["prompt_eval_count"] == len(tokenizer("The keeper And")["input_ids"])
+        ollama_chat = {"model": TINY, "messages": chat["messages"], "stream": False, "options": {"num_predict": 8}}
+        content = httpx.post(f"{root}/api/chat", json=ollama_chat, timeout=60).json()["message"]["content"]
+        assert content == content.upper() and content.endswith("!")
     finally:
         server.stop()
 

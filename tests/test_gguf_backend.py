@@ -38,7 +38,7 @@ def test_loads_with_its_loader_and_declares_what_it_can_do(gguf_runtime):
     loaded = gguf_runtime.models.current
     assert loaded.loader == "llama.cpp" and loaded.dtype == "ALL_F32" and loaded.context_length == 512
     caps = loaded.backend.capabilities
-    assert caps.max_batch == 8 and caps.prefix_cache and caps.logprobs and not caps.guidance
+    assert caps.max_batch == 8 and caps.prefix_cache and caps.logprobs and not caps.guidance and caps.embeddings
     assert caps.ignores({"guidance_scale", "min_p", "dry_multiplier", "mirostat_mode"}) == ["guidance_scale"]
     assert "llama.cpp" in loaded.describe() and "batches up to 8" in loaded.describe()
     # The Parameters tab marks what this backend ignores (webui/ui/parameters_tab.py).
@@ -161,6 +161,42 @@ def test_the_api_serves_it_and_refuses_an_unsupported_sampler_with_its_field(ggu
                                       extra_body={"guidance_scale": 1.5, "negative_prompt": "no"})
         assert refused.value.body["param"] in ("guidance_scale", "negative_prompt")
         assert "not supported" in refused.value.body["message"]
+    finally:
+        server.stop()
+
+
+def test_embeddings_match_the_transformers_pooling_on_the_same_weights(gguf_runtime, gguf_root):
+    """/v1/embeddings on a GGUF model: the same pooling as the Transformers backend (mean
+    of the last hidden state, normalised), several inputs packed into one decode, each
+    as it is alone, and a reply decoding meanwhile is unchanged."""
+    import numpy as np
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tests.conftest import free_port
+    from webui.api.openai_api import APIServer
+
+    folder = gguf_root / HF_NAME
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    server = APIServer(gguf_runtime, port=free_port())
+    client = openai.OpenAI(base_url=server.start(), api_key=API_KEY, max_retries=0)
+    try:
+        alone = run(gguf_runtime, PROMPTS[2], max_new_tokens=40, ban_eos_token=True)[0]
+        results = {}
+        worker = threading.Thread(target=lambda: results.setdefault(
+            "text", run(gguf_runtime, PROMPTS[2], owner="other", max_new_tokens=40, ban_eos_token=True)[0]))
+        worker.start()
+        batched = np.array([d.embedding for d in client.embeddings.create(model=F32, input=PROMPTS).data])
+        worker.join(timeout=120)
+        single = np.array([client.embeddings.create(model=F32, input=p).data[0].embedding for p in PROMPTS])
+        with torch.inference_mode():
+            hidden = [model(input_ids=torch.tensor([tokenizer(p)["input_ids"]]), output_hidden_states=True)
+                      .hidden_states[-1][0].mean(dim=0) for p in PROMPTS]
+        expected = np.array([(h / h.norm()).numpy() for h in hidden])
+        assert np.allclose(batched, single, atol=1e-5)
+        assert np.allclose(batched, expected, atol=1e-3)
+        assert not np.allclose(batched[0], batched[1], atol=1e-2)
+        assert results["text"] == alone  # the running sequence's KV was not touched
     finally:
         server.stop()
 

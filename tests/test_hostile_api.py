@@ -54,6 +54,18 @@ def test_lone_surrogate_is_refused(api_url, path):
     assert_openai_400(raw_post(api_url, path, payload))
 
 
+def test_lone_surrogate_in_embeddings_and_ollama_routes_is_refused(api_url):
+    payload = json.dumps({"model": TINY, "input": ["ok", "PLACEHOLDER"]}).replace("PLACEHOLDER", "a\\ud800b")
+    assert_openai_400(raw_post(api_url, "/embeddings", payload.encode()))
+    root = api_url.removesuffix("/v1")
+    for path, body in (("/api/chat", {"model": TINY, "messages": [{"role": "user", "content": "PLACEHOLDER"}]}),
+                       ("/api/generate", {"model": TINY, "prompt": "PLACEHOLDER"}),
+                       ("/api/embed", {"model": TINY, "input": "PLACEHOLDER"})):
+        payload = json.dumps(body).replace("PLACEHOLDER", "a\\udfffb").encode()
+        response = raw_post(root, path, payload)
+        assert response.status_code == 400 and isinstance(response.json()["error"], str), (path, response.text)
+
+
 def test_lone_surrogate_in_tokenize_is_refused(api_url):
     payload = b'{"text": "x\\udfff"}'
     assert_openai_400(raw_post(api_url, "/internal/token-count", payload, headers=ADMIN))

@@ -164,7 +164,14 @@ def test_ui_text_parameters_never_run_code(app_url, runtime, tmp_path):
 NAME_FIELDS = {"model", "name", "lora", "loras", "chat_template", "template", "preset", "character", "extension"}
 # What a minimal valid request carries besides the field under test.
 MINIMAL = {"model": TINY, "messages": [{"role": "user", "content": "hi"}], "prompt": "hi", "text": "hi",
-           "tokens": [1], "max_tokens": 2}
+           "tokens": [1], "max_tokens": 2, "input": "hi"}
+# Ollama's routes stream unless told not to, and take the length in `options`.
+OLLAMA_MINIMAL = {"stream": False, "options": {"num_predict": 2}}
+
+
+# Fields where an empty value is the field left out: Ollama's clients send `template: ""`
+# with every generate request (the model's own template; any other value is refused).
+EMPTY_MEANS_DEFAULT = {("/api/generate", "template")}
 
 
 def api_name_targets(schema: dict) -> list[tuple[str, str, str, str]]:
@@ -188,18 +195,22 @@ def test_api_name_routes_refuse_hostile_names(api_url, runtime, models_root):
     schema = httpx.get(f"{api_url}/openapi.json", headers=user).json()
     targets = api_name_targets(schema)
     assert {("get", "/v1/models/{model_id}", "path", "model_id"), ("post", "/v1/chat/completions", "body", "model"),
-            ("post", "/v1/internal/models/load", "body", "chat_template")} <= set(targets)
+            ("post", "/v1/internal/models/load", "body", "chat_template"), ("post", "/v1/embeddings", "body", "model"),
+            ("post", "/api/chat", "body", "model"), ("post", "/api/generate", "body", "model"),
+            ("post", "/api/show", "body", "name"), ("post", "/api/embed", "body", "model")} <= set(targets)
     before = tree(models_root, runtime.settings.user_data_dir)
     root = api_url.removesuffix("/v1")
     for method, path, where, field in targets:
         for name in HOSTILE_NAMES:
             url = root + (path.replace("{" + field + "}", quote(name, safe="")) if where == "path" else path)
-            body = {**MINIMAL, field: name} if where == "body" else None
+            extra = OLLAMA_MINIMAL if path.startswith("/api/") else {}
+            body = {**MINIMAL, **extra, field: name} if where == "body" else None
             if body is not None and field == "loras":
                 body[field] = [name]
             response = httpx.request(method, url, headers=admin if "/internal/" in path else user, json=body)
             refused = response.status_code in (307, 400, 404, 405, 422)  # 307: an empty path name
-            assert refused, (method, path, field, name, response.status_code)
+            default = name == "" and (path, field) in EMPTY_MEANS_DEFAULT and response.status_code == 200
+            assert refused or default, (method, path, field, name, response.status_code)
             assert "root:" not in response.text and "localhost" not in response.text
     assert tree(models_root, runtime.settings.user_data_dir) == before
     assert runtime.models.current.name == TINY

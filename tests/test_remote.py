@@ -437,3 +437,25 @@ def test_each_kind_sends_its_own_names_and_only_what_it_takes():
     assert ignored("vllm", params) == ["dry_multiplier"]
     assert ignored("openai", params) == ["ban_eos_token", "dry_multiplier", "repetition_penalty", "top_k"]
     assert ignored("webui", params) == []
+
+
+def test_ollama_routes_reach_a_remote_model_and_its_embeddings_are_refused(gateway, upstream):
+    """A remote engine's model answers /api/chat and /api/generate (raw) like /v1; embeddings
+    are computed only by the local model, and asking a remote one is a 400 naming `model`."""
+    import json
+
+    root = gateway[1].removesuffix("/v1")
+    options = {"temperature": 0, "num_predict": 24}
+    chat = httpx.post(f"{root}/api/chat", json={**CHAT, "options": options, "stream": False}, timeout=120).json()
+    assert chat["message"]["content"] == direct(upstream, "chat/completions", CHAT).json()["choices"][0]["message"][
+        "content"]
+    raw = {"model": TINY, "prompt": COMPLETION["prompt"], "raw": True, "options": options}
+    lines = httpx.post(f"{root}/api/generate", json=raw, timeout=120).text.splitlines()
+    text = "".join(json.loads(line)["response"] for line in lines)
+    assert text == direct(upstream, "completions", COMPLETION).json()["choices"][0]["text"]
+    refused = httpx.post(f"{gateway[1]}/embeddings", json={"model": TINY, "input": "x"}, timeout=60)
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "model"
+    refused = httpx.post(f"{root}/api/embed", json={"model": TINY, "input": "x"}, timeout=60)
+    assert refused.status_code == 400 and "remote engine upstream" in refused.json()["error"]
+    local = httpx.post(f"{root}/api/embed", json={"model": LOCAL, "input": "x"}, timeout=60).json()
+    assert len(local["embeddings"][0]) == 64

@@ -20,6 +20,7 @@ from webui.chat.templates import TemplateLibrary
 from webui.extensions import ExtensionHost, discover, load_extensions, make_state, params_from_state
 from webui.extensions.reply import ReplyStream
 from webui.generation.backend import GIB, ServingOptions
+from webui.generation.embedding import EmbeddingsUnsupported
 from webui.generation.engine import (
     CancelToken,
     GenerationEngine,
@@ -207,6 +208,21 @@ class Runtime:
 
     def stop(self, owner: str) -> int:
         return self.requests.stop(owner)
+
+    def embed(self, owner: str, inputs: list[list[int]], model: str | None = None, who: str | None = None):
+        """Pooled hidden states ([len(inputs), hidden]) of the local model for token ids,
+        computed on the engine's model thread after the requests queued before (blocks;
+        Stop for `owner` drops it while it waits).  Remote engines' models are refused."""
+        engine = self.engine_for(model)
+        if not isinstance(engine, GenerationEngine):
+            raise EmbeddingsUnsupported(
+                f"the model '{model}' is served by remote engine {engine.engine.name}; embeddings are computed "
+                "only by the local model", param="model")
+        token = self.requests.start(owner)
+        try:
+            return engine.embed(inputs, who or owner, token).result()
+        finally:
+            self.requests.finish(owner, token)
 
     def ignored_samplers(self, owner: str) -> tuple[str, tuple[str, ...]] | None:
         """The model `owner` (a browser tab's session) talks to, named with its backend,

@@ -107,10 +107,16 @@ def capabilities_of(model: LoadedModel | RemoteModel):
 
 
 def fit(body: CompletionBase, params: SamplingParams, model: LoadedModel | RemoteModel, prompt: str) -> SamplingParams:
+    return fit_params(params, model, prompt, body.max_tokens is not None or body.max_completion_tokens is not None)
+
+
+def fit_params(params: SamplingParams, model: LoadedModel | RemoteModel, prompt: str,
+               explicit_max: bool) -> SamplingParams:
     """Check `params` against the model (token ids in its vocabulary, prompt in its
     context) before anything is queued, so errors come as a 400, not mid-stream.
 
-    Without max_tokens the reply may use the rest of the context (as OpenAI's API does).
+    Without an explicit length (`explicit_max`) the reply may use the rest of the
+    context (as OpenAI's API does).  Shared with the Ollama routes (webui/api/ollama.py).
     """
     # A sampler this model's backend would not honour is refused, never dropped silently.
     remote = isinstance(model, RemoteModel)
@@ -134,7 +140,7 @@ def fit(body: CompletionBase, params: SamplingParams, model: LoadedModel | Remot
     context = min(params.truncation_length or model.context_length, model.context_length)
     limit = "truncation_length" if context < model.context_length else "messages"
     room = context - prompt_tokens
-    if body.max_tokens is None and body.max_completion_tokens is None and room > 0:
+    if not explicit_max and room > 0:
         return make_params({"max_new_tokens": min(room, SamplingParams().max_new_tokens)}, base=params)
     if params.max_new_tokens > room:
         raise APIError(

@@ -1,5 +1,7 @@
-"""Errors in OpenAI's shape: every AppError (webui/errors.py) becomes
-`{"error": {"message", "type", "param", "code"}}` with its status, here and only here."""
+"""Errors in the API's two shapes: every AppError (webui/errors.py) becomes, with its
+status, here and only here, OpenAI's `{"error": {"message", "type", "param", "code"}}`
+or, on the Ollama-compatible routes (/api/..., webui/api/ollama.py), Ollama's
+`{"error": "message"}`."""
 
 from __future__ import annotations
 
@@ -22,22 +24,34 @@ class APIError(AppError):
             self.kind = kind
 
 
+OLLAMA_PREFIX = "/api/"
+
+
+def is_ollama(path: str) -> bool:
+    return path.startswith(OLLAMA_PREFIX)
+
+
 def error_body(exc: AppError) -> dict[str, Any]:
     return {"error": {"message": exc.message, "type": exc.kind, "param": exc.param, "code": exc.code}}
 
 
-def error_response(exc: AppError) -> JSONResponse:
-    return JSONResponse(error_body(exc), status_code=exc.status)
+def ollama_error_body(exc: AppError) -> dict[str, Any]:
+    return {"error": exc.message}
+
+
+def error_response(exc: AppError, path: str = "") -> JSONResponse:
+    body = ollama_error_body(exc) if is_ollama(path) else error_body(exc)
+    return JSONResponse(body, status_code=exc.status)
 
 
 def install_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError):
-        return error_response(exc)
+        return error_response(exc, request.url.path)
 
     @api.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         param = ".".join(str(p) for p in first["loc"] if p != "body") or None
         message = f"{param}: {first['msg']}" if param else first["msg"]
-        return error_response(APIError(400, message, param=param, code="invalid_value"))
+        return error_response(APIError(400, message, param=param, code="invalid_value"), request.url.path)

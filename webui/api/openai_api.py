@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
 
-from webui.api import completions, internal, models
+from webui.api import completions, embeddings, internal, models, ollama
 from webui.api.docs_page import docs_html
 from webui.api.errors import install_error_handlers
 from webui.api.security import GuardMiddleware, KeyMiddleware
@@ -46,7 +46,7 @@ def build_api(runtime: Runtime) -> FastAPI:
     async def docs_page(request: Request):
         return HTMLResponse(docs_html(request.app.openapi()))
 
-    for router in (models.router, completions.router, internal.router):
+    for router in (models.router, completions.router, embeddings.router, internal.router, ollama.router):
         api.include_router(router)
     # Extensions' routes, under /v1/extensions/<name>/, behind the same key checks.
     runtime.extensions.register_api_routes(api)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 from webui.api.errors import APIError
 from webui.generation.params import ParamsError, SamplingParams, make_params
@@ -212,3 +212,38 @@ class TextRequest(CheckedText):
 class TokensRequest(CheckedText):
     model_config = ConfigDict(extra="forbid")
     tokens: list[int] = Field(max_length=200_000)
+
+
+# OpenAI's limit on inputs per embeddings request.
+MAX_EMBEDDING_INPUTS = 2048
+
+
+class EmbeddingRequest(CheckedText):
+    """POST /v1/embeddings: text, a list of texts, or token ids (one list or several)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    input: str | list[str] | list[StrictInt] | list[list[StrictInt]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+
+    @field_validator("input")
+    @classmethod
+    def _inputs(cls, value: Any) -> Any:
+        items = [value] if isinstance(value, str) else value
+        if not items or len(items) > MAX_EMBEDDING_INPUTS:
+            raise ValueError(f"send 1 to {MAX_EMBEDDING_INPUTS} inputs")
+        if isinstance(items[0], int):
+            return value
+        if any(not item for item in items):
+            raise ValueError("an input must not be empty")
+        return value
+
+    def inputs(self) -> list[str | list[int]]:
+        """One entry per input: a text, or a list of token ids."""
+        if isinstance(self.input, str):
+            return [self.input]
+        if self.input and isinstance(self.input[0], int):
+            return [list(self.input)]
+        return list(self.input)

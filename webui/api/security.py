@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from webui.api.errors import is_ollama
+
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 MAX_BODY_BYTES = 1 << 20  # a chat request is kilobytes; a megabyte is generous
 
@@ -84,7 +86,7 @@ class GuardMiddleware:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
             else:
-                await _refuse(send, 403, "host not allowed", "invalid_request_error", "forbidden_host")
+                await _refuse(send, 403, "host not allowed", "invalid_request_error", "forbidden_host", scope)
             return
         cap = self.limit(scope.get("path", ""))
         if scope["type"] != "http" or cap is None:
@@ -94,13 +96,13 @@ class GuardMiddleware:
         if lengths:
             # The server holds a body to its Content-Length, so checking the header is enough.
             if len(lengths) > 1 or not lengths[0].isdigit() or int(lengths[0]) > cap:
-                await _too_large(send, cap)
+                await _too_large(send, cap, scope)
                 return
             await self.app(scope, receive, send)
             return
         body, complete = await _read_body(receive, cap)
         if not complete:
-            await _too_large(send, cap)
+            await _too_large(send, cap, scope)
             return
         await self.app(scope, _replay(body, receive), send)
 
@@ -124,13 +126,15 @@ class KeyMiddleware:
         headers = Headers(scope=scope)
         if scope["path"].startswith("/v1/internal/"):
             if not self.admin_key or not key_matches(presented_key(headers), self.admin_key):
-                await _refuse(send, 401, "a valid admin key is required", "authentication_error", "invalid_api_key")
+                await _refuse(send, 401, "a valid admin key is required", "authentication_error", "invalid_api_key",
+                              scope)
                 return
         elif self.api_key and not key_matches(presented_key(headers), self.api_key):
-            await _refuse(send, 401, "a valid API key is required", "authentication_error", "invalid_api_key")
+            await _refuse(send, 401, "a valid API key is required", "authentication_error", "invalid_api_key", scope)
             return
         if scope["method"] == "POST" and not headers.get("content-type", "").startswith("application/json"):
-            await _refuse(send, 415, "send the request body as application/json", "invalid_request_error", None)
+            await _refuse(send, 415, "send the request body as application/json", "invalid_request_error", None,
+                          scope)
             return
         await self.app(scope, receive, send)
 
@@ -165,12 +169,17 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
-async def _too_large(send: Send, cap: int) -> None:
-    await _refuse(send, 413, f"request body over {cap} bytes", "invalid_request_error", "body_too_large")
+async def _too_large(send: Send, cap: int, scope: Scope) -> None:
+    await _refuse(send, 413, f"request body over {cap} bytes", "invalid_request_error", "body_too_large", scope)
 
 
-async def _refuse(send: Send, status: int, message: str, kind: str, code: str | None) -> None:
-    body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
+async def _refuse(send: Send, status: int, message: str, kind: str, code: str | None, scope: Scope) -> None:
+    # Ollama's routes answer in Ollama's shape (webui/api/errors.py), the rest in OpenAI's.
+    if is_ollama(scope.get("path", "")):
+        error: object = message
+    else:
+        error = {"message": message, "type": kind, "param": None, "code": code}
+    body = json.dumps({"error": error}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

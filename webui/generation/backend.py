@@ -9,6 +9,7 @@ token ids into next-token logits, for several sequences at once if it can:
     slot = backend.start(ids)            # prefill one sequence; slot.logits: its next-token logits
     logits = backend.step(slots, tokens) # feed one token to each slot; one row of logits each
     backend.finish(slot, keep=True)      # release it (keep=True: its KV may serve a later prompt)
+    vectors = backend.embed(batch)       # optional: pooled hidden states, one row per sequence
 
 It declares what it can do in `Capabilities`, and the UI and the API read those instead of
 assuming them.  docs/LOADERS.md walks through adding one.
@@ -52,6 +53,8 @@ class Capabilities:
     guidance: bool = True
     # Per-token embeddings from an extension's tokenizer_modifier can be fed in.
     input_embeddings: bool = True
+    # Text embeddings (pooled hidden states) can be computed: Backend.embed.
+    embeddings: bool = False
 
     def ignores(self, changed: set[str]) -> list[str]:
         """Which of these changed sampling fields this backend would not honour."""
@@ -103,3 +106,8 @@ class Backend(Protocol):
 
     def clear_cache(self) -> None:
         """Drop whatever the backend keeps between requests (prefix cache)."""
+
+    def embed(self, batch: list[list[int]]) -> torch.Tensor:
+        """One vector per sequence ([len(batch), hidden], float32, on the CPU), from one
+        forward pass over the padded batch; only when capabilities.embeddings.  Touches
+        no running sequence (no KV is kept).  Raises OutOfMemory."""

@@ -32,6 +32,7 @@ from webui.generation import token_probs
 from webui.generation.backend import Backend, OutOfMemory
 from webui.generation.chain import build_chain
 from webui.generation.detok import IncrementalDecoder
+from webui.generation.embedding import EmbeddingJob, batches
 from webui.generation.grammar_compile import constraint_of
 from webui.generation.samplers.grammar import GrammarState, GrammarTokenizers, GrammarUnsupported
 from webui.generation.params import MAX_SEED, ParamsError
@@ -329,10 +330,21 @@ class GenerationEngine:
     # -- callers ---------------------------------------------------------------------
     def generate(self, request: GenerationRequest) -> GenerationStream:
         """Queue a request; raises QueueFull when max_pending requests are already waiting."""
+        stream = GenerationStream(request, self.stream_interval, self)
+        self._enqueue(request.owner, stream)
+        return stream
+
+    def embed(self, inputs: list[list[int]], owner: str, cancel: CancelToken) -> EmbeddingJob:
+        """Queue token ids to embed (webui/generation/embedding.py); the model thread
+        runs them between decoding steps.  Raises QueueFull like generate()."""
+        job = EmbeddingJob(inputs, owner, cancel, _Mailbox(self.stream_interval))
+        self._enqueue(owner, job)
+        return job
+
+    def _enqueue(self, owner: str, item: GenerationStream | EmbeddingJob) -> None:
         if self._closed.is_set():
             raise GenerationError("the server is shutting down")
-        stream = GenerationStream(request, self.stream_interval, self)
-        if not self._queue.put(request.owner, stream):
+        if not self._queue.put(owner, item):
             raise QueueFull(f"the server is busy ({len(self._queue)} requests waiting); try again shortly")
         with self._worker_lock:
             if self._worker is None:
@@ -342,7 +354,6 @@ class GenerationEngine:
                 # called without an active exception"): stop it at a step boundary first.
                 atexit.register(self.close)
         self._poke_waiting()
-        return stream
 
     @property
     def pending(self) -> int:
@@ -429,15 +440,21 @@ class GenerationEngine:
     def _admit(self, loaded, backend: Backend, active: list[_Sequence]) -> None:
         while True:
             owners = self._owners = Counter(seq.owner for seq in active)
-            stream = self._queue.take(
-                owners, lambda s: backend.can_admit(len(active), 0, s.request.params.max_new_tokens))
+            # An embedding job keeps no KV: it always fits, and is done before the next step.
+            stream = self._queue.take(owners, lambda s: isinstance(s, EmbeddingJob) or backend.can_admit(
+                len(active), 0, s.request.params.max_new_tokens))
             if stream is None:
                 return
             stream.started = True
             self._admitting = 1
             try:
                 self._poke_waiting()
-                self._start_sequence(loaded, backend, stream, active)
+                if isinstance(stream, EmbeddingJob):
+                    self._embed(loaded, backend, stream)
+                    if active:  # one embedding job per step while replies decode: they keep moving
+                        return
+                else:
+                    self._start_sequence(loaded, backend, stream, active)
             finally:
                 self._admitting = 0
 
@@ -458,6 +475,33 @@ class GenerationEngine:
         self._running = len(active)
         if self._advance(seq, seq.slot.logits):
             self._retire(backend, seq, active)
+
+    def _embed(self, loaded, backend: Backend, job: EmbeddingJob) -> None:
+        """Answer an embedding job: its inputs in padded batches, one forward each."""
+        if not backend.capabilities.embeddings:
+            job.fail(f"this model's backend ({loaded.loader}) cannot compute embeddings")
+            return
+        longest = max((len(ids) for ids in job.inputs), default=0)
+        if longest > loaded.context_length or not all(job.inputs):
+            job.fail(f"each input must have 1 to {loaded.context_length} tokens (the model's context)")
+            return
+        try:
+            parts = []
+            for rows in batches(job.inputs):
+                if job.request.cancel.cancelled:
+                    job.fail("the embedding request was cancelled")
+                    return
+                try:
+                    parts.append(backend.embed(rows))
+                except OutOfMemory:
+                    backend.clear_cache()  # the prefix cache is the first thing to give up
+                    parts.append(backend.embed(rows))
+            job.finish(torch.cat(parts) if parts else torch.zeros(0, 0))
+        except OutOfMemory as exc:
+            job.fail(f"{exc}; try fewer or shorter inputs")
+        except Exception as exc:  # the caller gets the error promptly, never a hang
+            log.exception("an embedding forward failed")
+            job.fail(f"embedding failed: {exc.__class__.__name__}: {exc}")
 
     def _start(self, backend: Backend, seq: _Sequence):
         try:

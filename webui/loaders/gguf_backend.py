@@ -115,7 +115,7 @@ class LlamaCppBackend:
         self.n_batch = n_batch
         self.capabilities = Capabilities(
             max_batch=max_batch, prefix_cache=prefix_cache, logprobs=True, samplers=SUPPORTED_SAMPLERS,
-            guidance=False, input_embeddings=False,
+            guidance=False, input_embeddings=False, embeddings=True,
         )
         self._vocab = tokenizer.vocab_size
         self._batch_size = max(n_batch, max_batch)
@@ -196,6 +196,72 @@ class LlamaCppBackend:
                 self._forget(covered)
         else:
             self._forget(slot.seq)
+
+    def embed(self, batch: list[list[int]]) -> torch.Tensor:
+        """Mean of the last hidden state (after the output norm) over each sequence's tokens,
+        as the Transformers backend pools (webui/generation/embedding.py).
+
+        The context outputs per-token embeddings while this runs (llama_set_embeddings;
+        a generation model's pooling type is "none"), each input in a sequence id of its
+        own, several inputs packed into one llama_decode while they fit n_batch (no
+        padding: every token carries its own sequence id and position); an input longer
+        than n_batch is decoded in chunks.  Its KV is dropped at once; running sequences
+        are not touched."""
+        width = self._lib.llama_model_n_embd(self._model)
+        sums = np.zeros((len(batch), width), dtype=np.float64)
+        self._lib.llama_set_embeddings(self._ctx, True)
+        try:
+            for group in self._embedding_groups(batch):
+                self._embed_group(batch, group, sums)
+        finally:
+            self._lib.llama_set_embeddings(self._ctx, False)
+        lengths = np.array([[max(1, len(ids))] for ids in batch], dtype=np.float64)
+        return torch.from_numpy(sums / lengths).float()
+
+    def _embedding_groups(self, batch: list[list[int]]) -> list[list[int]]:
+        """Indices of inputs decoded together: whole inputs while their tokens fit n_batch
+        and sequence ids are left (an input longer than n_batch goes alone)."""
+        ids_left = max(1, len(self._free) + len(self._kept))
+        groups: list[list[int]] = []
+        tokens = 0
+        for index, ids in enumerate(batch):
+            if groups and tokens + len(ids) <= self.n_batch and len(groups[-1]) < ids_left:
+                groups[-1].append(index)
+                tokens += len(ids)
+            else:
+                groups.append([index])
+                tokens = len(ids)
+        return groups
+
+    def _embed_group(self, batch: list[list[int]], group: list[int], sums: np.ndarray) -> None:
+        seqs: list[int] = []
+        try:
+            for _ in group:
+                seqs.append(self._take_id(keep=None))
+            chunks = [[(index, seq, begin) for index, seq in zip(group, seqs, strict=True)
+                       for begin in range(0, len(batch[index]), self.n_batch)]]
+            if len(group) == 1:  # one input, maybe longer than n_batch: chunk by chunk
+                chunks = [[entry] for entry in chunks[0]]
+            for chunk in chunks:
+                entries = [(token, begin + i, seq) for index, seq, begin in chunk
+                           for i, token in enumerate(batch[index][begin : begin + self.n_batch])]
+                self._fill(entries, last_only=False)
+                self._decode(f"out of memory embedding {len(group)} inputs")
+                rows = self._embeddings(len(entries), sums.shape[1])
+                at = 0
+                for index, _, begin in chunk:
+                    n = len(batch[index][begin : begin + self.n_batch])
+                    sums[index] += rows[at : at + n].sum(axis=0)
+                    at += n
+        finally:
+            for seq in seqs:
+                self._forget(seq)
+
+    def _embeddings(self, n: int, width: int) -> np.ndarray:
+        pointer = self._lib.llama_get_embeddings(self._ctx)
+        if not pointer:
+            raise RuntimeError("llama.cpp returned no embeddings")
+        return np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(n, width)).copy()
 
     def close(self) -> None:
         """Free the context, the batch and the weights (called once, on unload)."""

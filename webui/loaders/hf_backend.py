@@ -27,6 +27,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from webui.generation.backend import Capabilities, OutOfMemory
+from webui.generation.embedding import mean_pool
 from webui.generation.prefix_cache import PrefixCache
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class TransformersBackend:
         mergeable = plain_layers(loaded.model)
         self.capabilities = Capabilities(
             max_batch=max_batch if mergeable else 1, prefix_cache=mergeable and prefix_cache_bytes > 0,
+            embeddings=True,
         )
         self.kv_budget = kv_budget if kv_budget is not None else default_kv_budget(self.device)
         self.token_bytes = kv_bytes_per_token(loaded.model)
@@ -167,6 +169,29 @@ class TransformersBackend:
         slot = HFSlot(out.logits[:, -1, :], list(ids), cache, reused, reusable=embeds is None)
         self._join(slot)
         return slot
+
+    @torch.inference_mode()
+    def embed(self, batch: list[list[int]]) -> torch.Tensor:
+        """Mean of the last hidden state over each sequence's tokens (webui/generation/embedding.py).
+
+        Right padding: with causal attention a real token never sees the padding after
+        it, and its positions are the ones it has alone, so a row comes out as it would
+        alone (to float rounding).  No cache: the running batch's KV is not touched."""
+        longest = max(len(ids) for ids in batch)
+        ids = torch.zeros(len(batch), longest, dtype=torch.long)
+        mask = torch.zeros(len(batch), longest, dtype=torch.long)
+        for row, tokens in enumerate(batch):
+            ids[row, : len(tokens)] = torch.tensor(tokens)
+            mask[row, : len(tokens)] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        try:
+            # logits_to_keep=1: the output layer runs for one position, not every token.
+            out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False,
+                             logits_to_keep=1)
+        except torch.OutOfMemoryError as exc:
+            self._free()
+            raise OutOfMemory(f"out of memory embedding {len(batch)} inputs of up to {longest} tokens") from exc
+        return mean_pool(out.hidden_states[-1], mask).cpu()
 
     def _join(self, slot: HFSlot) -> None:
         """Add a prefilled sequence's KV to the batch, left-padding whichever is shorter."""

@@ -1,0 +1,302 @@
+"""Ollama's API on the API port, so that `ollama.Client(host=...)` and programs written
+for Ollama work unchanged: /api/version, /api/tags, /api/show, /api/ps, /api/generate,
+/api/chat (NDJSON streams, Ollama's default), /api/embed and the older /api/embeddings.
+
+Everything goes the way the OpenAI routes go (webui/api/completions.py): the same model
+check (a name must be the loaded model or a remote engine's), the same sampling values
+(Ollama's `options`, mapped in webui/api/ollama_schemas.py), the same context check,
+queue, keys, usage count and extension hooks.  Errors are AppErrors like everywhere;
+webui/api/errors.py writes them in Ollama's `{"error": "..."}` shape on these paths.
+
+What Ollama does that this server does not: models are not pulled, created, copied or
+deleted here (the Model tab and /v1/internal do that, with the admin key), a request
+never loads another model (the name must be one that is served), and `keep_alive` is
+ignored (a model stays until it is unloaded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse, StreamingResponse
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+
+from webui.api.completions import fit_params, modified_input, modified_output, run_to_end, start, upstream_failure
+from webui.api.disconnect import on_disconnect
+from webui.api.embeddings import checked_dimensions, embed_inputs
+from webui.api.errors import ollama_error_body
+from webui.api.models import all_cards, target
+from webui.api.ollama_schemas import (
+    OllamaChatRequest,
+    OllamaEmbeddingsRequest,
+    OllamaEmbedRequest,
+    OllamaGenerateRequest,
+    OllamaGenerating,
+    OllamaShowRequest,
+    ollama_sampling,
+)
+from webui.api.state import RuntimeDep
+from webui.api.usage import key_label
+from webui.chat.prompt import PromptError, render_chat_prompt
+from webui.errors import AppError
+from webui.generation.embedding import normalize
+from webui.generation.engine import GenerationError
+from webui.generation.params import SamplingParams
+from webui.loaders.base import LoadedModel
+from webui.generation.request import EnginePrompt
+from webui.remote.engine import RemoteModel
+from webui.runtime import Runtime
+
+router = APIRouter(tags=["Ollama"])
+
+# The Ollama API level these routes follow: clients compare it to decide what they may
+# send (/api/embed and `dimensions` are newer than 0.3; `format` schemas than 0.5).
+OLLAMA_VERSION = "0.6.0"
+
+
+@router.get("/", include_in_schema=False)
+@router.head("/", include_in_schema=False)
+async def root():
+    # What Ollama answers at its root: programs probe it to find a server.
+    return PlainTextResponse("Ollama is running")
+
+
+@router.get("/api/version")
+async def version():
+    return {"version": OLLAMA_VERSION}
+
+
+@router.get("/api/tags")
+async def tags(runtime: RuntimeDep):
+    """Every model a request may name: the loaded one and the remote engines'."""
+    return {"models": [await run_in_threadpool(entry, runtime, card["id"]) for card in await all_cards(runtime)]}
+
+
+@router.get("/api/ps")
+async def running(runtime: RuntimeDep):
+    loaded = runtime.models.current
+    if loaded is None:
+        return {"models": []}
+    info = await run_in_threadpool(entry, runtime, loaded.name)
+    info.update(size_vram=info["size"] if loaded.device.startswith("cuda") else 0,
+                context_length=loaded.context_length)
+    return {"models": [info]}
+
+
+@router.post("/api/show")
+async def show(body: OllamaShowRequest, runtime: RuntimeDep):
+    model = await target(runtime, body.model)
+    info = await run_in_threadpool(entry, runtime, body.model)
+    capabilities = ["completion"]
+    template = ""
+    model_info: dict[str, Any] = {}
+    if isinstance(model, LoadedModel):
+        template = getattr(model.tokenizer, "chat_template", None) or ""
+        family = info["details"]["family"]
+        model_info = {"general.architecture": family, "general.parameter_count": model.parameters,
+                      f"{family}.context_length": model.context_length}
+        width = hidden_size(model)
+        if width:
+            model_info[f"{family}.embedding_length"] = width
+        if model.backend.capabilities.embeddings:
+            capabilities.append("embedding")
+    return {"modelfile": f"# served by webui from {info['details']['format']} files; no Modelfile",
+            "parameters": "", "template": template, "details": info["details"], "model_info": model_info,
+            "capabilities": capabilities, "modified_at": info["modified_at"]}
+
+
+@router.post("/api/generate")
+async def generate(body: OllamaGenerateRequest, request: Request, runtime: RuntimeDep):
+    model = await target(runtime, body.model)
+    body.refuse_unsupported()
+    params, explicit = ollama_sampling(body.options)
+    if not body.prompt:  # Ollama: an empty prompt only loads the model
+        return loaded_reply(body.model, chat=False)
+    if body.raw:  # the prompt as it is, no template (Ollama's raw mode)
+        prompt: Any = modified_input(runtime, body.prompt, params, False)
+        return await reply(runtime, request, body, model, prompt, fit_params(params, model, prompt, explicit), False)
+    # Not raw: Ollama puts the prompt (and system) through the model's chat template.
+    messages = [{"role": "system", "content": body.system}] if body.system else []
+    messages.append({"role": "user", "content": modified_input(runtime, body.prompt, params, True)})
+    return await chat_reply(runtime, request, body, model, messages, params, explicit, chat=False)
+
+
+@router.post("/api/chat")
+async def chat(body: OllamaChatRequest, request: Request, runtime: RuntimeDep):
+    model = await target(runtime, body.model)
+    body.refuse_unsupported()
+    params, explicit = ollama_sampling(body.options)
+    if not body.messages:  # Ollama: no messages only loads the model
+        return loaded_reply(body.model, chat=True)
+    messages = [{"role": m.role, "content": m.content} for m in body.messages]
+    last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
+    if last_user is not None:  # extensions' input_modifier sees the new message, as on /v1
+        last_user["content"] = modified_input(runtime, last_user["content"], params, True)
+    return await chat_reply(runtime, request, body, model, messages, params, explicit, chat=True)
+
+
+@router.post("/api/embed")
+async def embed(body: OllamaEmbedRequest, request: Request, runtime: RuntimeDep):
+    started = time.perf_counter()
+    inputs = [body.input] if isinstance(body.input, str) else list(body.input)
+    inputs = [text for text in inputs if text]
+    params, _ = ollama_sampling(body.options)
+    if not inputs:  # Ollama: nothing to embed only loads the model
+        await target(runtime, body.model)
+        return {"model": body.model, "embeddings": []}
+    vectors, tokens = await embed_inputs(runtime, request, body.model, inputs, truncate=body.truncate,
+                                         context=params.truncation_length or None)
+    vectors = normalize(vectors, checked_dimensions(body.dimensions, vectors.shape[1]))
+    return {"model": body.model, "embeddings": vectors.tolist(), "total_duration": nanoseconds(started),
+            "load_duration": 0, "prompt_eval_count": tokens}
+
+
+@router.post("/api/embeddings")
+async def embeddings_legacy(body: OllamaEmbeddingsRequest, request: Request, runtime: RuntimeDep):
+    """Ollama's older route: one prompt, and (as Ollama's) the vector not normalised."""
+    ollama_sampling(body.options)
+    if not body.prompt:
+        await target(runtime, body.model)
+        return {"embedding": []}
+    vectors, _ = await embed_inputs(runtime, request, body.model, [body.prompt], truncate=True, param="prompt")
+    return {"embedding": vectors[0].tolist()}
+
+
+# -- replies -----------------------------------------------------------------------------
+
+async def chat_reply(runtime: Runtime, request: Request, body: OllamaGenerating, model: LoadedModel | RemoteModel,
+                     messages: list[dict[str, str]], params: SamplingParams, explicit: bool, chat: bool):
+    if isinstance(model, RemoteModel):  # the engine applies its own chat template
+        prompt: Any = EnginePrompt(messages=tuple(messages))
+        return await reply(runtime, request, body, model, prompt, fit_params(params, model, "", explicit), chat)
+    try:
+        prompt = render_chat_prompt(model.tokenizer, messages)
+    except PromptError as exc:
+        exc.blame("messages" if chat else "prompt")
+        raise
+    return await reply(runtime, request, body, model, prompt, fit_params(params, model, prompt, explicit), chat)
+
+
+async def reply(runtime: Runtime, request: Request, body: OllamaGenerating, model: LoadedModel | RemoteModel,
+                prompt: Any, params: SamplingParams, chat: bool):
+    """The whole reply as one JSON object, or (Ollama's default) NDJSON lines."""
+    if body.stream:
+        lines = stream_lines(runtime, request, body.model, prompt, params, model, chat)
+        return StreamingResponse(lines, media_type="application/x-ndjson")
+    started = time.perf_counter()
+    owner = f"api-{uuid.uuid4().hex}"
+    async with on_disconnect(request.receive, lambda: runtime.stop(owner)):
+        text, stats, _ = await run_to_end(runtime, owner, body.model, prompt, params, None, model)
+    runtime.usage.add(key_label(request.headers), stats.prompt_tokens, stats.new_tokens)
+    text = modified_output(runtime, text, params, chat)
+    return {**piece(body.model, text, chat), **final(stats, started)}
+
+
+async def stream_lines(runtime: Runtime, request: Request, name: str, prompt: Any, params: SamplingParams,
+                       model: LoadedModel | RemoteModel, chat: bool) -> AsyncIterator[str]:
+    owner = f"api-{uuid.uuid4().hex}"
+    started = time.perf_counter()
+    try:
+        stream = start(runtime, owner, name, prompt, params)
+    except AppError as exc:
+        yield line(ollama_error_body(exc))
+        return
+    failed = False
+    try:
+        async with on_disconnect(request.receive, lambda: runtime.stop(owner)) as gone:
+            async for text in iterate_in_threadpool(iter(stream)):
+                yield line(piece(name, text, chat, done=False))
+        if not gone.is_set():
+            yield line({**piece(name, "", chat), **final(stream.stats, started)})
+    except GenerationError as exc:
+        failed = True
+        yield line(ollama_error_body(upstream_failure(exc, model)))
+    finally:
+        runtime.stop(owner)  # the client left mid-stream: the generation stops within a step
+        if not failed:
+            # Counted here, once, however the stream ended: a client that leaves may close
+            # this generator at a yield, and the tokens made until then were work for its key.
+            stats = stream.stats
+            made = (stats.prompt_tokens, stats.new_tokens) if stats else (stream.prompt_tokens, stream.new_tokens)
+            runtime.usage.add(key_label(request.headers), *made)
+
+
+def line(data: dict[str, Any]) -> str:
+    return json.dumps(data) + "\n"
+
+
+def piece(name: str, text: str, chat: bool, done: bool = True) -> dict[str, Any]:
+    content = {"message": {"role": "assistant", "content": text}} if chat else {"response": text}
+    return {"model": name, "created_at": now(), **content, "done": done}
+
+
+def final(stats, started: float) -> dict[str, Any]:
+    """Ollama's closing figures, in nanoseconds.  Prefill and decoding are not timed
+    apart here: eval_duration covers both, prompt_eval_duration is 0."""
+    return {"done": True, "done_reason": "length" if stats.finish_reason == "length" else "stop",
+            "total_duration": nanoseconds(started), "load_duration": 0,
+            "prompt_eval_count": stats.prompt_tokens, "prompt_eval_duration": 0,
+            "eval_count": stats.new_tokens, "eval_duration": int(stats.seconds * 1e9)}
+
+
+def loaded_reply(name: str, chat: bool) -> dict[str, Any]:
+    return {**piece(name, "", chat), "done_reason": "load"}
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def nanoseconds(started: float) -> int:
+    return int((time.perf_counter() - started) * 1e9)
+
+
+# -- model listings -----------------------------------------------------------------------
+
+def entry(runtime: Runtime, name: str) -> dict[str, Any]:
+    """A model as /api/tags lists it.  `digest` identifies the files' version (name,
+    size and time), not their contents: hashing gigabytes per listing would be absurd."""
+    loaded = runtime.models.current
+    if loaded is not None and loaded.name == name:
+        size, modified = folder_size(loaded.folder)
+        details = {"parent_model": "", "format": "gguf" if loaded.loader == "llama.cpp" else "safetensors",
+                   "family": family_of(loaded), "families": [family_of(loaded)],
+                   "parameter_size": parameter_size(loaded.parameters),
+                   "quantization_level": loaded.options.summary() or loaded.dtype}
+    else:  # a remote engine's model: nothing here to measure
+        size, modified = 0, 0.0
+        details = {"parent_model": "", "format": "remote", "family": "", "families": [], "parameter_size": "",
+                   "quantization_level": ""}
+    digest = hashlib.sha256(f"{name}\0{size}\0{modified}".encode()).hexdigest()
+    stamp = datetime.fromtimestamp(modified, timezone.utc).isoformat().replace("+00:00", "Z")
+    return {"name": name, "model": name, "modified_at": stamp, "size": size, "digest": digest, "details": details}
+
+
+def folder_size(folder: Path) -> tuple[int, float]:
+    """Bytes of a model's files and the newest file's time (a GGUF model may be one file)."""
+    files = [folder] if folder.is_file() else [p for p in folder.rglob("*") if p.is_file()]
+    stats = [p.stat() for p in files]
+    return sum(s.st_size for s in stats), max((s.st_mtime for s in stats), default=0.0)
+
+
+def family_of(loaded: LoadedModel) -> str:
+    config = getattr(loaded.model, "config", None)
+    return getattr(config, "model_type", None) or loaded.loader
+
+
+def hidden_size(loaded: LoadedModel) -> int | None:
+    config = getattr(loaded.model, "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(text, "hidden_size", None)
+
+
+def parameter_size(count: int) -> str:
+    return f"{count / 1e9:.1f}B" if count >= 1e9 else f"{count / 1e6:.1f}M"

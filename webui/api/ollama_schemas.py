@@ -1,0 +1,192 @@
+"""Request bodies of the Ollama-compatible routes (webui/api/ollama.py), and how
+Ollama's `options` map onto our SamplingParams.
+
+Top-level fields we do not know are ignored, as Ollama itself does (its clients send
+fields newer than this server).  `options` is stricter than Ollama, which only logs an
+option it does not know: here an unknown option is a 400 naming it, so that a typo
+("temprature") is not silently lost (docs/SECURITY.md).  Options that tune how
+Ollama's runner loads and runs a model (threads, GPU layers, mmap, batch size...) are
+accepted and ignored: on this server the command-line flags decide those.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, StrictInt, model_validator
+
+from webui.api.errors import APIError
+from webui.api.schemas import MAX_EMBEDDING_INPUTS, CheckedText
+from webui.generation.params import ParamsError, SamplingParams, make_params
+
+# Ollama's option -> our SamplingParams field, where the names differ.
+RENAMED = {
+    "num_predict": "max_new_tokens", "repeat_penalty": "repetition_penalty",
+    "repeat_last_n": "repetition_penalty_range", "tfs_z": "tfs", "mirostat": "mirostat_mode",
+    "num_ctx": "truncation_length",
+}
+# Ollama's options that are our fields under the same name.
+SAME = frozenset({
+    "temperature", "top_k", "top_p", "min_p", "typical_p", "presence_penalty", "frequency_penalty", "seed",
+    "stop", "mirostat_tau", "mirostat_eta",
+})
+# Ollama's runner and loading options: how its server runs the model, decided here by
+# our own flags; accepted so that programs written for Ollama run unchanged.
+RUNNER = frozenset({
+    "numa", "num_batch", "num_gpu", "main_gpu", "low_vram", "f16_kv", "logits_all", "vocab_only", "use_mmap",
+    "use_mlock", "embedding_only", "num_thread", "num_keep", "penalize_newline",
+})
+OURS = {ours: theirs for theirs, ours in RENAMED.items()}
+FLOAT_FIELDS = frozenset(name for name, info in SamplingParams.model_fields.items() if info.annotation is float)
+
+
+def ollama_sampling(options: dict[str, Any] | None) -> tuple[SamplingParams, bool]:
+    """SamplingParams for Ollama's `options` (neutral values for those not given, as
+    on /v1), and whether the reply's length was given (num_predict > 0)."""
+    options = options or {}
+    values: dict[str, Any] = {}
+    for name, value in options.items():
+        field = RENAMED.get(name, name)
+        if name in RUNNER:
+            continue
+        if name not in SAME and name not in RENAMED and field not in SamplingParams.model_fields:
+            raise APIError(400, f"options.{name}: unknown option", param=f"options.{name}", code="invalid_value")
+        if field in FLOAT_FIELDS and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        values[field] = value
+    # num_predict -1 (no limit) and -2 (fill the context): the rest of the context.
+    explicit = values.get("max_new_tokens") not in (None, -1, -2)
+    if not explicit:
+        values.pop("max_new_tokens", None)
+    if options.get("repeat_last_n") == 0:  # Ollama: 0 turns the repetition penalty off
+        values.pop("repetition_penalty_range")
+        values["repetition_penalty"] = 1.0
+    elif options.get("repeat_last_n") == -1:  # the whole context (ours: 0 = all)
+        values["repetition_penalty_range"] = 0
+    try:
+        return make_params(values), explicit
+    except ParamsError as exc:
+        if not exc.param:
+            raise APIError(400, f"options: {exc}", param="options", code="invalid_value") from exc
+        reason = str(exc).removeprefix(f"{exc.param}: ")
+        name = OURS.get(exc.param, exc.param)  # named as the request named it
+        raise APIError(400, f"options.{name}: {reason}", param=f"options.{name}", code="invalid_value") from exc
+
+
+def response_format_of(value: Any) -> dict[str, Any] | None:
+    """Ollama's `format` as the OpenAI routes' `response_format`: "json" is
+    {"type": "json_object"}, a JSON schema is {"type": "json_schema", ...}."""
+    if value is None or value == "":
+        return None
+    if value == "json":
+        return {"type": "json_object"}
+    if isinstance(value, dict):
+        return {"type": "json_schema", "json_schema": {"name": "format", "schema": value}}
+    raise APIError(400, 'format: "json" or a JSON schema object', param="format", code="invalid_value")
+
+
+class OllamaBase(CheckedText):
+    model_config = ConfigDict(extra="ignore")
+    model: str = ""
+    # Ollama's older name for `model`, still read by its /api/show and /api/embeddings.
+    name: str | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _model_named(self) -> OllamaBase:
+        if self.name and self.model and self.name != self.model:
+            raise ValueError("model and name name different models; send one of them")
+        if not self.model and self.name:
+            self.model = self.name
+        if not self.model:
+            raise ValueError("model: a model name is required")
+        return self
+
+
+class OllamaMessage(CheckedText):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "user", "assistant"]
+    content: str = ""
+    images: list[str] | None = None
+
+
+class OllamaGenerating(OllamaBase):
+    """What /api/generate and /api/chat share."""
+
+    stream: bool = True  # Ollama streams unless told not to
+    format: Any = None
+    options: dict[str, Any] | None = None
+    keep_alive: float | str | None = None  # models stay loaded here until an admin unloads them
+    think: bool | str | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+
+    def refuse_unsupported(self) -> None:
+        """What this server cannot do yet is a 400 naming the field, never dropped."""
+        if response_format_of(self.format) is not None:
+            # Structured output needs the grammar engine; `format` will go through the same
+            # response_format the OpenAI routes read once it is there.
+            raise APIError(400, "format: structured output (JSON mode, schemas) is not available on this server yet",
+                           param="format", code="unsupported_parameter")
+        if self.think not in (None, False):
+            raise APIError(400, "think: this server does not separate a model's thinking from its reply",
+                           param="think", code="unsupported_parameter")
+        if self.logprobs or self.top_logprobs:
+            raise APIError(400, "logprobs: use /v1/chat/completions or /v1/completions for log-probabilities",
+                           param="logprobs", code="unsupported_parameter")
+
+
+class OllamaGenerateRequest(OllamaGenerating):
+    prompt: str = ""
+    suffix: str = ""
+    system: str = ""
+    template: str = ""
+    context: list[StrictInt] | None = None
+    raw: bool = False
+    images: list[str] | None = None
+
+    def refuse_unsupported(self) -> None:
+        super().refuse_unsupported()
+        for field, what in (("suffix", "fill-in-the-middle (suffix)"), ("template", "a per-request template"),
+                            ("context", "context token ids (send the conversation to /api/chat)"),
+                            ("images", "images")):
+            if getattr(self, field):
+                raise APIError(400, f"{field}: {what} is not supported by this server", param=field,
+                               code="unsupported_parameter")
+
+
+class OllamaChatRequest(OllamaGenerating):
+    messages: list[OllamaMessage] = Field(default_factory=list)
+    tools: list[Any] | None = None
+
+    def refuse_unsupported(self) -> None:
+        super().refuse_unsupported()
+        if self.tools:
+            raise APIError(400, "tools: tool calling is not available on the Ollama routes yet; "
+                           "use /v1/chat/completions", param="tools", code="unsupported_parameter")
+        if any(m.images for m in self.messages):
+            raise APIError(400, "messages: images are not supported by this server", param="messages",
+                           code="unsupported_parameter")
+
+
+class OllamaEmbedRequest(OllamaBase):
+    input: str | list[str] = ""
+    truncate: bool = True
+    options: dict[str, Any] | None = None
+    keep_alive: float | str | None = None
+    dimensions: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _count(self) -> OllamaEmbedRequest:
+        if isinstance(self.input, list) and len(self.input) > MAX_EMBEDDING_INPUTS:
+            raise ValueError(f"input: at most {MAX_EMBEDDING_INPUTS} inputs")
+        return self
+
+
+class OllamaEmbeddingsRequest(OllamaBase):
+    prompt: str = ""
+    options: dict[str, Any] | None = None
+    keep_alive: float | str | None = None
+
+
+class OllamaShowRequest(OllamaBase):
+    verbose: bool = False

@@ -1,0 +1,95 @@
+"""Text embeddings: a job on the engine's queue, and the pooling and normalising math.
+
+An embedding request runs on the engine's one model thread, like a generation: it
+waits in the same fair queue (webui/generation/scheduler.py), is taken between two
+decoding steps, and its inputs go through `Backend.embed` in padded batches of at most
+`BATCH_TOKENS` tokens.  So no request thread ever calls the model while it decodes, and
+a flood of embeddings takes its turn like anyone else's requests.
+
+Pooling (the backend's side, webui/loaders/hf_backend.py and gguf_backend.py): the mean
+of the last hidden state (after the model's final norm) over the sequence's own tokens,
+padding excluded.  Mean pooling because a decoder model was trained for none: the last
+token alone leans on the final words, the mean reads the whole text.
+The API L2-normalises it (`normalize`); `dimensions` keeps the first d components and
+normalises again, which is exact for models trained for it (Matryoshka) and a lossy
+projection for the rest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import torch
+
+from webui.errors import AppError
+from webui.generation.request import CancelToken, GenerationError, GenerationRequest
+
+# Padded tokens per forward pass (rows x longest row): bounds the activations' memory
+# whatever a request sends; a request with more is split into several passes.
+BATCH_TOKENS = 16_384
+
+
+class EmbeddingsUnsupported(AppError, ValueError):
+    """The model asked for cannot compute embeddings (its backend says so)."""
+
+    code = "unsupported_model"
+
+
+class EmbeddingJob:
+    """Token ids to embed, queued like a GenerationStream (the engine's queue reads
+    `request.owner`, `request.cancel`, `started`, `queued_at` and `_mailbox`); the caller
+    blocks in `result()` until the model thread has answered."""
+
+    def __init__(self, inputs: list[list[int]], owner: str, cancel: CancelToken, mailbox):
+        self.inputs = inputs
+        self.request = GenerationRequest("", cancel=cancel, owner=owner)
+        self.started = False
+        self.queued_at = time.monotonic()
+        self._mailbox = mailbox
+
+    def result(self) -> torch.Tensor:
+        """The pooled vectors, one row per input (not normalised)."""
+        while True:
+            _, final = self._mailbox.take(self._mailbox.interval)
+            if final is None:
+                continue
+            kind, value = final
+            if kind == "error":
+                raise GenerationError(value)
+            if not isinstance(value, torch.Tensor):  # cancelled while it waited
+                raise GenerationError("the embedding request was cancelled")
+            return value
+
+    def finish(self, vectors: torch.Tensor) -> None:
+        self._mailbox.finish("done", vectors)
+
+    def fail(self, message: str) -> None:
+        self._mailbox.finish("error", message)
+
+
+def batches(inputs: list[list[int]], budget: int = BATCH_TOKENS) -> Iterator[list[list[int]]]:
+    """Consecutive groups of inputs, in order, whose padded size (rows x longest row)
+    stays within `budget` (a single longer input is a group of its own)."""
+    start, longest = 0, 0
+    for index, ids in enumerate(inputs):
+        longest_with = max(longest, len(ids))
+        if index > start and longest_with * (index - start + 1) > budget:
+            yield inputs[start:index]
+            start, longest_with = index, len(ids)
+        longest = longest_with
+    if start < len(inputs):
+        yield inputs[start:]
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `hidden` ([rows, length, width]) over the positions where `mask` is 1."""
+    mask = mask.to(hidden.dtype).unsqueeze(-1)
+    return ((hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).float()
+
+
+def normalize(vectors: torch.Tensor, dimensions: int | None = None) -> torch.Tensor:
+    """L2-normalised rows, cut to the first `dimensions` components first when given."""
+    if dimensions is not None:
+        vectors = vectors[:, :dimensions]
+    return torch.nn.functional.normalize(vectors.float(), p=2.0, dim=-1)
