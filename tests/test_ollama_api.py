@@ -126,7 +126,7 @@ def test_bad_options_are_refused_in_ollamas_shape(client, root, runtime, options
 
 
 @pytest.mark.parametrize("extra, field", [
-    ({"format": "json"}, "format"), ({"format": {"type": "object"}}, "format"), ({"think": True}, "think"),
+    ({"format": "yaml"}, "format"), ({"format": {"type": "object", "properties": 3}}, "format"), ({"think": True}, "think"),
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"), ({"logprobs": True}, "logprobs"),
 ])
 def test_what_this_server_cannot_do_is_a_400_naming_it(root, extra, field):
@@ -225,3 +225,21 @@ def test_openapi_lists_the_new_routes(api_url):
     paths = httpx.get(f"{api_url}/openapi.json", headers={"x-api-key": API_KEY}).json()["paths"]
     assert {"/v1/embeddings", "/api/version", "/api/tags", "/api/show", "/api/ps", "/api/chat", "/api/generate",
             "/api/embed", "/api/embeddings"} <= set(paths)
+
+
+FORMAT = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 10},
+                                           "age": {"type": "integer", "minimum": 0, "maximum": 120}},
+          "required": ["name", "age"]}
+
+
+def test_format_enforces_json_and_a_schema_as_v1s_response_format_does(client, oai):
+    greedy = {"temperature": 0, "num_predict": 200}
+    reply = client.chat(model=TINY, messages=HELLO, format=FORMAT, options=greedy)
+    data = json.loads(reply.message.content)
+    assert set(data) >= {"name", "age"} and isinstance(data["age"], int) and 0 <= data["age"] <= 120
+    same = oai.chat.completions.create(
+        model=TINY, messages=HELLO, temperature=0, max_tokens=200,
+        response_format={"type": "json_schema", "json_schema": {"name": "format", "schema": FORMAT}})
+    assert same.choices[0].message.content == reply.message.content
+    anything = client.generate(model=TINY, prompt="Say something", format="json", options=greedy)
+    assert isinstance(json.loads(anything.response), dict)

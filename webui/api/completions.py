@@ -107,13 +107,17 @@ def capabilities_of(model: LoadedModel | RemoteModel):
 
 
 def fit(body: CompletionBase, params: SamplingParams, model: LoadedModel | RemoteModel, prompt: str) -> SamplingParams:
-    return fit_params(params, model, prompt, body.max_tokens is not None or body.max_completion_tokens is not None)
+    # json_schema may have come from the caller's response_format: name what they sent.
+    sent_as = {"json_schema": "response_format"} if body.response_format else {}
+    return fit_params(params, model, prompt, body.max_tokens is not None or body.max_completion_tokens is not None,
+                      sent_as)
 
 
 def fit_params(params: SamplingParams, model: LoadedModel | RemoteModel, prompt: str,
-               explicit_max: bool) -> SamplingParams:
+               explicit_max: bool, sent_as: dict[str, str] | None = None) -> SamplingParams:
     """Check `params` against the model (token ids in its vocabulary, prompt in its
-    context) before anything is queued, so errors come as a 400, not mid-stream.
+    context) before anything is queued, so errors come as a 400, not mid-stream.  A refusal
+    names the field as the caller sent it (`sent_as`: our field -> the request's name).
 
     Without an explicit length (`explicit_max`) the reply may use the rest of the
     context (as OpenAI's API does).  Shared with the Ollama routes (webui/api/ollama.py).
@@ -123,8 +127,7 @@ def fit_params(params: SamplingParams, model: LoadedModel | RemoteModel, prompt:
     ignored = capabilities_of(model).ignores(changed_fields(params) - {"max_new_tokens", "seed"})
     if ignored:
         backend = f"remote engine {model.engine.name}, {model.engine.config.kind}" if remote else model.loader
-        # json_schema may have come from the caller's response_format: name what they sent.
-        field = "response_format" if ignored[0] == "json_schema" and body.response_format else ignored[0]
+        field = (sent_as or {}).get(ignored[0], ignored[0])
         raise APIError(400, f"{field} is not supported by this model's backend ({backend})",
                        param=field, code="unsupported_parameter")
     if remote:

@@ -118,11 +118,12 @@ async def generate(body: OllamaGenerateRequest, request: Request, runtime: Runti
     model = await target(runtime, body.model)
     body.refuse_unsupported()
     params, explicit = ollama_sampling(body.options)
+    params = body.structured(params)
     if not body.prompt:  # Ollama: an empty prompt only loads the model
         return loaded_reply(body.model, chat=False)
     if body.raw:  # the prompt as it is, no template (Ollama's raw mode)
         prompt: Any = modified_input(runtime, body.prompt, params, False)
-        return await reply(runtime, request, body, model, prompt, fit_params(params, model, prompt, explicit), False)
+        return await reply(runtime, request, body, model, prompt, fit_params(params, model, prompt, explicit, body.sent_as()), False)
     # Not raw: Ollama puts the prompt (and system) through the model's chat template.
     messages = [{"role": "system", "content": body.system}] if body.system else []
     messages.append({"role": "user", "content": modified_input(runtime, body.prompt, params, True)})
@@ -134,6 +135,7 @@ async def chat(body: OllamaChatRequest, request: Request, runtime: RuntimeDep):
     model = await target(runtime, body.model)
     body.refuse_unsupported()
     params, explicit = ollama_sampling(body.options)
+    params = body.structured(params)
     if not body.messages:  # Ollama: no messages only loads the model
         return loaded_reply(body.model, chat=True)
     messages = [{"role": m.role, "content": m.content} for m in body.messages]
@@ -176,13 +178,13 @@ async def chat_reply(runtime: Runtime, request: Request, body: OllamaGenerating,
                      messages: list[dict[str, str]], params: SamplingParams, explicit: bool, chat: bool):
     if isinstance(model, RemoteModel):  # the engine applies its own chat template
         prompt: Any = EnginePrompt(messages=tuple(messages))
-        return await reply(runtime, request, body, model, prompt, fit_params(params, model, "", explicit), chat)
+        return await reply(runtime, request, body, model, prompt, fit_params(params, model, "", explicit, body.sent_as()), chat)
     try:
         prompt = render_chat_prompt(model.tokenizer, messages)
     except PromptError as exc:
         exc.blame("messages" if chat else "prompt")
         raise
-    return await reply(runtime, request, body, model, prompt, fit_params(params, model, prompt, explicit), chat)
+    return await reply(runtime, request, body, model, prompt, fit_params(params, model, prompt, explicit, body.sent_as()), chat)
 
 
 async def reply(runtime: Runtime, request: Request, body: OllamaGenerating, model: LoadedModel | RemoteModel,

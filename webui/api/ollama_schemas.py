@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, StrictInt, model_validator
 
 from webui.api.errors import APIError
-from webui.api.schemas import MAX_EMBEDDING_INPUTS, CheckedText
+from webui.api.schemas import MAX_EMBEDDING_INPUTS, CheckedText, ResponseFormat
 from webui.generation.params import ParamsError, SamplingParams, make_params
 
 # Ollama's option -> our SamplingParams field, where the names differ.
@@ -120,13 +120,26 @@ class OllamaGenerating(OllamaBase):
     logprobs: bool | None = None
     top_logprobs: int | None = None
 
+    def structured(self, params: SamplingParams) -> SamplingParams:
+        """`params` with `format` enforced: "json" or a schema becomes the same json_schema
+        value the OpenAI routes' response_format does (webui/api/schemas.py)."""
+        shape = response_format_of(self.format)
+        if shape is None:
+            return params
+        schema = ResponseFormat(**shape).schema_text()
+        try:
+            return make_params({"json_schema": schema}, base=params)
+        except ParamsError as exc:
+            reason = str(exc).removeprefix("json_schema: ").removeprefix("Value error, ")
+            raise APIError(400, f"format: the JSON schema cannot be used: {reason}", param="format",
+                           code="invalid_value") from exc
+
+    def sent_as(self) -> dict[str, str]:
+        """Our field -> the name this request used, for refusals (webui/api/completions.py)."""
+        return {"json_schema": "format"} if response_format_of(self.format) is not None else {}
+
     def refuse_unsupported(self) -> None:
         """What this server cannot do yet is a 400 naming the field, never dropped."""
-        if response_format_of(self.format) is not None:
-            # Structured output needs the grammar engine; `format` will go through the same
-            # response_format the OpenAI routes read once it is there.
-            raise APIError(400, "format: structured output (JSON mode, schemas) is not available on this server yet",
-                           param="format", code="unsupported_parameter")
         if self.think not in (None, False):
             raise APIError(400, "think: this server does not separate a model's thinking from its reply",
                            param="think", code="unsupported_parameter")
