@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the whole test suite (installs the test extras into .venv first).
-# Needs Debian's chromium for the browser test: apt-get install chromium
+# Needs Debian's chromium and firefox-esr for the browser tests: apt-get install chromium firefox-esr
 # Extra arguments go to pytest, e.g. ./test.sh -k engine
 set -euo pipefail
 cd "$(dirname "$0")"
