@@ -183,9 +183,28 @@ def test_a_tab_talking_to_a_remote_model_is_told_what_it_ignores(flaky, gateway)
     assert gateway[0].ignored_samplers("local tab") == (f"{LOCAL} (transformers)", ())
 
 
-def test_logprobs_are_refused_for_a_remote_model_not_dropped(gateway):
-    refused = via(gateway, "chat/completions", {**CHAT, "logprobs": True})
-    assert refused.status_code == 400 and refused.json()["error"]["param"] == "logprobs"
+def test_logprobs_from_a_remote_model_are_the_engines_own(gateway, upstream):
+    """Asked for in OpenAI's shape and passed through, tokens named by their text (the
+    engine's token ids are not ours), whole and streamed, chat and completions."""
+    chat = {**CHAT, "max_tokens": 8, "logprobs": True, "top_logprobs": 3}
+    ours, theirs = via(gateway, "chat/completions", chat).json(), direct(upstream, "chat/completions", chat).json()
+    content = ours["choices"][0]["logprobs"]["content"]
+    assert content and content == theirs["choices"][0]["logprobs"]["content"]
+    assert "".join(item["token"] for item in content) == ours["choices"][0]["message"]["content"]
+    assert all(len(item["top_logprobs"]) == 3 for item in content)
+    body = {**COMPLETION, "max_tokens": 8, "logprobs": 2}
+    ours, theirs = via(gateway, "completions", body).json(), direct(upstream, "completions", body).json()
+    assert ours["choices"][0]["logprobs"]["tokens"] == theirs["choices"][0]["logprobs"]["tokens"]
+    assert ours["choices"][0]["logprobs"]["token_logprobs"] == theirs["choices"][0]["logprobs"]["token_logprobs"]
+    import json
+
+    streamed_tokens = []
+    with httpx.stream("POST", f"{gateway[1]}/chat/completions", json={**chat, "stream": True}, timeout=120) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                logprobs = (json.loads(line[6:])["choices"] or [{}])[0].get("logprobs")
+                streamed_tokens += [item["token"] for item in (logprobs or {}).get("content") or ()]
+    assert streamed_tokens == [item["token"] for item in content]
 
 
 def record_upstream_requests(upstream, monkeypatch) -> list:

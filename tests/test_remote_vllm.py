@@ -107,6 +107,13 @@ def test_greedy_completion_and_chat_equal_asking_vllm_directly(gateway, vllm):
     assert ours["choices"][0]["message"]["content"] == theirs["choices"][0]["message"]["content"]
 
 
+def test_log_probabilities_are_vllms_own(gateway, vllm):
+    body = {"model": SERVED, "prompt": PROMPT, "max_tokens": 8, "temperature": 0, "logprobs": 2}
+    ours = httpx.post(f"{gateway[1]}/completions", json=body, timeout=300).json()["choices"][0]["logprobs"]
+    theirs = httpx.post(f"{vllm}/completions", json=body, timeout=300).json()["choices"][0]["logprobs"]
+    assert ours["tokens"] == theirs["tokens"] and ours["token_logprobs"] == theirs["token_logprobs"]
+
+
 def test_streamed_pieces_join_to_the_whole_reply(gateway):
     pieces = []
     body = {"model": SERVED, "prompt": PROMPT, "max_tokens": 16, "temperature": 0, "stream": True}

@@ -250,10 +250,10 @@ class Runtime:
         except GenerationError as exc:  # the model this tab chose is gone
             return str(exc)
         if isinstance(target, RemoteModel):
-            if not target.capabilities.logprobs:
-                return (f"token probabilities are not available for {target.name}: its remote engine "
-                        "does not report them")
-            return None
+            # The views show the model's own distribution beside the sampled one; an engine
+            # reports only the sampled one (the API's logprobs pass that through).
+            return (f"token probabilities are not available for {target.name}: its remote engine "
+                    "does not report the model's own distribution")
         loaded = self.models.current
         if loaded is None:
             return "no model is loaded; pick one in the Model tab"

@@ -219,7 +219,7 @@ async def respond(runtime: Runtime, request: Request, body: CompletionBase, prom
         prompt_tokens = stats.prompt_tokens
         completion_tokens += stats.new_tokens
         finish = "length" if stats.finish_reason == "length" else "stop"
-        logprobs = format_logprobs(model.tokenizer, entries, chat) if count is not None else None
+        logprobs = format_logprobs(getattr(model, "tokenizer", None), entries, chat) if count is not None else None
         if chat:
             message: dict[str, Any] = {"role": "assistant", "content": text}
             if tools is not None:
@@ -282,7 +282,7 @@ async def stream_events(runtime: Runtime, request: Request, body: CompletionBase
         logprobs = None
         if count is not None:
             entries = stream.logprobs
-            logprobs, sent = format_logprobs(model.tokenizer, entries[sent:], chat), len(entries)
+            logprobs, sent = format_logprobs(getattr(model, "tokenizer", None), entries[sent:], chat), len(entries)
         if chat:
             delta = {} if text is None else {"content": text}
             return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}

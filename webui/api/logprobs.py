@@ -10,19 +10,26 @@ from webui.generation.request import TokenLogprob
 
 
 def format_logprobs(tokenizer: Any, entries: Sequence[TokenLogprob], chat: bool) -> dict[str, Any]:
+    """`tokenizer` names our own token ids; a remote engine's entries come named already
+    (token_id -1, webui/generation/request.py)."""
     def text(token_id: int) -> str:
         return tokenizer.decode([token_id])
 
+    def named(entry: TokenLogprob) -> tuple[str, list[tuple[str, float]]]:
+        if entry.token_id < 0:
+            return entry.text, list(entry.top_texts)
+        return text(entry.token_id), [(text(i), lp) for i, lp in entry.top]
+
+    rows = [(*named(e), e.logprob) for e in entries]
     if chat:
         return {"content": [
-            {"token": text(e.token_id), "logprob": e.logprob, "bytes": list(text(e.token_id).encode()),
-             "top_logprobs": [{"token": text(i), "logprob": lp, "bytes": list(text(i).encode())} for i, lp in e.top]}
-            for e in entries
+            {"token": token, "logprob": logprob, "bytes": list(token.encode()),
+             "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top]}
+            for token, top, logprob in rows
         ]}
-    texts = [text(e.token_id) for e in entries]
     offsets, position = [], 0
-    for piece in texts:
+    for token, _, _ in rows:
         offsets.append(position)
-        position += len(piece)
-    return {"tokens": texts, "token_logprobs": [e.logprob for e in entries],
-            "top_logprobs": [{text(i): lp for i, lp in e.top} for e in entries], "text_offset": offsets}
+        position += len(token)
+    return {"tokens": [token for token, _, _ in rows], "token_logprobs": [logprob for _, _, logprob in rows],
+            "top_logprobs": [dict(top) for _, top, _ in rows], "text_offset": offsets}

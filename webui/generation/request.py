@@ -142,6 +142,9 @@ class TokenLogprob:
     raw_logprob: float | None = None
     text: str = ""
     alternatives: tuple[Alternative, ...] = ()
+    # From an engine that names tokens by their text, not by ids in our vocabulary (a
+    # remote one): token_id is -1, `text` is the token, and these are the alternatives.
+    top_texts: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ def capabilities(kind: str) -> Capabilities:
     return Capabilities(
         max_batch=1,  # the engine batches on its side; we do not
         prefix_cache=False,
-        logprobs=False,  # its token ids are not ours to decode; refused until mapped
+        logprobs=True,  # asked for in OpenAI's shape; its tokens come back named by their text
         samplers=frozenset(FIELDS[kind]) | ALWAYS,
         guidance=False,
         input_embeddings=False,

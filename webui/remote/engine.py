@@ -27,6 +27,7 @@ from webui.generation.request import (
     GenerationRequest,
     GenerationStats,
     QueueFull,
+    TokenLogprob,
 )
 from webui.generation.stops import StopStringFilter
 from webui.remote.capabilities import capabilities, upstream_fields
@@ -118,6 +119,8 @@ class RemoteEngine:
                     result.take_usage(event["usage"], self.name)
                 for choice in event["choices"][:1]:
                     text = _text(choice, chat, self.name)
+                    if stream.request.logprobs is not None:
+                        stream.logprobs.extend(_logprobs(choice.get("logprobs"), chat, self.name))
                     if text:
                         stream.new_tokens += 1  # a piece per event: tokens until the engine's usage says
                         shown = stops.feed(text)
@@ -149,6 +152,9 @@ class RemoteEngine:
         else:
             path, body = "completions", {"prompt": prompt.text}
         fields = upstream_fields(self.config.kind, request.params, tuple(dict.fromkeys(stops)))
+        if request.logprobs is not None:  # OpenAI's two shapes: chat's flag and count, completions' count
+            fields.update({"logprobs": True, "top_logprobs": request.logprobs} if prompt.messages is not None
+                          else {"logprobs": request.logprobs})
         return path, {"model": model, **body, **fields, "stream_options": {"include_usage": True}}, stops
 
 
@@ -173,6 +179,25 @@ def _text(choice: Any, chat: bool, name: str) -> str:
     if text is not None and not isinstance(text, str):
         raise RemoteError(f"remote engine {name} sent text that is not a string")
     return text or ""
+
+
+def _logprobs(data: Any, chat: bool, name: str) -> list[TokenLogprob]:
+    """An event's log-probabilities, in either of OpenAI's layouts, as entries named by
+    their text (the engine's token ids are not ours)."""
+    if data is None:
+        return []
+    try:
+        if chat:
+            return [TokenLogprob(-1, float(item["logprob"]), (), text=str(item["token"]),
+                                 top_texts=tuple((str(alt["token"]), float(alt["logprob"]))
+                                                 for alt in item.get("top_logprobs") or ()))
+                    for item in data.get("content") or ()]
+        tops = data.get("top_logprobs") or [None] * len(data["tokens"])
+        return [TokenLogprob(-1, float(logprob), (), text=str(token),
+                             top_texts=tuple((str(t), float(lp)) for t, lp in (top or {}).items()))
+                for token, logprob, top in zip(data["tokens"], data["token_logprobs"], tops, strict=True)]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise RemoteError(f"remote engine {name} sent log-probabilities in a shape this server cannot read") from None
 
 
 class RemoteModel:
