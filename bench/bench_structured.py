@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 from bench_batching import build_random_half_b, engine_for
+from report import figure
 from common import PROMPT, bench_parser
 
 from webui.generation.engine import GenerationEngine, GenerationRequest
@@ -126,6 +127,9 @@ def main() -> None:
     for name, ratios in results.items():
         print(f"{name}: JSON schema / unconstrained tokens/s (wall, per CPU second): "
               + ", ".join(f"{mode} {wall:.2f} / {cpu:.2f}" for mode, (wall, cpu) in ratios.items()))
+        for mode, (wall, cpu) in ratios.items():
+            figure(f"{name}, {mode}: tokens/s with a JSON schema ÷ unconstrained", f"{wall:.2f}",
+                   f"wall clock, median of {args.rounds} alternating rounds; per CPU second {cpu:.2f}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench_batching import build_random_half_b  # noqa: E402
 
+from report import figure  # noqa: E402
 from webui.loaders.base import LoadOptions  # noqa: E402
 from webui.loaders.registry import default_registry  # noqa: E402
 from webui.model_manager import ModelManager  # noqa: E402
@@ -114,9 +115,15 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"  {label:>20}: {r['tokens_per_s']:8.0f} tokens/s ({micro} x {cutoff} tokens a step, "
                   f"{r['seconds']:.1f} s in all, loss {r['first_loss']:.2f} -> {r['last_loss']:.2f})", flush=True)
+            figure(f"training tokens/s, {label}", f"{r['tokens_per_s']:.0f}",
+                   f"{args.steps} steps of {micro} x {cutoff} tokens, LoRA r16 on q/k/v/o, "
+                   f"{torch.get_num_threads()} torch threads; loss {r['first_loss']:.2f} -> {r['last_loss']:.2f}")
     print(f"perplexity of {DEMO_MODEL} on {SAMPLE_NAME}:", flush=True)
     ppl = perplexities(models)
     print(f"ratios to fp32: 8-bit {ppl['8-bit'] / ppl['fp32']:.4f}, 4-bit {ppl['4-bit nf4'] / ppl['fp32']:.4f}")
+    for label, value in ppl.items():
+        figure(f"perplexity of {DEMO_MODEL} on {SAMPLE_NAME}, {label}", f"{value:.3f}",
+               f"÷ fp32 {value / ppl['fp32']:.4f}")
     return 0
 
 
