@@ -62,3 +62,17 @@ def test_cpu_flags_reads_cpuinfo(tmp_path):
     info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f\n\nprocessor\t: 1\nflags\t\t: fpu\n")
     assert cpu_flags(info) == {"fpu", "avx2", "avx512f"}
     assert cpu_flags(tmp_path / "missing") == frozenset()
+
+
+def test_the_model_tab_notes_follow_this_machine():
+    from webui.loaders.hf_options import TransformersOptions
+    from webui.ui.loader_controls import OptionControls
+
+    machine = Machine.detect()
+    want = {bits: bitsandbytes_cpu_warning(machine.flags, bits) if machine.cuda_devices == 0 else None
+            for bits in (8, 4)}
+    shown = TransformersOptions.availability()
+    assert shown["load_in_8bit"].note == want[8] and shown["load_in_4bit"].note == want[4]
+    # A note informs, it does not disable: the control stays usable when bitsandbytes imports.
+    notes = OptionControls([TransformersOptions], LoadOptions()).problems("quantization")
+    assert all(text in notes for text in want.values() if text)

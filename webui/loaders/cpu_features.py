@@ -22,12 +22,13 @@ BF16_MATH_FLAGS = ("avx512_bf16", "amx_bf16")
 # ~0.5B-shaped Llama (decode and prefill speed vs fp32 = 1.0, resident memory vs fp32).
 # Only rows that were measured are here; other CPUs get no speed figure, only memory.
 MEASURED = {
-    # AMD EPYC (Zen 3), 2 cores, AVX2 without AVX-512, load average 6-12.
+    # AMD EPYC (Zen 3), AVX2 without AVX-512; one thread, load average 3, median of 4
+    # alternating rounds (docs/PERFORMANCE.md, "dtypes and 8-bit on a CPU").
     "avx2": {
         "fp32": {"decode": 1.0, "prefill": 1.0, "memory": 1.0},
-        "bf16": {"decode": 1.8, "prefill": 0.22, "memory": 0.5},
-        "cpu-int8": {"decode": None, "prefill": None, "memory": None},
-        "8-bit (bitsandbytes)": {"decode": 0.4, "prefill": 0.9, "memory": 1.26},
+        "bf16": {"decode": 0.92, "prefill": 0.17, "memory": 0.50},
+        "cpu-int8": {"decode": 1.59, "prefill": 0.81, "memory": 0.30},
+        "8-bit (bitsandbytes)": {"decode": 0.41, "prefill": 0.77, "memory": 0.36},
     },
 }
 
