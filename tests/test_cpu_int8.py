@@ -82,3 +82,20 @@ def test_refused_with_bitsandbytes_or_disk_or_a_gpu(tmp_path):
         from_pretrained_kwargs(LoadOptions(cpu_int8=True), Machine(1))
     # With --cpu on a GPU machine it loads in bf16 to quantize after.
     assert from_pretrained_kwargs(LoadOptions(cpu_int8=True, cpu=True), Machine(1))["dtype"] == torch.bfloat16
+
+
+def test_the_engine_streams_from_a_cpu_int8_model(folder):
+    from webui.generation.engine import GenerationEngine, GenerationRequest
+    from webui.generation.params import make_params
+    from webui.loaders.registry import default_registry
+    from webui.model_manager import ModelManager
+
+    params = make_params({"temperature": 0.0, "max_new_tokens": 6, "ban_eos_token": True})
+    texts = {}
+    for kind, options in {"fp32": LoadOptions(dtype="fp32"), "int8": LoadOptions(cpu_int8=True)}.items():
+        manager = ModelManager(folder.parent, default_registry(), options)
+        manager.load(folder.name)
+        assert manager.current.options.cpu_int8 is (kind == "int8")
+        texts[kind] = GenerationEngine(manager).generate(GenerationRequest(PROMPT, params)).text()
+        manager.unload()
+    assert texts["int8"] and texts["int8"][:8] == texts["fp32"][:8]
