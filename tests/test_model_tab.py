@@ -11,7 +11,7 @@ from tests.fake_hub import FakeHub, Repo
 from tests.test_loras import make_adapter
 from webui.chat.templates import MODEL_TEMPLATE
 
-DEFAULTS = dict(dtype="auto", cpu=True, attention="auto", in8=False, in4=False, quant_type="nf4",
+DEFAULTS = dict(dtype="auto", cpu=True, attention="auto", in8=False, in4=False, cpu_int8=False, quant_type="nf4",
                 double_quant=False, compute="auto", split="", cpu_memory=0, disk=False,
                 # llama.cpp's options (a Transformers model leaves them out)
                 n_ctx=0, n_gpu_layers=0, threads=0, threads_batch=0, n_batch=512, tensor_split="",
@@ -47,7 +47,7 @@ def test_load_in_4bit_is_saved_and_shown_when_picked_again(client, runtime, rest
     assert "4-bit fp4" in status and "context 256" in status
     assert runtime.models.current.options.load_in_4bit
     shown = client.predict(TINY, api_name="/model_settings")
-    assert list(shown[3:6]) == [False, True, "fp4"] and shown[CONTEXT] == 256
+    assert list(shown[3:7]) == [False, True, False, "fp4"] and shown[CONTEXT] == 256
     fit = shown[CONTEXT + 2]
     assert "context 256" in fit and "4-bit weights" in fit  # the fit report, for these settings
 
@@ -144,3 +144,10 @@ def test_quantization_switches_are_disabled_without_bitsandbytes(runtime, monkey
     monkeypatch.undo()  # bitsandbytes as this machine has it
     with_it = {b.label: b for b in build_app(runtime).blocks.values() if isinstance(b, gr.Checkbox)}
     assert with_it["load-in-8bit"].interactive is not False  # installed here: the switches work
+
+
+def test_cpu_int8_loads_from_the_model_tab_and_the_fit_report_counts_its_peak(client, runtime, restore):
+    status = client.predict(TINY, *options(cpu_int8=True), api_name="/model_load")[0]
+    assert "cpu-int8" in status and runtime.models.current.options.cpu_int8
+    fit = client.predict(TINY, api_name="/model_settings")[CONTEXT + 2]
+    assert "| cpu-int8 |" in fit and "Loading peaks at" in fit

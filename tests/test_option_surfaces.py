@@ -50,7 +50,7 @@ def test_flags_are_exactly_the_schema_options_with_their_tgw_spellings():
     actions = group_actions("model")
     by_flag = {flag: action.dest for action in actions for flag in action.option_strings}
     assert set(by_flag) - {"--model", "--model-dir"} == {
-        "--dtype", "--bf16", "--cpu", "--attn-implementation", "--load-in-8bit", "--load-in-4bit", "--quant_type",
+        "--dtype", "--bf16", "--cpu", "--attn-implementation", "--load-in-8bit", "--load-in-4bit", "--cpu-int8", "--quant_type",
         "--use_double_quant", "--compute_dtype", "--gpu-split", "--cpu-memory", "--disk", "--disk-cache-dir",
         "--allow-pickle", "--trust-remote-code",
         # llama.cpp (GGUF)

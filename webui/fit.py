@@ -10,6 +10,13 @@ tensor will be stored:
   one fp32 scale per output row.  4-bit: half a byte per weight plus one fp32 absmax
   per block of 64 (double quantization stores that absmax in 8 bits, plus an fp32 per
   256 blocks), and small per-layer lookup tables.
+- cpu-int8 (webui/loaders/cpu_int8.py) quantizes every Linear, the head too: 1 byte
+  per weight plus an fp32 and a bf16 scale per output row; the rest stays in the
+  compute dtype.  A tied head gets its own int8 copy beside the embedding.
+- Loading peaks: cpu-int8 loads in bf16 and then quantizes layer by layer, so its peak
+  is the bf16 model.  bitsandbytes 8-bit on the CPU held a full-precision copy and the
+  8-bit one at once (3.4 GB RSS against fp32's 2.7 GB on a ~0.47B Llama,
+  docs/PERFORMANCE.md), so its peak counts both.
 - KV cache: keys and values for every layer, key/value head and position, in the
   compute dtype.
 
@@ -53,6 +60,14 @@ class ModelShape:
     kv_heads: int
     head_dim: int
     context_length: int
+    head: int = 0  # the output head's weights (cpu-int8 quantizes it, bitsandbytes does not)
+    head_rows: int = 0
+    head_tied: bool = False  # the head shares the embedding's weights (counted once in parameters)
+
+    def cpu_int8_bytes(self, base_bytes: int = 4) -> int:
+        """cpu-int8: every Linear (head included) at 1 byte + 6 bytes of scales per row."""
+        rest = self.parameters - self.quantizable - (0 if self.head_tied else self.head)
+        return rest * base_bytes + self.quantizable + self.head + 6 * (self.quantizable_rows + self.head_rows)
 
     def weight_bytes(self, bits: int, base_bytes: int = 2, double_quant: bool = False) -> int:
         """Weights stored in `bits` (16 or 32: everything; 8 or 4: the Linear layers);
@@ -195,6 +210,9 @@ def read_shape(folder: Path, trust_remote_code: bool = False) -> ModelShape:
         kv_heads=getattr(text, "num_key_value_heads", None) or heads,
         head_dim=head_dim,
         context_length=context_length(config),
+        head=0 if head is None else head.weight.numel(),
+        head_rows=0 if head is None else head.out_features,
+        head_tied=head is not None and head.weight is model.get_input_embeddings().weight,
     )
 
 
@@ -205,10 +223,23 @@ class Estimate:
     bits: int  # of the chosen load: 32, 16, 8 or 4
     base_bytes: int  # bytes per unquantized value (compute dtype)
     double_quant: bool = False
+    cpu_int8: bool = False
+    peak_weights: int = 0  # bytes the load holds at its peak, where above the final weights
 
     @property
     def weights(self) -> int:
+        if self.cpu_int8:
+            return self.shape.cpu_int8_bytes(self.base_bytes)
         return self.shape.weight_bytes(self.bits, self.base_bytes, self.double_quant)
+
+    @property
+    def peak(self) -> int:
+        """The most RAM/GPU memory the load itself holds (the KV cache comes after)."""
+        return max(self.weights, self.peak_weights)
+
+    @property
+    def need(self) -> int:
+        return max(self.total, self.peak)
 
     @property
     def kv_cache(self) -> int:
@@ -220,12 +251,21 @@ class Estimate:
 
 
 def estimate(shape: ModelShape, context: int, *, dtype: str = "auto", cpu: bool = False,
-             load_in_8bit: bool = False, load_in_4bit: bool = False, use_double_quant: bool = False) -> Estimate:
-    """The chosen load's needs.  `auto` means fp32 on the CPU and 16-bit on a GPU, as the
-    loader does."""
-    base = {"fp32": 4, "bf16": 2, "fp16": 2}.get(dtype, 4 if cpu else 2)
-    bits = 8 if load_in_8bit else 4 if load_in_4bit else base * 8
-    return Estimate(shape, max(1, context), bits, base, use_double_quant and load_in_4bit)
+             load_in_8bit: bool = False, load_in_4bit: bool = False, use_double_quant: bool = False,
+             cpu_int8: bool = False, flags: frozenset[str] = frozenset()) -> Estimate:
+    """The chosen load's needs.  `auto` means 16-bit on a GPU and, on the CPU, what
+    `auto_cpu_dtype` picks for its `flags`, as the loader does."""
+    from webui.loaders.cpu_features import auto_cpu_dtype
+
+    auto = (4 if auto_cpu_dtype(flags) == "fp32" else 2) if cpu else 2
+    base = {"fp32": 4, "bf16": 2, "fp16": 2}.get(dtype, auto)
+    bits = 8 if load_in_8bit or cpu_int8 else 4 if load_in_4bit else base * 8
+    peak = 0
+    if cpu_int8:
+        peak = shape.weight_bytes(16)
+    elif load_in_8bit and cpu:
+        peak = shape.weight_bytes(base * 8) + shape.weight_bytes(8, base)
+    return Estimate(shape, max(1, context), bits, base, use_double_quant and load_in_4bit, cpu_int8, peak)
 
 
 def verdict(need: int, memory: Memory, cpu: bool) -> str:
@@ -246,13 +286,16 @@ def gib(n: int) -> str:
     return f"{n / GIB:.2f} GiB" if n >= GIB / 100 else f"{n / (1 << 20):.2f} MiB"
 
 
-def report(shape: ModelShape, chosen: Estimate, memory: Memory, cpu: bool) -> str:
+def report(shape: ModelShape, chosen: Estimate, memory: Memory, cpu: bool,
+           flags: frozenset[str] = frozenset()) -> str:
     """Markdown for the Model tab."""
     rows = [
         ("16-bit", shape.weight_bytes(16)),
         ("8-bit", shape.weight_bytes(8, 2)),
         ("4-bit", shape.weight_bytes(4, 2)),
     ]
+    if cpu:
+        rows = [("fp32", shape.weight_bytes(32)), *rows, ("cpu-int8", shape.cpu_int8_bytes(4))]
     kv = shape.kv_cache_bytes(chosen.context, 2)
     lines = [
         f"**{shape.parameters / 1e6:,.1f}M parameters**, context {chosen.context:,} "
@@ -264,14 +307,32 @@ def report(shape: ModelShape, chosen: Estimate, memory: Memory, cpu: bool) -> st
         "",
         f"Your choice ({chosen.bits}-bit weights, {chosen.base_bytes * 8}-bit cache): "
         f"**{gib(chosen.total)}** (weights {gib(chosen.weights)} + KV cache {gib(chosen.kv_cache)}), "
-        "plus activations.",
+        "plus activations."
+        + (f" Loading peaks at **{gib(chosen.peak)}** before the weights settle." if chosen.peak > chosen.weights
+           else ""),
         "",
+        *(cpu_speed_lines(flags) if cpu else []),
         "Detected: " + (", ".join(f"{name} {gib(free)} free" for name, free in memory.gpus) or "no CUDA GPU")
         + f"; RAM {gib(memory.ram)} available.",
         "",
-        verdict(chosen.total, memory, cpu),
+        verdict(chosen.need, memory, cpu),
     ]
     return "\n".join(lines)
+
+
+def cpu_speed_lines(flags: frozenset[str]) -> list[str]:
+    """Speed of each choice on this CPU, from the table measured per CPU feature set."""
+    from webui.loaders.cpu_features import MEASURED, feature_set
+
+    kind = feature_set(flags)
+    table = MEASURED.get(kind)
+    if not table:
+        return [f"Speed on this CPU ({kind}): not measured here; bench/bench_cpu_dtypes.py measures it.", ""]
+    lines = [f"Speed on this CPU kind ({kind}), ÷ fp32, measured by bench/bench_cpu_dtypes.py:", "",
+             "| load | decode | prefill |", "|---|---|---|"]
+    lines += [f"| {name} | {row['decode']:.2f}x | {row['prefill']:.2f}x |" for name, row in table.items()
+              if row["decode"] is not None]
+    return [*lines, ""]
 
 
 # -- GGUF (llama.cpp) ---------------------------------------------------------------

@@ -32,6 +32,7 @@ from webui.generation.engine import (
 )
 from webui.fit import Memory, estimate, gguf_report, gib, read_shape, report
 from webui.hub import Downloader
+from webui.loaders.cpu_features import cpu_flags
 from webui.loaders.base import LoadedModel, LoadError
 from webui.loaders.registry import LoaderRegistry, default_registry
 from webui.model_manager import ModelManager
@@ -179,9 +180,11 @@ class Runtime:
         context = min(wanted.context_length or shape.context_length, shape.context_length)
         memory = Memory.detect()
         cpu = options.cpu or not memory.gpus
+        flags = cpu_flags()
         chosen = estimate(shape, context, dtype=options.dtype, cpu=cpu, load_in_8bit=options.load_in_8bit,
-                          load_in_4bit=options.load_in_4bit, use_double_quant=options.use_double_quant)
-        return report(shape, chosen, memory, cpu)
+                          load_in_4bit=options.load_in_4bit, use_double_quant=options.use_double_quant,
+                          cpu_int8=options.cpu_int8, flags=flags)
+        return report(shape, chosen, memory, cpu, flags)
 
     def stream(
         self, owner: str, prompt: str | Callable[[Any, int], Any], params: SamplingParams,

@@ -115,7 +115,10 @@ class TransformersBackend:
         return self._loaded.model
 
     def vocab_size(self) -> int:
-        return self.model.get_output_embeddings().weight.shape[0]
+        head = self.model.get_output_embeddings()
+        # A cpu-int8 head (webui/loaders/cpu_int8.py) has no float `weight`, only its shape.
+        rows = getattr(head, "out_features", None)
+        return rows if isinstance(rows, int) else head.weight.shape[0]
 
     def eos_ids(self) -> set[int]:
         ids = self.model.generation_config.eos_token_id

@@ -14,7 +14,8 @@ from webui.fit import refuse_impossible
 from webui.generation.backend import ServingOptions
 from webui.loaders.base import LoadedModel, LoadError, ModelRefused
 from webui.loaders.hf_backend import TransformersBackend
-from webui.loaders.hf_kwargs import Machine, from_pretrained_kwargs
+from webui.loaders.cpu_int8 import to_cpu_int8
+from webui.loaders.hf_kwargs import Machine, from_pretrained_kwargs, load_warnings, pick_dtype
 from webui.loaders.quiet_logs import quiet_chatty_loggers
 from webui.loaders.hf_options import TransformersOptions
 
@@ -108,13 +109,19 @@ class TransformersLoader:
 
         self.preflight(folder, options)
         quiet_chatty_loggers()
-        kwargs = from_pretrained_kwargs(options, Machine.detect())  # raises LoadError on bad options
+        machine = Machine.detect()
+        kwargs = from_pretrained_kwargs(options, machine)  # raises LoadError on bad options
+        for warning in load_warnings(options, machine):
+            log.warning("%s: %s", name, warning)
         model = tokenizer = None
         try:
             tokenizer = AutoTokenizer.from_pretrained(
                 folder, local_files_only=True, trust_remote_code=options.trust_remote_code
             )
             model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+            if options.cpu_int8:
+                # The rest of the model (embeddings, norms) computes in what --dtype says.
+                to_cpu_int8(model, pick_dtype(options.dtype, "cpu", machine.flags))
             model.eval()
         except torch.OutOfMemoryError as exc:
             del model, tokenizer
@@ -160,6 +167,7 @@ def bytes_per_parameter(options: TransformersOptions) -> float:
         return 0.5
     if options.load_in_8bit:
         return 1.0
+    # cpu-int8 ends at ~1 byte but loads through bf16 first: its peak is 2 bytes.
     return 4.0 if options.dtype == "fp32" else 2.0
 
 

@@ -103,7 +103,8 @@ class Availability(BaseModel):
     """What this install can do for one option: fewer choices, or a reason it cannot be used."""
 
     choices: tuple[Any, ...] | None = None
-    problem: str | None = None
+    problem: str | None = None  # the option cannot be used here: its control is disabled
+    note: str | None = None  # it works, but the user should know something first (slow here, say)
 
 
 class LoaderOptions(BaseModel):

@@ -123,6 +123,9 @@ class TrainingService:
         if getattr(loaded.options, "load_in_8bit", False):
             raise TrainingError("training over an 8-bit base is not supported: load the model in 4-bit (QLoRA), "
                                 "16-bit or 32-bit")
+        if getattr(loaded.options, "cpu_int8", False):
+            # Its Int8Linear layers are no nn.Linear: peft finds nothing to adapt.
+            raise TrainingError("training over a cpu-int8 base is not supported: load the model in 16-bit or 32-bit")
         return loaded
 
     def saved_settings(self, name: object) -> TrainingSettings:

@@ -72,9 +72,13 @@ class OptionControls:
         return made
 
     def problems(self, group: str) -> list[str]:
-        """Why some controls of `group` are disabled (a missing library, say), once each."""
-        notes = [self._availability[s.name].problem for s in self._specs
-                 if s.group == group and s.name in self._availability and self._availability[s.name].problem]
+        """Why some controls of `group` are disabled (a missing library, say) or what to know
+        before using them (no fast kernel on this CPU), once each."""
+        notes = []
+        for spec in self._specs:
+            limits = self._availability.get(spec.name)
+            if spec.group == group and limits is not None:
+                notes += [text for text in (limits.problem, limits.note) if text]
         return list(dict.fromkeys(notes))
 
     @property

@@ -1,0 +1,78 @@
+"""CPU-feature decisions: the bitsandbytes warning and what --dtype auto loads (webui/loaders/cpu_features.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from webui.loaders.base import LoadOptions
+from webui.loaders.cpu_features import auto_cpu_dtype, bitsandbytes_cpu_warning, cpu_flags, feature_set
+from webui.loaders.hf_kwargs import Machine, from_pretrained_kwargs, load_warnings
+
+AVX2 = frozenset("fpu sse sse2 avx fma avx2 f16c".split())  # this EPYC
+AVX512 = AVX2 | {"avx512f", "avx512bw", "avx512vl", "avx512dq"}  # Skylake-SP
+AVX512_BF16 = AVX512 | {"avx512_bf16"}  # Cooper Lake, Zen 4
+AMX = AVX512 | {"amx_bf16", "amx_tile", "amx_int8"}  # Sapphire Rapids without avx512_bf16 listed
+
+
+@pytest.mark.parametrize(("flags", "eight", "four"), [
+    (frozenset(), True, True),
+    (AVX2, True, True),
+    (AVX2 | {"avx512f"}, True, True),  # AVX-512 without BW: no int8 path
+    (AVX512, False, True),
+    (AVX512_BF16, False, False),
+])
+def test_bitsandbytes_warning_exactly_when_the_flags_are_missing(flags, eight, four):
+    assert (bitsandbytes_cpu_warning(flags, 8) is not None) is eight
+    assert (bitsandbytes_cpu_warning(flags, 4) is not None) is four
+
+
+def test_the_warning_names_what_is_missing_and_the_fast_option():
+    text = bitsandbytes_cpu_warning(AVX2, 4)
+    assert "avx512_bf16" in text and "--cpu-int8" in text
+
+
+@pytest.mark.parametrize(("flags", "dtype", "kind"), [
+    (frozenset(), "fp32", "other"),
+    (AVX2, "fp32", "avx2"),
+    (AVX512, "fp32", "avx512"),
+    (AVX512_BF16, "bf16", "avx512-bf16"),
+    (AMX, "bf16", "avx512-bf16"),
+])
+def test_dtype_auto_decision_table(flags, dtype, kind):
+    assert auto_cpu_dtype(flags) == dtype
+    assert feature_set(flags) == kind
+    want = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    assert from_pretrained_kwargs(LoadOptions(), Machine(0, flags))["dtype"] == want
+    # An explicit dtype is never second-guessed; a GPU keeps the checkpoint's.
+    assert from_pretrained_kwargs(LoadOptions(dtype="fp32"), Machine(0, AMX))["dtype"] == torch.float32
+    assert from_pretrained_kwargs(LoadOptions(), Machine(1, flags))["dtype"] == "auto"
+
+
+def test_load_warnings_only_for_bitsandbytes_on_the_cpu():
+    assert load_warnings(LoadOptions(load_in_8bit=True), Machine(0, AVX2))
+    assert not load_warnings(LoadOptions(load_in_8bit=True), Machine(0, AVX512))
+    assert not load_warnings(LoadOptions(load_in_8bit=True), Machine(1, AVX2))  # on the GPU
+    assert not load_warnings(LoadOptions(cpu_int8=True), Machine(0, AVX2))
+    assert not load_warnings(LoadOptions(), Machine(0, AVX2))
+
+
+def test_cpu_flags_reads_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f\n\nprocessor\t: 1\nflags\t\t: fpu\n")
+    assert cpu_flags(info) == {"fpu", "avx2", "avx512f"}
+    assert cpu_flags(tmp_path / "missing") == frozenset()
+
+
+def test_the_model_tab_notes_follow_this_machine():
+    from webui.loaders.hf_options import TransformersOptions
+    from webui.ui.loader_controls import OptionControls
+
+    machine = Machine.detect()
+    want = {bits: bitsandbytes_cpu_warning(machine.flags, bits) if machine.cuda_devices == 0 else None
+            for bits in (8, 4)}
+    shown = TransformersOptions.availability()
+    assert shown["load_in_8bit"].note == want[8] and shown["load_in_4bit"].note == want[4]
+    # A note informs, it does not disable: the control stays usable when bitsandbytes imports.
+    notes = OptionControls([TransformersOptions], LoadOptions()).problems("quantization")
+    assert all(text in notes for text in want.values() if text)

@@ -1,0 +1,79 @@
+"""What this CPU can do fast, and the choices that follow from it.
+
+Pure functions of a set of CPU flags (as /proc/cpuinfo spells them), so every decision
+is unit-tested with made-up flag sets; `cpu_flags()` reads the real ones.  Importable
+without torch: the Model tab and "Will it fit?" ask before anything loads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# bitsandbytes 0.50 registers its fast CPU int8 matmul only with AVX-512 (F + BW here),
+# and its fused 4-bit kernel only with AVX-512-BF16.  Without them 8-bit casts each
+# weight to fp32 on every call and 4-bit dequantizes it: 0.4x fp32 decode, measured on
+# this AVX2 EPYC (docs/PERFORMANCE.md).
+BNB_INT8_FLAGS = frozenset({"avx512f", "avx512bw"})
+BNB_4BIT_FLAGS = frozenset({"avx512_bf16"})
+# bf16 arithmetic in hardware: with either, bf16 prefill is no slower than fp32.
+BF16_MATH_FLAGS = ("avx512_bf16", "amx_bf16")
+
+# Relative cost per CPU feature set, measured by bench/bench_cpu_dtypes.py on the
+# ~0.5B-shaped Llama (decode and prefill speed vs fp32 = 1.0, resident memory vs fp32).
+# Only rows that were measured are here; other CPUs get no speed figure, only memory.
+MEASURED = {
+    # AMD EPYC (Zen 3), AVX2 without AVX-512; one thread, load average 3, median of 4
+    # alternating rounds (docs/PERFORMANCE.md, "dtypes and 8-bit on a CPU").
+    "avx2": {
+        "fp32": {"decode": 1.0, "prefill": 1.0, "memory": 1.0},
+        "bf16": {"decode": 0.92, "prefill": 0.17, "memory": 0.50},
+        "cpu-int8": {"decode": 1.59, "prefill": 0.81, "memory": 0.30},
+        "8-bit (bitsandbytes)": {"decode": 0.41, "prefill": 0.77, "memory": 0.36},
+    },
+}
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The first CPU's flags; empty where /proc/cpuinfo is missing (not Linux)."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def feature_set(flags: frozenset[str]) -> str:
+    """The row of MEASURED this CPU belongs to."""
+    if any(flag in flags for flag in BF16_MATH_FLAGS):
+        return "avx512-bf16"
+    if "avx512f" in flags:
+        return "avx512"
+    if "avx2" in flags:
+        return "avx2"
+    return "other"
+
+
+def bitsandbytes_cpu_warning(flags: frozenset[str], bits: int) -> str | None:
+    """Why bitsandbytes will be slow on this CPU at `bits`, or None when it has its fast kernel."""
+    needed = BNB_INT8_FLAGS if bits == 8 else BNB_4BIT_FLAGS
+    missing = sorted(needed - flags)
+    if not missing:
+        return None
+    return (f"bitsandbytes has no fast {bits}-bit kernel for this CPU (it lacks {', '.join(missing)}): "
+            f"expect about 0.4x the speed of fp32. For 8 bits on a CPU use cpu-int8 (--cpu-int8), "
+            "torch's own int8 kernel: 1.3-1.6x fp32's decode speed (one thread, AVX2) at a third of its memory.")
+
+
+def auto_cpu_dtype(flags: frozenset[str]) -> str:
+    """What `--dtype auto` loads on the CPU.
+
+    bf16 halves the bytes a decode step reads (1.8x faster decode here) but without
+    bf16 arithmetic its prefill is 4.5x slower: a 1,000-token prompt waits 47 s instead
+    of 10 s.  So bf16 only where the CPU computes in bf16 (AVX512-BF16 or AMX);
+    elsewhere fp32, and cpu-int8 is the way to faster decode.
+    """
+    return "bf16" if any(flag in flags for flag in BF16_MATH_FLAGS) else "fp32"
