@@ -3,11 +3,11 @@ the chat (stock Firefox over WebDriver BiDi: tests/firefox_bidi.py)."""
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
 from tests.firefox_bidi import ENTER, FIREFOX, SHIFT, Firefox
+from tests.test_browser import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -17,15 +17,6 @@ def firefox():
     browser = Firefox()
     yield browser
     browser.close()
-
-
-def wait_until(predicate, timeout=30.0) -> bool:
-    deadline = time.monotonic() + timeout  # bounded
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_firefox_enter_sends_and_the_reply_grows_in_the_chat(firefox, app_url, runtime):

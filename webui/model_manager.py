@@ -81,6 +81,10 @@ class ModelManager:
 
     def _acquire_for_swap(self, timeout: float | None) -> None:
         self._refuse_if_lent()
+        self._acquire_ahead_of_requests(timeout)
+
+    def _acquire_ahead_of_requests(self, timeout: float | None) -> None:
+        """Take the model lock, counted as waiting so that no new request is admitted meanwhile."""
         with self._count_lock:
             self._swaps_waiting += 1
         try:
@@ -148,14 +152,7 @@ class ModelManager:
                 raise ModelLent(f"{self._lent_for} is already in progress")
             self._lent_for = purpose
         try:
-            with self._count_lock:
-                self._swaps_waiting += 1
-            try:
-                if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
-                    raise ModelBusy("a request is generating; try again when it ends")
-            finally:
-                with self._count_lock:
-                    self._swaps_waiting -= 1
+            self._acquire_ahead_of_requests(timeout)
             try:
                 if self._current is None:
                     raise NoModelLoaded("no model is loaded; pick one in the Model tab")

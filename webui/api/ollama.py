@@ -113,12 +113,18 @@ async def show(body: OllamaShowRequest, runtime: RuntimeDep):
             "capabilities": capabilities, "modified_at": info["modified_at"]}
 
 
-@router.post("/api/generate")
-async def generate(body: OllamaGenerateRequest, request: Request, runtime: RuntimeDep):
+async def checked(runtime: Runtime, body: OllamaGenerating) -> tuple[LoadedModel | RemoteModel, SamplingParams, bool]:
+    """The model the request names, and its sampling values (options and format), with
+    everything this server cannot honour refused before anything is queued."""
     model = await target(runtime, body.model)
     body.refuse_unsupported()
     params, explicit = ollama_sampling(body.options)
-    params = body.structured(params)
+    return model, body.structured(params), explicit
+
+
+@router.post("/api/generate")
+async def generate(body: OllamaGenerateRequest, request: Request, runtime: RuntimeDep):
+    model, params, explicit = await checked(runtime, body)
     if not body.prompt:  # Ollama: an empty prompt only loads the model
         return loaded_reply(body.model, chat=False)
     if body.raw:  # the prompt as it is, no template (Ollama's raw mode)
@@ -132,10 +138,7 @@ async def generate(body: OllamaGenerateRequest, request: Request, runtime: Runti
 
 @router.post("/api/chat")
 async def chat(body: OllamaChatRequest, request: Request, runtime: RuntimeDep):
-    model = await target(runtime, body.model)
-    body.refuse_unsupported()
-    params, explicit = ollama_sampling(body.options)
-    params = body.structured(params)
+    model, params, explicit = await checked(runtime, body)
     if not body.messages:  # Ollama: no messages only loads the model
         return loaded_reply(body.model, chat=True)
     messages = [{"role": m.role, "content": m.content} for m in body.messages]
