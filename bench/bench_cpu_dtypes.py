@@ -21,7 +21,7 @@ from report import figure
 
 from webui.loaders.base import LoadOptions
 from webui.loaders.cpu_features import cpu_flags, feature_set
-from webui.loaders.cpu_int8 import weight_bytes
+from webui.loaders.cpu_layers import weight_bytes
 from webui.loaders.hf_transformers import TransformersLoader
 
 CHOICES = {

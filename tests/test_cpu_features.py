@@ -7,7 +7,7 @@ import torch
 
 from webui.loaders.base import LoadOptions
 from webui.loaders.cpu_features import auto_cpu_dtype, bitsandbytes_cpu_warning, cpu_flags, feature_set
-from webui.loaders.hf_kwargs import Machine, from_pretrained_kwargs, load_warnings
+from webui.loaders.hf_kwargs import Machine, from_pretrained_kwargs, load_dtype, load_warnings, packs_fp16
 
 AVX2 = frozenset("fpu sse sse2 avx fma avx2 f16c".split())  # this EPYC
 AVX512 = AVX2 | {"avx512f", "avx512bw", "avx512vl", "avx512dq"}  # Skylake-SP
@@ -34,19 +34,36 @@ def test_the_warning_names_what_is_missing_and_the_fast_option():
 
 @pytest.mark.parametrize(("flags", "dtype", "kind"), [
     (frozenset(), "fp32", "other"),
-    (AVX2, "fp32", "avx2"),
-    (AVX512, "fp32", "avx512"),
+    (AVX2 - {"f16c"}, "fp32", "avx2"),  # no fp16 <-> fp32 conversion: no fbgemm fp16 kernel
+    (AVX2, "fp16", "avx2"),
+    (AVX512, "fp16", "avx512"),
     (AVX512_BF16, "bf16", "avx512-bf16"),
     (AMX, "bf16", "avx512-bf16"),
 ])
 def test_dtype_auto_decision_table(flags, dtype, kind):
     assert auto_cpu_dtype(flags) == dtype
     assert feature_set(flags) == kind
-    want = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    want = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     assert from_pretrained_kwargs(LoadOptions(), Machine(0, flags))["dtype"] == want
+    assert packs_fp16(LoadOptions(), Machine(0, flags)) is (dtype == "fp16")
     # An explicit dtype is never second-guessed; a GPU keeps the checkpoint's.
     assert from_pretrained_kwargs(LoadOptions(dtype="fp32"), Machine(0, AMX))["dtype"] == torch.float32
     assert from_pretrained_kwargs(LoadOptions(), Machine(1, flags))["dtype"] == "auto"
+
+
+def test_auto_is_fp32_where_fp16_cannot_be_packed():
+    """fp16 without fbgemm's kernel is torch's emulated fp16 matmul (prefill 5x slower than
+    fp32): `auto` never lands there."""
+    assert from_pretrained_kwargs(LoadOptions(), Machine(0, AVX2, fbgemm_fp16=False))["dtype"] == torch.float32
+    for offloads in (LoadOptions(disk=True, disk_cache_dir="/tmp/x"), LoadOptions(cpu_memory=4)):
+        assert not packs_fp16(offloads, Machine(0, AVX2))
+        assert from_pretrained_kwargs(offloads, Machine(0, AVX2))["dtype"] == torch.float32
+    # cpu-int8's unquantized rest computes in fp32 here; bf16 is how it loads.
+    assert not packs_fp16(LoadOptions(cpu_int8=True), Machine(0, AVX2))
+    assert load_dtype(LoadOptions(cpu_int8=True), Machine(0, AVX2)) == torch.float32
+    # Asked for by name, fp16 is packed where it can be and plain fp16 elsewhere.
+    assert packs_fp16(LoadOptions(dtype="fp16"), Machine(0, AVX2))
+    assert load_dtype(LoadOptions(dtype="fp16"), Machine(0, AVX2, fbgemm_fp16=False)) == torch.float16
 
 
 def test_load_warnings_only_for_bitsandbytes_on_the_cpu():

@@ -7,7 +7,7 @@ import pytest
 from tests.tiny_models import build_llama
 from webui.fit import Memory, estimate, read_shape, report
 from webui.loaders.base import LoadOptions
-from webui.loaders.cpu_int8 import weight_bytes
+from webui.loaders.cpu_layers import weight_bytes
 from webui.loaders.hf_transformers import TransformersLoader
 
 AVX2 = frozenset({"avx2"})

@@ -7,7 +7,8 @@ import torch
 
 from tests.tiny_models import build_llama
 from webui.loaders.base import LoadError, LoadOptions
-from webui.loaders.cpu_int8 import SMALL_ROWS, Int8Linear, weight_bytes
+from webui.loaders.cpu_int8 import SMALL_ROWS, Int8Linear
+from webui.loaders.cpu_layers import weight_bytes
 from webui.loaders.hf_kwargs import Machine, from_pretrained_kwargs
 from webui.loaders.hf_transformers import TransformersLoader
 

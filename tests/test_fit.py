@@ -11,7 +11,8 @@ from webui.loaders.base import LoadOptions
 from webui.loaders.hf_transformers import TransformersLoader
 
 PRECISIONS = {
-    "fp32": {},
+    "fp32": {"dtype": "fp32"},
+    "fp16-packed": {"dtype": "fp16"},  # on fbgemm's kernel where this torch has it (cpu_fp16.py)
     "bf16": {"dtype": "bf16"},
     "8bit": {"load_in_8bit": True},
     "4bit": {"load_in_4bit": True},
@@ -33,6 +34,7 @@ def measured_bytes(model, context: int) -> int:
     forward pass over `context` tokens."""
     total = model.get_memory_footprint()
     for module in model.modules():
+        total += getattr(module, "packed_bytes", 0)  # fbgemm-packed fp16 weights
         weight = getattr(module, "weight", None)
         scb = getattr(weight, "SCB", None)  # 8-bit row scales
         state = getattr(weight, "quant_state", None)  # 4-bit block scales

@@ -13,6 +13,7 @@ from tests.tiny_models import FAMILIES, build_family
 from webui.chat.prompt import render_chat_prompt
 from webui.generation.engine import GenerationEngine, GenerationRequest
 from webui.loaders.base import LoadOptions
+from webui.loaders.cpu_fp16 import fbgemm_fp16_ready
 from webui.loaders.registry import default_registry
 from webui.model_manager import ModelManager
 from webui.generation.params import make_params
@@ -43,7 +44,8 @@ EXPECTED = {
 }
 
 PRECISIONS = {
-    "full": {},
+    "full": {"dtype": "fp32"},
+    "fp16-packed": {"dtype": "fp16"},  # fbgemm's kernel on x86 CPUs (webui/loaders/cpu_fp16.py)
     "8bit": {"load_in_8bit": True},
     "4bit-nf4": {"load_in_4bit": True, "quant_type": "nf4"},
     "4bit-fp4-double": {"load_in_4bit": True, "quant_type": "fp4", "use_double_quant": True},
@@ -69,18 +71,24 @@ def engine(manager):
 
 
 def quantized_layers(model) -> set[str]:
-    return {type(m).__name__ for m in model.modules() if type(m).__name__ in {"Linear8bitLt", "Linear4bit"}}
+    return {type(m).__name__ for m in model.modules()
+            if type(m).__name__ in {"Linear8bitLt", "Linear4bit", "PackedFp16Linear"}}
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("family", FAMILIES)
 def test_family_loads_renders_and_streams(family, precision, manager, engine):
-    pytest.importorskip("bitsandbytes") if precision != "full" else None
+    pytest.importorskip("bitsandbytes") if "bit" in precision else None
     loaded = manager.load(family, overrides=PRECISIONS[precision])
-    expected_layers = {"full": set(), "8bit": {"Linear8bitLt"}}.get(precision, {"Linear4bit"})
+    expected_layers = {"full": set(), "8bit": {"Linear8bitLt"}, "fp16-packed": {"PackedFp16Linear"}}.get(
+        precision, {"Linear4bit"})
+    if precision == "fp16-packed" and not fbgemm_fp16_ready():
+        expected_layers = set()  # plain fp16 where this torch has no fbgemm
     assert quantized_layers(loaded.model) == expected_layers
     assert loaded.model.config.model_type == family
-    assert loaded.parameters == loaded.model.num_parameters() > 100_000  # 4-bit counted unpacked
+    assert loaded.parameters > 100_000
+    if not expected_layers & {"PackedFp16Linear"}:  # packed weights are counted before packing
+        assert loaded.parameters == loaded.model.num_parameters()  # 4-bit counted unpacked
 
     prompt = render_chat_prompt(loaded.tokenizer, HISTORY, SYSTEM)
     assert prompt == EXPECTED[family]

@@ -13,6 +13,9 @@ tensor will be stored:
 - cpu-int8 (webui/loaders/cpu_int8.py) quantizes every Linear, the head too: 1 byte
   per weight plus an fp32 and a bf16 scale per output row; the rest stays in the
   compute dtype.  A tied head gets its own int8 copy beside the embedding.
+- fp16 on fbgemm's kernel (webui/loaders/cpu_fp16.py, `--dtype auto` on AVX2 CPUs)
+  packs every Linear, the head too, at 2 bytes per weight; the rest (embeddings, norms)
+  and the KV cache are fp32, the dtype it computes in.  It loads in 16-bit.
 - Loading peaks: cpu-int8 loads in bf16 and then quantizes layer by layer, so its peak
   is the bf16 model.  bitsandbytes 8-bit on the CPU held a full-precision copy and the
   8-bit one at once (3.4 GB RSS against fp32's 2.7 GB on a ~0.47B Llama,
@@ -68,6 +71,11 @@ class ModelShape:
         """cpu-int8: every Linear (head included) at 1 byte + 6 bytes of scales per row."""
         rest = self.parameters - self.quantizable - (0 if self.head_tied else self.head)
         return rest * base_bytes + self.quantizable + self.head + 6 * (self.quantizable_rows + self.head_rows)
+
+    def cpu_fp16_bytes(self) -> int:
+        """fp16 packed for fbgemm: every Linear (head included) at 2 bytes, the rest fp32."""
+        rest = self.parameters - self.quantizable - (0 if self.head_tied else self.head)
+        return rest * 4 + 2 * (self.quantizable + self.head)
 
     def weight_bytes(self, bits: int, base_bytes: int = 2, double_quant: bool = False) -> int:
         """Weights stored in `bits` (16 or 32: everything; 8 or 4: the Linear layers);
@@ -225,11 +233,14 @@ class Estimate:
     double_quant: bool = False
     cpu_int8: bool = False
     peak_weights: int = 0  # bytes the load holds at its peak, where above the final weights
+    packed_fp16: bool = False
 
     @property
     def weights(self) -> int:
         if self.cpu_int8:
             return self.shape.cpu_int8_bytes(self.base_bytes)
+        if self.packed_fp16:
+            return self.shape.cpu_fp16_bytes()
         return self.shape.weight_bytes(self.bits, self.base_bytes, self.double_quant)
 
     @property
@@ -252,13 +263,20 @@ class Estimate:
 
 def estimate(shape: ModelShape, context: int, *, dtype: str = "auto", cpu: bool = False,
              load_in_8bit: bool = False, load_in_4bit: bool = False, use_double_quant: bool = False,
-             cpu_int8: bool = False, flags: frozenset[str] = frozenset()) -> Estimate:
+             cpu_int8: bool = False, flags: frozenset[str] = frozenset(), fbgemm: bool = True) -> Estimate:
     """The chosen load's needs.  `auto` means 16-bit on a GPU and, on the CPU, what
-    `auto_cpu_dtype` picks for its `flags`, as the loader does."""
+    `auto_cpu_dtype` picks for its `flags`, as the loader does; `fbgemm`: fp16 can be
+    packed for fbgemm's kernel here (hf_kwargs.packs_fp16)."""
     from webui.loaders.cpu_features import auto_cpu_dtype
 
-    auto = (4 if auto_cpu_dtype(flags) == "fp32" else 2) if cpu else 2
-    base = {"fp32": 4, "bf16": 2, "fp16": 2}.get(dtype, auto)
+    quantized = load_in_8bit or load_in_4bit or cpu_int8
+    resolved = (auto_cpu_dtype(flags, fbgemm) if cpu else "bf16") if dtype == "auto" else dtype
+    if resolved == "fp16" and cpu and dtype == "auto" and quantized:
+        resolved = "fp32"  # what cpu-int8's unquantized rest computes in (hf_kwargs.load_dtype)
+    if cpu and fbgemm and resolved == "fp16" and not quantized:
+        # Packed: 2 bytes per Linear weight, everything else and the cache in fp32.
+        return Estimate(shape, max(1, context), 16, 4, peak_weights=shape.weight_bytes(16), packed_fp16=True)
+    base = 4 if resolved == "fp32" else 2
     bits = 8 if load_in_8bit or cpu_int8 else 4 if load_in_4bit else base * 8
     peak = 0
     if cpu_int8:
@@ -295,7 +313,8 @@ def report(shape: ModelShape, chosen: Estimate, memory: Memory, cpu: bool,
         ("4-bit", shape.weight_bytes(4, 2)),
     ]
     if cpu:
-        rows = [("fp32", shape.weight_bytes(32)), *rows, ("cpu-int8", shape.cpu_int8_bytes(4))]
+        rows = [("fp32", shape.weight_bytes(32)), *rows, ("fp16 on fbgemm (fp32 math)", shape.cpu_fp16_bytes()),
+                ("cpu-int8", shape.cpu_int8_bytes(4))]
     kv = shape.kv_cache_bytes(chosen.context, 2)
     lines = [
         f"**{shape.parameters / 1e6:,.1f}M parameters**, context {chosen.context:,} "

@@ -33,6 +33,7 @@ from webui.generation.engine import (
 from webui.fit import Memory, estimate, gguf_report, gib, read_shape, report
 from webui.hub import Downloader
 from webui.loaders.cpu_features import cpu_flags
+from webui.loaders.cpu_fp16 import fbgemm_fp16_ready
 from webui.loaders.base import LoadedModel, LoadError
 from webui.loaders.registry import LoaderRegistry, default_registry
 from webui.model_manager import ModelManager
@@ -183,7 +184,8 @@ class Runtime:
         flags = cpu_flags()
         chosen = estimate(shape, context, dtype=options.dtype, cpu=cpu, load_in_8bit=options.load_in_8bit,
                           load_in_4bit=options.load_in_4bit, use_double_quant=options.use_double_quant,
-                          cpu_int8=options.cpu_int8, flags=flags)
+                          cpu_int8=options.cpu_int8, flags=flags,
+                          fbgemm=fbgemm_fp16_ready() and not options.disk and options.cpu_memory is None)
         return report(shape, chosen, memory, cpu, flags)
 
     def stream(

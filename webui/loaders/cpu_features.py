@@ -17,6 +17,9 @@ BNB_INT8_FLAGS = frozenset({"avx512f", "avx512bw"})
 BNB_4BIT_FLAGS = frozenset({"avx512_bf16"})
 # bf16 arithmetic in hardware: with either, bf16 prefill is no slower than fp32.
 BF16_MATH_FLAGS = ("avx512_bf16", "amx_bf16")
+# fbgemm's fp16 matmul (webui/loaders/cpu_fp16.py) widens fp16 to fp32 with F16C and
+# multiplies with FMA in AVX2 (or AVX-512) registers.
+FBGEMM_FP16_FLAGS = frozenset({"avx2", "fma", "f16c"})
 
 # Relative cost per CPU feature set, measured by bench/bench_cpu_dtypes.py on the
 # ~0.5B-shaped Llama (decode and prefill speed vs fp32 = 1.0, resident memory vs fp32).
@@ -68,12 +71,15 @@ def bitsandbytes_cpu_warning(flags: frozenset[str], bits: int) -> str | None:
             "torch's own int8 kernel: 1.3-1.6x fp32's decode speed (one thread, AVX2) at a third of its memory.")
 
 
-def auto_cpu_dtype(flags: frozenset[str]) -> str:
-    """What `--dtype auto` loads on the CPU.
+def auto_cpu_dtype(flags: frozenset[str], fbgemm: bool = True) -> str:
+    """What `--dtype auto` loads on the CPU (`fbgemm`: this torch build has its kernel).
 
-    bf16 halves the bytes a decode step reads (1.8x faster decode here) but without
-    bf16 arithmetic its prefill is 4.5x slower: a 1,000-token prompt waits 47 s instead
-    of 10 s.  So bf16 only where the CPU computes in bf16 (AVX512-BF16 or AMX);
-    elsewhere fp32, and cpu-int8 is the way to faster decode.
+    bf16 where the CPU computes in bf16 (AVX512-BF16 or AMX).  Elsewhere torch's own bf16
+    and fp16 matmuls are emulated: half the bytes per decode step, but a prefill 4.5-6x
+    slower than fp32.  fbgemm's fp16 kernel has neither cost: fp16 weights, fp32
+    arithmetic, faster than fp32 at decode and prefill on AVX2 (cpu_fp16.py).  So fp16
+    wherever that kernel runs, and fp32 on the rest.
     """
-    return "bf16" if any(flag in flags for flag in BF16_MATH_FLAGS) else "fp32"
+    if any(flag in flags for flag in BF16_MATH_FLAGS):
+        return "bf16"
+    return "fp16" if fbgemm and FBGEMM_FP16_FLAGS <= flags else "fp32"

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from webui.loaders.cpu_layers import cast_the_rest, replace_linears
+
 # At or below this many rows the int8 kernel wins; above it, dequantize + fp32 matmul.
 # Measured with one thread on the ~0.5B shape (1024 -> 4608): int8 1.4-2.8x faster at
 # 1-4 rows, 1.7x slower at 64 (docs/PERFORMANCE.md).
@@ -56,37 +58,10 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weight-only"
 
 
-def quantize_linears(model: nn.Module) -> int:
-    """Replace every nn.Linear of `model` in place, one at a time (so the full-precision
-    copy of a layer is freed as soon as its int8 copy exists); returns how many."""
-    targets = [(name, module) for name, module in model.named_modules() if isinstance(module, nn.Linear)]
-    for name, linear in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, Int8Linear.from_linear(linear))
-        del linear
-    return len(targets)
-
-
 def to_cpu_int8(model: nn.Module, dtype: torch.dtype = torch.float32) -> nn.Module:
     """Quantize a model loaded on the CPU (in bf16, half the fp32 peak) and put what stays
     unquantized (embeddings, norms) in `dtype`, the dtype activations flow in."""
     # A head tied to the embedding gets its own int8 copy; the embedding stays a lookup.
-    quantize_linears(model)
-    for module in model.modules():
-        if isinstance(module, Int8Linear):
-            continue
-        for name, param in list(module.named_parameters(recurse=False)):
-            if param.is_floating_point() and param.dtype != dtype:
-                setattr(module, name, nn.Parameter(param.detach().to(dtype), requires_grad=False))
-        for name, buf in list(module.named_buffers(recurse=False)):
-            if buf.is_floating_point() and buf.dtype != dtype:
-                module.register_buffer(name, buf.to(dtype), persistent=name not in module._non_persistent_buffers_set)
-    model.config.dtype = dtype
+    replace_linears(model, Int8Linear.from_linear)
+    cast_the_rest(model, dtype, keep=(Int8Linear,))
     return model
-
-
-def weight_bytes(model: nn.Module) -> int:
-    """Bytes held by the model's parameters and buffers (what a load costs in RAM)."""
-    tensors = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
-    return sum(t.numel() * t.element_size() for t in tensors.values())

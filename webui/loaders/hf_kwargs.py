@@ -26,10 +26,13 @@ class Machine:
 
     cuda_devices: int
     flags: frozenset[str] = frozenset()  # the CPU's, as /proc/cpuinfo spells them
+    fbgemm_fp16: bool = True  # this torch build runs fbgemm's fp16 matmul (cpu_fp16.py)
 
     @classmethod
     def detect(cls) -> Machine:
-        return cls(torch.cuda.device_count() if torch.cuda.is_available() else 0, cpu_flags())
+        from webui.loaders.cpu_fp16 import fbgemm_fp16_ready
+
+        return cls(torch.cuda.device_count() if torch.cuda.is_available() else 0, cpu_flags(), fbgemm_fp16_ready())
 
 
 def attention_choices() -> list[str]:
@@ -55,12 +58,34 @@ def pick_device(options: LoadOptions, machine: Machine) -> str:
     return "cuda" if machine.cuda_devices and not options.cpu else "cpu"
 
 
-def pick_dtype(requested: str, device: str, flags: frozenset[str] = frozenset()) -> torch.dtype | str:
+def pick_dtype(requested: str, device: str, flags: frozenset[str] = frozenset(),
+               fbgemm: bool = True) -> torch.dtype | str:
     if requested != "auto":
         return TORCH_DTYPES[requested]
-    # On GPUs the checkpoint's own dtype (usually bf16) is best.  On CPUs bf16 only where
-    # the CPU computes in bf16; elsewhere its prefill is 4.5x slower (cpu_features.py).
-    return "auto" if device == "cuda" else TORCH_DTYPES[auto_cpu_dtype(flags)]
+    # On GPUs the checkpoint's own dtype (usually bf16) is best.  On CPUs what computes
+    # fastest there (cpu_features.py): bf16 with bf16 arithmetic, fp16 on fbgemm's kernel.
+    return "auto" if device == "cuda" else TORCH_DTYPES[auto_cpu_dtype(flags, fbgemm)]
+
+
+def packs_fp16(options: LoadOptions, machine: Machine) -> bool:
+    """Whether this load keeps fp16 weights packed for fbgemm's kernel (cpu_fp16.py): on
+    the CPU, unquantized, every layer in RAM (packing cannot reach offloaded layers)."""
+    if pick_device(options, machine) != "cpu" or not machine.fbgemm_fp16:
+        return False
+    if options.cpu_int8 or options.load_in_8bit or options.load_in_4bit:
+        return False
+    if options.disk or options.cpu_memory is not None:
+        return False
+    return pick_dtype(options.dtype, "cpu", machine.flags) == torch.float16
+
+
+def load_dtype(options: LoadOptions, machine: Machine) -> torch.dtype | str:
+    """The dtype `--dtype` means on this machine, before any packing: `auto` falls back
+    to fp32 where fp16 could not be packed (the emulated fp16 matmul is slow)."""
+    dtype = pick_dtype(options.dtype, pick_device(options, machine), machine.flags, machine.fbgemm_fp16)
+    if options.dtype == "auto" and dtype == torch.float16 and not packs_fp16(options, machine):
+        return torch.float32
+    return dtype
 
 
 def load_warnings(options: LoadOptions, machine: Machine) -> list[str]:
@@ -130,7 +155,7 @@ def quantization_config(options: LoadOptions, device: str, compute: torch.dtype 
 def from_pretrained_kwargs(options: LoadOptions, machine: Machine) -> dict[str, Any]:
     """Everything `AutoModelForCausalLM.from_pretrained` gets besides the folder."""
     device = pick_device(options, machine)
-    dtype = pick_dtype(options.dtype, device, machine.flags)
+    dtype = load_dtype(options, machine)
     if options.cpu_int8:
         if device != "cpu":
             raise LoadError("cpu-int8 is for the CPU; on a GPU use --load-in-8bit, or add --cpu")

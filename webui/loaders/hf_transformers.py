@@ -15,7 +15,8 @@ from webui.generation.backend import ServingOptions
 from webui.loaders.base import LoadedModel, LoadError, ModelRefused
 from webui.loaders.hf_backend import TransformersBackend
 from webui.loaders.cpu_int8 import to_cpu_int8
-from webui.loaders.hf_kwargs import Machine, from_pretrained_kwargs, load_warnings, pick_dtype
+from webui.loaders.cpu_fp16 import to_cpu_fp16
+from webui.loaders.hf_kwargs import Machine, from_pretrained_kwargs, load_dtype, load_warnings, packs_fp16
 from webui.loaders.quiet_logs import quiet_chatty_loggers
 from webui.loaders.hf_options import TransformersOptions
 
@@ -113,15 +114,26 @@ class TransformersLoader:
         kwargs = from_pretrained_kwargs(options, machine)  # raises LoadError on bad options
         for warning in load_warnings(options, machine):
             log.warning("%s: %s", name, warning)
+        packed = packs_fp16(options, machine)
+        if packed:
+            # 16-bit in, never an fp32 copy of the whole model: bf16 stays bf16 (fp16 would
+            # overflow what bf16's range holds; each layer is checked when packed).
+            kwargs["dtype"] = torch.bfloat16 if checkpoint_dtype(folder) == "bfloat16" else torch.float16
         model = tokenizer = None
         try:
             tokenizer = AutoTokenizer.from_pretrained(
                 folder, local_files_only=True, trust_remote_code=options.trust_remote_code
             )
             model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+            # Counted before cpu-int8 or packing moves weights out of the parameters.
+            parameters = model.num_parameters()
             if options.cpu_int8:
                 # The rest of the model (embeddings, norms) computes in what --dtype says.
-                to_cpu_int8(model, pick_dtype(options.dtype, "cpu", machine.flags))
+                to_cpu_int8(model, load_dtype(options, machine))
+            if packed:
+                kept = to_cpu_fp16(model)
+                if kept:
+                    log.warning("%s: %d layers have weights beyond fp16's range and stay fp32", name, kept)
             model.eval()
         except torch.OutOfMemoryError as exc:
             del model, tokenizer
@@ -140,10 +152,11 @@ class TransformersLoader:
             model=model,
             tokenizer=tokenizer,
             device=input_device(model),
-            dtype=str(model.dtype).removeprefix("torch."),
+            # Packed fp16 weights compute in fp32 (model.dtype): name what the weights are.
+            dtype="float16" if packed else str(model.dtype).removeprefix("torch."),
             context_length=context_length(model.config),
             # num_parameters counts a packed 4-bit weight as its unpacked size.
-            parameters=model.num_parameters(),
+            parameters=parameters,
             options=options,
         )
         serving = self.serving
@@ -158,6 +171,18 @@ class TransformersLoader:
         loaded.model = None
         loaded.tokenizer = None
         free_memory()
+
+
+def checkpoint_dtype(folder: Path) -> str | None:
+    """The dtype config.json says the weights were saved in ("bfloat16", "float32"...)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    dtype = config.get("dtype", config.get("torch_dtype"))
+    return dtype if isinstance(dtype, str) else None
 
 
 def bytes_per_parameter(options: TransformersOptions) -> float:
