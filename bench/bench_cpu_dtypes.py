@@ -26,6 +26,7 @@ from webui.loaders.hf_transformers import TransformersLoader
 
 CHOICES = {
     "fp32": {"dtype": "fp32"},
+    "fp16 on fbgemm": {"dtype": "fp16"},  # --dtype auto on AVX2 + F16C CPUs (cpu_fp16.py)
     "bf16": {"dtype": "bf16"},
     "cpu-int8": {"cpu_int8": True},
     "8-bit (bitsandbytes)": {"load_in_8bit": True},

@@ -71,8 +71,14 @@ BENCHES = (
           (B + "bench_batching.py", "--random-0.5b", "--threads", "1", "--tokens", "16", "--rounds", "2",
            "--parts", "batching,follow-up"), ("--rounds", "1", "--tokens", "4"), timeout=3600),
     # One thread: on a busy 2-core machine two threads measure the neighbours (docs/PERFORMANCE.md).
-    Bench("cpu-dtypes", "CPU dtypes and 8-bit (fp32, bf16, cpu-int8, bitsandbytes) ÷ fp32, ~0.47B random Llama, one thread",
+    Bench("cpu-dtypes", "CPU dtypes and 8-bit (fp32, fp16 on fbgemm, bf16, cpu-int8, bitsandbytes) ÷ fp32, "
+          "~0.47B random Llama, one thread",
           (B + "bench_cpu_dtypes.py", "--threads", "1", "--rounds", "4"), ("--rounds", "1", "--tokens", "4", "--prompt", "32"), timeout=3600),
+    Bench("cpu-kernels", "One Linear layer on each CPU matmul kernel ÷ fp32 (MKL)", (B + "bench_cpu_kernels.py",),
+          ("--reps", "10")),
+    Bench("cpu-loaders", "Transformers on the CPU (every dtype and 8/4-bit) against llama.cpp f16/Q8_0/Q4_K_M, "
+          "same weights, one server each", (B + "bench_cpu_loaders.py",),
+          ("--rounds", "1", "--tokens", "8", "--prompt", "200"), needs="llama_cpp", timeout=3600),
     Bench("samplers", "Sampler chain vs plain sampling (demo model)", (B + "bench_samplers.py",),
           ("--rounds", "1", "--tokens", "20")),
     Bench("token-view", "Token view's probabilities recorded vs not (demo model)", (B + "bench_token_view.py",),

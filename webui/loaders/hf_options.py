@@ -20,7 +20,8 @@ ComputeDtype = Literal["auto", "bfloat16", "float16", "float32"]
 
 class TransformersOptions(LoaderOptions):
     dtype: Dtype = option("auto", "weights dtype (auto: the checkpoint's on a GPU; on the CPU bf16 where it "
-                          "computes in bf16 (AVX512-BF16/AMX), else fp32)",
+                          "computes in bf16 (AVX512-BF16/AMX), else fp16 on fbgemm's kernel with fp32 math "
+                          "(AVX2+F16C), else fp32)",
                           const_flags={"--bf16": "bf16"})
     cpu: bool = option(False, "run on the CPU even if a GPU is present", group="device")
     # "auto": what transformers picks for the architecture (Gemma2 has no sdpa path).
