@@ -4,7 +4,8 @@ measured in alternating rounds.
 
     .venv/bin/python bench/bench_cpu_loaders.py [--rounds 3] [--tokens 32] [--prompt 1000] [--only A,B]
 
-The ~0.47B random Llama of bench_gguf.py (built once into --work-dir), served
+The ~0.47B random Llama of bench_gguf.py (built once into --work-dir, saved in bf16 as
+published checkpoints are), served
 - by this app's OpenAI API (the Transformers loader) with `--dtype auto` (the default),
   fp32, bf16, cpu-int8 and bitsandbytes 8-bit and 4-bit; each in its own process;
 - by `python -m llama_cpp.server` from f16, Q8_0 and Q4_K_M GGUF files of the same weights.
@@ -47,6 +48,22 @@ LLAMA = {"llama.cpp f16": "f16", "llama.cpp Q8_0": "q8_0", "llama.cpp Q4_K_M": "
 BASE = "llama.cpp f16"
 WORDS = ("and the king of the land said unto them behold the servant went up into the city "
          "where the people gathered by the river at evening ").split()
+
+
+def bf16_copy(work: Path, folder: Path) -> Path:
+    """The model saved in bf16, as published checkpoints are: what every side loads."""
+    out = work / f"{folder.name}-bf16"
+    if not (out / "model.safetensors").is_file():
+        import shutil
+
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).save_pretrained(out)
+        for path in folder.iterdir():  # the tokenizer files as they are (llama.cpp's converter reads them)
+            if path.name.startswith("tokenizer") or path.suffix == ".jinja":
+                shutil.copy(path, out / path.name)
+    return out
 
 
 def gguf_file(work: Path, folder: Path, kind: str) -> Path:
@@ -123,12 +140,15 @@ def decode_rate(url: str, model: str, tokens: int) -> float:
 
 
 def first_token_seconds(url: str, model: str, prompt: str) -> float:
-    body = {"model": model, "prompt": prompt, "max_tokens": 4, "temperature": 0, "stream": True}
+    body = {"model": model, "prompt": prompt, "max_tokens": 4, "temperature": 0, "stream": True,
+            "logit_bias": {"2": -100}}
     start = time.perf_counter()
     with httpx.stream("POST", f"{url}/completions", json=body, timeout=1200) as reply:
         reply.raise_for_status()
         for line in reply.iter_lines():
-            if line.startswith("data: ") and line != "data: [DONE]" and json.loads(line[6:])["choices"][0]["text"]:
+            # The first piece, even one whose text is still empty (a token that ends
+            # inside a multi-byte character): the prompt has been read by then.
+            if line.startswith("data: ") and line != "data: [DONE]" and json.loads(line[6:]).get("choices"):
                 return time.perf_counter() - start
     raise RuntimeError("the stream ended without a token")
 
@@ -166,7 +186,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    folder, _ = build_model(args.work_dir)
+    folder = bf16_copy(args.work_dir, build_model(args.work_dir)[0])
     tokenizer = AutoTokenizer.from_pretrained(folder)
     chosen = [c for c in [*OURS, *LLAMA] if c in args.only.split(",")]
     servers: dict[str, tuple[subprocess.Popen, str, str]] = {}
@@ -180,6 +200,7 @@ def main() -> None:
                 gguf = gguf_file(args.work_dir, folder, LLAMA[name])
                 process, url = start_llama_cpp_server(gguf, args.threads)
                 servers[name] = (process, url, gguf.name)
+            complete(servers[name][1], servers[name][2], "Warm up.", 4)  # first-call allocations
             print(f"{name}: ready", flush=True)
         decode = {name: [] for name in chosen}
         first = {name: [] for name in chosen}
