@@ -19,6 +19,7 @@ from webui.ui import (
     model_tab,
     notebook_tab,
     parameters_tab,
+    quiet_queue,
     session_tab,
     training_tab,
 )
@@ -28,8 +29,6 @@ from webui.ui.guard import guard_app
 
 TITLE = "webui"
 STATIC = Path(__file__).parent / "static"
-IDLE_POLL_SECONDS = 0.02
-PROGRESS_POLL_SECONDS = 0.05
 UI_MAX_BODY = 5 << 20  # a 1,000,000-character message in any script, with room to spare
 UPLOAD_MAX_BODY = 21 << 20
 SESSION_CAPACITY = 200
@@ -85,15 +84,9 @@ def page_load(shared: Shared):
 
 
 def quiet_when_idle(app: gr.Blocks) -> None:
-    """Gradio's queue looks for new events every millisecond, and for progress to send
-    every 10 ms, even when there are none: 7% of a core on an idle server
-    (docs/PERFORMANCE.md).  Every 20 ms is ample for a click and 50 ms for a progress
-    bar; a running stream is not affected (its updates do not wait in the queue)."""
-    queue = getattr(app, "_queue", None)
-    for attribute, seconds in (("sleep_when_free", IDLE_POLL_SECONDS),
-                               ("progress_update_sleep_when_free", PROGRESS_POLL_SECONDS)):
-        if queue is not None and getattr(queue, attribute, seconds) < seconds:
-            setattr(queue, attribute, seconds)
+    """An idle server must not wake for Gradio's queue: it waits for events instead of
+    polling for them (webui/ui/quiet_queue.py)."""
+    quiet_queue.install(getattr(app, "_queue", None))
 
 
 def launch(runtime: Runtime, *, block: bool = True, port: int | None = None) -> tuple[gr.Blocks, str]:
