@@ -10,6 +10,7 @@ from starlette.middleware import Middleware
 
 from webui.api.security import GuardMiddleware
 from webui.auth import ClientAddress, LoginGuard
+from webui.quiet_server import quiet_gradio_servers
 from webui.runtime import Runtime
 from webui.ui import (
     character_tab,
@@ -127,37 +128,38 @@ def start_ui(runtime: Runtime, port: int | None = None) -> tuple[gr.Blocks, str]
     app = build_app(runtime)
     pairs = settings.auth_pairs()
     auth = LoginGuard(pairs).check if pairs else None
-    _, local_url, _ = app.launch(
-        server_name=settings.host,
-        server_port=port or settings.listen_port,
-        auth=auth,
-        ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
-        ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
-        prevent_thread_lock=True,
-        share=settings.share,
-        css=page_css(runtime),
-        js=page_js(runtime),
-        ssr_mode=False,
-        quiet=True,
-        # Model weights and user data are never served as files.
-        blocked_paths=[str(settings.model_dir), str(settings.user_data_dir)],
-        footer_links=["api", "settings"],
-        # Uploads (cards, conversations) are refused above this before they reach disk.
-        max_file_size="20mb",
-        # The same DNS-rebinding guard as the API: on loopback, only loopback Host names
-        # (a share link's tunnel arrives with its own public name, behind the password).
-        # Request bodies are capped as on the API: a message of a million characters
-        # fits, uploads get their 20 MB (plus the multipart wrapping).
-        app_kwargs={"middleware": [
-            Middleware(GuardMiddleware, loopback_only=settings.is_loopback and not settings.share,
-                       max_body=UI_MAX_BODY, large_bodies={"/gradio_api/upload": UPLOAD_MAX_BODY}),
-            Middleware(ClientAddress),  # failed logins are counted per client address
-        ]},
-        # Gradio keeps, per browser session, the last value of every input it was sent;
-        # fewer sessions bound that memory (an evicted tab keeps working, only its open
-        # conversation is forgotten until it is picked again).
-        state_session_capacity=SESSION_CAPACITY,
-    )
+    with quiet_gradio_servers():  # a server that does not tick ten times a second (webui/quiet_server.py)
+        _, local_url, _ = app.launch(
+            server_name=settings.host,
+            server_port=port or settings.listen_port,
+            auth=auth,
+            ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+            ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+            prevent_thread_lock=True,
+            share=settings.share,
+            css=page_css(runtime),
+            js=page_js(runtime),
+            ssr_mode=False,
+            quiet=True,
+            # Model weights and user data are never served as files.
+            blocked_paths=[str(settings.model_dir), str(settings.user_data_dir)],
+            footer_links=["api", "settings"],
+            # Uploads (cards, conversations) are refused above this before they reach disk.
+            max_file_size="20mb",
+            # The same DNS-rebinding guard as the API: on loopback, only loopback Host names
+            # (a share link's tunnel arrives with its own public name, behind the password).
+            # Request bodies are capped as on the API: a message of a million characters
+            # fits, uploads get their 20 MB (plus the multipart wrapping).
+            app_kwargs={"middleware": [
+                Middleware(GuardMiddleware, loopback_only=settings.is_loopback and not settings.share,
+                           max_body=UI_MAX_BODY, large_bodies={"/gradio_api/upload": UPLOAD_MAX_BODY}),
+                Middleware(ClientAddress),  # failed logins are counted per client address
+            ]},
+            # Gradio keeps, per browser session, the last value of every input it was sent;
+            # fewer sessions bound that memory (an evicted tab keeps working, only its open
+            # conversation is forgotten until it is picked again).
+            state_session_capacity=SESSION_CAPACITY,
+        )
     print(f"webui is running at {local_url}", flush=True)
     if settings.share:
         print(share_note(app.share_url, local_url), flush=True)
