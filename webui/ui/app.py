@@ -33,6 +33,7 @@ STATIC = Path(__file__).parent / "static"
 UI_MAX_BODY = 5 << 20  # a 1,000,000-character message in any script, with room to spare
 UPLOAD_MAX_BODY = 21 << 20
 SESSION_CAPACITY = 200
+SERVE_CHECK_SECONDS = 1.0
 
 
 def build_app(runtime: Runtime) -> gr.Blocks:
@@ -102,7 +103,9 @@ def serve(runtime: Runtime, app: gr.Blocks, port: int | None) -> None:
     """Block while the UI runs; rebuild it when the Session tab asks for other extensions."""
     try:
         while app.is_running:
-            names = runtime.ui_restart.take(timeout=0.2)
+            # Waits for the Session tab to ask (Ctrl+C interrupts the wait); once a second
+            # it looks whether the app was closed some other way.
+            names = runtime.ui_restart.take(timeout=SERVE_CHECK_SECONDS)
             if names is not None:
                 time.sleep(1.0)  # let the Session tab's answer reach the browser first
                 app, _ = restart_ui(runtime, app, port, names)
