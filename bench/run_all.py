@@ -97,6 +97,8 @@ BENCHES = (
           ("--rounds", "2", "--tokens", "20")),
     Bench("first-screen", "Navigation to a usable message box (Chromium)", (B + "bench_first_screen.py",),
           ("--rounds", "2"), needs="chromium"),
+    Bench("idle", "An idle server's CPU: no tab, then one Chromium tab open (demo model)", (B + "bench_idle.py",),
+          ("--seconds", "10", "--settle", "3")),
     Bench("gguf", "GGUF through llama.cpp: ours ÷ llama.cpp's own server", (B + "bench_gguf.py",),
           ("--rounds", "1", "--tokens", "16"), needs="llama_cpp", timeout=3600),
     Bench("soak", "Soak: API and UI clients with disconnects, model reloads and UI restarts",

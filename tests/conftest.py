@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -98,13 +100,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def thread_activity(thread) -> tuple[int, float]:
+    """(times it went to sleep, CPU seconds) of a running `thread` so far, from Linux's
+    /proc: a thread blocked in a wait adds neither, one that polls adds one per look."""
+    task = Path(f"/proc/self/task/{thread.native_id}")
+    status = (task / "status").read_text()
+    slept = int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", status, re.M)[1])
+    fields = (task / "stat").read_text().rsplit(")", 1)[1].split()  # from field 3 (state) on
+    return slept, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux's /proc")
+
+
 @pytest.fixture(scope="session")
-def app_url(runtime):
+def ui(runtime):
+    """The launched Gradio app and its URL."""
     from webui.ui.app import launch
 
     app, url = launch(runtime, block=False, port=free_port())
-    yield url
+    yield app, url
     app.close()
+
+
+@pytest.fixture(scope="session")
+def app_url(ui):
+    return ui[1]
 
 
 @pytest.fixture(scope="session")

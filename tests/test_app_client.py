@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from tests.conftest import wait_for
+from tests.conftest import needs_proc, thread_activity, wait_for
 from webui.generation.params import SamplingParams
 from webui.ui.parameters_tab import KINDS, control_values
 
@@ -170,3 +172,27 @@ def test_ui_refuses_foreign_host_headers(app_url):
     assert httpx.get(app_url).status_code == 200
     assert httpx.get(app_url, headers={"Host": "evil.example"}).status_code == 403
     assert httpx.get(f"{app_url}gradio_api/info", headers={"Host": "evil.example:7860"}).status_code == 403
+
+
+@needs_proc
+def test_an_idle_ui_server_sleeps_and_a_click_still_runs(ui, client, runtime):
+    """The server's event loop wakes a few times a second at most while nothing
+    happens: Gradio's queue polled ~70 times a second and uvicorn's loop 10
+    (webui/ui/quiet_queue.py, webui/quiet_server.py)."""
+    import gradio.http_server
+
+    from webui.quiet_server import QuietTicks
+
+    app, _ = ui
+    assert isinstance(app.server, QuietTicks) and not issubclass(gradio.http_server.Server, QuietTicks)
+    queue = app._queue
+    assert wait_for(lambda: not any(queue.active_jobs) and not len(queue) and runtime.engine.pending == 0)
+    time.sleep(0.5)
+    slept, _ = thread_activity(app.server.thread)
+    time.sleep(3)
+    woke = thread_activity(app.server.thread)[0] - slept
+    assert woke < 30, f"the idle UI server's event loop woke {woke} times in 3 s"
+    # Queued events are started as they arrive: a click, then a streamed reply.
+    assert client.predict(api_name="/chat_new") is not None
+    text, stats = client.predict("The keeper climbed", api_name="/notebook_generate")
+    assert len(text) > len("The keeper climbed") and "tokens/s" in stats

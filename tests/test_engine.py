@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from tests.conftest import needs_proc, thread_activity, wait_for
 from webui.generation.engine import CancelToken, GenerationError, GenerationRequest
 from webui.generation.params import make_params
 
@@ -190,6 +191,23 @@ def test_close_ends_running_and_waiting_requests_and_refuses_new_ones(runtime):
     with pytest.raises(GenerationError, match="shutting down"):
         engine.generate(GenerationRequest(PROMPT, greedy(5)))
     assert engine._worker is not None and not engine._worker.is_alive()
+
+
+@needs_proc
+def test_an_idle_model_thread_sleeps_until_a_request_comes(engine):
+    """Nothing queued: the model thread blocks, it does not look now and then (it used
+    to look every second); a request still wakes it at once."""
+    assert engine.generate(GenerationRequest(PROMPT, greedy(3))).text()  # the thread exists
+    assert wait_for(lambda: engine.pending == 0)
+    time.sleep(0.3)  # back in its wait
+    slept, cpu = thread_activity(engine._worker)
+    start = time.monotonic()
+    time.sleep(2.5)
+    wall = time.monotonic() - start
+    slept_after, cpu_after = thread_activity(engine._worker)
+    assert slept_after - slept <= 1, "the idle model thread woke up"
+    assert cpu_after - cpu < 0.05 * wall
+    assert engine.generate(GenerationRequest(PROMPT, greedy(3))).text()
 
 
 def test_a_script_that_exits_mid_reply_exits_cleanly(tmp_path):

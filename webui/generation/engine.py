@@ -384,7 +384,9 @@ class GenerationEngine:
 
     def _serve(self) -> None:
         while not self._closed.is_set():
-            self._queue.wait(timeout=1.0)
+            # Sleeps until a request is queued or close() wakes it: an idle server's model
+            # thread never runs (tests/test_engine.py measures it).
+            self._queue.wait(until=self._closed.is_set)
             self._drop_cancelled()
             if not len(self._queue):
                 continue

@@ -45,10 +45,12 @@ class FairQueue:
         with self._lock:
             self._lock.notify_all()
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until something is waiting (or timeout); True if something is."""
+    def wait(self, timeout: float | None = None, until: Callable[[], bool] | None = None) -> bool:
+        """Block until something is waiting, `until()` is true when woken (wake()), or
+        timeout; True if something is waiting."""
         with self._lock:
-            return self._lock.wait_for(lambda: self._count > 0, timeout)
+            self._lock.wait_for(lambda: self._count > 0 or (until is not None and until()), timeout)
+            return self._count > 0
 
     def _next_owner(self, running: dict[str, int], capped: bool = True) -> str | None:
         best, best_count = None, None

@@ -10,6 +10,7 @@ from starlette.middleware import Middleware
 
 from webui.api.security import GuardMiddleware
 from webui.auth import ClientAddress, LoginGuard
+from webui.quiet_server import quiet_gradio_servers
 from webui.runtime import Runtime
 from webui.ui import (
     character_tab,
@@ -19,6 +20,7 @@ from webui.ui import (
     model_tab,
     notebook_tab,
     parameters_tab,
+    quiet_queue,
     session_tab,
     training_tab,
 )
@@ -28,11 +30,10 @@ from webui.ui.guard import guard_app
 
 TITLE = "webui"
 STATIC = Path(__file__).parent / "static"
-IDLE_POLL_SECONDS = 0.02
-PROGRESS_POLL_SECONDS = 0.05
 UI_MAX_BODY = 5 << 20  # a 1,000,000-character message in any script, with room to spare
 UPLOAD_MAX_BODY = 21 << 20
 SESSION_CAPACITY = 200
+SERVE_CHECK_SECONDS = 1.0
 
 
 def build_app(runtime: Runtime) -> gr.Blocks:
@@ -85,15 +86,9 @@ def page_load(shared: Shared):
 
 
 def quiet_when_idle(app: gr.Blocks) -> None:
-    """Gradio's queue looks for new events every millisecond, and for progress to send
-    every 10 ms, even when there are none: 7% of a core on an idle server
-    (docs/PERFORMANCE.md).  Every 20 ms is ample for a click and 50 ms for a progress
-    bar; a running stream is not affected (its updates do not wait in the queue)."""
-    queue = getattr(app, "_queue", None)
-    for attribute, seconds in (("sleep_when_free", IDLE_POLL_SECONDS),
-                               ("progress_update_sleep_when_free", PROGRESS_POLL_SECONDS)):
-        if queue is not None and getattr(queue, attribute, seconds) < seconds:
-            setattr(queue, attribute, seconds)
+    """An idle server must not wake for Gradio's queue: it waits for events instead of
+    polling for them (webui/ui/quiet_queue.py)."""
+    quiet_queue.install(getattr(app, "_queue", None))
 
 
 def launch(runtime: Runtime, *, block: bool = True, port: int | None = None) -> tuple[gr.Blocks, str]:
@@ -108,7 +103,9 @@ def serve(runtime: Runtime, app: gr.Blocks, port: int | None) -> None:
     """Block while the UI runs; rebuild it when the Session tab asks for other extensions."""
     try:
         while app.is_running:
-            names = runtime.ui_restart.take(timeout=0.2)
+            # Waits for the Session tab to ask (Ctrl+C interrupts the wait); once a second
+            # it looks whether the app was closed some other way.
+            names = runtime.ui_restart.take(timeout=SERVE_CHECK_SECONDS)
             if names is not None:
                 time.sleep(1.0)  # let the Session tab's answer reach the browser first
                 app, _ = restart_ui(runtime, app, port, names)
@@ -134,37 +131,38 @@ def start_ui(runtime: Runtime, port: int | None = None) -> tuple[gr.Blocks, str]
     app = build_app(runtime)
     pairs = settings.auth_pairs()
     auth = LoginGuard(pairs).check if pairs else None
-    _, local_url, _ = app.launch(
-        server_name=settings.host,
-        server_port=port or settings.listen_port,
-        auth=auth,
-        ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
-        ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
-        prevent_thread_lock=True,
-        share=settings.share,
-        css=page_css(runtime),
-        js=page_js(runtime),
-        ssr_mode=False,
-        quiet=True,
-        # Model weights and user data are never served as files.
-        blocked_paths=[str(settings.model_dir), str(settings.user_data_dir)],
-        footer_links=["api", "settings"],
-        # Uploads (cards, conversations) are refused above this before they reach disk.
-        max_file_size="20mb",
-        # The same DNS-rebinding guard as the API: on loopback, only loopback Host names
-        # (a share link's tunnel arrives with its own public name, behind the password).
-        # Request bodies are capped as on the API: a message of a million characters
-        # fits, uploads get their 20 MB (plus the multipart wrapping).
-        app_kwargs={"middleware": [
-            Middleware(GuardMiddleware, loopback_only=settings.is_loopback and not settings.share,
-                       max_body=UI_MAX_BODY, large_bodies={"/gradio_api/upload": UPLOAD_MAX_BODY}),
-            Middleware(ClientAddress),  # failed logins are counted per client address
-        ]},
-        # Gradio keeps, per browser session, the last value of every input it was sent;
-        # fewer sessions bound that memory (an evicted tab keeps working, only its open
-        # conversation is forgotten until it is picked again).
-        state_session_capacity=SESSION_CAPACITY,
-    )
+    with quiet_gradio_servers():  # a server that does not tick ten times a second (webui/quiet_server.py)
+        _, local_url, _ = app.launch(
+            server_name=settings.host,
+            server_port=port or settings.listen_port,
+            auth=auth,
+            ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+            ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+            prevent_thread_lock=True,
+            share=settings.share,
+            css=page_css(runtime),
+            js=page_js(runtime),
+            ssr_mode=False,
+            quiet=True,
+            # Model weights and user data are never served as files.
+            blocked_paths=[str(settings.model_dir), str(settings.user_data_dir)],
+            footer_links=["api", "settings"],
+            # Uploads (cards, conversations) are refused above this before they reach disk.
+            max_file_size="20mb",
+            # The same DNS-rebinding guard as the API: on loopback, only loopback Host names
+            # (a share link's tunnel arrives with its own public name, behind the password).
+            # Request bodies are capped as on the API: a message of a million characters
+            # fits, uploads get their 20 MB (plus the multipart wrapping).
+            app_kwargs={"middleware": [
+                Middleware(GuardMiddleware, loopback_only=settings.is_loopback and not settings.share,
+                           max_body=UI_MAX_BODY, large_bodies={"/gradio_api/upload": UPLOAD_MAX_BODY}),
+                Middleware(ClientAddress),  # failed logins are counted per client address
+            ]},
+            # Gradio keeps, per browser session, the last value of every input it was sent;
+            # fewer sessions bound that memory (an evicted tab keeps working, only its open
+            # conversation is forgotten until it is picked again).
+            state_session_capacity=SESSION_CAPACITY,
+        )
     print(f"webui is running at {local_url}", flush=True)
     if settings.share:
         print(share_note(app.share_url, local_url), flush=True)
