@@ -97,6 +97,27 @@ def test_a_layer_beyond_fp16_range_stays_fp32():
     assert isinstance(model[0], PackedFp16Linear) and type(model[1]) is torch.nn.Linear
 
 
+def test_each_original_layer_is_freed_as_soon_as_it_is_packed():
+    """The load's peak is one model plus one layer, not two models."""
+    import gc
+    import weakref
+
+    model = torch.nn.Sequential(*(torch.nn.Linear(64, 64) for _ in range(4)))
+    model.config = type("Config", (), {})()
+    originals = [weakref.ref(layer) for layer in model]
+    alive_after: list[int] = []
+
+    def pack_and_count(linear):
+        gc.collect()
+        alive_after.append(sum(ref() is not None for ref in originals))
+        return PackedFp16Linear.from_linear(linear)
+
+    from webui.loaders.cpu_layers import replace_linears
+
+    assert replace_linears(model, pack_and_count) == 4
+    assert alive_after == [4, 3, 2, 1]  # when layer i is packed, layers before it are gone
+
+
 def test_a_bf16_checkpoint_loads_without_overflowing(tmp_path, folder):
     """bf16 holds values fp16 cannot: such a checkpoint loads in bf16 and packs what fits."""
     model = TransformersLoader().load("tiny-llama", folder, LoadOptions(cpu=True, dtype="fp32")).model

@@ -17,15 +17,19 @@ def replace_linears(model: nn.Module, make: Callable[[nn.Linear], nn.Module | No
     """Replace each nn.Linear of `model` by `make(linear)` in place (None keeps it), one at
     a time, so a layer's original weights are freed as soon as its replacement exists;
     returns how many were replaced."""
-    targets = [(name, module) for name, module in model.named_modules() if type(module) is nn.Linear]
+    # Names, not modules: a list of the modules themselves would keep every original
+    # layer alive until the end, doubling the peak.
+    targets = [name for name, module in model.named_modules() if type(module) is nn.Linear]
     replaced = 0
-    for name, linear in targets:
+    for name in targets:
+        linear = model.get_submodule(name)
         new = make(linear)
         if new is None:
             continue
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, new)
+        del linear, new
         replaced += 1
     return replaced
 
