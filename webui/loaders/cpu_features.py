@@ -21,17 +21,21 @@ BF16_MATH_FLAGS = ("avx512_bf16", "amx_bf16")
 # multiplies with FMA in AVX2 (or AVX-512) registers.
 FBGEMM_FP16_FLAGS = frozenset({"avx2", "fma", "f16c"})
 
-# Relative cost per CPU feature set, measured by bench/bench_cpu_dtypes.py on the
-# ~0.5B-shaped Llama (decode and prefill speed vs fp32 = 1.0, resident memory vs fp32).
-# Only rows that were measured are here; other CPUs get no speed figure, only memory.
+# Relative cost per CPU feature set, measured by bench/bench_cpu_loaders.py on the
+# ~0.47B-shaped Llama: decode and prefill (first token of a 1,000-token prompt) speed vs
+# fp32 = 1.0, through the API with torch's default threads.  (Memory needs no table:
+# "Will it fit?" counts each choice's bytes from the model's shape, webui/fit.py.)
+# Only rows that were measured are here; other CPUs get no speed figure.
 MEASURED = {
-    # AMD EPYC (Zen 3), AVX2 without AVX-512; one thread, load average 3, median of 4
-    # alternating rounds (docs/PERFORMANCE.md, "dtypes and 8-bit on a CPU").
+    # AMD EPYC (Zen 3), AVX2 without AVX-512; two threads, load average 1.7-1.9, median
+    # of 3 alternating rounds (docs/PERFORMANCE.md, "Transformers on a CPU against llama.cpp").
     "avx2": {
-        "fp32": {"decode": 1.0, "prefill": 1.0, "memory": 1.0},
-        "bf16": {"decode": 0.92, "prefill": 0.17, "memory": 0.50},
-        "cpu-int8": {"decode": 1.59, "prefill": 0.81, "memory": 0.30},
-        "8-bit (bitsandbytes)": {"decode": 0.41, "prefill": 0.77, "memory": 0.36},
+        "fp32": {"decode": 1.0, "prefill": 1.0},
+        "fp16 on fbgemm (--dtype auto)": {"decode": 1.51, "prefill": 1.08},
+        "bf16": {"decode": 1.25, "prefill": 0.17},
+        "cpu-int8": {"decode": 1.32, "prefill": 0.79},
+        "8-bit (bitsandbytes)": {"decode": 0.34, "prefill": 0.49},
+        "4-bit (bitsandbytes)": {"decode": 0.32, "prefill": 0.88},
     },
 }
 
@@ -67,8 +71,8 @@ def bitsandbytes_cpu_warning(flags: frozenset[str], bits: int) -> str | None:
     if not missing:
         return None
     return (f"bitsandbytes has no fast {bits}-bit kernel for this CPU (it lacks {', '.join(missing)}): "
-            f"expect about 0.4x the speed of fp32. For 8 bits on a CPU use cpu-int8 (--cpu-int8), "
-            "torch's own int8 kernel: 1.3-1.6x fp32's decode speed (one thread, AVX2) at a third of its memory.")
+            f"expect about a third of fp32's decode speed. For 8 bits on a CPU use cpu-int8 (--cpu-int8), "
+            "torch's own int8 kernel: 1.3-1.6x fp32's decode speed (AVX2) at a third of its memory.")
 
 
 def auto_cpu_dtype(flags: frozenset[str], fbgemm: bool = True) -> str:
