@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -56,14 +57,10 @@ class Server(QuietTicks, uvicorn.Server):
     """A uvicorn server for a thread of our own (the API's)."""
 
 
-_gradio_servers: dict[type, type] = {}
-
-
+@functools.cache
 def gradio_server_class(base: type) -> type:
     """`base` (Gradio's uvicorn.Server subclass) with quiet ticks, made once."""
-    if base not in _gradio_servers:
-        _gradio_servers[base] = type(base.__name__, (QuietTicks, base), {"__module__": __name__})
-    return _gradio_servers[base]
+    return type(base.__name__, (QuietTicks, base), {"__module__": __name__})
 
 
 @contextlib.contextmanager
