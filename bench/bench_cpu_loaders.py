@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx  # noqa: E402
-from bench_gguf import build_model, free_port, start_llama_cpp_server  # noqa: E402
+from bench_gguf import build_model, complete, free_port, start_llama_cpp_server, wait_until_serving  # noqa: E402
 from report import figure  # noqa: E402
 
 OURS = {
@@ -111,34 +111,15 @@ def start_ours(work: Path, model: str, flags: list[str], threads: int) -> tuple[
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)  # noqa: S603
     url = f"http://127.0.0.1:{port}/v1"
-    for _ in range(1200):
-        if server.poll() is not None:
-            raise RuntimeError(f"our server with {flags} exited")
-        try:
-            if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                return server, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    server.kill()
-    raise RuntimeError(f"our server with {flags} did not start")
-
-
-def complete(url: str, model: str, prompt: str, tokens: int) -> tuple[float, int]:
-    body = {"model": model, "prompt": prompt, "max_tokens": tokens, "temperature": 0, "logit_bias": {"2": -100}}
-    start = time.perf_counter()
-    reply = httpx.post(f"{url}/completions", json=body, timeout=1200)
-    reply.raise_for_status()
-    return time.perf_counter() - start, reply.json()["usage"]["completion_tokens"]
+    return wait_until_serving(server, url, f"our server with {flags}", seconds=600), url
 
 
 def decode_rate(url: str, model: str, tokens: int) -> float:
-    prompt = "And God said, Let there be light: and there was light."
     # Untimed first: after the long-prompt request, a server's prompt cache holds another
     # text, and re-reading this prompt must not land in only one of the two timed requests.
-    complete(url, model, prompt, 1)
-    short_s, short_n = complete(url, model, prompt, 8)
-    long_s, long_n = complete(url, model, prompt, tokens + 8)
+    complete(url, model, 1, None)
+    short_s, short_n = complete(url, model, 8, None)
+    long_s, long_n = complete(url, model, tokens + 8, None)
     return (long_n - short_n) / (long_s - short_s)
 
 
@@ -203,7 +184,7 @@ def main() -> None:
                 gguf = gguf_file(args.work_dir, folder, LLAMA[name])
                 process, url = start_llama_cpp_server(gguf, args.threads)
                 servers[name] = (process, url, gguf.name)
-            complete(servers[name][1], servers[name][2], "Warm up.", 4)  # first-call allocations
+            complete(servers[name][1], servers[name][2], 4, None)  # first-call allocations
             print(f"{name}: ready", flush=True)
         decode = {name: [] for name in chosen}
         first = {name: [] for name in chosen}

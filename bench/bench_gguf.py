@@ -74,9 +74,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def complete(url: str, model: str, tokens: int, key: str | None) -> tuple[float, int]:
+def complete(url: str, model: str, tokens: int, key: str | None, prompt: str = PROMPT) -> tuple[float, int]:
     """One greedy, non-streaming completion: (seconds, completion tokens)."""
-    body = {"model": model, "prompt": PROMPT, "max_tokens": tokens, "temperature": 0, "logit_bias": {"2": -100}}
+    body = {"model": model, "prompt": prompt, "max_tokens": tokens, "temperature": 0, "logit_bias": {"2": -100}}
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     start = time.perf_counter()
     reply = httpx.post(f"{url}/completions", json=body, headers=headers, timeout=600)
@@ -160,15 +160,23 @@ def start_llama_cpp_server(gguf: Path, threads: int) -> tuple[subprocess.Popen, 
                str(threads), "--model_alias", gguf.name]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
     url = f"http://127.0.0.1:{port}/v1"
-    for _ in range(600):
+    return wait_until_serving(server, url, "llama_cpp.server"), url
+
+
+def wait_until_serving(server: subprocess.Popen, url: str, what: str, seconds: float = 600) -> subprocess.Popen:
+    """`server` once its /models answers; killed and an error if it exits or takes longer."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"{what} exited")
         try:
             if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                return server, url
+                return server
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
     server.kill()
-    raise RuntimeError("llama_cpp.server did not start")
+    raise RuntimeError(f"{what} did not start")
 
 
 def main() -> None:

@@ -19,6 +19,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -34,31 +36,47 @@ from webui.training.service import SAMPLE_FILE, SAMPLE_NAME, TrainingService  # 
 from webui.training.settings import TrainingSettings  # noqa: E402
 
 
-def train_speed(model_dir: Path, name: str, options: LoadOptions, steps: int, cutoff: int, micro: int) -> dict:
+@contextmanager
+def training_on(model_dir: Path, name: str, options: LoadOptions, repeat: int) -> Iterator[tuple]:
+    """(model manager, loaded model, training service) in a throwaway user_data whose
+    dataset kjv.txt is the bundled sample `repeat` times; the model is unloaded after."""
     with tempfile.TemporaryDirectory() as tmp:
         user_data = Path(tmp)
         data = user_data / "training" / "datasets"
         data.mkdir(parents=True)
-        (data / "kjv.txt").write_text(SAMPLE_FILE.read_text(encoding="utf-8") * 4, encoding="utf-8")
+        (data / "kjv.txt").write_text(SAMPLE_FILE.read_text(encoding="utf-8") * repeat, encoding="utf-8")
         models = ModelManager(model_dir, default_registry(), options, lora_dir=user_data / "loras")
         loaded = models.load(name)
-        service = TrainingService(models, user_data)
-        settings = TrainingSettings(lora_name="bench", dataset="kjv.txt", steps=steps, cutoff_len=cutoff, overlap=0,
-                                    micro_batch_size=micro, rank=16, alpha=32,
-                                    target_modules=("q_proj", "k_proj", "v_proj", "o_proj"), save_steps=10_000)
-        start = time.perf_counter()
-        service.start(settings)
-        snap = service.wait()
-        seconds = time.perf_counter() - start
-        if snap.state != "done":
-            raise RuntimeError(snap.line())
+        try:
+            yield models, loaded, TrainingService(models, user_data)
+        finally:
+            models.unload()
+
+
+def train(service: TrainingService, steps: int, cutoff: int, micro: int):
+    """A LoRA r16 on q/k/v/o over kjv.txt, to the end: (final snapshot, seconds)."""
+    settings = TrainingSettings(lora_name="bench", dataset="kjv.txt", steps=steps, cutoff_len=cutoff, overlap=0,
+                                micro_batch_size=micro, rank=16, alpha=32,
+                                target_modules=("q_proj", "k_proj", "v_proj", "o_proj"), save_steps=100_000)
+    start = time.perf_counter()
+    service.start(settings)
+    snap = service.wait()
+    seconds = time.perf_counter() - start
+    if snap.state != "done":
+        raise RuntimeError(snap.line())
+    return snap, seconds
+
+
+def train_speed(model_dir: Path, name: str, options: LoadOptions, steps: int, cutoff: int, micro: int) -> dict:
+    with training_on(model_dir, name, options, repeat=4) as (_, loaded, service):
+        snap, seconds = train(service, steps, cutoff, micro)
         return {"model": loaded.describe(), "tokens_per_s": snap.tokens_per_second, "seconds": seconds,
                 "first_loss": snap.losses[0][1], "last_loss": snap.losses[-1][1]}
 
 
 def perplexities(model_dir: Path) -> dict[str, float]:
     results = {}
-    for label, options in {"fp32": LoadOptions(cpu=True), "8-bit": LoadOptions(cpu=True, load_in_8bit=True),
+    for label, options in {"fp32": LoadOptions(cpu=True, dtype="fp32"), "8-bit": LoadOptions(cpu=True, load_in_8bit=True),
                            "4-bit nf4": LoadOptions(cpu=True, load_in_4bit=True)}.items():
         with tempfile.TemporaryDirectory() as tmp:
             models = ModelManager(model_dir, default_registry(), options)
@@ -98,15 +116,15 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"training tokens/s ({args.steps} steps each, LoRA r16 on q/k/v/o, {torch.get_num_threads()} torch "
           "threads):", flush=True)
-    runs = [("demo fp32", models, DEMO_MODEL, LoadOptions(cpu=True), 128, 4),
+    runs = [("demo fp32", models, DEMO_MODEL, LoadOptions(cpu=True, dtype="fp32"), 128, 4),
             ("demo 4-bit (QLoRA)", models, DEMO_MODEL, LoadOptions(cpu=True, load_in_4bit=True), 128, 4)]
     # Not reported: the first run in a process pays one-time costs (autograd's and the
     # optimizer's first calls, lazy imports) that would count against whichever came first.
-    train_speed(models, DEMO_MODEL, LoadOptions(cpu=True), 2, 128, 4)
+    train_speed(models, DEMO_MODEL, LoadOptions(cpu=True, dtype="fp32"), 2, 128, 4)
     with tempfile.TemporaryDirectory() as tmp:
         if args.half_b:
             name = build_random_half_b(Path(tmp), models / DEMO_MODEL)
-            runs.append(("random ~0.5B fp32", Path(tmp), name, LoadOptions(cpu=True), 128, 1))
+            runs.append(("random ~0.5B fp32", Path(tmp), name, LoadOptions(cpu=True, dtype="fp32"), 128, 1))
         for label, folder, name, options, cutoff, micro in runs:
             try:
                 r = train_speed(folder, name, options, args.steps, cutoff, micro)

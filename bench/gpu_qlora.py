@@ -17,19 +17,16 @@ import gc
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench_training import train, training_on  # noqa: E402
+
 from webui.loaders.base import LoadOptions  # noqa: E402
-from webui.loaders.registry import default_registry  # noqa: E402
-from webui.model_manager import ModelManager  # noqa: E402
 from webui.settings import DEMO_MODEL, PROJECT_ROOT  # noqa: E402
-from webui.training.service import SAMPLE_FILE, TrainingService  # noqa: E402
-from webui.training.settings import TrainingSettings  # noqa: E402
 
 GIB = 1 << 30
 
@@ -51,29 +48,13 @@ def build(folder: Path) -> None:
 
 
 def run(models_dir: Path, options: LoadOptions, steps: int, cutoff: int, micro: int) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        user_data = Path(tmp)
-        data = user_data / "training" / "datasets"
-        data.mkdir(parents=True)
-        (data / "kjv.txt").write_text(SAMPLE_FILE.read_text(encoding="utf-8") * 20, encoding="utf-8")
-        manager = ModelManager(models_dir, default_registry(), options, lora_dir=user_data / "loras")
-        loaded = manager.load("random-1b")
+    with training_on(models_dir, "random-1b", options, repeat=20) as (_, loaded, service):
         weights = loaded.model.get_memory_footprint()
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-        service = TrainingService(manager, user_data)
-        settings = TrainingSettings(lora_name="bench", dataset="kjv.txt", steps=steps, cutoff_len=cutoff, overlap=0,
-                                    micro_batch_size=micro, rank=16, alpha=32, save_steps=100_000,
-                                    target_modules=("q_proj", "k_proj", "v_proj", "o_proj"))
-        start = time.perf_counter()
-        service.start(settings)
-        snap = service.wait()
-        seconds = time.perf_counter() - start
-        if snap.state != "done":
-            raise RuntimeError(snap.line())
+        snap, seconds = train(service, steps, cutoff, micro)
         result = {"weights": weights, "peak": torch.cuda.max_memory_allocated(), "tokens_per_s": snap.tokens_per_second,
                   "seconds": seconds, "loss": (snap.losses[0][1], snap.losses[-1][1]), "model": loaded.describe()}
-        manager.unload()
     gc.collect()
     torch.cuda.empty_cache()
     return result

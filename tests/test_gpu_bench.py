@@ -17,7 +17,8 @@ from webui.settings import PROJECT_ROOT
 SCRIPT = PROJECT_ROOT / "bench" / "gpu_quant.py"
 
 
-def load_script():
+def load_script(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # the script imports bench/report.py
     spec = importlib.util.spec_from_file_location("gpu_quant", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -32,8 +33,8 @@ def test_without_cuda_it_says_so_and_exits_zero():
     assert "no CUDA GPU" in done.stdout
 
 
-def test_split_is_half_the_16bit_weights_on_the_gpu_rest_in_ram():
-    script = load_script()
+def test_split_is_half_the_16bit_weights_on_the_gpu_rest_in_ram(monkeypatch):
+    script = load_script(monkeypatch)
     options = script.split_options(2_200_000_000)
     kwargs = from_pretrained_kwargs(options, Machine(1))
     assert kwargs["device_map"] == "auto"

@@ -263,20 +263,20 @@ class Estimate:
 
 def estimate(shape: ModelShape, context: int, *, dtype: str = "auto", cpu: bool = False,
              load_in_8bit: bool = False, load_in_4bit: bool = False, use_double_quant: bool = False,
-             cpu_int8: bool = False, flags: frozenset[str] = frozenset(), fbgemm: bool = True) -> Estimate:
-    """The chosen load's needs.  `auto` means 16-bit on a GPU and, on the CPU, what
-    `auto_cpu_dtype` picks for its `flags`, as the loader does; `fbgemm`: fp16 can be
-    packed for fbgemm's kernel here (hf_kwargs.packs_fp16)."""
-    from webui.loaders.cpu_features import auto_cpu_dtype
+             cpu_int8: bool = False, flags: frozenset[str] = frozenset(), fbgemm: bool = True,
+             cpu_memory: float | None = None, disk: bool = False) -> Estimate:
+    """The chosen load's needs, decided as the loader decides (hf_kwargs.load_dtype and
+    packs_fp16): `auto` means 16-bit on a GPU and, on the CPU, what `auto_cpu_dtype`
+    picks for its `flags`; `fbgemm`: this torch has fbgemm's fp16 kernel."""
+    from webui.loaders.hf_kwargs import LoadOptions, Machine, load_dtype, packs_fp16
 
-    quantized = load_in_8bit or load_in_4bit or cpu_int8
-    resolved = (auto_cpu_dtype(flags, fbgemm) if cpu else "bf16") if dtype == "auto" else dtype
-    if resolved == "fp16" and cpu and dtype == "auto" and quantized:
-        resolved = "fp32"  # what cpu-int8's unquantized rest computes in (hf_kwargs.load_dtype)
-    if cpu and fbgemm and resolved == "fp16" and not quantized:
+    options = LoadOptions(dtype=dtype, cpu=cpu, load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit,
+                          use_double_quant=use_double_quant, cpu_int8=cpu_int8, cpu_memory=cpu_memory, disk=disk)
+    machine = Machine(0 if cpu else 1, flags, fbgemm)
+    if packs_fp16(options, machine):
         # Packed: 2 bytes per Linear weight, everything else and the cache in fp32.
         return Estimate(shape, max(1, context), 16, 4, peak_weights=shape.weight_bytes(16), packed_fp16=True)
-    base = 4 if resolved == "fp32" else 2
+    base = 4 if load_dtype(options, machine) == torch.float32 else 2
     bits = 8 if load_in_8bit or cpu_int8 else 4 if load_in_4bit else base * 8
     peak = 0
     if cpu_int8:

@@ -115,6 +115,12 @@ class ModelManager:
         """Hold the model for one request; raise ModelBusy after `timeout` seconds, and
         ModelLent at once while the model is lent out (see lend)."""
         self._take(timeout)
+        with self._holding() as loaded:
+            yield loaded
+
+    @contextmanager
+    def _holding(self) -> Iterator[LoadedModel]:
+        """With the model lock just taken: the current model, and the lock released after."""
         try:
             if self._current is None:
                 raise NoModelLoaded("no model is loaded; pick one in the Model tab")
@@ -153,12 +159,8 @@ class ModelManager:
             self._lent_for = purpose
         try:
             self._acquire_ahead_of_requests(timeout)
-            try:
-                if self._current is None:
-                    raise NoModelLoaded("no model is loaded; pick one in the Model tab")
-                yield self._current
-            finally:
-                self._lock.release()
+            with self._holding() as loaded:
+                yield loaded
         finally:
             self._lent_for = None
 

@@ -184,8 +184,8 @@ class Runtime:
         flags = cpu_flags()
         chosen = estimate(shape, context, dtype=options.dtype, cpu=cpu, load_in_8bit=options.load_in_8bit,
                           load_in_4bit=options.load_in_4bit, use_double_quant=options.use_double_quant,
-                          cpu_int8=options.cpu_int8, flags=flags,
-                          fbgemm=fbgemm_fp16_ready() and not options.disk and options.cpu_memory is None)
+                          cpu_int8=options.cpu_int8, flags=flags, fbgemm=fbgemm_fp16_ready(),
+                          cpu_memory=options.cpu_memory, disk=options.disk)
         return report(shape, chosen, memory, cpu, flags)
 
     def stream(
