@@ -6,6 +6,9 @@ A swap loads the new model first, while the old one keeps serving, and only then
 the old one: if the load fails, the previous model keeps serving.  The price is briefly
 holding both in memory; a memory-tight "unload first" mode belongs with the Model-tab
 options.
+
+Whoever computes on the model (a load, a LoRA change, a request batch, a lent job)
+gives its thread's OpenMP pool back when it is done (webui/openmp.py says why).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from webui.errors import ServerError
 from webui.loaders.base import LoadedModel, Loader, LoadError
 from webui.loaders.hf_options import Dtype
 from webui.loaders.registry import LoaderRegistry
+from webui.openmp import pool_released_after, release_thread_pool
 from webui.paths import is_plain_name, list_entries, pick
 from webui.settings import describe_validation_error
 
@@ -127,6 +131,7 @@ class ModelManager:
             yield self._current
         finally:
             self._lock.release()
+            release_thread_pool()
 
     def _take(self, timeout: float | None) -> None:
         """Acquire the model lock for a request, giving up as soon as a lend begins: a
@@ -205,7 +210,7 @@ class ModelManager:
         folder = pick(name, self.available(), "model")
         loader = self.registry.for_folder(folder)
         options = self.options_for({**(overrides or {}), **({"dtype": dtype} if dtype else {})}, loader)
-        with self._load_lock:
+        with self._load_lock, pool_released_after():
             loaded = loader.load(folder.name, folder, options)
             try:
                 if adjust is not None:
@@ -245,6 +250,7 @@ class ModelManager:
             return self._current
         finally:
             self._lock.release()
+            release_thread_pool()
 
     def unload(self, timeout: float | None = None) -> None:
         self._acquire_for_swap(timeout)

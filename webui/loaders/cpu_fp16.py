@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from webui.loaders.cpu_layers import cast_the_rest, replace_linears
+from webui.openmp import pool_released_after
 
 FP16_MAX = 65504.0  # the largest finite fp16: a weight beyond it keeps its fp32 layer
 
@@ -33,11 +34,13 @@ def fbgemm_fp16_ready() -> bool:
     """Whether this torch build runs fbgemm's fp16 matmul here (x86 builds with fbgemm)."""
     if "fbgemm" not in torch.backends.quantized.supported_engines:
         return False
-    try:
-        packed = torch.ops.quantized.linear_prepack_fp16(torch.ones(2, 2), None)
-        return bool(torch.ops.quantized.linear_dynamic_fp16(torch.ones(1, 2), packed).sum() == 4)
-    except (RuntimeError, AttributeError):
-        return False
+    # fbgemm's matmul is parallel at any size: a UI thread asking must not keep a pool.
+    with pool_released_after():
+        try:
+            packed = torch.ops.quantized.linear_prepack_fp16(torch.ones(2, 2), None)
+            return bool(torch.ops.quantized.linear_dynamic_fp16(torch.ones(1, 2), packed).sum() == 4)
+        except (RuntimeError, AttributeError):
+            return False
 
 
 class _PackedMatmul(torch.autograd.Function):
