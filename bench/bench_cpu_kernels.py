@@ -9,7 +9,9 @@ AVX512-BF16/AMX), torch's int8 weight-only kernel (cpu-int8's decode path), fbge
 (fp16 weights, fp32 math) and fbgemm int8 with dynamically quantized activations (not
 used: its one activation scale per call lets one outlier row blur every other row).
 Each figure is the median of 5 timings of --reps calls, ÷ fp32 at the same rows and
-threads (above 1: faster), with the relative error against fp32.
+threads (above 1: faster), with the relative error against fp32.  One layer fits in the
+CPU's cache; the last figures run one row through --layers distinct layers, as a
+decoding step reads a whole model from memory, and give the read rate in GB/s.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ def timed(fn, x: torch.Tensor, reps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=100, help="calls per timing at 1-4 rows (a tenth at 64+)")
+    parser.add_argument("--layers", type=int, default=48, help="layers for the whole-model read rate")
     args = parser.parse_args()
     torch.manual_seed(0)
     weight = torch.randn(OUT, IN) * 0.02
@@ -81,7 +84,27 @@ def main() -> None:
                        f"{base / seconds:.2f}x fp32", f"{seconds * 1e3:.2f} ms vs {base * 1e3:.2f} ms; "
                        f"max error {error:.1e} of the largest output")
             loads.append(os.getloadavg()[0])
+    streaming(args.layers)
     print(f"load average {min(loads):.1f}-{max(loads):.1f}")
+
+
+def streaming(layers: int) -> None:
+    """One row through `layers` distinct layers, as a decoding step reads the whole model:
+    unlike one layer, they do not fit in the CPU's cache, so this is the kernel's read rate
+    from memory (GB/s of weights), fbgemm fp16 against MKL fp32."""
+    torch.manual_seed(0)
+    weights = [torch.randn(OUT, IN) * 0.02 for _ in range(layers)]
+    packed = [torch.ops.quantized.linear_prepack_fp16(w, None) for w in weights]
+    x = torch.randn(1, IN)
+    sides = {"fbgemm fp16": (lambda rows: [torch.ops.quantized.linear_dynamic_fp16(rows, p) for p in packed], 2),
+             "fp32 (MKL)": (lambda rows: [F.linear(rows, w) for w in weights], 4)}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        rates = {name: layers * OUT * IN * width / timed(run, x, 3) / 1e9 for name, (run, width) in sides.items()}
+        figure(f"one row through {layers} layers (whole-model decode), {threads} thread{'s' if threads > 1 else ''}",
+               f"fbgemm fp16 {rates['fbgemm fp16']:.1f} GB/s",
+               f"fp32 (MKL) {rates['fp32 (MKL)']:.1f} GB/s; {rates['fbgemm fp16'] / rates['fp32 (MKL)'] * 2:.2f}x "
+               f"its tokens/s (half the bytes); {layers * OUT * IN * 2 / 1e9:.2f} GB of fp16 weights")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from common import PROMPT, bench_parser, load_model
 
 from webui.generation.engine import GenerationEngine, GenerationRequest
 from webui.generation.params import make_params
+from webui.openmp import release_thread_pool
 
 
 def main() -> None:
@@ -41,7 +42,11 @@ def main() -> None:
             pad_token_id=loaded.tokenizer.pad_token_id, eos_token_id=None, max_new_tokens=args.tokens,
             do_sample=False, temperature=None, top_p=None, top_k=None,
         )
-        return out.shape[1] - ids.shape[1], time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        # A script that only calls generate has one OpenMP pool, and so has the app; this
+        # thread's pool left alive would slow the engine's side (webui/openmp.py).
+        release_thread_pool()
+        return out.shape[1] - ids.shape[1], seconds
 
     def ours() -> tuple[int, float]:
         start = time.perf_counter()
