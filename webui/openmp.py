@@ -7,7 +7,7 @@ CPUs, libgomp makes every worker sleep between parallel regions instead of spinn
 for a few milliseconds, and each of the ~170 matmuls of a decoding step then waits for
 a worker to wake up.  The model is loaded on one thread (start-up, or the Model tab's)
 and decoded on another (the engine's model thread), so that was the normal case: on
-this 2-core machine the ~0.47B Llama decoded at ~100 ms a token instead of ~63 ms
+this 2-core machine the ~0.47B Llama decoded at ~100 ms a token instead of ~65 ms
 (bench/bench_openmp.py measures it).
 
 So every place that computes on the model off the model thread (a load, a LoRA change,
@@ -37,10 +37,13 @@ class _DlInfo(ctypes.Structure):
 
 def _library_of(function: ctypes._CFuncPtr) -> str:
     """The file of the shared library a resolved C function lives in."""
-    libc = ctypes.CDLL(None)
     info = _DlInfo()
     address = ctypes.cast(function, ctypes.c_void_p)
-    if not libc.dladdr(address, ctypes.byref(info)) or not info.dli_fname:
+    try:
+        found = ctypes.CDLL(None).dladdr(address, ctypes.byref(info))
+    except AttributeError:  # a C library without dladdr
+        return ""
+    if not found or not info.dli_fname:
         return ""
     return info.dli_fname.decode(errors="replace")
 

@@ -27,15 +27,15 @@ FBGEMM_FP16_FLAGS = frozenset({"avx2", "fma", "f16c"})
 # "Will it fit?" counts each choice's bytes from the model's shape, webui/fit.py.)
 # Only rows that were measured are here; other CPUs get no speed figure.
 MEASURED = {
-    # AMD EPYC (Zen 3), AVX2 without AVX-512; two threads, load average 2.0-2.1, median
+    # AMD EPYC (Zen 3), AVX2 without AVX-512; two threads, load average 1.9-2.0, median
     # of 3 alternating rounds (docs/PERFORMANCE.md, "Transformers on a CPU against llama.cpp").
     "avx2": {
         "fp32": {"decode": 1.0, "prefill": 1.0},
-        "fp16 on fbgemm (--dtype auto)": {"decode": 2.23, "prefill": 0.93},
-        "bf16": {"decode": 1.64, "prefill": 0.16},
-        "cpu-int8": {"decode": 1.85, "prefill": 0.74},
-        "8-bit (bitsandbytes)": {"decode": 0.34, "prefill": 0.65},
-        "4-bit (bitsandbytes)": {"decode": 0.34, "prefill": 0.84},
+        "fp16 on fbgemm (--dtype auto)": {"decode": 2.20, "prefill": 1.05},
+        "bf16": {"decode": 1.87, "prefill": 0.19},
+        "cpu-int8": {"decode": 2.20, "prefill": 1.00},
+        "8-bit (bitsandbytes)": {"decode": 0.40, "prefill": 0.71},
+        "4-bit (bitsandbytes)": {"decode": 0.36, "prefill": 0.88},
     },
 }
 
