@@ -7,8 +7,9 @@ the old one: if the load fails, the previous model keeps serving.  The price is 
 holding both in memory; a memory-tight "unload first" mode belongs with the Model-tab
 options.
 
-Whoever computes on the model (a load, a LoRA change, a request batch, a lent job)
-gives its thread's OpenMP pool back when it is done (webui/openmp.py says why).
+Whoever computes on the model off the engine's model thread (a load, a LoRA change, a
+lent job) gives its thread's OpenMP pool back when it is done; the model thread gives
+its own back when it goes idle (webui/openmp.py says why).
 """
 
 from __future__ import annotations
@@ -131,7 +132,6 @@ class ModelManager:
             yield self._current
         finally:
             self._lock.release()
-            release_thread_pool()
 
     def _take(self, timeout: float | None) -> None:
         """Acquire the model lock for a request, giving up as soon as a lend begins: a
@@ -164,7 +164,7 @@ class ModelManager:
             self._lent_for = purpose
         try:
             self._acquire_ahead_of_requests(timeout)
-            with self._holding() as loaded:
+            with self._holding() as loaded, pool_released_after():
                 yield loaded
         finally:
             self._lent_for = None

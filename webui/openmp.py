@@ -11,8 +11,9 @@ this 2-core machine the ~0.47B Llama decoded at ~100 ms a token instead of ~65 m
 (bench/bench_openmp.py measures it).
 
 So every place that computes on the model off the model thread (a load, a LoRA change,
-a lent job) and the model thread itself after each batch call `release_thread_pool()`:
-the next parallel op on that thread builds a pool again, which costs one thread start.
+a lent job) calls `release_thread_pool()` when done, and so does the model thread once
+it has been idle for a second (webui/generation/engine.py): the next parallel op on that
+thread builds a pool again, which costs about a millisecond.
 """
 
 from __future__ import annotations

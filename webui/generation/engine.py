@@ -53,8 +53,15 @@ from webui.generation.request import (
 from webui.generation.scheduler import FairQueue
 from webui.generation.stops import StopStringFilter
 from webui.model_manager import ModelBusy, ModelManager, NoModelLoaded
+from webui.openmp import release_thread_pool
 
 log = logging.getLogger(__name__)
+
+# Idle this long after a batch, the model thread gives its OpenMP pool back, so that a
+# job the model is lent to (training) or a load computes without a second pool beside
+# it (webui/openmp.py).  Not after every batch: rebuilding the pool costs a short
+# request about as much as its own compute.
+POOL_IDLE_SECONDS = 1.0
 
 __all__ = [
     "CancelToken", "GenerationEngine", "GenerationError", "GenerationRequest", "GenerationStats",
@@ -383,10 +390,16 @@ class GenerationEngine:
             worker.join(timeout)
 
     def _serve(self) -> None:
+        holds_pool = False
         while not self._closed.is_set():
             # Sleeps until a request is queued or close() wakes it: an idle server's model
-            # thread never runs (tests/test_engine.py measures it).
-            self._queue.wait(until=self._closed.is_set)
+            # thread runs once after a batch, to give its OpenMP pool back, and then not at
+            # all (tests/test_engine.py measures it).
+            if not self._queue.wait(timeout=POOL_IDLE_SECONDS if holds_pool else None, until=self._closed.is_set):
+                if holds_pool:
+                    release_thread_pool()
+                    holds_pool = False
+                continue
             self._drop_cancelled()
             if not len(self._queue):
                 continue
@@ -395,6 +408,7 @@ class GenerationEngine:
                 continue
             try:
                 with self.manager.use(timeout=self.wait_timeout) as loaded:
+                    holds_pool = True
                     self._run_batch(loaded)
             except (NoModelLoaded, ModelBusy) as exc:
                 for stream in self._queue.remove_if(lambda s: True):
