@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx  # noqa: E402
-from bench_gguf import build_model, complete, free_port, start_llama_cpp_server, wait_until_serving  # noqa: E402
+from bench_gguf import build_folder, complete, free_port, start_llama_cpp_server, wait_until_serving  # noqa: E402
 from report import figure  # noqa: E402
 
 OURS = {
@@ -171,7 +171,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    folder = bf16_copy(args.work_dir, build_model(args.work_dir)[0])
+    folder = bf16_copy(args.work_dir, build_folder(args.work_dir))
     tokenizer = AutoTokenizer.from_pretrained(folder)
     chosen = [c for c in [*OURS, *LLAMA] if c in args.only.split(",")]
     servers: dict[str, tuple[subprocess.Popen, str, str]] = {}

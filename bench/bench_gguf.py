@@ -42,15 +42,14 @@ SHAPE = dict(hidden_size=1024, num_hidden_layers=24, intermediate_size=4608, num
              num_key_value_heads=4, vocab_size=32000, max_position_embeddings=2048)
 
 
-def build_model(work: Path) -> tuple[Path, Path]:
-    """The fp32 Transformers folder and its Q8_0 GGUF, built once."""
+def build_folder(work: Path) -> Path:
+    """The fp32 Transformers folder, built once."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from tests.tiny_models import build_tokenizer
-    from webui.loaders.gguf_convert import convert, fetch_converter
 
-    folder, gguf = work / "bench-llama-0.47b", work / "bench-llama-0.47b-q8_0.gguf"
+    folder = work / "bench-llama-0.47b"
     if not (folder / "model.safetensors").is_file():
         build_tokenizer(folder)
         tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -61,6 +60,14 @@ def build_model(work: Path) -> tuple[Path, Path]:
         model.save_pretrained(folder, safe_serialization=True)
         tokenizer.save_pretrained(folder)
         del model
+    return folder
+
+
+def build_model(work: Path) -> tuple[Path, Path]:
+    """The fp32 Transformers folder and its Q8_0 GGUF, built once."""
+    from webui.loaders.gguf_convert import convert, fetch_converter
+
+    folder, gguf = build_folder(work), work / "bench-llama-0.47b-q8_0.gguf"
     if not gguf.is_file():
         convert(folder, gguf, "q8_0", fetch_converter())
     return folder, gguf

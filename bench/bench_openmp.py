@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_gguf import build_model
+from bench_gguf import build_folder
 from report import figure
 
 from webui.generation.engine import GenerationEngine, GenerationRequest
@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    folder = build_model(args.work_dir)[0]
+    folder = build_folder(args.work_dir)
     manager = ModelManager(folder.parent, default_registry(), LoadOptions())
     loaded = manager.load(folder.name)
     engine = GenerationEngine(manager)

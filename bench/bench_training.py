@@ -36,6 +36,9 @@ from webui.training.service import SAMPLE_FILE, SAMPLE_NAME, TrainingService  # 
 from webui.training.settings import TrainingSettings  # noqa: E402
 
 
+FP32 = LoadOptions(cpu=True, dtype="fp32")  # named: on AVX2 CPUs `auto` means fp16 on fbgemm
+
+
 @contextmanager
 def training_on(model_dir: Path, name: str, options: LoadOptions, repeat: int) -> Iterator[tuple]:
     """(model manager, loaded model, training service) in a throwaway user_data whose
@@ -76,7 +79,7 @@ def train_speed(model_dir: Path, name: str, options: LoadOptions, steps: int, cu
 
 def perplexities(model_dir: Path) -> dict[str, float]:
     results = {}
-    for label, options in {"fp32": LoadOptions(cpu=True, dtype="fp32"), "8-bit": LoadOptions(cpu=True, load_in_8bit=True),
+    for label, options in {"fp32": FP32, "8-bit": LoadOptions(cpu=True, load_in_8bit=True),
                            "4-bit nf4": LoadOptions(cpu=True, load_in_4bit=True)}.items():
         with tempfile.TemporaryDirectory() as tmp:
             models = ModelManager(model_dir, default_registry(), options)
@@ -116,15 +119,15 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"training tokens/s ({args.steps} steps each, LoRA r16 on q/k/v/o, {torch.get_num_threads()} torch "
           "threads):", flush=True)
-    runs = [("demo fp32", models, DEMO_MODEL, LoadOptions(cpu=True, dtype="fp32"), 128, 4),
+    runs = [("demo fp32", models, DEMO_MODEL, FP32, 128, 4),
             ("demo 4-bit (QLoRA)", models, DEMO_MODEL, LoadOptions(cpu=True, load_in_4bit=True), 128, 4)]
     # Not reported: the first run in a process pays one-time costs (autograd's and the
     # optimizer's first calls, lazy imports) that would count against whichever came first.
-    train_speed(models, DEMO_MODEL, LoadOptions(cpu=True, dtype="fp32"), 2, 128, 4)
+    train_speed(models, DEMO_MODEL, FP32, 2, 128, 4)
     with tempfile.TemporaryDirectory() as tmp:
         if args.half_b:
             name = build_random_half_b(Path(tmp), models / DEMO_MODEL)
-            runs.append(("random ~0.5B fp32", Path(tmp), name, LoadOptions(cpu=True, dtype="fp32"), 128, 1))
+            runs.append(("random ~0.5B fp32", Path(tmp), name, FP32, 128, 1))
         for label, folder, name, options, cutoff, micro in runs:
             try:
                 r = train_speed(folder, name, options, args.steps, cutoff, micro)

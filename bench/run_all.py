@@ -75,7 +75,7 @@ BENCHES = (
           "~0.47B random Llama, one thread",
           (B + "bench_cpu_dtypes.py", "--threads", "1", "--rounds", "4"), ("--rounds", "1", "--tokens", "4", "--prompt", "32"), timeout=3600),
     Bench("openmp", "Decode while another thread keeps an OpenMP pool, given back ÷ kept (~0.47B random Llama)",
-          (B + "bench_openmp.py",), ("--rounds", "1", "--tokens", "8"), needs="llama_cpp", timeout=3600),
+          (B + "bench_openmp.py",), ("--rounds", "1", "--tokens", "8"), timeout=3600),
     Bench("cpu-kernels", "One Linear layer on each CPU matmul kernel ÷ fp32 (MKL)", (B + "bench_cpu_kernels.py",),
           ("--reps", "10")),
     Bench("cpu-loaders", "Transformers on the CPU (every dtype and 8/4-bit) against llama.cpp f16/Q8_0/Q4_K_M, "
