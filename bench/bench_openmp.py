@@ -1,16 +1,17 @@
 """Decode on the model thread while another live thread keeps an OpenMP pool, against
-the same with that pool given back (webui/openmp.py): why loads, LoRA changes, lent
-jobs and each batch release their thread's pool.
+the same with that pool given back (webui/openmp.py): why loads, LoRA changes and lent
+jobs release their thread's pool, and the model thread its own once idle.
 
     .venv/bin/python bench/bench_openmp.py [--tokens 48] [--rounds 3]
 
 The ~0.47B random Llama of bench_gguf.py (built once into --work-dir) is loaded the
-way the app loads it (`--dtype auto`) and decoded greedily through our engine.  In
+way the app loads it (`--dtype auto`, `build_runtime`) and decoded greedily through our
+engine.  In
 "kept" rounds a helper thread has run one parallel op and stays alive, as the loading
 thread (start-up, or the Model tab's) did before its pool was released; in "released"
 rounds the helper gives its pool back first.  Rounds alternate; the figure is the
-median of released ÷ kept decode rates, each rate = extra tokens / extra seconds
-between a short and a long request.
+median of released ÷ kept decode rates, each measured as bench_gguf.py's `engine_rate`
+(extra tokens / extra seconds between a short and a long request).
 """
 
 from __future__ import annotations
@@ -21,19 +22,15 @@ import queue
 import statistics
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import torch
-from bench_gguf import build_folder
+from bench_gguf import build_folder, engine_rate
 from report import figure
 
-from webui.generation.engine import GenerationEngine, GenerationRequest
-from webui.generation.params import make_params
-from webui.loaders.base import LoadOptions
-from webui.loaders.registry import default_registry
-from webui.model_manager import ModelManager
 from webui.openmp import release_thread_pool
+from webui.runtime import build_runtime
+from webui.settings import PROJECT_ROOT, Settings
 
 
 class PoolHolder:
@@ -58,18 +55,6 @@ class PoolHolder:
         self._done.get(timeout=60)
 
 
-def decode_rate(engine: GenerationEngine, tokens: int) -> float:
-    def seconds(count: int) -> float:
-        params = make_params({"temperature": 0, "max_new_tokens": count, "ban_eos_token": True})
-        start = time.perf_counter()
-        for _ in engine.generate(GenerationRequest("And God said, Let there be light", params)):
-            pass
-        return time.perf_counter() - start
-
-    short, long = seconds(8), seconds(8 + tokens)
-    return tokens / (long - short)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "webui-bench-gguf")
@@ -78,21 +63,25 @@ def main() -> None:
     args = parser.parse_args()
     args.work_dir.mkdir(parents=True, exist_ok=True)
     folder = build_folder(args.work_dir)
-    manager = ModelManager(folder.parent, default_registry(), LoadOptions())
-    loaded = manager.load(folder.name)
-    engine = GenerationEngine(manager)
-    holder = PoolHolder()
-    decode_rate(engine, 4)  # warm-up
-    rates: dict[str, list[float]] = {"kept": [], "released": []}
-    loads = [os.getloadavg()[0]]
-    for _ in range(args.rounds):
-        for mode in ("kept", "released"):
-            holder.order("keep")
-            if mode == "released":
-                holder.order("release")
-            rates[mode].append(decode_rate(engine, args.tokens))
-            loads.append(os.getloadavg()[0])
-    engine.close()
+    with tempfile.TemporaryDirectory() as user_data:
+        settings = Settings(model=folder.name, model_dir=folder.parent, user_data_dir=Path(user_data),
+                            presets_dir=PROJECT_ROOT / "presets", preset="Deterministic")
+        runtime = build_runtime(settings, use_remembered=False)
+        loaded = runtime.models.current
+        if loaded is None:
+            raise SystemExit(f"the model did not load: {runtime.warnings}")
+        holder = PoolHolder()
+        engine_rate(runtime, 4, 1)  # warm-up
+        rates: dict[str, list[float]] = {"kept": [], "released": []}
+        loads = [os.getloadavg()[0]]
+        for _ in range(args.rounds):
+            for mode in ("kept", "released"):
+                holder.order("keep")
+                if mode == "released":
+                    holder.order("release")
+                rates[mode].append(engine_rate(runtime, args.tokens, 1))
+                loads.append(os.getloadavg()[0])
+        runtime.engine.close()
     ratios = [released / kept for kept, released in zip(rates["kept"], rates["released"], strict=True)]
     for mode, values in rates.items():
         print(f"{mode:>8}: {statistics.median(values):5.1f} tokens/s  rounds {[round(v, 1) for v in values]}")
