@@ -36,7 +36,7 @@ def test_every_step_appears_once_in_default_order(runtime):
     names = chain_names(make_params(EVERY_STEP_ON), runtime)
     assert names[0] == "RepetitionPenaltyLogitsProcessor"
     assert names[-1] == "Mirostat2LogitsProcessor"
-    assert names.index("TemperatureLogitsWarper") < names.index("TopKLogitsWarper")
+    assert names.index("TemperatureLogitsWarper") < names.index("TopKLogitsProcessor")
     assert names.index("MinPLogitsWarper") < names.index("XTCLogitsProcessor")
     # All steps but dynamic temperature (off); presence and frequency are one class each time.
     assert len(names) == len(SAMPLER_ORDER) - 1
@@ -45,7 +45,7 @@ def test_every_step_appears_once_in_default_order(runtime):
 def test_sampler_priority_and_temperature_last_reorder_the_chain(runtime):
     params = make_params({**EVERY_STEP_ON, "sampler_priority": ["min_p", "top_k"], "temperature_last": True})
     names = chain_names(params, runtime)
-    assert names[:2] == ["MinPLogitsWarper", "TopKLogitsWarper"]
+    assert names[:2] == ["MinPLogitsWarper", "TopKLogitsProcessor"]
     # temperature steps move to the end, mirostat stays last (it picks the token).
     assert names[-3:] == ["TemperatureLogitsWarper", "QuadraticSmoothingLogitsProcessor", "Mirostat2LogitsProcessor"]
 

@@ -233,19 +233,29 @@ class Runtime:
         """The model `owner` (a browser tab's session) talks to, named with its backend,
         and the sampling fields that backend does not honour; None with no model.  The
         API refuses those fields by name; the Parameters tab marks them."""
+        found = self._chosen_capabilities(owner)
+        if found is None:
+            return None
+        who, capabilities = found
+        return who, tuple(capabilities.ignores(set(SamplingParams.model_fields)))
+
+    def determinism_note(self, owner: str) -> str | None:
+        """What a greedy or seeded reply may depend on with the model `owner` talks to."""
+        found = self._chosen_capabilities(owner)
+        return None if found is None else found[1].determinism_note()
+
+    def _chosen_capabilities(self, owner: str):
+        """(the chosen model named with its backend, that backend's Capabilities), or None."""
         name = self.chosen.get(owner)
         loaded = self.models.current
         if name is None or (loaded is not None and name == loaded.name):
-            if loaded is None:
+            if loaded is None or loaded.backend is None:
                 return None
-            who, capabilities = f"{loaded.name} ({loaded.loader})", loaded.backend.capabilities
-        else:
-            remote = self.remotes.model(name)
-            if remote is None:
-                return None
-            who = f"{name} (remote engine {remote.engine.name}, {remote.engine.config.kind})"
-            capabilities = remote.capabilities
-        return who, tuple(capabilities.ignores(set(SamplingParams.model_fields)))
+            return f"{loaded.name} ({loaded.loader})", loaded.backend.capabilities
+        remote = self.remotes.model(name)
+        if remote is None:
+            return None
+        return f"{name} (remote engine {remote.engine.name}, {remote.engine.config.kind})", remote.capabilities
 
     # -- token probabilities (the token views: webui/ui/token_view.py) ------------------
     def token_probabilities_refused(self, owner: str) -> str | None:

@@ -7,6 +7,7 @@ detokenization, extension hooks, stats and log-probabilities.  A backend only tu
 token ids into next-token logits, for several sequences at once if it can:
 
     slot = backend.start(ids)            # prefill one sequence; slot.logits: its next-token logits
+                                         # (reuse=False: compute it whole, no prefix-cache hit)
     logits = backend.step(slots, tokens) # feed one token to each slot; one row of logits each
     backend.finish(slot, keep=True)      # release it (keep=True: its KV may serve a later prompt)
     vectors = backend.embed(batch)       # optional: pooled hidden states, one row per sequence
@@ -55,6 +56,25 @@ class Capabilities:
     input_embeddings: bool = True
     # Text embeddings (pooled hidden states) can be computed: Backend.embed.
     embeddings: bool = False
+    # A row's logits do not depend on what else is in the batch (bit for bit, or to
+    # fp32 rounding); without it a `deterministic` request decodes in a batch of its own.
+    batch_invariant: bool = False
+    # A prompt partly served from the prefix cache gets the logits it would get computed
+    # whole (to fp32 rounding); without it a `deterministic` request computes its prompt
+    # whole.  16-bit arithmetic rounds a step differently from a prompt read at once.
+    reuse_invariant: bool = False
+
+    def determinism_note(self) -> str | None:
+        """What a greedy or seeded reply may depend on here, for the Parameters tab."""
+        parts = []
+        if self.max_batch > 1 and not self.batch_invariant:
+            parts.append("what it is batched with")
+        if self.prefix_cache and not self.reuse_invariant:
+            parts.append("a prefix-cache hit")
+        if not parts:
+            return None
+        return (f"A greedy or seeded reply can change by a token with {' or '.join(parts)} on this model; "
+                "tick **deterministic** to compute each reply as it would be alone.")
 
     def ignores(self, changed: set[str]) -> list[str]:
         """Which of these changed sampling fields this backend would not honour."""
@@ -92,8 +112,9 @@ class Backend(Protocol):
     def can_admit(self, running: int, prompt_tokens: int, new_tokens: int) -> bool:
         """Whether one more sequence of this size fits beside `running` others."""
 
-    def start(self, ids: list[int], embeds: torch.Tensor | None = None) -> Slot:
-        """Prefill one sequence (reusing a cached prefix where it can); raises OutOfMemory."""
+    def start(self, ids: list[int], embeds: torch.Tensor | None = None, reuse: bool = True) -> Slot:
+        """Prefill one sequence (reusing a cached prefix where it can, unless not `reuse`);
+        raises OutOfMemory."""
 
     def step(self, slots: list[Slot], tokens: list[int]) -> torch.Tensor:
         """Feed tokens[i] to slots[i]; return logits, one row per slot; raises OutOfMemory."""

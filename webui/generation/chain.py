@@ -23,7 +23,6 @@ from transformers import (
     MinPLogitsWarper,
     NoRepeatNGramLogitsProcessor,
     TemperatureLogitsWarper,
-    TopKLogitsWarper,
     TopPLogitsWarper,
     TypicalLogitsWarper,
 )
@@ -42,7 +41,7 @@ from webui.generation.samplers.temperature import (
     QuadraticSmoothingLogitsProcessor,
 )
 from webui.generation.samplers.top_n_sigma import TopNSigmaLogitsProcessor
-from webui.generation.samplers.truncation import TailFreeLogitsProcessor, TopALogitsProcessor
+from webui.generation.samplers.truncation import TailFreeLogitsProcessor, TopALogitsProcessor, TopKLogitsProcessor
 from webui.generation.samplers.xtc import XTCLogitsProcessor
 from webui.generation.params import ParamsError, SamplingParams
 
@@ -78,7 +77,7 @@ SIMPLE_STEPS: dict[str, Step] = {
     "dynamic_temperature": _dynamic_temperature,
     "quadratic_sampling": lambda p: None if p.smoothing_factor == 0.0 else
         QuadraticSmoothingLogitsProcessor(p.smoothing_factor, p.smoothing_curve),
-    "top_k": lambda p: TopKLogitsWarper(p.top_k) if p.top_k > 0 else None,
+    "top_k": lambda p: TopKLogitsProcessor(p.top_k) if p.top_k > 0 else None,
     "top_p": lambda p: TopPLogitsWarper(p.top_p) if p.top_p < 1.0 else None,
     "typical_p": lambda p: TypicalLogitsWarper(p.typical_p) if p.typical_p < 1.0 else None,
     "epsilon_cutoff": lambda p: EpsilonLogitsWarper(p.epsilon_cutoff * CUTOFF_UNIT) if p.epsilon_cutoff > 0 else None,

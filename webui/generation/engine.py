@@ -186,6 +186,12 @@ class GenerationStream:
         return "".join(self)
 
 
+def alone(backend: Backend, stream) -> bool:
+    """Whether this request must decode in a batch of its own: it asks to be computed as
+    it would be alone, and this backend's rows depend on what they are batched with."""
+    return stream.request.params.deterministic and not backend.capabilities.batch_invariant
+
+
 class _Sequence:
     """A running request: everything decoding needs that belongs to it alone."""
 
@@ -457,8 +463,9 @@ class GenerationEngine:
         while True:
             owners = self._owners = Counter(seq.owner for seq in active)
             # An embedding job keeps no KV: it always fits, and is done before the next step.
-            stream = self._queue.take(owners, lambda s: isinstance(s, EmbeddingJob) or backend.can_admit(
-                len(active), 0, s.request.params.max_new_tokens))
+            stream = self._queue.take(owners, lambda s: isinstance(s, EmbeddingJob) or (
+                not (active and (alone(backend, s) or any(alone(backend, a.stream) for a in active)))
+                and backend.can_admit(len(active), 0, s.request.params.max_new_tokens)))
             if stream is None:
                 return
             stream.started = True
@@ -520,11 +527,13 @@ class GenerationEngine:
             job.fail(f"embedding failed: {exc.__class__.__name__}: {exc}")
 
     def _start(self, backend: Backend, seq: _Sequence):
+        # A deterministic request computes its prompt whole where a cache hit could round differently.
+        reuse = not seq.request.params.deterministic or backend.capabilities.reuse_invariant
         try:
-            return backend.start(seq.prompt, seq.embeds)
+            return backend.start(seq.prompt, seq.embeds, reuse=reuse)
         except OutOfMemory:
             backend.clear_cache()  # the prefix cache is the first thing to give up
-            return backend.start(seq.prompt, seq.embeds)
+            return backend.start(seq.prompt, seq.embeds, reuse=reuse)
 
     def _prepare(self, loaded, backend: Backend, stream: GenerationStream) -> _Sequence | None:
         """Render and tokenize the prompt and build the sampler chain; on a bad request,

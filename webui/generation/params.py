@@ -58,6 +58,9 @@ class SamplingParams(BaseModel):
     )
     seed: int = Field(-1, ge=-1, le=MAX_SEED, description="-1 = a new random seed each time.")
     do_sample: bool = Field(True, description="Off = always the likeliest token (greedy).")
+    deterministic: bool = Field(
+        False, description="Compute the reply as it would be alone: the whole prompt, no prefix-cache reuse, and "
+        "no shared batch where the model's batch changes its numbers. A slower first token on follow-ups.")
     stop: tuple[str, ...] = Field((), description="Strings that end the reply (not shown).")
     ban_eos_token: bool = Field(False, description="Never end on the end-of-text token.")
     custom_token_bans: tuple[int, ...] = Field((), description="Token ids never to generate.")

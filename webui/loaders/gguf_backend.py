@@ -148,14 +148,14 @@ class LlamaCppBackend:
             self._forget(seq)
 
     # -- sequences ---------------------------------------------------------------------
-    def start(self, ids: list[int], embeds: torch.Tensor | None = None) -> LlamaSlot:
+    def start(self, ids: list[int], embeds: torch.Tensor | None = None, reuse: bool = True) -> LlamaSlot:
         if embeds is not None:
             raise GenerationError("llama.cpp models cannot take input embeddings from an extension")
         if not ids:
             raise GenerationError("empty prompt")
         if len(ids) > self.n_ctx:
             raise OutOfMemory(f"a {len(ids)}-token prompt does not fit the {self.n_ctx}-token context (--n-ctx)")
-        source, reused = self._kept.best(ids) if self.capabilities.prefix_cache else (None, 0)
+        source, reused = self._kept.best(ids) if reuse and self.capabilities.prefix_cache else (None, 0)
         seq = self._take_id(keep=source)
         if source is not None:
             if source == seq:  # no free id: the kept sequence itself is continued

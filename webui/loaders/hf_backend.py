@@ -5,8 +5,9 @@ each new sequence is prefilled alone (so its prompt is computed exactly as it wo
 alone), then its KV joins one left-padded batch cache; every step feeds one token per
 sequence through a single forward pass, with each row's own positions and a padding
 mask; a finished sequence's row is cut out and the padding every row shares is trimmed.
-The engine samples each row with that request's own chain, so requests stay
-independent: a greedy reply is the same alone or beside seven others.
+The engine samples each row with that request's own chain, and a decode step attends
+row by row over each row's own keys (webui/loaders/row_attention.py), so requests stay
+independent: a greedy reply is the same alone or beside seven others, in bf16 too.
 
 A sequence's KV, when it ends, goes to a bounded prefix cache: a later prompt that starts
 with the same tokens (the next chat turn, a regenerate) computes only what is new.
@@ -29,6 +30,7 @@ from transformers.cache_utils import DynamicLayer
 from webui.generation.backend import Capabilities, OutOfMemory
 from webui.generation.embedding import mean_pool
 from webui.generation.prefix_cache import PrefixCache
+from webui.loaders.row_attention import linear_rows_invariant, use_row_attention
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,17 @@ def plain_layers(model) -> bool:
     except Exception:  # an unusual config: be conservative
         return False
     return bool(probe.layers) and all(type(layer) is DynamicLayer for layer in probe.layers)
+
+
+def computes_in_fp32(model) -> bool:
+    """Whether activations (and so the KV cache) are fp32: fp32 weights, or fp16 packed
+    for fbgemm, which computes in fp32.  cpu-int8 keeps fp32 parameters around its int8
+    layers but multiplies in bf16 (webui/loaders/cpu_int8.py), so it is not."""
+    from webui.loaders.cpu_int8 import Int8Linear
+
+    if model.dtype != torch.float32:
+        return False
+    return not any(isinstance(module, Int8Linear) for module in model.modules())
 
 
 def cache_keyword(model) -> str:
@@ -93,9 +106,19 @@ class TransformersBackend:
         self.tokenizer = loaded.tokenizer
         self.device = loaded.device
         mergeable = plain_layers(loaded.model)
+        if mergeable and max_batch > 1:
+            # A reply must not depend on what it is batched with (row_attention.py says why).
+            self.row_attention = use_row_attention(loaded.model)
+        else:
+            self.row_attention = False
         self.capabilities = Capabilities(
             max_batch=max_batch if mergeable else 1, prefix_cache=mergeable and prefix_cache_bytes > 0,
             embeddings=True,
+            # fp32 arithmetic: rows agree to fp32 rounding.  16-bit: only where this
+            # machine's kernels keep rows exactly independent (asked, not assumed).
+            batch_invariant=self.row_attention and (computes_in_fp32(loaded.model)
+                                                    or linear_rows_invariant(loaded.model)),
+            reuse_invariant=computes_in_fp32(loaded.model),
         )
         self.kv_budget = kv_budget if kv_budget is not None else default_kv_budget(self.device)
         self.token_bytes = kv_bytes_per_token(loaded.model)
@@ -146,13 +169,13 @@ class TransformersBackend:
 
     # -- sequences ---------------------------------------------------------------------
     @torch.inference_mode()
-    def start(self, ids: list[int], embeds: torch.Tensor | None = None) -> HFSlot:
+    def start(self, ids: list[int], embeds: torch.Tensor | None = None, reuse: bool = True) -> HFSlot:
         if self.model is not self._cache_model:  # a LoRA came or went: old KV is stale
             self.prefix_cache.clear()
             self._cache_model = self.model
         reused = 0
         cache = DynamicCache(config=self.model.config)
-        if embeds is None and self.capabilities.prefix_cache:
+        if embeds is None and reuse and self.capabilities.prefix_cache:
             entry, reused = self.prefix_cache.lookup(ids)
             if entry is not None:
                 for layer, (keys, values) in zip(cache.layers, entry.value, strict=True):

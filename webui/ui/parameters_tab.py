@@ -24,6 +24,7 @@ GROUPS: list[tuple[str, list[tuple[str, str, tuple[float, float, float] | None]]
         ("truncation_length", "slider", (0, 131072, 256)),
         ("do_sample", "check", None),
         ("seed", "number", None),
+        ("deterministic", "check", None),
         ("temperature", "slider", (0.0, 5.0, 0.01)),
         ("temperature_last", "check", None),
         ("dynamic_temperature", "check", None),
@@ -184,6 +185,11 @@ def ignored_note(found: tuple[str, tuple[str, ...]] | None) -> str:
             "replies here go without them, and the API refuses them by name.")
 
 
+def support_note(found: tuple[str, tuple[str, ...]] | None, determinism: str | None) -> str:
+    """The ignored parameters, and what a reproducible reply may depend on (Capabilities)."""
+    return ignored_note(found) + (f"\n\n{determinism}" if determinism else "")
+
+
 def render(runtime: Runtime, shared: Shared, tab: gr.Tab) -> None:
     presets = runtime.presets
     start = runtime.settings.preset if runtime.settings.preset in presets.names() else None
@@ -248,7 +254,8 @@ def render(runtime: Runtime, shared: Shared, tab: gr.Tab) -> None:
     def on_load(request: gr.Request):
         """Each user starts with their own last used values."""
         params = runtime.remembered(username(request))
-        return [params.model_dump(), ignored_note(runtime.ignored_samplers(session_id(request))),
+        owner = session_id(request)
+        return [params.model_dump(), support_note(runtime.ignored_samplers(owner), runtime.determinism_note(owner)),
                 *control_values(params)]
 
     def mark_ignored(request: gr.Request):
@@ -258,7 +265,7 @@ def render(runtime: Runtime, shared: Shared, tab: gr.Tab) -> None:
         ignored = set(found[1]) if found else set()
         marks = {control: gr.update(elem_classes=["webui-ignored"] if name in ignored else [])
                  for name, control in controls.items()}
-        return {support: ignored_note(found), **marks}
+        return {support: support_note(found, runtime.determinism_note(session_id(request))), **marks}
 
     # When the tab is opened: the model may have changed since the page loaded.
     tab.select(mark_ignored, None, [support, *shared.controls], api_name="params_support", show_progress="hidden")

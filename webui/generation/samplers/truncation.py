@@ -1,7 +1,8 @@
-"""Truncation steps that transformers does not ship: top-a and tail-free sampling.
+"""Truncation steps that transformers does not ship or ships with loose ties: top-k,
+top-a and tail-free sampling.
 
-Both only ever set logits to -inf, always keep each row's most likely token, and work on
-all rows of a batch at once.
+Each only ever sets logits to -inf, always keeps each row's most likely token, and works
+on all rows of a batch at once.
 """
 
 from __future__ import annotations
@@ -16,6 +17,35 @@ from webui.generation.samplers.checks import unit_interval
 # is no "tail" to find, and dividing by the (rounding-noise) total would cut at random.  The
 # same threshold as llama.cpp's tail-free sampler.
 FLAT_CURVATURE = 1e-6
+
+
+class TopKLogitsProcessor(LogitsProcessor):
+    """Top-k sampling that keeps exactly k tokens; among equal logits the lowest ids,
+    the one `argmax` (greedy) picks first.
+
+    Why not transformers' TopKLogitsWarper: it keeps every token equal to the k-th
+    logit.  bf16 logits have 8 bits of mantissa, so equal top logits are common; with
+    `top_k=1` two tied tokens survived, the draw chose between them, and the reply
+    changed with the temperature (the draw's input) and parted from greedy.  Here
+    `top_k=1` is greedy, at any temperature (tests/test_determinism.py).
+
+    Neutral value: ``top_k == 0`` (off; the step is left out of the chain).
+    """
+
+    def __init__(self, top_k: int):
+        if top_k < 1:
+            raise ValueError("top_k must be at least 1 when the step runs")
+        self.top_k = int(top_k)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        k = min(self.top_k, scores.shape[-1])
+        kth = torch.topk(scores, k, dim=-1).values[..., -1:]
+        above = scores > kth
+        ties = scores == kth
+        # Of the tokens equal to the k-th value, as many as are still needed, lowest ids first.
+        needed = k - above.sum(dim=-1, keepdim=True)
+        keep = above | (ties & (ties.long().cumsum(dim=-1) <= needed))
+        return scores.masked_fill(~keep, float("-inf"))
 
 
 class TopALogitsProcessor(LogitsProcessor):
