@@ -21,7 +21,7 @@ def folder(tmp_path_factory):
 def test_cpu_int8_estimate_matches_the_loaded_model(folder):
     shape = read_shape(folder)
     loaded = TransformersLoader().load("tiny-llama", folder, LoadOptions(cpu=True, cpu_int8=True))
-    guess = estimate(shape, 64, cpu=True, cpu_int8=True, flags=AVX2).weights
+    guess = estimate(shape, 64, cpu=True, cpu_int8=True).weights  # decided as on this machine
     assert abs(guess - weight_bytes(loaded.model)) < 0.02 * weight_bytes(loaded.model)
 
 

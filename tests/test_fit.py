@@ -41,7 +41,7 @@ def measured_bytes(model, context: int) -> int:
         tensors = [scb] if scb is not None else []
         if state is not None:
             tensors += [state.absmax, state.code, state.offset]
-            if state.state2 is not None:
+            if getattr(state, "state2", None) is not None:
                 tensors += [state.state2.absmax, state.state2.code]
         total += sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
     with torch.no_grad():

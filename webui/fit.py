@@ -263,16 +263,20 @@ class Estimate:
 
 def estimate(shape: ModelShape, context: int, *, dtype: str = "auto", cpu: bool = False,
              load_in_8bit: bool = False, load_in_4bit: bool = False, use_double_quant: bool = False,
-             cpu_int8: bool = False, flags: frozenset[str] = frozenset(), fbgemm: bool = True,
+             cpu_int8: bool = False, flags: frozenset[str] | None = None, fbgemm: bool | None = None,
              cpu_memory: float | None = None, disk: bool = False) -> Estimate:
     """The chosen load's needs, decided as the loader decides (hf_kwargs.load_dtype and
     packs_fp16): `auto` means 16-bit on a GPU and, on the CPU, what `auto_cpu_dtype`
-    picks for its `flags`; `fbgemm`: this torch has fbgemm's fp16 kernel."""
+    picks for its `flags`; `fbgemm`: this torch has fbgemm's fp16 kernel.  Left out,
+    both are this machine's: what a load here would really hold (bitsandbytes' layers
+    outside the quantized ones, for one, stay in the CPU's auto dtype)."""
     from webui.loaders.hf_kwargs import LoadOptions, Machine, load_dtype, packs_fp16
 
     options = LoadOptions(dtype=dtype, cpu=cpu, load_in_8bit=load_in_8bit, load_in_4bit=load_in_4bit,
                           use_double_quant=use_double_quant, cpu_int8=cpu_int8, cpu_memory=cpu_memory, disk=disk)
-    machine = Machine(0 if cpu else 1, flags, fbgemm)
+    here = Machine.detect()
+    machine = Machine(0 if cpu else 1, here.flags if flags is None else flags,
+                      here.fbgemm_fp16 if fbgemm is None else fbgemm)
     if packs_fp16(options, machine):
         # Packed: 2 bytes per Linear weight, everything else and the cache in fp32.
         return Estimate(shape, max(1, context), 16, 4, peak_weights=shape.weight_bytes(16), packed_fp16=True)
