@@ -10,6 +10,7 @@ from starlette.middleware import Middleware
 
 from webui.api.security import GuardMiddleware
 from webui.auth import ClientAddress, LoginGuard
+from webui.content_policy import ContentPolicy
 from webui.quiet_server import quiet_gradio_servers
 from webui.runtime import Runtime
 from webui.ui import (
@@ -157,6 +158,8 @@ def start_ui(runtime: Runtime, port: int | None = None) -> tuple[gr.Blocks, str]
                 Middleware(GuardMiddleware, loopback_only=settings.is_loopback and not settings.share,
                            max_body=UI_MAX_BODY, large_bodies={"/gradio_api/upload": UPLOAD_MAX_BODY}),
                 Middleware(ClientAddress),  # failed logins are counted per client address
+                # The page loads nothing from elsewhere, whatever a message names (webui/content_policy.py).
+                Middleware(ContentPolicy),
             ]},
             # Gradio keeps, per browser session, the last value of every input it was sent;
             # fewer sessions bound that memory (an evicted tab keeps working, only its open
