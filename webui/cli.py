@@ -60,6 +60,11 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--share", action="store_true",
                    help="ask Gradio for a public share link (contacts Gradio's servers; needs --gradio-auth)")
     n.add_argument("--max-queue", type=int, help="waiting requests before new ones are refused")
+    n.add_argument("--upload-quota-mb", type=int,
+                   help="MB of uploads the UI keeps per user; a new one removes that user's oldest (default 200)")
+    n.add_argument("--upload-total-mb", type=int,
+                   help="MB of uploads kept for all users together; past it uploads are refused (default 2048)")
+    n.add_argument("--upload-max-age", type=int, help="seconds an upload is kept (default 3600)")
     n.add_argument("--max-batch", type=int, help="requests decoded together at most (default 8)")
     n.add_argument("--max-batch-per-user", type=int,
                    help="running requests per user or API key (default: --max-batch minus 1, so one place "

@@ -79,6 +79,11 @@ class Settings(LoaderSettings):
     )
     share: bool = Field(False, description="Ask Gradio for a public share link (needs auth and internet).")
     max_queue: int = Field(64, ge=1, le=10_000, description="Waiting requests before 'busy'.")
+    upload_quota_mb: int = Field(
+        200, ge=1, le=1_000_000, description="MB of uploads the UI keeps per user (the oldest go first).")
+    upload_total_mb: int = Field(
+        2048, ge=1, le=10_000_000, description="MB of uploads the UI keeps for all users together.")
+    upload_max_age: int = Field(3600, ge=60, le=30 * 86_400, description="Seconds an upload is kept.")
     max_batch: int = Field(8, ge=1, le=256, description="Requests decoded together at most.")
     max_batch_per_user: int | None = Field(
         None, ge=1, le=256, description="Running requests per user or API key (default: --max-batch - 1).")

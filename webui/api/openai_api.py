@@ -23,6 +23,7 @@ from webui.api import completions, embeddings, internal, models, ollama
 from webui.api.docs_page import docs_html
 from webui.api.errors import install_error_handlers
 from webui.api.security import GuardMiddleware, KeyMiddleware
+from webui.content_policy import DOCS_POLICY, HEADER, ContentPolicy
 from webui.runtime import Runtime
 
 
@@ -42,10 +43,12 @@ def build_api(runtime: Runtime) -> FastAPI:
         api.add_middleware(CORSMiddleware, allow_origins=list(settings.api_cors_origins),
                            allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type", "x-api-key"])
     api.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback)
+    # Any page the API answers with (an extension's) loads nothing from elsewhere.
+    api.add_middleware(ContentPolicy)
 
     @api.get("/v1/docs", include_in_schema=False)
     async def docs_page(request: Request):
-        return HTMLResponse(docs_html(request.app.openapi()))
+        return HTMLResponse(docs_html(request.app.openapi()), headers={HEADER: DOCS_POLICY})
 
     for router in (models.router, completions.router, embeddings.router, internal.router, ollama.router):
         api.include_router(router)

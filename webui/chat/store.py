@@ -5,8 +5,10 @@ from a request is looked up in this store's own listing before it becomes a path
 A file that cannot be read (truncated, wrong schema) is renamed aside with a warning,
 so one bad file never hides the others (docs/SECURITY.md); it stays listed for its owner
 (`unreadable`) and `recover` turns it back into a conversation, keeping what can be
-kept.  A save is checked against the same schema first, so nothing is written that
-could not be read back (docs/SECURITY.md, "Conversations").
+kept.  A save is checked against the same schema and the same size limit first
+(MAX_CHAT_BYTES, the one constant the reader uses too), so nothing is written that
+could not be read back: a save that would outgrow it is refused and the previous file
+stays as it was (docs/SECURITY.md, "Conversations").
 """
 
 from __future__ import annotations
@@ -24,12 +26,17 @@ from pydantic import ValidationError
 from webui.chat.history import MAX_MESSAGE_CHARS, MAX_MESSAGES, ROOT, ChatError, Conversation, Message
 from webui.paths import NameRefused, list_entries, pick
 from webui.settings import describe_validation_error
-from webui.storage import atomic_write_text
+from webui.storage import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
 SUFFIX = ".json"
-MAX_CHAT_BYTES = 64 << 20  # far beyond any real chat; refuses a runaway or hostile file
+# The most a conversation file may hold, on read AND on save (see ChatStore.save): far
+# beyond any real chat; refuses a runaway or hostile file.
+MAX_CHAT_BYTES = 64 << 20
+# How much of an unreadable file `recover` reads: a file written before saves were
+# checked against MAX_CHAT_BYTES can be larger, and cutting it would lose all of it.
+RECOVER_MAX_BYTES = 4 * MAX_CHAT_BYTES
 
 
 @dataclass(frozen=True)
@@ -79,13 +86,20 @@ class ChatStore:
 
     def save(self, conversation: Conversation) -> None:
         """Atomic: a crash mid-save leaves the previous version (docs/SECURITY.md).
-        Refused (ChatError) if what would be written could not be read back."""
-        text = conversation.model_dump_json(indent=1)
+        Refused (ChatError) if what would be written could not be read back: over the
+        schema's limits, or larger than the reader accepts (JSON writes a control
+        character as six bytes, so legal messages can outgrow the file limit)."""
+        data = conversation.model_dump_json(indent=1).encode("utf-8")
+        if len(data) > MAX_CHAT_BYTES:
+            raise ChatError(
+                f"not saved: this conversation would take {len(data) / 2**20:.1f} MB on disk, over the "
+                f"{MAX_CHAT_BYTES >> 20} MB a conversation may hold; the saved version is unchanged. "
+                "Fork the part you need into a new conversation, or start a new one.")
         try:
-            Conversation.model_validate_json(text)
+            Conversation.model_validate_json(data)
         except ValidationError as exc:
             raise ChatError(f"not saved: {describe_validation_error(exc)[:300]}") from None
-        atomic_write_text(self.folder / f"{conversation.id}{SUFFIX}", text)
+        atomic_write_bytes(self.folder / f"{conversation.id}{SUFFIX}", data)
 
     def delete(self, chat_id: object) -> None:
         path = pick(chat_id, list_entries(self.folder, suffixes=(SUFFIX,)), "chat")
@@ -132,7 +146,8 @@ class ChatStore:
         (cut to the limits), or, when it is not even JSON, its text as one message.
         The file itself is kept, renamed `.recovered-...`, and no longer listed."""
         path = pick(label, self.unreadable(), "unreadable conversation")
-        raw = path.read_bytes()[:MAX_CHAT_BYTES]
+        with path.open("rb") as handle:  # bounded, but whole for any file an older version wrote
+            raw = handle.read(RECOVER_MAX_BYTES)
         conversation = salvage(raw, new_chat_id())
         self.save(conversation)
         path.rename(path.with_name(path.name.replace(".unreadable-", ".recovered-")))
@@ -202,6 +217,9 @@ def salvage(raw: bytes, chat_id: str) -> Conversation:
     conversation = Conversation(id=chat_id, title=f"{title[:180]} (recovered)", character=character[:128])
     kept: dict[int, int] = {}  # old id -> new id, for messages kept so far
     messages = []
+    # Keep messages while the file they make stays readable (MAX_CHAT_BYTES): each
+    # costs its JSON plus the indentation the store writes around it.
+    room = MAX_CHAT_BYTES - (64 << 10)
     for item in data["messages"][:MAX_MESSAGES]:
         if not isinstance(item, dict) or item.get("role") not in ("user", "assistant"):
             continue
@@ -209,9 +227,13 @@ def salvage(raw: bytes, chat_id: str) -> Conversation:
         if not isinstance(content, str) or not isinstance(old_id, int) or old_id in kept:
             continue
         new_parent = kept.get(parent, ROOT) if isinstance(parent, int) else ROOT
+        message = Message(id=len(messages), parent=new_parent, role=item["role"],
+                          content=content[:MAX_MESSAGE_CHARS], created=time.time())
+        room -= len(message.model_dump_json().encode("utf-8")) + 256
+        if room < 0:
+            break
         kept[old_id] = len(messages)
-        messages.append(Message(id=len(messages), parent=new_parent, role=item["role"],
-                                content=content[:MAX_MESSAGE_CHARS], created=time.time()))
+        messages.append(message)
     conversation.messages = messages
     return conversation
 

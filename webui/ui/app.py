@@ -10,6 +10,7 @@ from starlette.middleware import Middleware
 
 from webui.api.security import GuardMiddleware
 from webui.auth import ClientAddress, LoginGuard
+from webui.content_policy import ContentPolicy
 from webui.quiet_server import quiet_gradio_servers
 from webui.runtime import Runtime
 from webui.ui import (
@@ -27,6 +28,7 @@ from webui.ui import (
 from webui.ui.common import Shared
 from webui.ui.exports import private_cache
 from webui.ui.guard import guard_app
+from webui.ui.uploads import UploadQuota, ledger_for
 
 TITLE = "webui"
 STATIC = Path(__file__).parent / "static"
@@ -127,7 +129,9 @@ def restart_ui(runtime: Runtime, app: gr.Blocks, port: int | None, names: tuple[
 
 def start_ui(runtime: Runtime, port: int | None = None) -> tuple[gr.Blocks, str]:
     settings = runtime.settings
-    private_cache()  # before any component exists: each reads the cache folder when made
+    cache = private_cache()  # before any component exists: each reads the cache folder when made
+    uploads = ledger_for(cache, settings.upload_quota_mb << 20, settings.upload_total_mb << 20,
+                         float(settings.upload_max_age))
     app = build_app(runtime)
     pairs = settings.auth_pairs()
     auth = LoginGuard(pairs).check if pairs else None
@@ -157,6 +161,10 @@ def start_ui(runtime: Runtime, port: int | None = None) -> tuple[gr.Blocks, str]
                 Middleware(GuardMiddleware, loopback_only=settings.is_loopback and not settings.share,
                            max_body=UI_MAX_BODY, large_bodies={"/gradio_api/upload": UPLOAD_MAX_BODY}),
                 Middleware(ClientAddress),  # failed logins are counted per client address
+                # Uploads counted per user, within quotas, pruned (webui/ui/uploads.py).
+                Middleware(UploadQuota, ledger=uploads, assumed_size=UPLOAD_MAX_BODY),
+                # The page loads nothing from elsewhere, whatever a message names (webui/content_policy.py).
+                Middleware(ContentPolicy),
             ]},
             # Gradio keeps, per browser session, the last value of every input it was sent;
             # fewer sessions bound that memory (an evicted tab keeps working, only its open

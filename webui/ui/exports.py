@@ -7,6 +7,10 @@ folders are 0700 and files 0600, so other accounts on the machine can neither li
 nor read them.  Exports are removed when the conversation or character they came from
 is deleted, and any older than an hour whenever a new one is made
 (docs/SECURITY.md, "Downloads").
+
+Exporting the same thing again hands out the file already written (a user clicking
+Export on a 38 MB chat eight times wrote 294 MB), and each user keeps at most
+MAX_PER_USER exports and MAX_USER_BYTES of them: a new one removes that user's oldest.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import time
 from pathlib import Path
 
 MAX_AGE = 3600.0  # seconds an export stays downloadable
+MAX_PER_USER = 16  # exports each user keeps at most (the newest)
+MAX_USER_BYTES = 256 << 20  # and bytes, together
 
 
 def private_cache() -> Path:
@@ -35,20 +41,51 @@ def private_cache() -> Path:
 
 
 class Exports:
-    def __init__(self, cache: str | Path, max_age: float = MAX_AGE):
+    def __init__(self, cache: str | Path, max_age: float = MAX_AGE, max_per_user: int = MAX_PER_USER,
+                 max_user_bytes: int = MAX_USER_BYTES):
         self.root = Path(cache) / "webui-exports"
         self.max_age = max_age
+        self.max_per_user, self.max_user_bytes = max_per_user, max_user_bytes
+        self._digests: dict[Path, str] = {}  # export written here -> its content's digest
 
     def write(self, user: str | None, name: str, data: bytes | str) -> str:
-        """Write one export for `user`; returns its path (inside Gradio's cache)."""
+        """Write one export for `user`; returns its path (inside Gradio's cache).  The
+        same name and content as an export still kept returns that one, written once."""
         self.prune()
-        folder = Path(tempfile.mkdtemp(dir=self._user_folder(user)))
-        path = folder / name
         raw = data.encode("utf-8") if isinstance(data, str) else data
+        digest = hashlib.sha256(raw).hexdigest()
+        user_folder = self._user_folder(user)
+        for path, known in list(self._digests.items()):
+            if not path.is_file():  # pruned, or its conversation deleted
+                del self._digests[path]
+            elif known == digest and path.name == name and path.parent.parent == user_folder:
+                os.utime(path.parent)  # handed out again: kept for another max_age
+                return str(path)
+        folder = Path(tempfile.mkdtemp(dir=user_folder))
+        path = folder / name
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(raw)
+        self._digests[path] = digest
+        self._keep_newest(user_folder, keep=folder)
         return str(path)
+
+    def _keep_newest(self, user_folder: Path, keep: Path) -> None:
+        """Remove the user's oldest exports past the count and byte caps (never `keep`)."""
+        exports = []
+        for export in user_folder.iterdir():
+            try:
+                size = sum(f.stat().st_size for f in export.iterdir() if f.is_file())
+                exports.append((export.stat().st_mtime, export, size))
+            except OSError:
+                continue
+        exports.sort(reverse=True)  # newest first
+        count, total = 0, 0
+        for _, export, size in exports:
+            count, total = count + 1, total + size
+            if export != keep and (count > self.max_per_user or total > self.max_user_bytes):
+                shutil.rmtree(export, ignore_errors=True)
+                count, total = count - 1, total - size
 
     def forget(self, user: str | None, *names: str) -> int:
         """Remove `user`'s exports with these file names (the thing they came from is

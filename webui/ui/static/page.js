@@ -56,10 +56,43 @@
     });
   };
 
+  // -- things from elsewhere, shown as links ----------------------------------------------------
+  // The page's Content-Security-Policy (webui/content_policy.py) lets it load nothing from
+  // another origin, so an image a message names elsewhere (Markdown, <img>, SVG <image>,
+  // <video>) would show as a broken picture.  It becomes a link to that address instead,
+  // which the browser follows only if the user clicks it.
+  const ELSEWHERE = "img[src], video[src], audio[src], source[src], track[src], image, iframe[src], embed[src], object[data]";
+  const elsewhere = (address) => {
+    if (!address) return false;
+    try {
+      const url = new URL(address, document.baseURI);
+      return url.protocol !== "data:" && url.protocol !== "blob:" && url.origin !== location.origin;
+    } catch (e) { return false; }
+  };
+  const asLinks = () => {
+    document.querySelectorAll(ELSEWHERE).forEach((node) => {
+      const address = node.getAttribute("src") || node.getAttribute("href") ||
+        node.getAttribute("xlink:href") || node.getAttribute("data");
+      if (!elsewhere(address)) return;
+      const link = document.createElement("a");
+      link.href = address;
+      link.target = "_blank";
+      link.rel = "noopener noreferrer nofollow";
+      link.className = "webui-elsewhere";
+      link.title = "Not loaded (from another site): " + address;
+      link.textContent = "\u{1F5BC} " + (node.getAttribute("alt") || address);
+      // An SVG's <image> and a <video>'s <source> go with what holds them.
+      const tag = node.tagName.toLowerCase();
+      const holder = tag === "image" ? node.closest("svg") : (tag === "source" || tag === "track") ? node.closest("video, audio") : null;
+      (holder || node).replaceWith(link);
+    });
+  };
+
   let scheduled = false;
   const refresh = () => {
     scheduled = false;
     mirror();
+    asLinks();
     stamp();
   };
   new MutationObserver(() => {
