@@ -106,7 +106,7 @@ def apply_template(
     last_error: Exception | None = None
     for attempt in dict.fromkeys(map(_frozen, attempts)):
         try:
-            return render_chat_template(template, attempt, tokens=special_tokens(tokenizer),
+            return render_chat_template(template, [dict(m) for m in attempt], tokens=special_tokens(tokenizer),
                                         add_generation_prompt=add_generation_prompt)
         except SecurityError as exc:
             raise PromptError("unsafe chat template: it tried to reach Python internals") from exc
