@@ -289,3 +289,17 @@ def test_the_budgeted_renderer_matches_transformers(tokenizer):
                                        **tokenizer.special_tokens_map)[0][0]
         ours = render_chat_template(template, messages, tokens=special_tokens(tokenizer), tools=tools)
         assert ours == theirs, template
+
+
+def test_a_compile_past_its_time_is_refused_and_the_next_one_gets_a_fresh_compiler():
+    from webui.generation.grammar_worker import CompileWorker, WorkerFailed
+
+    worker = CompileWorker()
+    try:
+        assert worker.compile("grammar", 'root ::= "a"', seconds=60).grammar  # a child is running
+        with pytest.raises(WorkerFailed, match="took too long"):
+            worker.compile("grammar", gbnf_chain(150), seconds=1e-9)  # a deadline already past
+        outcome = worker.compile("grammar", 'root ::= "yes" | "no"', seconds=60)
+        assert outcome.grammar and outcome.problem is None
+    finally:
+        worker.close()

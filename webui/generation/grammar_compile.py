@@ -82,7 +82,9 @@ def compiled(kind: str, text: str) -> Compiled:
         try:
             outcome = _pool.compile("json_schema" if kind == "json_schema" else "grammar", text)
         except WorkerFailed as exc:
-            return Compiled(None, str(exc))  # not kept: a timeout may pass on a quieter machine
+            outcome = Compiled(None, str(exc))
+            if not exc.lasting:
+                return outcome  # not kept: a timeout may pass on a quieter machine
     _keep(key, outcome)
     return outcome
 

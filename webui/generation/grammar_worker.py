@@ -53,7 +53,12 @@ class Compiled:
 
 
 class WorkerFailed(RuntimeError):
-    """The child could not answer: it died, overran its time, or could not start."""
+    """The child could not answer: it died, overran its time, or could not start.
+    `lasting`: the same grammar would fail the same way again (it crashed the child)."""
+
+    def __init__(self, message: str, lasting: bool = False):
+        super().__init__(message)
+        self.lasting = lasting
 
 
 # -- the child -----------------------------------------------------------------------
@@ -186,7 +191,8 @@ class CompileWorker:
                 cause = f"signal {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() \
                     else f"exit status {code}"
                 log.warning("the grammar compiler died (%s); a new one starts for the next grammar", cause)
-                raise WorkerFailed(f"the grammar crashed the compiler ({cause}); it is probably nested too deeply")
+                raise WorkerFailed(f"the grammar crashed the compiler ({cause}); it is probably nested too deeply",
+                                   lasting=True)
             self._buffer += chunk
             if len(self._buffer) > MAX_ANSWER:
                 self._stop()
