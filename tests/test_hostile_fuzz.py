@@ -171,3 +171,67 @@ def test_fuzz_api_routes(fuzzed):
         assert http.get(f"{api_url}/models", headers={"x-api-key": API_KEY}, timeout=10).status_code == 200
     assert runtime.models.current is not None
     assert rss_bytes() - memory < 400 << 20
+
+
+# -- grammar/schema depth and chat-template budgets (issue 26) -------------------------
+# In this process on purpose: with the depth measure and the compile worker, no grammar
+# may take it down (before them, a chain of ~3,000 rules was a SIGSEGV here).
+@settings(max_examples=24, deadline=None, database=None)
+@given(kind=st.sampled_from(["lark", "gbnf", "ref", "ref-nested"]), depth=st.integers(1, 4000))
+def test_fuzz_grammar_and_schema_depth(kind, depth):
+    from tests.test_hostile_native import gbnf_chain, lark_chain, ref_chain
+    from webui.generation.grammar_compile import MAX_DEPTH, grammar_problem
+
+    if kind in ("lark", "gbnf"):
+        problem = grammar_problem("grammar_string", (lark_chain if kind == "lark" else gbnf_chain)(depth))
+        levels = depth + 2  # start/root and the last rule
+    else:
+        schema = ref_chain(depth // 3 if kind == "ref" else depth // 30)
+        if kind == "ref-nested":  # each $def nests ten objects before its $ref
+            for definition in list(schema["$defs"].values())[:-1]:
+                inner = definition["properties"]["a"]
+                for _ in range(10):
+                    inner = {"type": "object", "properties": {"b": inner}}
+                definition["properties"]["a"] = inner
+        problem = grammar_problem("json_schema", json.dumps(schema))
+        levels = None
+    if levels is not None and levels > MAX_DEPTH:
+        assert problem and "levels deep" in problem, problem
+    elif levels is not None:
+        assert problem is None, problem
+    else:
+        assert problem is None or "levels deep" in problem, problem
+
+
+FRAGMENTS = [
+    "{% for i in range(N) %}{% for j in range(N) %}{% endfor %}{% endfor %}",
+    "{% set ns = namespace(s='x') %}{% for i in range(N) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+    "{% set ns = namespace(s='ab') %}{% for i in range(N) %}{% set ns.s = ns.s + ns.s|replace('a', ns.s) %}"
+    "{% endfor %}",
+    "{% macro f(n) %}{% if n < N %}{{ f(n + 1) }}{% endif %}{% endmacro %}{{ f(0) }}",
+    "{{ 'x' * N }}{{ 'y'|center(N) }}{{ ('z' ~ N) * N }}",
+    "{% for m in messages %}{{ m.content * N }}{% endfor %}",
+]
+
+
+@settings(max_examples=30, deadline=None, database=None)
+@given(parts=st.lists(st.tuples(st.sampled_from(FRAGMENTS), st.sampled_from([0, 3, 40, 5000, 100000, 10**9])),
+                      min_size=1, max_size=3))
+def test_fuzz_chat_template_budgets(parts):
+    """Any mix of loops, doublings, recursion and repeats: a text or a PromptError that
+    says the template was stopped, never a hang, a MemoryError or a crash."""
+    from webui.chat.template_sandbox import render_chat_template
+    from webui.generation.request import PromptError
+
+    template = "".join(fragment.replace("N", str(n)) for fragment, n in parts) + \
+        "{% for m in messages %}{{ m.content }}{% endfor %}"
+    try:
+        text = render_chat_template(template, [{"role": "user", "content": "hello"}], tokens={})
+    except PromptError as exc:
+        assert "chat template was stopped" in str(exc), exc
+    except Exception as exc:  # a template's own error (e.g. range() past Jinja's cap) is its own type
+        from jinja2.exceptions import TemplateError
+
+        assert isinstance(exc, (TemplateError, OverflowError)), repr(exc)
+    else:
+        assert text.endswith("hello")

@@ -12,7 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import iterate_in_threadpool
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from webui.api.disconnect import on_disconnect
 from webui.api.errors import APIError, error_body
@@ -41,6 +41,15 @@ router = APIRouter()
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request, runtime: RuntimeDep):
     model = await target(runtime, body.model)
+    # Checking the values (a grammar's compile), the extensions' hooks, the chat template
+    # and the tokenizer are CPU work of unbounded size: off the event loop, so that one
+    # large or hostile request does not stall every other route.
+    prompt, params, names = await run_in_threadpool(prepare_chat, runtime, body, model)
+    return await respond(runtime, request, body, prompt, params, True, model, names)
+
+
+def prepare_chat(runtime: Runtime, body: ChatCompletionRequest, model: LoadedModel | RemoteModel):
+    """The prompt, the checked values and the callable tool names (None: plain text)."""
     params = body.sampling()  # refuse bad values before rendering anything
     tools = read_tools(body.tools or [])
     choice = read_tool_choice(body.tool_choice, tools)
@@ -56,8 +65,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, runtim
         if offered or tool_turns:
             raise APIError(400, "tools and tool messages are not supported for a remote engine's model (yet)",
                            param="tools", code="unsupported_parameter")
-        prompt: Any = EnginePrompt(messages=tuple(messages))
-        return await respond(runtime, request, body, prompt, fit(body, params, model, ""), True, model)
+        return EnginePrompt(messages=tuple(messages)), fit(body, params, model, ""), None
     try:
         if offered or tool_turns:
             prompt = render_with_tools(model.tokenizer, messages, offered)
@@ -66,7 +74,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, runtim
     except PromptError as exc:
         exc.blame("messages")
         raise
-    return await respond(runtime, request, body, prompt, fit(body, params, model, prompt), True, model, names)
+    return prompt, fit(body, params, model, prompt), names
 
 
 def forced_call(params: SamplingParams, tools: tuple[Tool, ...], choice: ToolChoice, parallel: bool,
@@ -97,9 +105,14 @@ async def completions(body: CompletionRequest, request: Request, runtime: Runtim
         if len(body.prompt) != 1:
             raise APIError(400, "send one prompt per request", param="prompt")
         body.prompt = body.prompt[0]
+    prompt, params = await run_in_threadpool(prepare_completion, runtime, body, model)  # CPU work: as for chat
+    return await respond(runtime, request, body, prompt, params, False, model)
+
+
+def prepare_completion(runtime: Runtime, body: CompletionRequest, model: LoadedModel | RemoteModel):
     params = body.sampling()
     prompt = modified_input(runtime, body.prompt, params, False)
-    return await respond(runtime, request, body, prompt, fit(body, params, model, prompt), False, model)
+    return prompt, fit(body, params, model, prompt)
 
 
 def capabilities_of(model: LoadedModel | RemoteModel):

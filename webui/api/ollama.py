@@ -117,9 +117,15 @@ async def checked(runtime: Runtime, body: OllamaGenerating) -> tuple[LoadedModel
     """The model the request names, and its sampling values (options and format), with
     everything this server cannot honour refused before anything is queued."""
     model = await target(runtime, body.model)
+    # The format's compile (a grammar) is CPU work: off the event loop (as on /v1).
+    params, explicit = await run_in_threadpool(checked_values, body)
+    return model, params, explicit
+
+
+def checked_values(body: OllamaGenerating) -> tuple[SamplingParams, bool]:
     body.refuse_unsupported()
     params, explicit = ollama_sampling(body.options)
-    return model, body.structured(params), explicit
+    return body.structured(params), explicit
 
 
 @router.post("/api/generate")
@@ -128,8 +134,9 @@ async def generate(body: OllamaGenerateRequest, request: Request, runtime: Runti
     if not body.prompt:  # Ollama: an empty prompt only loads the model
         return loaded_reply(body.model, chat=False)
     if body.raw:  # the prompt as it is, no template (Ollama's raw mode)
-        prompt: Any = modified_input(runtime, body.prompt, params, False)
-        return await reply(runtime, request, body, model, prompt, fit_params(params, model, prompt, explicit, body.sent_as()), False)
+        prompt: Any = await run_in_threadpool(modified_input, runtime, body.prompt, params, False)
+        fitted = await run_in_threadpool(fit_params, params, model, prompt, explicit, body.sent_as())
+        return await reply(runtime, request, body, model, prompt, fitted, False)
     # Not raw: Ollama puts the prompt (and system) through the model's chat template.
     messages = [{"role": "system", "content": body.system}] if body.system else []
     messages.append({"role": "user", "content": modified_input(runtime, body.prompt, params, True)})
@@ -179,15 +186,21 @@ async def embeddings_legacy(body: OllamaEmbeddingsRequest, request: Request, run
 
 async def chat_reply(runtime: Runtime, request: Request, body: OllamaGenerating, model: LoadedModel | RemoteModel,
                      messages: list[dict[str, str]], params: SamplingParams, explicit: bool, chat: bool):
+    # The chat template and the tokenizer are CPU work of unbounded size: off the event loop.
+    prompt, fitted = await run_in_threadpool(templated, body, model, messages, params, explicit, chat)
+    return await reply(runtime, request, body, model, prompt, fitted, chat)
+
+
+def templated(body: OllamaGenerating, model: LoadedModel | RemoteModel, messages: list[dict[str, str]],
+              params: SamplingParams, explicit: bool, chat: bool) -> tuple[Any, SamplingParams]:
     if isinstance(model, RemoteModel):  # the engine applies its own chat template
-        prompt: Any = EnginePrompt(messages=tuple(messages))
-        return await reply(runtime, request, body, model, prompt, fit_params(params, model, "", explicit, body.sent_as()), chat)
+        return EnginePrompt(messages=tuple(messages)), fit_params(params, model, "", explicit, body.sent_as())
     try:
         prompt = render_chat_prompt(model.tokenizer, messages)
     except PromptError as exc:
         exc.blame("messages" if chat else "prompt")
         raise
-    return await reply(runtime, request, body, model, prompt, fit_params(params, model, prompt, explicit, body.sent_as()), chat)
+    return prompt, fit_params(params, model, prompt, explicit, body.sent_as())
 
 
 async def reply(runtime: Runtime, request: Request, body: OllamaGenerating, model: LoadedModel | RemoteModel,

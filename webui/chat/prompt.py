@@ -20,6 +20,7 @@ from typing import Literal
 from jinja2.exceptions import SecurityError, TemplateError
 
 from webui.chat.characters import BUILT_IN, Character, Persona, describe, substitute
+from webui.chat.template_sandbox import render_chat_template, special_tokens
 from webui.generation.request import EnginePrompt, PromptError, RenderedPrompt, prompt_ids
 
 # For models that ship no template: a plain, widely understood ChatML layout.
@@ -89,8 +90,10 @@ def apply_template(
 ) -> str:
     """Render `messages` with `template` (default: the model's own, else ChatML).
 
-    transformers renders templates in a Jinja sandbox, so a template that tries to
-    reach Python internals fails with SecurityError instead of running (docs/SECURITY.md).
+    Templates render in a Jinja sandbox with a budget (webui/chat/template_sandbox.py):
+    a template that tries to reach Python internals fails with SecurityError instead of
+    running (docs/SECURITY.md), and one that loops, recurses or builds text without end
+    is stopped with a PromptError (not retried).
     A template that refuses the system message or a reply-first history is retried
     with the system text folded into the first user turn / the leading replies left out.
     """
@@ -103,10 +106,8 @@ def apply_template(
     last_error: Exception | None = None
     for attempt in dict.fromkeys(map(_frozen, attempts)):
         try:
-            return tokenizer.apply_chat_template(
-                [dict(m) for m in attempt], chat_template=template, tokenize=False,
-                add_generation_prompt=add_generation_prompt,
-            )
+            return render_chat_template(template, [dict(m) for m in attempt], tokens=special_tokens(tokenizer),
+                                        add_generation_prompt=add_generation_prompt)
         except SecurityError as exc:
             raise PromptError("unsafe chat template: it tried to reach Python internals") from exc
         except TemplateError as exc:

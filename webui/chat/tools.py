@@ -1,8 +1,8 @@
 """Tool calling: the tools a request offers, rendered into the prompt, and the grammar
 that forces a call when the caller requires one.
 
-Tools are rendered by the model's own chat template (transformers'
-`apply_chat_template(tools=...)`, in its Jinja sandbox), with the conversation's
+Tools are rendered by the model's own chat template (its `tools` variable, in the
+budgeted Jinja sandbox of webui/chat/template_sandbox.py), with the conversation's
 earlier calls (assistant messages with `tool_calls`) and their results (`role: tool`
 messages) in the shapes Hugging Face templates read.  A template that knows nothing
 of tools gets them as a system message instead, and earlier calls and results as
@@ -21,6 +21,7 @@ from typing import Any
 from jinja2.exceptions import SecurityError, TemplateError
 
 from webui.chat.prompt import apply_template
+from webui.chat.template_sandbox import render_chat_template, special_tokens
 from webui.errors import AppError
 from webui.generation.request import PromptError
 
@@ -201,12 +202,12 @@ def render_with_tools(tokenizer, messages: Sequence[dict[str, Any]], tools: Sequ
     has_tool_turns = any(m["role"] == "tool" or m.get("tool_calls") for m in messages)
     if template_takes_tools(template) and (tools or has_tool_turns):
         try:
-            return tokenizer.apply_chat_template(
-                [_for_template(m) for m in messages], tools=[t.openai() for t in tools] or None,
-                chat_template=template, tokenize=False, add_generation_prompt=True,
-            )
+            return render_chat_template(template, [_for_template(m) for m in messages],
+                                        tokens=special_tokens(tokenizer), tools=[t.openai() for t in tools] or None)
         except SecurityError as exc:
             raise PromptError("unsafe chat template: it tried to reach Python internals") from exc
+        except PromptError:
+            raise  # stopped by its budget: the plain form would only run it again
         except (TemplateError, TypeError, ValueError, KeyError):
             pass  # a template that mentions tools yet cannot render these turns: the plain form
     turns = [_as_text(m) for m in messages]
