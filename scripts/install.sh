@@ -58,7 +58,15 @@ if ! "$venv/bin/python" -c 'import torch' 2>/dev/null; then
 fi
 echo "Installing webui[$extras] ..."
 case ",$extras," in
-    *",gguf,"*) echo "(the gguf extra compiles llama.cpp: 6-40 minutes the first time; CMAKE_ARGS picks a GPU backend, see README)" ;;
+    *",gguf,"*)
+        echo "(the gguf extra compiles llama.cpp: 6-40 minutes the first time; CMAKE_ARGS picks a GPU backend, see README)"
+        # On CPUs with AMX, llama.cpp's native build segfaults on quantized files: name the
+        # instruction sets instead, AMX left out (webui/loaders/llama_build.py says why).
+        cpu_args="$("$python" -m webui.loaders.llama_build)"
+        if [ -n "$cpu_args" ] && [[ "${CMAKE_ARGS:-}" != *GGML_NATIVE* ]]; then
+            export CMAKE_ARGS="${CMAKE_ARGS:+$CMAKE_ARGS }$cpu_args"
+            echo "(this CPU has AMX: llama.cpp is built with CMAKE_ARGS=$CMAKE_ARGS)"
+        fi ;;
 esac
 "${pip[@]}" install -e ".[$extras]"
 case ",$extras," in

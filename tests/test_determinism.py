@@ -33,7 +33,6 @@ PROMPTS = [
     "The lamp was lit every evening, and the keeper wrote in his book what he had seen",
     "Gulls",
     "Far out at sea",
-    "The storm",
 ]
 DTYPES = ["bf16", "fp16", "fp32"]
 
@@ -54,7 +53,7 @@ def engine(request, models_root):
 
 
 def params(**values):
-    return make_params({"max_new_tokens": 30, "ban_eos_token": True, **values})
+    return make_params({"max_new_tokens": 20, "ban_eos_token": True, **values})
 
 
 def together(engine, requests: list[GenerationRequest]) -> list[str]:
@@ -85,7 +84,7 @@ def test_top_k_keeps_exactly_k_and_breaks_ties_as_argmax_does():
 
 def test_top_k_one_is_greedy_at_every_temperature(engine):
     greedy = engine.generate(GenerationRequest(PROMPTS[0], params(temperature=0.0))).text()
-    for temperature in (1.0, 0.3, 2.5):
+    for temperature in (1.0, 0.3):
         for seed in (1, 2):
             reply = engine.generate(GenerationRequest(
                 PROMPTS[0], params(temperature=temperature, top_k=1, seed=seed))).text()

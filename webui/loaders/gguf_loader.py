@@ -15,7 +15,9 @@ from pathlib import Path
 from webui.generation.backend import ServingOptions
 from webui.loaders.base import LoadedModel, LoadError
 from webui.loaders.gguf_files import choose_file, is_gguf_entry, read_info
+from webui.loaders.cpu_features import cpu_flags
 from webui.loaders.gguf_options import INSTALL_HINT, LlamaCppOptions
+from webui.loaders.llama_build import avoid_amx, build_problem
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,16 @@ class LlamaCppLoader:
             raise LoadError(f"{name}: {problem}")
         lib = import_llama_cpp()
         lib.llama_backend_init()
-        model = lib.llama_model_load_from_file(str(file).encode(), self._model_params(lib, options))
+        system_info = lib.llama_print_system_info().decode(errors="replace")
+        problem = build_problem(system_info, cpu_flags())
+        if problem:
+            raise LoadError(f"{name}: {problem}")
+        params = self._model_params(lib, options)
+        if avoid_amx(system_info, cpu_flags()) and hasattr(params, "use_extra_bufts"):
+            # llama.cpp's AMX matmul segfaults on quantized weights (llama_build.py).
+            log.warning("llama.cpp was built with AMX: its AMX (and repacking) buffers are kept off")
+            params.use_extra_bufts = False
+        model = lib.llama_model_load_from_file(str(file).encode(), params)
         if not model:
             raise LoadError(f"{name}: llama.cpp could not load {file.name} (the server log says why)")
         ctx = None
