@@ -66,6 +66,10 @@ class ModelShape:
     head: int = 0  # the output head's weights (cpu-int8 quantizes it, bitsandbytes does not)
     head_rows: int = 0
     head_tied: bool = False  # the head shares the embedding's weights (counted once in parameters)
+    # Double quantization groups each layer's blocks by 256 (a group per started 256).
+    double_quant_groups: int = 0
+    # Buffers that are not parameters (rotary frequencies, embedding scales), in bytes.
+    buffer_bytes: int = 0
 
     def cpu_int8_bytes(self, base_bytes: int = 4) -> int:
         """cpu-int8: every Linear (head included) at 1 byte + 6 bytes of scales per row."""
@@ -87,7 +91,8 @@ class ModelShape:
         if bits == 8:
             return rest + n + 4 * self.quantizable_rows
         blocks = -(-n // BLOCK_4BIT)
-        scales = blocks + 4 * -(-blocks // DOUBLE_QUANT_GROUP) if double_quant else 4 * blocks
+        groups = self.double_quant_groups or -(-blocks // DOUBLE_QUANT_GROUP)
+        scales = blocks + 4 * groups if double_quant else 4 * blocks
         # Per layer: the 16-value fp32 code table; double quantization adds a 256-value
         # table and an offset.  Negligible for real models, visible on tiny ones.
         tables = self.quantizable_layers * (64 + (1028 if double_quant else 0))
@@ -221,6 +226,8 @@ def read_shape(folder: Path, trust_remote_code: bool = False) -> ModelShape:
         head=0 if head is None else head.weight.numel(),
         head_rows=0 if head is None else head.out_features,
         head_tied=head is not None and head.weight is model.get_input_embeddings().weight,
+        double_quant_groups=sum(-(-(-(-m.weight.numel() // BLOCK_4BIT)) // DOUBLE_QUANT_GROUP) for m in linears),
+        buffer_bytes=sum(b.numel() * b.element_size() for b in model.buffers()),
     )
 
 
@@ -237,6 +244,10 @@ class Estimate:
 
     @property
     def weights(self) -> int:
+        return self._parameters + self.shape.buffer_bytes
+
+    @property
+    def _parameters(self) -> int:
         if self.cpu_int8:
             return self.shape.cpu_int8_bytes(self.base_bytes)
         if self.packed_fp16:
