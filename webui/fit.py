@@ -226,9 +226,13 @@ def read_shape(folder: Path, trust_remote_code: bool = False) -> ModelShape:
         head=0 if head is None else head.weight.numel(),
         head_rows=0 if head is None else head.out_features,
         head_tied=head is not None and head.weight is model.get_input_embeddings().weight,
-        double_quant_groups=sum(-(-(-(-m.weight.numel() // BLOCK_4BIT)) // DOUBLE_QUANT_GROUP) for m in linears),
+        double_quant_groups=sum(ceil_div(ceil_div(m.weight.numel(), BLOCK_4BIT), DOUBLE_QUANT_GROUP) for m in linears),
         buffer_bytes=sum(b.numel() * b.element_size() for b in model.buffers()),
     )
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 @dataclass(frozen=True)
