@@ -70,6 +70,10 @@ BENCHES = (
     Bench("batching-0.5b", "Batching and prefix cache (~0.47B random Llama, one thread)",
           (B + "bench_batching.py", "--random-0.5b", "--threads", "1", "--tokens", "16", "--rounds", "2",
            "--parts", "batching,follow-up"), ("--rounds", "1", "--tokens", "4"), timeout=3600),
+    Bench("determinism", "Row-wise decode attention ÷ one masked call (8 streams); a deterministic follow-up's "
+          "first token ÷ a cached one (~0.47B random Llama, bf16)",
+          (B + "bench_determinism.py", "--random-0.5b", "--dtype", "bf16", "--tokens", "16", "--rounds", "3"),
+          ("--rounds", "1", "--tokens", "4"), timeout=3600),
     # One thread: on a busy 2-core machine two threads measure the neighbours (docs/PERFORMANCE.md).
     Bench("cpu-dtypes", "CPU dtypes and 8-bit (fp32, fp16 on fbgemm, bf16, cpu-int8, bitsandbytes) ÷ fp32, "
           "~0.47B random Llama, one thread",
