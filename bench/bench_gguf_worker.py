@@ -10,10 +10,10 @@ a millisecond: the worst case for a per-step round trip) and a ~60M-parameter ra
 Llama converted to Q8_0 (built once into --work-dir; vocab 32000, so each step's
 logits are 125 KiB a row).
 
-- Engine decode tokens/s, single stream: extra tokens / extra seconds between a short
-  and a long greedy request (prompt processing cancels out), in-process and worker
-  engines loaded side by side, rounds alternated so a change in the machine's load
-  hits both alike.
+- One backend.step's median wall time, worker - in process: the boundary's own cost.
+- Engine tokens/s, single stream: a --tokens greedy request (its one-call prefill of a
+  short prompt included), in-process and worker engines loaded side by side, rounds
+  alternated so a change in the machine's load hits both alike.
 - Aggregate tokens/s of --streams concurrent greedy streams, alternated the same way.
 - Single-stream decode through our OpenAI API, worker and in process, ÷ `python -m
   llama_cpp.server` on the same file and threads (bench/bench_gguf.py's method; the
@@ -92,9 +92,25 @@ def greedy(engine, tokens: int, owner: str = "bench") -> tuple[float, int]:
 
 
 def single_rate(engine, tokens: int) -> float:
-    short_s, short_n = greedy(engine, 8)
-    long_s, long_n = greedy(engine, tokens + 8)
-    return (long_n - short_n) / (long_s - short_s)
+    """Tokens/s of one greedy request of `tokens` tokens (its one-call prefill of a short
+    prompt included: the same on both sides; a short/long difference goes negative when
+    the machine's load changes between the two)."""
+    seconds, n = greedy(engine, tokens)
+    return n / seconds
+
+
+def step_micros(manager, steps: int = 300) -> float:
+    """Median wall time of one backend.step, one sequence (the boundary's cost alone)."""
+    with manager.use() as loaded:
+        backend = loaded.backend
+        slot = backend.start(loaded.tokenizer(PROMPT)["input_ids"])
+        token, times = int(slot.logits.argmax()), []
+        for _ in range(steps):
+            start = time.perf_counter()
+            token = int(backend.step([slot], [token]).argmax())
+            times.append(time.perf_counter() - start)
+        backend.finish(slot, keep=False)
+    return statistics.median(times) * 1e6
 
 
 def streams_rate(engine, tokens: int, streams: int) -> float:
@@ -118,11 +134,14 @@ def compare_engines(model_dir: Path, name: str, args) -> None:
     sides = {isolate: engine_for(model_dir, name, isolate, args.threads) for isolate in (False, True)}
     single: dict[bool, list[float]] = {False: [], True: []}
     many: dict[bool, list[float]] = {False: [], True: []}
+    step: dict[bool, list[float]] = {False: [], True: []}
     try:
         for engine in (e for _, e in sides.values()):  # warm both
             greedy(engine, 8)
         for round_ in range(args.rounds):
             order = (False, True) if round_ % 2 == 0 else (True, False)
+            for isolate in order:
+                step[isolate].append(step_micros(sides[isolate][0]))
             for isolate in order:
                 single[isolate].append(single_rate(sides[isolate][1], args.tokens))
             for isolate in order:
@@ -131,6 +150,10 @@ def compare_engines(model_dir: Path, name: str, args) -> None:
         for manager, engine in sides.values():
             engine.close()
             manager.unload()
+    inproc, worker = statistics.median(step[False]), statistics.median(step[True])
+    print(f"{name}: one backend.step: worker {worker:.0f} µs, in process {inproc:.0f} µs", flush=True)
+    figure(f"{name}, one decode step (backend.step, one sequence), µs: worker − in process", f"{worker - inproc:.0f}",
+           f"{worker:.0f} vs {inproc:.0f} µs, medians of {args.rounds} alternated rounds of 300 steps")
     for label, rates, streams in (("single stream", single, 1), (f"{args.streams} streams", many, args.streams)):
         inproc, worker = statistics.median(rates[False]), statistics.median(rates[True])
         spread = [f"{w / i:.2f}" for w, i in zip(rates[True], rates[False], strict=True)]
@@ -191,7 +214,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "webui-bench-gguf-worker")
     parser.add_argument("--tokens", type=int, default=96)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--threads", type=int, default=max((os.cpu_count() or 2) // 2, 1))
     parser.add_argument("--skip-server", action="store_true", help="leave out the llama_cpp.server comparison")
