@@ -86,7 +86,7 @@ def test_a_quantized_kv_cache_loads_generates_and_takes_what_will_it_fit_says(ca
     token by exactly what Will it fit? estimates for each cache type."""
     lib = require_llama_cpp()
     info = read_info(FILE)
-    loader = LlamaCppLoader()
+    loader = LlamaCppLoader(isolate=False)  # in this process: llama.cpp's count is read from its context
 
     def kv_bytes(options, tokens):
         loaded = loader.load(DEMO_GGUF, FILE.parent, options)

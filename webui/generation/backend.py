@@ -23,6 +23,8 @@ from typing import Any, Protocol
 
 import torch
 
+from webui.generation.request import GenerationError
+
 
 GIB = 1 << 30
 
@@ -96,6 +98,15 @@ class OutOfMemory(RuntimeError):
     def __init__(self, message: str, slot: Any = None):
         super().__init__(message)
         self.slot = slot
+
+
+class BackendCrashed(GenerationError):
+    """The process computing the model died (a native crash: a signal, or an exit) while
+    it served a call; the requests it was decoding end with this message while the
+    model is reloaded (webui/loaders/gguf_process.py).  Not the request's fault, and a
+    retry shortly after is answered: 503."""
+
+    status, code = 503, "backend_crashed"
 
 
 class Backend(Protocol):

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from webui.generation import token_probs
-from webui.generation.backend import Backend, OutOfMemory
+from webui.generation.backend import Backend, BackendCrashed, OutOfMemory
 from webui.generation.chain import build_chain
 from webui.generation.detok import IncrementalDecoder
 from webui.generation.embedding import EmbeddingJob, batches
@@ -67,6 +67,15 @@ __all__ = [
     "CancelToken", "GenerationEngine", "GenerationError", "GenerationRequest", "GenerationStats",
     "GenerationStream", "QueueFull", "TokenLogprob", "Waiting", "fit_prompt", "prompt_room",
 ]
+
+
+def failure(exc: Exception) -> str | GenerationError:
+    """What a request that `exc` ended hears: a crashed backend keeps its type (a 503 the
+    client may retry, its own message), one instance per request; anything else is a
+    message naming the exception."""
+    if isinstance(exc, BackendCrashed):
+        return BackendCrashed(str(exc))
+    return f"generation failed: {exc.__class__.__name__}: {exc}"
 
 
 @dataclass(frozen=True)
@@ -171,7 +180,7 @@ class GenerationStream:
                     continue
                 kind, value = final
                 if kind == "error":
-                    raise GenerationError(value)
+                    raise value if isinstance(value, GenerationError) else GenerationError(value)
                 self.stats = value
                 return
         finally:
@@ -440,9 +449,10 @@ class GenerationEngine:
                     return  # nothing runs: release the model (a load may be waiting)
                 self._step(backend, active)
             except Exception as exc:  # every running request hears why, promptly; none hangs
-                log.exception("a decoding step failed")
+                if not isinstance(exc, BackendCrashed):  # the backend logged that one, once
+                    log.exception("a decoding step failed")
                 for seq in list(active):
-                    seq.stream._mailbox.finish("error", f"generation failed: {exc.__class__.__name__}: {exc}")
+                    seq.stream._mailbox.finish("error", failure(exc))
                     if seq.slot is not None:
                         backend.finish(seq.slot, keep=False)
                 active.clear()
@@ -492,7 +502,7 @@ class GenerationEngine:
             stream._mailbox.finish("error", f"{exc}; try a shorter prompt, fewer tokens or a smaller model")
             return
         except Exception as exc:
-            stream._mailbox.finish("error", f"generation failed: {exc.__class__.__name__}: {exc}")
+            stream._mailbox.finish("error", failure(exc))
             return
         active.append(seq)
         self._running = len(active)
@@ -522,6 +532,8 @@ class GenerationEngine:
             job.finish(torch.cat(parts) if parts else torch.zeros(0, 0))
         except OutOfMemory as exc:
             job.fail(f"{exc}; try fewer or shorter inputs")
+        except BackendCrashed as exc:
+            job.fail(str(exc))
         except Exception as exc:  # the caller gets the error promptly, never a hang
             log.exception("an embedding forward failed")
             job.fail(f"embedding failed: {exc.__class__.__name__}: {exc}")

@@ -44,6 +44,20 @@ UNSUPPORTED_SAMPLERS = frozenset({"guidance_scale", "negative_prompt"})
 SUPPORTED_SAMPLERS = frozenset(SamplingParams.model_fields) - UNSUPPORTED_SAMPLERS
 
 
+NO_GUIDANCE = "classifier-free guidance (guidance_scale) is not available for llama.cpp models"
+NO_EMBEDS = "llama.cpp models cannot take input embeddings from an extension"
+
+
+def admits(max_batch: int, n_ctx: int, used: int, running: int, wanted: int) -> bool:
+    """Whether one more sequence of `wanted` tokens fits beside `running` others that hold
+    `used` cells (shared with the worker process's proxy, webui/loaders/gguf_process.py)."""
+    if running >= max_batch:
+        return False
+    if running == 0:
+        return True  # one sequence always runs: its own failure says what is wrong
+    return used + wanted <= n_ctx  # kept sequences give way
+
+
 class LlamaSlot:
     """One sequence: its llama.cpp sequence id and the tokens its KV covers."""
 
@@ -124,6 +138,9 @@ class LlamaCppBackend:
         self._running: dict[int, LlamaSlot] = {}
         self._kept = KeptSequences()
         self._closed = False
+        # Where logits rows are written instead of a fresh tensor: the worker process's
+        # shared memory (webui/loaders/gguf_worker.py); None in process.
+        self.rows_out: np.ndarray | None = None
 
     # -- what the engine asks ------------------------------------------------------
     def vocab_size(self) -> int:
@@ -133,15 +150,11 @@ class LlamaCppBackend:
         return set(self.tokenizer.eog_ids)
 
     def can_admit(self, running: int, prompt_tokens: int, new_tokens: int) -> bool:
-        if running >= self.capabilities.max_batch:
-            return False
-        if running == 0:
-            return True  # one sequence always runs: its own failure says what is wrong
         used = sum(len(slot.fed) for slot in self._running.values())
-        return used + prompt_tokens + new_tokens <= self.n_ctx  # kept sequences give way
+        return admits(self.capabilities.max_batch, self.n_ctx, used, running, prompt_tokens + new_tokens)
 
     def guidance_processor(self, scale: float, negative_ids: list[int]):
-        raise GenerationError("classifier-free guidance (guidance_scale) is not available for llama.cpp models")
+        raise GenerationError(NO_GUIDANCE)
 
     def clear_cache(self) -> None:
         while (seq := self._kept.pop_oldest()) is not None:
@@ -150,7 +163,7 @@ class LlamaCppBackend:
     # -- sequences ---------------------------------------------------------------------
     def start(self, ids: list[int], embeds: torch.Tensor | None = None, reuse: bool = True) -> LlamaSlot:
         if embeds is not None:
-            raise GenerationError("llama.cpp models cannot take input embeddings from an extension")
+            raise GenerationError(NO_EMBEDS)
         if not ids:
             raise GenerationError("empty prompt")
         if len(ids) > self.n_ctx:
@@ -333,4 +346,8 @@ class LlamaCppBackend:
         else:
             pointer = self._lib.llama_get_logits(self._ctx)
         rows = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(n, self._vocab))
+        if self.rows_out is not None:  # one copy, straight into the memory the server reads
+            out = self.rows_out[:n]
+            np.copyto(out, rows)
+            return torch.from_numpy(out)
         return torch.from_numpy(rows.copy())

@@ -78,8 +78,11 @@ class LlamaCppLoader:
     name = "llama.cpp"
     options_schema = LlamaCppOptions
 
-    def __init__(self, serving: ServingOptions | None = None):
+    def __init__(self, serving: ServingOptions | None = None, isolate: bool = True):
         self.serving = serving or ServingOptions()
+        # True: llama.cpp runs in a worker process of its own (webui/loaders/gguf_process.py),
+        # so a crash inside it ends that process, not the server.  False: in this process.
+        self.isolate = isolate
 
     def can_load(self, path: Path) -> bool:
         return is_gguf_entry(path)
@@ -93,46 +96,19 @@ class LlamaCppLoader:
         if problem:
             raise LoadError(f"{name}: {problem}")
         lib = import_llama_cpp()
-        lib.llama_backend_init()
-        system_info = lib.llama_print_system_info().decode(errors="replace")
-        problem = build_problem(system_info, cpu_flags())
-        if problem:
+        problem = build_problem(lib.llama_print_system_info().decode(errors="replace"), cpu_flags())
+        if problem:  # it would die of an illegal instruction: say why instead
             raise LoadError(f"{name}: {problem}")
-        params = self._model_params(lib, options)
-        if avoid_amx(system_info, cpu_flags()) and hasattr(params, "use_extra_bufts"):
-            # llama.cpp's AMX matmul segfaults on quantized weights (llama_build.py).
-            log.warning("llama.cpp was built with AMX: its AMX (and repacking) buffers are kept off")
-            params.use_extra_bufts = False
-        model = lib.llama_model_load_from_file(str(file).encode(), params)
-        if not model:
-            raise LoadError(f"{name}: llama.cpp could not load {file.name} (the server log says why)")
-        ctx = None
-        try:
-            trained = int(lib.llama_model_n_ctx_train(model)) or info.context_length
-            n_ctx = options.n_ctx or min(trained, DEFAULT_MAX_CONTEXT)
-            max_batch = self.serving.max_batch
-            n_seq = min(max_batch + KEPT_SEQUENCES, int(lib.llama_max_parallel_sequences()))
-            max_batch = min(max_batch, n_seq)
-            ctx = lib.llama_init_from_model(model, self._context_params(lib, options, n_ctx, n_seq, max_batch))
-            if not ctx:
-                raise LoadError(f"{name}: llama.cpp could not create a {n_ctx}-token context "
-                                "(out of memory? try a smaller --n-ctx or --cache-type q8_0)")
-            from webui.loaders.gguf_backend import LlamaCppBackend
-            from webui.loaders.gguf_tokenizer import GGUFTokenizer
+        if self.isolate:
+            from webui.loaders.gguf_process import LlamaCppWorker
 
-            tokenizer = GGUFTokenizer(lib, model, info.chat_template)
-            backend = LlamaCppBackend(
-                lib, model, ctx, tokenizer, n_ctx=n_ctx, n_batch=min(options.n_batch, n_ctx), max_batch=max_batch,
-                n_seq=n_seq, prefix_cache=self.serving.prefix_cache_bytes > 0)
-        except BaseException:
-            if ctx:
-                lib.llama_free(ctx)
-            lib.llama_model_free(model)
-            raise
+            backend = LlamaCppWorker.spawn(name, file, info, options, self.serving)
+        else:
+            backend = open_backend(lib, name, file, info, options, self.serving)
         on_gpu = options.n_gpu_layers != 0 and bool(lib.llama_supports_gpu_offload())
         return LoadedModel(
-            name=name, folder=path, loader=self.name, model=info, tokenizer=tokenizer,
-            device="gpu+cpu" if on_gpu else "cpu", dtype=info.file_type, context_length=n_ctx,
+            name=name, folder=path, loader=self.name, model=info, tokenizer=backend.tokenizer,
+            device="gpu+cpu" if on_gpu else "cpu", dtype=info.file_type, context_length=backend.n_ctx,
             parameters=info.parameters, options=options, backend=backend,
         )
 
@@ -144,7 +120,7 @@ class LlamaCppLoader:
         loaded.tokenizer = None
 
     @staticmethod
-    def _model_params(lib, options: LlamaCppOptions):
+    def _model_params(lib, options: LlamaCppOptions, vocab_only: bool = False):
         params = lib.llama_model_default_params()
         params.n_gpu_layers = 0x7FFFFFFF if options.n_gpu_layers == -1 else options.n_gpu_layers
         mmap = not options.no_mmap
@@ -154,6 +130,7 @@ class LlamaCppLoader:
             params.load_mode = getattr(lib, modes[(mmap, options.mlock)])
         else:
             params.use_mmap, params.use_mlock = mmap, options.mlock
+        params.vocab_only = vocab_only
         if options.tensor_split:
             shares = list(options.tensor_split)[: lib.LLAMA_MAX_DEVICES]
             split = (ctypes_float_array(lib.LLAMA_MAX_DEVICES))(*shares)
@@ -181,6 +158,45 @@ class LlamaCppLoader:
             params.rope_freq_base = options.rope_freq_base
         params.no_perf = True
         return params
+
+
+def open_backend(lib, name: str, file: Path, info, options: LlamaCppOptions,
+                 serving: ServingOptions, chat_template: str | None = None):
+    """Load `file` with llama.cpp in this process and return its LlamaCppBackend (the one
+    thing that touches llama.cpp's weights and context: the worker process runs exactly
+    this, webui/loaders/gguf_worker.py).  Raises LoadError; leaves nothing behind."""
+    lib.llama_backend_init()
+    params = LlamaCppLoader._model_params(lib, options)
+    if avoid_amx(lib.llama_print_system_info().decode(errors="replace"), cpu_flags()):
+        # llama.cpp's AMX matmul segfaults on quantized weights (llama_build.py).
+        log.warning("llama.cpp was built with AMX: its AMX (and repacking) buffers are kept off")
+        params.use_extra_bufts = False
+    model = lib.llama_model_load_from_file(str(file).encode(), params)
+    if not model:
+        raise LoadError(f"{name}: llama.cpp could not load {file.name} (the server log says why)")
+    ctx = None
+    try:
+        trained = int(lib.llama_model_n_ctx_train(model)) or info.context_length
+        n_ctx = options.n_ctx or min(trained, DEFAULT_MAX_CONTEXT)
+        max_batch = serving.max_batch
+        n_seq = min(max_batch + KEPT_SEQUENCES, int(lib.llama_max_parallel_sequences()))
+        max_batch = min(max_batch, n_seq)
+        ctx = lib.llama_init_from_model(model, LlamaCppLoader._context_params(lib, options, n_ctx, n_seq, max_batch))
+        if not ctx:
+            raise LoadError(f"{name}: llama.cpp could not create a {n_ctx}-token context "
+                            "(out of memory? try a smaller --n-ctx or --cache-type q8_0)")
+        from webui.loaders.gguf_backend import LlamaCppBackend
+        from webui.loaders.gguf_tokenizer import GGUFTokenizer
+
+        tokenizer = GGUFTokenizer(lib, model, chat_template if chat_template is not None else info.chat_template)
+        return LlamaCppBackend(
+            lib, model, ctx, tokenizer, n_ctx=n_ctx, n_batch=min(options.n_batch, n_ctx), max_batch=max_batch,
+            n_seq=n_seq, prefix_cache=serving.prefix_cache_bytes > 0)
+    except BaseException:
+        if ctx:
+            lib.llama_free(ctx)
+        lib.llama_model_free(model)
+        raise
 
 
 def ctypes_float_array(n: int):

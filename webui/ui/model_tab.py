@@ -29,7 +29,11 @@ def status_text(runtime: Runtime) -> str:
     loaded = runtime.models.current
     lent = runtime.models.lent_for
     busy = f"\n\n**{lent} in progress: the model does not answer until it ends.**" if lent else ""
-    return (f"Loaded: **{loaded.describe()}**" if loaded else "No model loaded.") + busy
+    # A backend may say how it has fared (a llama.cpp worker that crashed and was
+    # restarted, or that keeps crashing: webui/loaders/gguf_process.py).
+    note = getattr(loaded.backend, "status_note", None) if loaded else None
+    health = f"\n\n⚠️ {note}" if note else ""
+    return (f"Loaded: **{loaded.describe()}**" if loaded else "No model loaded.") + health + busy
 
 
 def choice_from(controls: OptionControls, values, context, template) -> ModelSettings:
@@ -81,6 +85,9 @@ def render(runtime: Runtime, shared: Shared) -> None:
         unload = gr.Button("Unload", elem_id="model-unload")
         fit = gr.Button("Will it fit?", elem_id="model-fit")
     status = gr.Markdown(status_text(runtime), elem_id="model-status")
+    # Every page load shows the status as it is then (a llama.cpp worker may have been
+    # restarted since the page was built).
+    shared.on_load.append((lambda request: {status: status_text(runtime)}, [status]))
     fit_out = gr.Markdown(elem_id="model-fit-report")
     if runtime.remotes:  # only when the operator configured remote engines
         remote_picker.render(runtime)
