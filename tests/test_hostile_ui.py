@@ -19,7 +19,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from tests.conftest import free_port, make_settings
+from tests.conftest import free_port, make_settings, wait_for
 from webui.auth import CLIENT, LoginGuard
 from webui.ui.guard import PER_USER
 
@@ -303,3 +303,28 @@ def test_a_guesser_on_the_same_address_does_not_lock_out_the_account(two_users):
         assert guess.result().status_code == 400
     assert answers == [200, 200, 200]
     assert overlapped  # the right password was checked while the wrong one waited
+
+
+def test_one_user_with_many_tabs_leaves_a_place_for_another(two_users, ann):
+    """Hostile round 2, N51: UI requests were owned by the browser session, so bob with ten
+    tabs held all eight batch places and ann's short reply waited for one of his to end.
+    Now bob is one owner across his tabs: he holds at most --max-batch-per-user (7)."""
+    from tests.test_app_client import controls
+
+    runtime, url = two_users
+    engine = runtime.engine
+    bobs = [Client(url, auth=BOB, verbose=False) for _ in range(10)]
+    for tab in bobs:
+        tab.predict(*controls(max_new_tokens=400, ban_eos_token=True), api_name="/set_params")
+    jobs = [tab.submit("In the beginning", api_name="/notebook_generate") for tab in bobs]
+    try:
+        assert wait_for(lambda: engine.pending >= 10, 120)  # all ten queued or decoding
+        text, _ = ann.predict("The keeper", api_name="/notebook_generate")  # her 4 tokens
+        unfinished = sum(not job.done() for job in jobs)
+    finally:
+        for tab in bobs:  # Stop is still per tab: each ends only its own reply
+            tab.predict(api_name="/notebook_stop")
+        for job in jobs:
+            job.result(timeout=120)
+    assert text
+    assert unfinished == 10  # hers was admitted beside his, not after one of his ended
