@@ -9,6 +9,7 @@ tokens a stream gets while a big embedding call runs."""
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -56,3 +57,39 @@ def test_another_api_client_gets_a_place_beside_a_flood(api_url, runtime):
     assert short.status_code == 200
     assert unfinished == 8  # B was admitted into the free place, not after one of A's ended
 
+
+def test_a_stream_keeps_decoding_while_a_big_embedding_call_runs(api_url, runtime):
+    """N20: 2,048 inputs of 100 tokens beside a stream.  The embedding groups now take turns
+    with decoding steps, so the stream keeps producing tokens while the call runs."""
+    # Token ids, not text: the call's time is the model's, not the tokenizer's (which
+    # runs off the model thread, beside the stream, and would blur the count).
+    inputs = [[5 + i % 50] * 100 for i in range(2048)]
+    stream_body = {"model": TINY, "prompt": "Once", "max_tokens": 400, "temperature": 0, "ban_eos_token": True,
+                   "stream": True}
+    tokens_during: list[int] = []
+    counted = [0]
+    embedding_running = threading.Event()
+    embedding_done = threading.Event()
+
+    def stream() -> None:
+        with httpx.stream("POST", f"{api_url}/completions", json=stream_body, timeout=300,
+                          headers={"x-api-key": API_KEY}) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    counted[0] += 1
+                    if embedding_running.is_set() and not embedding_done.is_set():
+                        tokens_during.append(counted[0])
+
+    with ThreadPoolExecutor(1) as pool:
+        streaming = pool.submit(stream)
+        assert wait_for(lambda: counted[0] >= 5, 120)  # the stream is decoding
+        embedding_running.set()
+        with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=600) as other:
+            response = other.post(f"{api_url}/embeddings", json={"model": TINY, "input": inputs},
+                                  headers={"x-api-key": API_KEY})
+        embedding_done.set()
+        streaming.result(timeout=300)
+    assert response.status_code == 200 and len(response.json()["data"]) == 2048
+    # Back to back, the groups left the stream no step at all while they ran (it had 5 of
+    # its 400 tokens, then nothing until the call ended); interleaved, it moves on.
+    assert len(tokens_during) >= 20, len(tokens_during)
