@@ -19,7 +19,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from tests.conftest import free_port, make_settings
+from tests.conftest import free_port, make_settings, wait_for
 from webui.auth import CLIENT, LoginGuard
 from webui.ui.guard import PER_USER
 
@@ -242,7 +242,7 @@ def test_a_guesser_elsewhere_does_not_lock_out_the_owner(two_users):
     assert waited < 5, waited  # generous: unfixed, she waited 30 s behind the guesser
 
 
-def test_login_guard_keys_on_address_and_caps_the_queue():
+def test_login_guard_keys_on_address_and_answers_wrong_attempts_in_turn():
     waits: list[float] = []
 
     async def record(seconds: float) -> None:
@@ -263,5 +263,68 @@ def test_login_guard_keys_on_address_and_caps_the_queue():
 
     burst, owner = asyncio.run(scenario())
     assert burst == [False] * 5 and owner is True
-    assert waits == [1.0]  # one attempt waited; four were refused at once, unchecked; the owner not at all
-    assert guard.failures("ann", "10.0.0.9") == 2 and guard.failures("ann", "10.0.0.1") == 0
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0]  # each wrong one answered in turn, after its wait
+    assert guard.failures("ann", "10.0.0.9") == 6 and guard.failures("ann", "10.0.0.1") == 0
+
+
+def test_right_password_is_accepted_while_a_wrong_one_waits_on_the_same_address():
+    """Hostile round 2, N34: a guesser kept one wrong attempt for the owner in flight from
+    her own address (NAT, a reverse proxy), and her right password was refused unchecked."""
+    guard = LoginGuard([ANN], free_failures=0, first_delay=30.0)
+    CLIENT.set("10.0.0.7")
+
+    async def scenario():
+        guess = asyncio.ensure_future(guard.check("ann", "guess"))
+        await asyncio.sleep(0.05)  # the guess is waiting its 30 s
+        owner = [await guard.check("ann", ANN[1]) for _ in range(3)]
+        still_waiting = not guess.done()
+        guess.cancel()
+        return owner, still_waiting
+
+    owner, still_waiting = asyncio.run(asyncio.wait_for(scenario(), 20))
+    assert still_waiting and owner == [True, True, True]
+
+
+def test_a_guesser_on_the_same_address_does_not_lock_out_the_account(two_users):
+    """Hostile round 2, N34, over HTTP: with a wrong attempt for bob in flight from 127.0.0.1,
+    bob's right password from 127.0.0.1 was answered "Incorrect credentials" at once, 0 of 38."""
+    _, url = two_users
+    wrong = {"username": BOB[0], "password": "guess"}
+    with httpx.Client(base_url=url, timeout=120) as guesser:
+        for _ in range(5):  # three free failures, then waits of 1 s and 2 s: the next waits 4 s
+            assert guesser.post("/login", data=wrong).status_code == 400
+    with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=url, timeout=120) as guesser:
+        guess = pool.submit(guesser.post, "/login", data=wrong)
+        time.sleep(0.3)  # let it reach its wait
+        with httpx.Client(base_url=url, timeout=120) as owner:
+            answers = [owner.post("/login", data={"username": BOB[0], "password": BOB[1]}).status_code
+                       for _ in range(3)]
+        overlapped = not guess.done()
+        assert guess.result().status_code == 400
+    assert answers == [200, 200, 200]
+    assert overlapped  # the right password was checked while the wrong one waited
+
+
+def test_one_user_with_many_tabs_leaves_a_place_for_another(two_users, ann):
+    """Hostile round 2, N51: UI requests were owned by the browser session, so bob with ten
+    tabs held all eight batch places and ann's short reply waited for one of his to end.
+    Now bob is one owner across his tabs: he holds at most --max-batch-per-user (7)."""
+    from tests.test_app_client import controls
+
+    runtime, url = two_users
+    engine = runtime.engine
+    bobs = [Client(url, auth=BOB, verbose=False) for _ in range(10)]
+    for tab in bobs:
+        tab.predict(*controls(max_new_tokens=400, ban_eos_token=True), api_name="/set_params")
+    jobs = [tab.submit("In the beginning", api_name="/notebook_generate") for tab in bobs]
+    try:
+        assert wait_for(lambda: engine.pending >= 10, 120)  # all ten queued or decoding
+        text, _ = ann.predict("The keeper", api_name="/notebook_generate")  # her 4 tokens
+        unfinished = sum(not job.done() for job in jobs)
+    finally:
+        for tab in bobs:  # Stop is still per tab: each ends only its own reply
+            tab.predict(api_name="/notebook_stop")
+        for job in jobs:
+            job.result(timeout=120)
+    assert text
+    assert unfinished == 10  # hers was admitted beside his, not after one of his ended

@@ -1,20 +1,23 @@
 """Password checks for the UI, with repeated failures slowed down.
 
 Gradio calls the guard for every login attempt.  Passwords are compared in constant
-time.  Failures are counted per (client address, user name): after a few, each
-further attempt from that address for that name waits (1 s, 2 s, 4 s ... up to a
-cap) before it is answered.  So the guesser is slowed, and the account's owner, who
-signs in from another address, is not locked out by someone else's guessing.
-Attempts for one key are answered one at a time, and while one waits, further ones
-for the same key are refused at once without being checked: guessing in parallel
-gains nothing, and no queue of waiting attempts can build up.  The wait is an
-asyncio sleep: other logins and the app go on.  The tables are bounded (old entries
-are forgotten, and at most MAX_KEYS are kept).
+time, first: the right password is accepted at once, whatever else is going on, so
+nobody is locked out by someone else's guessing -- not even from the same address
+(behind NAT or a reverse proxy, everyone shares one).  Failures are counted per (client
+address, user name): after a few, each further wrong attempt from that address for
+that name is answered only after a wait (1 s, 2 s, 4 s ... up to a cap), and the
+wrong attempts for one key are answered one at a time, in order.  A guesser who sends
+many attempts at once has each one checked (a right guess would get in), but hears
+"wrong" only once per wait, so after a first burst, bounded by the connections one
+address may hold (webui/connections.py), it can try about one password per wait.  The
+wait is an asyncio sleep: other logins and the app go on.  The tables are bounded (old
+entries are forgotten, and at most MAX_KEYS are kept).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import time
 from collections import OrderedDict
@@ -54,7 +57,7 @@ class LoginGuard:
         max_delay: float = 30.0, forget_after: float = 3600.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ):
-        self._passwords = dict(pairs)
+        self._passwords = {name: _digest(password) for name, password in pairs}
         self.free_failures = free_failures
         self.first_delay = first_delay
         self.max_delay = max_delay
@@ -62,10 +65,12 @@ class LoginGuard:
         self._sleep = sleep
         # (address, name) -> (count, time of the last), oldest first
         self._failures: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
-        self._busy: set[tuple[str, str]] = set()  # keys with an attempt being answered
+        # keys with wrong attempts waiting for their answer: (their line, how many wait).
+        # An entry lives only while attempts wait, so the table is bounded by connections.
+        self._lines: dict[tuple[str, str], list] = {}
 
     def delay(self, failures: int) -> float:
-        """Seconds an attempt waits after `failures` failed ones."""
+        """Seconds a wrong attempt waits after `failures` failed ones."""
         if failures < self.free_failures:
             return 0.0
         return min(self.max_delay, self.first_delay * 2 ** (failures - self.free_failures))
@@ -82,22 +87,27 @@ class LoginGuard:
         Gradio awaits only what inspect.iscoroutinefunction recognises, and a callable
         object's coroutine would be taken as a (truthy) answer."""
         key = self._key(username)
-        if key in self._busy:
-            return False  # one attempt per key at a time; the rest are not even checked
-        self._busy.add(key)
-        try:
-            wait = self.delay(self._count(key))
-            if wait:
-                await self._sleep(wait)
-            expected = self._passwords.get(username)
-            ok = expected is not None and hmac.compare_digest(password.encode(), expected.encode())
-            if ok:
+        expected = self._passwords.get(username)
+        # Compared first, and always (an unknown name against a stand-in): the answer for
+        # the right password never depends on anybody's failures.
+        ok = hmac.compare_digest(_digest(password), expected or _UNKNOWN) and expected is not None
+        if ok:
+            if key not in self._lines:  # a guesser's attempt still waiting keeps its count
                 self._failures.pop(key, None)
-            else:
+            return True
+        line = self._lines.setdefault(key, [asyncio.Lock(), 0])
+        line[1] += 1
+        try:
+            async with line[0]:  # wrong attempts for one key are answered one at a time
+                wait = self.delay(self._count(key))
+                if wait:
+                    await self._sleep(wait)
                 self._record_failure(key)
-            return ok
+            return False
         finally:
-            self._busy.discard(key)
+            line[1] -= 1
+            if not line[1]:
+                self._lines.pop(key, None)
 
     def _record_failure(self, key: tuple[str, str]) -> None:
         count = self._count(key) + 1
@@ -113,3 +123,11 @@ class LoginGuard:
     def _key(self, username: str, address: str | None = None) -> tuple[str, str]:
         name = username if username in self._passwords else UNKNOWN_USER
         return (CLIENT.get() if address is None else address, name)
+
+
+def _digest(password: str) -> bytes:
+    """Passwords are compared as hashes: constant time whatever their lengths."""
+    return hashlib.sha256(password.encode("utf-8", "surrogatepass")).digest()
+
+
+_UNKNOWN = _digest("\x00 no such user")  # compared against when the name is unknown

@@ -65,6 +65,12 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--upload-total-mb", type=int,
                    help="MB of uploads kept for all users together; past it uploads are refused (default 2048)")
     n.add_argument("--upload-max-age", type=int, help="seconds an upload is kept (default 3600)")
+    n.add_argument("--max-connections-per-client", type=int,
+                   help="open connections one client address may hold on each port (default 100)")
+    n.add_argument("--header-timeout", type=float,
+                   help="seconds a client has to send a request's headers (default 10)")
+    n.add_argument("--body-timeout", type=float,
+                   help="seconds a request's body may pause before the connection is closed (default 30)")
     n.add_argument("--max-batch", type=int, help="requests decoded together at most (default 8)")
     n.add_argument("--max-batch-per-user", type=int,
                    help="running requests per user or API key (default: --max-batch minus 1, so one place "

@@ -6,6 +6,9 @@ server (the UI's and the API's), about 0.1-0.2% of a core on the busy 2-core mac
 of docs/PERFORMANCE.md, most of what an idle server still spent once Gradio's queue
 stopped polling (webui/ui/quiet_queue.py).  Here the loop wakes once a second, for the
 Date header, and at once when `should_exit` is set, from any thread.
+
+The same servers put webui/connections.py's limits on every connection (deadlines for a
+request's headers and body, caps per client and in all) and log accept errors throttled.
 """
 
 from __future__ import annotations
@@ -17,6 +20,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
+
+from webui.connections import (
+    ConnectionLimits,
+    guarded_protocol,
+    handle_loop_exception,
+    pause_accepting_when_out_of_handles,
+)
 
 # uvicorn refreshes the Date header when on_tick's counter is a multiple of this.
 TICKS_PER_HEADER = 10
@@ -53,21 +63,44 @@ class QuietTicks:
                 pass
 
 
-class Server(QuietTicks, uvicorn.Server):
+class LimitedConnections:
+    """Mixed into a uvicorn.Server (before it in the bases): its connections are
+    webui/connections.py's guarded protocol, with `limits`."""
+
+    limits: ConnectionLimits = ConnectionLimits()
+
+    async def startup(self, sockets: Any = None) -> None:
+        config = self.config  # type: ignore[attr-defined]  # loaded by now (uvicorn's _serve)
+        config.http_protocol_class = guarded_protocol(config.http_protocol_class, self.limits)
+        # "Too many open files" on accept: one pause and one throttled line, not a
+        # traceback and a retry per turn of asyncio's accept loop.
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(handle_loop_exception)
+        pause_accepting_when_out_of_handles(loop)
+        await super().startup(sockets)  # type: ignore[misc]
+
+
+class Server(QuietTicks, LimitedConnections, uvicorn.Server):
     """A uvicorn server for a thread of our own (the API's)."""
+
+    def __init__(self, config: uvicorn.Config, limits: ConnectionLimits | None = None):
+        super().__init__(config)
+        if limits is not None:
+            self.limits = limits
 
 
 @functools.cache
-def gradio_server_class(base: type) -> type:
-    """`base` (Gradio's uvicorn.Server subclass) with quiet ticks, made once."""
-    return type(base.__name__, (QuietTicks, base), {"__module__": __name__})
+def gradio_server_class(base: type, limits: ConnectionLimits = ConnectionLimits()) -> type:  # noqa: B008
+    """`base` (Gradio's uvicorn.Server subclass) with quiet ticks and connection limits,
+    made once per set of limits."""
+    return type(base.__name__, (QuietTicks, LimitedConnections, base), {"__module__": __name__, "limits": limits})
 
 
 @contextlib.contextmanager
-def quiet_gradio_servers() -> Iterator[None]:
-    """While inside, Gradio's launch() makes quiet servers.  Gradio builds its server
-    inside launch(), from the `Server` of its http_server module; nothing else in
-    this process launches Gradio meanwhile but our own start_ui."""
+def quiet_gradio_servers(limits: ConnectionLimits = ConnectionLimits()) -> Iterator[None]:  # noqa: B008
+    """While inside, Gradio's launch() makes quiet servers with connection limits.
+    Gradio builds its server inside launch(), from the `Server` of its http_server
+    module; nothing else in this process launches Gradio meanwhile but our own start_ui."""
     try:
         from gradio import http_server
     except ImportError:
@@ -77,7 +110,7 @@ def quiet_gradio_servers() -> Iterator[None]:
     if not (isinstance(base, type) and issubclass(base, uvicorn.Server)) or issubclass(base, QuietTicks):
         yield
         return
-    http_server.Server = gradio_server_class(base)
+    http_server.Server = gradio_server_class(base, limits)
     try:
         yield
     finally:

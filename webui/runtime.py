@@ -40,7 +40,7 @@ from webui.model_manager import ModelManager
 from webui.model_settings import ModelSettings, ModelSettingsStore
 from webui.paths import NameRefused, is_plain_name, pick
 from webui.generation.params import ParamsError, SamplingParams, make_params
-from webui.generation.request import ModelNotServed
+from webui.generation.request import ModelNotServed, ui_party
 from webui.presets import PresetLibrary, model_defaults, preset_delta
 from webui.remote.engine import RemoteModel
 from webui.remote.routing import RemoteEngines, SessionChoices
@@ -276,7 +276,8 @@ class Runtime:
             return f"token probabilities are not available for {loaded.name}: its loader does not report them"
         return None
 
-    def next_tokens(self, owner: str, text: str, params: SamplingParams, top: int) -> TokenLogprob:
+    def next_tokens(self, owner: str, text: str, params: SamplingParams, top: int,
+                    user: str | None = None) -> TokenLogprob:
         """The likeliest next tokens after `text`, under the model alone and after the
         samplers of `params`: a one-token request through the engine (so the model runs
         on its thread, in its turn), whose record carries both distributions."""
@@ -284,7 +285,7 @@ class Runtime:
         if refused:
             raise GenerationError(refused)
         one = make_params({"max_new_tokens": 1, "stop": ()}, base=params)
-        stream = self.stream(owner, text, one, logprobs=top, token_detail=True)
+        stream = self.stream(owner, text, one, logprobs=top, token_detail=True, who=ui_party(user, owner))
         for _ in stream:
             pass
         if not stream.logprobs:
@@ -332,7 +333,7 @@ class Runtime:
             prompt = self.extensions.input(prompt, state, False)
         return ReplyStream(
             self.extensions, lambda: self.stream(owner, prompt, params, state=state, logprobs=token_view,
-                                                 token_detail=token_view is not None),
+                                                 token_detail=token_view is not None, who=ui_party(user, owner)),
             prompt=prompt, original=original, seed=params.seed, state=state, stop=params.stop, is_chat=is_chat,
         )
 

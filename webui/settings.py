@@ -84,6 +84,12 @@ class Settings(LoaderSettings):
     upload_total_mb: int = Field(
         2048, ge=1, le=10_000_000, description="MB of uploads the UI keeps for all users together.")
     upload_max_age: int = Field(3600, ge=60, le=30 * 86_400, description="Seconds an upload is kept.")
+    max_connections_per_client: int = Field(
+        100, ge=1, le=100_000, description="Open connections one client address may hold, per port.")
+    header_timeout: float = Field(
+        10.0, gt=0, le=3600, description="Seconds a client has to send a request's headers.")
+    body_timeout: float = Field(
+        30.0, gt=0, le=3600, description="Seconds a request's body may pause before the connection is closed.")
     max_batch: int = Field(8, ge=1, le=256, description="Requests decoded together at most.")
     max_batch_per_user: int | None = Field(
         None, ge=1, le=256, description="Running requests per user or API key (default: --max-batch - 1).")

@@ -20,7 +20,7 @@ from webui.api.logprobs import format_logprobs
 from webui.api.models import target
 from webui.api.schemas import ChatCompletionRequest, CompletionBase, CompletionRequest
 from webui.api.state import RuntimeDep
-from webui.api.usage import key_label
+from webui.api.usage import api_party, key_label
 from webui.chat.prompt import PromptError, render_chat_prompt
 from webui.chat.tool_parser import Call, Text, ToolCallParser, parse_reply
 from webui.chat.tools import Tool, ToolChoice, call_schema, read_tool_choice, read_tools, render_with_tools
@@ -199,12 +199,13 @@ def choice_params(params: SamplingParams, n: int) -> list[SamplingParams]:
                        code="invalid_value") from exc
 
 
-def start(runtime: Runtime, owner: str, model: str, prompt: Any, params: SamplingParams,
+def start(runtime: Runtime, owner: str, who: str, model: str, prompt: Any, params: SamplingParams,
           logprobs: int | None = None) -> GenerationStream:
-    # The API is one party to the scheduler, however many requests it sends at once.
+    # `owner` is this request alone (its Stop); `who` the party the scheduler is fair
+    # between (webui/api/usage.py: api_party), however many requests it sends at once.
     # QueueFull (503) and ModelNotServed (404: the model went away since the check)
     # carry their status.
-    return runtime.stream(owner, prompt, params, logprobs, who="api", model=model)
+    return runtime.stream(owner, prompt, params, logprobs, who=who, model=model)
 
 
 async def respond(runtime: Runtime, request: Request, body: CompletionBase, prompt: Any, params: SamplingParams,
@@ -226,7 +227,8 @@ async def respond(runtime: Runtime, request: Request, body: CompletionBase, prom
         for seeded in choice_params(params, body.n):  # every choice's values are checked first
             if gone.is_set():
                 raise APIError(499, "the client closed the request", code="client_closed")
-            results.append((seeded, await run_to_end(runtime, owner, body.model, prompt, seeded, count, model)))
+            results.append((seeded, await run_to_end(runtime, owner, api_party(request), body.model, prompt,
+                                                     seeded, count, model)))
     for index, (seeded, (text, stats, entries)) in enumerate(results):
         text = modified_output(runtime, text, seeded, chat)
         prompt_tokens = stats.prompt_tokens
@@ -257,9 +259,9 @@ def upstream_failure(exc: GenerationError, model: LoadedModel | RemoteModel) -> 
     return exc
 
 
-async def run_to_end(runtime: Runtime, owner: str, name: str, prompt: Any, params: SamplingParams,
+async def run_to_end(runtime: Runtime, owner: str, who: str, name: str, prompt: Any, params: SamplingParams,
                      logprobs: int | None, model: LoadedModel | RemoteModel):
-    stream = start(runtime, owner, name, prompt, params, logprobs)
+    stream = start(runtime, owner, who, name, prompt, params, logprobs)
     pieces = []
     try:
         async for piece in iterate_in_threadpool(iter(stream)):
@@ -302,7 +304,7 @@ async def stream_events(runtime: Runtime, request: Request, body: CompletionBase
         return {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": logprobs}
 
     try:
-        stream = start(runtime, owner, body.model, prompt, params, count)
+        stream = start(runtime, owner, api_party(request), body.model, prompt, params, count)
     except AppError as exc:
         yield error_event(exc)
         return

@@ -24,7 +24,7 @@ from webui.api.errors import APIError
 from webui.api.models import target
 from webui.api.schemas import EmbeddingRequest
 from webui.api.state import RuntimeDep
-from webui.api.usage import key_label
+from webui.api.usage import api_party, key_label
 from webui.generation.embedding import normalize
 from webui.loaders.base import LoadedModel
 from webui.remote.engine import RemoteModel
@@ -72,7 +72,7 @@ async def embed_inputs(runtime: Runtime, request: Request, name: str, inputs: li
     ids = await run_in_threadpool(token_ids, model, inputs, truncate, param, context)
     owner = f"api-{uuid.uuid4().hex}"
     async with on_disconnect(request.receive, lambda: runtime.stop(owner)):
-        vectors = await run_in_threadpool(runtime.embed, owner, ids, name, "api")
+        vectors = await run_in_threadpool(runtime.embed, owner, ids, name, api_party(request))
     tokens = sum(len(row) for row in ids)
     runtime.usage.add(key_label(request.headers), tokens, 0)
     return vectors, tokens

@@ -44,7 +44,7 @@ from webui.api.ollama_schemas import (
     ollama_sampling,
 )
 from webui.api.state import RuntimeDep
-from webui.api.usage import key_label
+from webui.api.usage import api_party, key_label
 from webui.chat.prompt import PromptError, render_chat_prompt
 from webui.errors import AppError
 from webui.generation.embedding import normalize
@@ -212,7 +212,8 @@ async def reply(runtime: Runtime, request: Request, body: OllamaGenerating, mode
     started = time.perf_counter()
     owner = f"api-{uuid.uuid4().hex}"
     async with on_disconnect(request.receive, lambda: runtime.stop(owner)):
-        text, stats, _ = await run_to_end(runtime, owner, body.model, prompt, params, None, model)
+        text, stats, _ = await run_to_end(runtime, owner, api_party(request), body.model, prompt, params, None,
+                                          model)
     runtime.usage.add(key_label(request.headers), stats.prompt_tokens, stats.new_tokens)
     text = modified_output(runtime, text, params, chat)
     return {**piece(body.model, text, chat), **final(stats, started)}
@@ -223,7 +224,7 @@ async def stream_lines(runtime: Runtime, request: Request, name: str, prompt: An
     owner = f"api-{uuid.uuid4().hex}"
     started = time.perf_counter()
     try:
-        stream = start(runtime, owner, name, prompt, params)
+        stream = start(runtime, owner, api_party(request), name, prompt, params)
     except AppError as exc:
         yield line(ollama_error_body(exc))
         return

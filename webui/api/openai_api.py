@@ -19,6 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
 
 from webui import quiet_server
+from webui.connections import limits_from
 from webui.api import completions, embeddings, internal, models, ollama
 from webui.api.docs_page import docs_html
 from webui.api.errors import install_error_handlers
@@ -63,7 +64,8 @@ class APIServer:
     def __init__(self, runtime: Runtime, port: int | None = None):
         config = uvicorn.Config(build_api(runtime), host=runtime.settings.host,
                                 port=port or runtime.settings.api_port, log_level="warning")
-        self.server = quiet_server.Server(config)  # no ten wake-ups a second while idle
+        # No ten wake-ups a second while idle; deadlines and caps on every connection.
+        self.server = quiet_server.Server(config, limits_from(runtime.settings))
         self.thread = threading.Thread(target=self.server.run, daemon=True, name="api")
         self.url = f"http://{runtime.settings.host}:{config.port}/v1"
 

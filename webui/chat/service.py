@@ -22,6 +22,7 @@ from webui.chat.store import ChatStore
 from webui.extensions import params_from_state
 from webui.generation.engine import GenerationError
 from webui.generation.params import SamplingParams
+from webui.generation.request import ui_party
 
 if TYPE_CHECKING:
     from webui.runtime import Runtime
@@ -126,7 +127,7 @@ class ReplyWriter:
         try:
             self.stream = runtime.stream(owner, custom if custom is not None else self.prompt, params,
                                          state=self.state, logprobs=token_view,
-                                         token_detail=token_view is not None)
+                                         token_detail=token_view is not None, who=ui_party(user, owner))
         except GenerationError:  # e.g. the queue is full: leave the conversation as it was
             self._drop_target()
             raise
@@ -213,6 +214,6 @@ def impersonate(runtime: Runtime, owner: str, conversation: Conversation, setup:
     state, params = chat_state(runtime, conversation, setup, params, user)
     text = prefix
     prompt = ChatPrompt(setup, conversation.turns(), "impersonate", prefix)
-    for piece in runtime.stream(owner, prompt, params, state=state):
+    for piece in runtime.stream(owner, prompt, params, state=state, who=ui_party(user, owner)):
         text += piece
         yield text

@@ -1,10 +1,13 @@
 """Text embeddings: a job on the engine's queue, and the pooling and normalising math.
 
 An embedding request runs on the engine's one model thread, like a generation: it
-waits in the same fair queue (webui/generation/scheduler.py), is taken between two
-decoding steps, and its inputs go through `Backend.embed` in padded batches of at most
-`BATCH_TOKENS` tokens.  So no request thread ever calls the model while it decodes, and
-a flood of embeddings takes its turn like anyone else's requests.
+waits in the same fair queue (webui/generation/scheduler.py), and once admitted it holds
+a place of its owner's like a running reply.  Its inputs go through `Backend.embed` in
+groups, one group between two decoding steps: of at most `STEP_TOKENS` padded tokens
+while replies decode, so they keep moving (one 2,048-input call, run in one go, stalled
+every stream 16.6 s: hostile round 2, N20), and of `BATCH_TOKENS` when nothing else
+runs.  So no request thread ever calls the model while it decodes, and a flood of
+embeddings takes its turn like anyone else's requests.
 
 Pooling (the backend's side, webui/loaders/hf_backend.py and gguf_backend.py): the mean
 of the last hidden state (after the model's final norm) over the sequence's own tokens,
@@ -28,6 +31,10 @@ from webui.generation.request import CancelToken, GenerationError, GenerationReq
 # Padded tokens per forward pass (rows x longest row): bounds the activations' memory
 # whatever a request sends; a request with more is split into several passes.
 BATCH_TOKENS = 16_384
+# The same while replies decode: a decoding step waits for at most one such group.  On
+# the 2-core machine of docs/PERFORMANCE.md, 2,048 tokens of the demo model are about
+# one decoding step's worth of work; bigger groups barely speed embeddings up.
+STEP_TOKENS = 2_048
 
 
 class EmbeddingsUnsupported(AppError, ValueError):
@@ -47,6 +54,23 @@ class EmbeddingJob:
         self.started = False
         self.queued_at = time.monotonic()
         self._mailbox = mailbox
+        self.done = 0  # inputs embedded so far (the model thread's alone)
+        self.parts: list[torch.Tensor] = []
+
+    @property
+    def owner(self) -> str:
+        return self.request.owner
+
+    def next_group(self, budget: int) -> list[list[int]]:
+        """The next inputs to embed in one pass (none when all are done)."""
+        end = group_end(self.inputs, self.done, budget)
+        return self.inputs[self.done:end]
+
+    def add(self, rows: int, vectors: torch.Tensor) -> bool:
+        """Record a group's vectors; True when every input has its vector."""
+        self.parts.append(vectors)
+        self.done += rows
+        return self.done >= len(self.inputs)
 
     def result(self) -> torch.Tensor:
         """The pooled vectors, one row per input (not normalised)."""
@@ -66,6 +90,18 @@ class EmbeddingJob:
 
     def fail(self, message: str) -> None:
         self._mailbox.finish("error", message)
+
+
+def group_end(inputs: list[list[int]], start: int, budget: int) -> int:
+    """The end of the group starting at `start`: as many inputs as fit in `budget` padded
+    tokens (rows x longest row), at least one."""
+    longest, end = 0, start
+    while end < len(inputs):
+        longest_with = max(longest, len(inputs[end]))
+        if end > start and longest_with * (end - start + 1) > budget:
+            break
+        longest, end = longest_with, end + 1
+    return end
 
 
 def batches(inputs: list[list[int]], budget: int = BATCH_TOKENS) -> Iterator[list[list[int]]]:

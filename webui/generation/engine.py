@@ -32,7 +32,7 @@ from webui.generation import token_probs
 from webui.generation.backend import Backend, BackendCrashed, OutOfMemory
 from webui.generation.chain import build_chain
 from webui.generation.detok import IncrementalDecoder
-from webui.generation.embedding import EmbeddingJob, batches
+from webui.generation.embedding import BATCH_TOKENS, STEP_TOKENS, EmbeddingJob
 from webui.generation.grammar_compile import constraint_of
 from webui.generation.samplers.grammar import GrammarState, GrammarTokenizers, GrammarUnsupported
 from webui.generation.params import MAX_SEED, ParamsError
@@ -344,6 +344,8 @@ class GenerationEngine:
         self._running = 0
         self._admitting = 0  # taken from the queue, not yet running: counted as pending
         self._owners: dict[str, int] = {}  # running sequences per owner (a snapshot, for positions)
+        # Admitted embedding jobs, a group embedded between two decoding steps (model thread's)
+        self._embedding: list[EmbeddingJob] = []
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
         self._grammar_tokenizers = GrammarTokenizers()  # per loaded model, used on the model thread
@@ -379,8 +381,8 @@ class GenerationEngine:
 
     @property
     def pending(self) -> int:
-        """Requests waiting, being admitted or running."""
-        return len(self._queue) + self._admitting + self._running
+        """Requests waiting, being admitted or running (embedding jobs included)."""
+        return len(self._queue) + self._admitting + self._running + len(self._embedding)
 
     @property
     def running(self) -> int:
@@ -442,10 +444,17 @@ class GenerationEngine:
                 if self._closed.is_set():
                     for seq in list(active):
                         seq.request.cancel.cancel()  # retired as cancelled by the step below
+                    for job in self._embedding:
+                        job.request.cancel.cancel()
                 self._drop_cancelled()
                 if not self.manager.swap_waiting() and not self._closed.is_set():
                     self._admit(loaded, backend, active)
+                if self._embedding:
+                    # One group of one job (in turn) between two steps: the replies keep moving.
+                    self._embed_group(loaded, backend, budget=STEP_TOKENS if active else BATCH_TOKENS)
                 if not active:
+                    if self._embedding:
+                        continue
                     return  # nothing runs: release the model (a load may be waiting)
                 self._step(backend, active)
             except Exception as exc:  # every running request hears why, promptly; none hangs
@@ -457,6 +466,9 @@ class GenerationEngine:
                         backend.finish(seq.slot, keep=False)
                 active.clear()
                 self._running = 0
+                for job in self._embedding:
+                    job.fail(f"embedding failed: {exc.__class__.__name__}: {exc}")
+                self._embedding.clear()
 
     def _drop_cancelled(self) -> None:
         dropped = self._queue.remove_if(lambda s: s.request.cancel.cancelled)
@@ -471,8 +483,10 @@ class GenerationEngine:
 
     def _admit(self, loaded, backend: Backend, active: list[_Sequence]) -> None:
         while True:
-            owners = self._owners = Counter(seq.owner for seq in active)
-            # An embedding job keeps no KV: it always fits, and is done before the next step.
+            # An embedding job holds a place of its owner's while it runs, like a reply.
+            owners = self._owners = Counter([seq.owner for seq in active] + [j.owner for j in self._embedding])
+            # An embedding job keeps no KV: it always fits.  A request that must decode
+            # alone waits for an empty batch, and keeps it empty while it runs.
             stream = self._queue.take(owners, lambda s: isinstance(s, EmbeddingJob) or (
                 not (active and (alone(backend, s) or any(alone(backend, a.stream) for a in active)))
                 and backend.can_admit(len(active), 0, s.request.params.max_new_tokens)))
@@ -483,9 +497,7 @@ class GenerationEngine:
             try:
                 self._poke_waiting()
                 if isinstance(stream, EmbeddingJob):
-                    self._embed(loaded, backend, stream)
-                    if active:  # one embedding job per step while replies decode: they keep moving
-                        return
+                    self._start_embedding(loaded, backend, stream)
                 else:
                     self._start_sequence(loaded, backend, stream, active)
             finally:
@@ -509,8 +521,8 @@ class GenerationEngine:
         if self._advance(seq, seq.slot.logits):
             self._retire(backend, seq, active)
 
-    def _embed(self, loaded, backend: Backend, job: EmbeddingJob) -> None:
-        """Answer an embedding job: its inputs in padded batches, one forward each."""
+    def _start_embedding(self, loaded, backend: Backend, job: EmbeddingJob) -> None:
+        """Admit an embedding job, to be run a group at a time (`_embed_group`)."""
         if not backend.capabilities.embeddings:
             job.fail(f"this model's backend ({loaded.loader}) cannot compute embeddings")
             return
@@ -518,25 +530,38 @@ class GenerationEngine:
         if longest > loaded.context_length or not all(job.inputs):
             job.fail(f"each input must have 1 to {loaded.context_length} tokens (the model's context)")
             return
+        if not job.inputs:
+            job.finish(torch.zeros(0, 0))
+            return
+        self._embedding.append(job)
+
+    def _embed_group(self, loaded, backend: Backend, budget: int) -> None:
+        """Embed the next group of the first admitted job, which then goes to the back."""
+        job = self._embedding.pop(0)
+        if job.request.cancel.cancelled:
+            job.fail("the embedding request was cancelled")
+            return
+        rows = job.next_group(budget)
         try:
-            parts = []
-            for rows in batches(job.inputs):
-                if job.request.cancel.cancelled:
-                    job.fail("the embedding request was cancelled")
-                    return
-                try:
-                    parts.append(backend.embed(rows))
-                except OutOfMemory:
-                    backend.clear_cache()  # the prefix cache is the first thing to give up
-                    parts.append(backend.embed(rows))
-            job.finish(torch.cat(parts) if parts else torch.zeros(0, 0))
+            try:
+                vectors = backend.embed(rows)
+            except OutOfMemory:
+                backend.clear_cache()  # the prefix cache is the first thing to give up
+                vectors = backend.embed(rows)
         except OutOfMemory as exc:
             job.fail(f"{exc}; try fewer or shorter inputs")
+            return
         except BackendCrashed as exc:
             job.fail(str(exc))
+            return
         except Exception as exc:  # the caller gets the error promptly, never a hang
             log.exception("an embedding forward failed")
             job.fail(f"embedding failed: {exc.__class__.__name__}: {exc}")
+            return
+        if job.add(len(rows), vectors):
+            job.finish(torch.cat(job.parts))
+        else:
+            self._embedding.append(job)
 
     def _start(self, backend: Backend, seq: _Sequence):
         # A deterministic request computes its prompt whole where a cache hit could round differently.

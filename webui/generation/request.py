@@ -98,8 +98,9 @@ class GenerationRequest:
     meanwhile is rendered with its own template; `room` is how many prompt tokens fit
     beside the reply, so a chat can leave out whole turns rather than cut mid-text.
 
-    `owner` names who asked (a signed-in user, an API key, a browser session): the
-    scheduler admits waiting requests round-robin across owners.
+    `owner` names who asked (a signed-in user across all their tabs, an API key at one
+    address, a browser tab when nobody signs in; see `ui_party` and webui/api/usage.py's
+    `api_party`): the scheduler admits waiting requests round-robin across owners.
     """
 
     prompt: str | Callable[[Any, int], str | RenderedPrompt]
@@ -199,3 +200,12 @@ def fit_prompt(ids: list[int], max_new_tokens: int, context: int) -> tuple[list[
     dropped = max(0, len(ids) - prompt_room(max_new_tokens, context))
     kept = ids[dropped:]
     return kept, min(max_new_tokens, context - len(kept)), dropped
+
+
+def ui_party(user: str | None, session: str) -> str:
+    """Whom the scheduler is fair between for a UI request: the signed-in user, however
+    many tabs (sessions) they open -- ten tabs of one user got every batch place, and
+    the other users waited for one of their replies to end (hostile round 2, N51).
+    Without sign-in the app has no people to tell apart, only tabs (on loopback every
+    tab has the same address), so each tab is one."""
+    return f"user {user}" if user else session

@@ -376,11 +376,11 @@ class LlamaCppWorker:
     def guidance_processor(self, scale: float, negative_ids: list[int]):
         raise GenerationError(NO_GUIDANCE)
 
-    def start(self, ids: list[int], embeds: torch.Tensor | None = None) -> WorkerSlot:
+    def start(self, ids: list[int], embeds: torch.Tensor | None = None, reuse: bool = True) -> WorkerSlot:
         if embeds is not None:
             raise GenerationError(NO_EMBEDS)
         with self._call_lock:
-            seq, cached = self._call("start", list(ids))
+            seq, cached = self._call("start", list(ids), reuse)
             worker = self._worker
             slot = WorkerSlot(seq, len(ids), cached, torch.from_numpy(worker.rows[:1].copy()), self._life)
             self._running[seq] = slot

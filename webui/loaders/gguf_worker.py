@@ -5,7 +5,7 @@ It loads the model exactly as the in-process loader does (gguf_loader.open_backe
 the same LlamaCppBackend) and answers the server's commands over the socket FD, one at
 a time, in order:
 
-    ("start", ids)          -> (seq, cached_tokens); the prompt's logits row in shared row 0
+    ("start", ids, reuse)   -> (seq, cached_tokens); the prompt's logits row in shared row 0
     ("step", seqs, tokens)  -> None; one logits row per sequence in shared rows 0..n-1
     ("finish", seq, keep)   -> None
     ("clear",)              -> None
@@ -169,7 +169,7 @@ def serve(channel: Channel, backend: Any, rows: Any, fault: Fault | None) -> Non
                     fault.at_step()
                 backend.step([slots[seq] for seq in message[1]], message[2])
             elif op == "start":
-                slot = backend.start(message[1])
+                slot = backend.start(message[1], reuse=message[2])
                 slots[slot.seq] = slot
                 value = (slot.seq, slot.cached_tokens)
             elif op == "finish":

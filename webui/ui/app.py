@@ -11,6 +11,7 @@ from starlette.middleware import Middleware
 from webui.api.security import GuardMiddleware
 from webui.auth import ClientAddress, LoginGuard
 from webui.content_policy import ContentPolicy
+from webui.connections import limits_from
 from webui.quiet_server import quiet_gradio_servers
 from webui.runtime import Runtime
 from webui.ui import (
@@ -135,7 +136,9 @@ def start_ui(runtime: Runtime, port: int | None = None) -> tuple[gr.Blocks, str]
     app = build_app(runtime)
     pairs = settings.auth_pairs()
     auth = LoginGuard(pairs).check if pairs else None
-    with quiet_gradio_servers():  # a server that does not tick ten times a second (webui/quiet_server.py)
+    # A server that does not tick ten times a second, with deadlines and caps on every
+    # connection (webui/quiet_server.py, webui/connections.py).
+    with quiet_gradio_servers(limits_from(settings)):
         _, local_url, _ = app.launch(
             server_name=settings.host,
             server_port=port or settings.listen_port,

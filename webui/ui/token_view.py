@@ -154,7 +154,8 @@ def wire_next(runtime: Runtime, prefix: str, text: gr.Textbox, params: gr.State,
         if count is None or not 1 <= int(count) <= MAX_NEXT:
             raise gr.Error(f"Tokens to list: a whole number from 1 to {MAX_NEXT}")
         try:
-            value: Any = runtime.next_tokens(session_id(request), current or "", to_params(values), int(count))
+            value: Any = runtime.next_tokens(session_id(request), current or "", to_params(values), int(count),
+                                             getattr(request, "username", None))
         except GenerationError as exc:
             value = str(exc)
         return render(value, kind, next_token=True), value
