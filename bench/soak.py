@@ -1,8 +1,12 @@
 """Soak test: mixed chat (UI) and API load for N minutes, on loopback only, with clients
-that disconnect mid-reply, model reloads and UI restarts; reports latency, memory,
-open files, threads and every error.
+that disconnect mid-reply, model reloads and UI restarts, and a hostile client mixing
+the probes' payloads in (../shared/probes/hostile-round2.md: deep grammar and $ref
+chains, a grammar that matches nothing, a 1 MB prompt, half-sent requests, a big
+embeddings call, wrong keys, foreign Host headers); reports latency, memory, open files,
+threads and every error.  A hostile request is expected to be refused (4xx); a normal
+one to be answered.
 
-    .venv/bin/python bench/soak.py [--minutes 2] [--model demo-kjv-4m] [--workers 4]
+    .venv/bin/python bench/soak.py [--minutes 2] [--model demo-kjv-4m] [--workers 4] [--no-hostile]
 
 Bounded: every loop ends at the deadline; the servers bind 127.0.0.1 on free ports
 and a temporary user-data folder is removed at the end.  Figures: docs/PERFORMANCE.md.
@@ -88,6 +92,63 @@ def api_worker(api: str, model: str, deadline: float, record: Record, seed: int)
         record.took(f"api {kind}", time.monotonic() - started)
 
 
+def deep_lark(rules: int = 4000) -> str:
+    return "start: a0\n" + "".join(f'a{i}: "a" a{i + 1} | "b"\n' for i in range(rules)) + f'a{rules}: "c"\n'
+
+
+def deep_refs(depth: int = 1000) -> dict:
+    defs = {f"d{i}": {"type": "object", "properties": {"a": {"$ref": f"#/$defs/d{i + 1}"}}} for i in range(depth)}
+    defs[f"d{depth}"] = {"type": "string"}
+    return {"$defs": defs, "$ref": "#/$defs/d0"}
+
+
+def hostile_worker(api: str, model: str, deadline: float, record: Record, seed: int) -> None:
+    """One probe after another; each must be refused (4xx) or bounded, never kill the server."""
+    import socket
+    from urllib.parse import urlparse
+
+    rng = random.Random(seed)  # a load pattern, not a secret
+    headers = {"authorization": f"Bearer {KEY}"}
+    chat = {"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 8}
+    address = urlparse(api)
+    probes = {
+        "lark chain": lambda: httpx.post(f"{api}/completions", headers=headers, timeout=60, json={
+            "model": model, "prompt": PROMPT, "max_tokens": 8, "grammar_string": deep_lark()}),
+        "$ref chain": lambda: httpx.post(f"{api}/chat/completions", headers=headers, timeout=60, json={
+            **chat, "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": deep_refs()}}}),
+        "matches nothing": lambda: httpx.post(f"{api}/completions", headers=headers, timeout=60, json={
+            "model": model, "prompt": PROMPT, "max_tokens": 8, "grammar_string": "root ::= a\na ::= a"}),
+        "1 MB prompt": lambda: httpx.post(f"{api}/chat/completions", headers=headers, timeout=60, json={
+            **chat, "messages": [{"role": "user", "content": "x " * 500_000}]}),
+        "wrong key": lambda: httpx.get(f"{api}/models", headers={"authorization": "Bearer wrong"}, timeout=30),
+        "foreign host": lambda: httpx.get(f"{api}/models", headers={**headers, "host": "evil.example"}, timeout=30),
+        "big embeddings": lambda: httpx.post(f"{api}/embeddings", headers=headers, timeout=300, json={
+            "model": model, "input": [f"{PROMPT} {i}" for i in range(256)]}),
+    }
+    expected = {"big embeddings": (200,), "wrong key": (401,), "foreign host": (400, 403, 421)}
+    while time.monotonic() < deadline:
+        name = rng.choice([*probes, "half-sent"])
+        started = time.monotonic()
+        try:
+            if name == "half-sent":  # slowloris: requests that never finish their headers
+                held = []
+                for _ in range(20):
+                    held.append(socket.create_connection((address.hostname, address.port), timeout=5))
+                    held[-1].sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-a: b")
+                time.sleep(2.0)
+                for sock in held:
+                    sock.close()
+            else:
+                answer = probes[name]()
+                if answer.status_code not in expected.get(name, (400, 413)):
+                    record.failed(f"hostile {name}: {answer.status_code} {answer.text[:60]}")
+        except httpx.HTTPError as exc:
+            record.failed(f"hostile {name}: {exc.__class__.__name__}")
+        except OSError as exc:
+            record.failed(f"hostile {name}: {exc.__class__.__name__}")
+        record.took(f"hostile {name}", time.monotonic() - started)
+
+
 def ui_worker(ui: str, deadline: float, record: Record, seed: int, restarting: threading.Event) -> None:
     from gradio_client import Client
 
@@ -120,6 +181,7 @@ def main() -> None:
     parser.add_argument("--model", default=DEMO_MODEL)
     parser.add_argument("--workers", type=int, default=4, help="API clients; half as many UI clients")
     parser.add_argument("--restart-every", type=float, default=30.0, help="seconds between reloads/restarts")
+    parser.add_argument("--no-hostile", dest="hostile", action="store_false", help="no hostile client")
     args = parser.parse_args()
 
     from webui.api.openai_api import APIServer
@@ -142,6 +204,9 @@ def main() -> None:
                    for i in range(args.workers)]
         workers += [threading.Thread(target=ui_worker, args=(ui, deadline, record, 100 + i, restarting), daemon=True)
                     for i in range(max(1, args.workers // 2))]
+        if args.hostile:
+            workers.append(threading.Thread(target=hostile_worker, args=(api, args.model, deadline, record, 7),
+                                            daemon=True))
         began = time.monotonic()
         for worker in workers:
             worker.start()
@@ -168,8 +233,8 @@ def main() -> None:
         server.stop()
         app.close()
 
-    print(f"soak: {args.minutes:g} min, {args.workers} API + {max(1, args.workers // 2)} UI clients, "
-          f"{reloads} model reloads, {restarts} UI restarts")
+    print(f"soak: {args.minutes:g} min, {args.workers} API + {max(1, args.workers // 2)} UI clients"
+          f"{' + 1 hostile' if args.hostile else ''}, {reloads} model reloads, {restarts} UI restarts")
     print(f"{'kind':<18}{'requests':>9}{'p50 s':>9}{'p95 s':>9}")
     for kind, seconds in sorted(record.latency.items()):
         ordered = sorted(seconds)
