@@ -369,3 +369,81 @@ def test_picking_a_hostile_gguf_in_the_model_tab_is_refused_and_the_model_keeps_
         assert runtime.models.current.name == TINY
     finally:
         bomb.unlink()
+
+
+# -- round 2, N29: values that parse but cannot be built ----------------------------------
+UNBUILDABLE_YAML = {
+    "sexagesimal float past float's range": "temperature: 1" + ":0" * 2000 + ".5\n",
+    "impossible date": "temperature: 9999-99-99\n",
+    "5,000-digit int": "temperature: " + "9" * 5000 + "\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNBUILDABLE_YAML))
+def test_yaml_values_that_cannot_be_built_are_refused_naming_the_file(tmp_path, models_root, case):
+    text = UNBUILDABLE_YAML[case]
+    with pytest.raises(YAMLRefused, match="cannot be read"):
+        load_yaml(text)
+    # settings.yaml: reported and ignored; the app starts (on main: a traceback, exit 1)
+    (tmp_path / "settings.yaml").write_text("sampling:\n  " + text)
+    settings, warnings = build_settings({"user_data_dir": str(tmp_path), "model_dir": str(models_root)})
+    assert any("settings.yaml: holds a value that cannot be read" in w for w in warnings), warnings
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "odd.yaml").write_text(text)
+    with pytest.raises(ParamsError, match="odd.yaml: holds a value that cannot be read"):
+        PresetLibrary(PROJECT_ROOT / "presets", presets).load("odd")
+    characters = tmp_path / "characters"
+    characters.mkdir()
+    (characters / "Odd.yaml").write_text("name: Odd\ncontext: hi\n" + text)
+    with pytest.raises(CharacterError, match="Odd.yaml: holds a value that cannot be read"):
+        CharacterLibrary(characters).load("Odd")
+
+
+# -- round 2, N31: NaN and Infinity in a model ---------------------------------------------
+@pytest.mark.parametrize("changes, named", [({"rms_norm_eps": float("nan")}, "NaN"),
+                                            ({"rope_theta": float("inf")}, "Infinity"),
+                                            ({"max_position_embeddings": 1e12}, "max_position_embeddings")])
+def test_a_config_with_nan_infinity_or_absurd_positions_is_refused_at_preflight(runtime, models_root, changes, named):
+    absurd_model(models_root, "cfg-odd", **changes)  # json.dumps writes NaN / Infinity as Python reads them
+    try:
+        with pytest.raises(ModelRefused, match=f"cfg-odd: config.json.*{named}"):
+            runtime.load_model("cfg-odd", save=False)
+        with pytest.raises(ModelRefused, match=f"cfg-odd: config.json.*{named}"):
+            runtime.fit_report("cfg-odd")
+        assert runtime.models.current.name == TINY
+    finally:
+        shutil.rmtree(models_root / "cfg-odd")
+
+
+def test_nan_embeddings_are_an_error_in_the_apis_shape_not_plain_text(models_root, tmp_path):
+    """Weights that compute NaN (a config that does is refused above): on main the vectors
+    reached the JSON encoder and every embeddings route answered a plain-text 500."""
+    import httpx
+    from safetensors.torch import load_file, save_file
+
+    from tests.conftest import free_port
+    from webui.api.openai_api import APIServer
+    from webui.runtime import build_runtime
+
+    root = tmp_path / "models"
+    shutil.copytree(models_root / TINY, root / "nan-weights")
+    weights = root / "nan-weights" / "model.safetensors"
+    tensors = load_file(weights)
+    tensors["model.norm.weight"] = tensors["model.norm.weight"] * float("nan")
+    save_file(tensors, weights, metadata={"format": "pt"})
+    server = APIServer(build_runtime(make_settings(root, tmp_path / "ud", model="nan-weights")), port=free_port())
+    url = server.start()
+    try:
+        for path, body, shape in (("v1/embeddings", {"model": "nan-weights", "input": "ships"}, "openai"),
+                                  ("api/embed", {"model": "nan-weights", "input": "ships"}, "ollama"),
+                                  ("api/embeddings", {"model": "nan-weights", "prompt": "ships"}, "ollama")):
+            answer = httpx.post(f"{url.removesuffix('/v1')}/{path}", json=body, timeout=120)
+            assert answer.status_code == 500 and answer.headers["content-type"].startswith("application/json"), \
+                (path, answer.status_code, answer.text[:200])
+            error = answer.json()["error"]
+            message = error["message"] if shape == "openai" else error
+            assert "not finite numbers" in message, (path, answer.text[:300])
+        assert httpx.get(f"{url}/models", timeout=60).status_code == 200  # still serving
+    finally:
+        server.stop()
