@@ -21,7 +21,6 @@ from webui.paths import is_plain_name
 
 SUFFIX = ".gguf"
 _SPLIT = re.compile(r"^(?P<stem>.+)-(?P<part>\d{5})-of-(?P<count>\d{5})\.gguf$")
-GGUF_MAGIC = b"GGUF"
 
 
 def split_part(path: Path) -> tuple[int, int] | None:
@@ -117,17 +116,6 @@ class GGUFInfo:
     def describe(self) -> str:
         return (f"{self.architecture}, {self.parameters / 1e6:,.1f}M parameters, {self.file_type}, "
                 f"context {self.context_length:,}, {self.file_bytes / (1 << 20):,.1f} MiB")
-
-
-def check_header(path: Path) -> None:
-    """Refuse a file that is not GGUF before any library parses it."""
-    try:
-        with path.open("rb") as handle:
-            magic = handle.read(4)
-    except OSError as exc:
-        raise LoadError(f"{path.name} cannot be read ({exc.strerror or exc})") from exc
-    if magic != GGUF_MAGIC:
-        raise LoadError(f"{path.name} is not a GGUF file (it does not start with 'GGUF')")
 
 
 _CACHE_SIZE = 64  # GGUFInfo is small (a chat template at most KEEP_STRING_CHARS); files rarely exceed this
