@@ -2,7 +2,9 @@
 
 Only what huggingface_hub's model_info + hf_hub_download use: the revision metadata
 JSON, HEAD on resolve/ (commit, ETag, size) and GET on resolve/ with Range support.
-`cut_once` names files whose first GET stops half-way, to test resuming.
+`cut_once` names files whose first GET stops half-way, to test resuming.  Hostile hubs:
+`redirect_to` answers resolve/ with a 302 to another server's /blob/NAME (as the hub does to
+its CDN), and `declared` lies about a file's size (listing and HEAD), sending all of it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ class FakeHub:
     repos: dict[str, Repo]
     cut_once: set[str] = field(default_factory=set)
     log: list[tuple[str, str, str | None, str | None]] = field(default_factory=list)  # method, path, range, auth
+    host: str = "127.0.0.1"
+    redirect_to: str | None = None  # another FakeHub's URL that serves /blob/NAME
+    declared: dict[str, int] = field(default_factory=dict)  # file name -> the size the hub claims
 
     def start(self) -> str:
         hub = self
@@ -54,10 +59,17 @@ class FakeHub:
                         return
                     body = json.dumps({
                         "id": repo_id, "modelId": repo_id, "sha": SHA, "private": False,
-                        "siblings": [{"rfilename": n, "size": len(d)} for n, d in repo.files.items()],
+                        "siblings": [{"rfilename": n, "size": hub.declared.get(n, len(d))}
+                                     for n, d in repo.files.items()],
                     }).encode()
                     return self.send(200, body, {"Content-Type": "application/json"}, head)
                 parts = path.lstrip("/").split("/")
+                if parts[0] == "blob":  # a CDN: any file of any repository, by name
+                    name = "/".join(parts[1:])
+                    data = next((r.files[name] for r in hub.repos.values() if name in r.files), None)
+                    if data is None:
+                        return self.send(404, b"not found", {}, head)
+                    return self.send(200, data, {"Content-Type": "application/octet-stream"}, head)
                 if len(parts) < 5 or parts[2] != "resolve":
                     return self.send(404, b"not found", {}, head)
                 repo = self.repo("/".join(parts[:2]))
@@ -69,6 +81,12 @@ class FakeHub:
                 data = repo.files[name]
                 headers = {"X-Repo-Commit": SHA, "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
                            "Content-Type": "application/octet-stream"}
+                if hub.redirect_to:
+                    return self.send(302, b"", {**headers, "Location": f"{hub.redirect_to}/blob/{name}",
+                                                "X-Linked-Etag": headers["ETag"],
+                                                "X-Linked-Size": str(hub.declared.get(name, len(data)))}, head)
+                if head and name in hub.declared:
+                    return self.send(200, b"", {**headers, "X-Linked-Size": str(hub.declared[name])}, head)
                 start = 0
                 ranged = self.headers.get("Range")
                 if ranged and not head:
@@ -107,10 +125,10 @@ class FakeHub:
                 if not head:
                     self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((self.host, 0), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"http://{self.host}:{self.server.server_address[1]}"
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -244,3 +244,206 @@ def test_streaming_reply_is_saved_while_it_streams(runtime, tmp_path):
     on_disk = store.load("stream1").path()[-1]
     assert on_disk.role == "assistant" and on_disk.content == texts[0]
     pieces.close()
+
+
+# -- round 2, N13/N14: GGUF metadata is hostile input -------------------------------------
+def _read_info_in_a_capped_process(path, timeout: float = 120) -> str:
+    """read_info in a child with 1.5 GB of address space and a bound on its run: on main a
+    lying array count grew memory ~100 MB/s forever; here it must end in LoadError."""
+    import subprocess
+    import sys
+
+    code = ("import resource, sys\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (3 << 29, 3 << 29))\n"
+            "from pathlib import Path\n"
+            "from webui.loaders.base import LoadError\n"
+            "from webui.loaders.gguf_files import read_info\n"
+            "try:\n    read_info(Path(sys.argv[1]))\nexcept LoadError as exc:\n    print('LoadError:', exc)\n"
+            "except BaseException as exc:\n    print('escaped:', type(exc).__name__)\n")
+    try:
+        done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                              timeout=timeout, cwd=PROJECT_ROOT)
+    except subprocess.TimeoutExpired:
+        return f"still running after {timeout:g} s"
+    return done.stdout + done.stderr[-2000:]
+
+
+def test_a_151_byte_gguf_declaring_2_62_array_items_is_refused_at_once(tmp_path):
+    import struct
+
+    from tests.gguf_hostile import gguf_string, write_raw_gguf
+
+    bomb = write_raw_gguf(tmp_path / "g4b-bigu8.gguf",
+                          kv=[gguf_string("x.y") + struct.pack("<IIQ", 9, 0, 2**62) + b"\0" * 100])
+    assert bomb.stat().st_size == 151
+    out = _read_info_in_a_capped_process(bomb)
+    assert out.startswith("LoadError: g4b-bigu8.gguf is corrupt or truncated (array count of x.y"), out
+
+
+def _lying_headers():
+    import struct
+
+    from tests.gguf_hostile import gguf_f32_tensor, gguf_string
+
+    s = gguf_string
+    arch = s("general.architecture") + struct.pack("<I", 8) + s("llama")
+    return {  # name -> (kv records, tensor records, tail, counts)
+        "tensor count 2^62": ([arch], [], b"", {"tensor_count": 2**62}),
+        "key count 2^62": ([arch], [], b"", {"kv_count": 2**62}),
+        "string length 2^62": ([s("a.b") + struct.pack("<IQ", 8, 2**62)], [], b"x" * 64, {}),
+        "string array count 2^40": ([s("a.b") + struct.pack("<IIQ", 9, 8, 2**40)], [], b"\0" * 64, {}),
+        "u64 array count 2^40": ([s("a.b") + struct.pack("<IIQ", 9, 10, 2**40)], [], b"\0" * 64, {}),
+        "arrays nested 5000 deep": ([s("a.b") + struct.pack("<I", 9) + struct.pack("<IQ", 9, 1) * 5000], [],
+                                    b"", {}),
+        "key twice": ([arch, arch], [], b"", {}),
+        "unknown value type": ([s("a.b") + struct.pack("<I", 77) + b"\0" * 8], [], b"", {}),
+        "tensor with 2^31 dims": ([arch], [s("t") + struct.pack("<I", 2**31) + b"\0" * 64], b"", {}),
+        "tensor of 2^40 x 4 elements past the end": (
+            [arch], [s("t") + struct.pack("<IQQIQ", 2, 2**40, 4, 0, 0)], b"\0" * 64, {}),
+        "unknown tensor type": ([arch], [s("t") + struct.pack("<IQIQ", 1, 1, 999, 0)], b"\0" * 64, {}),
+        "tensor twice": ([arch], [gguf_f32_tensor("t", 0), gguf_f32_tensor("t", 0)], b"\0" * 64, {}),
+        "alignment 3": ([arch, s("general.alignment") + struct.pack("<II", 4, 3)], [], b"", {}),
+        "truncated key table": ([arch, s("general.name")[:5]], [], b"", {}),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_lying_headers()))
+def test_gguf_headers_that_lie_are_refused_naming_the_file(tmp_path, case):
+    """In a capped child: on main several of these looped or grew memory without end."""
+    from tests.gguf_hostile import write_raw_gguf
+
+    kv, tensors, tail, counts = _lying_headers()[case]
+    path = write_raw_gguf(tmp_path / "lies.gguf", kv, tensors, tail, **counts)
+    out = _read_info_in_a_capped_process(path, timeout=60)
+    assert out.startswith(("LoadError: lies.gguf is corrupt", "LoadError: lies.gguf is truncated")), out
+
+
+@pytest.mark.parametrize("shape", ["200k tensors", "1M-token vocabulary"])
+def test_big_gguf_headers_are_read_with_bounded_memory_and_once_per_file_version(tmp_path, shape):
+    """On main, gguf's reader took 1.05 GB (200k tensors) and 1.37 GB (1M tokens) and 15-24 s
+    per Model-tab pick; the header walk keeps sums only, and a second pick is a cache hit."""
+    import struct
+    import tracemalloc
+
+    from tests.gguf_hostile import gguf_f32_tensor, gguf_key_string_array, gguf_string, write_raw_gguf
+    from webui.loaders.gguf_files import read_info
+
+    arch = gguf_string("general.architecture") + struct.pack("<I", 8) + gguf_string("llama")
+    path = tmp_path / "big.gguf"
+    if shape == "200k tensors":
+        count = 200_000
+        write_raw_gguf(path, [arch], [gguf_f32_tensor(f"blk.{i}.w", 4 * i) for i in range(count)],
+                       tail=b"\0" * (32 + 4 * count))
+    else:
+        count = 0
+        write_raw_gguf(path, [arch, gguf_key_string_array("tokenizer.ggml.tokens", 1_000_000)])
+    tracemalloc.start()
+    try:
+        info = read_info(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.architecture == "llama" and info.parameters == count
+    assert len(info.block_bytes) == count and set(info.block_bytes) <= {4}
+    assert peak < 200 << 20, f"{peak >> 20} MiB to read the header"
+    assert read_info(path) is info  # the next pick, "Will it fit?" and the load reuse it
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))  # a new version of the file
+    assert read_info(path) is not info
+
+
+def test_picking_a_hostile_gguf_in_the_model_tab_is_refused_and_the_model_keeps_serving(runtime, models_root):
+    """N13's reach: any signed-in user's Model-tab pick runs "Will it fit?" on the file."""
+    import struct
+
+    from tests.gguf_hostile import gguf_string, write_raw_gguf
+    from webui.loaders.base import LoadError
+
+    bomb = write_raw_gguf(models_root / "g4b-bigu8.gguf",
+                          kv=[gguf_string("x.y") + struct.pack("<IIQ", 9, 0, 2**62) + b"\0" * 100])
+    try:  # first where a runaway read cannot take the test run with it (main never returned)
+        assert _read_info_in_a_capped_process(bomb).startswith("LoadError"), "read_info does not refuse it"
+        with pytest.raises((LoadError, ModelRefused), match="g4b-bigu8.gguf is corrupt or truncated"):
+            runtime.fit_report("g4b-bigu8.gguf")
+        with pytest.raises((LoadError, ModelRefused), match="g4b-bigu8.gguf is corrupt or truncated"):
+            runtime.load_model("g4b-bigu8.gguf", save=False)
+        assert runtime.models.current.name == TINY
+    finally:
+        bomb.unlink()
+
+
+# -- round 2, N29: values that parse but cannot be built ----------------------------------
+UNBUILDABLE_YAML = {
+    "sexagesimal float past float's range": "temperature: 1" + ":0" * 2000 + ".5\n",
+    "impossible date": "temperature: 9999-99-99\n",
+    "5,000-digit int": "temperature: " + "9" * 5000 + "\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNBUILDABLE_YAML))
+def test_yaml_values_that_cannot_be_built_are_refused_naming_the_file(tmp_path, models_root, case):
+    text = UNBUILDABLE_YAML[case]
+    with pytest.raises(YAMLRefused, match="cannot be read"):
+        load_yaml(text)
+    # settings.yaml: reported and ignored; the app starts (on main: a traceback, exit 1)
+    (tmp_path / "settings.yaml").write_text("sampling:\n  " + text)
+    settings, warnings = build_settings({"user_data_dir": str(tmp_path), "model_dir": str(models_root)})
+    assert any("settings.yaml: holds a value that cannot be read" in w for w in warnings), warnings
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "odd.yaml").write_text(text)
+    with pytest.raises(ParamsError, match="odd.yaml: holds a value that cannot be read"):
+        PresetLibrary(PROJECT_ROOT / "presets", presets).load("odd")
+    characters = tmp_path / "characters"
+    characters.mkdir()
+    (characters / "Odd.yaml").write_text("name: Odd\ncontext: hi\n" + text)
+    with pytest.raises(CharacterError, match="Odd.yaml: holds a value that cannot be read"):
+        CharacterLibrary(characters).load("Odd")
+
+
+# -- round 2, N31: NaN and Infinity in a model ---------------------------------------------
+@pytest.mark.parametrize("changes, named", [({"rms_norm_eps": float("nan")}, "NaN"),
+                                            ({"rope_theta": float("inf")}, "Infinity"),
+                                            ({"max_position_embeddings": 1e12}, "max_position_embeddings")])
+def test_a_config_with_nan_infinity_or_absurd_positions_is_refused_at_preflight(runtime, models_root, changes, named):
+    absurd_model(models_root, "cfg-odd", **changes)  # json.dumps writes NaN / Infinity as Python reads them
+    try:
+        with pytest.raises(ModelRefused, match=f"cfg-odd: config.json.*{named}"):
+            runtime.load_model("cfg-odd", save=False)
+        with pytest.raises(ModelRefused, match=f"cfg-odd: config.json.*{named}"):
+            runtime.fit_report("cfg-odd")
+        assert runtime.models.current.name == TINY
+    finally:
+        shutil.rmtree(models_root / "cfg-odd")
+
+
+def test_nan_embeddings_are_an_error_in_the_apis_shape_not_plain_text(models_root, tmp_path):
+    """Weights that compute NaN (a config that does is refused above): on main the vectors
+    reached the JSON encoder and every embeddings route answered a plain-text 500."""
+    import httpx
+    from safetensors.torch import load_file, save_file
+
+    from tests.conftest import free_port
+    from webui.api.openai_api import APIServer
+    from webui.runtime import build_runtime
+
+    root = tmp_path / "models"
+    shutil.copytree(models_root / TINY, root / "nan-weights")
+    weights = root / "nan-weights" / "model.safetensors"
+    tensors = load_file(weights)
+    tensors["model.norm.weight"] = tensors["model.norm.weight"] * float("nan")
+    save_file(tensors, weights, metadata={"format": "pt"})
+    server = APIServer(build_runtime(make_settings(root, tmp_path / "ud", model="nan-weights")), port=free_port())
+    url = server.start()
+    try:
+        for path, body, shape in (("v1/embeddings", {"model": "nan-weights", "input": "ships"}, "openai"),
+                                  ("api/embed", {"model": "nan-weights", "input": "ships"}, "ollama"),
+                                  ("api/embeddings", {"model": "nan-weights", "prompt": "ships"}, "ollama")):
+            answer = httpx.post(f"{url.removesuffix('/v1')}/{path}", json=body, timeout=120)
+            assert answer.status_code == 500 and answer.headers["content-type"].startswith("application/json"), \
+                (path, answer.status_code, answer.text[:200])
+            error = answer.json()["error"]
+            message = error["message"] if shape == "openai" else error
+            assert "not finite numbers" in message, (path, answer.text[:300])
+        assert httpx.get(f"{url}/models", timeout=60).status_code == 200  # still serving
+    finally:
+        server.stop()

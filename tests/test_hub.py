@@ -182,3 +182,33 @@ def test_fake_hub_commit_is_used_for_files(hub, tmp_path):
     server, url = hub
     Downloader(tmp_path, endpoint=url).download(DownloadRequest("org/tiny", patterns=("config.json",)))
     assert any(f"/resolve/{SHA}/config.json" in path for _, path, _, _ in server.log)
+
+
+# -- round 2, N46/N47: a hub that redirects elsewhere, or sends more than it declares ------
+def test_the_token_never_follows_a_redirect_to_another_host(tmp_path, monkeypatch):
+    cdn = FakeHub({"org/tiny": Repo(dict(REPO))}, host="127.0.0.2")
+    cdn_url = cdn.start()
+    server = FakeHub({"org/tiny": Repo(dict(REPO), token="hf_SECRET_TOKEN_123")}, redirect_to=cdn_url)
+    url = server.start()
+    try:
+        monkeypatch.setenv("HF_TOKEN", "hf_SECRET_TOKEN_123")
+        folder = Downloader(tmp_path, endpoint=url).download(DownloadRequest("org/tiny"))
+        assert (folder / "model.safetensors").read_bytes() == WEIGHTS  # fetched from the other host
+        blobs = [entry for entry in cdn.log if entry[1].startswith("/blob/")]
+        assert len(blobs) >= 2 and all(auth is None for *_, auth in blobs), blobs
+        assert all(auth == "Bearer hf_SECRET_TOKEN_123" for *_, auth in server.log)  # the hub itself gets it
+    finally:
+        server.stop()
+        cdn.stop()
+
+
+def test_a_body_longer_than_declared_is_refused_and_its_part_removed(tmp_path):
+    server = FakeHub({"org/tiny": Repo(dict(REPO))}, declared={"model.safetensors": 10})
+    url = server.start()
+    try:
+        with pytest.raises(DownloadError, match="more than the 10 bytes it declared"):
+            Downloader(tmp_path, endpoint=url).download(DownloadRequest("org/tiny"))
+        partial = tmp_path / "org_tiny" / PARTIAL_DIR / "model.safetensors.part"
+        assert not partial.exists() and not (tmp_path / "org_tiny" / "model.safetensors").exists()
+    finally:
+        server.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 # Privacy first: no analytics, no hub lookups, before gradio/transformers import.
@@ -64,12 +65,19 @@ def main(argv: list[str] | None = None) -> int:
 
     # An explicit --preset means "start with this preset", not with the last used values.
     runtime = build_runtime(settings, warnings=warnings, use_remembered="preset" not in flags)
+    # SIGTERM (a service manager's stop) takes Ctrl+C's way out: without this Python dies
+    # at once and no atexit runs, leaving the private cache folder behind every time.
+    signal.signal(signal.SIGTERM, _interrupt)
     if settings.api:
         from webui.api.openai_api import APIServer
 
         print(f"OpenAI-compatible API at {APIServer(runtime).start()}", flush=True)
     launch(runtime, block=True)
     return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def run_download(values: dict, settings) -> int:

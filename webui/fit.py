@@ -135,6 +135,20 @@ def available_ram() -> int:
         return 0
 
 
+# The longest context of a released model is ~10M positions; some architectures size
+# buffers by it (GPT-2 keeps an n_positions² mask), so a config asking 1e12 is refused.
+MAX_POSITIONS = 1 << 24
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "seq_length")
+
+
+class _NotFinite(ValueError):
+    pass
+
+
+def _not_finite(constant: str) -> float:
+    raise _NotFinite(constant)
+
+
 def config_floor(folder: Path) -> tuple[int, int]:
     """(parameters at least, layers) from config.json's numbers alone, nothing built.
 
@@ -147,12 +161,22 @@ def config_floor(folder: Path) -> tuple[int, int]:
     try:
         if path.stat().st_size > MAX_CONFIG_BYTES:
             raise ModelRefused(f"{folder.name}: config.json is larger than {MAX_CONFIG_BYTES >> 20} MB")
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(path.read_text(encoding="utf-8"), parse_constant=_not_finite)
+    except _NotFinite as exc:
+        # Python's json reads NaN and Infinity; a model built from them loads, then every
+        # sampled reply fails and embeddings are NaN (rms_norm_eps: NaN, rope_theta: Infinity).
+        raise ModelRefused(f"{folder.name}: config.json holds {exc}, which is not a finite number") from None
     except (OSError, ValueError, RecursionError) as exc:
         raise ModelRefused(f"{folder.name}: config.json cannot be read ({exc.__class__.__name__})") from None
     if not isinstance(config, dict):
         raise ModelRefused(f"{folder.name}: config.json must hold a JSON object")
     text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    for name in POSITION_KEYS:
+        value = text.get(name, config.get(name))
+        if isinstance(value, int | float) and not isinstance(value, bool) and not (
+                0 <= value <= MAX_POSITIONS and value == int(value)):
+            raise ModelRefused(f"{folder.name}: config.json's {name} is {value:,}; at most {MAX_POSITIONS:,} "
+                               "positions, a whole number, are taken")
 
     def number(*names: str) -> int:
         for name in names:

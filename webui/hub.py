@@ -299,6 +299,11 @@ def _fetch(url: str, target: Path, name: str, token: str | bool, report: Callabl
         have = 0
     headers = build_hf_headers(token=token)
     headers["Accept-Encoding"] = "identity"
+    if not _same_origin(meta.location, url):
+        # The hub sends file bodies from a CDN or storage host: the token is for the hub
+        # alone (huggingface_hub drops it there too), so it never leaves with a redirect.
+        headers.pop("authorization", None)
+        headers.pop("Authorization", None)
     if have:
         headers["Range"] = f"bytes={have}-"
     try:
@@ -310,9 +315,15 @@ def _fetch(url: str, target: Path, name: str, token: str | bool, report: Callabl
             with partial.open(mode) as handle:
                 report(have)
                 for chunk in response.iter_bytes(CHUNK):
+                    if size is not None and have + len(chunk) > size:
+                        raise _TooLong  # limits on write equal limits on read: never past the declared size
                     handle.write(chunk)
                     have += len(chunk)
                     report(have)
+    except _TooLong:
+        partial.unlink(missing_ok=True)
+        raise DownloadError(f"{name}: the server sent more than the {size:,} bytes it declared; "
+                            "the partial file was removed") from None
     except HfHubHTTPError as exc:
         status = getattr(getattr(exc, "response", None), "status_code", None)
         raise DownloadError(f"{name}: the hub answered HTTP {status}") from exc
@@ -327,6 +338,21 @@ def _fetch(url: str, target: Path, name: str, token: str | bool, report: Callabl
         raise DownloadError(f"{name}: checksum mismatch; the partial file was removed, run it again")
     destination.parent.mkdir(parents=True, exist_ok=True)
     os.replace(partial, destination)
+
+
+class _TooLong(Exception):
+    """A body went past its declared size (caught in _fetch, never escapes)."""
+
+
+def _same_origin(location: str, url: str) -> bool:
+    """Same scheme, host and port: where the hub's own token may be sent."""
+    from urllib.parse import urlsplit
+
+    a, b = urlsplit(location), urlsplit(url)
+    try:
+        return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+    except ValueError:  # a port that is not a number
+        return False
 
 
 def _sha256(path: Path) -> str:

@@ -31,6 +31,11 @@ def load_yaml(text: str) -> object:
         return yaml.safe_load(text)
     except (yaml.YAMLError, RecursionError) as exc:
         raise YAMLRefused(f"not valid YAML ({exc.__class__.__name__})") from None
+    except (OverflowError, ValueError, TypeError) as exc:
+        # Scalars that parse but cannot be built: a sexagesimal float past float's range
+        # (1:0:0:...:0.5), a date like 9999-99-99, an int of 5,000 digits (Python's limit).
+        # Anything escaping here stopped the app from starting with a settings.yaml.
+        raise YAMLRefused(f"holds a value that cannot be read ({exc.__class__.__name__})") from None
 
 
 def check_budget(text: str) -> None:

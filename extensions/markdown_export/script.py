@@ -3,14 +3,16 @@
 A native extension: it adds a tab through register_tabs and reads the signed-in
 user's own conversations from the app's Runtime, so on a server shared by several
 users each exports only their own chats.  One heading per turn, the text as the chat
-shows it.
+shows it.  The file goes through the app's private exports (webui/ui/exports.py): in
+the user's own 0700 folder in Gradio's cache, removed after an hour or when the chat
+is deleted, like the Chat tab's own exports.
 """
 
 import re
-import tempfile
-from pathlib import Path
 
 import gradio as gr
+
+from webui.ui.exports import Exports
 
 params = {"display_name": "Export"}
 
@@ -37,6 +39,7 @@ def render(runtime):
     make = gr.Button("Export", elem_id="markdown-export-make")
     file = gr.File(label="Markdown file", interactive=False, elem_id="markdown-export-file")
     preview = gr.Code(language="markdown", interactive=False, label="Preview", elem_id="markdown-export-preview")
+    exports = Exports(file.GRADIO_CACHE)
 
     def space(request):
         return runtime.users.get(getattr(request, "username", None))
@@ -53,9 +56,9 @@ def render(runtime):
             raise gr.Error(str(exc)) from exc
         text = to_markdown(conversation, user.persona().name)
         stem = re.sub(r"[^A-Za-z0-9 ._-]", "_", conversation.title)[:60].strip() or "conversation"
-        path = Path(tempfile.mkdtemp(prefix="webui-export-")) / f"{stem}.md"
-        path.write_text(text, encoding="utf-8")
-        return text, str(path)
+        # source: the chat's own export name, so deleting the chat removes this file too
+        path = exports.write(getattr(request, "username", None), f"{stem}.md", text, source=f"chat-{chat_id}.json")
+        return text, path
 
     listing.click(list_chats, None, chosen, api_name="markdown_export_list")
     make.click(export, chosen, [preview, file], api_name="markdown_export")

@@ -73,6 +73,10 @@ async def embed_inputs(runtime: Runtime, request: Request, name: str, inputs: li
     owner = f"api-{uuid.uuid4().hex}"
     async with on_disconnect(request.receive, lambda: runtime.stop(owner)):
         vectors = await run_in_threadpool(runtime.embed, owner, ids, name, api_party(request))
+    if not bool(torch.isfinite(vectors).all()):
+        # JSON has no NaN: left to the encoder, this became a plain-text 500 on every route.
+        raise APIError(500, f"the model '{name}' computed embeddings that are not finite numbers (NaN or "
+                       "infinity); its weights or config.json are broken", code="model_error")
     tokens = sum(len(row) for row in ids)
     runtime.usage.add(key_label(request.headers), tokens, 0)
     return vectors, tokens

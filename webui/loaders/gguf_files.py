@@ -3,13 +3,16 @@
 An entry is either one `.gguf` file (listed by its file name) or a folder holding
 GGUF files: several quantizations of one model, and/or a model split into
 `NAME-00001-of-0000N.gguf` parts.  A split model is named by its first part; llama.cpp
-finds the other parts itself.  Metadata is read with the `gguf` package, which maps the
-file and reads only the header: nothing is loaded.
+finds the other parts itself.  Metadata is read by webui/loaders/gguf_header.py, which
+maps the file and walks only the header, checking every declared count against the
+bytes left: nothing is loaded.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +21,6 @@ from webui.paths import is_plain_name
 
 SUFFIX = ".gguf"
 _SPLIT = re.compile(r"^(?P<stem>.+)-(?P<part>\d{5})-of-(?P<count>\d{5})\.gguf$")
-GGUF_MAGIC = b"GGUF"
-_BLOCK = re.compile(r"^blk\.(\d+)\.")
 
 
 def split_part(path: Path) -> tuple[int, int] | None:
@@ -117,82 +118,86 @@ class GGUFInfo:
                 f"context {self.context_length:,}, {self.file_bytes / (1 << 20):,.1f} MiB")
 
 
-def _value(reader, key: str, default=None):
-    field = reader.fields.get(key)
-    if field is None:
-        return default
-    try:
-        return field.contents()
-    except (ValueError, IndexError, UnicodeDecodeError):
-        return default
+_CACHE_SIZE = 64  # GGUFInfo is small (a chat template at most KEEP_STRING_CHARS); files rarely exceed this
+_cache: OrderedDict[tuple, GGUFInfo] = OrderedDict()
+_cache_lock = threading.Lock()
 
 
-def check_header(path: Path) -> None:
-    """Refuse a file that is not GGUF before any library parses it."""
+def _quant_sizes() -> tuple[dict[int, tuple[int, int]], type]:
     try:
-        with path.open("rb") as handle:
-            magic = handle.read(4)
-    except OSError as exc:
-        raise LoadError(f"{path.name} cannot be read ({exc.strerror or exc})") from exc
-    if magic != GGUF_MAGIC:
-        raise LoadError(f"{path.name} is not a GGUF file (it does not start with 'GGUF')")
+        from gguf import GGML_QUANT_SIZES, LlamaFileType
+    except ImportError as exc:
+        raise LoadError("reading GGUF metadata needs the `gguf` package: scripts/install.sh gguf") from exc
+    return {int(kind): sizes for kind, sizes in GGML_QUANT_SIZES.items()}, LlamaFileType
 
 
 def read_info(first: Path) -> GGUFInfo:
     """Metadata of a GGUF model (all parts of a split counted); raises LoadError for a
-    file that is not GGUF, is corrupt or is truncated."""
-    try:
-        from gguf import GGUFReader, LlamaFileType
-    except ImportError as exc:
-        raise LoadError("reading GGUF metadata needs the `gguf` package: scripts/install.sh gguf") from exc
-    parameters = 0
-    readers = []
-    blocks: dict[int, int] = {}
-    output = 0
+    file that is not GGUF, is corrupt or is truncated.  Read once per file version: the
+    Model tab, "Will it fit?" and the loader all ask, and a pick must not re-walk a
+    large header (cached by path, size and modification time of every part)."""
     parts = parts_of(first)
+    stamps = []
     for part in parts:
+        try:
+            stat = part.stat()
+        except OSError:
+            raise LoadError(f"{first.name}: part {part.name} is missing") from None
         if not part.is_file():
             raise LoadError(f"{first.name}: part {part.name} is missing")
-    for part in parts:
-        check_header(part)
-        try:
-            reader = GGUFReader(part)
-        except Exception as exc:  # the reader raises anything from ValueError to IndexError on bad bytes
-            raise LoadError(f"{part.name} is corrupt or truncated ({exc.__class__.__name__}: {exc})") from exc
-        size = part.stat().st_size
-        for tensor in reader.tensors:
-            end = int(tensor.data_offset) + int(tensor.n_bytes)  # data_offset is absolute
-            if end > size:
-                raise LoadError(f"{part.name} is truncated ({size:,} bytes; tensor {tensor.name} ends at {end:,})")
-            parameters += int(tensor.n_elements)
-            layer = _BLOCK.match(tensor.name)
-            if layer:
-                blocks[int(layer[1])] = blocks.get(int(layer[1]), 0) + int(tensor.n_bytes)
-            elif tensor.name.startswith("output"):
-                output += int(tensor.n_bytes)
-        readers.append(reader)
-    head = readers[0]
-    arch = str(_value(head, "general.architecture", "unknown"))
+        stamps.append((str(part), stat.st_size, stat.st_mtime_ns))
+    key = tuple(stamps)
+    with _cache_lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    info = _read_info(first, parts)
+    with _cache_lock:
+        _cache[key] = info
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return info
 
-    def arch_value(key: str, default: int = 0) -> int:
-        value = _value(head, f"{arch}.{key}", default)
-        return int(value[0] if isinstance(value, list) and value else value or default)
 
-    file_type = _value(head, "general.file_type")
+def _read_info(first: Path, parts: list[Path]) -> GGUFInfo:
+    from webui.loaders.gguf_header import read_header
+
+    quant_sizes, file_types = _quant_sizes()
+    headers = [read_header(part, quant_sizes) for part in parts]
+    head = headers[0].values
+    blocks: dict[int, int] = {}
+    for header in headers:
+        for layer, size in header.block_bytes.items():
+            blocks[layer] = blocks.get(layer, 0) + size
+    arch = head.get("general.architecture")
+    arch = arch if isinstance(arch, str) else "unknown"
+
+    def number(key: str, default: int = 0) -> int:
+        value = head.get(f"{arch}.{key}", default)
+        if isinstance(value, list):  # per-layer values: the first layer's
+            value = value[0] if value else default
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            return default
+        return int(value) if abs(value) < 1 << 62 else default
+
+    file_type = head.get("general.file_type")
     try:
-        quant = LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_") if file_type is not None else "unknown"
-    except ValueError:
+        quant = file_types(int(file_type)).name.removeprefix("MOSTLY_") if file_type is not None else "unknown"
+    except (ValueError, TypeError, OverflowError):
         quant = f"type {file_type}"
-    heads = arch_value("attention.head_count", 1) or 1
-    embedding = arch_value("embedding_length")
+    heads = number("attention.head_count", 1) or 1
+    embedding = number("embedding_length")
     head_dim = embedding // heads if embedding else 0
+    name = head.get("general.name")
+    template = head.get("tokenizer.chat_template")
     return GGUFInfo(
-        file=first, architecture=arch, name=str(_value(head, "general.name", first.stem)),
-        parameters=parameters, file_type=quant, context_length=arch_value("context_length", 2048),
-        layers=arch_value("block_count"), kv_heads=arch_value("attention.head_count_kv", heads) or heads,
+        file=first, architecture=arch, name=name if isinstance(name, str) else first.stem,
+        parameters=sum(h.parameters for h in headers), file_type=quant,
+        context_length=number("context_length", 2048),
+        layers=number("block_count"), kv_heads=number("attention.head_count_kv", heads) or heads,
         heads=heads, embedding=embedding,
-        key_length=arch_value("attention.key_length", head_dim) or head_dim,
-        value_length=arch_value("attention.value_length", head_dim) or head_dim,
-        file_bytes=total_bytes(first), chat_template=_value(head, "tokenizer.chat_template"),
-        block_bytes=tuple(blocks[i] for i in sorted(blocks)), output_bytes=output,
+        key_length=number("attention.key_length", head_dim) or head_dim,
+        value_length=number("attention.value_length", head_dim) or head_dim,
+        file_bytes=total_bytes(first), chat_template=template if isinstance(template, str) else None,
+        block_bytes=tuple(blocks[i] for i in sorted(blocks)), output_bytes=sum(h.output_bytes for h in headers),
     )

@@ -22,6 +22,12 @@ from webui.remote.config import RemoteEngineConfig
 # An error body longer than this is cut: it is shown to the user, and engines can be chatty.
 MAX_ERROR_CHARS = 300
 MAX_LINE_CHARS = 1 << 20
+# Caps applied while reading, never after: a hostile engine's endless line or endless
+# model list must cost at most this much memory, however fast it sends.
+MAX_LINE_BYTES = 4 * MAX_LINE_CHARS  # a UTF-8 character is at most 4 bytes
+MAX_LIST_BYTES = 8 << 20  # an OpenAI model list; ~150 bytes per model in vLLM's listing
+MAX_MODELS = 10_000
+MAX_ERROR_BYTES = 64 << 10  # an error body is only ever shown cut to MAX_ERROR_CHARS
 
 
 class RemoteError(GenerationError):
@@ -54,7 +60,9 @@ class RemoteClient:
             config = self.config
             self._http = httpx.AsyncClient(
                 base_url=config.url + "/",
-                headers={"authorization": f"Bearer {self._key}"} if self._key else {},
+                # identity: a compressed body could expand far past the caps within one chunk
+                headers={"accept-encoding": "identity",
+                         **({"authorization": f"Bearer {self._key}"} if self._key else {})},
                 timeout=httpx.Timeout(config.timeout, connect=min(config.timeout, 10.0)),
                 limits=httpx.Limits(max_connections=config.max_concurrent + 4,
                                     max_keepalive_connections=config.max_concurrent),
@@ -68,16 +76,25 @@ class RemoteClient:
     async def list_models(self) -> list[str]:
         """The ids of the models the engine serves (GET {base}/models)."""
         try:
-            response = await self._client().get("models")
+            async with self._client().stream("GET", "models") as response:
+                if response.status_code != 200:
+                    raise RemoteError(f"remote engine {self.name} refused to list its models "
+                                      f"(HTTP {response.status_code}): {self._error_text(await _error_body(response))}")
+                body = await _within(response, MAX_LIST_BYTES)
+                if body is None:
+                    raise RemoteError(f"remote engine {self.name} sent a model list over {MAX_LIST_BYTES >> 20} MiB; "
+                                      "it is not listed")
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from None
-        if response.status_code != 200:
-            raise RemoteError(f"remote engine {self.name} refused to list its models "
-                              f"(HTTP {response.status_code}): {self._error_text(response.content)}")
         try:
-            data = response.json()["data"]
+            data = json.loads(body)["data"]
+            if not isinstance(data, list):
+                raise TypeError
+            if len(data) > MAX_MODELS:
+                raise RemoteError(f"remote engine {self.name} listed {len(data):,} models (at most {MAX_MODELS:,} "
+                                  "are taken); it is not listed")
             names = [entry["id"] for entry in data]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise RemoteError(f"remote engine {self.name} answered /models with something that is not "
                               "an OpenAI model list") from None
         if not all(isinstance(name, str) and 0 < len(name) <= 256 for name in names):
@@ -93,13 +110,13 @@ class RemoteClient:
         try:
             async with self._client().stream("POST", path, json={**payload, "stream": True}) as response:
                 if response.status_code != 200:
-                    body = await response.aread()
+                    body = await _error_body(response)
                     raise RemoteError(f"remote engine {self.name} refused the request "
                                       f"(HTTP {response.status_code}): {self._error_text(body)}")
                 if not response.headers.get("content-type", "").startswith("text/event-stream"):
                     raise RemoteError(f"remote engine {self.name} did not answer with a stream of events "
                                       f"(content-type {response.headers.get('content-type', 'none')!r})")
-                async for line in response.aiter_lines():
+                async for line in self._lines(response):
                     event = self._event(line)
                     if event is _DONE:
                         return
@@ -108,6 +125,25 @@ class RemoteClient:
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from None
         raise RemoteError(f"remote engine {self.name} ended the stream without finishing the reply")
+
+    async def _lines(self, response: httpx.Response) -> AsyncIterator[str]:
+        """The response's lines, split here rather than by httpx: its aiter_lines keeps
+        a line until its end arrives, so an endless line grew memory without bound
+        (330 MB/s) before MAX_LINE_CHARS could be checked.  Here a line is refused as
+        soon as the part held passes MAX_LINE_BYTES."""
+        pending = bytearray()
+        async for chunk in response.aiter_bytes():
+            if b"\n" in chunk:  # only then is the held part split (no re-scan per chunk)
+                *whole, rest = (bytes(pending) + chunk).split(b"\n")
+                for line in whole:
+                    yield line.removesuffix(b"\r").decode("utf-8", "replace")
+                pending = bytearray(rest)
+            else:
+                pending += chunk
+            if len(pending) > MAX_LINE_BYTES:
+                raise RemoteError(f"remote engine {self.name} sent an event over {MAX_LINE_CHARS} characters")
+        if pending:
+            yield pending.removesuffix(b"\r").decode("utf-8", "replace")
 
     def _event(self, line: str) -> Any:
         if len(line) > MAX_LINE_CHARS:
@@ -158,6 +194,26 @@ class RemoteClient:
     async def aclose(self) -> None:
         if self._http is not None:
             await self._http.aclose()
+
+
+async def _within(response: httpx.Response, limit: int) -> bytes | None:
+    """The body, or None as soon as it passes `limit` bytes (reading stops there)."""
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+async def _error_body(response: httpx.Response) -> bytes:
+    """The start of an error body: it is shown cut to MAX_ERROR_CHARS, so more is never read."""
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) >= MAX_ERROR_BYTES:
+            break
+    return bytes(body[:MAX_ERROR_BYTES])
 
 
 def tls_verification(config: RemoteEngineConfig) -> ssl.SSLContext | bool:
