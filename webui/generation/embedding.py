@@ -119,9 +119,11 @@ def batches(inputs: list[list[int]], budget: int = BATCH_TOKENS) -> Iterator[lis
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of `hidden` ([rows, length, width]) over the positions where `mask` is 1."""
+    """Mean of `hidden` ([rows, length, width]) over the positions where `mask` is 1, in
+    fp32 (a bf16 sum over hundreds of positions would round at every addition)."""
+    hidden = hidden.float()
     mask = mask.to(hidden.dtype).unsqueeze(-1)
-    return ((hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).float()
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
 
 
 def normalize(vectors: torch.Tensor, dimensions: int | None = None) -> torch.Tensor:

@@ -11,7 +11,9 @@ fbgemm fp16).
 
 So for a decode step (one query per row) of a padded batch, attention runs once per row
 on that row's own keys and values, padding cut off, through the very function the model
-uses alone; every other call (prefill, training, a single row) goes straight to it.
+uses alone; so does a right-padded batch of whole prompts (the embeddings' forward,
+webui/loaders/hf_backend.py `embed`).  Every other call (a single row, left-padded
+prompts) goes straight to it.
 The price is one small attention call per row and layer instead of one per layer
 (docs/PERFORMANCE.md, "Determinism").
 
@@ -42,15 +44,34 @@ def leading_padding(mask: torch.Tensor) -> list[int]:
     return (~keep).long().cumprod(dim=-1).sum(dim=-1).tolist()
 
 
+def real_lengths(mask: torch.Tensor) -> list[int]:
+    """Per row of a right-padded batch, its real tokens: the keys its last query may see."""
+    last = mask[:, 0, -1, :]
+    keep = last if last.dtype == torch.bool else last == 0
+    return keep.long().sum(dim=-1).tolist()
+
+
 def row_attention(module, query, key, value, attention_mask, **kwargs):
-    if attention_mask is None or query.shape[0] == 1 or query.shape[2] != 1:
+    if attention_mask is None or query.shape[0] == 1:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    outputs = []
-    for row, pad in enumerate(leading_padding(attention_mask)):
-        out, _ = sdpa_attention_forward(module, query[row : row + 1], key[row : row + 1, :, pad:],
-                                        value[row : row + 1, :, pad:], None, **kwargs)
-        outputs.append(out)
-    return torch.cat(outputs), None
+    if query.shape[2] == 1:  # a decode step of a left-padded batch
+        outputs = []
+        for row, pad in enumerate(leading_padding(attention_mask)):
+            out, _ = sdpa_attention_forward(module, query[row : row + 1], key[row : row + 1, :, pad:],
+                                            value[row : row + 1, :, pad:], None, **kwargs)
+            outputs.append(out)
+        return torch.cat(outputs), None
+    if any(leading_padding(attention_mask)) or query.shape[2] != key.shape[2]:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    # A right-padded batch of whole prompts (embeddings): each row read as it would be
+    # alone, causal and unmasked; the padding's outputs are zeros nobody reads.
+    out = query.new_zeros(query.shape[0], query.shape[2], query.shape[1], value.shape[-1])
+    for row, length in enumerate(real_lengths(attention_mask)):
+        if length:
+            mine, _ = sdpa_attention_forward(module, query[row : row + 1, :, :length], key[row : row + 1, :, :length],
+                                             value[row : row + 1, :, :length], None, **kwargs)
+            out[row : row + 1, :length] = mine
+    return out, None
 
 
 AttentionInterface.register(NAME, row_attention)
