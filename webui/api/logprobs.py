@@ -18,7 +18,10 @@ def format_logprobs(tokenizer: Any, entries: Sequence[TokenLogprob], chat: bool)
     def named(entry: TokenLogprob) -> tuple[str, list[tuple[str, float]]]:
         if entry.token_id < 0:
             return entry.text, list(entry.top_texts)
-        return text(entry.token_id), [(text(i), lp) for i, lp in entry.top]
+        # The chosen token is named by the text it added to the reply (the engine's
+        # incremental decoding), so the tokens join to the reply exactly; decoded alone, a
+        # byte token or a word piece reads differently (a lone byte is U+FFFD).
+        return entry.text, [(text(i), lp) for i, lp in entry.top]
 
     rows = [(*named(e), e.logprob) for e in entries]
     if chat:

@@ -279,7 +279,7 @@ class _Sequence:
         piece = "" if token in self.eos else self.decoder.push(token)
         if self.record is not None:
             # The text this token added to the reply (before stop strings are held back).
-            self.stream.logprobs.append(replace(self.record, text=piece) if self.request.token_detail else self.record)
+            self.stream.logprobs.append(replace(self.record, text=piece))
             self.record = None
         if token in self.eos:
             self.reason = "stop"

@@ -136,10 +136,11 @@ def train(service, args: dict[str, Any]) -> int:
         except KeyboardInterrupt:
             print(service.stop(), flush=True)
             continue
-        if status.state == "training" and not announced:
+        # Said once, even when the first status seen is already the end: a short resumed
+        # run on a fast machine can finish within one wait.
+        if status.first_step and not announced:
             announced = True
-            if status.first_step:
-                print(f"resumed at step {status.first_step}", flush=True)
+            print(f"resumed at step {status.first_step}", flush=True)
         line = status.line()
         if line != shown:
             print(line, flush=True)
