@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from tests.conftest import TINY
+from tests.test_batching import PROMPTS as BATCH_PROMPTS
 from webui.generation.backend import ServingOptions
 from webui.generation.engine import GenerationEngine, GenerationRequest
 from webui.generation.params import make_params
@@ -25,15 +26,7 @@ from webui.loaders.base import LoadOptions
 from webui.loaders.registry import default_registry
 from webui.model_manager import ModelManager
 
-PROMPTS = [
-    "The keeper climbed the stairs",
-    "Ships passed",
-    "In winter the wind came down from the hills and",
-    "A",
-    "The lamp was lit every evening, and the keeper wrote in his book what he had seen",
-    "Gulls",
-    "Far out at sea",
-]
+PROMPTS = BATCH_PROMPTS[:7]
 DTYPES = ["bf16", "fp16", "fp32"]
 
 
