@@ -174,3 +174,20 @@ def test_a_deterministic_request_decodes_alone_where_batches_differ(models_root,
     finally:
         engine.close()
         engine.manager.unload()
+
+
+def test_the_api_takes_deterministic_and_the_parameters_tab_says_why(api_url, runtime):
+    import openai
+
+    from tests.conftest import API_KEY
+
+    client = openai.OpenAI(base_url=api_url, api_key=API_KEY, max_retries=0, timeout=120)
+    body = {"model": TINY, "messages": [{"role": "user", "content": "The storm"}], "max_tokens": 12,
+            "temperature": 0}
+    first, again = (client.chat.completions.create(**body, extra_body={"deterministic": True}) for _ in range(2))
+    assert first.choices[0].message.content == again.choices[0].message.content
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(**body, extra_body={"deterministic": "yes"})
+    assert refused.value.param == "deterministic"
+    capabilities = runtime.models.current.backend.capabilities
+    assert runtime.determinism_note("a tab nobody pointed elsewhere") == capabilities.determinism_note()
