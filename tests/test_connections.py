@@ -8,6 +8,8 @@ errors are logged once, not once per retry (webui/connections.py)."""
 
 from __future__ import annotations
 
+import json
+
 import socket
 import subprocess
 import sys
@@ -149,7 +151,7 @@ def test_a_streamed_reply_is_not_cut_by_the_deadlines(api_port, limited):
     deadlines streams to its end."""
     api_port, _ = api_port
     body = {"model": limited.models.current.name, "prompt": "Once", "max_tokens": 40, "stream": True,
-            "temperature": 0, "ban_eos_token": True}
+            "temperature": 0, "ban_eos_token": True, "stream_options": {"include_usage": True}}
     lines = []
     with httpx.stream("POST", f"http://127.0.0.1:{api_port}/v1/completions", json=body,
                       headers={"x-api-key": API_KEY}, timeout=READ_LIMIT) as response:
@@ -158,7 +160,10 @@ def test_a_streamed_reply_is_not_cut_by_the_deadlines(api_port, limited):
             if line.startswith("data: ") and not lines:
                 time.sleep(HEADER_TIMEOUT + BODY_TIMEOUT)  # a slow reader, past both deadlines
             lines += [line] if line.startswith("data: ") else []
-    assert len(lines) > 10 and lines[-1] == "data: [DONE]"
+    # Every token came: a chunk carries a token's text only once it is whole UTF-8, so a
+    # random model's bytes make fewer chunks than tokens; the usage counts the tokens.
+    assert lines[-1] == "data: [DONE]"
+    assert json.loads(lines[-2].removeprefix("data: "))["usage"]["completion_tokens"] == 40
 
 
 # -- units ---------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -40,10 +41,14 @@ def test_greedy_is_reproducible_and_seed_controls_sampling(engine):
 
 
 def test_stop_string_across_tokens_ends_reply_and_is_hidden(engine):
-    pieces = [p for p in engine.generate(GenerationRequest(PROMPT, greedy(60))) if p]
-    full = "".join(pieces)
-    # Piece boundaries are token boundaries: take 2 characters either side of one.
-    boundary = len("".join(pieces[: len(pieces) // 2]))
+    first = engine.generate(GenerationRequest(PROMPT, greedy(60), logprobs=0))
+    full = first.text()
+    # Each token's own text (a streamed piece can hold several tokens when the reader
+    # lags): take 2 characters either side of the token boundary nearest the middle
+    # whose window occurs nowhere earlier.
+    ends = list(itertools.accumulate(len(entry.text) for entry in first.logprobs))
+    boundaries = sorted((b for b in ends if 2 <= b <= len(full) - 2), key=lambda b: abs(b - len(full) // 2))
+    boundary = next(b for b in boundaries if full.find(full[b - 2 : b + 2]) == b - 2)
     stop = full[boundary - 2 : boundary + 2]
     assert len(stop) == 4
     stream = engine.generate(GenerationRequest(PROMPT, greedy(60, stop=[stop])))

@@ -87,8 +87,9 @@ def server(models_root, tmp_path_factory):
     try:
         deadline = time.monotonic() + 180  # bounded wait for start-up
         while time.monotonic() < deadline and process.poll() is None:
-            try:
-                if httpx.get(f"{api}/v1/models", headers=KEY, timeout=5).status_code == 200:
+            try:  # both servers: the UI may come up after the API
+                if (httpx.get(f"{api}/v1/models", headers=KEY, timeout=5).status_code == 200
+                        and httpx.get(f"http://127.0.0.1:{ui_port}/", timeout=5).status_code == 200):
                     break
             except httpx.HTTPError:
                 pass

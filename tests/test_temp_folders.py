@@ -114,13 +114,15 @@ def test_markdown_exports_are_private_pruned_and_go_with_their_chat(models_root,
     chat.append("user", "Hello")
     chats.save(chat)
     app, url = launch(runtime, block=False, port=free_port())
+    # The private cache is the test session's: other tests' exports may be there already.
+    cache = Path(os.environ["GRADIO_TEMP_DIR"]) / "webui-exports"
+    before = set(cache.rglob("*.md"))
     try:
         client = Client(url, auth=("ann", "ann-pw-1"), verbose=False)
         _, path = client.predict(chat.id, api_name="/markdown_export")
         served = Path(path)
         # gradio_client downloads a copy; the server's own file is in the private cache
-        cache = Path(os.environ["GRADIO_TEMP_DIR"]) / "webui-exports"
-        written = [p for p in cache.rglob("*.md")]
+        written = [p for p in cache.rglob("*.md") if p not in before]
         assert [p.name for p in written] == [served.name] and written[0].read_text() == served.read_text()
         assert oct(written[0].parent.stat().st_mode & 0o777) == "0o700"
         assert oct(written[0].stat().st_mode & 0o777) == "0o600"
