@@ -70,6 +70,9 @@ BENCHES = (
     Bench("batching-0.5b", "Batching and prefix cache (~0.47B random Llama, one thread)",
           (B + "bench_batching.py", "--random-0.5b", "--threads", "1", "--tokens", "16", "--rounds", "2",
            "--parts", "batching,follow-up"), ("--rounds", "1", "--tokens", "4"), timeout=3600),
+    Bench("gguf-worker", "GGUF through the llama.cpp worker process ÷ in the server's process, and ÷ llama.cpp's "
+          "own server (demo GGUF and a 60M random Q8_0 Llama)", (B + "bench_gguf_worker.py", "--rounds", "5"),
+          ("--rounds", "1", "--tokens", "16"), needs="llama_cpp", timeout=3600),
     Bench("determinism", "Row-wise decode attention ÷ one masked call (8 streams); a deterministic follow-up's "
           "first token ÷ a cached one (~0.47B random Llama, bf16)",
           (B + "bench_determinism.py", "--random-0.5b", "--dtype", "bf16", "--tokens", "16", "--rounds", "3"),
