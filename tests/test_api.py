@@ -106,6 +106,23 @@ def test_wrong_model_and_oversized_prompt(client):
     assert info.value.code == "context_length_exceeded"
 
 
+def test_a_prompt_far_beyond_the_context_is_refused_without_tokenizing_it(client, runtime, monkeypatch):
+    """1 MB of prompt cost 1.2 s of tokenizing and hundreds of MB (hostile round 2, N19)."""
+    from webui.generation.request import most_chars_per_token
+
+    tokenizer = runtime.models.current.tokenizer
+    longest = most_chars_per_token(tokenizer)
+    assert all(len(tokenizer.decode([i])) <= longest for i in range(len(tokenizer)))  # a true upper bound
+    calls = []
+    original = type(tokenizer).__call__
+    monkeypatch.setattr(type(tokenizer), "__call__", lambda self, text, *a, **k: (
+        calls.append(len(text)), original(self, text, *a, **k))[1])
+    with pytest.raises(openai.BadRequestError) as info:
+        chat(client, text="x " * 500_000, max_tokens=10)
+    assert info.value.code == "context_length_exceeded" and "characters" in str(info.value)
+    assert not [n for n in calls if n >= 1_000_000], "the 1 MB prompt was tokenized"
+
+
 @pytest.mark.parametrize(
     "headers",
     [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Bearer {API_KEY}x"}, {"x-api-key": "short"},

@@ -28,7 +28,7 @@ from webui.errors import AppError
 from webui.generation.chain import token_ids
 from webui.generation.engine import GenerationError, GenerationStream
 from webui.generation.params import ParamsError, SamplingParams, changed_fields, make_params
-from webui.generation.request import EnginePrompt
+from webui.generation.request import EnginePrompt, most_chars_per_token
 from webui.generation.samplers.grammar import unsupported_reason
 from webui.loaders.base import LoadedModel
 from webui.remote.client import RemoteError
@@ -151,10 +151,15 @@ def fit_params(params: SamplingParams, model: LoadedModel | RemoteModel, prompt:
         if reason:
             field = "grammar_string" if params.grammar_string else "json_schema"
             raise APIError(400, f"{field}: {reason}", param=field, code="unsupported_parameter")
-    prompt_tokens = len(model.tokenizer(prompt)["input_ids"])
     # truncation_length shortens the context the engine uses; the prompt must fit it.
     context = min(params.truncation_length or model.context_length, model.context_length)
     limit = "truncation_length" if context < model.context_length else "messages"
+    # Far too long to fit whatever it tokenizes to (normalizers may drop characters: a
+    # factor of 4 to spare): refused before the tokenizer builds a million tokens.
+    if len(prompt) > 4 * context * most_chars_per_token(model.tokenizer):
+        raise APIError(400, f"the context is {context} tokens; the prompt's {len(prompt):,} characters cannot fit it",
+                       param=limit, code="context_length_exceeded")
+    prompt_tokens = len(model.tokenizer(prompt)["input_ids"])
     room = context - prompt_tokens
     if not explicit_max and room > 0:
         return make_params({"max_new_tokens": min(room, SamplingParams().max_new_tokens)}, base=params)

@@ -8,6 +8,8 @@ request, and the scheduler can be fair between the people asking.
 
 from __future__ import annotations
 
+import weakref
+
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -182,6 +184,28 @@ def prompt_ids(tokenizer, text: str) -> list[int]:
     never add a second one."""
     bos = tokenizer.bos_token
     return tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]
+
+
+_LONGEST_TOKEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def most_chars_per_token(tokenizer) -> int:
+    """The longest token of the vocabulary, in characters of its written form: no token
+    covers more of a text than that, so a text of n characters has at least n / this
+    many tokens (read once per tokenizer).  Lets a prompt far beyond the context be
+    refused without tokenizing it: tokenizing 1 MB took 1.2 s and hundreds of MB."""
+    try:
+        return _LONGEST_TOKEN[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else tokenizer.convert_ids_to_tokens(
+        list(range(len(tokenizer))))
+    longest = max((len(token) for token in vocab if isinstance(token, str)), default=1)
+    try:
+        _LONGEST_TOKEN[tokenizer] = longest
+    except TypeError:  # not weakly referenceable: read again next time
+        pass
+    return longest
 
 
 def prompt_room(max_new_tokens: int, context: int) -> int:

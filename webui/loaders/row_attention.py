@@ -36,19 +36,21 @@ WRAPPED = "sdpa"
 NAME = "webui_rows_sdpa"
 
 
-def leading_padding(mask: torch.Tensor) -> list[int]:
-    """Per row, the masked key positions before the first real one ([B, 1, q, L] mask,
-    bool with True = attend, or additive float with 0 = attend)."""
+def _attended(mask: torch.Tensor) -> torch.Tensor:
+    """[B, L]: the keys each row's last query attends to, from a [B, 1, q, L] mask (bool
+    with True = attend, or additive float with 0 = attend)."""
     last = mask[:, 0, -1, :]
-    keep = last if last.dtype == torch.bool else last == 0
-    return (~keep).long().cumprod(dim=-1).sum(dim=-1).tolist()
+    return last if last.dtype == torch.bool else last == 0
+
+
+def leading_padding(mask: torch.Tensor) -> list[int]:
+    """Per row of a left-padded batch, the masked key positions before the first real one."""
+    return (~_attended(mask)).long().cumprod(dim=-1).sum(dim=-1).tolist()
 
 
 def real_lengths(mask: torch.Tensor) -> list[int]:
     """Per row of a right-padded batch, its real tokens: the keys its last query may see."""
-    last = mask[:, 0, -1, :]
-    keep = last if last.dtype == torch.bool else last == 0
-    return keep.long().sum(dim=-1).tolist()
+    return _attended(mask).long().sum(dim=-1).tolist()
 
 
 def row_attention(module, query, key, value, attention_mask, **kwargs):
