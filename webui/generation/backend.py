@@ -75,8 +75,10 @@ class Capabilities:
             parts.append("a prefix-cache hit")
         if not parts:
             return None
-        return (f"A greedy or seeded reply can change by a token with {' or '.join(parts)} on this model; "
-                "tick **deterministic** to compute each reply as it would be alone.")
+        note = f"A greedy or seeded reply can change by a token with {' or '.join(parts)} on this model"
+        if self.ignores({"deterministic"}):  # a remote engine that does not take it
+            return note + "."
+        return note + "; tick **deterministic** to compute each reply as it would be alone."
 
     def ignores(self, changed: set[str]) -> list[str]:
         """Which of these changed sampling fields this backend would not honour."""
