@@ -165,9 +165,14 @@ def test_keyboard_shortcuts(browser, app_url, runtime):
     page.close()
 
 
-def test_escape_stops_a_reply(browser, app_url, runtime):
+def test_escape_stops_a_reply(browser, app_url, runtime, monkeypatch):
     from webui.generation.params import make_params
 
+    # A reply still going when Escape arrives, on any machine: the tiny model fills its
+    # 512-token context in a fraction of a second on a fast CPU, before the key's event.
+    backend = runtime.models.current.backend
+    step = backend.step
+    monkeypatch.setattr(backend, "step", lambda slots, tokens: (time.sleep(0.01), step(slots, tokens))[1])
     runtime.remember(make_params({"seed": 5, "ban_eos_token": True, "max_new_tokens": 2000}))
     page = open_page(browser, app_url)
     page.locator("#chat-new").click()
