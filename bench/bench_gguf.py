@@ -103,14 +103,19 @@ def decode_rate(url: str, model: str, tokens: int, rounds: int, key: str | None)
 
 def aggregate(url: str, model: str, tokens: int, streams: int, key: str | None) -> float:
     """Tokens/s over all streams, `streams` requests sent at once."""
+    return concurrent_rate(lambda index: complete(url, model, tokens, key)[1], streams)
+
+
+def concurrent_rate(run_one, streams: int) -> float:
+    """Tokens/s over `streams` calls of run_one(index) -> tokens, released together."""
     counts: list[int] = []
     gate = threading.Barrier(streams)
 
-    def one() -> None:
+    def one(index: int) -> None:
         gate.wait()
-        counts.append(complete(url, model, tokens, key)[1])
+        counts.append(run_one(index))
 
-    threads = [threading.Thread(target=one) for _ in range(streams)]
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(streams)]
     start = time.perf_counter()
     for thread in threads:
         thread.start()

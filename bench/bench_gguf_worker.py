@@ -27,14 +27,13 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_gguf import decode_rate, free_port, start_llama_cpp_server  # noqa: E402
+from bench_gguf import concurrent_rate, decode_rate, free_port, start_llama_cpp_server  # noqa: E402
 from report import figure  # noqa: E402
 from webui.generation.params import make_params  # noqa: E402
 from webui.settings import PROJECT_ROOT, Settings  # noqa: E402
@@ -114,20 +113,7 @@ def step_micros(manager, steps: int = 300) -> float:
 
 
 def streams_rate(engine, tokens: int, streams: int) -> float:
-    counts: list[int] = []
-    gate = threading.Barrier(streams)
-
-    def one(index: int) -> None:
-        gate.wait()
-        counts.append(greedy(engine, tokens, owner=f"s{index}")[1])
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(streams)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(counts) / (time.perf_counter() - start)
+    return concurrent_rate(lambda index: greedy(engine, tokens, owner=f"s{index}")[1], streams)
 
 
 def compare_engines(model_dir: Path, name: str, args) -> None:

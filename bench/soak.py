@@ -1,6 +1,6 @@
 """Soak test: mixed chat (UI) and API load for N minutes, on loopback only, with clients
 that disconnect mid-reply, model reloads and UI restarts, and a hostile client mixing
-the probes' payloads in (../shared/probes/hostile-round2.md: deep grammar and $ref
+the hostile payloads in (docs/SECURITY.md, "Request contents" and "Connections": deep grammar and $ref
 chains, a grammar that matches nothing, a 1 MB prompt, half-sent requests, a big
 embeddings call, wrong keys, foreign Host headers); reports latency, memory, open files,
 threads and every error.  A hostile request is expected to be refused (4xx); a normal

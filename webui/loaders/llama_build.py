@@ -5,7 +5,7 @@ that build puts quantized weights (Q8_0, Q4_*) in llama.cpp's AMX buffer type, w
 matmul segfaults on the first decode (upstream llama.cpp #20824; F16 files are not
 affected).  So on a CPU with AMX the build names each instruction set the CPU has, AMX
 left out: measured on such a CPU, the Q8_0 demo then chats and an F16 file decodes ~8%
-below the native build (../shared/DESIGN.md, "Facts").  Every other CPU keeps the
+below the native build (docs/LOADERS.md, "llama.cpp on CPUs with AMX").  Every other CPU keeps the
 native build.
 
 A build made on one CPU can be installed on another (a reused wheel cache, a copied
