@@ -22,7 +22,7 @@ from webui.api.schemas import ChatCompletionRequest, CompletionBase, CompletionR
 from webui.api.state import RuntimeDep
 from webui.api.usage import api_party, key_label
 from webui.chat.prompt import PromptError, render_chat_prompt
-from webui.chat.tool_parser import Call, Text, ToolCallParser, parse_reply
+from webui.chat.tool_parser import CallArguments, CallStart, Event, Text, ToolCallParser, parse_reply
 from webui.chat.tools import Tool, ToolChoice, call_schema, read_tool_choice, read_tools, render_with_tools
 from webui.errors import AppError
 from webui.generation.chain import token_ids
@@ -53,10 +53,23 @@ def prepare_chat(runtime: Runtime, body: ChatCompletionRequest, model: LoadedMod
     params = body.sampling()  # refuse bad values before rendering anything
     tools = read_tools(body.tools or [])
     choice = read_tool_choice(body.tool_choice, tools)
+    # A required call is one call unless parallel calls are asked for (issue 31).
+    parallel = body.parallel_tool_calls is True
+    explicit = body.max_tokens is not None or body.max_completion_tokens is not None
+    sent_as = {"json_schema": "response_format"} if body.response_format else {}
+    return prepare_conversation(runtime, model, [m.as_dict() for m in body.messages], tools, choice, parallel,
+                                params, explicit, sent_as)
+
+
+def prepare_conversation(runtime: Runtime, model: LoadedModel | RemoteModel, messages: list[dict[str, Any]],
+                         tools: tuple[Tool, ...], choice: ToolChoice, parallel: bool, params: SamplingParams,
+                         explicit_max: bool, sent_as: dict[str, str] | None = None):
+    """A conversation in OpenAI's message shape -> (prompt, fitted values, callable tool
+    names or None).  Shared by every chat route (/v1/chat/completions, /v1/messages in
+    webui/api/anthropic.py, /api/chat), so that each renders and checks alike."""
     offered = tools if choice.mode != "none" else ()
-    params = forced_call(params, offered, choice, body.parallel_tool_calls, capabilities_of(model))
+    params = forced_call(params, offered, choice, parallel, capabilities_of(model))
     names = frozenset(t.name for t in offered) if offered else None  # read the reply for calls
-    messages = [m.as_dict() for m in body.messages]
     tool_turns = any(m["role"] == "tool" or m.get("tool_calls") for m in messages)
     last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
     if last_user is not None:  # extensions' input_modifier sees the new message, as in the chat
@@ -65,7 +78,7 @@ def prepare_chat(runtime: Runtime, body: ChatCompletionRequest, model: LoadedMod
         if offered or tool_turns:
             raise APIError(400, "tools and tool messages are not supported for a remote engine's model (yet)",
                            param="tools", code="unsupported_parameter")
-        return EnginePrompt(messages=tuple(messages)), fit(body, params, model, ""), None
+        return EnginePrompt(messages=tuple(messages)), fit_params(params, model, "", explicit_max, sent_as), None
     try:
         if offered or tool_turns:
             prompt = render_with_tools(model.tokenizer, messages, offered)
@@ -74,7 +87,7 @@ def prepare_chat(runtime: Runtime, body: ChatCompletionRequest, model: LoadedMod
     except PromptError as exc:
         exc.blame("messages")
         raise
-    return prompt, fit(body, params, model, prompt), names
+    return prompt, fit_params(params, model, prompt, explicit_max, sent_as), names
 
 
 def forced_call(params: SamplingParams, tools: tuple[Tool, ...], choice: ToolChoice, parallel: bool,
@@ -352,13 +365,23 @@ async def stream_events(runtime: Runtime, request: Request, body: CompletionBase
                           stats.new_tokens if stats else stream.new_tokens)
 
 
-def call_deltas(found: Text | Call, choice) -> list[dict]:
+def call_deltas(found: Event, choice) -> list[dict]:
     """A streamed chat reply's chunks for one parser event: text as content; a call as
-    OpenAI sends one, its id, type and name first, then its arguments."""
+    OpenAI sends one, its id, type and name first, then its arguments in pieces as the
+    model writes them (or at once, for a form read whole: webui/chat/tool_parser.py)."""
     if isinstance(found, Text):
         return [choice(found.text, None)]
-    call = found.call
-    head = {"index": found.index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
-    tail = {"index": found.index, "function": {"arguments": call.arguments}}
+    if isinstance(found, CallStart):
+        parts = [{"index": found.index, "id": found.id, "type": "function",
+                  "function": {"name": found.name, "arguments": ""}}]
+    elif isinstance(found, CallArguments):
+        parts = [{"index": found.index, "function": {"arguments": found.text}}]
+    elif found.streamed:
+        return []  # its head and arguments went out already
+    else:
+        call = found.call
+        parts = [{"index": found.index, "id": call.id, "type": "function",
+                  "function": {"name": call.name, "arguments": ""}},
+                 {"index": found.index, "function": {"arguments": call.arguments}}]
     return [{"index": 0, "delta": {"tool_calls": [part]}, "finish_reason": None, "logprobs": None}
-            for part in (head, tail)]
+            for part in parts]

@@ -177,7 +177,9 @@ class ChatCompletionRequest(CompletionBase):
     # Read by webui/chat/tools.py (read_tools, read_tool_choice), which names what it refuses.
     tools: list[Any] | None = None
     tool_choice: Any = None
-    parallel_tool_calls: bool = True
+    # None (not sent) counts as false for tool_choice "required": one call, then the
+    # reply ends, rather than a small model adding calls to max_tokens (issue 31).
+    parallel_tool_calls: bool | None = None
 
 
 class CompletionRequest(CompletionBase):

@@ -162,6 +162,8 @@ class GenerationStats:
     cached_tokens: int = 0
     # Seconds spent waiting for a place in the running batch.
     queued_seconds: float = 0.0
+    # The stop string that ended the reply (None: end of text, length or cancelled).
+    stop_string: str | None = None
 
     @property
     def tokens_per_second(self) -> float:
