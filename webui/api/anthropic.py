@@ -25,7 +25,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from webui.api.anthropic_schemas import MessagesRequest
+from webui.api.anthropic_schemas import CountTokensRequest, MessagesRequest
 from webui.api.completions import modified_output, prepare_conversation, run_to_end, start, upstream_failure
 from webui.api.disconnect import on_disconnect
 from webui.api.errors import anthropic_error_body
@@ -35,7 +35,7 @@ from webui.api.usage import api_party, key_label
 from webui.chat.tool_parser import Call, CallArguments, CallStart, Text, ToolCallParser, parse_reply
 from webui.errors import AppError
 from webui.generation.engine import GenerationError
-from webui.generation.request import GenerationStats
+from webui.generation.request import GenerationStats, prompt_ids
 from webui.loaders.base import LoadedModel
 from webui.remote.engine import RemoteModel
 from webui.runtime import Runtime
@@ -80,14 +80,14 @@ async def messages(body: MessagesRequest, request: Request, runtime: RuntimeDep)
 
 
 @router.post("/v1/messages/count_tokens")
-async def count_tokens(body: MessagesRequest, runtime: RuntimeDep):
+async def count_tokens(body: CountTokensRequest, runtime: RuntimeDep):
     """The prompt's tokens as this model's template renders the request."""
     model = await target(runtime, body.model)
     if isinstance(model, RemoteModel):
         raise AppError("count_tokens: a remote engine's model renders its own prompt; it cannot be counted here",
                        param="model", code="unsupported_parameter", status=400)
     prompt, _, _ = await run_in_threadpool(prepare, runtime, body, model)
-    tokens = await run_in_threadpool(lambda: len(model.tokenizer(prompt)["input_ids"]))
+    tokens = await run_in_threadpool(lambda: len(prompt_ids(model.tokenizer, prompt)))
     return {"input_tokens": tokens}
 
 

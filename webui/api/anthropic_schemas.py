@@ -96,6 +96,18 @@ class ThinkingConfig(BaseModel):
     type: Literal["enabled", "disabled", "adaptive"]
 
 
+class OutputFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    effort: str | None = None  # how hard a model thinks: nothing to tune here
+    format: OutputFormat | None = None  # structured output: our json_schema
+
+
 class MessagesRequest(CheckedText):
     """POST /v1/messages.  Unknown fields are refused with their name (a typo is not lost),
     except our own sampling parameters by their Text Generation WebUI names, as on /v1."""
@@ -112,9 +124,18 @@ class MessagesRequest(CheckedText):
     top_k: int | None = None
     tools: list[AnthropicTool] | None = None
     tool_choice: AnthropicToolChoice | None = None
-    metadata: dict[str, Any] | None = None  # user_id: nothing here uses it
-    service_tier: str | None = None  # one tier here
     thinking: ThinkingConfig | None = None
+    output_config: OutputConfig | None = None
+    # Accepted and without effect here: hints for Anthropic's own service (caching,
+    # region, tiers, accounting) that a local server has no use for.
+    metadata: dict[str, Any] | None = None
+    service_tier: Any = None
+    cache_control: Any = None
+    inference_geo: Any = None
+    speed: Any = None
+    user_profile_id: Any = None
+    workspace_id: Any = None
+    diagnostics: Any = None
 
     def sampling(self) -> SamplingParams:
         """Our values: the fields Anthropic names, plus any of ours sent as extra fields."""
@@ -125,6 +146,8 @@ class MessagesRequest(CheckedText):
         mapped = {"max_new_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
                   "top_k": self.top_k, "stop": self.stop_sequences}
         values.update({k: v for k, v in mapped.items() if v is not None})
+        if self.output_config and self.output_config.format:
+            values["json_schema"] = json.dumps(self.output_config.format.schema_)
         for name in ("temperature", "top_p"):
             if isinstance(values.get(name), int):
                 values[name] = float(values[name])
@@ -134,7 +157,8 @@ class MessagesRequest(CheckedText):
         try:
             return make_params(values)
         except ParamsError as exc:
-            field = {"max_new_tokens": "max_tokens", "stop": "stop_sequences"}.get(exc.param or "", exc.param)
+            field = {"max_new_tokens": "max_tokens", "stop": "stop_sequences",
+                     "json_schema": "output_config.format"}.get(exc.param or "", exc.param)
             reason = str(exc).removeprefix(f"{exc.param}: ")
             raise APIError(400, f"{field}: {reason}", param=field, code="invalid_value") from exc
 
@@ -206,3 +230,9 @@ class MessagesRequest(CheckedText):
                     entry["tool_calls"] = calls
                 out.append(entry)
         return out
+
+
+class CountTokensRequest(MessagesRequest):
+    """POST /v1/messages/count_tokens: a Messages request without max_tokens."""
+
+    max_tokens: int = Field(1, ge=1)

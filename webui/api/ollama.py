@@ -29,7 +29,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from webui.api.completions import fit_params, modified_input, modified_output, run_to_end, start, upstream_failure
+from webui.api.completions import (
+    fit_params,
+    modified_input,
+    modified_output,
+    prepare_conversation,
+    run_to_end,
+    start,
+    upstream_failure,
+)
 from webui.api.disconnect import on_disconnect
 from webui.api.embeddings import checked_dimensions, embed_inputs
 from webui.api.errors import ollama_error_body
@@ -46,6 +54,8 @@ from webui.api.ollama_schemas import (
 from webui.api.state import RuntimeDep
 from webui.api.usage import api_party, key_label
 from webui.chat.prompt import PromptError, render_chat_prompt
+from webui.chat.tool_parser import Call, Event, Text, ToolCall, ToolCallParser, parse_reply
+from webui.chat.tools import ToolChoice, read_tools
 from webui.errors import AppError
 from webui.generation.embedding import normalize
 from webui.generation.engine import GenerationError
@@ -148,7 +158,11 @@ async def chat(body: OllamaChatRequest, request: Request, runtime: RuntimeDep):
     model, params, explicit = await checked(runtime, body)
     if not body.messages:  # Ollama: no messages only loads the model
         return loaded_reply(body.model, chat=True)
-    messages = [{"role": m.role, "content": m.content} for m in body.messages]
+    messages = [m.as_dict() for m in body.messages]
+    if body.tools or any(m["role"] == "tool" or m.get("tool_calls") for m in messages):
+        # With tools, as /v1/chat/completions renders and reads them (always "auto": Ollama has no tool_choice).
+        prompt, fitted, names = await run_in_threadpool(with_tools, runtime, body, model, messages, params, explicit)
+        return await reply(runtime, request, body, model, prompt, fitted, True, names)
     last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
     if last_user is not None:  # extensions' input_modifier sees the new message, as on /v1
         last_user["content"] = modified_input(runtime, last_user["content"], params, True)
@@ -182,6 +196,22 @@ async def embeddings_legacy(body: OllamaEmbeddingsRequest, request: Request, run
     return {"embedding": vectors[0].tolist()}
 
 
+def with_tools(runtime: Runtime, body: OllamaChatRequest, model: LoadedModel | RemoteModel,
+               messages: list[dict[str, Any]], params: SamplingParams, explicit: bool):
+    tools = read_tools(body.tools or [])
+    choice = ToolChoice("auto" if tools else "none")
+    return prepare_conversation(runtime, model, messages, tools, choice, True, params, explicit, body.sent_as())
+
+
+def ollama_call(call: ToolCall, index: int) -> dict[str, Any]:
+    """A call as Ollama writes it: the arguments an object, not JSON text."""
+    try:
+        arguments = json.loads(call.arguments)
+    except ValueError:  # a reply cut short inside its arguments: kept as text, not lost
+        arguments = {"_unparsed": call.arguments}
+    return {"function": {"index": index, "name": call.name, "arguments": arguments}}
+
+
 # -- replies -----------------------------------------------------------------------------
 
 async def chat_reply(runtime: Runtime, request: Request, body: OllamaGenerating, model: LoadedModel | RemoteModel,
@@ -204,10 +234,11 @@ def templated(body: OllamaGenerating, model: LoadedModel | RemoteModel, messages
 
 
 async def reply(runtime: Runtime, request: Request, body: OllamaGenerating, model: LoadedModel | RemoteModel,
-                prompt: Any, params: SamplingParams, chat: bool):
-    """The whole reply as one JSON object, or (Ollama's default) NDJSON lines."""
+                prompt: Any, params: SamplingParams, chat: bool, names: frozenset[str] | None = None):
+    """The whole reply as one JSON object, or (Ollama's default) NDJSON lines.  `names`:
+    the functions a chat reply may call (None: the reply is only text)."""
     if body.stream:
-        lines = stream_lines(runtime, request, body.model, prompt, params, model, chat)
+        lines = stream_lines(runtime, request, body.model, prompt, params, model, chat, names)
         return StreamingResponse(lines, media_type="application/x-ndjson")
     started = time.perf_counter()
     owner = f"api-{uuid.uuid4().hex}"
@@ -216,11 +247,19 @@ async def reply(runtime: Runtime, request: Request, body: OllamaGenerating, mode
                                           model)
     runtime.usage.add(key_label(request.headers), stats.prompt_tokens, stats.new_tokens)
     text = modified_output(runtime, text, params, chat)
-    return {**piece(body.model, text, chat), **final(stats, started)}
+    calls: list[ToolCall] = []
+    if names is not None:
+        content, calls = parse_reply(text, names)
+        text = content.strip() if calls else text
+    answer = piece(body.model, text, chat)
+    if calls:
+        answer["message"]["tool_calls"] = [ollama_call(call, index) for index, call in enumerate(calls)]
+    return {**answer, **final(stats, started)}
 
 
 async def stream_lines(runtime: Runtime, request: Request, name: str, prompt: Any, params: SamplingParams,
-                       model: LoadedModel | RemoteModel, chat: bool) -> AsyncIterator[str]:
+                       model: LoadedModel | RemoteModel, chat: bool,
+                       names: frozenset[str] | None = None) -> AsyncIterator[str]:
     owner = f"api-{uuid.uuid4().hex}"
     started = time.perf_counter()
     try:
@@ -229,11 +268,15 @@ async def stream_lines(runtime: Runtime, request: Request, name: str, prompt: An
         yield line(ollama_error_body(exc))
         return
     failed = False
+    parser = ToolCallParser(names) if names is not None else None
     try:
         async with on_disconnect(request.receive, lambda: runtime.stop(owner)) as gone:
             async for text in iterate_in_threadpool(iter(stream)):
-                yield line(piece(name, text, chat, done=False))
+                for out in tool_lines(name, parser.feed(text)) if parser else [piece(name, text, chat, done=False)]:
+                    yield line(out)
         if not gone.is_set():
+            for out in tool_lines(name, parser.finish()) if parser else ():
+                yield line(out)
             yield line({**piece(name, "", chat), **final(stream.stats, started)})
     except GenerationError as exc:
         failed = True
@@ -246,6 +289,20 @@ async def stream_lines(runtime: Runtime, request: Request, name: str, prompt: An
             stats = stream.stats
             made = (stats.prompt_tokens, stats.new_tokens) if stats else (stream.prompt_tokens, stream.new_tokens)
             runtime.usage.add(key_label(request.headers), *made)
+
+
+def tool_lines(name: str, events: list[Event]) -> list[dict[str, Any]]:
+    """Stream lines for parser events: text as it comes, each call whole once read (as Ollama
+    streams calls: not in pieces)."""
+    out = []
+    for event in events:
+        if isinstance(event, Text):
+            out.append(piece(name, event.text, True, done=False))
+        elif isinstance(event, Call):
+            chunk = piece(name, "", True, done=False)
+            chunk["message"]["tool_calls"] = [ollama_call(event.call, event.index)]
+            out.append(chunk)
+    return out
 
 
 def line(data: dict[str, Any]) -> str:
