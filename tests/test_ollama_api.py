@@ -274,14 +274,14 @@ def test_tools_come_back_as_ollamas_tool_calls_whole_and_streamed(client, runtim
     history = [*ask, {"role": "assistant", "content": "", "tool_calls": [
         {"function": {"name": "add", "arguments": dict(call.function.arguments)}}]},
         {"role": "tool", "tool_name": "add", "content": "the sum is 5"}]
-    follow = client.chat(model=TINY, messages=history, tools=[ADD], options={"temperature": 0, "num_predict": 8})
-    from webui.chat.tools import read_tools, render_with_tools
+    follow = client.chat(model=TINY, messages=history, options={"temperature": 0, "num_predict": 8})
+    from webui.chat.tools import render_with_tools
     from webui.generation.request import prompt_ids
 
     tokenizer = runtime.models.current.tokenizer
     prompt = render_with_tools(tokenizer, [
         ask[0], {"role": "assistant", "content": "", "tool_calls": [{"id": "", "type": "function", "function": {
             "name": "add", "arguments": json.dumps(dict(call.function.arguments))}}]},
-        {"role": "tool", "content": "the sum is 5", "name": "add"}], read_tools([ADD]))
+        {"role": "tool", "content": "the sum is 5", "name": "add"}], ())
     assert "the sum is 5" in prompt
     assert follow.prompt_eval_count == len(prompt_ids(tokenizer, prompt))

@@ -2,6 +2,10 @@
 for Ollama work unchanged: /api/version, /api/tags, /api/show, /api/ps, /api/generate,
 /api/chat (NDJSON streams, Ollama's default), /api/embed and the older /api/embeddings.
 
+/api/chat takes `tools` and answers calls in `message.tool_calls` as Ollama does (the
+arguments an object; streamed, each call whole once read), with the conversation's
+earlier calls and `role: tool` results rendered as on /v1 (prepare_conversation).
+
 Everything goes the way the OpenAI routes go (webui/api/completions.py): the same model
 check (a name must be the loaded model or a remote engine's), the same sampling values
 (Ollama's `options`, mapped in webui/api/ollama_schemas.py), the same context check,
