@@ -46,6 +46,8 @@ from webui.remote.engine import RemoteModel
 from webui.remote.routing import RemoteEngines, SessionChoices
 from webui.settings import LoaderSettings, Settings, SettingsError, read_yaml_mapping
 from webui.storage import atomic_write_text, remove_stale_temporaries
+from webui.tools.registry import ToolRegistry
+from webui.tools.web import web_tools
 from webui.training.service import TrainingService
 from webui.userdata import UserSpaces
 
@@ -124,6 +126,7 @@ class Runtime:
     remotes: RemoteEngines = field(default_factory=RemoteEngines)
     chosen: SessionChoices = field(default_factory=SessionChoices)
     usage: UsageCounter = field(default_factory=UsageCounter)  # API tokens per key, for the admin
+    tools: ToolRegistry | None = None  # tools the chat may run (webui/tools/); None: none
 
     # -- models ------------------------------------------------------------------
     def saved_model_settings(self, name: object) -> ModelSettings:
@@ -527,6 +530,9 @@ def build_runtime(
         warnings=notes,
         extensions=extensions,
         remotes=RemoteEngines(settings.all_remote_engines()),
+        # Nothing is read or started until the chat first asks for its tools.
+        tools=ToolRegistry(settings.user_data_dir, owner=owners[0] if owners else None,
+                           multi_user=settings.has_auth, web=web_tools(settings)),
     )
     runtime.warnings += runtime.remotes.warnings
     if settings.model:

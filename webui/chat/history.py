@@ -8,27 +8,59 @@ following each message's selected child.
 Messages keep their creation order in one list; ids only grow, and a parent always
 has a smaller id than its children, which makes cycles impossible by construction
 and easy to check when a file is loaded.
+
+Tool use (webui/chat/tool_turns.py) is kept as messages too, in the shape chat
+templates read: a reply that calls tools carries them in `tool_calls`, and each call's
+result follows as a `role: tool` message (its call's id and name, how it went, how
+long it took), then the reply goes on in the next assistant message.  The same model
+checks these fields when a conversation changes and when a file is read.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from webui.errors import AppError
 
-Role = Literal["user", "assistant"]
+Role = Literal["user", "assistant", "tool"]
+ToolStatus = Literal["pending", "done", "error", "denied", "stopped"]
 ROOT = -1  # the parent id of first messages
 # What a conversation file may hold.  Checked when a file is read AND whenever the
 # conversation changes, so nothing is ever saved that could not be read back.
 MAX_MESSAGE_CHARS = 1_000_000
 MAX_MESSAGES = 100_000
+TOOL_NAME = r"^[A-Za-z0-9_-]{1,64}$"  # OpenAI's function names (webui/chat/tools.py)
+MAX_TOOL_CALLS = 16  # calls one reply may make
+MAX_TOOL_ARGUMENTS = 100_000  # characters of one call's arguments (as the API's FunctionCall)
 
 
 class ChatError(AppError, ValueError):
     """An action that does not apply to this conversation (e.g. nothing to regenerate)."""
+
+
+class ToolCallRecord(BaseModel):
+    """One call a reply made: its id, the function, and the arguments as the model wrote them."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1, max_length=64)
+    name: str = Field(pattern=TOOL_NAME)
+    arguments: str = Field(max_length=MAX_TOOL_ARGUMENTS)
+
+    def openai(self) -> dict:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+class ChatTools(BaseModel):
+    """A chat's tool choices (webui/chat/tool_turns.py): the tools it may use (a tool not
+    listed is off), those that run without asking, and tool_choice as the API has it."""
+
+    model_config = ConfigDict(extra="forbid")
+    allowed: list[Annotated[str, Field(pattern=TOOL_NAME)]] = Field(default_factory=list, max_length=128)
+    always: list[Annotated[str, Field(pattern=TOOL_NAME)]] = Field(default_factory=list, max_length=128)
+    choice: str = Field("auto", pattern=r"^(auto|none|required|[A-Za-z0-9_-]{1,64})$")
 
 
 class Message(BaseModel):
@@ -43,6 +75,32 @@ class Message(BaseModel):
     created: float = 0.0
     # Generation facts shown next to a reply (tokens, seed, finish reason).
     note: str = ""
+    # Tool use (see the module's docstring): an assistant message's calls; a tool
+    # message's call id, function name, state and duration.
+    tool_calls: list[ToolCallRecord] | None = Field(None, max_length=MAX_TOOL_CALLS)
+    tool_call_id: str | None = Field(None, min_length=1, max_length=64)
+    tool_name: str | None = Field(None, pattern=TOOL_NAME)
+    tool_status: ToolStatus | None = None
+    seconds: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _tool_fields(self) -> Message:
+        if self.role == "tool" and not (self.tool_call_id and self.tool_name and self.tool_status):
+            raise ValueError("a tool message needs its call's id, the tool's name and a status")
+        if self.role != "tool" and (self.tool_call_id or self.tool_name or self.tool_status):
+            raise ValueError("only a tool message carries a tool call's id, name or status")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only a reply makes tool calls")
+        return self
+
+    def turn(self) -> dict:
+        """This message as a chat template reads it (tool calls and results included)."""
+        turn: dict = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            turn["tool_calls"] = [call.openai() for call in self.tool_calls]
+        if self.role == "tool":
+            turn["tool_call_id"], turn["name"] = self.tool_call_id, self.tool_name
+        return turn
 
 
 class Conversation(BaseModel):
@@ -60,6 +118,7 @@ class Conversation(BaseModel):
     messages: list[Message] = Field(default_factory=list, max_length=MAX_MESSAGES)
     # parent id (as a string: JSON keys) -> the child shown on the active path
     selected: dict[str, int] = Field(default_factory=dict)
+    tools: ChatTools | None = None  # the tools this chat uses (None: none)
 
     @model_validator(mode="after")
     def _well_formed(self) -> Conversation:
@@ -91,8 +150,9 @@ class Conversation(BaseModel):
         return path
 
     def turns(self) -> list[dict[str, str]]:
-        """The active path as {"role", "content"} dicts: what the model sees."""
-        return [{"role": m.role, "content": m.content} for m in self.path()]
+        """The active path as {"role", "content"} dicts (plus tool fields where there
+        were tool calls): what the model sees."""
+        return [m.turn() for m in self.path()]
 
     def shown(self) -> list[dict[str, str]]:
         """The active path as the chat shows it."""
@@ -105,10 +165,26 @@ class Conversation(BaseModel):
         return [m.id for m in siblings].index(message.id) + 1, len(siblings)
 
     # -- changing ----------------------------------------------------------------
-    def append(self, role: Role, content: str, visible: str | None = None) -> Message:
-        """Add a message at the end of the active path."""
+    def append(self, role: Role, content: str, visible: str | None = None, **tool_fields) -> Message:
+        """Add a message at the end of the active path (`tool_fields`: Message's tool fields)."""
         path = self.path()
-        return self._add(path[-1].id if path else ROOT, role, content, visible)
+        return self._add(path[-1].id if path else ROOT, role, content, visible, **tool_fields)
+
+    def set_tool_result(self, message_id: int, content: str, status: ToolStatus, seconds: float | None) -> None:
+        """A tool message's outcome, checked as when it was added."""
+        self._replace(message_id, content=content, tool_status=status, seconds=seconds)
+
+    def set_tool_calls(self, message_id: int, content: str, calls: list[ToolCallRecord]) -> None:
+        """A reply found to call tools: its text without the calls, and the calls."""
+        self._replace(message_id, content=content, visible=None, tool_calls=calls or None)
+
+    def _replace(self, message_id: int, **update) -> None:
+        for i, message in enumerate(self.messages):
+            if message.id == message_id:
+                self.messages[i] = Message(**{**message.model_dump(), **update})  # validated, unlike model_copy
+                self.touch()
+                return
+        raise ChatError("that message no longer exists")
 
     def add_alternative(self, index: int, content: str) -> Message:
         """A new sibling of the message at `index`, shown instead of it (regenerate, edit)."""
@@ -117,6 +193,8 @@ class Conversation(BaseModel):
 
     def edit(self, index: int, content: str) -> Message:
         """Editing starts a new branch: the old message and everything after it stay."""
+        if self._at(index).role == "tool":
+            raise ChatError("a tool's result is what the tool returned; it cannot be edited")
         if content == self._at(index).content:
             return self._at(index)
         return self.add_alternative(index, content)
@@ -167,7 +245,9 @@ class Conversation(BaseModel):
         copy = Conversation(id=new_id, title=f"{self.title} (fork)"[:200], character=self.character)
         # Built in one pass (append walks the path each time: quadratic on a long chat).
         now = time.time()
-        copy.messages = [Message(id=i, parent=i - 1 if i else ROOT, role=m.role, content=m.content, created=now)
+        tool_fields = {"tool_calls", "tool_call_id", "tool_name", "tool_status", "seconds"}
+        copy.messages = [Message(id=i, parent=i - 1 if i else ROOT, role=m.role, content=m.content, created=now,
+                                 **m.model_dump(include=tool_fields, exclude_none=True))
                          for i, m in enumerate(self.path()[: index + 1])]
         return copy
 
@@ -181,7 +261,7 @@ class Conversation(BaseModel):
             raise ChatError(f"no message at position {index}")
         return path[index]
 
-    def _add(self, parent: int, role: Role, content: str, visible: str | None = None) -> Message:
+    def _add(self, parent: int, role: Role, content: str, visible: str | None = None, **tool_fields) -> Message:
         if len(self.messages) >= MAX_MESSAGES:
             raise ChatError(f"this conversation holds the most messages one can ({MAX_MESSAGES:,}): "
                             "fork it from a later message, or start a new one")
@@ -189,7 +269,7 @@ class Conversation(BaseModel):
         check_length(visible)
         next_id = max((m.id for m in self.messages), default=-1) + 1
         message = Message(id=next_id, parent=parent, role=role, content=content, created=time.time(),
-                          visible=None if visible == content else visible)
+                          visible=None if visible == content else visible, **tool_fields)
         self.messages.append(message)
         self._select(message)
         return message
