@@ -3,9 +3,11 @@ results going back to the model.
 
 A chat chooses its tools (ChatTools, kept with the conversation): the tools it may use,
 those of them that run without asking, and `choice` as the API's tool_choice (auto,
-none, required, or one tool's name; required and named constrain the reply to a call
-with a grammar, for the first step after the user's message only, so the model can
-answer once it has the result).  A tool not chosen is off: never offered.
+none, required, or one tool's name).  Required and named constrain the reply after the
+user's message to one call with a grammar; the reply after its result is then written
+without tools (the user asked for that call, and the model answers from its result).
+With auto the model may call again, up to MAX_STEPS rounds.  A tool not chosen is off:
+never offered.
 
 After a reply, its calls are recorded (webui/chat/history.py: the reply's
 `tool_calls`, then one `tool` message per call, pending).  Each is then run, or
@@ -45,7 +47,8 @@ def steps_since_user(conversation: Conversation) -> int:
 def offered(available: Sequence[Tool], chat: ChatTools | None, conversation: Conversation) -> tuple[Tool, ...]:
     """The tools the next reply is offered: those the chat allows, of those the user may
     use (`available`), unless tool_choice is none or the step limit is reached."""
-    if chat is None or chat.choice == "none" or steps_since_user(conversation) >= MAX_STEPS:
+    steps = steps_since_user(conversation)
+    if chat is None or chat.choice == "none" or steps >= MAX_STEPS or (chat.choice != "auto" and steps > 0):
         return ()
     by_name = {tool.name: tool for tool in available}
     return tuple(by_name[name] for name in chat.allowed if name in by_name)

@@ -184,7 +184,8 @@ class McpServer:
             schema = getattr(tool, "input_schema", None) or getattr(tool, "inputSchema", None) or {"type": "object"}
             name = function_name(tool.name)
             originals[name] = tool.name
-            specs.append(ToolSpec(name, (tool.description or "")[:4000], json.dumps(schema), f"MCP server {self.name}"))
+            specs.append(ToolSpec(name, (tool.description or "")[:4000], json.dumps(without_titles(schema)),
+                                  f"MCP server {self.name}"))
         self.originals = originals
         return specs
 
@@ -217,6 +218,29 @@ class McpServer:
             return
         with contextlib.suppress(Exception):
             self.hub.run(self._disconnect(), 10.0)
+
+
+DATA_KEYS = frozenset({"default", "const", "enum", "examples"})  # values, not schemas
+NAMED_SCHEMAS = frozenset({"properties", "patternProperties", "$defs", "definitions"})  # name -> schema
+
+
+def without_titles(schema: Any) -> Any:
+    """A JSON schema without its `title` annotations: SDKs generate them from function
+    and argument names ("addArguments", "A"), and in the prompt they cost a small
+    model's context tokens and say nothing the names do not."""
+    if isinstance(schema, list):
+        return [without_titles(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "title" and isinstance(value, str):
+            continue
+        if key in NAMED_SCHEMAS and isinstance(value, dict):
+            out[key] = {name: without_titles(sub) for name, sub in value.items()}
+        else:
+            out[key] = value if key in DATA_KEYS else without_titles(value)
+    return out
 
 
 def _root(exc: BaseException) -> BaseException:
