@@ -162,7 +162,7 @@ def _for_template(message: dict[str, Any]) -> dict[str, Any]:
             "id": call.get("id", ""), "type": "function",
             "function": {"name": call["function"]["name"], "arguments": _arguments(call["function"]["arguments"])},
         } for call in message["tool_calls"]]
-    for key in ("tool_call_id", "name"):
+    for key in ("tool_call_id", "name", "reasoning_content"):
         if message.get(key):
             out[key] = message[key]
     return out
@@ -180,6 +180,8 @@ def _as_text(message: dict[str, Any]) -> dict[str, str]:
                                           ensure_ascii=False) + "\n</tool_call>"
             for c in message["tool_calls"])
         content = f"{content}\n{calls}" if content else calls
+    if message.get("reasoning_content"):
+        return {"role": message["role"], "content": content, "reasoning_content": message["reasoning_content"]}
     return {"role": message["role"], "content": content}
 
 
@@ -195,15 +197,17 @@ def fallback_system(tools: Sequence[Tool]) -> str:
 
 
 def render_with_tools(tokenizer, messages: Sequence[dict[str, Any]], tools: Sequence[Tool],
-                      template: str | None = None) -> str:
+                      template: str | None = None, variables: dict[str, Any] | None = None) -> str:
     """The prompt for the next assistant turn, offering `tools` (none: a plain chat prompt)
-    and showing earlier calls and results.  PromptError when the template fails."""
+    and showing earlier calls and results.  PromptError when the template fails.
+    `variables`: the template's thinking switches (webui/chat/thinking.py)."""
     template = template or getattr(tokenizer, "chat_template", None)
     has_tool_turns = any(m["role"] == "tool" or m.get("tool_calls") for m in messages)
     if template_takes_tools(template) and (tools or has_tool_turns):
         try:
             return render_chat_template(template, [_for_template(m) for m in messages],
-                                        tokens=special_tokens(tokenizer), tools=[t.openai() for t in tools] or None)
+                                        tokens=special_tokens(tokenizer), tools=[t.openai() for t in tools] or None,
+                                        variables=variables)
         except SecurityError as exc:
             raise PromptError("unsafe chat template: it tried to reach Python internals") from exc
         except PromptError:
@@ -217,4 +221,4 @@ def render_with_tools(tokenizer, messages: Sequence[dict[str, Any]], tools: Sequ
         if turns and turns[0]["role"] == "system":
             system = f"{turns[0]['content']}\n\n{system}"
             turns = turns[1:]
-    return apply_template(tokenizer, turns, system, template)
+    return apply_template(tokenizer, turns, system, template, variables=variables)
