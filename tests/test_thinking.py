@@ -150,11 +150,14 @@ def ask(topic: str) -> list[dict]:
     return [{"role": "user", "content": f"Tell me about {topic}."}]
 
 
-def test_chat_completion_returns_thinking_apart_from_the_answer(oai):
+def test_chat_completion_returns_thinking_apart_from_the_answer(oai, thinking_model):
     reply = oai.chat.completions.create(model=THINKER, messages=ask("water"), **GREEDY)
     message = reply.choices[0].message
     assert message.reasoning_content == thinking_of("water")
     assert message.content == answer_of("water")
+    thought = len(thinking_model["tokenizer"].encode(f"<think>\n{thinking_of('water')}\n</think>",
+                                                     add_special_tokens=False))
+    assert reply.usage.completion_tokens_details.reasoning_tokens == thought
     other = oai.chat.completions.create(model=THINKER, messages=ask("fire"), **GREEDY).choices[0].message
     assert (other.reasoning_content, other.content) == (thinking_of("fire"), answer_of("fire"))
 
@@ -249,5 +252,10 @@ def test_a_remote_engines_thinking_passes_through(thinking_api, tmp_path_factory
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
         message = client.chat.completions.create(model=THINKER, messages=ask("water"), **GREEDY).choices[0].message
         assert (message.reasoning_content, message.content) == (thinking_of("water"), answer_of("water"))
+        # The switches reach the engine's own template.
+        off = client.chat.completions.create(model=THINKER, messages=ask("water"), **GREEDY,
+                                             extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+        assert not getattr(off.choices[0].message, "reasoning_content", None)
+        assert off.choices[0].message.content.strip() == answer_of("water")
     finally:
         server.stop()
