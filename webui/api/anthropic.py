@@ -10,8 +10,9 @@ block content_block_start / _delta / _stop, then message_delta and message_stop)
 Errors are AppErrors like everywhere; webui/api/errors.py writes them in Anthropic's
 `{"type": "error", "error": {"type", "message"}}` shape on these paths.
 
-Thinking blocks attach at `Blocks` (a `thinking` block type beside `text` and
-`tool_use`) once the engine separates a model's thinking from its reply.
+A thinking model's thinking comes as a `thinking` block before the answer (streamed as
+thinking_delta events), its `signature` empty: there is nothing to sign on a local
+server, and clients send the block back as it is.
 """
 
 from __future__ import annotations
@@ -26,15 +27,24 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from webui.api.anthropic_schemas import CountTokensRequest, MessagesRequest
-from webui.api.completions import modified_output, prepare_conversation, run_to_end, start, upstream_failure
+from webui.api.completions import (
+    modified_output,
+    prepare_conversation,
+    reply_parts,
+    run_to_end,
+    start,
+    upstream_failure,
+)
 from webui.api.disconnect import on_disconnect
-from webui.api.errors import anthropic_error_body
+from webui.api.errors import APIError, anthropic_error_body
 from webui.api.models import target
 from webui.api.state import RuntimeDep
 from webui.api.usage import api_party, key_label
+from webui.chat.thinking import thinking_format
 from webui.chat.tool_parser import Call, CallArguments, CallStart, Text, ToolCallParser, parse_reply
 from webui.errors import AppError
 from webui.generation.engine import GenerationError
+from webui.generation.reasoning import Piece, ReasoningParser
 from webui.generation.request import GenerationStats, prompt_ids
 from webui.loaders.base import LoadedModel
 from webui.remote.engine import RemoteModel
@@ -47,8 +57,14 @@ def prepare(runtime: Runtime, body: MessagesRequest, model: LoadedModel | Remote
     params = body.sampling()  # bad values are refused before anything is rendered
     tools = body.offered_tools()
     choice, parallel = body.choice(tools)
+    ask = body.thinking.ask() if body.thinking is not None else None
+    if ask is not None and ask.enable and isinstance(model, LoadedModel) and thinking_format(
+            getattr(model.tokenizer, "chat_template", None), model.tokenizer) is None:
+        raise APIError(400, f"thinking: the model '{body.model}' does not think (its chat template has no thinking)",
+                       param="thinking", code="unsupported_parameter")
     # max_tokens is required and explicit: one that cannot fit the context is a 400, as Anthropic's is.
-    return prepare_conversation(runtime, model, body.conversation(), tools, choice, parallel, params, True)
+    return prepare_conversation(runtime, model, body.conversation(), tools, choice, parallel, params, True,
+                                ask=ask)
 
 
 @router.post("/v1/messages")
@@ -61,11 +77,14 @@ async def messages(body: MessagesRequest, request: Request, runtime: RuntimeDep)
         return StreamingResponse(events, media_type="text/event-stream", headers={"cache-control": "no-cache"})
     owner = f"api-{uuid.uuid4().hex}"
     async with on_disconnect(request.receive, lambda: runtime.stop(owner)):
-        text, stats, _ = await run_to_end(runtime, owner, api_party(request), body.model, prompt, params, None,
-                                          model)
+        done = await run_to_end(runtime, owner, api_party(request), body.model, prompt, params, None, model)
+    stats = done.stats
     runtime.usage.add(key_label(request.headers), stats.prompt_tokens, stats.new_tokens)
+    reasoning, text = reply_parts(done.text, done.thinking)
     text = modified_output(runtime, text, params, True)
     content: list[dict[str, Any]] = []
+    if reasoning:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
     calls = []
     if names is not None:
         text, calls = parse_reply(text, names)
@@ -87,7 +106,7 @@ async def count_tokens(body: CountTokensRequest, runtime: RuntimeDep):
         raise AppError("count_tokens: a remote engine's model renders its own prompt; it cannot be counted here",
                        param="model", code="unsupported_parameter", status=400)
     prompt, _, _ = await run_in_threadpool(prepare, runtime, body, model)
-    tokens = await run_in_threadpool(lambda: len(prompt_ids(model.tokenizer, prompt)))
+    tokens = await run_in_threadpool(lambda: len(prompt_ids(model.tokenizer, prompt.text)))
     return {"input_tokens": tokens}
 
 
@@ -130,9 +149,9 @@ def sse(kind: str, data: dict[str, Any]) -> str:
 
 
 class Blocks:
-    """Anthropic's content blocks as a reply streams: each parser event (webui/chat/
-    tool_parser.py) opens, extends or closes a block, and the events say so in order.
-    A `thinking` block would be one more kind here, opened before the text."""
+    """Anthropic's content blocks as a reply streams: thinking, then each parser event
+    (webui/chat/tool_parser.py) opens, extends or closes a block, and the events say so
+    in order."""
 
     def __init__(self) -> None:
         self.index = -1
@@ -160,6 +179,12 @@ class Blocks:
         events = [] if self.open == "text" else self._start({"type": "text", "text": ""})
         return events + [self._delta({"type": "text_delta", "text": piece})]
 
+    def thinking(self, piece: str) -> list[str]:
+        if not piece:
+            return []
+        events = [] if self.open == "thinking" else self._start({"type": "thinking", "thinking": "", "signature": ""})
+        return events + [self._delta({"type": "thinking_delta", "thinking": piece})]
+
     def event(self, found: Text | CallStart | CallArguments | Call) -> list[str]:
         if isinstance(found, Text):
             return self.text(found.text)
@@ -186,7 +211,18 @@ async def stream_events(runtime: Runtime, request: Request, body: MessagesReques
         return
     blocks = Blocks()
     parser = ToolCallParser(names) if names is not None else None
+    splitter: ReasoningParser | None = None  # a thinking model's reply, split as it streams
     started = False
+
+    def events_for(pieces: list[Piece]) -> list[str]:
+        out: list[str] = []
+        for part in pieces:
+            if part.part == "thinking":
+                out += blocks.thinking(part.text)
+                continue
+            for item in parser.feed(part.text) if parser is not None else [Text(part.text)]:
+                out += blocks.event(item)
+        return out
 
     def head() -> list[str]:
         nonlocal started
@@ -203,13 +239,15 @@ async def stream_events(runtime: Runtime, request: Request, body: MessagesReques
             async for piece in iterate_in_threadpool(iter(stream)):
                 for event in head():
                     yield event
-                found = parser.feed(piece) if parser is not None else [Text(piece)]
-                for item in found:
-                    for event in blocks.event(item):
-                        yield event
+                if splitter is None and stream.thinking is not None:
+                    splitter = ReasoningParser(stream.thinking)
+                for event in events_for(splitter.feed(piece) if splitter is not None else [Piece("answer", piece)]):
+                    yield event
         if gone.is_set():
             return
         for event in head():
+            yield event
+        for event in events_for(splitter.finish() if splitter is not None else []):
             yield event
         for item in parser.finish() if parser is not None else ():
             for event in blocks.event(item):

@@ -6,9 +6,10 @@ SamplingParams.
 Anthropic's content blocks map one to one: `text` is text; an assistant's `tool_use` is
 an OpenAI `tool_calls` entry; a user's `tool_result` is a `role: tool` message answering
 that call.  `image` and `document` blocks are refused with the field named (images come
-with vision); `thinking` blocks in the history are dropped, as Anthropic itself drops
-earlier turns' thinking from the prompt (this server does not yet separate a model's
-thinking: `thinking` in the request is refused unless disabled).
+with vision); an assistant's `thinking` block goes back as that turn's
+reasoning_content (the chat template keeps or drops it, as for /v1).  `thinking` in the
+request turns a thinking model's thinking on or off, its budget_tokens the most it may
+think (webui/chat/thinking.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from webui.api.errors import APIError
 from webui.api.schemas import CheckedText
+from webui.chat.thinking import ThinkingAsk
 from webui.chat.tools import NAME, Tool, ToolChoice, ToolError, read_tools
 from webui.generation.params import ParamsError, SamplingParams, make_params
 
@@ -53,11 +55,11 @@ class ToolResultBlock(BaseModel):
 
 
 class ThinkingBlock(BaseModel):
-    """An earlier turn's thinking, sent back by clients as Anthropic asks; not shown to
-    the model again (the seam where thinking support attaches)."""
+    """An earlier turn's thinking, sent back by clients as Anthropic asks."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore")  # signature: ours are empty, nothing to check
     type: Literal["thinking", "redacted_thinking"]
+    thinking: str = ""
 
 
 class OtherBlock(BaseModel):
@@ -92,8 +94,12 @@ class AnthropicToolChoice(BaseModel):
 
 
 class ThinkingConfig(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="ignore")  # display and other presentation hints
     type: Literal["enabled", "disabled", "adaptive"]
+    budget_tokens: int | None = Field(None, ge=0)
+
+    def ask(self) -> ThinkingAsk:
+        return ThinkingAsk(enable={"enabled": True, "disabled": False}.get(self.type))
 
 
 class OutputFormat(BaseModel):
@@ -139,10 +145,9 @@ class MessagesRequest(CheckedText):
 
     def sampling(self) -> SamplingParams:
         """Our values: the fields Anthropic names, plus any of ours sent as extra fields."""
-        if self.thinking is not None and self.thinking.type != "disabled":
-            raise APIError(400, "thinking: this server does not separate a model's thinking from its reply yet",
-                           param="thinking", code="unsupported_parameter")
         values: dict[str, Any] = dict(self.model_extra or {})
+        if self.thinking is not None and self.thinking.type == "enabled" and self.thinking.budget_tokens is not None:
+            values["thinking_budget"] = self.thinking.budget_tokens
         mapped = {"max_new_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
                   "top_k": self.top_k, "stop": self.stop_sequences}
         values.update({k: v for k, v in mapped.items() if v is not None})
@@ -157,8 +162,8 @@ class MessagesRequest(CheckedText):
         try:
             return make_params(values)
         except ParamsError as exc:
-            field = {"max_new_tokens": "max_tokens", "stop": "stop_sequences",
-                     "json_schema": "output_config.format"}.get(exc.param or "", exc.param)
+            field = {"max_new_tokens": "max_tokens", "stop": "stop_sequences", "json_schema": "output_config.format",
+                     "thinking_budget": "thinking.budget_tokens"}.get(exc.param or "", exc.param)
             reason = str(exc).removeprefix(f"{exc.param}: ")
             raise APIError(400, f"{field}: {reason}", param=field, code="invalid_value") from exc
 
@@ -201,12 +206,13 @@ class MessagesRequest(CheckedText):
             where = f"messages[{index}].content"
             blocks = [TextBlock(type="text", text=message.content)] if isinstance(message.content, str) \
                 else message.content
-            text, calls, results = [], [], []
+            text, calls, results, thought = [], [], [], []
             for number, block in enumerate(blocks):
                 if isinstance(block, TextBlock):
                     text.append(block.text)
                 elif isinstance(block, ThinkingBlock):
-                    continue
+                    if message.role == "assistant" and block.thinking:
+                        thought.append(block.thinking)
                 elif isinstance(block, ToolUseBlock) and message.role == "assistant":
                     names[block.id] = block.name
                     calls.append({"id": block.id, "type": "function", "function": {
@@ -226,6 +232,8 @@ class MessagesRequest(CheckedText):
             out.extend(results)  # the results answer the previous turn's calls: they come first
             if text or calls or not results:
                 entry: dict[str, Any] = {"role": message.role, "content": "".join(text)}
+                if thought:
+                    entry["reasoning_content"] = "\n\n".join(thought)
                 if calls:
                     entry["tool_calls"] = calls
                 out.append(entry)

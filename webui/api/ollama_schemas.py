@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, StrictInt, model_validator
 
 from webui.api.errors import APIError
+from webui.chat.thinking import ThinkingAsk
 from webui.api.schemas import MAX_EMBEDDING_INPUTS, CheckedText, ResponseFormat
 from webui.generation.params import ParamsError, SamplingParams, make_params
 
@@ -121,10 +122,13 @@ class OllamaMessage(CheckedText):
     images: list[str] | None = None
     tool_calls: list[OllamaToolCall] | None = None  # assistant: the calls it made
     tool_name: str | None = Field(None, max_length=200)  # tool: the function whose result this is
+    thinking: str | None = None  # an assistant turn's thinking, as Ollama returns it
 
     def as_dict(self) -> dict[str, Any]:
         """The message in the OpenAI shape the chat templates read (webui/chat/tools.py)."""
         message: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.thinking and self.role == "assistant":
+            message["reasoning_content"] = self.thinking
         if self.tool_calls:
             message["tool_calls"] = [{"id": "", "type": "function", "function": {
                 "name": c.function.name, "arguments": json.dumps(c.function.arguments, ensure_ascii=False)}}
@@ -141,9 +145,15 @@ class OllamaGenerating(OllamaBase):
     format: Any = None
     options: dict[str, Any] | None = None
     keep_alive: float | str | None = None  # models stay loaded here until an admin unloads them
-    think: bool | str | None = None
+    # true/false, or gpt-oss's effort: "low", "medium", "high" (None: the template's default)
+    think: bool | Literal["low", "medium", "high"] | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
+
+    def thinking(self) -> ThinkingAsk:
+        if isinstance(self.think, str):
+            return ThinkingAsk(enable=True, effort=self.think)
+        return ThinkingAsk(enable=self.think)
 
     def structured(self, params: SamplingParams) -> SamplingParams:
         """`params` with `format` enforced: "json" or a schema becomes the same json_schema
@@ -165,9 +175,6 @@ class OllamaGenerating(OllamaBase):
 
     def refuse_unsupported(self) -> None:
         """What this server cannot do yet is a 400 naming the field, never dropped."""
-        if self.think not in (None, False):
-            raise APIError(400, "think: this server does not separate a model's thinking from its reply",
-                           param="think", code="unsupported_parameter")
         if self.logprobs or self.top_logprobs:
             raise APIError(400, "logprobs: use /v1/chat/completions or /v1/completions for log-probabilities",
                            param="logprobs", code="unsupported_parameter")

@@ -19,6 +19,7 @@ checks these fields when a conversation changes and when a file is read.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -75,6 +76,11 @@ class Message(BaseModel):
     created: float = 0.0
     # Generation facts shown next to a reply (tokens, seed, finish reason).
     note: str = ""
+    # A thinking model's reply: its thinking (shown folded above the answer, which is
+    # `content`), how many tokens and seconds it took.
+    reasoning: str = Field("", max_length=MAX_MESSAGE_CHARS)
+    reasoning_tokens: int = Field(0, ge=0)
+    reasoning_seconds: float = Field(0.0, ge=0.0)
     # Tool use (see the module's docstring): an assistant message's calls; a tool
     # message's call id, function name, state and duration.
     tool_calls: list[ToolCallRecord] | None = Field(None, max_length=MAX_TOOL_CALLS)
@@ -94,13 +100,25 @@ class Message(BaseModel):
         return self
 
     def turn(self) -> dict:
-        """This message as a chat template reads it (tool calls and results included)."""
+        """This message as a chat template reads it: its thinking as "reasoning_content"
+        (the template keeps or drops it), tool calls and results in OpenAI's shape."""
         turn: dict = {"role": self.role, "content": self.content}
+        if self.reasoning:
+            turn["reasoning_content"] = self.reasoning
         if self.tool_calls:
             turn["tool_calls"] = [call.openai() for call in self.tool_calls]
         if self.role == "tool":
             turn["tool_call_id"], turn["name"] = self.tool_call_id, self.tool_name
         return turn
+
+
+@dataclass(frozen=True)
+class Thought:
+    """A reply's thinking as it is saved with the reply."""
+
+    text: str
+    tokens: int = 0
+    seconds: float = 0.0
 
 
 class Conversation(BaseModel):
@@ -150,8 +168,8 @@ class Conversation(BaseModel):
         return path
 
     def turns(self) -> list[dict[str, str]]:
-        """The active path as {"role", "content"} dicts (plus tool fields where there
-        were tool calls): what the model sees."""
+        """The active path as {"role", "content"} dicts: what the model sees (a reply's
+        thinking as "reasoning_content", tool calls and results where there were any)."""
         return [m.turn() for m in self.path()]
 
     def shown(self) -> list[dict[str, str]]:
@@ -208,8 +226,10 @@ class Conversation(BaseModel):
         self._select(chosen)
         return chosen
 
-    def set_content(self, message_id: int, content: str, note: str | None = None, visible: str | None = None) -> None:
-        """Replace a message's text in place (a reply being written, or continued)."""
+    def set_content(self, message_id: int, content: str, note: str | None = None, visible: str | None = None,
+                    thinking: Thought | None = None) -> None:
+        """Replace a message's text in place (a reply being written, or continued), and
+        its thinking when given."""
         for i, message in enumerate(self.messages):
             if message.id == message_id:
                 check_length(content)
@@ -217,6 +237,10 @@ class Conversation(BaseModel):
                 update = {"content": content, "visible": None if visible == content else visible}
                 if note is not None:
                     update["note"] = note
+                if thinking is not None:
+                    check_length(thinking.text)
+                    update.update(reasoning=thinking.text, reasoning_tokens=thinking.tokens,
+                                  reasoning_seconds=round(thinking.seconds, 2))
                 self.messages[i] = message.model_copy(update=update)
                 self.touch()
                 return
@@ -245,9 +269,7 @@ class Conversation(BaseModel):
         copy = Conversation(id=new_id, title=f"{self.title} (fork)"[:200], character=self.character)
         # Built in one pass (append walks the path each time: quadratic on a long chat).
         now = time.time()
-        tool_fields = {"tool_calls", "tool_call_id", "tool_name", "tool_status", "seconds"}
-        copy.messages = [Message(id=i, parent=i - 1 if i else ROOT, role=m.role, content=m.content, created=now,
-                                 **m.model_dump(include=tool_fields, exclude_none=True))
+        copy.messages = [m.model_copy(update={"id": i, "parent": i - 1 if i else ROOT, "created": now})
                          for i, m in enumerate(self.path()[: index + 1])]
         return copy
 
