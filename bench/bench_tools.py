@@ -120,14 +120,14 @@ def main() -> None:
         registry.close()
     for label, ms in (("tool file (in-process)", file_ms), ("MCP stdio, running", stdio_ms),
                       ("MCP stdio, first call (start, handshake, list)", cold_ms)):
-        print(f"{label}: {ms:.2f} ms per call, {ms / model_ms:.3f}x the model's time for the call")
-    figure("tool file, one call ÷ the model writing the call", f"{file_ms / model_ms:.4f}×",
+        print(f"{label}: {ms:.2f} ms per call, {ms / model_ms:.2g}x the model's time for the call")
+    figure("tool file, one call ÷ the model writing the call", f"{file_ms / model_ms:.2g}×",
            f"{file_ms:.2f} ms vs {model_ms:.0f} ms (demo model, forced call)")
-    figure("MCP stdio (running), one call ÷ the model writing the call", f"{stdio_ms / model_ms:.3f}×",
+    figure("MCP stdio (running), one call ÷ the model writing the call", f"{stdio_ms / model_ms:.2g}×",
            f"{stdio_ms:.2f} ms vs {model_ms:.0f} ms")
-    figure("MCP stdio, first call (process start + handshake + tools/list) ÷ the model's call", f"{cold_ms / model_ms:.2f}×",
-           f"{cold_ms:.0f} ms")
-    figure("parse and record a call ÷ the model's call", f"{record_ms / model_ms:.5f}×", f"{record_ms:.3f} ms")
+    figure("MCP stdio, first call (process start + handshake + tools/list) ÷ the model's call",
+           f"{cold_ms / model_ms:.2g}×", f"{cold_ms:.0f} ms")
+    figure("parse and record a call ÷ the model's call", f"{record_ms / model_ms:.2g}×", f"{record_ms:.3f} ms")
 
 
 if __name__ == "__main__":
