@@ -117,6 +117,7 @@ NEW_FAMILIES = {
     "qwen3": Family(Qwen3Config, "qwen3.jinja", _QWEN3, eos_token="<|im_end|>", add_bos=False,
                     stop_on=("<|im_end|>", "<|endoftext|>"), extra={"head_dim": 16}),
     "qwen3_moe": Family(Qwen3MoeConfig, "qwen3.jinja", _QWEN3, eos_token="<|im_end|>", add_bos=False,
+                       
                         stop_on=("<|im_end|>", "<|endoftext|>"), extra={"head_dim": 16, **_MOE}),
     "gemma3_text": Family(Gemma3TextConfig, "gemma3.jinja", ("<start_of_turn>", "<end_of_turn>", "<start_of_image>"),
                           bos="<bos>", eos="<eos>", stop_on=("<eos>", "<end_of_turn>"),
@@ -169,7 +170,7 @@ def build_new_family(folder: Path, family: str, seed: int = 0, context: int = 51
     safetensors with its tokenizer, real chat template and generation_config.json."""
     spec = NEW_FAMILIES[family]
     build_tokenizer(folder, specials=spec.specials, bos=spec.bos, eos=spec.eos, add_bos=spec.add_bos,
-                    eos_token=spec.eos_token)
+                    eos_token=spec.eos_token, space_prefix=False)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.chat_template = spec.template_text()
     config = tiny_config(spec.config, tokenizer, context, pad_token_id=None, **spec.extra)
@@ -191,13 +192,16 @@ CHAT_TEMPLATE = (
 
 
 def build_tokenizer(folder: Path, vocab_size: int = 512, *, specials: tuple[str, ...] = (),
-                    bos: str = "<s>", eos: str = "</s>", add_bos: bool = True, eos_token: str | None = None) -> None:
+                    bos: str = "<s>", eos: str = "</s>", add_bos: bool = True, eos_token: str | None = None,
+                    space_prefix: bool = True) -> None:
     """A SentencePiece BPE tokenizer trained on tests/data/corpus.txt.
 
     `specials`: chat markers kept whole (SentencePiece user-defined pieces, and special
     tokens to transformers, which llama.cpp's converter then stores as control tokens);
     `bos`/`eos`: the pieces SentencePiece itself reserves; `eos_token`: the tokenizer's
-    end-of-text token where a family's is one of its markers (Qwen's <|im_end|>)."""
+    end-of-text token where a family's is one of its markers (Qwen's <|im_end|>);
+    `space_prefix`: SentencePiece's dummy space before a text (the new families have
+    none, as Gemma's vocabulary: llama.cpp would put it after every special token)."""
     folder.mkdir(parents=True, exist_ok=True)
     spm.SentencePieceTrainer.train(
         input=str(CORPUS),
@@ -215,6 +219,7 @@ def build_tokenizer(folder: Path, vocab_size: int = 512, *, specials: tuple[str,
         user_defined_symbols=list(specials),
         # NFKC would fold DeepSeek's full-width markers (<｜User｜>) into ASCII ones.
         normalization_rule_name="identity" if any(not c.isascii() for m in specials for c in m) else "nmt_nfkc",
+        add_dummy_prefix=space_prefix,
         num_threads=1,
         minloglevel=2,
     )
@@ -229,6 +234,8 @@ def build_tokenizer(folder: Path, vocab_size: int = 512, *, specials: tuple[str,
         "legacy": False,
         "chat_template": CHAT_TEMPLATE,
     }
+    if not space_prefix:
+        config["add_prefix_space"] = False
     if specials:
         config["extra_special_tokens"] = [m for m in specials if m not in (bos, eos_token or eos)]
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
