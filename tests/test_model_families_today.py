@@ -31,6 +31,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.gguf_fixtures import require_llama_cpp
+from tests.test_fit import CONTEXT as FIT_CONTEXT
+from tests.test_fit import PRECISIONS as FIT_PRECISIONS
+from tests.test_fit import measured_bytes
 from tests.tiny_models import NEW_FAMILIES, build_new_family
 from webui.chat.prompt import ChatPrompt, ChatSetup, render_chat_prompt, turn_end_stops
 from webui.chat.tools import fallback_system, read_tools, render_with_tools
@@ -38,7 +41,9 @@ from webui.generation.detok import IncrementalDecoder
 from webui.generation.engine import GenerationEngine, GenerationRequest
 from webui.generation.params import make_params
 from webui.generation.request import prompt_ids
+from webui.fit import estimate, read_shape
 from webui.loaders.base import LoadOptions
+from webui.loaders.hf_transformers import TransformersLoader
 from webui.loaders.registry import default_registry
 from webui.model_manager import ModelManager
 
@@ -257,6 +262,26 @@ def test_transformers_chat_streams(family, hf_manager, tokenizers):
     assert prompt.info.tokens == len(prompt_ids(loaded.tokenizer, golden(family)))
     assert stats.new_tokens == REPLY_TOKENS and stats.finish_reason == "length"
     assert text == greedy_reply(loaded.model, loaded.tokenizer, family)
+
+
+# -- "Will it fit?" ----------------------------------------------------------------------------
+# Mixture-of-experts families: experts held as one 3-D parameter per layer (no Linear, so
+# never quantized), Llama 4's router (a Linear subclass the quantizers leave alone).
+MOE = ("qwen3_moe", "llama4_text", "gpt_oss")
+
+
+@pytest.mark.parametrize("precision", FIT_PRECISIONS)
+@pytest.mark.parametrize("family", MOE)
+def test_fit_estimate_of_mixture_of_experts_is_what_a_load_holds(family, precision, today_root):
+    if precision not in ("fp32", "bf16"):
+        pytest.importorskip("bitsandbytes")
+    options = FIT_PRECISIONS[precision]
+    shape = read_shape(today_root / family)
+    loaded = TransformersLoader().load(family, today_root / family, LoadOptions(cpu=True, **options))
+    assert shape.parameters == loaded.parameters and shape.context_length == CONTEXT
+    guess = estimate(shape, FIT_CONTEXT, cpu=True, **options).total
+    real = measured_bytes(loaded.model, FIT_CONTEXT)
+    assert abs(guess - real) / real <= 0.0005, (guess, real)
 
 
 # -- a chat on llama.cpp ------------------------------------------------------------------------

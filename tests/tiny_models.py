@@ -128,7 +128,9 @@ NEW_FAMILIES = {
                            "<|python_end|>", "<|image|>"),
                           bos="<|begin_of_text|>", eos="<|end_of_text|>", eos_token="<|eot|>",
                           stop_on=("<|end_of_text|>", "<|eom|>", "<|eot|>"),
-                          extra={"head_dim": 16, "intermediate_size": 32, "intermediate_size_mlp": 128,
+                          # Experts 64 wide: bitsandbytes' CPU 4-bit kernel wants the shared
+                          # expert's down projection at least one 64-block wide.
+                          extra={"head_dim": 16, "intermediate_size": 64, "intermediate_size_mlp": 128,
                                  "num_local_experts": 4, "num_experts_per_tok": 1, "interleave_moe_layer_step": 2,
                                  "attention_chunk_size": 128, "no_rope_layers": [1, 0], "floor_scale": 128}),
     "mistral3": Family(MistralConfig, "mistral-small-3.2.jinja", _MISTRAL, stop_on=("</s>",), extra={"head_dim": 16}),
