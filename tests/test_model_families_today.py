@@ -14,9 +14,9 @@ special tokens.  For each family:
   chat's ChatPrompt, streamed by the engine, stopping on the ids the family's
   generation_config.json names;
 - the same as GGUF: converted by llama.cpp's own converter, loaded by the llama.cpp
-  backend, the same prompt from the template the GGUF carries, streamed.  Where the
-  converter cannot write a tiny model of the family the test skips with the reason,
-  and only on that exact refusal.
+  backend, the same prompt from the template the GGUF carries, streamed, and the same
+  greedy reply as transformers computes from the same weights;
+- "Will it fit?" for the mixture-of-experts families: the estimate is what a load holds.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.gguf_fixtures import require_llama_cpp
+from tests.gguf_fixtures import convert_bpe, require_llama_cpp
 from tests.test_fit import CONTEXT as FIT_CONTEXT
 from tests.test_fit import PRECISIONS as FIT_PRECISIONS
 from tests.test_fit import measured_bytes
@@ -226,6 +226,14 @@ def stop_ids(tokenizer, family: str) -> set[int]:
     return {tokenizer.convert_tokens_to_ids(token) for token in NEW_FAMILIES[family].stop_on}
 
 
+def assert_turn_end_ends_reply(family: str, tokenizer, eos_ids: set[int]) -> None:
+    turn_end = tokenizer.convert_tokens_to_ids(TURN_END[family])
+    if family == "gpt_oss":  # <|end|> closes the analysis channel; the final one follows
+        assert turn_end not in eos_ids
+    else:
+        assert turn_end in eos_ids
+
+
 def chat_reply(manager, family: str) -> tuple[ChatPrompt, str, object]:
     """One reply to HISTORY through the chat's prompt and the engine, greedy, to full length."""
     prompt = ChatPrompt(ChatSetup(system=SYSTEM), HISTORY)
@@ -258,6 +266,7 @@ def test_transformers_chat_streams(family, hf_manager, tokenizers):
     assert loaded.context_length == CONTEXT
     # Generation ends on every id the family's generation_config.json names.
     assert stop_ids(tokenizers[family], family) <= loaded.backend.eos_ids()
+    assert_turn_end_ends_reply(family, tokenizers[family], loaded.backend.eos_ids())
     prompt, text, stats = chat_reply(hf_manager, family)
     assert prompt.info.tokens == len(prompt_ids(loaded.tokenizer, golden(family)))
     assert stats.new_tokens == REPLY_TOKENS and stats.finish_reason == "length"
@@ -285,55 +294,54 @@ def test_fit_estimate_of_mixture_of_experts_is_what_a_load_holds(family, precisi
 
 
 # -- a chat on llama.cpp ------------------------------------------------------------------------
-# llama.cpp's converter writes these families' vocabularies only as GPT-2-style BPE
-# (their set_vocab is _set_vocab_gpt2), and it names the BPE pre-tokenizer by hashing the
-# token ids its tokenizer gives a fixed text (get_vocab_base_pre): the real vocabularies
-# are in its table, a tiny trained one cannot be.  Skipped on exactly that refusal.
-BPE_ONLY = {"qwen3_moe", "llama4_text", "gpt_oss"}
-BPE_REFUSAL = "BPE pre-tokenizer was not recognized"
+# llama.cpp's converter writes the Qwen3-MoE, Llama 4 and gpt-oss vocabularies only as
+# GPT-2-style BPE (their set_vocab is _set_vocab_gpt2), and names the BPE pre-tokenizer by
+# hashing the ids its tokenizer gives a fixed text (get_vocab_base_pre): the real
+# vocabularies are in its table, a tiny trained one cannot be.  Their tiny models have a
+# byte-level BPE vocabulary split as Qwen2's, and the converter is told that split's name
+# (tests/gguf_fixtures.py convert_bpe); all else is its own work.
+BPE_PRE = "qwen2"
 # llama.cpp puts SentencePiece's word-start space after every special token unless the
 # GGUF says not to, and the converter says so only for Llama-architecture and Gemma
-# vocabularies: the others' text after a marker tokenizes differently from transformers
-# (their real vocabularies are BPE, where this does not arise), so those compare the
-# architectures on the ids llama.cpp makes of the prompt.
-SAME_IDS = {"gemma3_text", "mistral3", "ministral3", "r1_distill_llama"}
+# vocabularies: Qwen2/3 and Phi-3 text after a marker tokenizes differently from
+# transformers (their real vocabularies are BPE, where this does not arise), so those
+# compare the architectures on the ids llama.cpp makes of the prompt.
+# llama.cpp counts Llama 3.1's <|eom_id|> as an end of generation, not Llama 4's <|eom|>
+# (which ends a tool-call message): a Llama 4 GGUF goes on to <|eot|> after one.
+NOT_EOG_IN_LLAMA_CPP = {"llama4_text": ("<|eom|>",)}
+SAME_IDS = {"gemma3_text", "mistral3", "ministral3", "r1_distill_llama", "qwen3_moe", "llama4_text", "gpt_oss"}
 
 
 @pytest.fixture(scope="module")
-def gguf_models(today_root, tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    """Each family converted to F32 GGUF in one folder; the converter's error where it refused."""
-    from webui.loaders.gguf_convert import ConvertError, convert, converter
+def gguf_root(today_root, tmp_path_factory) -> Path:
+    """Each family converted to an F32 GGUF by llama.cpp's converter, in one folder."""
+    from webui.loaders.gguf_convert import convert, converter
 
     require_llama_cpp()
     script = converter()
     assert script is not None, "llama.cpp's converter is missing: run scripts/install.sh gguf"
     root = tmp_path_factory.mktemp("families_today_gguf")
 
-    def attempt(family: str) -> str | None:
-        try:
-            convert(today_root / family, root / f"{family}.gguf", "f32", script)
-        except ConvertError as exc:
-            return str(exc)
-        return None
+    def write(family: str) -> None:
+        out = root / f"{family}.gguf"
+        if NEW_FAMILIES[family].vocab == "bpe":
+            convert_bpe(today_root / family, out, BPE_PRE)
+        else:
+            convert(today_root / family, out, "f32", script)
 
     # Each conversion is a Python process that mostly imports torch: a few at once.
     with ThreadPoolExecutor(3) as pool:
-        outcomes = dict(zip(NEW_FAMILIES, pool.map(attempt, NEW_FAMILIES), strict=True))
-    return root, {family: error for family, error in outcomes.items() if error}
+        list(pool.map(write, NEW_FAMILIES))
+    return root
 
 
 @pytest.fixture(scope="module")
-def gguf_manager(gguf_models):
-    return ModelManager(gguf_models[0], default_registry(), LoadOptions(cpu=True))
+def gguf_manager(gguf_root):
+    return ModelManager(gguf_root, default_registry(), LoadOptions(cpu=True))
 
 
 @pytest.mark.parametrize("family", NEW_FAMILIES)
-def test_gguf_chat_streams(family, gguf_models, gguf_manager, tokenizers, today_root):
-    root, refused = gguf_models
-    if family in refused:
-        assert family in BPE_ONLY and BPE_REFUSAL in refused[family], refused[family]
-        pytest.skip(f"llama.cpp's converter writes {family}'s vocabulary only as GPT-2 BPE and refuses one whose "
-                    "pre-tokenizer hash it does not know (get_vocab_base_pre): no tiny vocabulary can match")
+def test_gguf_chat_streams(family, gguf_manager, tokenizers, today_root):
     loaded = gguf_manager.load(f"{family}.gguf")
     assert loaded.loader == "llama.cpp" and loaded.context_length == CONTEXT
     # The GGUF carries the family's template and special tokens: the app renders the same
@@ -345,8 +353,11 @@ def test_gguf_chat_streams(family, gguf_models, gguf_manager, tokenizers, today_
         assert ids.count(tokenizer.convert_tokens_to_ids(marker)) == golden(family).count(marker), marker
     if family in SAME_IDS:
         assert ids == tokenizer(golden(family), add_special_tokens=False)["input_ids"]
-    # Every id the family's generation_config.json stops on ends the reply here too.
-    assert stop_ids(tokenizer, family) <= loaded.backend.eos_ids()
+    # The ids the family's generation_config.json stops on end the reply here too, as
+    # far as llama.cpp knows them (the GGUF carries no generation_config).
+    gap = {tokenizer.convert_tokens_to_ids(token) for token in NOT_EOG_IN_LLAMA_CPP.get(family, ())}
+    assert stop_ids(tokenizer, family) - gap <= loaded.backend.eos_ids()
+    assert_turn_end_ends_reply(family, tokenizer, loaded.backend.eos_ids())
     prompt, text, stats = chat_reply(gguf_manager, family)
     assert prompt.info.tokens == len(prompt_ids(loaded.tokenizer, golden(family)))
     assert stats.new_tokens == REPLY_TOKENS and stats.finish_reason == "length"
