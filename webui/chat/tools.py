@@ -166,7 +166,7 @@ def _for_template(message: dict[str, Any], calls_as_text: bool = False) -> dict[
             "id": call.get("id", ""), "type": "function",
             "function": {"name": call["function"]["name"], "arguments": _arguments(call["function"]["arguments"])},
         } for call in message["tool_calls"]]
-    for key in ("tool_call_id", "name"):
+    for key in ("tool_call_id", "name", "reasoning_content"):
         if message.get(key):
             out[key] = message[key]
     return out
@@ -203,6 +203,8 @@ def _as_text(message: dict[str, Any]) -> dict[str, str]:
                                           ensure_ascii=False) + "\n</tool_call>"
             for c in message["tool_calls"])
         content = f"{content}\n{calls}" if content else calls
+    if message.get("reasoning_content"):
+        return {"role": message["role"], "content": content, "reasoning_content": message["reasoning_content"]}
     return {"role": message["role"], "content": content}
 
 
@@ -218,9 +220,10 @@ def fallback_system(tools: Sequence[Tool]) -> str:
 
 
 def render_with_tools(tokenizer, messages: Sequence[dict[str, Any]], tools: Sequence[Tool],
-                      template: str | None = None) -> str:
+                      template: str | None = None, variables: dict[str, Any] | None = None) -> str:
     """The prompt for the next assistant turn, offering `tools` (none: a plain chat prompt)
-    and showing earlier calls and results.  PromptError when the template fails."""
+    and showing earlier calls and results.  PromptError when the template fails.
+    `variables`: the template's thinking switches (webui/chat/thinking.py)."""
     template = template or getattr(tokenizer, "chat_template", None)
     has_tool_turns = any(m["role"] == "tool" or m.get("tool_calls") for m in messages)
     if template_takes_tools(template) and (tools or has_tool_turns):
@@ -229,12 +232,13 @@ def render_with_tools(tokenizer, messages: Sequence[dict[str, Any]], tools: Sequ
         try:
             without = None
             for attempt, offered in _placements(chat, tools, template):
-                text = render_chat_template(template, attempt, tokens=special_tokens(tokenizer), tools=offered)
+                text = render_chat_template(template, attempt, tokens=special_tokens(tokenizer), tools=offered,
+                                            variables=variables)
                 if not tools:
                     return text
                 # A template that took the tools but rendered nothing of them dropped them.
                 if without is None:
-                    without = render_chat_template(template, chat, tokens=special_tokens(tokenizer))
+                    without = render_chat_template(template, chat, tokens=special_tokens(tokenizer), variables=variables)
                 if text != without:
                     return text
         except SecurityError as exc:
@@ -250,4 +254,4 @@ def render_with_tools(tokenizer, messages: Sequence[dict[str, Any]], tools: Sequ
         if turns and turns[0]["role"] == "system":
             system = f"{turns[0]['content']}\n\n{system}"
             turns = turns[1:]
-    return apply_template(tokenizer, turns, system, template)
+    return apply_template(tokenizer, turns, system, template, variables=variables)
