@@ -13,20 +13,19 @@ import pytest
 
 from tests.conftest import free_port, make_settings
 from tests.test_browser import browser, finished, open_page, wait_until  # noqa: F401  (the browser fixture)
-from tests.thinking_model import answer_of, build_thinking_model, thinking_of
+from tests.thinking_model import answer_of, thinking_of
 from tests.tiny_models import TEMPLATES
 
 THINKER = "thinker"
 
 
 @pytest.fixture(scope="module")
-def thinking_app(tmp_path_factory):
+def thinking_app(thinker_root, tmp_path_factory):
     from webui.generation.params import make_params
     from webui.runtime import build_runtime
     from webui.ui.app import launch
 
-    root = tmp_path_factory.mktemp("thinking-ui-models")
-    build_thinking_model(root / THINKER)
+    root = thinker_root
     data = tmp_path_factory.mktemp("thinking-ui-data")
     (data / "instruction-templates").mkdir()  # a template that does not think, to pick in the chat
     (data / "instruction-templates" / "plain.jinja").write_text((TEMPLATES / "qwen2.5-instruct.jinja").read_text())
