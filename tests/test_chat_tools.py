@@ -26,7 +26,7 @@ from webui.chat.tool_turns import (
 from webui.chat.tools import read_tools
 from webui.generation.params import make_params
 from webui.tools.registry import ToolRegistry
-from webui.ui.tool_blocks import chat_messages
+from webui.chat.display import shown
 
 ADD, ECHO = read_tools([
     {"type": "function", "function": {"name": "add", "parameters": {"type": "object", "properties": {
@@ -85,9 +85,9 @@ def test_approval_deny_and_run(tmp_path):
     conversation, calls = chat_with_call()
     done = resolve(registry, None, conversation, calls[0], approve=True)
     assert (done.tool_status, done.content) == ("done", "5") and done.seconds >= 0
-    shown = chat_messages(conversation)
-    assert shown[2]["metadata"]["title"].startswith("🛠️ add (") and "**Result**" in shown[2]["content"]
-    assert "```json" in shown[2]["content"]
+    blocks = shown(conversation).messages
+    assert blocks[2]["metadata"]["title"].startswith("🛠️ add (") and "**Result**" in blocks[2]["content"]
+    assert "```json" in blocks[2]["content"] and blocks[1]["content"] == "Let me add."
 
 
 def test_the_step_limit_and_forced_calls():

@@ -2,10 +2,10 @@
 message with metadata: a title, and a spinner while it waits or runs) holding the
 arguments, the result and the time it took.
 
-One block per tool message, so the Chatbot's messages stay one-to-one with the
-conversation's active path (edits and picks address messages by that index).  What a
-tool returned is shown as code, in a fence longer than any run of backticks in it: it
-stays text, never markup (and the Chatbot sanitizes what it renders regardless).
+One block per tool message (webui/chat/display.py places them and maps the Chatbot's
+indices back to the path).  What a tool returned is shown as code, in a fence longer
+than any run of backticks in it: it stays text, never markup (and the Chatbot
+sanitizes what it renders regardless).
 """
 
 from __future__ import annotations
@@ -56,15 +56,6 @@ def block(conversation: Conversation, call: Message) -> dict:
     return {"role": "assistant", "content": body, "metadata": metadata}
 
 
-def chat_messages(conversation: Conversation) -> list[dict]:
-    """The active path as the Chatbot shows it: messages, and tool calls as blocks."""
-    shown = []
-    for message, visible in zip(conversation.path(), conversation.shown(), strict=True):
-        if message.role == "tool":
-            shown.append(block(conversation, message))
-        elif message.tool_calls and not visible["content"].strip():
-            names = ", ".join(record.name for record in message.tool_calls)
-            shown.append({"role": "assistant", "content": f"*Calling {names}*"})
-        else:
-            shown.append(visible)
-    return shown
+def calls_note(message: Message) -> str:
+    """A reply that only called tools, as its bubble says it."""
+    return "*Calling " + ", ".join(record.name for record in message.tool_calls or ()) + "*"
