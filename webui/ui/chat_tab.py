@@ -35,7 +35,7 @@ from webui.chat.service import ReplyWriter, add_user_message, impersonate
 from webui.generation.engine import GenerationError
 from webui.runtime import Runtime
 from webui.ui.common import MODEL_GROUP, Shared, session_id, stop_handler, to_params
-from webui.ui import thinking_ui, token_view
+from webui.ui import thinking_ui, token_view, tool_access
 from webui.ui.exports import Exports
 from webui.userdata import UserSpace
 
@@ -102,6 +102,7 @@ class SetupColumn:
     tools: gr.CheckboxGroup
     tools_always: gr.CheckboxGroup
     tool_choice: gr.Dropdown
+    access: tool_access.AccessPanel  # the owner's choice of each user's tools
 
 
 # -- layout ------------------------------------------------------------------------------------
@@ -192,8 +193,9 @@ def setup_column(runtime: Runtime) -> SetupColumn:
         tool_choice = gr.Dropdown(["auto", "none", "required"], value="auto", label="tool_choice",
                                   info="auto: the model decides; required or a tool: the first reply calls one",
                                   allow_custom_value=True, elem_id="chat-tool-choice")
+        access = tool_access.panel()
     return SetupColumn(mode, character, template, system, command, thinking_ui.controls(), tools, tools_always,
-                       tool_choice)
+                       tool_choice, access)
 
 
 def render(runtime: Runtime, shared: Shared) -> None:
@@ -212,6 +214,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
     tab.wire_model()
     tab.wire_token_count()
     tab.wire_thinking()
+    tool_access.wire(runtime, setup.access, shared.on_load)
     shared.on_load.append((tab.on_load, [setup.character, *tab.view_outputs]))
     shared.on_load.append((tab.on_load_thinking, [setup.thinking.enable, setup.thinking.effort]))
 
