@@ -42,7 +42,8 @@ def build_api(runtime: Runtime) -> FastAPI:
     if settings.api_cors_origins:
         # An explicit allowlist only; never "*" (docs/SECURITY.md).
         api.add_middleware(CORSMiddleware, allow_origins=list(settings.api_cors_origins),
-                           allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type", "x-api-key"])
+                           allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type", "x-api-key", "anthropic-version",
+                                          "anthropic-beta"])
     api.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback)
     # Any page the API answers with (an extension's) loads nothing from elsewhere.
     api.add_middleware(ContentPolicy)
