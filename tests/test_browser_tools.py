@@ -65,6 +65,8 @@ def ask_with_the_tool(page, text: str) -> None:
     choice = page.locator("#chat-tool-choice input")
     choice.click()
     page.get_by_role("option", name="add", exact=True).click()
+    # The panel's events have reached the server once its note says so.
+    assert wait_until(lambda: "tool_choice add" in page.locator("#chat-tools-note").inner_text())
     box = page.locator("#chat-input textarea")
     box.click()
     box.fill(text)

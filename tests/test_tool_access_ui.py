@@ -51,7 +51,8 @@ def test_only_the_owner_chooses_and_others_get_only_what_is_chosen(app):
         owner.predict("../ann", ["mark"], api_name="/tools_access_save")
     assert runtime.tools.access.allowed("bob", {"mark"}) == set()
     with pytest.raises(AppError):  # the chat will not take a tool this user may not use
-        bob.predict("hi", tools=["mark"], choice="mark", api_name="/chat_send")
+        bob.predict(["mark"], [], "mark", api_name="/chat_tools_set")
+    bob.predict("hi", api_name="/chat_send")
     assert not marker.exists()
     assert "bob may use mark" in owner.predict("bob", ["mark"], api_name="/tools_access_save")
     assert runtime.tools.access.allowed("bob", {"mark", "other"}) == {"mark"}

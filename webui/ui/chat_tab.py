@@ -103,6 +103,10 @@ class SetupColumn:
     tools_always: gr.CheckboxGroup
     tool_choice: gr.Dropdown
     access: tool_access.AccessPanel  # the owner's choice of each user's tools
+    # The panel's values as this session's ChatTools (server-side; what a reply reads),
+    # and a note saying what is set (the panel's events end by writing it).
+    tool_state: gr.State
+    tool_note: gr.Markdown
 
 
 # -- layout ------------------------------------------------------------------------------------
@@ -192,10 +196,11 @@ def setup_column(runtime: Runtime) -> SetupColumn:
                                         elem_id="chat-tools-always")
         tool_choice = gr.Dropdown(["auto", "none", "required"], value="auto", label="tool_choice",
                                   info="auto: the model decides; required or a tool: the first reply calls one",
-                                  allow_custom_value=True, elem_id="chat-tool-choice")
+                                  elem_id="chat-tool-choice")
+        tool_note = gr.Markdown("No tools for this chat.", elem_id="chat-tools-note")
         access = tool_access.panel()
     return SetupColumn(mode, character, template, system, command, thinking_ui.controls(), tools, tools_always,
-                       tool_choice, access)
+                       tool_choice, access, gr.State(None), tool_note)
 
 
 def render(runtime: Runtime, shared: Shared) -> None:
@@ -214,6 +219,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
     tab.wire_model()
     tab.wire_token_count()
     tab.wire_thinking()
+    tab.wire_tools()
     tool_access.wire(runtime, setup.access, shared.on_load)
     shared.on_load.append((tab.on_load, [setup.character, *tab.view_outputs]))
     shared.on_load.append((tab.on_load_thinking, [setup.thinking.enable, setup.thinking.effort]))
@@ -258,7 +264,7 @@ class ChatTab:
         self.side, self.col, self.setup = side, col, setup
         self.view_outputs = [chat_id, col.chatbot, side.chats, side.title, col.branch, col.stats, col.picked,
                              col.times, setup.tools, setup.tools_always, setup.tool_choice, col.approval,
-                             col.approval_note]
+                             col.approval_note, setup.tool_state, setup.tool_note]
         self.tool_stops: dict[str, threading.Event] = {}  # session -> Stop for the tool call it runs
         self.setup_inputs = [chat_id, setup.character, setup.mode, setup.template, setup.system, setup.command,
                              col.prefix]
@@ -306,6 +312,7 @@ class ChatTab:
             self.setup.tools: gr.update(choices=names, value=[n for n in chosen.allowed if n in names]),
             self.setup.tools_always: gr.update(choices=names, value=[n for n in chosen.always if n in names]),
             self.setup.tool_choice: gr.update(choices=["auto", "none", "required", *names], value=chosen.choice),
+            self.setup.tool_state: conversation.tools, self.setup.tool_note: tools_note(conversation.tools),
             **self.approval_view(conversation),
         }
 
@@ -530,7 +537,7 @@ class ChatTab:
     def wire_model(self) -> None:
         runtime, col, setup_inputs = self.runtime, self.col, self.setup_inputs
         def on_send(text, current, who, mode_name, template_name, system_text, command_text, start_with, params,
-                    show_tokens, enable_thinking, effort, tools, always, choice, request: gr.Request):
+                    show_tokens, enable_thinking, effort, chosen, request: gr.Request):
             if not text or not text.strip():
                 yield {col.stats: "Type a message first."}
                 return
@@ -538,7 +545,7 @@ class ChatTab:
             setup = self.setup_of(space, who, mode_name, template_name, system_text, command_text,
                                   (enable_thinking, effort))
             conversation = _open(space, current, who, setup.character)
-            conversation.tools = chat_tools(tools, always, choice)
+            conversation.tools = chosen
             if not any(m.role == "user" for m in conversation.messages) and conversation.title == "New chat":
                 conversation.title = " ".join(text.split())[:60]
             try:
@@ -552,12 +559,12 @@ class ChatTab:
 
         def on_action(action: str):
             def run(current, who, mode_name, template_name, system_text, command_text, start_with, params,
-                    show_tokens, enable_thinking, effort, tools, always, choice, request: gr.Request):
+                    show_tokens, enable_thinking, effort, chosen, request: gr.Request):
                 space = self.space(request)
                 setup = self.setup_of(space, who, mode_name, template_name, system_text, command_text,
                                       (enable_thinking, effort))
                 conversation = _open(space, current, who, setup.character)
-                conversation.tools = chat_tools(tools, always, choice)
+                conversation.tools = chosen
                 yield from self.reply_loop(space, conversation, setup, params, action, start_with, request, False,
                                            show_tokens)
 
@@ -566,7 +573,7 @@ class ChatTab:
         def on_decide(approve: bool):
             """Approve or Deny the calls waiting; the reply then goes on from their results."""
             def run(current, who, mode_name, template_name, system_text, command_text, start_with, params,
-                    show_tokens, enable_thinking, effort, tools, always, choice, request: gr.Request):
+                    show_tokens, enable_thinking, effort, chosen, request: gr.Request):
                 space = self.space(request)
                 setup = self.setup_of(space, who, mode_name, template_name, system_text, command_text,
                                       (enable_thinking, effort))
@@ -600,9 +607,10 @@ class ChatTab:
 
         inputs = [*setup_inputs, self.params]
         # The token view's switch and state come last: the outputs a client reads keep their places;
-        # then the thinking switches and the Tools panel (a client that leaves them out gets their defaults).
+        # then the thinking switches (a client that leaves them out gets their defaults), then the
+        # chat's tools as this session holds them (a State: not a value a client sends).
         reply_inputs = [*inputs, col.probs.show, self.setup.thinking.enable, self.setup.thinking.effort,
-                        self.setup.tools, self.setup.tools_always, self.setup.tool_choice]
+                        self.setup.tool_state]
         outputs = [self.chat_id, col.chatbot, col.live, col.stats, col.message, self.side.chats, col.branch,
                    col.picked, col.times, col.probs.shown, col.approval, col.approval_note]
         events = [
@@ -653,6 +661,22 @@ class ChatTab:
               [setup.thinking.enable, setup.thinking.effort], api_name="chat_thinking_switches",
               trigger_mode="always_last", show_progress="hidden")
 
+    # -- the Tools panel ------------------------------------------------------------------------
+    def wire_tools(self) -> None:
+        setup = self.setup
+
+        def on_tools(tools, always, choice, request: gr.Request):
+            known = set(self.tool_names(request))
+            for name in [*(tools or []), *(always or []), *([] if choice in ("auto", "none", "required") else [choice])]:
+                if name not in known:  # the choices are the browser's; this is the check
+                    raise gr.Error(f"unknown tool: {str(name)[:64]!r} is not one of the tools you may use")
+            chosen = chat_tools(tools, always, choice)
+            return chosen, tools_note(chosen)
+
+        gr.on([setup.tools.input, setup.tools_always.input, setup.tool_choice.input], on_tools,
+              [setup.tools, setup.tools_always, setup.tool_choice], [setup.tool_state, setup.tool_note],
+              api_name="chat_tools_set", show_progress="hidden")
+
     # -- the token counter ------------------------------------------------------------------------
     def wire_token_count(self) -> None:
         """Prompt tokens (the chat so far plus the message being typed) / the context."""
@@ -697,6 +721,17 @@ def chat_tools(allowed, always, choice) -> ChatTools | None:
                          choice=choice if isinstance(choice, str) and choice else "auto")
     except ValueError as exc:
         raise gr.Error(f"tools: {exc}") from exc
+
+
+def tools_note(chosen: ChatTools | None) -> str:
+    """What the Tools panel has set for this chat, in words."""
+    if chosen is None:
+        return "No tools for this chat."
+    asks = [name for name in chosen.allowed if name not in chosen.always]
+    parts = [f"Tools: {', '.join(chosen.allowed)}"]
+    if asks:
+        parts.append(f"asking before running {', '.join(asks)}")
+    return "; ".join(parts) + f"; tool_choice {chosen.choice}."
 
 
 def _open(space: UserSpace, current, who, character) -> Conversation:

@@ -50,7 +50,7 @@ def wire(runtime: Runtime, access: AccessPanel, on_load: list) -> None:
 
     def checked_owner(request: gr.Request | None) -> None:
         if not owner(request):
-            raise gr.Error("only the owner chooses who may use which tools")
+            raise gr.Error("refused: only the owner chooses who may use which tools, with several users")
 
     def all_tools() -> list[str]:
         return list(registry.index()) if registry is not None else []
@@ -72,7 +72,7 @@ def wire(runtime: Runtime, access: AccessPanel, on_load: list) -> None:
     def save(user, tools, request: gr.Request) -> str:
         checked_owner(request)
         if user not in others(runtime):
-            raise gr.Error("choose one of this server's users")
+            raise gr.Error("unknown user: choose one of this server's users")
         known = set(all_tools())
         chosen = [name for name in tools or [] if isinstance(name, str) and name in known]
         registry.access.set_allowed(user, chosen)
