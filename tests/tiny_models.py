@@ -145,7 +145,7 @@ NEW_FAMILIES = {
     "ministral3": Family(Ministral3Config, "ministral-3-reasoning.jinja", (*_MISTRAL, "[THINK]", "[/THINK]"),
                          stop_on=("</s>",),
                          extra={"head_dim": 16, "rope_parameters": {
-                             "rope_type": "yarn", "rope_theta": 1_000_000.0, "factor": 2.0,
+                             "rope_type": "yarn", "rope_theta": 1_000_000.0, "factor": 8.0,
                              "original_max_position_embeddings": 256, "beta_fast": 32.0, "beta_slow": 1.0,
                              "mscale_all_dim": 1.0, "mscale": 1.0, "llama_4_scaling_beta": 0.1}}),
     "phi4_mini": Family(Phi3Config, "phi-4-mini.jinja",
@@ -163,7 +163,7 @@ NEW_FAMILIES = {
                       stop_on=("<|return|>", "<|endoftext|>", "<|call|>"),
                       extra={"head_dim": 16, "intermediate_size": 32, "num_local_experts": 4, "num_experts_per_tok": 2,
                              "sliding_window": 128, "layer_types": ["sliding_attention", "full_attention"],
-                             "rope_parameters": {"rope_type": "yarn", "factor": 2.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                             "rope_parameters": {"rope_type": "yarn", "factor": 8.0, "beta_fast": 32.0, "beta_slow": 1.0,
                                                  "truncate": False, "original_max_position_embeddings": 256,
                                                  "rope_theta": 150000.0}}),
     "r1_distill_qwen": Family(Qwen2Config, "deepseek-r1-distill-qwen.jinja", _DEEPSEEK,
