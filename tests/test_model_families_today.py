@@ -41,7 +41,7 @@ from webui.generation.detok import IncrementalDecoder
 from webui.generation.engine import GenerationEngine, GenerationRequest
 from webui.generation.params import make_params
 from webui.generation.request import prompt_ids
-from webui.fit import estimate, read_shape
+from webui.fit import Memory, estimate, read_shape, report
 from webui.loaders.base import LoadOptions
 from webui.loaders.hf_transformers import TransformersLoader
 from webui.loaders.registry import default_registry
@@ -291,6 +291,10 @@ def test_fit_estimate_of_mixture_of_experts_is_what_a_load_holds(family, precisi
     guess = estimate(shape, FIT_CONTEXT, cpu=True, **options).total
     real = measured_bytes(loaded.model, FIT_CONTEXT)
     assert abs(guess - real) / real <= 0.0005, (guess, real)
+    # The Model tab says what kind of model it is: all experts held, a few used.
+    used = NEW_FAMILIES[family].extra["num_experts_per_tok"]
+    text = report(shape, estimate(shape, FIT_CONTEXT, cpu=True, **options), Memory((), 1 << 34), cpu=True)
+    assert f"Mixture of experts: 4 experts a layer, {used} used per token" in text
 
 
 # -- a chat on llama.cpp ------------------------------------------------------------------------
