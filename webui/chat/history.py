@@ -13,11 +13,12 @@ and easy to check when a file is loaded.
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from webui.errors import AppError
+from webui.images import MAX_IMAGES_PER_MESSAGE
 
 Role = Literal["user", "assistant"]
 ROOT = -1  # the parent id of first messages
@@ -25,6 +26,10 @@ ROOT = -1  # the parent id of first messages
 # conversation changes, so nothing is ever saved that could not be read back.
 MAX_MESSAGE_CHARS = 1_000_000
 MAX_MESSAGES = 100_000
+# Images one message may carry (ids of the user's stored images, webui/images.py):
+# the same limit as on the way in, so what is saved is what can be read back.
+MAX_MESSAGE_IMAGES = MAX_IMAGES_PER_MESSAGE
+IMAGE_ID = r"^[0-9a-f]{32}$"
 
 
 class ChatError(AppError, ValueError):
@@ -43,6 +48,9 @@ class Message(BaseModel):
     created: float = 0.0
     # Generation facts shown next to a reply (tokens, seed, finish reason).
     note: str = ""
+    # Images sent with the message: ids in the user's image store, in the order shown.
+    images: list[Annotated[str, StringConstraints(pattern=IMAGE_ID)]] = Field(
+        default_factory=list, max_length=MAX_MESSAGE_IMAGES)
 
 
 class Conversation(BaseModel):
@@ -91,8 +99,10 @@ class Conversation(BaseModel):
         return path
 
     def turns(self) -> list[dict[str, str]]:
-        """The active path as {"role", "content"} dicts: what the model sees."""
-        return [{"role": m.role, "content": m.content} for m in self.path()]
+        """The active path as {"role", "content"} dicts: what the model sees (with
+        "images", a list of image ids, on messages that carry any)."""
+        return [{"role": m.role, "content": m.content, **({"images": list(m.images)} if m.images else {})}
+                for m in self.path()]
 
     def shown(self) -> list[dict[str, str]]:
         """The active path as the chat shows it."""
@@ -105,15 +115,17 @@ class Conversation(BaseModel):
         return [m.id for m in siblings].index(message.id) + 1, len(siblings)
 
     # -- changing ----------------------------------------------------------------
-    def append(self, role: Role, content: str, visible: str | None = None) -> Message:
+    def append(self, role: Role, content: str, visible: str | None = None, images: list[str] | None = None) -> Message:
         """Add a message at the end of the active path."""
         path = self.path()
-        return self._add(path[-1].id if path else ROOT, role, content, visible)
+        return self._add(path[-1].id if path else ROOT, role, content, visible, images)
 
     def add_alternative(self, index: int, content: str) -> Message:
-        """A new sibling of the message at `index`, shown instead of it (regenerate, edit)."""
+        """A new sibling of the message at `index`, shown instead of it (regenerate, edit);
+        an edited message keeps its images."""
         message = self._at(index)
-        return self._add(message.parent, message.role, content)
+        images = message.images if message.role == "user" else None
+        return self._add(message.parent, message.role, content, images=images)
 
     def edit(self, index: int, content: str) -> Message:
         """Editing starts a new branch: the old message and everything after it stay."""
@@ -167,7 +179,8 @@ class Conversation(BaseModel):
         copy = Conversation(id=new_id, title=f"{self.title} (fork)"[:200], character=self.character)
         # Built in one pass (append walks the path each time: quadratic on a long chat).
         now = time.time()
-        copy.messages = [Message(id=i, parent=i - 1 if i else ROOT, role=m.role, content=m.content, created=now)
+        copy.messages = [Message(id=i, parent=i - 1 if i else ROOT, role=m.role, content=m.content, created=now,
+                                 images=list(m.images))
                          for i, m in enumerate(self.path()[: index + 1])]
         return copy
 
@@ -181,15 +194,18 @@ class Conversation(BaseModel):
             raise ChatError(f"no message at position {index}")
         return path[index]
 
-    def _add(self, parent: int, role: Role, content: str, visible: str | None = None) -> Message:
+    def _add(self, parent: int, role: Role, content: str, visible: str | None = None,
+             images: list[str] | None = None) -> Message:
         if len(self.messages) >= MAX_MESSAGES:
             raise ChatError(f"this conversation holds the most messages one can ({MAX_MESSAGES:,}): "
                             "fork it from a later message, or start a new one")
         check_length(content)
         check_length(visible)
         next_id = max((m.id for m in self.messages), default=-1) + 1
+        if images and len(images) > MAX_MESSAGE_IMAGES:
+            raise ChatError(f"a message carries at most {MAX_MESSAGE_IMAGES} images; this one has {len(images)}")
         message = Message(id=next_id, parent=parent, role=role, content=content, created=time.time(),
-                          visible=None if visible == content else visible)
+                          visible=None if visible == content else visible, images=list(images or ()))
         self.messages.append(message)
         self._select(message)
         return message
