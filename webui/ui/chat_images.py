@@ -43,13 +43,13 @@ class _MessageData(MultimodalData):
         return {"text": value, "files": []} if isinstance(value, str) else value
 
 
-class MessageBox(gr.MultimodalTextbox):
-    """Gradio's MultimodalTextbox, taking a plain string as well as {"text", "files"}."""
-
-    data_model = _MessageData
-
-    def get_block_name(self) -> str:
-        return "multimodaltextbox"  # the browser renders it as the component it is
+def message_box(**options) -> gr.MultimodalTextbox:
+    """Gradio's MultimodalTextbox, taking a plain string as well as {"text", "files"}.
+    Set on the instance, not by subclassing: Gradio writes a .pyi stub beside the source
+    of every Component subclass it meets, and the source tree is not ours to write at run time."""
+    box = gr.MultimodalTextbox(**options)
+    box.data_model = _MessageData
+    return box
 
 
 def message_parts(value) -> tuple[str, list[str]]:

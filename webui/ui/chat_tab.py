@@ -32,7 +32,7 @@ from webui.generation.engine import GenerationError
 from webui.runtime import Runtime
 from webui.ui.common import MODEL_GROUP, Shared, session_id, stop_handler, to_params
 from webui.ui import token_view
-from webui.ui.chat_images import ImageShelf, MessageBox, bubbles, message_parts, store_uploads
+from webui.ui.chat_images import ImageShelf, bubbles, message_box, message_parts, store_uploads
 from webui.ui.exports import Exports
 from webui.userdata import UserSpace
 
@@ -63,7 +63,7 @@ class ChatColumn:
     chatbot: gr.Chatbot
     live: gr.Markdown
     times: gr.Textbox
-    message: MessageBox
+    message: gr.MultimodalTextbox
     tokens: gr.Markdown
     send: gr.Button
     stop: gr.Button
@@ -123,7 +123,7 @@ def chat_column() -> ChatColumn:
         # lines=1 with room to grow: Gradio then sends on Enter and leaves Shift+Enter
         # to the browser, which adds a line (with lines > 1 it is the other way round).
         # Images are attached, pasted or dropped here (webui/ui/chat_images.py).
-        message = MessageBox(
+        message = message_box(
             placeholder="Send a message (Enter); Shift+Enter for a new line; attach, paste or drop images",
             show_label=False, scale=6, lines=1, max_lines=12, elem_id="chat-input",
             file_types=["image"], file_count="multiple", sources=["upload"], submit_btn=False,
