@@ -21,14 +21,15 @@ from webui.api.models import target
 from webui.api.schemas import ChatCompletionRequest, CompletionBase, CompletionRequest
 from webui.api.state import RuntimeDep
 from webui.api.usage import api_party, key_label
-from webui.chat.prompt import PromptError, render_chat_prompt
+from webui.api.image_inputs import FixedPrompt, openai_images, refuse_with_tools, require_vision, total_images
+from webui.chat.prompt import PromptError, images_of, render_chat_prompt
 from webui.chat.tool_parser import Call, Text, ToolCallParser, parse_reply
 from webui.chat.tools import Tool, ToolChoice, call_schema, read_tool_choice, read_tools, render_with_tools
 from webui.errors import AppError
 from webui.generation.chain import token_ids
 from webui.generation.engine import GenerationError, GenerationStream
 from webui.generation.params import ParamsError, SamplingParams, changed_fields, make_params
-from webui.generation.request import EnginePrompt, most_chars_per_token
+from webui.generation.request import EnginePrompt, RenderedPrompt, most_chars_per_token
 from webui.generation.samplers.grammar import unsupported_reason
 from webui.loaders.base import LoadedModel
 from webui.remote.client import RemoteError
@@ -57,6 +58,10 @@ def prepare_chat(runtime: Runtime, body: ChatCompletionRequest, model: LoadedMod
     params = forced_call(params, offered, choice, body.parallel_tool_calls, capabilities_of(model))
     names = frozenset(t.name for t in offered) if offered else None  # read the reply for calls
     messages = [m.as_dict() for m in body.messages]
+    images = openai_images(body.messages, runtime.settings.allow_image_urls)  # checked, each refusal naming its part
+    require_vision(model, total_images(images), capabilities_of(model))
+    for index, found in images.items():
+        messages[index]["images"] = found
     tool_turns = any(m["role"] == "tool" or m.get("tool_calls") for m in messages)
     last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
     if last_user is not None:  # extensions' input_modifier sees the new message, as in the chat
@@ -68,12 +73,15 @@ def prepare_chat(runtime: Runtime, body: ChatCompletionRequest, model: LoadedMod
         return EnginePrompt(messages=tuple(messages)), fit(body, params, model, ""), None
     try:
         if offered or tool_turns:
+            refuse_with_tools(images)
             prompt = render_with_tools(model.tokenizer, messages, offered)
         else:
             prompt = render_chat_prompt(model.tokenizer, messages)
     except PromptError as exc:
         exc.blame("messages")
         raise
+    if images:  # the rendered text places them; the engine expands them (webui/generation/vision.py)
+        return FixedPrompt(RenderedPrompt(prompt, images=images_of(messages))), fit(body, params, model, prompt), names
     return prompt, fit(body, params, model, prompt), names
 
 

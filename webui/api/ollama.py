@@ -29,11 +29,19 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from webui.api.completions import fit_params, modified_input, modified_output, run_to_end, start, upstream_failure
+from webui.api.completions import (
+    capabilities_of,
+    fit_params,
+    modified_input,
+    modified_output,
+    run_to_end,
+    start,
+    upstream_failure,
+)
 from webui.api.disconnect import on_disconnect
 from webui.api.embeddings import checked_dimensions, embed_inputs
-from webui.api.errors import ollama_error_body
-from webui.api.models import all_cards, target
+from webui.api.errors import APIError, ollama_error_body
+from webui.api.models import all_cards, sees, target
 from webui.api.ollama_schemas import (
     OllamaChatRequest,
     OllamaEmbeddingsRequest,
@@ -45,13 +53,14 @@ from webui.api.ollama_schemas import (
 )
 from webui.api.state import RuntimeDep
 from webui.api.usage import api_party, key_label
-from webui.chat.prompt import PromptError, render_chat_prompt
+from webui.api.image_inputs import FixedPrompt, ollama_images, require_vision
+from webui.chat.prompt import PromptError, images_of, render_chat_prompt
 from webui.errors import AppError
 from webui.generation.embedding import normalize
 from webui.generation.engine import GenerationError
 from webui.generation.params import SamplingParams
 from webui.loaders.base import LoadedModel
-from webui.generation.request import EnginePrompt
+from webui.generation.request import EnginePrompt, RenderedPrompt
 from webui.remote.engine import RemoteModel
 from webui.runtime import Runtime
 
@@ -108,6 +117,8 @@ async def show(body: OllamaShowRequest, runtime: RuntimeDep):
             model_info[f"{family}.embedding_length"] = width
         if model.backend.capabilities.embeddings:
             capabilities.append("embedding")
+    if getattr(capabilities_of(model), "vision", False):
+        capabilities.append("vision")
     return {"modelfile": f"# served by webui from {info['details']['format']} files; no Modelfile",
             "parameters": "", "template": template, "details": info["details"], "model_info": model_info,
             "capabilities": capabilities, "modified_at": info["modified_at"]}
@@ -133,13 +144,19 @@ async def generate(body: OllamaGenerateRequest, request: Request, runtime: Runti
     model, params, explicit = await checked(runtime, body)
     if not body.prompt:  # Ollama: an empty prompt only loads the model
         return loaded_reply(body.model, chat=False)
+    images = await run_in_threadpool(ollama_images, body.images, "images")  # decoded and checked: CPU work
+    require_vision(model, len(images), capabilities_of(model))
     if body.raw:  # the prompt as it is, no template (Ollama's raw mode)
+        if images:
+            raise APIError(400, "images: raw mode has no template to place images in; send it without raw",
+                           param="images", code="unsupported_parameter")
         prompt: Any = await run_in_threadpool(modified_input, runtime, body.prompt, params, False)
         fitted = await run_in_threadpool(fit_params, params, model, prompt, explicit, body.sent_as())
         return await reply(runtime, request, body, model, prompt, fitted, False)
     # Not raw: Ollama puts the prompt (and system) through the model's chat template.
     messages = [{"role": "system", "content": body.system}] if body.system else []
-    messages.append({"role": "user", "content": modified_input(runtime, body.prompt, params, True)})
+    messages.append({"role": "user", "content": modified_input(runtime, body.prompt, params, True),
+                     **({"images": images} if images else {})})
     return await chat_reply(runtime, request, body, model, messages, params, explicit, chat=False)
 
 
@@ -148,7 +165,8 @@ async def chat(body: OllamaChatRequest, request: Request, runtime: RuntimeDep):
     model, params, explicit = await checked(runtime, body)
     if not body.messages:  # Ollama: no messages only loads the model
         return loaded_reply(body.model, chat=True)
-    messages = [{"role": m.role, "content": m.content} for m in body.messages]
+    messages = await run_in_threadpool(ollama_messages, body)
+    require_vision(model, sum(len(m.get("images", ())) for m in messages), capabilities_of(model))
     last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
     if last_user is not None:  # extensions' input_modifier sees the new message, as on /v1
         last_user["content"] = modified_input(runtime, last_user["content"], params, True)
@@ -200,7 +218,21 @@ def templated(body: OllamaGenerating, model: LoadedModel | RemoteModel, messages
     except PromptError as exc:
         exc.blame("messages" if chat else "prompt")
         raise
-    return prompt, fit_params(params, model, prompt, explicit, body.sent_as())
+    fitted = fit_params(params, model, prompt, explicit, body.sent_as())
+    images = images_of(messages)
+    return (FixedPrompt(RenderedPrompt(prompt, images=images)) if images else prompt), fitted
+
+
+def ollama_messages(body: OllamaChatRequest) -> list[dict[str, Any]]:
+    """The chat's messages, each with its checked images (refusals name messages[i].images[j])."""
+    messages: list[dict[str, Any]] = []
+    for index, m in enumerate(body.messages):
+        images = ollama_images(m.images, f"messages[{index}].images")
+        if images and m.role != "user":
+            raise APIError(400, "images are read in user messages only", param=f"messages[{index}].images",
+                           code="invalid_value")
+        messages.append({"role": m.role, "content": m.content, **({"images": images} if images else {})})
+    return messages
 
 
 async def reply(runtime: Runtime, request: Request, body: OllamaGenerating, model: LoadedModel | RemoteModel,
@@ -296,7 +328,9 @@ def entry(runtime: Runtime, name: str) -> dict[str, Any]:
                    "quantization_level": ""}
     digest = hashlib.sha256(f"{name}\0{size}\0{modified}".encode()).hexdigest()
     stamp = datetime.fromtimestamp(modified, timezone.utc).isoformat().replace("+00:00", "Z")
-    return {"name": name, "model": name, "modified_at": stamp, "size": size, "digest": digest, "details": details}
+    seeing = loaded is not None and loaded.name == name and sees(loaded)
+    return {"name": name, "model": name, "modified_at": stamp, "size": size, "digest": digest, "details": details,
+            "capabilities": ["completion", "vision"] if seeing else ["completion"]}
 
 
 def folder_size(folder: Path) -> tuple[int, float]:
