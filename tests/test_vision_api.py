@@ -208,3 +208,40 @@ def test_a_text_model_answers_400_that_it_cannot_see(api_url):
         plain.chat.completions.create(model=name, max_tokens=4, messages=[{"role": "user", "content": [
             {"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": data_url(png(picture(1)))}}]}])
     assert "cannot see" in caught.value.body["message"] and caught.value.body["param"] == "messages"
+
+
+@pytest.fixture(scope="module")
+def gateway(served, tmp_path_factory):
+    """A second server with no model of its own, the vision server as its remote engine."""
+    import os
+
+    from webui.api.openai_api import APIServer
+    from webui.remote.config import RemoteEngineConfig
+    from webui.runtime import build_runtime
+
+    os.environ["VISION_UPSTREAM_KEY"] = API_KEY
+    engine = RemoteEngineConfig(url=served[1], name="vision-box", api_key_env="VISION_UPSTREAM_KEY", kind="webui")
+    runtime = build_runtime(make_settings(tmp_path_factory.mktemp("gw-models"), tmp_path_factory.mktemp("gw-data"),
+                                          model=None, api_key=API_KEY, remote_engines=(engine,)))
+    server = APIServer(runtime, port=free_port())
+    url = server.start()
+    yield runtime, url
+    server.stop()
+
+
+def test_image_parts_are_forwarded_to_a_remote_engine(gateway, client):
+    runtime, url = gateway
+    front = openai.OpenAI(base_url=url, api_key=API_KEY, max_retries=0, timeout=120)
+    data = png(picture(8))
+    direct = ask(client, data_url(data)).choices[0].message.content
+    assert ask(front, data_url(data)).choices[0].message.content == direct
+    assert ask(front, data_url(png(picture(9)))).choices[0].message.content != direct
+    # Through the chat too: the prompt's images go out as image_url parts.
+    from webui.chat.prompt import ChatPrompt, ChatSetup
+    from webui.generation.params import make_params
+
+    prompt = ChatPrompt(ChatSetup(mode="instruct"), [{"role": "user", "content": QUESTION,
+                                                      "images": (check_image(data),)}])
+    stream = runtime.stream("tester", prompt, make_params({"temperature": 0.0, "max_new_tokens": 16}),
+                            model="tiny-smolvlm")
+    assert "".join(stream) == direct

@@ -117,7 +117,7 @@ async def show(body: OllamaShowRequest, runtime: RuntimeDep):
             model_info[f"{family}.embedding_length"] = width
         if model.backend.capabilities.embeddings:
             capabilities.append("embedding")
-    if getattr(capabilities_of(model), "vision", False):
+    if isinstance(model, LoadedModel) and sees(model):  # a remote engine's model: its engine knows
         capabilities.append("vision")
     return {"modelfile": f"# served by webui from {info['details']['format']} files; no Modelfile",
             "parameters": "", "template": template, "details": info["details"], "model_info": model_info,

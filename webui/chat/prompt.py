@@ -228,6 +228,9 @@ class ChatPrompt:
         The whole history is sent: the engine knows its context and refuses what does not fit."""
         user, char = self.names
         names = (f"\n{user}:", f"\n{char}:")
+        if self.setup.mode != "instruct" and images_of(self.turns):  # never dropped from a script
+            raise PromptError("images are read in instruct mode, where the model's own template places them: "
+                              "switch the chat mode to instruct", param="mode")
         if self.setup.mode == "instruct":
             if self.action != "reply" or self.prefix or self._bot_prefix:
                 return None
