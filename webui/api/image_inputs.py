@@ -8,7 +8,7 @@ from typing import Any
 
 from webui.api.errors import APIError
 from webui.api.image_fetch import fetch_image
-from webui.generation.request import CannotSee, RenderedPrompt
+from webui.generation.request import CannotSee
 from webui.images import (
     MAX_IMAGES_PER_MESSAGE,
     ImageInput,
@@ -78,17 +78,6 @@ def require_vision(model: Any, count: int, capabilities) -> None:
     if count and not getattr(capabilities, "vision", False):
         raise CannotSee(f"{model.name} reads only text and cannot see the {count} image{'s' if count > 1 else ''} "
                         "sent; load a vision model, or send text only", param="messages")
-
-
-class FixedPrompt:
-    """A prompt rendered before it is queued (with its images), handed to the engine as
-    the prompt function it expects."""
-
-    def __init__(self, rendered: RenderedPrompt):
-        self.rendered = rendered
-
-    def __call__(self, tokenizer, room: int) -> RenderedPrompt:
-        return self.rendered
 
 
 def total_images(found: dict[int, tuple[ImageInput, ...]]) -> int:

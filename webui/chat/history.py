@@ -13,6 +13,7 @@ and easy to check when a file is loaded.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -51,6 +52,20 @@ class Message(BaseModel):
     # Images sent with the message: ids in the user's image store, in the order shown.
     images: list[Annotated[str, StringConstraints(pattern=IMAGE_ID)]] = Field(
         default_factory=list, max_length=MAX_MESSAGE_IMAGES)
+    # A thinking model's reply: its thinking (shown folded above the answer, which is
+    # `content`), how many tokens and seconds it took.
+    reasoning: str = Field("", max_length=MAX_MESSAGE_CHARS)
+    reasoning_tokens: int = Field(0, ge=0)
+    reasoning_seconds: float = Field(0.0, ge=0.0)
+
+
+@dataclass(frozen=True)
+class Thought:
+    """A reply's thinking as it is saved with the reply."""
+
+    text: str
+    tokens: int = 0
+    seconds: float = 0.0
 
 
 class Conversation(BaseModel):
@@ -99,9 +114,11 @@ class Conversation(BaseModel):
         return path
 
     def turns(self) -> list[dict[str, str]]:
-        """The active path as {"role", "content"} dicts: what the model sees (with
-        "images", a list of image ids, on messages that carry any)."""
-        return [{"role": m.role, "content": m.content, **({"images": list(m.images)} if m.images else {})}
+        """The active path as {"role", "content"} dicts: what the model sees (a reply's
+        thinking as "reasoning_content": the chat template keeps or drops it; "images", a
+        list of image ids, on messages that carry any)."""
+        return [{"role": m.role, "content": m.content, **({"reasoning_content": m.reasoning} if m.reasoning else {}),
+                 **({"images": list(m.images)} if m.images else {})}
                 for m in self.path()]
 
     def shown(self) -> list[dict[str, str]]:
@@ -142,8 +159,10 @@ class Conversation(BaseModel):
         self._select(chosen)
         return chosen
 
-    def set_content(self, message_id: int, content: str, note: str | None = None, visible: str | None = None) -> None:
-        """Replace a message's text in place (a reply being written, or continued)."""
+    def set_content(self, message_id: int, content: str, note: str | None = None, visible: str | None = None,
+                    thinking: Thought | None = None) -> None:
+        """Replace a message's text in place (a reply being written, or continued), and
+        its thinking when given."""
         for i, message in enumerate(self.messages):
             if message.id == message_id:
                 check_length(content)
@@ -151,6 +170,10 @@ class Conversation(BaseModel):
                 update = {"content": content, "visible": None if visible == content else visible}
                 if note is not None:
                     update["note"] = note
+                if thinking is not None:
+                    check_length(thinking.text)
+                    update.update(reasoning=thinking.text, reasoning_tokens=thinking.tokens,
+                                  reasoning_seconds=round(thinking.seconds, 2))
                 self.messages[i] = message.model_copy(update=update)
                 self.touch()
                 return
@@ -179,8 +202,7 @@ class Conversation(BaseModel):
         copy = Conversation(id=new_id, title=f"{self.title} (fork)"[:200], character=self.character)
         # Built in one pass (append walks the path each time: quadratic on a long chat).
         now = time.time()
-        copy.messages = [Message(id=i, parent=i - 1 if i else ROOT, role=m.role, content=m.content, created=now,
-                                 images=list(m.images))
+        copy.messages = [m.model_copy(update={"id": i, "parent": i - 1 if i else ROOT, "created": now})
                          for i, m in enumerate(self.path()[: index + 1])]
         return copy
 
