@@ -182,3 +182,49 @@ def test_a_browser_attaches_and_pastes_images_and_the_reply_streams(browser, vis
     assert all(shown.nth(i).evaluate("img => img.complete && img.naturalWidth > 0") for i in range(2))
     saved = newest(runtime)
     assert len(saved.path()[0].images) == 2 and saved.path()[0].content == "What is in these pictures?"
+
+
+def test_each_user_has_their_own_images(vision_app, tmp_path_factory, tmp_path):
+    """With sign-in, an image is stored in its sender's folder only, and its bubble copy
+    sits under a folder no other user's copies share."""
+    from webui.runtime import build_runtime
+    from webui.ui.app import launch
+
+    ann, bob = ("ann", "ann-pass-1"), ("bob", "bob-pass-2")
+    root = vision_app[0].settings.model_dir
+    runtime = build_runtime(make_settings(root, tmp_path_factory.mktemp("vision-users"), model="tiny-llava",
+                                          dtype="fp32", gradio_auth=f"{ann[0]}:{ann[1]},{bob[0]}:{bob[1]}"))
+    app, url = launch(runtime, block=False, port=free_port())
+    try:
+        from tests.test_app_client import controls
+
+        clients = {}
+        for who in (ann, bob):
+            clients[who[0]] = Client(url, auth=who, verbose=False)
+            clients[who[0]].predict(*controls(max_new_tokens=4, ban_eos_token=True), api_name="/set_params")
+        out_ann = clients["ann"].predict({"text": "mine", "files": [handle_file(image_file(tmp_path, 21, "a.png"))]},
+                                         api_name="/chat_send")
+        out_bob = clients["bob"].predict({"text": "mine", "files": [handle_file(image_file(tmp_path, 22, "b.png"))]},
+                                         api_name="/chat_send")
+        spaces = {name: runtime.users.get(name) for name in ("ann", "bob")}
+        ids = {name: newest_of(space).path()[0].images[0] for name, space in spaces.items()}
+        assert ids["ann"] != ids["bob"]
+        assert spaces["ann"].images.has(ids["ann"]) and not spaces["ann"].images.has(ids["bob"])
+        assert spaces["bob"].images.has(ids["bob"]) and not spaces["bob"].images.has(ids["ann"])
+        # Bob's chat shows only his image; the bubbles' copies (in the server's Gradio cache)
+        # sit in a folder per user.
+        assert out_ann[CHATBOT][0]["content"][0]["file"] and out_bob[CHATBOT][0]["content"][0]["file"]
+        import os
+        from pathlib import Path
+
+        shelf = Path(os.environ["GRADIO_TEMP_DIR"]) / "chat-images"
+        holder = {name: [p.parent for p in shelf.glob(f"*/{image}.png")] for name, image in ids.items()}
+        assert len(holder["ann"]) == len(holder["bob"]) == 1 and holder["ann"] != holder["bob"]
+        assert not (holder["ann"][0] / f"{ids['bob']}.png").exists()
+    finally:
+        app.close()
+        runtime.engine.close()
+
+
+def newest_of(space):
+    return space.chats.load(space.chats.list()[0].id)
