@@ -203,3 +203,14 @@ def test_data_urls_and_base64():
     with pytest.raises(ImageRefused) as caught:
         decode_base64("A" * (MAX_IMAGE_BYTES * 2), "images[0]")
     assert caught.value.code == "image_too_large"
+
+
+def test_big_pictures_are_kept_at_most_2048_on_a_side(tmp_path):
+    from webui.images import KEPT_SIDE
+
+    big = check_image(encode(Image.effect_noise((4000, 3000), 40).convert("RGB"), "JPEG"))
+    assert big.size == (KEPT_SIDE, 1536)
+    store = ImageStore(tmp_path / "images")
+    store.save(big)
+    assert Image.open(store.path(big.id)).size == (KEPT_SIDE, 1536)
+    assert check_image(encode(Image.new("RGB", (2048, 200)))).size == (2048, 200)

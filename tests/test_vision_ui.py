@@ -228,3 +228,17 @@ def test_each_user_has_their_own_images(vision_app, tmp_path_factory, tmp_path):
 
 def newest_of(space):
     return space.chats.load(space.chats.list()[0].id)
+
+
+def test_an_extensions_history_rewrite_keeps_the_images_or_is_refused():
+    from webui.chat.history import ChatError
+    from webui.chat.service import keep_images
+
+    before = [{"role": "user", "content": "look", "images": ["a" * 32]}, {"role": "assistant", "content": "ok"},
+              {"role": "user", "content": "and?"}]
+    after = [{"role": "user", "content": "LOOK"}, {"role": "assistant", "content": "OK"},
+             {"role": "user", "content": "AND?"}]
+    assert keep_images(before, after)[0] == {"role": "user", "content": "LOOK", "images": ["a" * 32]}
+    with pytest.raises(ChatError, match="images"):
+        keep_images(before, after[1:])
+    assert keep_images(after, after[1:]) == after[1:]  # no images: the rewrite stands

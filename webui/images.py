@@ -13,9 +13,10 @@ has read it.  What it checks, in this order, before a pixel is decoded:
   refused before Pillow allocates anything), and an aspect ratio within MAX_ASPECT
   (a 1 x 100,000 strip becomes an absurd number of patches in a vision encoder).
 
-Then it decodes (a truncated or corrupt file is refused here), turns the picture upright
-(EXIF orientation), and converts it to plain RGB: CMYK, palette, greyscale and 16-bit
-images are converted, transparency is laid over white.  The stored copy is a fresh PNG
+Then it decodes (a truncated or corrupt file is refused here; at most DECODES_AT_ONCE
+at a time), turns the picture upright (EXIF orientation), converts it to plain RGB (CMYK,
+palette, greyscale and 16-bit images are converted, transparency is laid over white) and
+scales it down to KEPT_SIDE on its longest side.  The stored copy is a fresh PNG
 of those pixels alone, so EXIF (camera, time, GPS location), XMP, ICC and text chunks are
 all gone from it.
 
@@ -45,6 +46,14 @@ MAX_SIDE = 8192
 MAX_PIXELS = 32_000_000
 # Longest side over shortest: a tall phone screenshot is ~1:2.2, a wide panorama ~1:8.
 MAX_ASPECT = 20.0
+# The longest side kept: a bigger picture is scaled down (its aspect kept) once read.  No
+# vision processor here reads more (LLaVA 336, SmolVLM 1456, Gemma 3 896, Pixtral 1024),
+# and it bounds what each image holds in memory (12 MB of RGB) and costs the model thread.
+KEPT_SIDE = 2048
+# Images decoded at once, across all requests: a 32-megapixel decode takes ~100 MB for a
+# moment, and the API's thread pool would otherwise run dozens side by side.
+DECODES_AT_ONCE = 4
+_decoding = threading.BoundedSemaphore(DECODES_AT_ONCE)
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
 # Images one message (or one API request) may carry.
 MAX_IMAGES_PER_MESSAGE = 8
@@ -129,9 +138,10 @@ def check_image(data: bytes, param: str | None = None) -> ImageInput:
                 raise ImageRefused("animated images are not read; send the frame you mean as a PNG or JPEG",
                                    param=param, code="image_animated")
             try:
-                picture.load()
-                upright = ImageOps.exif_transpose(picture)
-                rgb = to_rgb(upright)
+                with _decoding:
+                    picture.load()
+                    upright = ImageOps.exif_transpose(picture)
+                    rgb = kept_size(to_rgb(upright))
             except ImageRefused as exc:
                 exc.blame(param) if param else None
                 raise
@@ -160,6 +170,16 @@ def to_rgb(picture):
     if rgb.mode != "RGB":
         raise ImageRefused(f"images in mode {picture.mode} are not read", code="image_format")
     return rgb
+
+
+def kept_size(rgb):
+    """`rgb`, scaled down so that its longest side is at most KEPT_SIDE."""
+    width, height = rgb.size
+    if max(width, height) <= KEPT_SIDE:
+        return rgb
+    scale = KEPT_SIDE / max(width, height)
+    Image = _pil()
+    return rgb.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.LANCZOS)
 
 
 def pixel_id(rgb) -> str:

@@ -88,6 +88,19 @@ def add_user_message(runtime: Runtime, conversation: Conversation, setup: ChatSe
     return conversation.append("user", extensions.input(internal, state, True), visible, images=images)
 
 
+def keep_images(before: list[dict], after: list[dict]) -> list[dict]:
+    """The images of `before` on `after` (an extension's rewrite of the history as text
+    pairs, which carry none): turn by turn while the turns line up.  Where they do not, a
+    conversation with images is refused rather than sent without them."""
+    if not any(turn.get("images") for turn in before):
+        return after
+    if [t["role"] for t in before] != [t["role"] for t in after]:
+        raise ChatError("an extension's history_modifier changed which turns this conversation has, so its "
+                        "images cannot be placed; turn that extension off to send images")
+    return [{**new, "images": old["images"]} if old.get("images") else new for old, new in zip(before, after,
+                                                                                               strict=True)]
+
+
 class ReplyWriter:
     """Streams one reply into `conversation`; iterate it for the reply text so far."""
 
@@ -119,7 +132,7 @@ class ReplyWriter:
         extensions = runtime.extensions
         if extensions.has("history_modifier"):
             history = extensions.history({"internal": to_pairs(turns), "visible": to_pairs(turns)})
-            turns = from_pairs(history["internal"])
+            turns = keep_images(turns, from_pairs(history["internal"]))
         bot_prefix = (lambda s: extensions.bot_prefix(s, self.state)) if extensions.has("bot_prefix_modifier") else None
         kind = "continue" if action == "continue" else "reply"
         try:
