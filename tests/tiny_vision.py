@@ -115,3 +115,51 @@ def png(image) -> bytes:
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
+
+
+GEMMA3_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for part in m['content'] %}"
+    "{% if part['type'] == 'image' %}<start_of_image>{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def build_gemma3(folder: Path, seed: int = 0, context: int = 512) -> Path:
+    """A tiny random-weight Gemma 3 vision model (SigLIP tower, 4 image tokens) with its
+    processor: the family llama.cpp's converter turns into a GGUF and an mmproj at this
+    size (tests/test_gguf_vision.py).  Not served by our Transformers engine yet: Gemma 3
+    attends bidirectionally over an image's tokens (token_type_ids), which our prefill
+    does not pass (docs/LOADERS.md)."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor, Gemma3TextConfig
+    from transformers import SiglipVisionConfig
+
+    try:
+        from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil as ImageProcessor
+    except ImportError:
+        from transformers import Gemma3ImageProcessor as ImageProcessor
+
+    build_tokenizer(folder)
+    marks = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
+    tokenizer = AutoTokenizer.from_pretrained(folder, extra_special_tokens=marks)
+    tokenizer.add_special_tokens({"additional_special_tokens": list(marks.values())})
+    text = Gemma3TextConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, max_position_embeddings=context, sliding_window=128,
+        query_pre_attn_scalar=16, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=0)
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                image_size=32, patch_size=8, vision_use_head=False)
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in marks.items()}
+    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                          boi_token_index=ids["boi_token"], eoi_token_index=ids["eoi_token"],
+                          image_token_index=ids["image_token"])
+    torch.manual_seed(seed)
+    model = Gemma3ForConditionalGeneration(config)
+    processor = Gemma3Processor(image_processor=ImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer,
+                                chat_template=GEMMA3_TEMPLATE, image_seq_length=4)
+    tokenizer.chat_template = GEMMA3_TEMPLATE
+    model.save_pretrained(folder, safe_serialization=True)
+    processor.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
