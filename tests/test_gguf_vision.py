@@ -2,9 +2,8 @@
 converts with llama.cpp's own converter into a GGUF and its mmproj, and llama.cpp's
 multimodal library (llama-cpp-python's `llama_cpp.mtmd_cpp`) reads an image through them:
 the prompt is split around the image, which the projector encodes into its tokens, and
-the model decodes after it.  Not yet shown: that the image changes the reply -- at this
-size two different images gave the same logits through llama.cpp (docs/LOADERS.md).  Run
-in a child process (tests/mtmd_probe.py)."""
+different images give different greedy replies.  Run in a child process
+(tests/mtmd_probe.py)."""
 
 from __future__ import annotations
 
@@ -75,6 +74,7 @@ def test_a_tiny_gemma3_and_its_mmproj_read_an_image_through_llama_cpp(gemma3_ggu
     text_only = probe_text_positions(model)
     assert one["positions"] == other["positions"] == resized["positions"] >= text_only + 4
     assert len(one["tokens"]) == len(resized["tokens"]) == 8  # another size is resized by the projector's preprocessor
+    assert one["tokens"] != other["tokens"]  # the image reaches the reply
 
 
 def probe_text_positions(model: Path) -> int:

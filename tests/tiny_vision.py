@@ -156,6 +156,10 @@ def build_gemma3(folder: Path, seed: int = 0, context: int = 512) -> Path:
                           image_token_index=ids["image_token"])
     torch.manual_seed(seed)
     model = Gemma3ForConditionalGeneration(config)
+    with torch.no_grad():  # the projection starts at zeros (every image would project to nothing)
+        for name, parameter in model.named_parameters():
+            if "mm_input_projection" in name:
+                parameter.normal_(0.0, 0.5)
     processor = Gemma3Processor(image_processor=ImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer,
                                 chat_template=GEMMA3_TEMPLATE, image_seq_length=4)
     tokenizer.chat_template = GEMMA3_TEMPLATE
