@@ -127,19 +127,22 @@ class ImageShelf:
         return shown
 
 
-def bubbles(conversation: Conversation, messages: list[dict], shown: Callable[[str], str | None] | None) -> list[dict]:
-    """The Chatbot's messages with each message's images before its text."""
+def bubbles(conversation: Conversation, view, shown: Callable[[str], str | None] | None) -> list[dict]:
+    """The Chatbot's messages (`view`: webui/chat/display.py's Shown) with each message's
+    images before its text, in the same message (the Chatbot's indices stay as they were)."""
     if shown is None:
-        return messages
+        return view.messages
+    path = conversation.path()
     out = []
-    for message, kept in zip(messages, conversation.path(), strict=True):
-        if not kept.images:
+    for message, position, part in zip(view.messages, view.positions, view.parts, strict=True):
+        kept = path[position]
+        if part != "message" or not kept.images:
             out.append(message)
             continue
         parts: list = []
         for image_id in kept.images:
-            path = shown(image_id)
-            parts.append({"path": path, "mime_type": "image/png"} if path else "(image no longer stored)")
+            path_shown = shown(image_id)
+            parts.append({"path": path_shown, "mime_type": "image/png"} if path_shown else "(image no longer stored)")
         if message["content"]:
             parts.append(message["content"])
         out.append({**message, "content": parts})
