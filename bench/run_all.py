@@ -104,6 +104,8 @@ BENCHES = (
           (B + "bench_embeddings.py",), ("--rounds", "1", "--texts", "8", "--tokens", "10")),
     Bench("remote", "In front of a remote engine ÷ asking it directly", (B + "bench_remote.py",),
           ("--rounds", "3", "--tokens", "20")),
+    Bench("vision", "Images in: first token with one 512x512 image ÷ the same text; a follow-up turn's "
+          "image KV reused ÷ computed (tiny LLaVA and SmolVLM)", (B + "bench_vision.py",), ("--rounds", "2")),
     Bench("chat", "A 500-message chat ÷ an empty one, per streamed token", (B + "bench_chat.py",),
           ("--rounds", "2", "--tokens", "20")),
     Bench("first-screen", "Navigation to a usable message box (Chromium)", (B + "bench_first_screen.py",),

@@ -22,7 +22,8 @@ from webui.api.models import target
 from webui.api.schemas import ChatCompletionRequest, CompletionBase, CompletionRequest
 from webui.api.state import RuntimeDep
 from webui.api.usage import api_party, key_label
-from webui.chat.prompt import PromptError, render_chat_prompt
+from webui.api.image_inputs import openai_images, refuse_with_tools, require_vision, total_images
+from webui.chat.prompt import PromptError, images_of, render_chat_prompt
 from webui.chat.thinking import ThinkingAsk, thinking_format
 from webui.chat.tool_parser import Call, Text, ToolCallParser, parse_reply
 from webui.chat.tools import Tool, ToolChoice, call_schema, read_tool_choice, read_tools, render_with_tools
@@ -60,6 +61,10 @@ def prepare_chat(runtime: Runtime, body: ChatCompletionRequest, model: LoadedMod
     params = forced_call(params, offered, choice, body.parallel_tool_calls, capabilities_of(model))
     names = frozenset(t.name for t in offered) if offered else None  # read the reply for calls
     messages = [m.as_dict() for m in body.messages]
+    images = openai_images(body.messages, runtime.settings.allow_image_urls)  # checked, each refusal naming its part
+    require_vision(model, total_images(images), capabilities_of(model))
+    for index, found in images.items():
+        messages[index]["images"] = found
     tool_turns = any(m["role"] == "tool" or m.get("tool_calls") for m in messages)
     last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
     if last_user is not None:  # extensions' input_modifier sees the new message, as in the chat
@@ -90,13 +95,15 @@ def render_chat(model: LoadedModel, messages: list[dict[str, Any]], tools: tuple
         params = make_params({"thinking_budget": budget}, base=params)
     try:
         if tools or any(m["role"] == "tool" or m.get("tool_calls") for m in messages):
+            refuse_with_tools(images_of(messages))
             text = render_with_tools(tokenizer, messages, tools, variables=variables)
         else:
             text = render_chat_prompt(tokenizer, messages, variables=variables)
     except PromptError as exc:
         exc.blame(field)
         raise
-    return RenderedPrompt(text, (), thinking_format(template, tokenizer)), params
+    # With images, the rendered text places them; the engine expands them (webui/generation/vision.py).
+    return RenderedPrompt(text, (), thinking_format(template, tokenizer), images=images_of(messages)), params
 
 
 def reply_parts(text: str, thinking: ThinkingFormat | None) -> tuple[str | None, str]:

@@ -171,8 +171,7 @@ class OllamaGenerateRequest(OllamaGenerating):
     def refuse_unsupported(self) -> None:
         super().refuse_unsupported()
         for field, what in (("suffix", "fill-in-the-middle (suffix)"), ("template", "a per-request template"),
-                            ("context", "context token ids (send the conversation to /api/chat)"),
-                            ("images", "images")):
+                            ("context", "context token ids (send the conversation to /api/chat)")):
             if getattr(self, field):
                 raise APIError(400, f"{field}: {what} is not supported by this server", param=field,
                                code="unsupported_parameter")
@@ -187,9 +186,6 @@ class OllamaChatRequest(OllamaGenerating):
         if self.tools:
             raise APIError(400, "tools: tool calling is not available on the Ollama routes yet; "
                            "use /v1/chat/completions", param="tools", code="unsupported_parameter")
-        if any(m.images for m in self.messages):
-            raise APIError(400, "messages: images are not supported by this server", param="messages",
-                           code="unsupported_parameter")
 
 
 class OllamaEmbedRequest(OllamaBase):

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from webui.errors import AppError
+from webui.images import MAX_IMAGES_PER_MESSAGE
 
 Role = Literal["user", "assistant"]
 ROOT = -1  # the parent id of first messages
@@ -26,6 +27,10 @@ ROOT = -1  # the parent id of first messages
 # conversation changes, so nothing is ever saved that could not be read back.
 MAX_MESSAGE_CHARS = 1_000_000
 MAX_MESSAGES = 100_000
+# Images one message may carry (ids of the user's stored images, webui/images.py):
+# the same limit as on the way in, so what is saved is what can be read back.
+MAX_MESSAGE_IMAGES = MAX_IMAGES_PER_MESSAGE
+IMAGE_ID = r"^[0-9a-f]{32}$"
 
 
 class ChatError(AppError, ValueError):
@@ -44,6 +49,9 @@ class Message(BaseModel):
     created: float = 0.0
     # Generation facts shown next to a reply (tokens, seed, finish reason).
     note: str = ""
+    # Images sent with the message: ids in the user's image store, in the order shown.
+    images: list[Annotated[str, StringConstraints(pattern=IMAGE_ID)]] = Field(
+        default_factory=list, max_length=MAX_MESSAGE_IMAGES)
     # A thinking model's reply: its thinking (shown folded above the answer, which is
     # `content`), how many tokens and seconds it took.
     reasoning: str = Field("", max_length=MAX_MESSAGE_CHARS)
@@ -107,8 +115,10 @@ class Conversation(BaseModel):
 
     def turns(self) -> list[dict[str, str]]:
         """The active path as {"role", "content"} dicts: what the model sees (a reply's
-        thinking as "reasoning_content": the chat template keeps or drops it)."""
-        return [{"role": m.role, "content": m.content, **({"reasoning_content": m.reasoning} if m.reasoning else {})}
+        thinking as "reasoning_content": the chat template keeps or drops it; "images", a
+        list of image ids, on messages that carry any)."""
+        return [{"role": m.role, "content": m.content, **({"reasoning_content": m.reasoning} if m.reasoning else {}),
+                 **({"images": list(m.images)} if m.images else {})}
                 for m in self.path()]
 
     def shown(self) -> list[dict[str, str]]:
@@ -122,15 +132,17 @@ class Conversation(BaseModel):
         return [m.id for m in siblings].index(message.id) + 1, len(siblings)
 
     # -- changing ----------------------------------------------------------------
-    def append(self, role: Role, content: str, visible: str | None = None) -> Message:
+    def append(self, role: Role, content: str, visible: str | None = None, images: list[str] | None = None) -> Message:
         """Add a message at the end of the active path."""
         path = self.path()
-        return self._add(path[-1].id if path else ROOT, role, content, visible)
+        return self._add(path[-1].id if path else ROOT, role, content, visible, images)
 
     def add_alternative(self, index: int, content: str) -> Message:
-        """A new sibling of the message at `index`, shown instead of it (regenerate, edit)."""
+        """A new sibling of the message at `index`, shown instead of it (regenerate, edit);
+        an edited message keeps its images."""
         message = self._at(index)
-        return self._add(message.parent, message.role, content)
+        images = message.images if message.role == "user" else None
+        return self._add(message.parent, message.role, content, images=images)
 
     def edit(self, index: int, content: str) -> Message:
         """Editing starts a new branch: the old message and everything after it stay."""
@@ -212,15 +224,18 @@ class Conversation(BaseModel):
             raise ChatError(f"no message at position {index}")
         return path[index]
 
-    def _add(self, parent: int, role: Role, content: str, visible: str | None = None) -> Message:
+    def _add(self, parent: int, role: Role, content: str, visible: str | None = None,
+             images: list[str] | None = None) -> Message:
         if len(self.messages) >= MAX_MESSAGES:
             raise ChatError(f"this conversation holds the most messages one can ({MAX_MESSAGES:,}): "
                             "fork it from a later message, or start a new one")
         check_length(content)
         check_length(visible)
         next_id = max((m.id for m in self.messages), default=-1) + 1
+        if images and len(images) > MAX_MESSAGE_IMAGES:
+            raise ChatError(f"a message carries at most {MAX_MESSAGE_IMAGES} images; this one has {len(images)}")
         message = Message(id=next_id, parent=parent, role=role, content=content, created=time.time(),
-                          visible=None if visible == content else visible)
+                          visible=None if visible == content else visible, images=list(images or ()))
         self.messages.append(message)
         self._select(message)
         return message

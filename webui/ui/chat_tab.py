@@ -34,6 +34,7 @@ from webui.generation.engine import GenerationError
 from webui.runtime import Runtime
 from webui.ui.common import MODEL_GROUP, Shared, session_id, stop_handler, to_params
 from webui.ui import thinking_ui, token_view
+from webui.ui.chat_images import ImageShelf, bubbles, message_box, message_parts, store_uploads
 from webui.ui.exports import Exports
 from webui.userdata import UserSpace
 
@@ -64,7 +65,7 @@ class ChatColumn:
     chatbot: gr.Chatbot
     live: gr.Markdown
     times: gr.Textbox
-    message: gr.Textbox
+    message: gr.MultimodalTextbox
     tokens: gr.Markdown
     send: gr.Button
     stop: gr.Button
@@ -124,9 +125,11 @@ def chat_column() -> ChatColumn:
     with gr.Row(equal_height=True):
         # lines=1 with room to grow: Gradio then sends on Enter and leaves Shift+Enter
         # to the browser, which adds a line (with lines > 1 it is the other way round).
-        message = gr.Textbox(
-            placeholder="Send a message (Enter); Shift+Enter for a new line",
+        # Images are attached, pasted or dropped here (webui/ui/chat_images.py).
+        message = message_box(
+            placeholder="Send a message (Enter); Shift+Enter for a new line; attach, paste or drop images",
             show_label=False, scale=6, lines=1, max_lines=12, elem_id="chat-input",
+            file_types=["image"], file_count="multiple", sources=["upload"], submit_btn=False,
         )
         send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
     tokens = gr.Markdown(elem_id="chat-tokens")
@@ -197,11 +200,12 @@ def username(request: gr.Request | None) -> str | None:
 
 
 def shown_messages(conversation: Conversation, streaming: bool | display.Phase = False,
-                   thought=None) -> list[dict]:
+                   thought=None, pictures=None) -> list[dict]:
     """What the Chatbot gets (a reply's thinking as a folded block above it); while a
-    reply streams its last message carries the cursor (webui/chat/display.py)."""
+    reply streams its last message carries the cursor (webui/chat/display.py).
+    `pictures` (ImageShelf.for_store) shows each message's images in its bubble."""
     phase = ("answer" if streaming is True else streaming) or None
-    return display.shown(conversation, phase, thought).messages
+    return bubbles(conversation, display.shown(conversation, phase, thought), pictures)
 
 
 def times_of(conversation: Conversation) -> str:
@@ -232,6 +236,7 @@ class ChatTab:
                              col.times]
         self.setup_inputs = [chat_id, setup.character, setup.mode, setup.template, setup.system, setup.command,
                              col.prefix]
+        self.shelf = ImageShelf(col.chatbot.GRADIO_CACHE)  # the messages' images, for their bubbles
 
     def space(self, request: gr.Request) -> UserSpace:
         return self.runtime.users.get(username(request))
@@ -250,7 +255,8 @@ class ChatTab:
         """A ChatView as the values of the components that show a conversation."""
         conversation = view.conversation
         return {
-            self.chat_id: conversation.id, self.col.chatbot: shown_messages(conversation),
+            self.chat_id: conversation.id,
+            self.col.chatbot: shown_messages(conversation, pictures=self.shelf.for_store(space.images)),
             self.side.chats: self.chat_list(space, conversation.character, conversation.id, view.query),
             self.side.title: conversation.title, self.col.branch: view.branch, self.col.stats: view.note,
             self.col.picked: view.picked, self.col.times: times_of(conversation),
@@ -387,12 +393,13 @@ class ChatTab:
         the end (rendered after the event: token_view.wire_reply)."""
         col, probs = self.col, self.col.probs.shown
         top, refused = token_view.wanted(self.runtime, session_id(request), bool(show_tokens))
+        pictures = self.shelf.for_store(space.images)
         try:
             writer = ReplyWriter(self.runtime, session_id(request), space.chats, conversation, setup,
                                  to_params(params), action, start_with or "", username(request), token_view=top)
         except USER_ERRORS as exc:
-            yield {col.chatbot: shown_messages(conversation), col.live: "", col.stats: f"**Error:** {exc}",
-                   probs: token_view.Shown()}
+            yield {col.chatbot: shown_messages(conversation, pictures=pictures), col.live: "",
+                   col.stats: f"**Error:** {exc}", probs: token_view.Shown()}
             return
         space.remember_chat(conversation.character, conversation.id)
         try:
@@ -400,7 +407,7 @@ class ChatTab:
             phase = thinking_ui.phase(writer)  # a continued reply may go on thinking
             yield {
                 self.chat_id: conversation.id,
-                col.chatbot: shown_messages(conversation, phase, thinking_ui.thought_so_far(writer)),
+                col.chatbot: shown_messages(conversation, phase, thinking_ui.thought_so_far(writer), pictures),
                 col.live: thinking_ui.live_text(writer, phase), col.stats: "Generating…",
                 col.times: times_of(conversation),
                 self.side.chats: self.chat_list(space, conversation.character, conversation.id),
@@ -412,7 +419,8 @@ class ChatTab:
                 update = {col.live: thinking_ui.live_text(writer, thinking_ui.phase(writer))}
                 if thinking_ui.phase(writer) != phase:  # thinking started, or the answer did
                     phase = thinking_ui.phase(writer)
-                    update[col.chatbot] = shown_messages(conversation, phase, thinking_ui.thought_so_far(writer))
+                    update[col.chatbot] = shown_messages(conversation, phase, thinking_ui.thought_so_far(writer),
+                                                            pictures)
                     update[col.times] = times_of(conversation)
                 if writer.status() != shown:  # only while queued: "N requests ahead of yours"
                     shown = update[col.stats] = writer.status()
@@ -423,15 +431,20 @@ class ChatTab:
             writer.close()  # the tab closed before the first piece: still cancel and save
         note = f"**Error:** {writer.error}" if writer.error else writer.summary()
         tokens = token_view.reply_value(writer.stream.logprobs, refused) if show_tokens else None
-        yield {col.chatbot: shown_messages(conversation), col.live: "", col.stats: note,
+        yield {col.chatbot: shown_messages(conversation, pictures=pictures), col.live: "", col.stats: note,
                col.branch: actions.branch_note(conversation, None), col.picked: 0,
                col.times: times_of(conversation), probs: token_view.Shown(tokens)}
 
     def wire_model(self) -> None:
         runtime, col, setup_inputs = self.runtime, self.col, self.setup_inputs
-        def on_send(text, current, who, mode_name, template_name, system_text, command_text, start_with, params,
+        def on_send(value, current, who, mode_name, template_name, system_text, command_text, start_with, params,
                     show_tokens, enable_thinking, effort, request: gr.Request):
-            if not text or not text.strip():
+            try:
+                text, files = message_parts(value)
+            except USER_ERRORS as exc:
+                yield {col.stats: f"**Error:** {exc}"}
+                return
+            if not text.strip() and not files:
                 yield {col.stats: "Type a message first."}
                 return
             space = self.space(request)
@@ -441,7 +454,8 @@ class ChatTab:
             if not any(m.role == "user" for m in conversation.messages) and conversation.title == "New chat":
                 conversation.title = " ".join(text.split())[:60]
             try:
-                add_user_message(runtime, conversation, setup, to_params(params), text, username(request))
+                images = store_uploads(space.images, files) if files else None
+                add_user_message(runtime, conversation, setup, to_params(params), text, username(request), images)
             except USER_ERRORS as exc:
                 yield {col.stats: f"**Error:** {exc}"}
                 return
@@ -527,11 +541,12 @@ class ChatTab:
         """Prompt tokens (the chat so far plus the message being typed) / the context."""
         runtime = self.runtime
 
-        def count(text, current, who, mode, template, system, command, request: gr.Request):
+        def count(value, current, who, mode, template, system, command, request: gr.Request):
             loaded = runtime.models.current
             if loaded is None:
                 return ""
             try:
+                text, _ = message_parts(value)
                 space = self.space(request)
                 setup = actions.chat_setup(space, runtime.templates, mode, who, template, system, command)
                 conversation = _open(space, current, who, setup.character)
