@@ -1,0 +1,88 @@
+"""Retrieval: BM25 over the full-text index, cosine similarity over the vectors, and the
+two fused by reciprocal rank fusion (RRF).
+
+RRF adds 1 / (K + rank) over the lists a chunk appears in: it needs no calibration
+between BM25 scores and cosines (which live on unrelated scales), rewards agreement,
+and lets either list alone still surface a strong hit.  K = 60, the value of the paper
+that introduced it (Cormack, Clarke and Büttcher, SIGIR 2009), is the common default.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from webui.documents.embedders import Embedder, EmbedderUnavailable
+from webui.documents.store import DocumentStore, StoredChunk
+
+Mode = Literal["hybrid", "bm25", "vector"]
+MODES: tuple[Mode, ...] = ("hybrid", "bm25", "vector")
+RRF_K = 60
+CANDIDATES = 50  # taken from each list before fusing
+MAX_QUERY_CHARS = 4_000
+# Words too common to rank by: dropped from the full-text query, which they would make
+# match (and score) nearly every chunk.
+STOPWORDS = frozenset(
+    "a an and are as at be but by for from has have he her his i in is it its of on or she that the their them "
+    "they this to was were what when where which who whom why will with you your how does did do not".split())
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk: StoredChunk
+    score: float
+    bm25_rank: int | None  # 1-based, None when that list did not have it
+    vector_rank: int | None
+
+
+def query_words(query: str) -> list[str]:
+    words = []
+    for word in re.findall(r"\w+", query[:MAX_QUERY_CHARS].lower()):
+        if word not in STOPWORDS and word not in words:
+            words.append(word)
+    return words
+
+
+def search(store: DocumentStore, query: str, files: list[str], embedder: Embedder | None = None, k: int = 5,
+           mode: Mode = "hybrid") -> list[Hit]:
+    if not files or not query.strip():
+        return []
+    ranked: dict[str, list[int]] = {}
+    if mode in ("hybrid", "bm25"):
+        ranked["bm25"] = [i for i, _ in store.bm25(query_words(query), files, CANDIDATES)]
+    if mode in ("hybrid", "vector"):
+        if embedder is None:
+            if mode == "vector":
+                raise EmbedderUnavailable("vector search needs an embedding model", param="mode")
+        else:
+            ranked["vector"] = vector_ranking(store, embedder, query, files, CANDIDATES)
+    scores: dict[int, float] = {}
+    for ids in ranked.values():
+        for rank, chunk_id in enumerate(ids, 1):
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank)
+    best = sorted(scores, key=lambda i: (-scores[i], i))[:k]
+    chunks = store.chunks(best)
+    position = {name: {c: r for r, c in enumerate(ids, 1)} for name, ids in ranked.items()}
+    return [Hit(chunks[i], scores[i], position.get("bm25", {}).get(i), position.get("vector", {}).get(i))
+            for i in best if i in chunks]
+
+
+def vector_ranking(store: DocumentStore, embedder: Embedder, query: str, files: list[str], limit: int) -> list[int]:
+    ids, owners, matrix = store.vector_matrix(embedder.name)
+    if not len(ids):
+        return []
+    mask = np.isin(owners, np.array(files, dtype=object))
+    if not mask.any():
+        return []
+    ids, matrix = ids[mask], matrix[mask]
+    query_vector = embedder.embed([query[:MAX_QUERY_CHARS]])[0]
+    if query_vector.shape[0] != matrix.shape[1]:
+        return []
+    scores = matrix @ query_vector
+    top = np.argpartition(-scores, min(limit, len(scores) - 1))[:limit] if len(scores) > limit else np.arange(
+        len(scores))
+    top = top[np.argsort(-scores[top], kind="stable")]
+    return [int(ids[i]) for i in top]
