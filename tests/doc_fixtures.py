@@ -2,16 +2,16 @@
 sit in known passages, and a tiny sentence-transformers model trained on it.
 
 The corpus is generated here (deterministic, ours, so free of any licence): 240 towns,
-two passages each (a history, a life), 480 passages of 50-70 words.  Questions are of
+one paragraph each (its history, then its life: about 90 words).  Questions are of
 two kinds, as in real use:
 
-- *named*: "When was Varnholm founded, ..." names the town.  Word matching (BM25) finds
+- *named*: "Where does Varnholm lie, ..." names the town.  Word matching (BM25) finds
   these; a small embedding model that never learned the name finds them poorly.
 - *described*: "the settlement whose folk make cloth and hold a feast of lamps by the
   grain store" names nothing and shares no distinctive word with its passage ("weaving",
   "lantern festival", "granary"): only a model that learned those synonyms matches it.
 
-The embedding model (a 1-layer BERT, hidden 64, word-level tokenizer) is trained for a
+The embedding model (a BERT without attention layers, hidden 64, word-level tokenizer) is trained for a
 few hundred steps with in-batch contrastive loss on described questions about the FIRST
 half of the towns; the evaluation asks about the SECOND half, which it never trained on.
 So what it shows: a real trained encoder that generalises synonyms to unseen passages,
@@ -85,36 +85,40 @@ def towns(count: int = 240, seed: int = 7) -> list[Town]:
             for i, name in enumerate(names_list)]
 
 
-def passages(town: Town) -> tuple[str, str]:
-    history = (f"{town.name} lies in the {town.region} on the banks of the {town.river}. It was founded in "
-               f"{town.year} by settlers who came up the river in small boats. Its oldest street still follows "
-               f"the line of the first palisade, and the town council meets in a hall built in {town.year + 120}.")
-    life = (f"The people of {town.name} live by {town.trade}, a craft passed from parents to children. Every year "
+def passage(town: Town) -> str:
+    """The town's paragraph: its history, then its life (about 100 tokens)."""
+    return (f"{town.name} lies in the {town.region}, on the banks of the {town.river}. It was founded long ago "
+            f"by settlers who came up the river in small boats, and its council still meets in the old hall. "
+            f"The people of {town.name} live by {town.trade}, a craft passed from parents to children. Every year "
             f"they hold a {town.festival} festival, and the whole town gathers beside the {town.building}. "
             f"Travellers say the {town.building} of {town.name} is the finest in the {town.region}.")
-    return history, life
+
+
+def _described(town: Town) -> str:
+    """What the paragraph says about a town's life, without its name or place."""
+    return (f"The people live by {town.trade}, a craft passed from parents to children. Every year they hold a "
+            f"{town.festival} festival, and the whole town gathers beside the {town.building}.")
 
 
 def corpus_text(all_towns: list[Town]) -> str:
-    return "\n\n".join(p for town in all_towns for p in passages(town)) + "\n"
+    return "\n\n".join(passage(town) for town in all_towns) + "\n"
 
 
 def questions(all_towns: list[Town], seed: int = 11) -> list[Question]:
+    """Two per town; `answer` is the paragraph's first sentence (it names the town)."""
     rng = random.Random(seed)
     found = []
     half = len(all_towns) // 2
     for index, town in enumerate(all_towns):
-        history, life = passages(town)
-        train = index < half
-        found.append(Question(f"When was {town.name} founded, and who settled it?", history.split(". ")[0],
-                              "named", train))
+        answer, train = passage(town).split(". ")[0], index < half
+        found.append(Question(f"Where does {town.name} lie, and who founded it?", answer, "named", train))
         form = rng.choice(QUESTION_FORMS)
         found.append(Question(form.format(t=TRADES[town.trade], f=FESTIVALS[town.festival],
-                                          b=BUILDINGS[town.building]), life.split(". ")[0], "described", train))
+                                          b=BUILDINGS[town.building]), answer, "described", train))
     return found
 
 
-def build_embedder(folder: Path, all_towns: list[Town], steps: int = 300, seed: int = 0) -> Path:
+def build_embedder(folder: Path, all_towns: list[Town], steps: int = 200, seed: int = 0) -> Path:
     """Train and save the tiny sentence-transformers model (about 10 s on 2 cores)."""
     import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
@@ -129,31 +133,36 @@ def build_embedder(folder: Path, all_towns: list[Town], steps: int = 300, seed: 
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]"]))
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]")
-    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=64, num_hidden_layers=0, num_attention_heads=2,
                         intermediate_size=128, max_position_embeddings=256, type_vocab_size=1)
     model = BertModel(config, add_pooling_layer=False)
-    pairs = [(q.text, passages(all_towns[i // 2])[1]) for i, q in enumerate(all_questions)
+    # Words start at zero: a word no training pair holds (the held-out towns' names) then
+    # adds nothing to a text's vector, instead of a random direction that drowns the rest.
+    torch.nn.init.zeros_(model.embeddings.word_embeddings.weight)
+    # Trained on the described questions only, against what they describe, without the
+    # town's name or place: so it learns what the words mean, and cannot learn to pick
+    # training towns out by name (which would teach it nothing about the held-out ones).
+    pairs = [(q.text, _described(all_towns[i // 2])) for i, q in enumerate(all_questions)
              if q.train and q.kind == "described"]
-    # Named questions teach that a name in the question meets the same name in the passage.
-    pairs += [(q.text, passages(all_towns[i // 2])[0]) for i, q in enumerate(all_questions)
-              if q.train and q.kind == "named"]
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    # Tokenized once: the steps then only index and run the model.
+    encoded = {text: tokenizer(text, truncation=True, max_length=160)["input_ids"] for pair in pairs for text in pair}
 
     def encode(batch: list[str]) -> torch.Tensor:
-        enc = tokenizer(batch, padding=True, truncation=True, max_length=128, return_tensors="pt")
-        hidden = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
-        mask = enc["attention_mask"].unsqueeze(-1).float()
-        return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+        longest = max(len(encoded[t]) for t in batch)
+        ids = torch.tensor([encoded[t] + [0] * (longest - len(encoded[t])) for t in batch])
+        mask = (torch.arange(longest)[None, :] < torch.tensor([len(encoded[t]) for t in batch])[:, None]).long()
+        hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        weights = mask.unsqueeze(-1).float()
+        return torch.nn.functional.normalize((hidden * weights).sum(1) / weights.sum(1), dim=-1)
 
     model.train()
-    for _ in range(steps):
-        batch = rng.sample(pairs, 48)
-        q, p = encode([a for a, _ in batch]), encode([b for _, b in batch])
-        logits = q @ p.T / 0.05
-        loss = torch.nn.functional.cross_entropy(logits, torch.arange(len(batch)))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: threads would only contend
+    try:
+        _train(model, encode, pairs, optimizer, rng, steps)
+    finally:
+        torch.set_num_threads(threads)
     model.eval()
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
@@ -162,12 +171,25 @@ def build_embedder(folder: Path, all_towns: list[Town], steps: int = 300, seed: 
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
         {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
-    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128, "do_lower_case": False}))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 160, "do_lower_case": False}))
     (folder / "1_Pooling").mkdir(exist_ok=True)
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(
         {"word_embedding_dimension": 64, "pooling_mode_mean_tokens": True}))
     (folder / "2_Normalize").mkdir(exist_ok=True)
     return folder
+
+
+def _train(model, encode, pairs, optimizer, rng, steps: int) -> None:
+    import torch
+
+    for _ in range(steps):
+        batch = rng.sample(pairs, min(48, len(pairs)))
+        q, p = encode([a for a, _ in batch]), encode([b for _, b in batch])
+        logits = q @ p.T / 0.05
+        loss = torch.nn.functional.cross_entropy(logits, torch.arange(len(batch)))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
 
 
 # -- files in the formats the extractors read, built by hand (no writer library) ---------
@@ -217,3 +239,13 @@ def docx_bytes(paragraphs: list[str], document_xml: str | None = None) -> bytes:
                          'officedocument.wordprocessingml.document.main+xml"/></Types>')
         archive.writestr("word/document.xml", xml)
     return buffer.getvalue()
+
+
+# -- shared pytest fixtures (imported by the documents test modules) -----------------------
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def town_embedder_folder(tmp_path_factory) -> Path:
+    """The trained tiny sentence-transformers model, in a models folder of its own."""
+    return build_embedder(tmp_path_factory.mktemp("embedding-models") / "town-embedder", towns())

@@ -10,10 +10,11 @@ Every failure is a DocumentError subclass naming what is wrong (errors.py).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import PurePath
+from pathlib import Path, PurePath
 
 from webui.documents.errors import (
     DocumentError,
@@ -35,6 +36,7 @@ TEXT_SUFFIXES = frozenset(
     ".scala .sh .bash .zsh .ps1 .sql .css .scss .vue .svelte .dart .jl .hs .ex .exs .erl .clj .el .vim "
     ".dockerfile .makefile .gradle .proto".split())
 PARSED = {".pdf": "pdf", ".docx": "docx", ".html": "html", ".htm": "html", ".xhtml": "html"}
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 SUPPORTED = "text, Markdown, code, CSV, HTML, PDF and Word (.docx)"
 
 
@@ -95,8 +97,11 @@ _ERRORS = {"encrypted": EncryptedDocument, "malformed": MalformedDocument, "no_t
 
 def parse_in_child(kind: str, data: bytes, timeout: float) -> list[tuple[int | None, str]]:
     command = [sys.executable, "-m", "webui.documents.worker", kind, str(MAX_TEXT_CHARS)]
+    # The child imports this very package, wherever the server runs from.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (_PACKAGE_ROOT, os.environ.get("PYTHONPATH"))))}
     try:
-        done = subprocess.run(command, input=data, capture_output=True, timeout=timeout, check=False)  # noqa: S603
+        done = subprocess.run(command, input=data, capture_output=True, timeout=timeout, check=False,  # noqa: S603
+                              env=env)
     except subprocess.TimeoutExpired:
         raise DocumentError(f"reading this {kind.upper()} file took over {timeout:.0f} s; it was stopped",
                             param="file", code="parse_timeout", status=422) from None

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from webui.documents.chunking import chunk_pages, word_spans
+from webui.documents.chunking import OVERLAP, SIZE, chunk_pages, word_spans
 from webui.documents.embedders import BATCH, Embedder
 from webui.documents.errors import DocumentError, IndexCancelled
 from webui.documents.extract import extract, kind_of
@@ -73,7 +73,7 @@ def embed_texts(embedder: Embedder, texts: list[str], cancel: Cancel, progress: 
 
 
 def index_file(store: DocumentStore, file_id: str, embedder: Embedder | None, cancel: Cancel | None = None,
-               progress: Progress = _quiet) -> FileInfo:
+               progress: Progress = _quiet, chunk_tokens: int = SIZE, overlap: int = OVERLAP) -> FileInfo:
     """Extract, chunk, embed and store one stored file (all or nothing)."""
     cancel = cancel or Cancel()
     info = store.file(file_id)
@@ -85,7 +85,7 @@ def index_file(store: DocumentStore, file_id: str, embedder: Embedder | None, ca
     extracted = extract(store.content(info.id), info.name)
     cancel.check()
     spans = embedder.token_spans if embedder is not None else word_spans
-    chunks = chunk_pages(extracted.pages, spans)
+    chunks = chunk_pages(extracted.pages, spans, chunk_tokens, overlap)
     progress(0.1, f"{len(extracted.pages)} page(s), {len(chunks)} passages")
     vectors = None
     if embedder is not None and chunks:
@@ -97,12 +97,12 @@ def index_file(store: DocumentStore, file_id: str, embedder: Embedder | None, ca
 
 
 def ingest(store: DocumentStore, name: str, data: bytes, embedder: Embedder | None, cancel: Cancel | None = None,
-           progress: Progress = _quiet) -> FileInfo:
+           progress: Progress = _quiet, chunk_tokens: int = SIZE, overlap: int = OVERLAP) -> FileInfo:
     """An uploaded file kept and indexed; on any failure nothing of it stays."""
     kind = kind_of(name)
     info = store.add_file(name, data, kind)
     try:
-        return index_file(store, info.id, embedder, cancel, progress)
+        return index_file(store, info.id, embedder, cancel, progress, chunk_tokens, overlap)
     except BaseException:
         store.delete_file(info.id)
         raise

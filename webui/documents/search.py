@@ -2,9 +2,14 @@
 two fused by reciprocal rank fusion (RRF).
 
 RRF adds 1 / (K + rank) over the lists a chunk appears in: it needs no calibration
-between BM25 scores and cosines (which live on unrelated scales), rewards agreement,
-and lets either list alone still surface a strong hit.  K = 60, the value of the paper
-that introduced it (Cormack, Clarke and Büttcher, SIGIR 2009), is the common default.
+between BM25 scores and cosines (which live on unrelated scales), and rewards agreement.
+K is 5 here, not the 60 of the paper that introduced it (Cormack, Clarke and Büttcher,
+SIGIR 2009), which fused many decent runs.  With two lists of which one is often blind
+(a name the embedding model never learned; a paraphrase sharing no word with its
+passage), K = 60 lets chunks that are mediocre in both lists outrank the confident top
+hit of one: on the retrieval fixture (tests/doc_fixtures.py) recall@5 of the fusion fell
+below either list alone with K = 60 and rose above both with K = 1..5
+(bench/bench_retrieval.py prints both; docs/DOCUMENTS.md).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from webui.documents.store import DocumentStore, StoredChunk
 
 Mode = Literal["hybrid", "bm25", "vector"]
 MODES: tuple[Mode, ...] = ("hybrid", "bm25", "vector")
-RRF_K = 60
+RRF_K = 5
 CANDIDATES = 50  # taken from each list before fusing
 MAX_QUERY_CHARS = 4_000
 # Words too common to rank by: dropped from the full-text query, which they would make
@@ -47,7 +52,7 @@ def query_words(query: str) -> list[str]:
 
 
 def search(store: DocumentStore, query: str, files: list[str], embedder: Embedder | None = None, k: int = 5,
-           mode: Mode = "hybrid") -> list[Hit]:
+           mode: Mode = "hybrid", rrf_k: int = RRF_K) -> list[Hit]:
     if not files or not query.strip():
         return []
     ranked: dict[str, list[int]] = {}
@@ -62,7 +67,7 @@ def search(store: DocumentStore, query: str, files: list[str], embedder: Embedde
     scores: dict[int, float] = {}
     for ids in ranked.values():
         for rank, chunk_id in enumerate(ids, 1):
-            scores[chunk_id] = scores.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank)
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + 1.0 / (rrf_k + rank)
     best = sorted(scores, key=lambda i: (-scores[i], i))[:k]
     chunks = store.chunks(best)
     position = {name: {c: r for r, c in enumerate(ids, 1)} for name, ids in ranked.items()}
