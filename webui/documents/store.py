@@ -337,6 +337,12 @@ class DocumentStore:
             raise NotFound("no such library", param="library")
         return found[0]
 
+    def rename_collection(self, collection_id: str, name: str) -> Collection:
+        collection = self.collection(collection_id)
+        stored = clean_name(name) if collection.origin == "library" else f"{clean_name(name)}\x00{collection.id}"
+        self._write([("UPDATE collections SET name = ? WHERE id = ?", (stored, collection.id))])
+        return self.collection(collection.id)
+
     def delete_collection(self, collection_id: str) -> None:
         collection = self.collection(collection_id)
         self._write([("DELETE FROM members WHERE collection = ?", (collection.id,)),
