@@ -31,7 +31,7 @@ from webui.chat.service import ReplyWriter, add_user_message, impersonate
 from webui.generation.engine import GenerationError
 from webui.runtime import Runtime
 from webui.ui.common import MODEL_GROUP, Shared, session_id, stop_handler, to_params
-from webui.ui import token_view
+from webui.ui import documents_panel, token_view
 from webui.ui.exports import Exports
 from webui.userdata import UserSpace
 
@@ -177,6 +177,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
             col = chat_column()
         with gr.Column(scale=1, min_width=240):
             setup = setup_column(runtime)
+            documents = documents_panel.render()
     shared.character_picker = setup.character
     tab = ChatTab(runtime, shared.params, chat_id, side, col, setup)
     tab.wire_managing()
@@ -184,6 +185,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
     tab.wire_model()
     tab.wire_token_count()
     shared.on_load.append((tab.on_load, [setup.character, *tab.view_outputs]))
+    shared.on_load += documents_panel.wire(runtime, documents, chat_id, col.chatbot, tab.space)
 
 
 # -- behaviour -----------------------------------------------------------------------------
@@ -426,7 +428,8 @@ class ChatTab:
             if not any(m.role == "user" for m in conversation.messages) and conversation.title == "New chat":
                 conversation.title = " ".join(text.split())[:60]
             try:
-                add_user_message(runtime, conversation, setup, to_params(params), text, username(request))
+                message = add_user_message(runtime, conversation, setup, to_params(params), text, username(request))
+                documents_panel.enrich(runtime, request, conversation, message)  # attached documents, passages
             except USER_ERRORS as exc:
                 yield {col.stats: f"**Error:** {exc}"}
                 return
