@@ -101,3 +101,14 @@ def test_each_user_has_their_own_documents(runtime):
     assert alice.folder != bob.folder and "users" in alice.folder.parts
     alice.add_file("mine.txt", b"alice's words", "text")
     assert bob.files() == []
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/hosts", "tiny-llama", "nope\x00", "a" * 300])
+def test_embedding_model_choice_refuses_what_is_not_listed(client, runtime, name):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises((AppError, ValueError)):
+        client.predict(name, api_name="/embedding_model")
+    assert runtime.documents.chosen() == ""  # still the loaded model's own
+    with pytest.raises(Exception, match="unknown embedding model"):
+        runtime.documents.choose(name)

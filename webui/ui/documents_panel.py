@@ -319,3 +319,37 @@ def _load(space: UserSpace, current) -> Conversation | None:
         return space.chats.load(current) if current else None
     except (AppError, ValueError):
         return None
+
+
+# -- the Model tab's embedding choice ------------------------------------------------------------
+LOADED_LABEL = "the loaded model's own embeddings"
+
+
+def render_embedding_choice(runtime: Runtime) -> None:
+    """Which model embeds documents: a sentence-transformers folder in models/ (the hub
+    panel above downloads one), or the loaded language model's own embeddings."""
+    if runtime.documents is None:
+        return
+    documents = runtime.documents
+
+    def choices() -> list[tuple[str, str]]:
+        return [(LOADED_LABEL, "")] + [(name, name) for name in documents.embedding_choices()]
+
+    with gr.Accordion("Embedding model for documents", open=False):
+        with gr.Row():
+            pick = gr.Dropdown(choices(), value=documents.chosen(), label="Embedding model", scale=3,
+                               info="A sentence-transformers folder in models/; vectors of another model are "
+                                    "computed again when a document is next used.", elem_id="embedding-model")
+            refresh = gr.Button("↻", scale=0, min_width=40)
+        note = gr.Markdown()
+
+    def on_pick(name):
+        try:
+            chosen = documents.choose(name or "")
+        except AppError as exc:
+            raise gr.Error(str(exc)) from exc
+        return f"Documents are embedded with **{chosen or LOADED_LABEL}**."
+
+    pick.input(on_pick, [pick], note, api_name="embedding_model")
+    refresh.click(lambda: gr.update(choices=choices(), value=documents.chosen()), None, pick,
+                  api_name="embedding_model_refresh")
