@@ -320,3 +320,17 @@ def test_embedding_folder_detection(town_embedder_folder, tmp_path):
     assert is_sentence_transformers_folder(town_embedder_folder)
     (tmp_path / "plain").mkdir()
     assert not is_sentence_transformers_folder(tmp_path / "plain")
+
+
+def test_terms_in_most_chunks_are_dropped_in_a_large_store(tmp_path, monkeypatch):
+    from webui.documents import store as store_module
+
+    monkeypatch.setattr(store_module, "COMMON_TERMS_FROM", 10)
+    store = DocumentStore(tmp_path / "docs")
+    info = ingest(store, "many.txt", "\n\n".join(f"common words in paragraph {i}." + (" rare" if i == 7 else "")
+                                                 for i in range(40)).encode(), None, chunk_tokens=8, overlap=0)
+    assert store.chunk_count() >= 40
+    assert store._telling(['"common"', '"rare"']) == ['"rare"']
+    assert store._telling(['"common"']) == ['"common"']  # all common: kept, so a search still finds something
+    assert "rare" in search(store, "common rare", [info.id], None, k=1)[0].chunk.text
+    assert search(store, "common", [info.id], None, k=3)

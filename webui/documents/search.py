@@ -76,13 +76,13 @@ def search(store: DocumentStore, query: str, files: list[str], embedder: Embedde
 
 
 def vector_ranking(store: DocumentStore, embedder: Embedder, query: str, files: list[str], limit: int) -> list[int]:
-    ids, owners, matrix = store.vector_matrix(embedder.name)
-    if not len(ids):
+    ids, owners, numbers, matrix = store.vector_matrix(embedder.name)
+    wanted = [numbers[f] for f in files if f in numbers]
+    if not len(ids) or not wanted:
         return []
-    mask = np.isin(owners, np.array(files, dtype=object))
-    if not mask.any():
-        return []
-    ids, matrix = ids[mask], matrix[mask]
+    if len(wanted) < len(numbers):  # only some files: their rows (all of them: no copy)
+        mask = np.isin(owners, np.array(wanted, dtype=np.int32))
+        ids, matrix = ids[mask], matrix[mask]
     query_vector = embedder.embed([query[:MAX_QUERY_CHARS]])[0]
     if query_vector.shape[0] != matrix.shape[1]:
         return []

@@ -66,6 +66,7 @@ MAX_FILES = 10_000
 MAX_STORED_BYTES = 4 << 30
 MAX_COLLECTIONS = 1_000
 MAX_TERMS = 64  # words of a query sent to the full-text index
+COMMON_TERMS_FROM = 5_000  # chunks in a store from which terms found in most chunks are dropped
 
 
 class NotFound(AppError, LookupError):
@@ -125,7 +126,7 @@ class DocumentStore:
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
         self._generation = 0  # bumped by every write that changes chunks or vectors
-        self._matrix: dict[str, tuple[int, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._matrix: dict[str, tuple] = {}
 
     # -- plumbing --------------------------------------------------------------------
     @property
@@ -259,9 +260,11 @@ class DocumentStore:
         self._write([("INSERT OR REPLACE INTO vectors(embedder, chunk, vector) VALUES (?,?,?)",
                       (embedder, int(i), _blob_of(row))) for i, row in zip(ids, matrix, strict=True)])
 
-    def vector_matrix(self, embedder: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(chunk ids, file ids, the unit vectors as rows) of every chunk `embedder`
-        has embedded; cached until the next write."""
+    def vector_matrix(self, embedder: str) -> tuple[np.ndarray, np.ndarray, dict[str, int], np.ndarray]:
+        """(chunk ids, each chunk's file as a number, file id -> that number, the unit
+        vectors as rows) of every chunk `embedder` has embedded; cached until the next
+        write.  Files are numbers so that choosing a few files' rows is one integer
+        comparison per row, not a string comparison."""
         with self._lock:
             cached = self._matrix.get(embedder)
             if cached and cached[0] == self._generation:
@@ -269,11 +272,12 @@ class DocumentStore:
             rows = self._rows("SELECT v.chunk, c.file, v.vector FROM vectors v JOIN chunks c ON c.id = v.chunk "
                               "WHERE v.embedder = ? ORDER BY v.chunk", (embedder,))
             ids = np.array([r[0] for r in rows], dtype=np.int64)
-            files = np.array([r[1] for r in rows], dtype=object)
-            matrix = (np.stack([np.frombuffer(r[2], dtype="<f4") for r in rows]) if rows
+            numbers: dict[str, int] = {}
+            files = np.array([numbers.setdefault(r[1], len(numbers)) for r in rows], dtype=np.int32)
+            matrix = (np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").reshape(len(rows), -1) if rows
                       else np.zeros((0, 0), dtype=np.float32))
-            self._matrix = {embedder: (self._generation, ids, files, matrix)}  # one model's at a time
-            return ids, files, matrix
+            self._matrix = {embedder: (self._generation, ids, files, numbers, matrix)}  # one model's at a time
+            return ids, files, numbers, matrix
 
     # -- chunks and full text --------------------------------------------------------
     def chunks(self, ids: Sequence[int]) -> dict[int, StoredChunk]:
@@ -295,12 +299,27 @@ class DocumentStore:
         best first (FTS5's bm25: lower is better, so it is negated)."""
         if not words or not files:
             return []
-        query = " OR ".join('"' + w.replace('"', "") + '"' for w in words[:MAX_TERMS])
+        words = self._telling(["\"" + w.replace('"', "") + '"' for w in words[:MAX_TERMS]])
+        query = " OR ".join(words)
         marks = ",".join("?" * len(files))
         rows = self._rows(f"SELECT chunks_fts.rowid, bm25(chunks_fts) AS s FROM chunks_fts JOIN chunks c ON "
                           f"c.id = chunks_fts.rowid WHERE chunks_fts MATCH ? AND c.file IN ({marks}) "
                           "ORDER BY s LIMIT ?", (query, *files, limit))
         return [(row[0], -row[1]) for row in rows]
+
+    def _telling(self, terms: list[str]) -> list[str]:
+        """The terms that tell chunks apart: in a large store, a term found in more than a
+        quarter of all chunks is dropped (unless every term is), because ranking the
+        chunks it matches costs time in proportion to them (bench/bench_retrieval.py) and
+        its BM25 weight is near nothing anyway.  Counting stops at that quarter, so the
+        check reads at most that many entries of each term's list."""
+        total = self.chunk_count()
+        if total < COMMON_TERMS_FROM:
+            return terms
+        cap = total // 4
+        kept = [t for t in terms if self._rows("SELECT count(*) FROM (SELECT rowid FROM chunks_fts WHERE chunks_fts "
+                                               "MATCH ? LIMIT ?)", (t, cap + 1))[0][0] <= cap]
+        return kept or terms
 
     # -- collections -----------------------------------------------------------------
     def create_collection(self, name: str, origin: str) -> Collection:
