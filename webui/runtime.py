@@ -432,6 +432,11 @@ class OwnedStream:
     def new_tokens(self) -> int:
         return self._stream.new_tokens
 
+    @property
+    def thinking(self):
+        """The reply's thinking markers (None: it does not think); set before its first piece."""
+        return getattr(self._stream, "thinking", None)
+
     def __iter__(self):
         return (piece for piece in self.updates() if isinstance(piece, str))
 

@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -22,13 +23,15 @@ from webui.api.schemas import ChatCompletionRequest, CompletionBase, CompletionR
 from webui.api.state import RuntimeDep
 from webui.api.usage import api_party, key_label
 from webui.chat.prompt import PromptError, render_chat_prompt
+from webui.chat.thinking import ThinkingAsk, thinking_format
 from webui.chat.tool_parser import Call, Text, ToolCallParser, parse_reply
 from webui.chat.tools import Tool, ToolChoice, call_schema, read_tool_choice, read_tools, render_with_tools
 from webui.errors import AppError
 from webui.generation.chain import token_ids
 from webui.generation.engine import GenerationError, GenerationStream
 from webui.generation.params import ParamsError, SamplingParams, changed_fields, make_params
-from webui.generation.request import EnginePrompt, most_chars_per_token
+from webui.generation.reasoning import Piece, ReasoningParser, ThinkingFormat, split
+from webui.generation.request import EnginePrompt, GenerationStats, RenderedPrompt, most_chars_per_token
 from webui.generation.samplers.grammar import unsupported_reason
 from webui.loaders.base import LoadedModel
 from webui.remote.client import RemoteError
@@ -65,16 +68,43 @@ def prepare_chat(runtime: Runtime, body: ChatCompletionRequest, model: LoadedMod
         if offered or tool_turns:
             raise APIError(400, "tools and tool messages are not supported for a remote engine's model (yet)",
                            param="tools", code="unsupported_parameter")
-        return EnginePrompt(messages=tuple(messages)), fit(body, params, model, ""), None
+        fields = {"chat_template_kwargs": body.chat_template_kwargs, "reasoning_effort": body.reasoning_effort}
+        prompt = EnginePrompt(messages=tuple(messages),
+                              template_fields=tuple((k, v) for k, v in fields.items() if v is not None))
+        return prompt, fit(body, params, model, ""), None
+    prompt, params = render_chat(model, messages, offered, body.thinking(), params, "messages")
+    return prompt, fit(body, params, model, prompt.text), names
+
+
+def render_chat(model: LoadedModel, messages: list[dict[str, Any]], tools: tuple[Tool, ...], ask: ThinkingAsk,
+                params: SamplingParams, field: str) -> tuple[RenderedPrompt, SamplingParams]:
+    """A chat request's prompt with the model's template, its thinking switches set as
+    asked, and the reply's thinking markers; `params` with the thinking budget that
+    turning thinking off needs where the template has no switch for it.  Shared with the
+    Ollama routes; `field` is the request's name for what a template failure blames."""
+    tokenizer = model.tokenizer
+    template = getattr(tokenizer, "chat_template", None)
+    variables = ask.variables(template)
+    budget = ask.budget(template, tokenizer, params.thinking_budget)
+    if budget != params.thinking_budget:
+        params = make_params({"thinking_budget": budget}, base=params)
     try:
-        if offered or tool_turns:
-            prompt = render_with_tools(model.tokenizer, messages, offered)
+        if tools or any(m["role"] == "tool" or m.get("tool_calls") for m in messages):
+            text = render_with_tools(tokenizer, messages, tools, variables=variables)
         else:
-            prompt = render_chat_prompt(model.tokenizer, messages)
+            text = render_chat_prompt(tokenizer, messages, variables=variables)
     except PromptError as exc:
-        exc.blame("messages")
+        exc.blame(field)
         raise
-    return prompt, fit(body, params, model, prompt), names
+    return RenderedPrompt(text, (), thinking_format(template, tokenizer)), params
+
+
+def reply_parts(text: str, thinking: ThinkingFormat | None) -> tuple[str | None, str]:
+    """(thinking, answer) of a whole chat reply; no thinking (None) for a model that does not think."""
+    if thinking is None:
+        return None, text
+    reasoning, answer = split(text, thinking)
+    return reasoning, answer
 
 
 def forced_call(params: SamplingParams, tools: tuple[Tool, ...], choice: ToolChoice, parallel: bool,
@@ -186,9 +216,13 @@ def modified_output(runtime: Runtime, text: str, params: SamplingParams, chat: b
     return extensions.output(text, runtime.extension_state(params, "api"), chat)
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+def usage(prompt_tokens: int, completion_tokens: int, thinking_tokens: int | None = None) -> dict[str, Any]:
+    """OpenAI's usage object; a thinking model's thinking tokens as its reasoning_tokens."""
+    figures: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                               "total_tokens": prompt_tokens + completion_tokens}
+    if thinking_tokens is not None:
+        figures["completion_tokens_details"] = {"reasoning_tokens": thinking_tokens}
+    return figures
 
 
 def choice_params(params: SamplingParams, n: int) -> list[SamplingParams]:
@@ -234,13 +268,16 @@ async def respond(runtime: Runtime, request: Request, body: CompletionBase, prom
                 raise APIError(499, "the client closed the request", code="client_closed")
             results.append((seeded, await run_to_end(runtime, owner, api_party(request), body.model, prompt,
                                                      seeded, count, model)))
-    for index, (seeded, (text, stats, entries)) in enumerate(results):
-        text = modified_output(runtime, text, seeded, chat)
+    for index, (seeded, done) in enumerate(results):
+        stats, text = done.stats, done.text
         prompt_tokens = stats.prompt_tokens
         completion_tokens += stats.new_tokens
         finish = "length" if stats.finish_reason == "length" else "stop"
-        logprobs = format_logprobs(getattr(model, "tokenizer", None), entries, chat) if count is not None else None
+        logprobs = format_logprobs(getattr(model, "tokenizer", None), done.logprobs, chat) if count is not None else None
         if chat:
+            # The answer, not the thinking, is what extensions rewrite and tool calls are read from.
+            reasoning, text = reply_parts(text, done.thinking)
+            text = modified_output(runtime, text, seeded, chat)
             message: dict[str, Any] = {"role": "assistant", "content": text}
             if tools is not None:
                 content, calls = parse_reply(text, tools)
@@ -248,13 +285,18 @@ async def respond(runtime: Runtime, request: Request, body: CompletionBase, prom
                     message = {"role": "assistant", "content": content.strip() or None,
                                "tool_calls": [call.openai() for call in calls]}
                     finish = "tool_calls"
+            if done.thinking is not None:
+                message["reasoning_content"] = reasoning
             choices.append({"index": index, "message": message, "finish_reason": finish, "logprobs": logprobs})
         else:
+            text = modified_output(runtime, text, seeded, chat)
             shown = (prompt + text) if getattr(body, "echo", False) else text
             choices.append({"index": index, "text": shown, "finish_reason": finish, "logprobs": logprobs})
     runtime.usage.add(key_label(request.headers), prompt_tokens * body.n, completion_tokens)
+    thinks = chat and any(done.thinking is not None for _, done in results)
+    thinking_tokens = sum(done.stats.thinking_tokens for _, done in results) if thinks else None
     return {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
-            "model": body.model, "choices": choices, "usage": usage(prompt_tokens, completion_tokens)}
+            "model": body.model, "choices": choices, "usage": usage(prompt_tokens, completion_tokens, thinking_tokens)}
 
 
 def upstream_failure(exc: GenerationError, model: LoadedModel | RemoteModel) -> AppError:
@@ -277,7 +319,18 @@ async def run_to_end(runtime: Runtime, owner: str, who: str, name: str, prompt: 
         runtime.stop(owner)  # a no-op when it finished; frees the model when the client left
     if stream.stats is None:
         raise APIError(499, "the client closed the request", code="client_closed")
-    return "".join(pieces), stream.stats, stream.logprobs
+    return Finished("".join(pieces), stream.stats, stream.logprobs, stream.thinking)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A whole reply: its text (thinking markers and all), figures, log-probabilities,
+    and the thinking markers to split it by (None: the model does not think)."""
+
+    text: str
+    stats: GenerationStats
+    logprobs: list
+    thinking: ThinkingFormat | None
 
 
 def error_event(exc: AppError) -> str:
@@ -308,6 +361,20 @@ async def stream_events(runtime: Runtime, request: Request, body: CompletionBase
             return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
         return {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": logprobs}
 
+    def thought(text: str) -> dict:
+        data = choice(None, None)
+        data["delta"] = {"reasoning_content": text}
+        return data
+
+    def answer_events(text: str) -> list[dict]:
+        if parser is None:
+            return [choice(text, None)]
+        return [data for found in parser.feed(text) for data in call_deltas(found, choice)]
+
+    def events_for(pieces: list[Piece]) -> list[dict]:
+        return [data for p in pieces
+                for data in ([thought(p.text)] if p.part == "thinking" else answer_events(p.text))]
+
     try:
         stream = start(runtime, owner, api_party(request), body.model, prompt, params, count)
     except AppError as exc:
@@ -320,16 +387,21 @@ async def stream_events(runtime: Runtime, request: Request, body: CompletionBase
         # A reply may hold text back for a while (a stop string forming); the watcher
         # cancels within a step even when nothing is being sent.
         parser = ToolCallParser(tools) if tools is not None else None
+        # A thinking model's reply is split as it streams: thinking as reasoning_content
+        # deltas, the answer as content (and read for tool calls).  Set up at the first
+        # piece: the engine knows the reply's thinking markers once the prompt is read.
+        splitter: ReasoningParser | None = None
         async with on_disconnect(request.receive, lambda: runtime.stop(owner)) as gone:
             async for piece in iterate_in_threadpool(iter(stream)):
-                if parser is None:
-                    yield event([choice(piece, None)])
-                    continue
-                for found in parser.feed(piece):
-                    for data in call_deltas(found, choice):
-                        yield event([data])
+                if chat and splitter is None and stream.thinking is not None:
+                    splitter = ReasoningParser(stream.thinking)
+                pieces = splitter.feed(piece) if splitter is not None else [Piece("answer", piece)]
+                for data in events_for(pieces):
+                    yield event([data])
         if gone.is_set():
             return
+        for data in events_for(splitter.finish() if splitter is not None else []):
+            yield event([data])
         for found in parser.finish() if parser is not None else ():
             for data in call_deltas(found, choice):
                 yield event([data])
@@ -339,7 +411,8 @@ async def stream_events(runtime: Runtime, request: Request, body: CompletionBase
             finish = "tool_calls"
         yield event([choice(None if chat else "", finish)])
         if body.stream_options and body.stream_options.include_usage:
-            yield event([], usage=usage(stats.prompt_tokens, stats.new_tokens))
+            thinking = stats.thinking_tokens if chat and stream.thinking is not None else None
+            yield event([], usage=usage(stats.prompt_tokens, stats.new_tokens, thinking))
         yield "data: [DONE]\n\n"
     except GenerationError as exc:
         yield error_event(upstream_failure(exc, model))

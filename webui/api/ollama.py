@@ -11,7 +11,8 @@ webui/api/errors.py writes them in Ollama's `{"error": "..."}` shape on these pa
 What Ollama does that this server does not: models are not pulled, created, copied or
 deleted here (the Model tab and /v1/internal do that, with the admin key), a request
 never loads another model (the name must be one that is served), and `keep_alive` is
-ignored (a model stays until it is unloaded).
+ignored (a model stays until it is unloaded).  A thinking model's thinking comes apart
+from its answer, in `thinking`, as Ollama gives it; `think` turns it on or off.
 """
 
 from __future__ import annotations
@@ -29,10 +30,19 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from webui.api.completions import fit_params, modified_input, modified_output, run_to_end, start, upstream_failure
+from webui.api.completions import (
+    fit_params,
+    modified_input,
+    modified_output,
+    render_chat,
+    reply_parts,
+    run_to_end,
+    start,
+    upstream_failure,
+)
 from webui.api.disconnect import on_disconnect
 from webui.api.embeddings import checked_dimensions, embed_inputs
-from webui.api.errors import ollama_error_body
+from webui.api.errors import APIError, ollama_error_body
 from webui.api.models import all_cards, target
 from webui.api.ollama_schemas import (
     OllamaChatRequest,
@@ -45,13 +55,14 @@ from webui.api.ollama_schemas import (
 )
 from webui.api.state import RuntimeDep
 from webui.api.usage import api_party, key_label
-from webui.chat.prompt import PromptError, render_chat_prompt
+from webui.chat.thinking import thinking_format
 from webui.errors import AppError
 from webui.generation.embedding import normalize
 from webui.generation.engine import GenerationError
 from webui.generation.params import SamplingParams
 from webui.loaders.base import LoadedModel
-from webui.generation.request import EnginePrompt
+from webui.generation.reasoning import Piece, ReasoningParser
+from webui.generation.request import EnginePrompt, RenderedPrompt
 from webui.remote.engine import RemoteModel
 from webui.runtime import Runtime
 
@@ -108,6 +119,8 @@ async def show(body: OllamaShowRequest, runtime: RuntimeDep):
             model_info[f"{family}.embedding_length"] = width
         if model.backend.capabilities.embeddings:
             capabilities.append("embedding")
+        if thinking_format(template, model.tokenizer) is not None:
+            capabilities.append("thinking")  # as Ollama marks a model that takes `think`
     return {"modelfile": f"# served by webui from {info['details']['format']} files; no Modelfile",
             "parameters": "", "template": template, "details": info["details"], "model_info": model_info,
             "capabilities": capabilities, "modified_at": info["modified_at"]}
@@ -148,7 +161,7 @@ async def chat(body: OllamaChatRequest, request: Request, runtime: RuntimeDep):
     model, params, explicit = await checked(runtime, body)
     if not body.messages:  # Ollama: no messages only loads the model
         return loaded_reply(body.model, chat=True)
-    messages = [{"role": m.role, "content": m.content} for m in body.messages]
+    messages = [m.as_dict() for m in body.messages]
     last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
     if last_user is not None:  # extensions' input_modifier sees the new message, as on /v1
         last_user["content"] = modified_input(runtime, last_user["content"], params, True)
@@ -195,12 +208,11 @@ def templated(body: OllamaGenerating, model: LoadedModel | RemoteModel, messages
               params: SamplingParams, explicit: bool, chat: bool) -> tuple[Any, SamplingParams]:
     if isinstance(model, RemoteModel):  # the engine applies its own chat template
         return EnginePrompt(messages=tuple(messages)), fit_params(params, model, "", explicit, body.sent_as())
-    try:
-        prompt = render_chat_prompt(model.tokenizer, messages)
-    except PromptError as exc:
-        exc.blame("messages" if chat else "prompt")
-        raise
-    return prompt, fit_params(params, model, prompt, explicit, body.sent_as())
+    if body.think not in (None, False) and thinking_format(model.tokenizer.chat_template, model.tokenizer) is None:
+        raise APIError(400, f"think: the model '{body.model}' does not think (its chat template has no thinking)",
+                       param="think", code="unsupported_parameter")  # as Ollama refuses it
+    prompt, params = render_chat(model, messages, (), body.thinking(), params, "messages" if chat else "prompt")
+    return prompt, fit_params(params, model, prompt.text, explicit, body.sent_as())
 
 
 async def reply(runtime: Runtime, request: Request, body: OllamaGenerating, model: LoadedModel | RemoteModel,
@@ -212,11 +224,14 @@ async def reply(runtime: Runtime, request: Request, body: OllamaGenerating, mode
     started = time.perf_counter()
     owner = f"api-{uuid.uuid4().hex}"
     async with on_disconnect(request.receive, lambda: runtime.stop(owner)):
-        text, stats, _ = await run_to_end(runtime, owner, api_party(request), body.model, prompt, params, None,
-                                          model)
+        done = await run_to_end(runtime, owner, api_party(request), body.model, prompt, params, None, model)
+    stats = done.stats
     runtime.usage.add(key_label(request.headers), stats.prompt_tokens, stats.new_tokens)
+    # A raw /api/generate prompt is the caller's own: its reply is not split.
+    thinking = done.thinking if isinstance(prompt, RenderedPrompt) else None
+    reasoning, text = reply_parts(done.text, thinking)
     text = modified_output(runtime, text, params, chat)
-    return {**piece(body.model, text, chat), **final(stats, started)}
+    return {**piece(body.model, text, chat, thinking=reasoning), **final(stats, started)}
 
 
 async def stream_lines(runtime: Runtime, request: Request, name: str, prompt: Any, params: SamplingParams,
@@ -230,10 +245,16 @@ async def stream_lines(runtime: Runtime, request: Request, name: str, prompt: An
         return
     failed = False
     try:
+        splitter: ReasoningParser | None = None  # a thinking model's reply, split as it streams
         async with on_disconnect(request.receive, lambda: runtime.stop(owner)) as gone:
             async for text in iterate_in_threadpool(iter(stream)):
-                yield line(piece(name, text, chat, done=False))
+                if splitter is None and stream.thinking is not None and isinstance(prompt, RenderedPrompt):
+                    splitter = ReasoningParser(stream.thinking)
+                for part in splitter.feed(text) if splitter is not None else [Piece("answer", text)]:
+                    yield line(split_piece(name, part, chat))
         if not gone.is_set():
+            for part in splitter.finish() if splitter is not None else []:
+                yield line(split_piece(name, part, chat))
             yield line({**piece(name, "", chat), **final(stream.stats, started)})
     except GenerationError as exc:
         failed = True
@@ -252,9 +273,19 @@ def line(data: dict[str, Any]) -> str:
     return json.dumps(data) + "\n"
 
 
-def piece(name: str, text: str, chat: bool, done: bool = True) -> dict[str, Any]:
-    content = {"message": {"role": "assistant", "content": text}} if chat else {"response": text}
-    return {"model": name, "created_at": now(), **content, "done": done}
+def piece(name: str, text: str, chat: bool, done: bool = True, thinking: str | None = None) -> dict[str, Any]:
+    """One reply object or stream line; `thinking` as Ollama gives a thinking model's."""
+    if chat:
+        message = {"role": "assistant", "content": text, **({"thinking": thinking} if thinking else {})}
+        return {"model": name, "created_at": now(), "message": message, "done": done}
+    extra = {"thinking": thinking} if thinking else {}
+    return {"model": name, "created_at": now(), "response": text, **extra, "done": done}
+
+
+def split_piece(name: str, part: Piece, chat: bool) -> dict[str, Any]:
+    if part.part == "thinking":
+        return piece(name, "", chat, done=False, thinking=part.text)
+    return piece(name, part.text, chat, done=False)
 
 
 def final(stats, started: float) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, StrictInt, model_validator
 
 from webui.api.errors import APIError
+from webui.chat.thinking import ThinkingAsk
 from webui.api.schemas import MAX_EMBEDDING_INPUTS, CheckedText, ResponseFormat
 from webui.generation.params import ParamsError, SamplingParams, make_params
 
@@ -107,6 +108,13 @@ class OllamaMessage(CheckedText):
     role: Literal["system", "user", "assistant"]
     content: str = ""
     images: list[str] | None = None
+    thinking: str | None = None  # an assistant turn's thinking, as Ollama returns it
+
+    def as_dict(self) -> dict[str, str]:
+        message = {"role": self.role, "content": self.content}
+        if self.thinking and self.role == "assistant":
+            message["reasoning_content"] = self.thinking
+        return message
 
 
 class OllamaGenerating(OllamaBase):
@@ -116,9 +124,15 @@ class OllamaGenerating(OllamaBase):
     format: Any = None
     options: dict[str, Any] | None = None
     keep_alive: float | str | None = None  # models stay loaded here until an admin unloads them
-    think: bool | str | None = None
+    # true/false, or gpt-oss's effort: "low", "medium", "high" (None: the template's default)
+    think: bool | Literal["low", "medium", "high"] | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
+
+    def thinking(self) -> ThinkingAsk:
+        if isinstance(self.think, str):
+            return ThinkingAsk(enable=True, effort=self.think)
+        return ThinkingAsk(enable=self.think)
 
     def structured(self, params: SamplingParams) -> SamplingParams:
         """`params` with `format` enforced: "json" or a schema becomes the same json_schema
@@ -140,9 +154,6 @@ class OllamaGenerating(OllamaBase):
 
     def refuse_unsupported(self) -> None:
         """What this server cannot do yet is a 400 naming the field, never dropped."""
-        if self.think not in (None, False):
-            raise APIError(400, "think: this server does not separate a model's thinking from its reply",
-                           param="think", code="unsupported_parameter")
         if self.logprobs or self.top_logprobs:
             raise APIError(400, "logprobs: use /v1/chat/completions or /v1/completions for log-probabilities",
                            param="logprobs", code="unsupported_parameter")

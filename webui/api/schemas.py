@@ -4,11 +4,12 @@ the management requests.  Every string is checked for valid Unicode before any f
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 from webui.api.errors import APIError
+from webui.chat.thinking import ThinkingAsk
 from webui.generation.params import ParamsError, SamplingParams, make_params
 from webui.model_settings import ModelSettings
 from webui.text_check import InvalidText, check_text
@@ -54,6 +55,8 @@ class ChatMessage(BaseModel):
     tool_calls: list[ToolCallMessage] | None = None  # assistant: the calls it made
     tool_call_id: str | None = Field(None, max_length=200)  # tool: the call this answers
     name: str | None = Field(None, max_length=200)
+    # assistant: its thinking, sent back as our replies give it (the template keeps or drops it)
+    reasoning_content: str | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):  # OpenAI content parts: keep the text ones
@@ -69,6 +72,8 @@ class ChatMessage(BaseModel):
             message["tool_call_id"] = self.tool_call_id
         if self.name:
             message["name"] = self.name
+        if self.reasoning_content and self.role == "assistant":
+            message["reasoning_content"] = self.reasoning_content
         return message
 
 
@@ -172,12 +177,37 @@ class CompletionBase(CheckedText):
                            param="response_format", code="invalid_value") from exc
 
 
+def _template_kwargs(value: dict[str, Any]) -> dict[str, Any]:
+    """Small JSON values under plain names: they reach the chat template's sandbox."""
+    if len(value) > 16:
+        raise ValueError("at most 16 variables")
+    for name, item in value.items():
+        if not name.isidentifier() or name.startswith("_") or len(name) > 64:
+            raise ValueError(f"'{name[:64]}' is not a template variable name")
+        if len(json.dumps(item)) > 4096:
+            raise ValueError(f"'{name}': at most 4,096 characters of JSON")
+    return value
+
+
+TemplateKwargs = Annotated[dict[str, Any], AfterValidator(_template_kwargs)]
+
+
 class ChatCompletionRequest(CompletionBase):
     messages: list[ChatMessage] = Field(min_length=1)
     # Read by webui/chat/tools.py (read_tools, read_tool_choice), which names what it refuses.
     tools: list[Any] | None = None
     tool_choice: Any = None
     parallel_tool_calls: bool = True
+    # A thinking model's effort ("none": no thinking), and values for the chat template's
+    # own variables (e.g. {"enable_thinking": false}), as vLLM and llama.cpp's server take them.
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    chat_template_kwargs: TemplateKwargs | None = None
+
+    def thinking(self) -> ThinkingAsk:
+        effort = self.reasoning_effort
+        return ThinkingAsk(enable=None if effort is None else effort != "none",
+                           effort={"minimal": "low", "none": None}.get(effort, effort) if effort else None,
+                           template_kwargs=self.chat_template_kwargs)
 
 
 class CompletionRequest(CompletionBase):

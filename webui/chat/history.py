@@ -13,6 +13,7 @@ and easy to check when a file is loaded.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -61,10 +62,24 @@ class Message(BaseModel):
     created: float = 0.0
     # Generation facts shown next to a reply (tokens, seed, finish reason).
     note: str = ""
+    # A thinking model's reply: its thinking (shown folded above the answer, which is
+    # `content`), how many tokens and seconds it took.
+    reasoning: str = Field("", max_length=MAX_MESSAGE_CHARS)
+    reasoning_tokens: int = Field(0, ge=0)
+    reasoning_seconds: float = Field(0.0, ge=0.0)
     # Documents (webui/documents/): files attached with this message (ids in the user's
     # store), and the passages of them that went into the prompt with it.
     attachments: list[str] = Field(default_factory=list, max_length=MAX_SOURCES)
     sources: list[Source] = Field(default_factory=list, max_length=MAX_SOURCES)
+
+
+@dataclass(frozen=True)
+class Thought:
+    """A reply's thinking as it is saved with the reply."""
+
+    text: str
+    tokens: int = 0
+    seconds: float = 0.0
 
 
 class Conversation(BaseModel):
@@ -113,8 +128,10 @@ class Conversation(BaseModel):
         return path
 
     def turns(self) -> list[dict[str, str]]:
-        """The active path as {"role", "content"} dicts: what the model sees."""
-        return [{"role": m.role, "content": m.content} for m in self.path()]
+        """The active path as {"role", "content"} dicts: what the model sees (a reply's
+        thinking as "reasoning_content": the chat template keeps or drops it)."""
+        return [{"role": m.role, "content": m.content, **({"reasoning_content": m.reasoning} if m.reasoning else {})}
+                for m in self.path()]
 
     def shown(self) -> list[dict[str, str]]:
         """The active path as the chat shows it."""
@@ -152,8 +169,10 @@ class Conversation(BaseModel):
         self._select(chosen)
         return chosen
 
-    def set_content(self, message_id: int, content: str, note: str | None = None, visible: str | None = None) -> None:
-        """Replace a message's text in place (a reply being written, or continued)."""
+    def set_content(self, message_id: int, content: str, note: str | None = None, visible: str | None = None,
+                    thinking: Thought | None = None) -> None:
+        """Replace a message's text in place (a reply being written, or continued), and
+        its thinking when given."""
         for i, message in enumerate(self.messages):
             if message.id == message_id:
                 check_length(content)
@@ -161,6 +180,10 @@ class Conversation(BaseModel):
                 update = {"content": content, "visible": None if visible == content else visible}
                 if note is not None:
                     update["note"] = note
+                if thinking is not None:
+                    check_length(thinking.text)
+                    update.update(reasoning=thinking.text, reasoning_tokens=thinking.tokens,
+                                  reasoning_seconds=round(thinking.seconds, 2))
                 self.messages[i] = message.model_copy(update=update)
                 self.touch()
                 return
@@ -198,7 +221,7 @@ class Conversation(BaseModel):
         copy = Conversation(id=new_id, title=f"{self.title} (fork)"[:200], character=self.character)
         # Built in one pass (append walks the path each time: quadratic on a long chat).
         now = time.time()
-        copy.messages = [Message(id=i, parent=i - 1 if i else ROOT, role=m.role, content=m.content, created=now)
+        copy.messages = [m.model_copy(update={"id": i, "parent": i - 1 if i else ROOT, "created": now})
                          for i, m in enumerate(self.path()[: index + 1])]
         return copy
 

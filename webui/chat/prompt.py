@@ -13,14 +13,16 @@ own end-of-turn marker without a hand-written table.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from jinja2.exceptions import SecurityError, TemplateError
 
 from webui.chat.characters import BUILT_IN, Character, Persona, describe, substitute
 from webui.chat.template_sandbox import render_chat_template, special_tokens
+from webui.chat.thinking import thinking_format
+from webui.generation.reasoning import ThinkingFormat
 from webui.generation.request import EnginePrompt, PromptError, RenderedPrompt, prompt_ids
 
 # For models that ship no template: a plain, widely understood ChatML layout.
@@ -38,7 +40,7 @@ _MARK_A, _MARK_B = "\ue000", "\ue001"
 
 Mode = Literal["chat", "chat-instruct", "instruct"]
 Action = Literal["reply", "continue", "impersonate"]
-Message = dict[str, str]
+Message = dict[str, str]  # role, content and, for a reply that thought, reasoning_content
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class ChatSetup:
     system: str = ""  # instruct mode's system message
     template: str | None = None  # an instruction template; None: the model's own
     command: str = DEFAULT_COMMAND
+    # The template's thinking switches for this chat (enable_thinking, reasoning_effort).
+    variables: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -86,7 +90,7 @@ def _without_leading_replies(messages: list[Message]) -> list[Message]:
 
 def apply_template(
     tokenizer, messages: Sequence[Message], system: str = "", template: str | None = None,
-    add_generation_prompt: bool = True,
+    add_generation_prompt: bool = True, variables: Mapping[str, Any] | None = None,
 ) -> str:
     """Render `messages` with `template` (default: the model's own, else ChatML).
 
@@ -96,8 +100,13 @@ def apply_template(
     is stopped with a PromptError (not retried).
     A template that refuses the system message or a reply-first history is retried
     with the system text folded into the first user turn / the leading replies left out.
+    A reply's thinking goes to the template as `reasoning_content`: the template keeps or
+    drops it (Qwen3's drops it from turns before the last question).  `variables`: the
+    template's switches (webui/chat/thinking.py).
     """
-    turns = [{"role": m["role"], "content": m["content"]} for m in messages]
+    turns = [{"role": m["role"], "content": m["content"],
+              **({"reasoning_content": m["reasoning_content"]} if m.get("reasoning_content") else {})}
+             for m in messages]
     if system.strip():
         turns.insert(0, {"role": "system", "content": system.strip()})
     template = template or getattr(tokenizer, "chat_template", None) or FALLBACK_TEMPLATE
@@ -107,7 +116,7 @@ def apply_template(
     for attempt in dict.fromkeys(map(_frozen, attempts)):
         try:
             return render_chat_template(template, [dict(m) for m in attempt], tokens=special_tokens(tokenizer),
-                                        add_generation_prompt=add_generation_prompt)
+                                        add_generation_prompt=add_generation_prompt, variables=variables)
         except SecurityError as exc:
             raise PromptError("unsafe chat template: it tried to reach Python internals") from exc
         except TemplateError as exc:
@@ -119,9 +128,10 @@ def _frozen(messages: list[Message]) -> tuple:
     return tuple(tuple(sorted(m.items())) for m in messages)
 
 
-def render_chat_prompt(tokenizer, history: Sequence[Message], system: str = "") -> str:
+def render_chat_prompt(tokenizer, history: Sequence[Message], system: str = "",
+                       variables: Mapping[str, Any] | None = None) -> str:
     """The prompt for the next assistant turn with the model's own template."""
-    return apply_template(tokenizer, history, system)
+    return apply_template(tokenizer, history, system, variables=variables)
 
 
 def turn_prefix(tokenizer, template: str | None, history: Sequence[Message], role: str) -> str:
@@ -195,9 +205,10 @@ class ChatPrompt:
         count = lambda text: len(prompt_ids(tokenizer, text))  # noqa: E731
         whole = self._render(tokenizer, 0)
         tokens = count(whole)
+        thinking = self._thinking(tokenizer)
         if tokens <= room or len(starts) == 1:  # the usual case: everything fits
             self.info = PromptInfo(tokens=tokens, room=room)
-            return RenderedPrompt(whole, self._stops(tokenizer))
+            return RenderedPrompt(whole, self._stops(tokenizer), thinking)
         # Fewest dropped turns that fit: token counts fall as turns are dropped.
         low, high = 1, len(starts) - 1
         best, best_start = self._render(tokenizer, starts[high]), starts[high]
@@ -209,7 +220,14 @@ class ChatPrompt:
             else:
                 low = middle + 1
         self.info = PromptInfo(tokens=count(best), room=room, dropped=best_start)
-        return RenderedPrompt(best, self._stops(tokenizer))
+        return RenderedPrompt(best, self._stops(tokenizer), thinking)
+
+    def _thinking(self, tokenizer) -> ThinkingFormat | None:
+        """The reply's thinking markers: the template's, where the template prompts it
+        (chat mode's script is plain text: a reply there is all answer)."""
+        if self.setup.mode == "chat" or self.action == "impersonate":
+            return None
+        return thinking_format(self.setup.template or getattr(tokenizer, "chat_template", None), tokenizer)
 
     def for_engine(self) -> EnginePrompt | None:
         """This prompt for an engine that applies its own chat template (a remote one):
@@ -249,17 +267,17 @@ class ChatPrompt:
         return self._chat_instruct(tokenizer, script)
 
     def _instruct(self, tokenizer, turns: list[Message]) -> str:
-        template, system = self.setup.template, self.setup.system
+        template, system, variables = self.setup.template, self.setup.system, self.setup.variables
         if self.action == "continue":
-            head = apply_template(tokenizer, turns[:-1], system, template)
+            head = apply_template(tokenizer, turns[:-1], system, template, variables=variables)
             return head + turns[-1]["content"]
         if self.action == "impersonate":
             return turn_prefix(tokenizer, template, _with_system(turns, system), "user") + self.prefix
-        full = apply_template(tokenizer, turns, system, template)
+        full = apply_template(tokenizer, turns, system, template, variables=variables)
         if self._bot_prefix is None:
             return full + self.prefix
         # The reply's opener is what the generation prompt adds to the history.
-        base = apply_template(tokenizer, turns, system, template, add_generation_prompt=False)
+        base = apply_template(tokenizer, turns, system, template, add_generation_prompt=False, variables=variables)
         if not full.startswith(base):
             return full + self.prefix
         return base + self._open_reply(full[len(base):] + self.prefix)
@@ -294,7 +312,7 @@ class ChatPrompt:
 
     def _chat_instruct(self, tokenizer, script: str) -> str:
         opening = apply_template(tokenizer, [{"role": "user", "content": self._command(script)}], "",
-                                 self.setup.template)
+                                 self.setup.template, variables=self.setup.variables)
         return opening + script.rpartition("\n")[2]
 
     def _stops(self, tokenizer) -> tuple[str, ...]:

@@ -16,12 +16,13 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 from webui.chat.characters import describe
-from webui.chat.history import MAX_MESSAGE_CHARS, ChatError, Conversation, Message
+from webui.chat.history import MAX_MESSAGE_CHARS, ChatError, Conversation, Message, Thought
 from webui.chat.prompt import ChatPrompt, ChatSetup
 from webui.chat.store import ChatStore
 from webui.extensions import params_from_state
 from webui.generation.engine import GenerationError
 from webui.generation.params import SamplingParams
+from webui.generation.reasoning import Piece, ReasoningParser
 from webui.generation.request import ui_party
 
 if TYPE_CHECKING:
@@ -134,6 +135,13 @@ class ReplyWriter:
         self.error: str | None = None
         self.waiting: int | None = None  # requests ahead of this one while it is queued
         self._read = False
+        # A thinking model's reply comes apart as it streams: `text` is the answer,
+        # `thinking` the thinking before it (webui/generation/reasoning.py).
+        self.thinking = ""
+        self.thinking_seconds = 0.0
+        self.answering = False  # the answer has started (the thinking block folds)
+        self._splitter: ReasoningParser | None = None
+        self._thinking_since: float | None = None
 
     def status(self) -> str:
         if self.waiting:
@@ -152,8 +160,14 @@ class ReplyWriter:
                     yield self.text
                     continue
                 self.waiting = None
+                piece = self._answer_part(piece)
                 room = MAX_MESSAGE_CHARS - len(self.text)
                 self.text += piece[:room]
+                if len(self.thinking) > MAX_MESSAGE_CHARS:
+                    self.thinking = self.thinking[:MAX_MESSAGE_CHARS]
+                    self.error = f"the thinking stopped at {MAX_MESSAGE_CHARS:,} characters, the most a message holds"
+                    yield self.text
+                    return
                 if len(piece) > room:
                     self.error = f"the reply stopped at {MAX_MESSAGE_CHARS:,} characters, the most a message holds"
                     yield self.text
@@ -164,7 +178,39 @@ class ReplyWriter:
                     saved = time.monotonic()
         finally:
             pieces.close()  # a closed tab lands here: cancel the request, keep the text
+            if self._splitter is not None:
+                self.text += self._take(self._splitter.finish())[: MAX_MESSAGE_CHARS - len(self.text)]
             self._save()
+
+    def _answer_part(self, piece: str) -> str:
+        """The answer's share of a streamed piece; the thinking's share goes to `thinking`."""
+        if self._splitter is None:
+            if self.stream.thinking is None:
+                return piece
+            self._splitter = ReasoningParser(self.stream.thinking)
+        return self._take(self._splitter.feed(piece))
+
+    def _take(self, parts: list[Piece]) -> str:
+        answer = ""
+        for part in parts:
+            if part.part == "thinking":
+                self._thinking_since = self._thinking_since or time.monotonic()
+                self.thinking += part.text
+            else:
+                if not self.answering and self._thinking_since is not None:
+                    self.thinking_seconds = time.monotonic() - self._thinking_since
+                self.answering = True
+                answer += part.text
+        return answer
+
+    def thought(self) -> Thought | None:
+        """The thinking to save with the reply (None: this reply did not think)."""
+        if self.stream.thinking is None and not self.thinking:
+            return None
+        if not self.answering and self._thinking_since is not None:
+            self.thinking_seconds = time.monotonic() - self._thinking_since
+        stats = self.stream.stats
+        return Thought(self.thinking, stats.thinking_tokens if stats else 0, self.thinking_seconds)
 
     def close(self) -> None:
         """For a caller that stops before reading at all: cancel the request, and save."""
@@ -187,17 +233,18 @@ class ReplyWriter:
         """The reply so far, saved while it streams.  A failure (a full disk) is left to
         the final save to report; streaming goes on."""
         try:
-            self.conversation.set_content(self.target.id, self.text)
+            self.conversation.set_content(self.target.id, self.text, thinking=self.thought())
             self.store.save(self.conversation)
         except (OSError, ChatError) as exc:
             log.warning("reply not saved while streaming: %s", exc)
 
     def _save(self) -> None:
         conversation = self.conversation
-        if self.text.strip() or self.action == "continue":
+        if self.text.strip() or self.thinking.strip() or self.action == "continue":
             extensions = self.runtime.extensions
             visible = extensions.output(self.text, self.state, True) if extensions.has("output_modifier") else None
-            conversation.set_content(self.target.id, self.text, note=self.summary(), visible=visible)
+            conversation.set_content(self.target.id, self.text, note=self.summary(), visible=visible,
+                                     thinking=self.thought() if self.action != "continue" else None)
         else:  # nothing was written: drop the empty reply rather than keep a blank message
             self._drop_target()
         self.store.save(conversation)

@@ -276,6 +276,11 @@ def _compiled(template: str) -> jinja2.Template:
     return _ENVIRONMENT.from_string(template)
 
 
+def parse_template(template: str) -> nodes.Template:
+    """The template's syntax tree (to read which variables it uses), parsed as rendering does."""
+    return _ENVIRONMENT.parse(template)
+
+
 # -- rendering -------------------------------------------------------------------------
 def _plain(value: Any) -> Any:
     """What a template may see: JSON-like data only (a rich object's methods are not
@@ -319,8 +324,11 @@ def special_tokens(tokenizer: Any) -> dict[str, Any]:
 
 
 def render_chat_template(template: str, messages: Sequence[Mapping[str, Any]], *, tokens: Mapping[str, Any],
-                         tools: Sequence[Mapping[str, Any]] | None = None, add_generation_prompt: bool = True) -> str:
-    """`template` rendered for `messages`, within a budget.
+                         tools: Sequence[Mapping[str, Any]] | None = None, add_generation_prompt: bool = True,
+                         variables: Mapping[str, Any] | None = None) -> str:
+    """`template` rendered for `messages`, within a budget.  `variables`: more values the
+    template reads (enable_thinking, reasoning_effort...); they never replace the ones
+    set here (messages, tools, the special tokens).
 
     Raises PromptError when it overruns its budget, recurses without end or runs out of
     memory; SecurityError / TemplateError as Jinja raises them (the caller decides
@@ -333,8 +341,10 @@ def render_chat_template(template: str, messages: Sequence[Mapping[str, Any]], *
     token = _budget.set(budget)
     try:
         compiled = _compiled(template)
-        return compiled.render(messages=chat, tools=_plain(tools) if tools is not None else None, documents=None,
-                               add_generation_prompt=add_generation_prompt, **_plain(dict(tokens)))
+        context = {**_plain(dict(variables or {})), **_plain(dict(tokens))}
+        context.update(messages=chat, tools=_plain(tools) if tools is not None else None, documents=None,
+                       add_generation_prompt=add_generation_prompt)
+        return compiled.render(**context)
     except TemplateBudgetError as exc:
         raise PromptError(f"the chat template was stopped: {exc}") from None
     except RecursionError:

@@ -12,15 +12,19 @@ and it slides forward every time text is emitted, so each step costs O(window).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 # Enough context for the tokenizer to place spaces correctly at the window start.
 CONTEXT_TOKENS = 4
 
 
 class IncrementalDecoder:
-    def __init__(self, tokenizer, prompt_ids: Sequence[int] = ()):
+    def __init__(self, tokenizer, prompt_ids: Sequence[int] = (), keep: Mapping[int, str] | None = None):
+        """keep: special tokens shown as their text (token id -> text) where every other
+        special token is left out: the markers that separate a reply's thinking from its
+        answer in some formats (webui/generation/reasoning.py)."""
         self._tokenizer = tokenizer
+        self._keep = dict(keep or {})
         # Fast tokenizers: call the Rust decoder directly; transformers' Python wrapper
         # around it costs more than the decoding itself, twice per token.
         self._backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -29,6 +33,20 @@ class IncrementalDecoder:
         self._read_offset = len(self._ids)
 
     def _decode(self, ids: list[int]) -> str:
+        if self._keep and not self._keep.keys().isdisjoint(ids):
+            parts, run = [], []
+            for token in ids:
+                if token in self._keep:
+                    parts += [self._plain(run), self._keep[token]]
+                    run = []
+                else:
+                    run.append(token)
+            return "".join(parts) + self._plain(run)
+        return self._plain(ids)
+
+    def _plain(self, ids: list[int]) -> str:
+        if not ids:
+            return ""
         if self._backend is not None:
             return self._backend.decode(ids, skip_special_tokens=True)
         return self._tokenizer.decode(

@@ -32,6 +32,7 @@ from webui.generation import token_probs
 from webui.generation.backend import Backend, BackendCrashed, OutOfMemory
 from webui.generation.chain import build_chain
 from webui.generation.detok import IncrementalDecoder
+from webui.generation.reasoning import ThinkingFormat, ThinkingGate
 from webui.generation.embedding import BATCH_TOKENS, STEP_TOKENS, EmbeddingJob
 from webui.generation.grammar_compile import constraint_of
 from webui.generation.samplers.grammar import GrammarState, GrammarTokenizers, GrammarUnsupported
@@ -149,6 +150,8 @@ class GenerationStream:
         self.logprobs: list[TokenLogprob] = []
         self.new_tokens = 0
         self.prompt_tokens = 0  # set when admitted: usage can be counted for a reader that left early
+        # The reply's thinking markers, set before its first piece (None: it does not think).
+        self.thinking: ThinkingFormat | None = None
         self.started = False  # admitted into the batch
         self.queued_at = time.monotonic()
         self._engine = engine
@@ -201,12 +204,39 @@ def alone(backend: Backend, stream) -> bool:
     return stream.request.params.deterministic and not backend.capabilities.batch_invariant
 
 
+def thinking_keep(tokenizer, thinking: ThinkingFormat | None) -> dict[int, str]:
+    """Special tokens that spell the thinking markers: shown, where other special tokens
+    are left out of the text (gpt-oss's <|channel|>, <|message|>...)."""
+    if thinking is None:
+        return {}
+    markers = thinking.markers
+    specials = getattr(tokenizer, "all_special_tokens", None) or []
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    names = set(specials) | {str(token) for token in added.values()}
+    keep = {}
+    for name in names:
+        if len(name) > 1 and any(name in marker for marker in markers):
+            token = tokenizer.convert_tokens_to_ids(name)
+            if isinstance(token, int) and token >= 0:
+                keep[token] = name
+    return keep
+
+
+def thinking_gate(thinking: ThinkingFormat | None, params, grammar: bool) -> ThinkingGate | None:
+    """The gate that follows a thinking reply: it counts the thinking tokens, and where a
+    budget is to be kept or a grammar waits for the answer, it writes markers in."""
+    if thinking is None:
+        return None
+    return ThinkingGate(thinking, params.thinking_budget, force_open=grammar and params.thinking_budget != 0)
+
+
 class _Sequence:
     """A running request: everything decoding needs that belongs to it alone."""
 
     def __init__(self, stream: GenerationStream, backend: Backend, ids: list[int], max_new: int,
                  chain, stops: StopStringFilter, seed: int, generator: torch.Generator, dropped: int,
-                 embeds: torch.Tensor | None, grammar: GrammarState | None = None):
+                 embeds: torch.Tensor | None, grammar: GrammarState | None = None,
+                 thinking: ThinkingFormat | None = None):
         self.stream = stream
         self.request = stream.request
         self.owner = stream.request.owner
@@ -221,7 +251,12 @@ class _Sequence:
         self.max_new = max_new
         self.eos = backend.eos_ids()
         self.tokenizer = backend.tokenizer
-        self.decoder = IncrementalDecoder(backend.tokenizer, ids)
+        self.decoder = IncrementalDecoder(backend.tokenizer, ids, thinking_keep(backend.tokenizer, thinking))
+        # A thinking reply followed token by token (webui/generation/reasoning.py).
+        self.gate = thinking_gate(thinking, stream.request.params, grammar is not None)
+        self.forced: list[int] = []  # tokens to write next instead of sampling (the gate's)
+        if grammar is not None and self.gate is not None:
+            grammar.paused = not self.gate.answering
         self.greedy = stream.request.params.greedy
         # Prompt and reply so far, for the samplers that look back (penalties, DRY...).
         self.ids = torch.zeros(1, len(ids) + max_new, dtype=torch.long, device=backend.device)
@@ -239,10 +274,16 @@ class _Sequence:
     @property
     def plain_greedy(self) -> bool:
         """Greedy with nothing to run on the logits: its token is the batch's argmax."""
-        return self.greedy and not self.chain and self.request.logprobs is None
+        return (self.greedy and not self.chain and self.request.logprobs is None
+                and (self.gate is None or not self.gate.forces))
 
     def choose(self, logits: torch.Tensor) -> int:
         """Run this request's chain on its logits ([1, vocab]) and pick the next token."""
+        if self.gate is not None:
+            if not self.forced and (text := self.gate.wants()) is not None:
+                self.forced = self.tokenizer.encode(text, add_special_tokens=False)
+            if self.forced:
+                return self.forced.pop(0)  # written by the gate: no sampling, no record
         scores = raw = logits.float()
         if self.chain:
             if self.request.token_detail:
@@ -284,13 +325,17 @@ class _Sequence:
         if token in self.eos:
             self.reason = "stop"
         else:
-            if self.grammar is not None:
+            if self.grammar is not None and not self.grammar.paused:
                 try:
                     self.grammar.advance(token)
                 except ValueError as exc:  # never expected (the mask allowed it): end this request only
                     self.failure = f"generation failed: {exc}"
                     self.reason = "cancelled"
                     return True
+            if self.gate is not None:
+                self.gate.push(piece)
+                if self.grammar is not None:
+                    self.grammar.paused = not self.gate.answering
             self._emit(self.stops.feed(piece))
             if self.stops.stopped:
                 self.reason = "stop"
@@ -310,7 +355,7 @@ class _Sequence:
         stream._mailbox.finish("done", GenerationStats(
             self.prompt_tokens, stream.new_tokens, time.perf_counter() - self.started, self.reason, self.seed,
             self.dropped, cached_tokens=getattr(self.slot, "cached_tokens", 0),
-            queued_seconds=self.queued_seconds))
+            queued_seconds=self.queued_seconds, thinking_tokens=self.gate.spent if self.gate else 0))
 
     def _emit(self, text: str) -> None:
         if text:
@@ -593,7 +638,7 @@ class GenerationEngine:
         tokenizer = backend.tokenizer
         context = min(params.truncation_length or loaded.context_length, loaded.context_length)
         prompt = request.prompt
-        if not isinstance(prompt, str):
+        if not isinstance(prompt, (str, RenderedPrompt)):
             prompt = prompt(tokenizer, prompt_room(params.max_new_tokens, context))
         rendered = prompt if isinstance(prompt, RenderedPrompt) else RenderedPrompt(prompt)
         ids = prompt_ids(tokenizer, rendered.text)
@@ -624,9 +669,17 @@ class GenerationEngine:
         # With a grammar, the grammar ends the reply (end-of-text is allowed only once it
         # is complete); a stop string, the template's or the caller's, could otherwise cut
         # a JSON reply short at a "}" or an "<|im_end|>" inside one of its strings.
-        stops = StopStringFilter(() if grammar is not None else (*params.stop, *rendered.stops))
+        stops = () if grammar is not None else (*params.stop, *rendered.stops)
+        thinking = rendered.thinking
+        if thinking is not None:
+            # The reply starts inside the thinking when the prompt opened it; a marker of
+            # the thinking format is never a stop (gpt-oss ends its analysis with "<|end|>").
+            thinking = thinking.opened(thinking.ends_open(rendered.text))
+            stops = tuple(s for s in stops if not any(s in marker for marker in thinking.markers))
         stream.prompt_tokens = len(ids)
-        return _Sequence(stream, backend, ids, max_new, chain, stops, seed, generator, dropped, embeds, grammar)
+        stream.thinking = thinking
+        return _Sequence(stream, backend, ids, max_new, chain, StopStringFilter(stops), seed, generator, dropped,
+                         embeds, grammar, thinking)
 
     def _grammar(self, backend: Backend, params) -> GrammarState | None:
         constraint = constraint_of(params.grammar_string, params.json_schema)

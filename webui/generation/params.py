@@ -62,6 +62,9 @@ class SamplingParams(BaseModel):
         False, description="Compute the reply as it would be alone: the whole prompt, no prefix-cache reuse, and "
         "no shared batch where the model's batch changes its numbers. A slower first token on follow-ups.")
     stop: tuple[str, ...] = Field((), description="Strings that end the reply (not shown).")
+    thinking_budget: int = Field(
+        -1, ge=-1, le=32768, description="A thinking model's most thinking tokens, then it must answer; "
+        "-1 = no limit, 0 = no thinking.")
     ban_eos_token: bool = Field(False, description="Never end on the end-of-text token.")
     custom_token_bans: tuple[int, ...] = Field((), description="Token ids never to generate.")
     logit_bias: dict[str, float] = Field(

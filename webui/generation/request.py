@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from webui.errors import AppError, ServerError
 from webui.generation.params import SamplingParams
+from webui.generation.reasoning import ThinkingFormat
 
 FinishReason = Literal["stop", "length", "cancelled"]
 
@@ -74,10 +75,12 @@ class CancelToken:
 
 @dataclass(frozen=True)
 class RenderedPrompt:
-    """Prompt text plus the stop strings that end the turn it asks for."""
+    """Prompt text plus the stop strings that end the turn it asks for, and the reply's
+    thinking markers when the model thinks (its `starts_open` read off this text)."""
 
     text: str
     stops: tuple[str, ...] = ()
+    thinking: ThinkingFormat | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,9 @@ class EnginePrompt:
     text: str | None = None
     messages: tuple[dict[str, str], ...] | None = None
     stops: tuple[str, ...] = ()
+    # Chat request fields for the engine's own template, passed as they are
+    # (chat_template_kwargs, reasoning_effort: a thinking model's switches).
+    template_fields: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -162,6 +168,8 @@ class GenerationStats:
     cached_tokens: int = 0
     # Seconds spent waiting for a place in the running batch.
     queued_seconds: float = 0.0
+    # Of new_tokens, those a thinking model spent thinking.
+    thinking_tokens: int = 0
 
     @property
     def tokens_per_second(self) -> float:
@@ -172,6 +180,8 @@ class GenerationStats:
             f"{self.new_tokens} tokens, {self.tokens_per_second:.1f} tokens/s, "
             f"prompt {self.prompt_tokens} tokens, seed {self.seed}, {self.finish_reason}"
         )
+        if self.thinking_tokens:
+            text += f", {self.thinking_tokens} of them thinking"
         if self.cached_tokens:
             text += f", {self.cached_tokens} prompt tokens reused from cache"
         if self.truncated_tokens:

@@ -29,11 +29,16 @@ from webui.generation.request import (
     QueueFull,
     TokenLogprob,
 )
+from webui.generation.reasoning import ThinkingFormat
 from webui.generation.stops import StopStringFilter
 from webui.remote.capabilities import capabilities, upstream_fields
 from webui.remote.client import RemoteClient, RemoteError
 from webui.remote.config import RemoteEngineConfig
 from webui.remote.loop import LoopThread
+
+# An engine's thinking (sent beside the answer) written into the reply between these
+# markers, so that the chat and the API separate it as they do a local model's.
+PASSED_THROUGH = ThinkingFormat(starts_open=True)
 
 
 class RemoteEngine:
@@ -113,6 +118,7 @@ class RemoteEngine:
     async def _read(self, path: str, payload: dict[str, Any], stops: StopStringFilter,
                     stream: GenerationStream, result: _Result) -> None:
         chat = path == "chat/completions"
+        thinking_open = False
         async with aclosing(self.client.stream(path, payload)) as events:
             async for event in events:
                 if event.get("usage"):
@@ -121,6 +127,17 @@ class RemoteEngine:
                     text = _text(choice, chat, self.name)
                     if stream.request.logprobs is not None:
                         stream.logprobs.extend(_logprobs(choice.get("logprobs"), chat, self.name))
+                    reasoning = _reasoning(choice, self.name) if chat else ""
+                    if reasoning and (thinking_open or stream.thinking is None):
+                        # The engine's thinking passes through as a local model's would: the
+                        # reply opens in its thinking and the first answer text closes it.
+                        if stream.thinking is None:
+                            stream.thinking, thinking_open = PASSED_THROUGH, True
+                        stream.new_tokens += 1
+                        stream._mailbox.put_text(reasoning)
+                    if text and thinking_open:
+                        stream._mailbox.put_text(PASSED_THROUGH.close)
+                        thinking_open = False
                     if text:
                         stream.new_tokens += 1  # a piece per event: tokens until the engine's usage says
                         shown = stops.feed(text)
@@ -148,7 +165,7 @@ class RemoteEngine:
                     "mode, or an extension's prompt) needs the local model's template: load a local model")
         stops = (*request.params.stop, *prompt.stops)
         if prompt.messages is not None:
-            path, body = "chat/completions", {"messages": list(prompt.messages)}
+            path, body = "chat/completions", {"messages": list(prompt.messages), **dict(prompt.template_fields)}
         else:
             path, body = "completions", {"prompt": prompt.text}
         fields = upstream_fields(self.config.kind, request.params, tuple(dict.fromkeys(stops)))
@@ -178,6 +195,16 @@ def _text(choice: Any, chat: bool, name: str) -> str:
     text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
     if text is not None and not isinstance(text, str):
         raise RemoteError(f"remote engine {name} sent text that is not a string")
+    return text or ""
+
+
+def _reasoning(choice: dict, name: str) -> str:
+    """A chat event's thinking, under the names engines give it (vLLM's and DeepSeek's
+    `reasoning_content`, the newer `reasoning`)."""
+    delta = choice.get("delta") or {}
+    text = delta.get("reasoning_content") or delta.get("reasoning")
+    if text is not None and not isinstance(text, str):
+        raise RemoteError(f"remote engine {name} sent thinking that is not a string")
     return text or ""
 
 

@@ -21,6 +21,7 @@ from webui.ui.common import Shared, session_id
 GROUPS: list[tuple[str, list[tuple[str, str, tuple[float, float, float] | None]]]] = [
     ("Length and randomness", [
         ("max_new_tokens", "slider", (1, 4096, 1)),
+        ("thinking_budget", "number", None),
         ("truncation_length", "slider", (0, 131072, 256)),
         ("do_sample", "check", None),
         ("seed", "number", None),

@@ -89,6 +89,9 @@ class GrammarState:
         self._bits = np.zeros(words, dtype=np.int32)
         self._flags_count = min(words * 32, vocab_size)
         self._bias: torch.Tensor | None = None
+        # While a thinking model thinks, the grammar waits: it constrains the answer only
+        # (webui/generation/reasoning.py ThinkingGate).
+        self.paused = False
 
     def bias(self) -> torch.Tensor:
         """Float [vocab_size]: 0 for the tokens that may come next, -inf for the rest
@@ -122,7 +125,9 @@ class GrammarState:
         return self.matcher.is_accepting()
 
     def restrict(self, scores: torch.Tensor) -> torch.Tensor:
-        """`scores` with every token the grammar forbids at -inf."""
+        """`scores` with every token the grammar forbids at -inf (unchanged while paused)."""
+        if self.paused:
+            return scores
         return scores + self.bias().to(scores.device, scores.dtype, non_blocking=True)
 
 
