@@ -11,7 +11,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from tests.doc_fixtures import corpus_text, passage, pdf_bytes, towns
-from tests.test_chat_ui import steady
+from tests.test_chat_ui import steady, texts
 
 TOWNS = towns()
 
@@ -56,9 +56,12 @@ def test_a_long_document_is_retrieved_and_cited(client, chats, tmp_path):
     status, _ = client.predict([handle_file(str(atlas))], api_name="/documents_attach")
     assert "atlas.pdf" in status
     town = TOWNS[17]
-    client.predict(f"Where does {town.name} lie?", api_name="/chat_send")
+    shown = client.predict(f"Where does {town.name} lie?", api_name="/chat_send")[0]
+    reply = texts(shown)[-1]  # the reply lists what it was given
+    assert "Sources:" in reply and "atlas.pdf, p. 18" in reply
     question = [m for m in newest(chats).path() if m.role == "user"][-1]
     assert question.sources and not question.sources[0].whole
+    assert newest(chats).path()[-1].content in reply and "Sources" not in newest(chats).path()[-1].content
     first = question.sources[0]
     assert (first.file, first.page) == ("atlas.pdf", 18) and town.name in first.text
     assert "[1] (atlas.pdf, page 18)" in question.content

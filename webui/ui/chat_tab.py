@@ -195,7 +195,7 @@ def username(request: gr.Request | None) -> str | None:
 
 def shown_messages(conversation: Conversation, streaming: bool = False) -> list[dict[str, str]]:
     """What the Chatbot gets; while a reply streams its last message carries the cursor."""
-    messages = conversation.shown()
+    messages = documents_panel.with_citations(conversation, conversation.shown(), streaming)
     if streaming and messages:
         messages[-1] = {**messages[-1], "content": messages[-1]["content"] + CURSOR}
     return messages

@@ -121,6 +121,29 @@ def sources_of(conversation: Conversation | None) -> list:
     return []
 
 
+def _markdown_inert(text: str) -> str:
+    """A file name shown inside Markdown: its punctuation escaped, so a name cannot make
+    a link, an image or emphasis."""
+    return "".join("\\" + ch if ch in "\\`*_[]()<>#!|~" else ch for ch in text)
+
+
+def with_citations(conversation: Conversation, shown: list[dict], streaming: bool = False) -> list[dict]:
+    """The chat's messages with, under each reply that was given passages, the list of
+    them ("Sources: [1] atlas.pdf, p. 18 · ..."); *Sources of the last reply* shows one.
+    Display only: the saved reply is unchanged."""
+    path = conversation.path()
+    if len(path) != len(shown) or not any(m.sources for m in path):
+        return shown
+    out = list(shown)
+    for i in range(1, len(path) - (1 if streaming else 0)):  # a reply streaming: its bubble is page.js's
+        asked, reply = path[i - 1], path[i]
+        if reply.role == "assistant" and asked.role == "user" and asked.sources and isinstance(
+                out[i].get("content"), str):
+            names = " · ".join(_markdown_inert(citation(s)) for s in asked.sources)
+            out[i] = {**out[i], "content": f"{out[i]['content']}\n\n---\n*Sources:* {names}"}
+    return out
+
+
 # -- layout and events ---------------------------------------------------------------------
 @dataclass
 class Panel:
