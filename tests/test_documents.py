@@ -334,3 +334,25 @@ def test_terms_in_most_chunks_are_dropped_in_a_large_store(tmp_path, monkeypatch
     assert store._telling(['"common"']) == ['"common"']  # all common: kept, so a search still finds something
     assert "rare" in search(store, "common rare", [info.id], None, k=1)[0].chunk.text
     assert search(store, "common", [info.id], None, k=3)
+
+
+def test_reads_on_an_owner_with_nothing_create_nothing(tmp_path):
+    store = DocumentStore(tmp_path / "nobody")
+    assert store.files() == [] and store.collections("vector_store") == [] and store.chunk_count() == 0
+    for lookup in (lambda: store.file("../../etc/passwd"), lambda: store.collection("vs_x"),
+                   lambda: store.content("file-0")):
+        with pytest.raises(NotFound) as caught:
+            lookup()
+        assert "etc" not in str(caught.value)  # nothing the request named is echoed
+    assert search(store, "anything", ["file-0"], None) == []
+    assert not (tmp_path / "nobody").exists()
+
+
+def test_the_same_file_again_is_not_indexed_again(tmp_path, embedder):
+    store = DocumentStore(tmp_path / "docs")
+    first = ingest(store, "towns.txt", corpus_text(TOWNS[:10]).encode(), None)
+    again = ingest(store, "towns.txt", corpus_text(TOWNS[:10]).encode(), embedder)  # now with a model
+    assert again.id == first.id and len(store.files()) == 1
+    assert len(store.vector_matrix(embedder.name)[0]) == store.chunk_count()  # the vectors it lacked were added
+    other = ingest(store, "towns.txt", corpus_text(TOWNS[:11]).encode(), embedder)  # changed bytes: a new file
+    assert other.id != first.id and len(store.files()) == 2

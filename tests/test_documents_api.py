@@ -156,3 +156,25 @@ def test_uploads_from_another_sites_page_refused(api):
     # Multipart is accepted on the upload route only.
     answer = httpx.post(f"{url}/vector_stores", files=files)
     assert answer.status_code == 415
+
+
+def test_switching_the_embedding_model_embeds_what_the_new_one_lacks(api):
+    from tests.doc_fixtures import corpus_text
+    from webui.api.usage import key_label
+
+    runtime = api[1]
+    erin = client(api, "erin-key-00005")
+    file = erin.files.create(file=("towns.txt", corpus_text(TOWNS[:6]).encode()), purpose="assistants")
+    store = erin.vector_stores.create(name="switch")
+    assert erin.vector_stores.files.create_and_poll(vector_store_id=store.id, file_id=file.id,
+                                                    poll_interval_ms=100).status == "completed"
+    owner = runtime.documents.for_key(key_label({"authorization": "Bearer erin-key-00005"}))
+    models = lambda: {row[0].split("/")[0] for row in owner._rows("SELECT DISTINCT embedder FROM vectors")}  # noqa: E731
+    assert models() == {"st"}
+    runtime.documents.choose("")  # the loaded language model's own embeddings from now on
+    try:
+        hits = erin.vector_stores.search(store.id, query=f"Where does {TOWNS[3].name} lie?",
+                                         extra_body={"mode": "vector"})
+        assert hits.data and models() == {"st", "llm"}  # its vectors were computed before searching
+    finally:
+        runtime.documents.choose("town-embedder")

@@ -30,7 +30,7 @@ from webui.api.state import RuntimeDep
 from webui.api.usage import api_party, key_label
 from webui.documents.errors import DocumentError, UnsupportedDocument
 from webui.documents.extract import MAX_FILE_BYTES, kind_of
-from webui.documents.indexer import index_file
+from webui.documents.indexer import ensure_vectors, index_file
 from webui.documents.search import RRF_K, search
 from webui.documents.store import Collection, DocumentStore, FileInfo, Member
 from webui.runtime import Runtime
@@ -303,6 +303,8 @@ async def search_vector_store(store_id: str, body: SearchRequest, request: Reque
     embedder = None
     if body.mode != "bm25" and files:
         embedder = await run_in_threadpool(runtime.documents.embedder, runtime, api_party(request))
+    if embedder is not None:  # the embedding model changed since these files were indexed: catch up first
+        await run_in_threadpool(ensure_vectors, store, embedder, files)
     if body.mode == "vector" and embedder is None:
         raise APIError(409, "mode: vector search needs an embedding model (choose one in the Model tab, or load a "
                        "local model)", param="mode", code="no_embedding_model")

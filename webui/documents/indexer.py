@@ -10,6 +10,7 @@ embedding model are embedded (`ensure_vectors`).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -23,7 +24,7 @@ from webui.documents.chunking import OVERLAP, SIZE, chunk_pages, word_spans
 from webui.documents.embedders import BATCH, Embedder
 from webui.documents.errors import DocumentError, IndexCancelled
 from webui.documents.extract import extract, kind_of
-from webui.documents.store import DocumentStore, FileInfo
+from webui.documents.store import DocumentStore, FileInfo, clean_name
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,16 @@ def index_file(store: DocumentStore, file_id: str, embedder: Embedder | None, ca
 
 def ingest(store: DocumentStore, name: str, data: bytes, embedder: Embedder | None, cancel: Cancel | None = None,
            progress: Progress = _quiet, chunk_tokens: int = SIZE, overlap: int = OVERLAP) -> FileInfo:
-    """An uploaded file kept and indexed; on any failure nothing of it stays."""
+    """An uploaded file kept and indexed; on any failure nothing of it stays.  The same
+    bytes under the same name, indexed before, are not read again: that file is the
+    answer (with vectors from `embedder` added where it lacks them)."""
     kind = kind_of(name)
+    same = store.find_same(hashlib.sha256(data).hexdigest(), clean_name(name))
+    if same is not None:
+        if embedder is not None:
+            ensure_vectors(store, embedder, [same.id], cancel, progress)
+        progress(1.0, f"{same.name} was indexed already")
+        return same
     info = store.add_file(name, data, kind)
     try:
         return index_file(store, info.id, embedder, cancel, progress, chunk_tokens, overlap)

@@ -17,6 +17,7 @@ Collections are named sets of files: a user's "libraries" and the API's vector s
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import sqlite3
 import threading
@@ -30,6 +31,7 @@ import numpy as np
 from webui.documents.chunking import Chunk
 from webui.documents.errors import DocumentError
 from webui.errors import AppError
+from webui.paths import NameRefused, is_plain_name
 from webui.storage import atomic_write_bytes
 
 SCHEMA = """
@@ -116,6 +118,9 @@ class StoredChunk:
     text: str
 
 
+_ID = re.compile(r"(?:file-|vs_)[0-9a-f]{24}")
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}{secrets.token_hex(12)}"
 
@@ -145,7 +150,11 @@ class DocumentStore:
                 self._db = None
 
     def _rows(self, sql: str, args: Sequence = ()) -> list[tuple]:
+        """A read: on an owner who has never stored anything it finds nothing, and creates
+        nothing (a request naming some id must not leave a folder behind)."""
         with self._lock:
+            if self._db is None and not (self.folder / "index.sqlite").exists():
+                return []
             return self.db.execute(sql, args).fetchall()
 
     def _write(self, statements: Iterable[tuple[str, Sequence]]) -> None:
@@ -167,6 +176,7 @@ class DocumentStore:
         """Keep an uploaded file (its bytes under a generated name, never its own)."""
         name = clean_name(name)
         with self._lock:
+            self.db  # noqa: B018 - created on the first write
             count, used = self._rows("SELECT count(*), coalesce(sum(bytes), 0) FROM files")[0]
             if count >= MAX_FILES:
                 raise DocumentError(f"you keep {count:,} files, the most one may; delete some first",
@@ -195,8 +205,9 @@ class DocumentStore:
         rows = self._rows(f"SELECT {_FILE_COLUMNS} FROM files WHERE id = ?", (file_id,)) if isinstance(
             file_id, str) else []
         if not rows:
-            raise NotFound(f"no such file: {file_id if isinstance(file_id, str) else '(invalid id)'}"[:120],
-                           param="file_id")
+            # The id is named only when it looks like one of ours: nothing a request sent is echoed.
+            shown = file_id if isinstance(file_id, str) and _ID.fullmatch(file_id) else "(not a file id)"
+            raise NotFound(f"no such file: {shown}", param="file_id")
         return FileInfo(*rows[0])
 
     def content(self, file_id: str) -> bytes:
@@ -290,9 +301,11 @@ class DocumentStore:
 
     def chunk_count(self, files: Sequence[str] | None = None) -> int:
         if files is None:
-            return self._rows("SELECT count(*) FROM chunks")[0][0]
-        marks = ",".join("?" * len(files))
-        return self._rows(f"SELECT count(*) FROM chunks WHERE file IN ({marks})", list(files))[0][0] if files else 0
+            rows = self._rows("SELECT count(*) FROM chunks")
+        else:
+            marks = ",".join("?" * len(files))
+            rows = self._rows(f"SELECT count(*) FROM chunks WHERE file IN ({marks})", list(files)) if files else []
+        return rows[0][0] if rows else 0
 
     def bm25(self, words: Sequence[str], files: Sequence[str], limit: int) -> list[tuple[int, float]]:
         """(chunk id, score) of the best `limit` chunks of `files` for any of `words`,
@@ -323,8 +336,14 @@ class DocumentStore:
 
     # -- collections -----------------------------------------------------------------
     def create_collection(self, name: str, origin: str) -> Collection:
+        if origin == "library" and not is_plain_name(name):
+            # A library is chosen by its name in the browser: names are plain, as every
+            # name the UI takes is (webui/paths.py).
+            raise NameRefused("invalid library name: use letters, digits, spaces, '.', '-' or '_' (at most 128, no "
+                              "leading dot, no trailing dot or space)", param="name", status=400, code="invalid_value")
         name = clean_name(name)
         with self._lock:
+            self.db  # noqa: B018 - created on the first write
             if self._rows("SELECT count(*) FROM collections")[0][0] >= MAX_COLLECTIONS:
                 raise DocumentError(f"you keep {MAX_COLLECTIONS:,} collections, the most one may",
                                     code="quota_exceeded", status=429)
@@ -351,9 +370,9 @@ class DocumentStore:
         return _collection(rows[0])
 
     def library(self, name: object) -> Collection:
-        found = [c for c in self.collections("library") if c.name == name]
+        found = [c for c in self.collections("library") if c.name == name] if is_plain_name(name) else []
         if not found:
-            raise NotFound("no such library", param="library")
+            raise NotFound(f"unknown library: {name if is_plain_name(name) else '(invalid name)'}", param="library")
         return found[0]
 
     def rename_collection(self, collection_id: str, name: str) -> Collection:

@@ -22,7 +22,7 @@ from webui.chat.history import Conversation, Message
 from webui.documents.context import citation, files_in_play, prepare
 from webui.documents.errors import DocumentError
 from webui.documents.extract import MAX_FILE_BYTES, PARSED, TEXT_SUFFIXES
-from webui.documents.indexer import Cancel, ingest
+from webui.documents.indexer import Cancel, ensure_vectors, ingest
 from webui.documents.store import DocumentStore
 from webui.errors import AppError
 from webui.runtime import Runtime
@@ -94,6 +94,8 @@ def enrich(runtime: Runtime, request: gr.Request | None, conversation: Conversat
         return ""
     who = user_of(request) or session_id(request)
     embedder = runtime.documents.embedder(runtime, who)
+    if embedder is not None:  # another embedding model since: its vectors for these files first
+        ensure_vectors(store, embedder, [info.id for info in files])
     prepared = prepare(store, embedder, files, message.content, budget_of(runtime, choices.budget),
                        count_tokens(runtime))
     attached = [f for f in choices.pending if any(info.id == f for info in files)]
@@ -289,14 +291,14 @@ def wire(runtime: Runtime, panel: Panel, chat_id: gr.State, chatbot: gr.Chatbot,
         return gr.update(choices=names, value=created), gr.update(choices=names), "", _library_listing(store, created)
 
     def on_pick_library(name, request: gr.Request):
-        return _library_listing(store_of(runtime, request), name)
+        store = store_of(runtime, request)
+        if name:
+            _library(store, name)  # an unknown or invalid name is refused, not shown as empty
+        return _library_listing(store, name)
 
     def on_library_upload(name, files, request: gr.Request, progress=gr.Progress()):  # noqa: B008
         store = store_of(runtime, request)
-        try:
-            collection = store.library(name)
-        except LookupError:
-            raise gr.Error("choose or create a library first") from None
+        collection = _library(store, name)
         done, errors = _index(runtime, request, files, progress)
         for file_id in done:
             store.set_member(collection.id, file_id, "completed")
@@ -304,10 +306,7 @@ def wire(runtime: Runtime, panel: Panel, chat_id: gr.State, chatbot: gr.Chatbot,
 
     def on_delete_library(name, request: gr.Request):
         store = store_of(runtime, request)
-        try:
-            collection = store.library(name)
-        except LookupError:
-            raise gr.Error("no such library") from None
+        collection = _library(store, name)
         for file_id in store.ready_files(collection.id):
             store.delete_file(file_id)
         store.delete_collection(collection.id)
@@ -335,6 +334,14 @@ def wire(runtime: Runtime, panel: Panel, chat_id: gr.State, chatbot: gr.Chatbot,
         return {panel.libraries: gr.update(choices=names, value=[]), panel.library_pick: gr.update(choices=names)}
 
     return [(on_load, [panel.libraries, panel.library_pick])]
+
+
+def _library(store: DocumentStore, name):
+    """The user's library called `name`, or the refusal shown in the browser."""
+    try:
+        return store.library(name)
+    except AppError as exc:
+        raise gr.Error(str(exc) if name else "choose or create a library first") from None
 
 
 def _load(space: UserSpace, current) -> Conversation | None:
