@@ -102,6 +102,9 @@ BENCHES = (
           ("--rounds", "3", "--tokens", "20")),
     Bench("embeddings", "Embeddings: one batched request ÷ one request per text (demo model)",
           (B + "bench_embeddings.py",), ("--rounds", "1", "--texts", "8", "--tokens", "10")),
+    Bench("retrieval", "Documents: recall@5 per retrieval mode, indexing pages/s, query latency at 1k and 100k "
+          "chunks (the town fixture's tiny embedding model)", (B + "bench_retrieval.py", "--threads", "1"),
+          ("--big", "5000", "--queries", "10", "--pages", "20")),
     Bench("remote", "In front of a remote engine ÷ asking it directly", (B + "bench_remote.py",),
           ("--rounds", "3", "--tokens", "20")),
     Bench("vision", "Images in: first token with one 512x512 image ÷ the same text; a follow-up turn's "

@@ -30,6 +30,7 @@ from webui.generation.engine import (
     QueueFull,
     TokenLogprob,
 )
+from webui.documents.service import DocumentService
 from webui.fit import Memory, estimate, gguf_report, gib, read_shape, report
 from webui.hub import Downloader
 from webui.loaders.cpu_features import cpu_flags
@@ -124,6 +125,8 @@ class Runtime:
     remotes: RemoteEngines = field(default_factory=RemoteEngines)
     chosen: SessionChoices = field(default_factory=SessionChoices)
     usage: UsageCounter = field(default_factory=UsageCounter)  # API tokens per key, for the admin
+    # Documents: per-user and per-key stores, the embedding model, indexing jobs (webui/documents/)
+    documents: DocumentService | None = None
 
     # -- models ------------------------------------------------------------------
     def saved_model_settings(self, name: object) -> ModelSettings:
@@ -533,6 +536,7 @@ def build_runtime(
         extensions=extensions,
         remotes=RemoteEngines(settings.all_remote_engines()),
     )
+    runtime.documents = DocumentService(settings.model_dir, settings.user_data_dir, runtime.users)
     runtime.warnings += runtime.remotes.warnings
     if settings.model:
         try:

@@ -31,10 +31,28 @@ MAX_MESSAGES = 100_000
 # the same limit as on the way in, so what is saved is what can be read back.
 MAX_MESSAGE_IMAGES = MAX_IMAGES_PER_MESSAGE
 IMAGE_ID = r"^[0-9a-f]{32}$"
+MAX_SOURCES = 50  # passages (and attachments) one message may carry
+MAX_SOURCE_CHARS = 20_000
 
 
 class ChatError(AppError, ValueError):
     """An action that does not apply to this conversation (e.g. nothing to regenerate)."""
+
+
+class Source(BaseModel):
+    """A document passage that was put into the prompt with a user message, kept with
+    it so the chat can cite it and show it (webui/documents/context.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(ge=1, le=MAX_SOURCES)  # the number the prompt and the citation use: [n]
+    file: str = Field(max_length=200)  # the file's name as uploaded
+    file_id: str = Field("", max_length=100)
+    page: int | None = Field(None, ge=1)
+    start: int = Field(0, ge=0)  # character offsets in that page's text
+    end: int = Field(0, ge=0)
+    text: str = Field(max_length=MAX_SOURCE_CHARS)
+    whole: bool = False  # the whole document went in (it fit), not a retrieved passage
 
 
 class Message(BaseModel):
@@ -57,6 +75,10 @@ class Message(BaseModel):
     reasoning: str = Field("", max_length=MAX_MESSAGE_CHARS)
     reasoning_tokens: int = Field(0, ge=0)
     reasoning_seconds: float = Field(0.0, ge=0.0)
+    # Documents (webui/documents/): files attached with this message (ids in the user's
+    # store), and the passages of them that went into the prompt with it.
+    attachments: list[str] = Field(default_factory=list, max_length=MAX_SOURCES)
+    sources: list[Source] = Field(default_factory=list, max_length=MAX_SOURCES)
 
 
 @dataclass(frozen=True)
@@ -184,6 +206,15 @@ class Conversation(BaseModel):
                                   reasoning_seconds=round(thinking.seconds, 2))
                 self.messages[i] = message.model_copy(update=update)
                 self.touch()
+                return
+        raise ChatError("that message no longer exists")
+
+    def set_documents(self, message_id: int, attachments: list[str], sources: list[Source]) -> None:
+        """Record what documents a message carried into the prompt (webui/documents/context.py)."""
+        for i, message in enumerate(self.messages):
+            if message.id == message_id:
+                self.messages[i] = Message.model_validate(
+                    {**message.model_dump(), "attachments": attachments, "sources": [s.model_dump() for s in sources]})
                 return
         raise ChatError("that message no longer exists")
 

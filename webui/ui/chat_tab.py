@@ -33,7 +33,7 @@ from webui.chat.service import ReplyWriter, add_user_message, impersonate
 from webui.generation.engine import GenerationError
 from webui.runtime import Runtime
 from webui.ui.common import MODEL_GROUP, Shared, session_id, stop_handler, to_params
-from webui.ui import thinking_ui, token_view
+from webui.ui import documents_panel, thinking_ui, token_view
 from webui.ui.chat_images import ImageShelf, bubbles, message_box, message_parts, store_uploads
 from webui.ui.exports import Exports
 from webui.userdata import UserSpace
@@ -183,6 +183,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
             col = chat_column()
         with gr.Column(scale=1, min_width=240):
             setup = setup_column(runtime)
+            documents = documents_panel.render()
     shared.character_picker = setup.character
     tab = ChatTab(runtime, shared.params, chat_id, side, col, setup)
     tab.wire_managing()
@@ -192,6 +193,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
     tab.wire_thinking()
     shared.on_load.append((tab.on_load, [setup.character, *tab.view_outputs]))
     shared.on_load.append((tab.on_load_thinking, [setup.thinking.enable, setup.thinking.effort]))
+    shared.on_load += documents_panel.wire(runtime, documents, chat_id, col.chatbot, tab.space)
 
 
 # -- behaviour -----------------------------------------------------------------------------
@@ -201,11 +203,14 @@ def username(request: gr.Request | None) -> str | None:
 
 def shown_messages(conversation: Conversation, streaming: bool | display.Phase = False,
                    thought=None, pictures=None) -> list[dict]:
-    """What the Chatbot gets (a reply's thinking as a folded block above it); while a
-    reply streams its last message carries the cursor (webui/chat/display.py).
-    `pictures` (ImageShelf.for_store) shows each message's images in its bubble."""
+    """What the Chatbot gets (a reply's thinking as a folded block above it, the passages a
+    reply used listed under it); while a reply streams its last message carries the cursor
+    (webui/chat/display.py).  `pictures` (ImageShelf.for_store) shows each message's
+    images in its bubble."""
     phase = ("answer" if streaming is True else streaming) or None
-    return bubbles(conversation, display.shown(conversation, phase, thought), pictures)
+    view = display.shown(conversation, phase, thought)
+    documents_panel.cite(conversation, view, streaming=phase is not None)
+    return bubbles(conversation, view, pictures)
 
 
 def times_of(conversation: Conversation) -> str:
@@ -455,7 +460,9 @@ class ChatTab:
                 conversation.title = " ".join(text.split())[:60]
             try:
                 images = store_uploads(space.images, files) if files else None
-                add_user_message(runtime, conversation, setup, to_params(params), text, username(request), images)
+                message = add_user_message(runtime, conversation, setup, to_params(params), text, username(request),
+                                           images)
+                documents_panel.enrich(runtime, request, conversation, message)  # attached documents, passages
             except USER_ERRORS as exc:
                 yield {col.stats: f"**Error:** {exc}"}
                 return
