@@ -94,6 +94,8 @@ BENCHES = (
           ("--rounds", "3", "--tokens", "20")),
     Bench("structured", "Structured output: a JSON schema enforced ÷ unconstrained", (B + "bench_structured.py",),
           ("--rounds", "1", "--tokens", "32", "--skip-0.5b"), timeout=3600),
+    Bench("tools", "One tool round trip: a tool file, an MCP stdio server (running, first call) ÷ the model "
+          "writing the call (demo model)", (B + "bench_tools.py",), ("--rounds", "5")),
     Bench("grammar-budget", "A structured chat request with grammar/template budgets ÷ without (demo model)",
           (B + "bench_grammar_budget.py",), ("--rounds", "3", "--calls", "60")),
     Bench("training", "LoRA training tokens/s and the demo's perplexity in fp32/8-bit/4-bit",

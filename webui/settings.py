@@ -107,6 +107,11 @@ class Settings(LoaderSettings):
     admin_key: str | None = Field(None, min_length=8, description="Key for model management endpoints.")
     api_cors_origins: tuple[str, ...] = Field((), description="Web origins allowed to call the API.")
 
+    # -- tools in the chat (owner only: this file or the command line) -----------------
+    web_search: str | None = Field(
+        None, pattern=r"^https?://", max_length=2000,
+        description="SearXNG-compatible search URL; turns on the web tools (off: no outbound connection).")
+
     # -- remote inference engines (operator only: this file or the command line) -------
     remote_engines: tuple[RemoteEngineConfig, ...] = Field(
         (), description="OpenAI-compatible engines to serve models from (url, name, api_key_env, timeout, ...).")

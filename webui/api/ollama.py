@@ -2,6 +2,10 @@
 for Ollama work unchanged: /api/version, /api/tags, /api/show, /api/ps, /api/generate,
 /api/chat (NDJSON streams, Ollama's default), /api/embed and the older /api/embeddings.
 
+/api/chat takes `tools` and answers calls in `message.tool_calls` as Ollama does (the
+arguments an object; streamed, each call whole once read), with the conversation's
+earlier calls and `role: tool` results rendered as on /v1 (prepare_conversation).
+
 Everything goes the way the OpenAI routes go (webui/api/completions.py): the same model
 check (a name must be the loaded model or a remote engine's), the same sampling values
 (Ollama's `options`, mapped in webui/api/ollama_schemas.py), the same context check,
@@ -35,6 +39,7 @@ from webui.api.completions import (
     fit_params,
     modified_input,
     modified_output,
+    prepare_conversation,
     render_chat,
     reply_parts,
     run_to_end,
@@ -58,6 +63,8 @@ from webui.api.state import RuntimeDep
 from webui.api.usage import api_party, key_label
 from webui.api.image_inputs import ollama_images, require_vision
 from webui.chat.thinking import thinking_format
+from webui.chat.tool_parser import Call, Event, Text, ToolCall, ToolCallParser, parse_reply
+from webui.chat.tools import ToolChoice, read_tools
 from webui.errors import AppError
 from webui.generation.embedding import normalize
 from webui.generation.engine import GenerationError
@@ -173,6 +180,10 @@ async def chat(body: OllamaChatRequest, request: Request, runtime: RuntimeDep):
         return loaded_reply(body.model, chat=True)
     messages = await run_in_threadpool(ollama_messages, body)
     require_vision(model, sum(len(m.get("images", ())) for m in messages), capabilities_of(model))
+    if body.tools or any(m["role"] == "tool" or m.get("tool_calls") for m in messages):
+        # With tools, as /v1/chat/completions renders and reads them (always "auto": Ollama has no tool_choice).
+        prompt, fitted, names = await run_in_threadpool(with_tools, runtime, body, model, messages, params, explicit)
+        return await reply(runtime, request, body, model, prompt, fitted, True, names)
     last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
     if last_user is not None:  # extensions' input_modifier sees the new message, as on /v1
         last_user["content"] = modified_input(runtime, last_user["content"], params, True)
@@ -225,6 +236,23 @@ async def embeddings_legacy(body: OllamaEmbeddingsRequest, request: Request, run
     return {"embedding": vectors[0].tolist()}
 
 
+def with_tools(runtime: Runtime, body: OllamaChatRequest, model: LoadedModel | RemoteModel,
+               messages: list[dict[str, Any]], params: SamplingParams, explicit: bool):
+    tools = read_tools(body.tools or [])
+    choice = ToolChoice("auto" if tools else "none")
+    return prepare_conversation(runtime, model, messages, tools, choice, True, params, explicit, body.sent_as(),
+                                body.thinking())
+
+
+def ollama_call(call: ToolCall, index: int) -> dict[str, Any]:
+    """A call as Ollama writes it: the arguments an object, not JSON text."""
+    try:
+        arguments = json.loads(call.arguments)
+    except ValueError:  # a reply cut short inside its arguments: kept as text, not lost
+        arguments = {"_unparsed": call.arguments}
+    return {"function": {"index": index, "name": call.name, "arguments": arguments}}
+
+
 # -- replies -----------------------------------------------------------------------------
 
 async def chat_reply(runtime: Runtime, request: Request, body: OllamaGenerating, model: LoadedModel | RemoteModel,
@@ -258,10 +286,11 @@ def ollama_messages(body: OllamaChatRequest) -> list[dict[str, Any]]:
 
 
 async def reply(runtime: Runtime, request: Request, body: OllamaGenerating, model: LoadedModel | RemoteModel,
-                prompt: Any, params: SamplingParams, chat: bool):
-    """The whole reply as one JSON object, or (Ollama's default) NDJSON lines."""
+                prompt: Any, params: SamplingParams, chat: bool, names: frozenset[str] | None = None):
+    """The whole reply as one JSON object, or (Ollama's default) NDJSON lines.  `names`:
+    the functions a chat reply may call (None: the reply is only text)."""
     if body.stream:
-        lines = stream_lines(runtime, request, body.model, prompt, params, model, chat)
+        lines = stream_lines(runtime, request, body.model, prompt, params, model, chat, names)
         return StreamingResponse(lines, media_type="application/x-ndjson")
     started = time.perf_counter()
     owner = f"api-{uuid.uuid4().hex}"
@@ -273,11 +302,19 @@ async def reply(runtime: Runtime, request: Request, body: OllamaGenerating, mode
     thinking = done.thinking if isinstance(prompt, RenderedPrompt) else None
     reasoning, text = reply_parts(done.text, thinking)
     text = modified_output(runtime, text, params, chat)
-    return {**piece(body.model, text, chat, thinking=reasoning), **final(stats, started)}
+    calls: list[ToolCall] = []
+    if names is not None:
+        content, calls = parse_reply(text, names)
+        text = content.strip() if calls else text
+    answer = piece(body.model, text, chat, thinking=reasoning)
+    if calls:
+        answer["message"]["tool_calls"] = [ollama_call(call, index) for index, call in enumerate(calls)]
+    return {**answer, **final(stats, started)}
 
 
 async def stream_lines(runtime: Runtime, request: Request, name: str, prompt: Any, params: SamplingParams,
-                       model: LoadedModel | RemoteModel, chat: bool) -> AsyncIterator[str]:
+                       model: LoadedModel | RemoteModel, chat: bool,
+                       names: frozenset[str] | None = None) -> AsyncIterator[str]:
     owner = f"api-{uuid.uuid4().hex}"
     started = time.perf_counter()
     try:
@@ -286,6 +323,13 @@ async def stream_lines(runtime: Runtime, request: Request, name: str, prompt: An
         yield line(ollama_error_body(exc))
         return
     failed = False
+    parser = ToolCallParser(names) if names is not None else None
+
+    def lines_for(part: Piece) -> list[dict[str, Any]]:
+        if parser is None or part.part == "thinking":
+            return [split_piece(name, part, chat)]
+        return tool_lines(name, parser.feed(part.text))
+
     try:
         splitter: ReasoningParser | None = None  # a thinking model's reply, split as it streams
         async with on_disconnect(request.receive, lambda: runtime.stop(owner)) as gone:
@@ -293,10 +337,14 @@ async def stream_lines(runtime: Runtime, request: Request, name: str, prompt: An
                 if splitter is None and stream.thinking is not None and isinstance(prompt, RenderedPrompt):
                     splitter = ReasoningParser(stream.thinking)
                 for part in splitter.feed(text) if splitter is not None else [Piece("answer", text)]:
-                    yield line(split_piece(name, part, chat))
+                    for out in lines_for(part):
+                        yield line(out)
         if not gone.is_set():
             for part in splitter.finish() if splitter is not None else []:
-                yield line(split_piece(name, part, chat))
+                for out in lines_for(part):
+                    yield line(out)
+            for out in tool_lines(name, parser.finish()) if parser is not None else ():
+                yield line(out)
             yield line({**piece(name, "", chat), **final(stream.stats, started)})
     except GenerationError as exc:
         failed = True
@@ -309,6 +357,20 @@ async def stream_lines(runtime: Runtime, request: Request, name: str, prompt: An
             stats = stream.stats
             made = (stats.prompt_tokens, stats.new_tokens) if stats else (stream.prompt_tokens, stream.new_tokens)
             runtime.usage.add(key_label(request.headers), *made)
+
+
+def tool_lines(name: str, events: list[Event]) -> list[dict[str, Any]]:
+    """Stream lines for parser events: text as it comes, each call whole once read (as Ollama
+    streams calls: not in pieces)."""
+    out = []
+    for event in events:
+        if isinstance(event, Text):
+            out.append(piece(name, event.text, True, done=False))
+        elif isinstance(event, Call):
+            chunk = piece(name, "", True, done=False)
+            chunk["message"]["tool_calls"] = [ollama_call(event.call, event.index)]
+            out.append(chunk)
+    return out
 
 
 def line(data: dict[str, Any]) -> str:

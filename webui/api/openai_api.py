@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse
 
 from webui import quiet_server
 from webui.connections import limits_from
-from webui.api import completions, documents, embeddings, internal, models, ollama
+from webui.api import anthropic, completions, documents, embeddings, internal, models, ollama
 from webui.api.docs_page import docs_html
 from webui.api.errors import install_error_handlers
 from webui.api.security import UPLOADS, GuardMiddleware, KeyMiddleware
@@ -55,7 +55,8 @@ def build_api(runtime: Runtime) -> FastAPI:
     async def docs_page(request: Request):
         return HTMLResponse(docs_html(request.app.openapi()), headers={HEADER: DOCS_POLICY})
 
-    for router in (models.router, completions.router, embeddings.router, documents.router, internal.router,
+    for router in (models.router, completions.router, anthropic.router, embeddings.router, documents.router,
+                   internal.router,
                    ollama.router):
         api.include_router(router)
     # Extensions' routes, under /v1/extensions/<name>/, behind the same key checks.

@@ -181,7 +181,8 @@ class ChatPrompt:
     """
 
     def __init__(self, setup: ChatSetup, turns: Sequence[Message], action: Action = "reply", prefix: str = "",
-                 bot_prefix: Callable[[str], str] | None = None):
+                 bot_prefix: Callable[[str], str] | None = None, tools: Sequence[Any] = ()):
+        """tools: the webui/chat/tools.py Tools offered to this reply (instruct mode)."""
         if action == "continue" and (not turns or turns[-1]["role"] != "assistant"):
             raise PromptError("there is no reply to continue")
         self.setup = setup
@@ -193,6 +194,7 @@ class ChatPrompt:
         # once per distinct opener, though truncation renders several candidates.
         self._bot_prefix = bot_prefix
         self._openers: dict[str, str] = {}
+        self.tools = tuple(tools)
 
     def _open_reply(self, opener: str) -> str:
         if self._bot_prefix is None:
@@ -280,6 +282,14 @@ class ChatPrompt:
 
     def _instruct(self, tokenizer, turns: list[Message]) -> str:
         template, system, variables = self.setup.template, self.setup.system, self.setup.variables
+        if any(m["role"] == "tool" or m.get("tool_calls") for m in turns) or self.tools:
+            from webui.chat.tools import as_plain_turns, render_with_tools
+
+            if self.action == "reply" and self._bot_prefix is None:
+                # Tools offered and earlier calls and results, as the template has them (webui/chat/tools.py).
+                return render_with_tools(tokenizer, _with_system(turns, system), self.tools, template,
+                                         variables=variables) + self.prefix
+            turns = as_plain_turns(turns)  # the other actions: calls and results as text
         if self.action == "continue":
             head = apply_template(tokenizer, turns[:-1], system, template, variables=variables)
             return head + self._reopened(tokenizer, head, turns[-1])
@@ -316,7 +326,7 @@ class ChatPrompt:
         if self.setup.character.example_dialogue.strip():
             lines.append(substitute(self.setup.character.example_dialogue.strip(), char, user))
         head = "\n\n".join(line for line in lines if line)
-        body = "".join(f"{user if m['role'] == 'user' else char}: {m['content'].strip()}\n" for m in turns)
+        body = "".join(f"{user if m['role'] == 'user' else char}: {_line(m)}\n" for m in turns)
         if self.action == "continue":
             body = body[:-1] if body.endswith("\n") else body
             if not turns[-1]["content"].strip():
@@ -350,6 +360,13 @@ class ChatPrompt:
         if self.setup.mode != "instruct":
             stops += (f"\n{user}:", f"\n{char}:")
         return tuple(dict.fromkeys(stops))
+
+
+def _line(message: Message) -> str:
+    """A message's text in a chat-mode script (a tool's result named as one)."""
+    if message["role"] == "tool":
+        return f"[{message.get('name', 'tool')} returned: {message['content'].strip()}]"
+    return message["content"].strip()
 
 
 def _with_system(turns: list[Message], system: str) -> list[Message]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from webui.chat.characters import describe
@@ -20,6 +20,8 @@ from webui.chat.history import MAX_MESSAGE_CHARS, ChatError, Conversation, Messa
 from webui.chat.images import image_store, with_images
 from webui.chat.prompt import ChatPrompt, ChatSetup
 from webui.chat.store import ChatStore
+from webui.chat.tool_turns import record_calls
+from webui.chat.tools import Tool
 from webui.extensions import params_from_state
 from webui.generation.engine import GenerationError
 from webui.generation.params import SamplingParams
@@ -108,9 +110,12 @@ class ReplyWriter:
         self, runtime: Runtime, owner: str, store: ChatStore, conversation: Conversation,
         setup: ChatSetup, params: SamplingParams, action: ReplyAction = "reply", prefix: str = "",
         user: str | None = None, save_every: float = SAVE_EVERY, token_view: int | None = None,
+        tools: Sequence[Tool] = (),
     ):
         """token_view: record each token's probabilities, with this many alternatives
-        (`self.stream.logprobs` once the reply ends; webui/ui/token_view.py)."""
+        (`self.stream.logprobs` once the reply ends; webui/ui/token_view.py).
+        tools: the tools this reply is offered (webui/chat/tool_turns.py); its calls are
+        recorded in `self.calls` when it ends."""
         path = conversation.path()
         if action == "continue":
             if not path or path[-1].role != "assistant":
@@ -120,7 +125,9 @@ class ReplyWriter:
             turns = conversation.turns()[:-1]
             self.target = conversation.add_alternative(len(path) - 1, prefix)
         else:
-            if not path or path[-1].role != "user":
+            # After a user's message, or after tool results (the reply goes on from them).
+            if not path or path[-1].role not in ("user", "tool") or any(
+                    m.tool_status == "pending" for m in path if m.role == "tool"):
                 raise ChatError("write a message first")
             turns = conversation.turns()
             self.target = conversation.append("assistant", prefix)
@@ -140,7 +147,9 @@ class ReplyWriter:
         except ChatError:
             self._drop_target()
             raise
-        self.prompt = ChatPrompt(setup, turns, kind, prefix, bot_prefix)
+        self.tools = tuple(tools)
+        self.calls: list[Message] = []  # the tool messages this reply's calls added (pending)
+        self.prompt = ChatPrompt(setup, turns, kind, prefix, bot_prefix, tools=self.tools)
         custom = None
         if extensions.has("custom_generate_chat_prompt"):
             user_input = next((t["content"] for t in reversed(turns) if t["role"] == "user"), "")
@@ -273,6 +282,10 @@ class ReplyWriter:
             visible = extensions.output(self.text, self.state, True) if extensions.has("output_modifier") else None
             conversation.set_content(self.target.id, self.text, note=self.summary(), visible=visible,
                                      thinking=self.thought())
+            stats = self.stream.stats
+            if self.tools and stats is not None and stats.finish_reason == "stop" and not self.error:
+                # Only a reply that ended by itself: a stopped or cut one may hold half a call.
+                self.calls = record_calls(conversation, self.target, self.text, self.tools)
         else:  # nothing was written: drop the empty reply rather than keep a blank message
             self._drop_target()
         self.store.save(conversation)

@@ -359,7 +359,8 @@ class _Sequence:
         stream._mailbox.finish("done", GenerationStats(
             self.prompt_tokens, stream.new_tokens, time.perf_counter() - self.started, self.reason, self.seed,
             self.dropped, cached_tokens=getattr(self.slot, "cached_tokens", 0),
-            queued_seconds=self.queued_seconds, thinking_tokens=self.gate.spent if self.gate else 0))
+            queued_seconds=self.queued_seconds, thinking_tokens=self.gate.spent if self.gate else 0,
+            stop_string=self.stops.matched))
 
     def _emit(self, text: str) -> None:
         if text:

@@ -179,6 +179,8 @@ class GenerationStats:
     queued_seconds: float = 0.0
     # Of new_tokens, those a thinking model spent thinking.
     thinking_tokens: int = 0
+    # The stop string that ended the reply (None: end of text, length or cancelled).
+    stop_string: str | None = None
 
     @property
     def tokens_per_second(self) -> float:

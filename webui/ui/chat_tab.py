@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,14 +27,15 @@ import gradio as gr
 from webui.chat import actions, display
 from webui.chat.actions import MODES, ChatView
 from webui.chat.characters import DEFAULT_CHARACTER
-from webui.chat.history import ChatError, Conversation
+from webui.chat import tool_turns
+from webui.chat.history import ChatError, ChatTools, Conversation
 from webui.chat.prompt import DEFAULT_COMMAND, ChatPrompt
 from webui.errors import AppError
 from webui.chat.service import ReplyWriter, add_user_message, impersonate
 from webui.generation.engine import GenerationError
 from webui.runtime import Runtime
 from webui.ui.common import MODEL_GROUP, Shared, session_id, stop_handler, to_params
-from webui.ui import documents_panel, thinking_ui, token_view
+from webui.ui import documents_panel, thinking_ui, token_view, tool_access
 from webui.ui.chat_images import ImageShelf, bubbles, message_box, message_parts, store_uploads
 from webui.ui.exports import Exports
 from webui.userdata import UserSpace
@@ -83,6 +85,11 @@ class ChatColumn:
     edit_text: gr.Textbox
     save_edit: gr.Button
     probs: token_view.TokenView
+    # Tool calls waiting for the user's approval (webui/chat/tool_turns.py).
+    approval: gr.Column
+    approval_note: gr.Markdown
+    approve: gr.Button
+    deny: gr.Button
 
 
 @dataclass
@@ -93,6 +100,10 @@ class SetupColumn:
     system: gr.Textbox
     command: gr.Textbox
     thinking: thinking_ui.ThinkingControls
+    tools: gr.CheckboxGroup
+    tools_always: gr.CheckboxGroup
+    tool_choice: gr.Dropdown
+    access: tool_access.AccessPanel  # the owner's choice of each user's tools
 
 
 # -- layout ------------------------------------------------------------------------------------
@@ -133,6 +144,11 @@ def chat_column() -> ChatColumn:
         )
         send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
     tokens = gr.Markdown(elem_id="chat-tokens")
+    with gr.Column(visible=False, elem_id="chat-tool-approval") as approval:
+        approval_note = gr.Markdown(elem_id="chat-tool-approval-note")
+        with gr.Row():
+            approve = gr.Button("Approve", variant="primary", elem_id="chat-tool-approve")
+            deny = gr.Button("Deny", variant="stop", elem_id="chat-tool-deny")
     with gr.Row():
         stop = gr.Button("Stop (Esc)", variant="stop", elem_id="chat-stop")
         regenerate = gr.Button("Regenerate (Ctrl+Enter)", elem_id="chat-regenerate")
@@ -157,7 +173,8 @@ def chat_column() -> ChatColumn:
                                lines=3, elem_id="chat-edit-text")
         save_edit = gr.Button("Save as new version", elem_id="chat-edit-save")
     return ChatColumn(chatbot, live, times, message, tokens, send, stop, regenerate, extend, write_mine,
-                      remove, stats, picked, branch, previous, following, fork, prefix, edit_text, save_edit, probs)
+                      remove, stats, picked, branch, previous, following, fork, prefix, edit_text, save_edit, probs,
+                      approval, approval_note, approve, deny)
 
 
 def setup_column(runtime: Runtime) -> SetupColumn:
@@ -171,7 +188,17 @@ def setup_column(runtime: Runtime) -> SetupColumn:
                            elem_id="chat-template")
     system = gr.Textbox("", label="System prompt (instruct)", lines=5, elem_id="chat-system")
     command = gr.Textbox(label="Command (chat-instruct)", value=DEFAULT_COMMAND, lines=4)
-    return SetupColumn(mode, character, template, system, command, thinking_ui.controls())
+    with gr.Accordion("Tools", open=False, elem_id="chat-tools-panel"):
+        # Kept with each conversation; a tool not ticked here is off (never offered).
+        tools = gr.CheckboxGroup([], label="Tools this chat may use (instruct mode)", elem_id="chat-tools")
+        tools_always = gr.CheckboxGroup([], label="Run without asking (the others ask every time)",
+                                        elem_id="chat-tools-always")
+        tool_choice = gr.Dropdown(["auto", "none", "required"], value="auto", label="tool_choice",
+                                  info="auto: the model decides; required or a tool: the first reply calls one",
+                                  allow_custom_value=True, elem_id="chat-tool-choice")
+        access = tool_access.panel()
+    return SetupColumn(mode, character, template, system, command, thinking_ui.controls(), tools, tools_always,
+                       tool_choice, access)
 
 
 def render(runtime: Runtime, shared: Shared) -> None:
@@ -191,6 +218,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
     tab.wire_model()
     tab.wire_token_count()
     tab.wire_thinking()
+    tool_access.wire(runtime, setup.access, shared.on_load)
     shared.on_load.append((tab.on_load, [setup.character, *tab.view_outputs]))
     shared.on_load.append((tab.on_load_thinking, [setup.thinking.enable, setup.thinking.effort]))
     shared.on_load += documents_panel.wire(runtime, documents, chat_id, col.chatbot, tab.space)
@@ -203,10 +231,10 @@ def username(request: gr.Request | None) -> str | None:
 
 def shown_messages(conversation: Conversation, streaming: bool | display.Phase = False,
                    thought=None, pictures=None) -> list[dict]:
-    """What the Chatbot gets (a reply's thinking as a folded block above it, the passages a
-    reply used listed under it); while a reply streams its last message carries the cursor
-    (webui/chat/display.py).  `pictures` (ImageShelf.for_store) shows each message's
-    images in its bubble."""
+    """What the Chatbot gets (a reply's thinking as a folded block above it, tool calls as
+    blocks, the passages a reply used listed under it); while a reply streams its last
+    message carries the cursor (webui/chat/display.py).  `pictures`
+    (ImageShelf.for_store) shows each message's images in its bubble."""
     phase = ("answer" if streaming is True else streaming) or None
     view = display.shown(conversation, phase, thought)
     documents_panel.cite(conversation, view, streaming=phase is not None)
@@ -238,7 +266,9 @@ class ChatTab:
         self.runtime, self.params, self.chat_id = runtime, params, chat_id
         self.side, self.col, self.setup = side, col, setup
         self.view_outputs = [chat_id, col.chatbot, side.chats, side.title, col.branch, col.stats, col.picked,
-                             col.times]
+                             col.times, setup.tools, setup.tools_always, setup.tool_choice, col.approval,
+                             col.approval_note]
+        self.tool_stops: dict[str, threading.Event] = {}  # session -> Stop for the tool call it runs
         self.setup_inputs = [chat_id, setup.character, setup.mode, setup.template, setup.system, setup.command,
                              col.prefix]
         self.shelf = ImageShelf(col.chatbot.GRADIO_CACHE)  # the messages' images, for their bubbles
@@ -256,7 +286,7 @@ class ChatTab:
         listed = current in {s.id for s in summaries}
         return gr.update(choices=choices, value=current if listed else None)
 
-    def show(self, space: UserSpace, view: ChatView) -> dict:
+    def show(self, space: UserSpace, view: ChatView, request: gr.Request | None = None) -> dict:
         """A ChatView as the values of the components that show a conversation."""
         conversation = view.conversation
         return {
@@ -265,18 +295,88 @@ class ChatTab:
             self.side.chats: self.chat_list(space, conversation.character, conversation.id, view.query),
             self.side.title: conversation.title, self.col.branch: view.branch, self.col.stats: view.note,
             self.col.picked: view.picked, self.col.times: times_of(conversation),
+            **self.tool_view(conversation, request),
         }
 
     def showing(self, request: gr.Request, action, *args) -> dict:
         """Run `action(space, *args)` for this user and show the ChatView it returns."""
         space = self.space(request)
-        return self.show(space, action(space, *args))
+        return self.show(space, action(space, *args), request)
+
+    # -- tools ------------------------------------------------------------------------------------
+    def tool_names(self, request: gr.Request | None) -> list[str]:
+        """The tools this user may use (the owner decides: webui/tools/access.py)."""
+        registry = self.runtime.tools
+        return [spec.name for spec in registry.available(username(request))] if registry is not None else []
+
+    def tool_view(self, conversation: Conversation, request: gr.Request | None) -> dict:
+        """The Tools panel for this conversation, and its calls waiting for approval."""
+        names = self.tool_names(request)
+        chosen = conversation.tools or ChatTools()
+        return {
+            self.setup.tools: gr.update(choices=names, value=[n for n in chosen.allowed if n in names]),
+            self.setup.tools_always: gr.update(choices=names, value=[n for n in chosen.always if n in names]),
+            self.setup.tool_choice: gr.update(choices=["auto", "none", "required", *names], value=chosen.choice),
+            **self.approval_view(conversation),
+        }
+
+    def approval_view(self, conversation: Conversation) -> dict:
+        waiting = tool_turns.needs_approval(tool_turns.pending(conversation), conversation.tools)
+        names = ", ".join(f"`{call.tool_name}`" for call in waiting)
+        note = f"The model wants to run {names}. Approve to run it, or Deny to tell the model no." if waiting else ""
+        return {self.col.approval: gr.update(visible=bool(waiting)), self.col.approval_note: note}
+
+    def offered(self, request: gr.Request, conversation: Conversation, setup) -> tuple:
+        """The tools the next reply is offered (instruct mode only: the other modes' prompts
+        are scripts without tool turns)."""
+        registry = self.runtime.tools
+        if registry is None or setup.mode != "instruct" or conversation.tools is None:
+            return ()
+        available = [spec.tool() for spec in registry.available(username(request))]
+        return tool_turns.offered(available, conversation.tools, conversation)
+
+    def run_calls(self, space: UserSpace, conversation: Conversation, request: gr.Request, approve: bool):
+        """Run (or deny) the calls waiting at the end of the chat, showing each as it goes.
+        Calls the chat lets run without asking always run.  Returns False once Stop was pressed."""
+        col = self.col
+        stop = self.tool_stops.setdefault(session_id(request), threading.Event())
+        stop.clear()
+        always = set(conversation.tools.always) if conversation.tools else set()
+        pictures = self.shelf.for_store(space.images)
+        for call in tool_turns.pending(conversation):
+            if stop.is_set():
+                approve = False
+            yield {col.chatbot: shown_messages(conversation, pictures=pictures), col.stats: f"Running {call.tool_name}…",
+                   col.approval: gr.update(visible=False)}
+            tool_turns.resolve(self.runtime.tools, username(request), conversation, call,
+                               (approve or call.tool_name in always) and not stop.is_set(), cancel=stop)
+            space.chats.save(conversation)
+        yield {col.chatbot: shown_messages(conversation, pictures=pictures), col.times: times_of(conversation)}
+        return not stop.is_set()
+
+    def reply_loop(self, space, conversation, setup, params, action, start_with, request, clear_input,
+                   show_tokens=False):
+        """A reply, then its tool calls (asking first where the chat says so) and the reply
+        going on from their results, until it answers without calls or a call waits."""
+        writer = yield from self.write_reply(space, conversation, setup, params, action, start_with, request,
+                                             clear_input, show_tokens)
+        while writer is not None and tool_turns.pending(conversation):
+            if tool_turns.needs_approval(tool_turns.pending(conversation), conversation.tools):
+                pictures = self.shelf.for_store(space.images)
+                yield {self.col.chatbot: shown_messages(conversation, pictures=pictures),
+                       **self.approval_view(conversation),
+                       self.col.stats: "A tool call is waiting for your approval."}
+                return
+            if not (yield from self.run_calls(space, conversation, request, True)):
+                return
+            writer = yield from self.write_reply(space, conversation, setup, params, "reply", "", request, False,
+                                                 show_tokens)
 
     # -- page load ------------------------------------------------------------------------------
     def on_load(self, request: gr.Request) -> dict:
         space = self.space(request)
         view = actions.page_load(space)
-        return {**self.show(space, view),
+        return {**self.show(space, view, request),
                 self.setup.character: gr.update(choices=space.characters.names(), value=view.conversation.character)}
 
     # -- opening, listing, managing ---------------------------------------------------------------
@@ -400,12 +500,14 @@ class ChatTab:
         top, refused = token_view.wanted(self.runtime, session_id(request), bool(show_tokens))
         pictures = self.shelf.for_store(space.images)
         try:
+            tools = self.offered(request, conversation, setup)
+            sampling = tool_turns.forced(to_params(params), tools, conversation.tools, conversation)
             writer = ReplyWriter(self.runtime, session_id(request), space.chats, conversation, setup,
-                                 to_params(params), action, start_with or "", username(request), token_view=top)
+                                 sampling, action, start_with or "", username(request), token_view=top, tools=tools)
         except USER_ERRORS as exc:
             yield {col.chatbot: shown_messages(conversation, pictures=pictures), col.live: "",
                    col.stats: f"**Error:** {exc}", probs: token_view.Shown()}
-            return
+            return None
         space.remember_chat(conversation.character, conversation.id)
         try:
             # The Chatbot gets the reply's (empty) bubble once; the text goes to the live box.
@@ -439,11 +541,12 @@ class ChatTab:
         yield {col.chatbot: shown_messages(conversation, pictures=pictures), col.live: "", col.stats: note,
                col.branch: actions.branch_note(conversation, None), col.picked: 0,
                col.times: times_of(conversation), probs: token_view.Shown(tokens)}
+        return writer
 
     def wire_model(self) -> None:
         runtime, col, setup_inputs = self.runtime, self.col, self.setup_inputs
         def on_send(value, current, who, mode_name, template_name, system_text, command_text, start_with, params,
-                    show_tokens, enable_thinking, effort, request: gr.Request):
+                    show_tokens, enable_thinking, effort, tools, always, choice, request: gr.Request):
             try:
                 text, files = message_parts(value)
             except USER_ERRORS as exc:
@@ -456,6 +559,7 @@ class ChatTab:
             setup = self.setup_of(space, who, mode_name, template_name, system_text, command_text,
                                   (enable_thinking, effort))
             conversation = _open(space, current, who, setup.character)
+            conversation.tools = chat_tools(tools, always, choice)
             if not any(m.role == "user" for m in conversation.messages) and conversation.title == "New chat":
                 conversation.title = " ".join(text.split())[:60]
             try:
@@ -467,18 +571,38 @@ class ChatTab:
                 yield {col.stats: f"**Error:** {exc}"}
                 return
             space.chats.save(conversation)  # the message is safe before the model even starts
-            yield from self.write_reply(space, conversation, setup, params, "reply", start_with, request, True,
-                                        show_tokens)
+            yield from self.reply_loop(space, conversation, setup, params, "reply", start_with, request, True,
+                                       show_tokens)
 
         def on_action(action: str):
             def run(current, who, mode_name, template_name, system_text, command_text, start_with, params,
-                    show_tokens, enable_thinking, effort, request: gr.Request):
+                    show_tokens, enable_thinking, effort, tools, always, choice, request: gr.Request):
                 space = self.space(request)
                 setup = self.setup_of(space, who, mode_name, template_name, system_text, command_text,
                                       (enable_thinking, effort))
                 conversation = _open(space, current, who, setup.character)
-                yield from self.write_reply(space, conversation, setup, params, action, start_with, request, False,
-                                            show_tokens)
+                conversation.tools = chat_tools(tools, always, choice)
+                yield from self.reply_loop(space, conversation, setup, params, action, start_with, request, False,
+                                           show_tokens)
+
+            return run
+
+        def on_decide(approve: bool):
+            """Approve or Deny the calls waiting; the reply then goes on from their results."""
+            def run(current, who, mode_name, template_name, system_text, command_text, start_with, params,
+                    show_tokens, enable_thinking, effort, tools, always, choice, request: gr.Request):
+                space = self.space(request)
+                setup = self.setup_of(space, who, mode_name, template_name, system_text, command_text,
+                                      (enable_thinking, effort))
+                conversation = _open(space, current, who, setup.character)
+                if not tool_turns.pending(conversation):
+                    yield {col.stats: "No tool call is waiting.", col.approval: gr.update(visible=False)}
+                    return
+                if not (yield from self.run_calls(space, conversation, request, approve)):
+                    yield {col.stats: "Stopped."}
+                    return
+                yield from self.reply_loop(space, conversation, setup, params, "reply", "", request, False,
+                                           show_tokens)
 
             return run
 
@@ -500,10 +624,11 @@ class ChatTab:
 
         inputs = [*setup_inputs, self.params]
         # The token view's switch and state come last: the outputs a client reads keep their places;
-        # then the thinking switches (a client that leaves them out gets their defaults).
-        reply_inputs = [*inputs, col.probs.show, self.setup.thinking.enable, self.setup.thinking.effort]
+        # then the thinking switches and the Tools panel (a client that leaves them out gets their defaults).
+        reply_inputs = [*inputs, col.probs.show, self.setup.thinking.enable, self.setup.thinking.effort,
+                        self.setup.tools, self.setup.tools_always, self.setup.tool_choice]
         outputs = [self.chat_id, col.chatbot, col.live, col.stats, col.message, self.side.chats, col.branch,
-                   col.picked, col.times, col.probs.shown]
+                   col.picked, col.times, col.probs.shown, col.approval, col.approval_note]
         events = [
             col.send.click(on_send, [col.message, *reply_inputs], outputs, api_name="chat_send", **MODEL_GROUP),
             col.message.submit(on_send, [col.message, *reply_inputs], outputs, api_name="chat_submit",
@@ -513,12 +638,21 @@ class ChatTab:
             col.extend.click(on_action("continue"), reply_inputs, outputs, api_name="chat_continue", **MODEL_GROUP),
             col.write_mine.click(on_impersonate, inputs, [col.message, col.stats], api_name="chat_impersonate",
                                  **MODEL_GROUP),
+            col.approve.click(on_decide(True), reply_inputs, outputs, api_name="chat_tool_approve", **MODEL_GROUP),
+            col.deny.click(on_decide(False), reply_inputs, outputs, api_name="chat_tool_deny", **MODEL_GROUP),
         ]
         token_view.wire_reply(col.probs, "chat")
         # Stop runs outside the model group (it must not wait for the reply it stops) and
         # also drops this session's not-yet-started requests from Gradio's queue.
-        col.stop.click(stop_handler(runtime), None, col.stats, api_name="chat_stop", cancels=events,
-                       concurrency_limit=None)
+        stop_model = stop_handler(runtime)
+
+        def on_stop(request: gr.Request) -> str:
+            running = self.tool_stops.get(session_id(request))
+            if running is not None:
+                running.set()  # a tool call in progress is stopped too (webui/tools/registry.py)
+            return stop_model(request)
+
+        col.stop.click(on_stop, None, col.stats, api_name="chat_stop", cancels=events, concurrency_limit=None)
 
     # -- the thinking switches ----------------------------------------------------------------------
     def on_load_thinking(self, request: gr.Request) -> dict:
@@ -575,6 +709,19 @@ class ChatTab:
         # always_last: while one count runs, only the newest text waits (typing stays cheap).
         gr.on([col.message.change, col.chatbot.change], count, inputs, col.tokens, api_name="chat_count_tokens",
               trigger_mode="always_last", show_progress="hidden")
+
+
+def chat_tools(allowed, always, choice) -> ChatTools | None:
+    """The Tools panel's values as the chat's ChatTools (None: no tools); every name is
+    checked again against what the user may use when a reply is offered tools."""
+    allowed = [n for n in (allowed or []) if isinstance(n, str)]
+    if not allowed:
+        return None
+    try:
+        return ChatTools(allowed=allowed, always=[n for n in (always or []) if n in allowed],
+                         choice=choice if isinstance(choice, str) and choice else "auto")
+    except ValueError as exc:
+        raise gr.Error(f"tools: {exc}") from exc
 
 
 def _open(space: UserSpace, current, who, character) -> Conversation:
