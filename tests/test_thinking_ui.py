@@ -253,7 +253,8 @@ def test_the_switch_off_gives_a_reply_without_thinking(thinker, tmp_path):
     list(ReplyWriter(thinker, "off", ChatStore(tmp_path), conversation, setup, make_params(GREEDY)))
     reply = conversation.path()[-1]
     assert reply.reasoning == "" and reply.content.strip() == answer_of("king")
-    assert with_switches(thinker, ChatSetup(), "yes", "extreme").variables == {}  # not a switch's value
+    # Not a switch's value: ignored, and the template's switch stays at its default (on).
+    assert dict(with_switches(thinker, ChatSetup(), "yes", "extreme").variables) == {"enable_thinking": True}
 
 
 def test_notebook_shows_the_raw_text_thinking_included(thinker):
