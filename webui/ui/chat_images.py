@@ -45,11 +45,14 @@ class _MessageData(MultimodalData):
 
 def message_box(**options) -> gr.MultimodalTextbox:
     """Gradio's MultimodalTextbox, taking a plain string as well as {"text", "files"}.
-    Set on the instance, not by subclassing: Gradio writes a .pyi stub beside the source
-    of every Component subclass it meets, and the source tree is not ours to write at run time."""
-    box = gr.MultimodalTextbox(**options)
-    box.data_model = _MessageData
-    return box
+
+    The data model is set on the class: Gradio rebuilds a component from its constructor
+    arguments whenever an event leaves it as it was (a dict of outputs without it), which
+    drops anything set on the instance; and a subclass would make Gradio write a .pyi stub
+    beside its source, into our source tree.  Taking a string as the text is a superset of
+    Gradio's own model, so any other MultimodalTextbox reads exactly what it read before."""
+    gr.MultimodalTextbox.data_model = _MessageData
+    return gr.MultimodalTextbox(**options)
 
 
 def message_parts(value) -> tuple[str, list[str]]:
