@@ -14,22 +14,26 @@ special tokens.  For each family:
   chat's ChatPrompt, streamed by the engine, stopping on the ids the family's
   generation_config.json names;
 - the same as GGUF: converted by llama.cpp's own converter, loaded by the llama.cpp
-  backend, the same prompt from the template the GGUF carries, streamed.  Where the
-  converter cannot write a tiny model of the family the test skips with the reason,
-  and only on that exact refusal.
+  backend, the same prompt from the template the GGUF carries, streamed, and the same
+  greedy reply as transformers computes from the same weights;
+- "Will it fit?" for the mixture-of-experts families: the estimate is what a load holds.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.gguf_fixtures import require_llama_cpp
+from tests.gguf_fixtures import convert_bpe, require_llama_cpp
+from tests.test_fit import CONTEXT as FIT_CONTEXT
+from tests.test_fit import PRECISIONS as FIT_PRECISIONS
+from tests.test_fit import measured_bytes
 from tests.tiny_models import NEW_FAMILIES, build_new_family
 from webui.chat.prompt import ChatPrompt, ChatSetup, render_chat_prompt, turn_end_stops
 from webui.chat.tools import fallback_system, read_tools, render_with_tools
@@ -37,7 +41,9 @@ from webui.generation.detok import IncrementalDecoder
 from webui.generation.engine import GenerationEngine, GenerationRequest
 from webui.generation.params import make_params
 from webui.generation.request import prompt_ids
+from webui.fit import Memory, estimate, read_shape, report
 from webui.loaders.base import LoadOptions
+from webui.loaders.hf_transformers import TransformersLoader
 from webui.loaders.registry import default_registry
 from webui.model_manager import ModelManager
 
@@ -220,6 +226,14 @@ def stop_ids(tokenizer, family: str) -> set[int]:
     return {tokenizer.convert_tokens_to_ids(token) for token in NEW_FAMILIES[family].stop_on}
 
 
+def assert_turn_end_ends_reply(family: str, tokenizer, eos_ids: set[int]) -> None:
+    turn_end = tokenizer.convert_tokens_to_ids(TURN_END[family])
+    if family == "gpt_oss":  # <|end|> closes the analysis channel; the final one follows
+        assert turn_end not in eos_ids
+    else:
+        assert turn_end in eos_ids
+
+
 def chat_reply(manager, family: str) -> tuple[ChatPrompt, str, object]:
     """One reply to HISTORY through the chat's prompt and the engine, greedy, to full length."""
     prompt = ChatPrompt(ChatSetup(system=SYSTEM), HISTORY)
@@ -229,15 +243,17 @@ def chat_reply(manager, family: str) -> tuple[ChatPrompt, str, object]:
 
 
 def greedy_reply(model, tokenizer, family: str, shown_by=None) -> str:
-    """The same reply from transformers' own generate(): the golden prompt, greedy, the
-    end-of-turn ids banned as ban_eos_token bans them, as the engine shows its tokens
-    (`shown_by`'s incremental decoding: invalid byte runs come out as the stream has them)."""
-    ids = prompt_ids(tokenizer, golden(family))
+    """The same reply from transformers' own generate(): the golden prompt (in the ids
+    `shown_by` makes of it, where given), greedy, the end-of-turn ids banned as
+    ban_eos_token bans them, shown as the engine shows its tokens (`shown_by`'s
+    incremental decoding: invalid byte runs come out as the stream has them)."""
+    shown_by = shown_by or tokenizer
+    ids = prompt_ids(shown_by, golden(family))
     banned = sorted(stop_ids(tokenizer, family) | {tokenizer.eos_token_id})
     with torch.no_grad():
         out = model.generate(torch.tensor([ids]), max_new_tokens=REPLY_TOKENS, do_sample=False,
                              suppress_tokens=banned, pad_token_id=banned[0])
-    decoder = IncrementalDecoder(shown_by or tokenizer, ids)
+    decoder = IncrementalDecoder(shown_by, ids)
     return "".join(decoder.push(int(token)) for token in out[0, len(ids):]) + decoder.flush()
 
 
@@ -250,61 +266,104 @@ def test_transformers_chat_streams(family, hf_manager, tokenizers):
     assert loaded.context_length == CONTEXT
     # Generation ends on every id the family's generation_config.json names.
     assert stop_ids(tokenizers[family], family) <= loaded.backend.eos_ids()
+    assert_turn_end_ends_reply(family, tokenizers[family], loaded.backend.eos_ids())
     prompt, text, stats = chat_reply(hf_manager, family)
     assert prompt.info.tokens == len(prompt_ids(loaded.tokenizer, golden(family)))
     assert stats.new_tokens == REPLY_TOKENS and stats.finish_reason == "length"
     assert text == greedy_reply(loaded.model, loaded.tokenizer, family)
 
 
+# -- "Will it fit?" ----------------------------------------------------------------------------
+# Mixture-of-experts families: experts held as one 3-D parameter per layer (no Linear, so
+# never quantized), Llama 4's router (a Linear subclass the quantizers leave alone).
+MOE = ("qwen3_moe", "llama4_text", "gpt_oss")
+
+
+@pytest.mark.parametrize("precision", FIT_PRECISIONS)
+@pytest.mark.parametrize("family", MOE)
+def test_fit_estimate_of_mixture_of_experts_is_what_a_load_holds(family, precision, today_root):
+    if precision not in ("fp32", "bf16"):
+        pytest.importorskip("bitsandbytes")
+    options = FIT_PRECISIONS[precision]
+    shape = read_shape(today_root / family)
+    loaded = TransformersLoader().load(family, today_root / family, LoadOptions(cpu=True, **options))
+    assert shape.parameters == loaded.parameters and shape.context_length == CONTEXT
+    guess = estimate(shape, FIT_CONTEXT, cpu=True, **options).total
+    real = measured_bytes(loaded.model, FIT_CONTEXT)
+    assert abs(guess - real) / real <= 0.0005, (guess, real)
+    # The Model tab says what kind of model it is: all experts held, a few used.
+    used = NEW_FAMILIES[family].extra["num_experts_per_tok"]
+    text = report(shape, estimate(shape, FIT_CONTEXT, cpu=True, **options), Memory((), 1 << 34), cpu=True)
+    assert f"Mixture of experts: 4 experts a layer, {used} used per token" in text
+
+
 # -- a chat on llama.cpp ------------------------------------------------------------------------
-# llama.cpp's converter writes these families' vocabularies only as GPT-2-style BPE
-# (their set_vocab is _set_vocab_gpt2), and it names the BPE pre-tokenizer by hashing the
-# token ids its tokenizer gives a fixed text (get_vocab_base_pre): the real vocabularies
-# are in its table, a tiny trained one cannot be.  Skipped on exactly that refusal.
-BPE_ONLY = {"qwen3_moe", "llama4_text", "gpt_oss"}
-BPE_REFUSAL = "BPE pre-tokenizer was not recognized"
+# llama.cpp's converter writes the Qwen3-MoE, Llama 4 and gpt-oss vocabularies only as
+# GPT-2-style BPE (their set_vocab is _set_vocab_gpt2), and names the BPE pre-tokenizer by
+# hashing the ids its tokenizer gives a fixed text (get_vocab_base_pre): the real
+# vocabularies are in its table, a tiny trained one cannot be.  Their tiny models have a
+# byte-level BPE vocabulary split as Qwen2's, and the converter is told that split's name
+# (tests/gguf_fixtures.py convert_bpe); all else is its own work.
+BPE_PRE = "qwen2"
+# llama.cpp puts SentencePiece's word-start space after every special token unless the
+# GGUF says not to, and the converter says so only for Llama-architecture and Gemma
+# vocabularies: Qwen2/3 and Phi-3 text after a marker tokenizes differently from
+# transformers (their real vocabularies are BPE, where this does not arise), so those
+# compare the architectures on the ids llama.cpp makes of the prompt.
+# llama.cpp counts Llama 3.1's <|eom_id|> as an end of generation, not Llama 4's <|eom|>
+# (which ends a tool-call message): a Llama 4 GGUF goes on to <|eot|> after one.
+NOT_EOG_IN_LLAMA_CPP = {"llama4_text": ("<|eom|>",)}
+SAME_IDS = {"gemma3_text", "mistral3", "ministral3", "r1_distill_llama", "qwen3_moe", "llama4_text", "gpt_oss"}
 
 
 @pytest.fixture(scope="module")
-def gguf_models(today_root, tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    """Each family converted to F32 GGUF in one folder; the converter's error where it refused."""
-    from webui.loaders.gguf_convert import ConvertError, convert, converter
+def gguf_root(today_root, tmp_path_factory) -> Path:
+    """Each family converted to an F32 GGUF by llama.cpp's converter, in one folder."""
+    from webui.loaders.gguf_convert import convert, converter
 
     require_llama_cpp()
     script = converter()
     assert script is not None, "llama.cpp's converter is missing: run scripts/install.sh gguf"
     root = tmp_path_factory.mktemp("families_today_gguf")
-    refused = {}
-    for family in NEW_FAMILIES:
-        try:
-            convert(today_root / family, root / f"{family}.gguf", "f32", script)
-        except ConvertError as exc:
-            refused[family] = str(exc)
-    return root, refused
+
+    def write(family: str) -> None:
+        out = root / f"{family}.gguf"
+        if NEW_FAMILIES[family].vocab == "bpe":
+            convert_bpe(today_root / family, out, BPE_PRE)
+        else:
+            convert(today_root / family, out, "f32", script)
+
+    # Each conversion is a Python process that mostly imports torch: a few at once.
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(write, NEW_FAMILIES))
+    return root
 
 
 @pytest.fixture(scope="module")
-def gguf_manager(gguf_models):
-    return ModelManager(gguf_models[0], default_registry(), LoadOptions(cpu=True))
+def gguf_manager(gguf_root):
+    return ModelManager(gguf_root, default_registry(), LoadOptions(cpu=True))
 
 
 @pytest.mark.parametrize("family", NEW_FAMILIES)
-def test_gguf_chat_streams(family, gguf_models, gguf_manager, tokenizers, today_root):
-    root, refused = gguf_models
-    if family in refused:
-        assert family in BPE_ONLY and BPE_REFUSAL in refused[family], refused[family]
-        pytest.skip(f"llama.cpp's converter writes {family}'s vocabulary only as GPT-2 BPE and refuses one whose "
-                    "pre-tokenizer hash it does not know (get_vocab_base_pre): no tiny vocabulary can match")
+def test_gguf_chat_streams(family, gguf_manager, tokenizers, today_root):
     loaded = gguf_manager.load(f"{family}.gguf")
     assert loaded.loader == "llama.cpp" and loaded.context_length == CONTEXT
     # The GGUF carries the family's template and special tokens: the app renders the same
     # prompt from it, and the markers are single tokens of the same vocabulary.
+    tokenizer = tokenizers[family]
     assert render_chat_prompt(loaded.tokenizer, HISTORY, SYSTEM) == golden(family)
-    assert loaded.tokenizer(golden(family), add_special_tokens=False)["input_ids"] == \
-        tokenizers[family](golden(family), add_special_tokens=False)["input_ids"]
-    assert stop_ids(tokenizers[family], family) <= loaded.backend.eos_ids()
+    ids = loaded.tokenizer(golden(family), add_special_tokens=False)["input_ids"]
+    for marker in {*NEW_FAMILIES[family].specials, tokenizer.bos_token, tokenizer.eos_token}:
+        assert ids.count(tokenizer.convert_tokens_to_ids(marker)) == golden(family).count(marker), marker
+    if family in SAME_IDS:
+        assert ids == tokenizer(golden(family), add_special_tokens=False)["input_ids"]
+    # The ids the family's generation_config.json stops on end the reply here too, as
+    # far as llama.cpp knows them (the GGUF carries no generation_config).
+    gap = {tokenizer.convert_tokens_to_ids(token) for token in NOT_EOG_IN_LLAMA_CPP.get(family, ())}
+    assert stop_ids(tokenizer, family) - gap <= loaded.backend.eos_ids()
+    assert_turn_end_ends_reply(family, tokenizer, loaded.backend.eos_ids())
     prompt, text, stats = chat_reply(gguf_manager, family)
-    assert prompt.info.tokens == len(prompt_ids(tokenizers[family], golden(family)))
+    assert prompt.info.tokens == len(prompt_ids(loaded.tokenizer, golden(family)))
     assert stats.new_tokens == REPLY_TOKENS and stats.finish_reason == "length"
     # llama.cpp computes the architecture as transformers does: the same greedy reply
     # from the same F32 weights.

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import make_settings
 from tests.test_remote import serve
-from tests.thinking_model import answer_of, build_thinking_model, thinking_of
+from tests.thinking_model import answer_of, thinking_of
 from tests.tiny_models import TEMPLATES
 from webui.chat.prompt import apply_template
 from webui.chat.thinking import ThinkingAsk, switches, thinking_format
@@ -121,12 +121,10 @@ def test_thinking_off_without_a_switch_means_a_budget_of_none():
 # -- through the app, with the trained model -----------------------------------------------
 
 @pytest.fixture(scope="module")
-def thinking_model(tmp_path_factory):
+def thinking_model(thinker_root):
     from transformers import AutoTokenizer
 
-    root = tmp_path_factory.mktemp("thinking-models")
-    build_thinking_model(root / THINKER)
-    return {"root": root, "tokenizer": AutoTokenizer.from_pretrained(root / THINKER)}
+    return {"root": thinker_root, "tokenizer": AutoTokenizer.from_pretrained(thinker_root / THINKER)}
 
 
 @pytest.fixture(scope="module")
@@ -259,3 +257,58 @@ def test_a_remote_engines_thinking_passes_through(thinking_api, tmp_path_factory
         assert off.choices[0].message.content.strip() == answer_of("water")
     finally:
         server.stop()
+
+
+# -- other families' thinking forms, on random-weight models of their own ------------------
+# A random model never thinks by itself; a grammar makes the engine open the thinking where
+# the template has not, a budget makes it close it, and the answer must then be the JSON the
+# grammar allows: so these show each family's markers going through tokenizer, decoder,
+# gate and parser as the model's own would.
+
+SCHEMA = json.dumps({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+                     "additionalProperties": False})
+
+
+@pytest.fixture(scope="module")
+def family_engine(tmp_path_factory):
+    from tests.tiny_models import build_new_family
+    from webui.generation.engine import GenerationEngine
+    from webui.loaders.base import LoadOptions
+    from webui.loaders.registry import default_registry
+    from webui.model_manager import ModelManager
+
+    root = tmp_path_factory.mktemp("thinking-families")
+    for family in ("gpt_oss", "r1_distill_llama"):
+        build_new_family(root / family, family, seed=3)
+    manager = ModelManager(root, default_registry(), LoadOptions(cpu=True))
+    engine = GenerationEngine(manager)
+    yield manager, engine
+    engine.close()
+
+
+@pytest.mark.parametrize(("family", "starts_open", "fmt"), [
+    ("gpt_oss", False, HARMONY),  # analysis channel, then the final one
+    ("r1_distill_llama", True, ThinkingFormat()),  # the template opens <think> in the prompt
+])
+def test_each_familys_thinking_comes_apart_from_a_constrained_answer(family_engine, family, starts_open, fmt):
+    from webui.api.completions import render_chat
+    from webui.generation.engine import GenerationRequest
+    from webui.generation.params import make_params
+
+    manager, engine = family_engine
+    loaded = manager.load(family)
+    params = make_params({"temperature": 0.0, "max_new_tokens": 60, "thinking_budget": 4, "json_schema": SCHEMA})
+    prompt, params = render_chat(loaded, ask("water"), (), ThinkingAsk(), params, "messages")
+    assert prompt.thinking == fmt and fmt.ends_open(prompt.text) is starts_open
+    stream = engine.generate(GenerationRequest(prompt, params))
+    text = stream.text()
+    assert stream.thinking == fmt.opened(starts_open)
+    thinking, answer = split(text, stream.thinking)
+    assert json.loads(answer) in ({"ok": True}, {"ok": False}), text  # the grammar held the answer only
+    assert fmt.close in text and (fmt.open in text) is not starts_open  # the markers are in the raw text
+    assert stream.stats.finish_reason == "stop"
+    # Four sampled thinking tokens, then the closing the engine wrote in (up to the close
+    # marker), and the open marker where the reply opened the thinking.
+    closing = fmt.closing_text()
+    written = loaded.tokenizer.encode(closing[: closing.index(fmt.close) + len(fmt.close)], add_special_tokens=False)
+    assert stream.stats.thinking_tokens == 4 + len(written) + (not starts_open)

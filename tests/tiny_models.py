@@ -107,6 +107,10 @@ class Family:
     eos_token: str | None = None  # the tokenizer's end of text, where not `eos`
     stop_on: tuple[str, ...] = ()  # generation_config's eos_token_id, as tokens
     add_bos: bool = True
+    # The vocabulary kind: "spm" (SentencePiece) or "bpe" (GPT-2-style byte-level BPE,
+    # as the real Qwen3-MoE, Llama 4 and gpt-oss have: llama.cpp's converter writes
+    # these architectures' vocabularies only in that form).
+    vocab: str = "spm"
     extra: dict = field(default_factory=dict)
 
     def template_text(self) -> str:
@@ -116,7 +120,8 @@ class Family:
 NEW_FAMILIES = {
     "qwen3": Family(Qwen3Config, "qwen3.jinja", _QWEN3, eos_token="<|im_end|>", add_bos=False,
                     stop_on=("<|im_end|>", "<|endoftext|>"), extra={"head_dim": 16}),
-    "qwen3_moe": Family(Qwen3MoeConfig, "qwen3.jinja", _QWEN3, eos_token="<|im_end|>", add_bos=False,
+    "qwen3_moe": Family(Qwen3MoeConfig, "qwen3.jinja", _QWEN3, eos_token="<|im_end|>", add_bos=False, vocab="bpe",
+                       
                         stop_on=("<|im_end|>", "<|endoftext|>"), extra={"head_dim": 16, **_MOE}),
     "gemma3_text": Family(Gemma3TextConfig, "gemma3.jinja", ("<start_of_turn>", "<end_of_turn>", "<start_of_image>"),
                           bos="<bos>", eos="<eos>", stop_on=("<eos>", "<end_of_turn>"),
@@ -125,16 +130,22 @@ NEW_FAMILIES = {
     "llama4_text": Family(Llama4TextConfig, "llama4.jinja",
                           ("<|header_start|>", "<|header_end|>", "<|eot|>", "<|eom|>", "<|python_start|>",
                            "<|python_end|>", "<|image|>"),
-                          bos="<|begin_of_text|>", eos="<|end_of_text|>", eos_token="<|eot|>",
+                          bos="<|begin_of_text|>", eos="<|end_of_text|>", eos_token="<|eot|>", vocab="bpe",
                           stop_on=("<|end_of_text|>", "<|eom|>", "<|eot|>"),
-                          extra={"head_dim": 16, "intermediate_size": 32, "intermediate_size_mlp": 128,
-                                 "num_local_experts": 4, "num_experts_per_tok": 1, "interleave_moe_layer_step": 2,
-                                 "attention_chunk_size": 128, "no_rope_layers": [1, 0], "floor_scale": 128}),
+                          # Experts 64 wide: bitsandbytes' CPU 4-bit kernel wants the shared
+                          # expert's down projection at least one 64-block wide.  Four layers,
+                          # the fourth without RoPE, chunks of 8192 and the attention
+                          # temperature's floor as llama.cpp fixes them for Llama 4 (with
+                          # fewer layers it has no NoPE layer and aborts on an unused input).
+                          extra={"head_dim": 16, "intermediate_size": 64, "intermediate_size_mlp": 128,
+                                 "num_local_experts": 4, "num_experts_per_tok": 1, "interleave_moe_layer_step": 1,
+                                 "num_hidden_layers": 4, "no_rope_layers": [1, 1, 1, 0],
+                                 "attention_chunk_size": 8192, "floor_scale": 8192}),
     "mistral3": Family(MistralConfig, "mistral-small-3.2.jinja", _MISTRAL, stop_on=("</s>",), extra={"head_dim": 16}),
     "ministral3": Family(Ministral3Config, "ministral-3-reasoning.jinja", (*_MISTRAL, "[THINK]", "[/THINK]"),
                          stop_on=("</s>",),
                          extra={"head_dim": 16, "rope_parameters": {
-                             "rope_type": "yarn", "rope_theta": 1_000_000.0, "factor": 2.0,
+                             "rope_type": "yarn", "rope_theta": 1_000_000.0, "factor": 8.0,
                              "original_max_position_embeddings": 256, "beta_fast": 32.0, "beta_slow": 1.0,
                              "mscale_all_dim": 1.0, "mscale": 1.0, "llama_4_scaling_beta": 0.1}}),
     "phi4_mini": Family(Phi3Config, "phi-4-mini.jinja",
@@ -148,11 +159,11 @@ NEW_FAMILIES = {
     "gpt_oss": Family(GptOssConfig, "gpt-oss.jinja",
                       ("<|start|>", "<|message|>", "<|end|>", "<|channel|>", "<|constrain|>", "<|return|>",
                        "<|call|>"),
-                      bos="<|startoftext|>", eos="<|endoftext|>", eos_token="<|return|>", add_bos=False,
+                      bos="<|startoftext|>", eos="<|endoftext|>", eos_token="<|return|>", add_bos=False, vocab="bpe",
                       stop_on=("<|return|>", "<|endoftext|>", "<|call|>"),
                       extra={"head_dim": 16, "intermediate_size": 32, "num_local_experts": 4, "num_experts_per_tok": 2,
                              "sliding_window": 128, "layer_types": ["sliding_attention", "full_attention"],
-                             "rope_parameters": {"rope_type": "yarn", "factor": 2.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                             "rope_parameters": {"rope_type": "yarn", "factor": 8.0, "beta_fast": 32.0, "beta_slow": 1.0,
                                                  "truncate": False, "original_max_position_embeddings": 256,
                                                  "rope_theta": 150000.0}}),
     "r1_distill_qwen": Family(Qwen2Config, "deepseek-r1-distill-qwen.jinja", _DEEPSEEK,
@@ -165,11 +176,12 @@ NEW_FAMILIES = {
 
 
 def build_new_family(folder: Path, family: str, seed: int = 0, context: int = 512) -> Path:
-    """A 2-layer, hidden-64 random-weight model of NEW_FAMILIES[family], saved as
+    """A 2-layer (Llama 4: 4), hidden-64 random-weight model of NEW_FAMILIES[family], saved as
     safetensors with its tokenizer, real chat template and generation_config.json."""
     spec = NEW_FAMILIES[family]
-    build_tokenizer(folder, specials=spec.specials, bos=spec.bos, eos=spec.eos, add_bos=spec.add_bos,
-                    eos_token=spec.eos_token)
+    build = build_bpe_tokenizer if spec.vocab == "bpe" else build_tokenizer
+    build(folder, specials=spec.specials, bos=spec.bos, eos=spec.eos, add_bos=spec.add_bos,
+          eos_token=spec.eos_token, space_prefix=False)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     tokenizer.chat_template = spec.template_text()
     config = tiny_config(spec.config, tokenizer, context, pad_token_id=None, **spec.extra)
@@ -191,13 +203,16 @@ CHAT_TEMPLATE = (
 
 
 def build_tokenizer(folder: Path, vocab_size: int = 512, *, specials: tuple[str, ...] = (),
-                    bos: str = "<s>", eos: str = "</s>", add_bos: bool = True, eos_token: str | None = None) -> None:
+                    bos: str = "<s>", eos: str = "</s>", add_bos: bool = True, eos_token: str | None = None,
+                    space_prefix: bool = True) -> None:
     """A SentencePiece BPE tokenizer trained on tests/data/corpus.txt.
 
     `specials`: chat markers kept whole (SentencePiece user-defined pieces, and special
     tokens to transformers, which llama.cpp's converter then stores as control tokens);
     `bos`/`eos`: the pieces SentencePiece itself reserves; `eos_token`: the tokenizer's
-    end-of-text token where a family's is one of its markers (Qwen's <|im_end|>)."""
+    end-of-text token where a family's is one of its markers (Qwen's <|im_end|>);
+    `space_prefix`: SentencePiece's dummy space before a text (the new families have
+    none, as Gemma's vocabulary: llama.cpp would put it after every special token)."""
     folder.mkdir(parents=True, exist_ok=True)
     spm.SentencePieceTrainer.train(
         input=str(CORPUS),
@@ -215,6 +230,7 @@ def build_tokenizer(folder: Path, vocab_size: int = 512, *, specials: tuple[str,
         user_defined_symbols=list(specials),
         # NFKC would fold DeepSeek's full-width markers (<｜User｜>) into ASCII ones.
         normalization_rule_name="identity" if any(not c.isascii() for m in specials for c in m) else "nmt_nfkc",
+        add_dummy_prefix=space_prefix,
         num_threads=1,
         minloglevel=2,
     )
@@ -229,9 +245,39 @@ def build_tokenizer(folder: Path, vocab_size: int = 512, *, specials: tuple[str,
         "legacy": False,
         "chat_template": CHAT_TEMPLATE,
     }
+    if not space_prefix:
+        config["add_prefix_space"] = False
     if specials:
         config["extra_special_tokens"] = [m for m in specials if m not in (bos, eos_token or eos)]
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
+
+
+# Qwen2's pre-tokenizer split (in its tokenizer.json, and llama.cpp's "qwen2" one).
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+               r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def build_bpe_tokenizer(folder: Path, vocab_size: int = 512, *, specials: tuple[str, ...] = (), bos: str = "<s>",
+                        eos: str = "</s>", add_bos: bool = False, eos_token: str | None = None,
+                        space_prefix: bool = False) -> None:
+    """A GPT-2-style byte-level BPE tokenizer trained on tests/data/corpus.txt, split as
+    Qwen2's is; `specials` as build_tokenizer's (`space_prefix` has no meaning here)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", bos, eos, *specials],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train([str(CORPUS)], trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=bos, eos_token=eos_token or eos,
+                                   unk_token="<unk>", extra_special_tokens=[m for m in specials if m != eos_token],
+                                   add_bos_token=add_bos, chat_template=CHAT_TEMPLATE)
+    fast.save_pretrained(folder)
 
 
 def tiny_config(config_class, tokenizer, context: int, **extra):

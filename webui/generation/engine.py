@@ -336,6 +336,8 @@ class _Sequence:
                 self.gate.push(piece)
                 if self.grammar is not None:
                     self.grammar.paused = not self.gate.answering
+                    if self.gate.answering:
+                        self.forced.clear()  # the layout after the close: the grammar now decides
             self._emit(self.stops.feed(piece))
             if self.stops.stopped:
                 self.reason = "stop"

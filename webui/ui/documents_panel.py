@@ -18,6 +18,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from webui.chat.display import Shown
 from webui.chat.history import Conversation, Message
 from webui.documents.context import citation, files_in_play, prepare
 from webui.documents.errors import DocumentError
@@ -129,20 +130,23 @@ def _markdown_inert(text: str) -> str:
     return "".join("\\" + ch if ch in "\\`*_[]()<>#!|~" else ch for ch in text)
 
 
-def with_citations(conversation: Conversation, shown: list[dict], streaming: bool = False) -> list[dict]:
-    """The chat's messages with, under each reply that was given passages, the list of
+def with_citations(conversation: Conversation, view: Shown, streaming: bool = False) -> list[dict]:
+    """The Chatbot's messages with, under each reply that was given passages, the list of
     them ("Sources: [1] atlas.pdf, p. 18 · ..."); *Sources of the last reply* shows one.
-    Display only: the saved reply is unchanged."""
+    Display only: the saved reply is unchanged.  A reply still streaming is left alone
+    (page.js writes into its bubble)."""
     path = conversation.path()
-    if len(path) != len(shown) or not any(m.sources for m in path):
-        return shown
-    out = list(shown)
-    for i in range(1, len(path) - (1 if streaming else 0)):  # a reply streaming: its bubble is page.js's
-        asked, reply = path[i - 1], path[i]
+    if not any(m.sources for m in path):
+        return view.messages
+    out = list(view.messages)
+    for index, (position, part) in enumerate(zip(view.positions, view.parts, strict=True)):
+        if part != "message" or position == 0 or (streaming and position == len(path) - 1):
+            continue
+        asked, reply = path[position - 1], path[position]
         if reply.role == "assistant" and asked.role == "user" and asked.sources and isinstance(
-                out[i].get("content"), str):
+                out[index].get("content"), str):
             names = " · ".join(_markdown_inert(citation(s)) for s in asked.sources)
-            out[i] = {**out[i], "content": f"{out[i]['content']}\n\n---\n*Sources:* {names}"}
+            out[index] = {**out[index], "content": f"{out[index]['content']}\n\n---\n*Sources:* {names}"}
     return out
 
 
