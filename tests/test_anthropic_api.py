@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from tests.conftest import API_KEY, TINY
+from tests.test_thinking import thinking_api, thinking_model  # noqa: F401 -- the tiny thinking Qwen3, served
 from tests.schema_check import violations
 from webui.api.anthropic_schemas import MessagesRequest
 from webui.chat.tools import render_with_tools
@@ -190,3 +191,34 @@ def test_keys_in_either_header_and_errors_in_anthropics_shape(root):
     with pytest.raises(anthropic.BadRequestError) as overflow:
         too_long.messages.create(model=TINY, max_tokens=4096, messages=ASK)
     assert "context" in overflow.value.message
+
+
+def test_a_thinking_models_thinking_comes_as_thinking_blocks(thinking_api):  # noqa: F811
+    """The tiny Qwen3 of tests/thinking_model.py thinks before it answers: Anthropic's
+    client gets a `thinking` block, then the text, whole and streamed; thinking off, none."""
+    from tests.test_thinking import KEY, THINKER
+    from tests.thinking_model import answer_of, thinking_of
+
+    client = anthropic.Anthropic(base_url=thinking_api[1].removesuffix("/v1"), api_key=KEY, max_retries=0)
+    kw = dict(model=THINKER, max_tokens=80, messages=[{"role": "user", "content": "Tell me about water."}],
+              extra_body=GREEDY)
+    whole = client.messages.create(thinking={"type": "enabled", "budget_tokens": 1024}, **kw)
+    assert [b.type for b in whole.content] == ["thinking", "text"]
+    assert (whole.content[0].thinking, whole.content[1].text) == (thinking_of("water"), answer_of("water"))
+    kinds, thought = [], ""
+    with client.messages.stream(thinking={"type": "enabled", "budget_tokens": 1024}, **kw) as stream:
+        for event in stream:
+            if event.type == "content_block_start":
+                kinds.append(event.content_block.type)
+            elif event.type == "content_block_delta" and event.delta.type == "thinking_delta":
+                thought += event.delta.thinking
+        final = stream.get_final_message()
+    assert kinds == ["thinking", "text"] and thought == thinking_of("water")
+    assert [b.type for b in final.content] == ["thinking", "text"] and final.content[1].text == answer_of("water")
+    off = client.messages.create(thinking={"type": "disabled"}, **kw)
+    assert [b.type for b in off.content] == ["text"] and off.content[0].text.strip() == answer_of("water")
+    # The thinking block goes back in the next turn as Anthropic's clients send it.
+    again = client.messages.create(max_tokens=20, model=THINKER, extra_body=GREEDY, messages=[
+        *kw["messages"], {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in whole.content]},
+        {"role": "user", "content": "Tell me about fire."}])
+    assert again.content[-1].type == "text"

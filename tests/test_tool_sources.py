@@ -213,3 +213,14 @@ def test_disabled_entries_and_no_file(tmp_path):
         "off": {"command": "x", "disabled": True}, "on": {"command": "y", "args": ["1"]}}}))
     servers, problems = read_mcp_config(tmp_path)
     assert list(servers) == ["on"] and problems == [] and os.fspath(servers["on"].command) == "y"
+
+
+def test_stop_cancels_a_running_call(registry, user_data):
+    import threading
+
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()
+    started = time.monotonic()
+    outcome = registry.call(None, "hang", "{}", timeout=60, cancel=stop)
+    assert outcome.is_error and outcome.text == "the call was stopped"
+    assert time.monotonic() - started < 20  # not the hang's 120 s, nor the 60 s limit

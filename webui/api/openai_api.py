@@ -44,7 +44,9 @@ def build_api(runtime: Runtime) -> FastAPI:
     if settings.api_cors_origins:
         # An explicit allowlist only; never "*" (docs/SECURITY.md).
         api.add_middleware(CORSMiddleware, allow_origins=list(settings.api_cors_origins),
-                           allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type", "x-api-key"])
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type", "x-api-key", "anthropic-version",
+                                          "anthropic-beta"])
     # File uploads (POST /v1/files) may be as large as a document may be (webui/documents/extract.py).
     api.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback,
                        large_bodies={UPLOADS: MAX_FILE_BYTES + (64 << 10)})

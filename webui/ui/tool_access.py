@@ -25,7 +25,9 @@ class AccessPanel:
 
 def panel() -> AccessPanel:
     with gr.Group(visible=False, elem_id="tools-access") as group:
-        user = gr.Dropdown([], label="Who may use which tools (owner)", elem_id="tools-access-user")
+        # Custom values reach the handler, which names what it refuses (the choices are no check).
+        user = gr.Dropdown([], label="Who may use which tools (owner)", allow_custom_value=True,
+                           elem_id="tools-access-user")
         tools = gr.CheckboxGroup([], label="Tools this user may use", elem_id="tools-access-tools")
         save = gr.Button("Save", size="sm", elem_id="tools-access-save")
         note = gr.Markdown(elem_id="tools-access-note")
