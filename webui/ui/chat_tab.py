@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,7 @@ USER_ERRORS = (AppError, ValueError)
 # Shown at the end of the reply while it streams; page.js finds the reply's bubble by it.
 CURSOR = display.CURSOR
 RECOVER = "recover:"  # chat list values that name an unreadable file, not a conversation
+STOPPED_WAIT = 5.0  # seconds Stop waits for the stopped reply to be saved, to show it finished
 
 
 @dataclass
@@ -497,7 +499,26 @@ class ChatTab:
         # Stop runs outside the model group (it must not wait for the reply it stops) and
         # also drops this session's not-yet-started requests from Gradio's queue.
         col.stop.click(stop_handler(runtime), None, col.stats, api_name="chat_stop", cancels=events,
-                       concurrency_limit=None)
+                       concurrency_limit=None).then(
+            self.on_stopped, [self.chat_id, self.setup.character], [col.chatbot, col.live, col.times],
+            api_name="chat_stopped", concurrency_limit=None, show_progress="hidden")
+
+    def on_stopped(self, current, who, request: gr.Request):
+        """A stopped reply shown finished (issue 31's direction: no cursor, no spinning
+        thinking block left): `cancels=` ends the streaming handler before its last update,
+        so once the reply has been saved as it ends, the chat is shown again from the
+        store.  Nothing changes if the save is not seen within a few seconds."""
+        owner, deadline = session_id(request), time.monotonic() + STOPPED_WAIT
+        while self.runtime.requests.running(owner) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        try:
+            conversation = actions.open_chat(self.space(request), current, who)
+        except USER_ERRORS:
+            return gr.skip(), gr.skip(), gr.skip()
+        path = conversation.path()
+        if not path or path[-1].role != "assistant" or not path[-1].note:  # not saved as ended (yet)
+            return gr.skip(), gr.skip(), gr.skip()
+        return shown_messages(conversation), "", times_of(conversation)
 
     # -- the thinking switches ----------------------------------------------------------------------
     def on_load_thinking(self, request: gr.Request) -> dict:
