@@ -109,3 +109,41 @@ def gguf_split(gguf_root) -> Path:
     folder = gguf_root / SPLIT
     folder.mkdir(exist_ok=True)
     return write_split(gguf_root / F32, folder / "tiny-f32.gguf", SPLIT_PARTS)[0]
+
+
+# Runs llama.cpp's converter with its BPE pre-tokenizer lookup answering `pre`.  The
+# converter names a GPT-2-style vocabulary's pre-tokenizer by hashing the ids its
+# tokenizer gives a fixed text (get_vocab_base_pre), a table of the real vocabularies
+# that no tiny one can be in; everything else (hyperparameters, tensors, the vocabulary,
+# special tokens, chat template) is the converter's own work.
+_PRE_SHIM = """
+import runpy, sys
+from pathlib import Path
+script, pre = sys.argv[1], sys.argv[2]
+sys.path.insert(1, str(Path(script).parent / "gguf-py"))
+sys.path.insert(0, str(Path(script).parent))
+import conversion.base
+conversion.base.TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
+sys.argv = [script, *sys.argv[3:]]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+def convert_bpe(folder: Path, out: Path, pre: str, outtype: str = "f32") -> Path:
+    """`folder` (a tiny model with a byte-level BPE vocabulary split as llama.cpp's `pre`
+    pre-tokenizer splits) as one GGUF file `out`, by llama.cpp's converter."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from webui.loaders.gguf_convert import converter, staged
+
+    script = converter()
+    assert script is not None, "llama.cpp's converter is missing: run scripts/install.sh gguf"
+    with tempfile.TemporaryDirectory() as tmp:
+        source = staged(folder, Path(tmp))
+        command = [sys.executable, "-c", _PRE_SHIM, str(script), pre, str(source), "--outtype", outtype,
+                   "--outfile", str(out)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603 - fixed argv
+    assert done.returncode == 0 and out.is_file(), done.stderr[-2000:]
+    return out

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from webui.loaders.cpu_features import cpu_flags
 from webui.loaders.llama_build import avoid_amx, build_problem, built_with, cmake_args
@@ -55,3 +58,32 @@ def test_the_installed_build_runs_on_this_cpu_and_install_sh_reads_the_same_choi
     printed = subprocess.run([sys.executable, "-m", "webui.loaders.llama_build"], capture_output=True, text=True,
                              check=True, timeout=60).stdout.strip()
     assert printed == cmake_args(cpu_flags())
+
+
+# -- decoding threads by default: one per physical core (made-up topologies) ---------------
+from webui.loaders.gguf_loader import default_threads  # noqa: E402 - beside the tests it serves
+
+SMT_4C8T = {cpu: ("0", str(cpu % 4)) for cpu in range(8)}  # 4 cores, 2 hardware threads each
+TWO_SOCKETS = {cpu: (str(cpu // 4), str(cpu % 4)) for cpu in range(8)}  # core ids repeat per package
+
+
+@pytest.mark.parametrize(("cpus", "topology", "decode", "prompt"), [
+    ([0, 1], {0: ("0", "0"), 1: ("0", "1")}, 2, 2),  # 2 cores, no SMT: both (llama-cpp-python took 1)
+    (list(range(8)), SMT_4C8T, 4, 8),
+    ([0, 4], SMT_4C8T, 1, 2),  # pinned to two threads of one core
+    (list(range(8)), TWO_SOCKETS, 8, 8),
+    ([0, 1, 2], {}, 3, 3),  # no topology to read: each CPU counts as a core
+    ([5], SMT_4C8T, 1, 1),
+])
+def test_default_threads_follow_the_physical_cores(cpus, topology, decode, prompt):
+    assert default_threads(False, cpus, topology) == decode
+    assert default_threads(True, cpus, topology) == prompt
+
+
+def test_default_threads_on_this_machine_count_its_cores():
+    import os
+
+    allowed = sorted(os.sched_getaffinity(0))
+    siblings = {Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text().strip()
+                for cpu in allowed if Path(f"/sys/devices/system/cpu/cpu{cpu}/topology").is_dir()}
+    assert default_threads(False) == (len(siblings) if siblings else len(allowed))

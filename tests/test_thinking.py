@@ -150,11 +150,14 @@ def ask(topic: str) -> list[dict]:
     return [{"role": "user", "content": f"Tell me about {topic}."}]
 
 
-def test_chat_completion_returns_thinking_apart_from_the_answer(oai):
+def test_chat_completion_returns_thinking_apart_from_the_answer(oai, thinking_model):
     reply = oai.chat.completions.create(model=THINKER, messages=ask("water"), **GREEDY)
     message = reply.choices[0].message
     assert message.reasoning_content == thinking_of("water")
     assert message.content == answer_of("water")
+    thought = len(thinking_model["tokenizer"].encode(f"<think>\n{thinking_of('water')}\n</think>",
+                                                     add_special_tokens=False))
+    assert reply.usage.completion_tokens_details.reasoning_tokens == thought
     other = oai.chat.completions.create(model=THINKER, messages=ask("fire"), **GREEDY).choices[0].message
     assert (other.reasoning_content, other.content) == (thinking_of("fire"), answer_of("fire"))
 
@@ -249,5 +252,62 @@ def test_a_remote_engines_thinking_passes_through(thinking_api, tmp_path_factory
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=120)
         message = client.chat.completions.create(model=THINKER, messages=ask("water"), **GREEDY).choices[0].message
         assert (message.reasoning_content, message.content) == (thinking_of("water"), answer_of("water"))
+        # The switches reach the engine's own template.
+        off = client.chat.completions.create(model=THINKER, messages=ask("water"), **GREEDY,
+                                             extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+        assert not getattr(off.choices[0].message, "reasoning_content", None)
+        assert off.choices[0].message.content.strip() == answer_of("water")
     finally:
         server.stop()
+
+
+# -- other families' thinking forms, on random-weight models of their own ------------------
+# A random model never thinks by itself; a grammar makes the engine open the thinking where
+# the template has not, a budget makes it close it, and the answer must then be the JSON the
+# grammar allows: so these show each family's markers going through tokenizer, decoder,
+# gate and parser as the model's own would.
+
+SCHEMA = json.dumps({"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+                     "additionalProperties": False})
+
+
+@pytest.fixture(scope="module")
+def family_engine(tmp_path_factory):
+    from tests.tiny_models import build_new_family
+    from webui.generation.engine import GenerationEngine
+    from webui.loaders.base import LoadOptions
+    from webui.loaders.registry import default_registry
+    from webui.model_manager import ModelManager
+
+    root = tmp_path_factory.mktemp("thinking-families")
+    for family in ("gpt_oss", "r1_distill_llama"):
+        build_new_family(root / family, family, seed=3)
+    manager = ModelManager(root, default_registry(), LoadOptions(cpu=True))
+    engine = GenerationEngine(manager)
+    yield manager, engine
+    engine.close()
+
+
+@pytest.mark.parametrize(("family", "starts_open", "fmt"), [
+    ("gpt_oss", False, HARMONY),  # analysis channel, then the final one
+    ("r1_distill_llama", True, ThinkingFormat()),  # the template opens <think> in the prompt
+])
+def test_each_familys_thinking_comes_apart_from_a_constrained_answer(family_engine, family, starts_open, fmt):
+    from webui.api.completions import render_chat
+    from webui.generation.engine import GenerationRequest
+    from webui.generation.params import make_params
+
+    manager, engine = family_engine
+    loaded = manager.load(family)
+    params = make_params({"temperature": 0.0, "max_new_tokens": 60, "thinking_budget": 4, "json_schema": SCHEMA})
+    prompt, params = render_chat(loaded, ask("water"), (), ThinkingAsk(), params, "messages")
+    assert prompt.thinking == fmt and fmt.ends_open(prompt.text) is starts_open
+    stream = engine.generate(GenerationRequest(prompt, params))
+    text = stream.text()
+    assert stream.thinking == fmt.opened(starts_open)
+    thinking, answer = split(text, stream.thinking)
+    assert json.loads(answer) in ({"ok": True}, {"ok": False}), text  # the grammar held the answer only
+    assert fmt.close in text and (fmt.open in text) is not starts_open  # the markers are in the raw text
+    assert stream.stats.thinking_tokens >= 4 and stream.stats.finish_reason == "stop"
+    budgeted = len(loaded.tokenizer.encode(thinking, add_special_tokens=False))
+    assert budgeted <= 4 + 2  # four thinking tokens (their text may merge or split when re-encoded)

@@ -232,7 +232,11 @@ def read_shape(folder: Path, trust_remote_code: bool = False) -> ModelShape:
     except Exception as exc:  # an unreadable config is a message, not a crash
         raise LoadError(f"{folder.name}: cannot read the model's shape ({exc.__class__.__name__}: {exc})") from exc
     head = model.get_output_embeddings()
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head]
+    # Exactly nn.Linear, as every quantizer here picks its layers: a subclass with its own
+    # forward (Llama 4's MoE router) stays as it is.  Mixture-of-experts weights held as
+    # one 3-D parameter per layer (Qwen3-MoE, gpt-oss, Llama 4 in transformers 5) are no
+    # Linear either: they stay in the compute dtype, and are counted so.
+    linears = [m for m in model.modules() if type(m) is torch.nn.Linear and m is not head]
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     heads = getattr(text, "num_attention_heads", 1) or 1
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads

@@ -68,7 +68,10 @@ def prepare_chat(runtime: Runtime, body: ChatCompletionRequest, model: LoadedMod
         if offered or tool_turns:
             raise APIError(400, "tools and tool messages are not supported for a remote engine's model (yet)",
                            param="tools", code="unsupported_parameter")
-        return EnginePrompt(messages=tuple(messages)), fit(body, params, model, ""), None
+        fields = {"chat_template_kwargs": body.chat_template_kwargs, "reasoning_effort": body.reasoning_effort}
+        prompt = EnginePrompt(messages=tuple(messages),
+                              template_fields=tuple((k, v) for k, v in fields.items() if v is not None))
+        return prompt, fit(body, params, model, ""), None
     prompt, params = render_chat(model, messages, offered, body.thinking(), params, "messages")
     return prompt, fit(body, params, model, prompt.text), names
 
@@ -213,9 +216,13 @@ def modified_output(runtime: Runtime, text: str, params: SamplingParams, chat: b
     return extensions.output(text, runtime.extension_state(params, "api"), chat)
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+def usage(prompt_tokens: int, completion_tokens: int, thinking_tokens: int | None = None) -> dict[str, Any]:
+    """OpenAI's usage object; a thinking model's thinking tokens as its reasoning_tokens."""
+    figures: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                               "total_tokens": prompt_tokens + completion_tokens}
+    if thinking_tokens is not None:
+        figures["completion_tokens_details"] = {"reasoning_tokens": thinking_tokens}
+    return figures
 
 
 def choice_params(params: SamplingParams, n: int) -> list[SamplingParams]:
@@ -286,8 +293,10 @@ async def respond(runtime: Runtime, request: Request, body: CompletionBase, prom
             shown = (prompt + text) if getattr(body, "echo", False) else text
             choices.append({"index": index, "text": shown, "finish_reason": finish, "logprobs": logprobs})
     runtime.usage.add(key_label(request.headers), prompt_tokens * body.n, completion_tokens)
+    thinks = chat and any(done.thinking is not None for _, done in results)
+    thinking_tokens = sum(done.stats.thinking_tokens for _, done in results) if thinks else None
     return {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
-            "model": body.model, "choices": choices, "usage": usage(prompt_tokens, completion_tokens)}
+            "model": body.model, "choices": choices, "usage": usage(prompt_tokens, completion_tokens, thinking_tokens)}
 
 
 def upstream_failure(exc: GenerationError, model: LoadedModel | RemoteModel) -> AppError:
@@ -402,7 +411,8 @@ async def stream_events(runtime: Runtime, request: Request, body: CompletionBase
             finish = "tool_calls"
         yield event([choice(None if chat else "", finish)])
         if body.stream_options and body.stream_options.include_usage:
-            yield event([], usage=usage(stats.prompt_tokens, stats.new_tokens))
+            thinking = stats.thinking_tokens if chat and stream.thinking is not None else None
+            yield event([], usage=usage(stats.prompt_tokens, stats.new_tokens, thinking))
         yield "data: [DONE]\n\n"
     except GenerationError as exc:
         yield error_event(upstream_failure(exc, model))

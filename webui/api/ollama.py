@@ -42,7 +42,7 @@ from webui.api.completions import (
 )
 from webui.api.disconnect import on_disconnect
 from webui.api.embeddings import checked_dimensions, embed_inputs
-from webui.api.errors import ollama_error_body
+from webui.api.errors import APIError, ollama_error_body
 from webui.api.models import all_cards, target
 from webui.api.ollama_schemas import (
     OllamaChatRequest,
@@ -55,6 +55,7 @@ from webui.api.ollama_schemas import (
 )
 from webui.api.state import RuntimeDep
 from webui.api.usage import api_party, key_label
+from webui.chat.thinking import thinking_format
 from webui.errors import AppError
 from webui.generation.embedding import normalize
 from webui.generation.engine import GenerationError
@@ -118,6 +119,8 @@ async def show(body: OllamaShowRequest, runtime: RuntimeDep):
             model_info[f"{family}.embedding_length"] = width
         if model.backend.capabilities.embeddings:
             capabilities.append("embedding")
+        if thinking_format(template, model.tokenizer) is not None:
+            capabilities.append("thinking")  # as Ollama marks a model that takes `think`
     return {"modelfile": f"# served by webui from {info['details']['format']} files; no Modelfile",
             "parameters": "", "template": template, "details": info["details"], "model_info": model_info,
             "capabilities": capabilities, "modified_at": info["modified_at"]}
@@ -165,6 +168,25 @@ async def chat(body: OllamaChatRequest, request: Request, runtime: RuntimeDep):
     return await chat_reply(runtime, request, body, model, messages, params, explicit, chat=True)
 
 
+# Model management Ollama clients try (ollama pull, ollama rm...): refused in Ollama's own
+# error shape, saying where this server does it, rather than a bare 404.
+@router.post("/api/pull")
+@router.post("/api/push")
+@router.post("/api/create")
+@router.post("/api/copy")
+@router.delete("/api/delete")
+@router.post("/api/blobs/{digest}")
+@router.head("/api/blobs/{digest}")
+async def not_managed(request: Request):
+    what = request.url.path.rsplit("/api/", 1)[-1].split("/")[0]
+    raise APIError(501, f"{what}: models are not {MANAGED[what]} through the Ollama API here; use the Model tab "
+                   "(its hub panel downloads models) or the admin routes under /v1/internal", code="not_implemented")
+
+
+MANAGED = {"pull": "pulled", "push": "pushed", "create": "created", "copy": "copied", "delete": "deleted",
+           "blobs": "uploaded"}
+
+
 @router.post("/api/embed")
 async def embed(body: OllamaEmbedRequest, request: Request, runtime: RuntimeDep):
     started = time.perf_counter()
@@ -205,6 +227,9 @@ def templated(body: OllamaGenerating, model: LoadedModel | RemoteModel, messages
               params: SamplingParams, explicit: bool, chat: bool) -> tuple[Any, SamplingParams]:
     if isinstance(model, RemoteModel):  # the engine applies its own chat template
         return EnginePrompt(messages=tuple(messages)), fit_params(params, model, "", explicit, body.sent_as())
+    if body.think not in (None, False) and thinking_format(model.tokenizer.chat_template, model.tokenizer) is None:
+        raise APIError(400, f"think: the model '{body.model}' does not think (its chat template has no thinking)",
+                       param="think", code="unsupported_parameter")  # as Ollama refuses it
     prompt, params = render_chat(model, messages, (), body.thinking(), params, "messages" if chat else "prompt")
     return prompt, fit_params(params, model, prompt.text, explicit, body.sent_as())
 

@@ -82,6 +82,10 @@ def variables_for(template: str | None, enable: bool | None = None, effort: str 
     template has, then `extra` (the API's chat_template_kwargs) as given."""
     have = switches(template)
     values: dict[str, Any] = {}
+    if enable is None and "enable_thinking" in have:
+        # On unless asked off: the models' own templates think when it is unset, and the
+        # copies llama.cpp ships (which test `not enable_thinking`) need it set to think.
+        enable = True
     if enable is not None:
         for name in ("enable_thinking", "thinking"):
             if name in have:

@@ -154,8 +154,12 @@ def _arguments(text: str) -> Any:
         return text
 
 
-def _for_template(message: dict[str, Any]) -> dict[str, Any]:
-    """One OpenAI message in the shape Hugging Face templates read."""
+def _for_template(message: dict[str, Any], calls_as_text: bool = False) -> dict[str, Any]:
+    """One OpenAI message in the shape Hugging Face templates read.  `calls_as_text`: for
+    a template that reads no `tool_calls` (Phi-4-mini's), earlier calls go into the
+    content in the plain form, or they would vanish from the prompt."""
+    if calls_as_text and message.get("tool_calls"):
+        return _as_text(message)
     out: dict[str, Any] = {"role": message["role"], "content": message.get("content") or ""}
     if message.get("tool_calls"):
         out["tool_calls"] = [{
@@ -166,6 +170,25 @@ def _for_template(message: dict[str, Any]) -> dict[str, Any]:
         if message.get(key):
             out[key] = message[key]
     return out
+
+
+def _reads_message_tools(template: str) -> bool:
+    """Whether the template takes the tool list from a message (Phi-4-mini: the system
+    message's "tools", a JSON string) rather than from the `tools` variable."""
+    return re.search(r"""message\s*(\[\s*['"]tools['"]\s*\]|\.tools\b)|['"]tools['"]\s+in\s+message""",
+                     template) is not None
+
+
+def _placements(chat: list[dict[str, Any]], tools: Sequence[Tool], template: str):
+    """(messages, tools variable) to try, in order: the `tools` variable, then (for a
+    template that reads it there) the tool list in the system message."""
+    yield chat, [t.openai() for t in tools] or None
+    if tools and _reads_message_tools(template):
+        listing = json.dumps([t.openai()["function"] for t in tools], ensure_ascii=False)
+        if chat and chat[0]["role"] == "system":
+            yield [{**chat[0], "tools": listing}, *chat[1:]], None
+        else:
+            yield [{"role": "system", "content": "", "tools": listing}, *chat], None
 
 
 def _as_text(message: dict[str, Any]) -> dict[str, str]:
@@ -204,10 +227,20 @@ def render_with_tools(tokenizer, messages: Sequence[dict[str, Any]], tools: Sequ
     template = template or getattr(tokenizer, "chat_template", None)
     has_tool_turns = any(m["role"] == "tool" or m.get("tool_calls") for m in messages)
     if template_takes_tools(template) and (tools or has_tool_turns):
+        calls_as_text = re.search(r"\btool_calls\b", template) is None
+        chat = [_for_template(m, calls_as_text) for m in messages]
         try:
-            return render_chat_template(template, [_for_template(m) for m in messages],
-                                        tokens=special_tokens(tokenizer), tools=[t.openai() for t in tools] or None,
-                                        variables=variables)
+            without = None
+            for attempt, offered in _placements(chat, tools, template):
+                text = render_chat_template(template, attempt, tokens=special_tokens(tokenizer), tools=offered,
+                                            variables=variables)
+                if not tools:
+                    return text
+                # A template that took the tools but rendered nothing of them dropped them.
+                if without is None:
+                    without = render_chat_template(template, chat, tokens=special_tokens(tokenizer), variables=variables)
+                if text != without:
+                    return text
         except SecurityError as exc:
             raise PromptError("unsafe chat template: it tried to reach Python internals") from exc
         except PromptError:

@@ -336,6 +336,8 @@ class _Sequence:
                 self.gate.push(piece)
                 if self.grammar is not None:
                     self.grammar.paused = not self.gate.answering
+                    if self.gate.answering:
+                        self.forced.clear()  # the layout after the close: the grammar now decides
             self._emit(self.stops.feed(piece))
             if self.stops.stopped:
                 self.reason = "stop"
@@ -355,7 +357,7 @@ class _Sequence:
         stream._mailbox.finish("done", GenerationStats(
             self.prompt_tokens, stream.new_tokens, time.perf_counter() - self.started, self.reason, self.seed,
             self.dropped, cached_tokens=getattr(self.slot, "cached_tokens", 0),
-            queued_seconds=self.queued_seconds, thinking_tokens=self.gate.tokens if self.gate else 0))
+            queued_seconds=self.queued_seconds, thinking_tokens=self.gate.spent if self.gate else 0))
 
     def _emit(self, text: str) -> None:
         if text:

@@ -198,13 +198,19 @@ class ThinkingGate:
         self.budget = budget
         self.thinking = fmt.starts_open
         self.answering = False
-        self.tokens = 0  # thinking tokens so far
+        self.tokens = 0  # thinking tokens so far, after the open marker (the budget counts these)
+        self.opened_here = False  # the reply wrote the open marker itself
         self._tail = ""  # the reply's last characters, enough to see a marker arrive
         self._opening = not fmt.starts_open and force_open
         self._force_answer = force_open  # after the thinking, open the answer at once
         self._awaiting_answer = False
         # Whether it may ever write markers in (else it only counts).
         self.forces = budget >= 0 or force_open
+
+    @property
+    def spent(self) -> int:
+        """Tokens the reply spent on thinking, its markers included."""
+        return self.tokens + self.opened_here
 
     def wants(self) -> str | None:
         """Text the engine must write next instead of sampling, or None."""
@@ -226,7 +232,7 @@ class ThinkingGate:
                                            + len(text) + 8):]
         if not self.thinking and not self._awaiting_answer:
             if self.fmt.open in self._tail:
-                self.thinking, self._opening = True, False
+                self.thinking, self._opening, self.opened_here = True, False, True
                 self._tail = self._tail[self._tail.index(self.fmt.open) + len(self.fmt.open):]
             elif self._tail.strip() and not self._opening and not self.fmt.open.startswith(self._tail.lstrip()):
                 self.answering = True  # the reply went straight to its answer

@@ -93,6 +93,9 @@ class EnginePrompt:
     text: str | None = None
     messages: tuple[dict[str, str], ...] | None = None
     stops: tuple[str, ...] = ()
+    # Chat request fields for the engine's own template, passed as they are
+    # (chat_template_kwargs, reasoning_effort: a thinking model's switches).
+    template_fields: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

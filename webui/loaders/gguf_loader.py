@@ -59,10 +59,33 @@ def cache_type_problem(options: LlamaCppOptions, info) -> str | None:
     return None
 
 
-def default_threads(batch: bool) -> int:
-    # llama-cpp-python's own defaults: half the cores for decoding, all for prompts.
-    cores = os.cpu_count() or 1
-    return cores if batch else max(cores // 2, 1)
+def default_threads(batch: bool, cpus: list[int] | None = None,
+                    topology: dict[int, tuple[str, str]] | None = None) -> int:
+    """Decoding: one thread per physical core this process may run on, as llama.cpp's own
+    default (a second hardware thread on a core only competes for the same units; half the
+    logical CPUs, llama-cpp-python's default, is one thread on a 2-core machine without
+    SMT).  Prompts: every logical CPU.  `cpus` (the ones this process may use) and
+    `topology` (CPU -> (package, core)) are read from Linux unless given, as tests do."""
+    if cpus is None:
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    if batch:
+        return max(len(cpus), 1)
+    topology = cpu_topology(cpus) if topology is None else topology
+    # A CPU the topology does not describe counts as a core of its own.
+    cores = {topology.get(cpu, ("?", f"cpu{cpu}")) for cpu in cpus}
+    return max(len(cores), 1)
+
+
+def cpu_topology(cpus: list[int]) -> dict[int, tuple[str, str]]:
+    """CPU -> (physical package, core) from /sys; CPUs it does not describe are left out."""
+    found = {}
+    for cpu in cpus:
+        base = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            found[cpu] = ((base / "physical_package_id").read_text().strip(), (base / "core_id").read_text().strip())
+        except OSError:
+            continue
+    return found
 
 
 def gpu_offload_built() -> bool:

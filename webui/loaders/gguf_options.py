@@ -48,7 +48,7 @@ class LlamaCppOptions(LoaderOptions):
     n_gpu_layers: Annotated[int, Field(ge=-1, le=1024)] = option(
         0, "layers to put on the GPU (-1: all; 0: CPU only)", flag="--n-gpu-layers", group="llama.cpp")
     threads: Annotated[int, Field(ge=0, le=1024)] = option(
-        0, "CPU threads for decoding (0: half the cores, as llama-cpp-python does)", group="llama.cpp")
+        0, "CPU threads for decoding (0: one per physical core, as llama.cpp does)", group="llama.cpp")
     threads_batch: Annotated[int, Field(ge=0, le=1024)] = option(
         0, "CPU threads for reading prompts (0: all cores)", flag="--threads-batch", group="llama.cpp")
     n_batch: Annotated[int, Field(ge=1, le=1 << 16)] = option(

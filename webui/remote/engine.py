@@ -165,7 +165,7 @@ class RemoteEngine:
                     "mode, or an extension's prompt) needs the local model's template: load a local model")
         stops = (*request.params.stop, *prompt.stops)
         if prompt.messages is not None:
-            path, body = "chat/completions", {"messages": list(prompt.messages)}
+            path, body = "chat/completions", {"messages": list(prompt.messages), **dict(prompt.template_fields)}
         else:
             path, body = "completions", {"prompt": prompt.text}
         fields = upstream_fields(self.config.kind, request.params, tuple(dict.fromkeys(stops)))
