@@ -503,6 +503,7 @@ class ChatTab:
             self.on_stopped, [self.chat_id, self.setup.character], [col.chatbot, col.live, col.times],
             api_name="chat_stopped", concurrency_limit=None, show_progress="hidden")
 
+    @user_errors
     def on_stopped(self, current, who, request: gr.Request):
         """A stopped reply shown finished (issue 31's direction: no cursor, no spinning
         thinking block left): `cancels=` ends the streaming handler before its last update,
@@ -511,10 +512,7 @@ class ChatTab:
         owner, deadline = session_id(request), time.monotonic() + STOPPED_WAIT
         while self.runtime.requests.running(owner) and time.monotonic() < deadline:
             time.sleep(0.05)
-        try:
-            conversation = actions.open_chat(self.space(request), current, who)
-        except USER_ERRORS:
-            return gr.skip(), gr.skip(), gr.skip()
+        conversation = actions.open_chat(self.space(request), current, who)  # names checked, as everywhere
         path = conversation.path()
         if not path or path[-1].role != "assistant" or not path[-1].note:  # not saved as ended (yet)
             return gr.skip(), gr.skip(), gr.skip()
@@ -522,22 +520,17 @@ class ChatTab:
 
     # -- the thinking switches ----------------------------------------------------------------------
     def on_load_thinking(self, request: gr.Request) -> dict:
-        enable, effort = thinking_ui.shown_for(self.runtime, self._template_text(self.setup.template.value))
+        enable, effort = thinking_ui.shown_for(self.runtime, self.runtime.templates.load(self.setup.template.value))
         return {self.setup.thinking.enable: enable, self.setup.thinking.effort: effort}
-
-    def _template_text(self, name) -> str | None:
-        try:
-            return self.runtime.templates.load(name)
-        except USER_ERRORS:
-            return None
 
     def wire_thinking(self) -> None:
         """Show the switches the template in use reads: when the instruction template
         changes, and whenever the chat changes (a model loaded in the Model tab meanwhile)."""
         setup, col = self.setup, self.col
 
+        @user_errors
         def shown(template_name):
-            return thinking_ui.shown_for(self.runtime, self._template_text(template_name))
+            return thinking_ui.shown_for(self.runtime, self.runtime.templates.load(template_name))
 
         gr.on([setup.template.change, col.chatbot.change], shown, [setup.template],
               [setup.thinking.enable, setup.thinking.effort], api_name="chat_thinking_switches",
