@@ -541,13 +541,15 @@ class ChatTab:
         """Prompt tokens (the chat so far plus the message being typed) / the context."""
         runtime = self.runtime
 
-        def count(text, current, who, mode, template, system, command, request: gr.Request):
+        def count(text, current, who, mode, template, system, command, enable_thinking, effort,
+                  request: gr.Request):
             loaded = runtime.models.current
             if loaded is None:
                 return ""
             try:
                 space = self.space(request)
                 setup = actions.chat_setup(space, runtime.templates, mode, who, template, system, command)
+                setup = thinking_ui.with_switches(runtime, setup, enable_thinking, effort)
                 conversation = _open(space, current, who, setup.character)
                 turns = conversation.turns() + ([{"role": "user", "content": text}] if text else [])
                 prompt = ChatPrompt(setup, turns, "reply")
@@ -563,7 +565,7 @@ class ChatTab:
 
         col, setup = self.col, self.setup
         inputs = [col.message, self.chat_id, setup.character, setup.mode, setup.template, setup.system,
-                  setup.command]
+                  setup.command, setup.thinking.enable, setup.thinking.effort]
         # always_last: while one count runs, only the newest text waits (typing stays cheap).
         gr.on([col.message.change, col.chatbot.change], count, inputs, col.tokens, api_name="chat_count_tokens",
               trigger_mode="always_last", show_progress="hidden")
