@@ -92,6 +92,8 @@ BENCHES = (
           ("--rounds", "1", "--tokens", "20")),
     Bench("token-view", "Token view's probabilities recorded vs not (demo model)", (B + "bench_token_view.py",),
           ("--rounds", "3", "--tokens", "20")),
+    Bench("thinking", "A thinking reply split into thinking and answer as it streams ÷ not split (demo model)",
+          (B + "bench_thinking.py",), ("--rounds", "3", "--tokens", "20")),
     Bench("structured", "Structured output: a JSON schema enforced ÷ unconstrained", (B + "bench_structured.py",),
           ("--rounds", "1", "--tokens", "32", "--skip-0.5b"), timeout=3600),
     Bench("tools", "One tool round trip: a tool file, an MCP stdio server (running, first call) ÷ the model "

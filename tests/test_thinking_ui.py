@@ -13,6 +13,8 @@ import json
 
 import gradio as gr
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.conftest import make_settings
 from tests.thinking_model import answer_of, thinking_of
@@ -278,3 +280,14 @@ def test_the_token_view_covers_the_thinking_and_the_answer(thinker, tmp_path):
     assert thinking_of("land") in text and answer_of("land") in text
     assert text.index(thinking_of("land")) < text.index(answer_of("land"))
     assert len(records) == writer.stream.stats.new_tokens
+
+
+# -- the parser's held-back end, made cheaper per piece (bench/bench_thinking.py) -------------------
+@given(st.text(alphabet="<>/thinkTHIN|a ", max_size=24),
+       st.lists(st.sampled_from(["</think>", "<think>", "<|end|>", "<|channel|>final<|message|>", ""]), max_size=3))
+def test_the_held_back_end_is_the_longest_start_of_a_marker(text, markers):
+    from webui.generation.reasoning import _partial_suffix
+
+    expected = max((size for marker in markers for size in range(1, min(len(marker) - 1, len(text)) + 1)
+                    if marker.startswith(text[len(text) - size:])), default=0)
+    assert _partial_suffix(text, tuple(markers)) == expected

@@ -76,6 +76,11 @@ class ActiveRequests:
             if not tokens:
                 self._by_owner.pop(owner, None)
 
+    def running(self, owner: str) -> int:
+        """How many requests `owner` has that have not ended."""
+        with self._lock:
+            return len(self._by_owner.get(owner, ()))
+
     def stop(self, owner: str) -> int:
         """Cancel every request of `owner` and no one else's; return how many."""
         with self._lock:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,7 @@ USER_ERRORS = (AppError, ValueError)
 # Shown at the end of the reply while it streams; page.js finds the reply's bubble by it.
 CURSOR = display.CURSOR
 RECOVER = "recover:"  # chat list values that name an unreadable file, not a conversation
+STOPPED_WAIT = 5.0  # seconds Stop waits for the stopped reply to be saved, to show it finished
 
 
 @dataclass
@@ -652,26 +654,39 @@ class ChatTab:
                 running.set()  # a tool call in progress is stopped too (webui/tools/registry.py)
             return stop_model(request)
 
-        col.stop.click(on_stop, None, col.stats, api_name="chat_stop", cancels=events, concurrency_limit=None)
+        col.stop.click(on_stop, None, col.stats, api_name="chat_stop", cancels=events, concurrency_limit=None).then(
+            self.on_stopped, [self.chat_id, self.setup.character], [col.chatbot, col.live, col.times],
+            api_name="chat_stopped", concurrency_limit=None, show_progress="hidden")
+
+    @user_errors
+    def on_stopped(self, current, who, request: gr.Request):
+        """A stopped reply shown finished (issue 31's direction: no cursor, no spinning
+        thinking block left): `cancels=` ends the streaming handler before its last update,
+        so once the reply has been saved as it ends, the chat is shown again from the
+        store.  Nothing changes if the save is not seen within a few seconds."""
+        owner, deadline = session_id(request), time.monotonic() + STOPPED_WAIT
+        while self.runtime.requests.running(owner) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        space = self.space(request)
+        conversation = actions.open_chat(space, current, who)  # names checked, as everywhere
+        path = conversation.path()
+        if not path or path[-1].role != "assistant" or not path[-1].note:  # not saved as ended (yet)
+            return gr.skip(), gr.skip(), gr.skip()
+        return shown_messages(conversation, pictures=self.shelf.for_store(space.images)), "", times_of(conversation)
 
     # -- the thinking switches ----------------------------------------------------------------------
     def on_load_thinking(self, request: gr.Request) -> dict:
-        enable, effort = thinking_ui.shown_for(self.runtime, self._template_text(self.setup.template.value))
+        enable, effort = thinking_ui.shown_for(self.runtime, self.runtime.templates.load(self.setup.template.value))
         return {self.setup.thinking.enable: enable, self.setup.thinking.effort: effort}
-
-    def _template_text(self, name) -> str | None:
-        try:
-            return self.runtime.templates.load(name)
-        except USER_ERRORS:
-            return None
 
     def wire_thinking(self) -> None:
         """Show the switches the template in use reads: when the instruction template
         changes, and whenever the chat changes (a model loaded in the Model tab meanwhile)."""
         setup, col = self.setup, self.col
 
+        @user_errors
         def shown(template_name):
-            return thinking_ui.shown_for(self.runtime, self._template_text(template_name))
+            return thinking_ui.shown_for(self.runtime, self.runtime.templates.load(template_name))
 
         gr.on([setup.template.change, col.chatbot.change], shown, [setup.template],
               [setup.thinking.enable, setup.thinking.effort], api_name="chat_thinking_switches",
@@ -682,7 +697,8 @@ class ChatTab:
         """Prompt tokens (the chat so far plus the message being typed) / the context."""
         runtime = self.runtime
 
-        def count(value, current, who, mode, template, system, command, request: gr.Request):
+        def count(value, current, who, mode, template, system, command, enable_thinking, effort,
+                  request: gr.Request):
             loaded = runtime.models.current
             if loaded is None:
                 return ""
@@ -690,6 +706,7 @@ class ChatTab:
                 text, _ = message_parts(value)
                 space = self.space(request)
                 setup = actions.chat_setup(space, runtime.templates, mode, who, template, system, command)
+                setup = thinking_ui.with_switches(runtime, setup, enable_thinking, effort)
                 conversation = _open(space, current, who, setup.character)
                 turns = conversation.turns() + ([{"role": "user", "content": text}] if text else [])
                 prompt = ChatPrompt(setup, turns, "reply")
@@ -705,7 +722,7 @@ class ChatTab:
 
         col, setup = self.col, self.setup
         inputs = [col.message, self.chat_id, setup.character, setup.mode, setup.template, setup.system,
-                  setup.command]
+                  setup.command, setup.thinking.enable, setup.thinking.effort]
         # always_last: while one count runs, only the newest text waits (typing stays cheap).
         gr.on([col.message.change, col.chatbot.change], count, inputs, col.tokens, api_name="chat_count_tokens",
               trigger_mode="always_last", show_progress="hidden")
