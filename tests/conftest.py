@@ -57,6 +57,17 @@ def models_root(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def thinker_root(tmp_path_factory):
+    """A models folder holding the tiny Qwen3 trained to think (tests/thinking_model.py),
+    as "thinker": trained once for every test module that asks."""
+    from tests.thinking_model import build_thinking_model
+
+    root = tmp_path_factory.mktemp("thinker-models")
+    build_thinking_model(root / "thinker")
+    return root
+
+
 def make_settings(models_root, user_data, **overrides) -> Settings:
     values = dict(
         model=TINY, model_dir=models_root, user_data_dir=user_data,

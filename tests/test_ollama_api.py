@@ -243,3 +243,15 @@ def test_format_enforces_json_and_a_schema_as_v1s_response_format_does(client, o
     assert same.choices[0].message.content == reply.message.content
     anything = client.generate(model=TINY, prompt="Say something", format="json", options=greedy)
     assert isinstance(json.loads(anything.response), dict)
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/api/pull"), ("POST", "/api/push"), ("POST", "/api/create"),
+                                              ("POST", "/api/copy"), ("DELETE", "/api/delete"),
+                                              ("POST", "/api/blobs/sha256:00")])
+def test_model_management_is_refused_in_ollamas_shape(root, client, method, path):
+    response = httpx.request(method, f"{root}{path}", json={"model": TINY}, headers={"x-api-key": API_KEY})
+    assert response.status_code == 501 and set(response.json()) == {"error"}
+    assert "Model tab" in response.json()["error"]
+    with pytest.raises(ollama.ResponseError) as refused:
+        client.pull(TINY)
+    assert refused.value.status_code == 501 and refused.value.error.startswith("pull:")

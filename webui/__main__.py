@@ -19,6 +19,13 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    from transformers.utils import logging as transformers_logging
+
+    from webui.loaders.quiet_logs import quiet_offline_notices
+
+    quiet_offline_notices()  # before anything imports bitsandbytes
+    # A "Loading weights" bar per load is noise in a server's log; the Model tab says what loads.
+    transformers_logging.disable_progress_bar()
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("train", "perplexity"):  # headless commands (webui/training/cli.py)
         from webui.training.cli import main as run_command

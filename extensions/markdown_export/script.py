@@ -3,7 +3,7 @@
 A native extension: it adds a tab through register_tabs and reads the signed-in
 user's own conversations from the app's Runtime, so on a server shared by several
 users each exports only their own chats.  One heading per turn, the text as the chat
-shows it.  The file goes through the app's private exports (webui/ui/exports.py): in
+shows it (a thinking model's thinking quoted above its answer).  The file goes through the app's private exports (webui/ui/exports.py): in
 the user's own 0700 folder in Gradio's cache, removed after an hour or when the chat
 is deleted, like the Chat tab's own exports.
 """
@@ -12,6 +12,7 @@ import re
 
 import gradio as gr
 
+from webui.chat.display import thought_title
 from webui.ui.exports import Exports
 
 params = {"display_name": "Export"}
@@ -22,8 +23,18 @@ def to_markdown(conversation, user_name: str = "You") -> str:
     for message in conversation.path():
         speaker = user_name if message.role == "user" else conversation.character
         text = message.content if message.visible is None else message.visible
-        lines += [f"## {speaker}", "", text.strip(), ""]
+        lines += [f"## {speaker}", "", *thinking_lines(message), text.strip(), ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def thinking_lines(message) -> list[str]:
+    """A thinking model's thinking, as a quoted section above its answer, titled as the
+    chat titles its folded block."""
+    if not message.reasoning:
+        return []
+    title = thought_title(message.reasoning_tokens, message.reasoning_seconds)
+    quoted = [f"> {line}" if line.strip() else ">" for line in message.reasoning.strip().splitlines()]
+    return [f"> **{title}**", ">", *quoted, ""]
 
 
 def register_tabs(register):

@@ -168,6 +168,25 @@ async def chat(body: OllamaChatRequest, request: Request, runtime: RuntimeDep):
     return await chat_reply(runtime, request, body, model, messages, params, explicit, chat=True)
 
 
+# Model management Ollama clients try (ollama pull, ollama rm...): refused in Ollama's own
+# error shape, saying where this server does it, rather than a bare 404.
+@router.post("/api/pull")
+@router.post("/api/push")
+@router.post("/api/create")
+@router.post("/api/copy")
+@router.delete("/api/delete")
+@router.post("/api/blobs/{digest}")
+@router.head("/api/blobs/{digest}")
+async def not_managed(request: Request):
+    what = request.url.path.rsplit("/api/", 1)[-1].split("/")[0]
+    raise APIError(501, f"{what}: models are not {MANAGED[what]} through the Ollama API here; use the Model tab "
+                   "(its hub panel downloads models) or the admin routes under /v1/internal", code="not_implemented")
+
+
+MANAGED = {"pull": "pulled", "push": "pushed", "create": "created", "copy": "copied", "delete": "deleted",
+           "blobs": "uploaded"}
+
+
 @router.post("/api/embed")
 async def embed(body: OllamaEmbedRequest, request: Request, runtime: RuntimeDep):
     started = time.perf_counter()

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from webui.chat import display
 from webui.chat.characters import Character, substitute
 from webui.chat.history import ChatError, Conversation
 from webui.chat.prompt import DEFAULT_COMMAND, ChatSetup
@@ -191,6 +192,17 @@ def edit(space: UserSpace, chat: str, who: str, number, text: str) -> ChatView:
     return _saved(space, conversation, note="Edited: the earlier version is kept (◀ ▶).")
 
 
+def edit_shown(space: UserSpace, chat: str, who: str, index: int, text: str) -> ChatView:
+    """An edit made in the chat itself, to the Chatbot's message `index` (a thinking block
+    shown above a reply counts as one of its messages: display.Shown.where)."""
+    conversation = open_chat(space, chat, who)
+    position, part = display.shown(conversation).where(index)
+    if part == "thinking":
+        raise ChatError("a reply's thinking is kept as the model wrote it: edit its answer instead")
+    conversation.edit(position, text or "")
+    return _saved(space, conversation, note="Edited: the earlier version is kept (◀ ▶).")
+
+
 def flip(space: UserSpace, chat: str, who: str, number, step: int) -> ChatView:
     """Show the previous (-1) or next (+1) version of message `number`; keep it picked."""
     conversation = open_chat(space, chat, who)
@@ -212,7 +224,13 @@ def remove_last(space: UserSpace, chat: str, who: str) -> ChatView:
 
 
 def pick_message(space: UserSpace, chat: str, who: str, index: int) -> PickedMessage:
+    """The message the Chatbot's message `index` belongs to (its thinking block picks the
+    reply it is part of)."""
     conversation = open_chat(space, chat, who)
     path = conversation.path()
+    try:
+        index = display.shown(conversation).where(index)[0]
+    except ChatError:
+        index = len(path)  # as before: no text, the branch note of the last message
     text = path[index].content if 0 <= index < len(path) else ""
     return PickedMessage(index + 1, branch_note(conversation, index), text)

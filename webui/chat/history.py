@@ -134,9 +134,17 @@ class Conversation(BaseModel):
 
     def edit(self, index: int, content: str) -> Message:
         """Editing starts a new branch: the old message and everything after it stay."""
-        if content == self._at(index).content:
-            return self._at(index)
-        return self.add_alternative(index, content)
+        old = self._at(index)
+        if content == old.content:
+            return old
+        new = self.add_alternative(index, content)
+        if not old.reasoning:
+            return new
+        # An edited reply is the same reply, corrected: its thinking stays with it.
+        new = new.model_copy(update={"reasoning": old.reasoning, "reasoning_tokens": old.reasoning_tokens,
+                                     "reasoning_seconds": old.reasoning_seconds})
+        self.messages[-1] = new
+        return new
 
     def flip(self, index: int, step: int) -> Message:
         """Show the previous (-1) or next (+1) alternative of the message at `index`."""

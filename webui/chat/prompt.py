@@ -270,7 +270,7 @@ class ChatPrompt:
         template, system, variables = self.setup.template, self.setup.system, self.setup.variables
         if self.action == "continue":
             head = apply_template(tokenizer, turns[:-1], system, template, variables=variables)
-            return head + turns[-1]["content"]
+            return head + self._reopened(tokenizer, head, turns[-1])
         if self.action == "impersonate":
             return turn_prefix(tokenizer, template, _with_system(turns, system), "user") + self.prefix
         full = apply_template(tokenizer, turns, system, template, variables=variables)
@@ -281,6 +281,20 @@ class ChatPrompt:
         if not full.startswith(base):
             return full + self.prefix
         return base + self._open_reply(full[len(base):] + self.prefix)
+
+    def _reopened(self, tokenizer, head: str, turn: Message) -> str:
+        """The reply being continued, with its thinking written back before its answer as
+        the model wrote it, so the model goes on from where it stopped: in its thinking
+        when the answer had not started (the engine then reads the reply as starting
+        inside the thinking), else in its answer."""
+        reasoning = turn.get("reasoning_content") or ""
+        fmt = self._thinking(tokenizer) if reasoning else None
+        if fmt is None:
+            return turn["content"]
+        opened = "" if fmt.ends_open(head) else fmt.open + ("" if fmt.answer else "\n")
+        if not turn["content"]:
+            return opened + reasoning
+        return opened + reasoning + fmt.closing_text() + turn["content"]
 
     def _script(self, turns: list[Message]) -> str:
         """The chat-mode text: character text, examples, then "Name: text" lines, ending

@@ -137,9 +137,14 @@ class ReplyWriter:
         self._read = False
         # A thinking model's reply comes apart as it streams: `text` is the answer,
         # `thinking` the thinking before it (webui/generation/reasoning.py).
-        self.thinking = ""
+        # A continued reply goes on from its own thinking: kept, and added to (its tokens
+        # and seconds too) when the reply had stopped before its answer.
+        target = self.target
+        self._before = Thought(target.reasoning, target.reasoning_tokens, target.reasoning_seconds) \
+            if action == "continue" else Thought("")
+        self.thinking = self._before.text
         self.thinking_seconds = 0.0
-        self.answering = False  # the answer has started (the thinking block folds)
+        self.answering = action == "continue" and (bool(target.content) or not target.reasoning)
         self._splitter: ReasoningParser | None = None
         self._thinking_since: float | None = None
 
@@ -187,7 +192,7 @@ class ReplyWriter:
         if self._splitter is None:
             if self.stream.thinking is None:
                 return piece
-            self._splitter = ReasoningParser(self.stream.thinking)
+            self._splitter = ReasoningParser(self.stream.thinking, resume=bool(self._before.text))
         return self._take(self._splitter.feed(piece))
 
     def _take(self, parts: list[Piece]) -> str:
@@ -210,7 +215,9 @@ class ReplyWriter:
         if not self.answering and self._thinking_since is not None:
             self.thinking_seconds = time.monotonic() - self._thinking_since
         stats = self.stream.stats
-        return Thought(self.thinking, stats.thinking_tokens if stats else 0, self.thinking_seconds)
+        before = self._before
+        return Thought(self.thinking, before.tokens + (stats.thinking_tokens if stats else 0),
+                       before.seconds + self.thinking_seconds)
 
     def close(self) -> None:
         """For a caller that stops before reading at all: cancel the request, and save."""
@@ -244,7 +251,7 @@ class ReplyWriter:
             extensions = self.runtime.extensions
             visible = extensions.output(self.text, self.state, True) if extensions.has("output_modifier") else None
             conversation.set_content(self.target.id, self.text, note=self.summary(), visible=visible,
-                                     thinking=self.thought() if self.action != "continue" else None)
+                                     thinking=self.thought())
         else:  # nothing was written: drop the empty reply rather than keep a blank message
             self._drop_target()
         self.store.save(conversation)

@@ -79,13 +79,15 @@ class ReasoningParser:
     is the answer's text.  Whitespace right after a marker and at the end of the thinking
     is dropped (it is the template's layout, not the model's words)."""
 
-    def __init__(self, fmt: ThinkingFormat):
+    def __init__(self, fmt: ThinkingFormat, resume: bool = False):
+        """resume: the reply goes on from thinking already written (a continued reply):
+        its leading whitespace is the model's own, kept."""
         self.fmt = fmt
         self.part: Part = "thinking" if fmt.starts_open else "answer"
         self.thought = fmt.starts_open  # a thinking block was opened (its close ends thinking for good)
         self.closed = False
         self._buffer = ""
-        self._trim = fmt.starts_open  # drop leading whitespace of the part just entered
+        self._trim = fmt.starts_open and not resume  # drop leading whitespace of the part just entered
         self._pending_space = ""  # trailing whitespace of the thinking, kept until more follows
         # Harmony: what comes before the final channel opens is dropped, not answered.
         self._await_answer = False

@@ -14,6 +14,7 @@ import torch
 
 from webui.loaders.base import LoadError
 from webui.loaders.cpu_features import auto_cpu_dtype, bitsandbytes_cpu_warning, cpu_flags
+from webui.loaders.quiet_logs import quiet_offline_notices
 from webui.loaders.hf_options import TransformersOptions as LoadOptions
 
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -45,6 +46,7 @@ def attention_choices() -> list[str]:
 
 def bitsandbytes_problem() -> str | None:
     """Why 8/4-bit loading cannot work here, or None when bitsandbytes imports."""
+    quiet_offline_notices()
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:

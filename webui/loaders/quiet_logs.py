@@ -34,8 +34,36 @@ class OncePerMessage(logging.Filter):
         return True
 
 
+# Messages that say a library skipped fetching code from the hub because the app runs
+# offline (webui/__main__.py sets HF_HUB_OFFLINE): expected, and the privacy promise kept,
+# not a failure.  bitsandbytes on a CPU with AVX512-BF16 looks for an optional 4-bit kernel
+# there at import and warns twice on every start.  (logger, message start)
+OFFLINE_NOTICES = (
+    ("kernels._internals.hf_hub", "Skipping publisher trust check"),
+    ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward from kernels-community"),
+)
+
+
+class DropStarting(logging.Filter):
+    def __init__(self, start: str) -> None:
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.start)
+
+
+def quiet_offline_notices() -> None:
+    """Idempotent; call before bitsandbytes is first imported."""
+    for name, start in OFFLINE_NOTICES:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, DropStarting) and f.start == start for f in logger.filters):
+            logger.addFilter(DropStarting(start))
+
+
 def quiet_chatty_loggers() -> None:
     """Idempotent: safe to call on every model load."""
+    quiet_offline_notices()
     for name in CHATTY_LOGGERS:
         logger = logging.getLogger(name)
         if not any(isinstance(f, OncePerMessage) for f in logger.filters):

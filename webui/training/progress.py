@@ -68,10 +68,13 @@ class Progress:
     _losses: list[tuple[int, float]] = field(default_factory=list)
     _tokens: int = 0
     _started: float = 0.0
+    _ended: float = 0.0  # when the run stopped: its rate is over the run, not up to now
     _message: str = ""
 
     def set_state(self, state: State, message: str = "") -> None:
         with self._lock:
+            if state != "training" and self._state == "training" and self._started:
+                self._ended = time.monotonic()
             self._state, self._message = state, message
 
     def begin(self, step: int, max_steps: int, losses: list[tuple[int, float]]) -> None:
@@ -82,7 +85,7 @@ class Progress:
             self._max_steps = max_steps
             self._losses = list(losses)
             self._tokens = 0
-            self._started = time.monotonic()
+            self._started, self._ended = time.monotonic(), 0.0
 
     def add_tokens(self, count: int) -> None:
         with self._lock:
@@ -96,7 +99,7 @@ class Progress:
 
     def snapshot(self) -> Snapshot:
         with self._lock:
-            elapsed = time.monotonic() - self._started if self._started else 0.0
+            elapsed = (self._ended or time.monotonic()) - self._started if self._started else 0.0
             done = self._step - self._first_step
             eta = elapsed / done * (self._max_steps - self._step) if done > 0 else None
             rate = self._tokens / elapsed if elapsed > 0 else 0.0

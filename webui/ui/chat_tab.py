@@ -9,7 +9,9 @@ itself is sent only when the reply starts and when it ends: per piece only the
 hidden live box changes (Gradio sends that as a small "append" diff), and
 webui/ui/static/page.js copies its rendered text into the reply's bubble.  Sending
 the Chatbot per piece would cost the server time in proportion to the chat's
-length (bench/bench_chat.py; docs/PERFORMANCE.md).
+length (bench/bench_chat.py; docs/PERFORMANCE.md).  A thinking model's reply streams its
+thinking the same way, into an open block above the answer that folds when the answer
+starts (webui/ui/thinking_ui.py, webui/chat/display.py).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from webui.chat import actions
+from webui.chat import actions, display
 from webui.chat.actions import MODES, ChatView
 from webui.chat.characters import DEFAULT_CHARACTER
 from webui.chat.history import ChatError, Conversation
@@ -31,7 +33,7 @@ from webui.chat.service import ReplyWriter, add_user_message, impersonate
 from webui.generation.engine import GenerationError
 from webui.runtime import Runtime
 from webui.ui.common import MODEL_GROUP, Shared, session_id, stop_handler, to_params
-from webui.ui import token_view
+from webui.ui import thinking_ui, token_view
 from webui.ui.exports import Exports
 from webui.userdata import UserSpace
 
@@ -40,7 +42,7 @@ from webui.userdata import UserSpace
 # ValueError: a value Gradio handed over that an action cannot use.
 USER_ERRORS = (AppError, ValueError)
 # Shown at the end of the reply while it streams; page.js finds the reply's bubble by it.
-CURSOR = "▍"
+CURSOR = display.CURSOR
 RECOVER = "recover:"  # chat list values that name an unreadable file, not a conversation
 
 
@@ -89,6 +91,7 @@ class SetupColumn:
     template: gr.Dropdown
     system: gr.Textbox
     command: gr.Textbox
+    thinking: thinking_ui.ThinkingControls
 
 
 # -- layout ------------------------------------------------------------------------------------
@@ -165,7 +168,7 @@ def setup_column(runtime: Runtime) -> SetupColumn:
                            elem_id="chat-template")
     system = gr.Textbox("", label="System prompt (instruct)", lines=5, elem_id="chat-system")
     command = gr.Textbox(label="Command (chat-instruct)", value=DEFAULT_COMMAND, lines=4)
-    return SetupColumn(mode, character, template, system, command)
+    return SetupColumn(mode, character, template, system, command, thinking_ui.controls())
 
 
 def render(runtime: Runtime, shared: Shared) -> None:
@@ -183,7 +186,9 @@ def render(runtime: Runtime, shared: Shared) -> None:
     tab.wire_tree()
     tab.wire_model()
     tab.wire_token_count()
+    tab.wire_thinking()
     shared.on_load.append((tab.on_load, [setup.character, *tab.view_outputs]))
+    shared.on_load.append((tab.on_load_thinking, [setup.thinking.enable, setup.thinking.effort]))
 
 
 # -- behaviour -----------------------------------------------------------------------------
@@ -191,16 +196,17 @@ def username(request: gr.Request | None) -> str | None:
     return getattr(request, "username", None)
 
 
-def shown_messages(conversation: Conversation, streaming: bool = False) -> list[dict[str, str]]:
-    """What the Chatbot gets; while a reply streams its last message carries the cursor."""
-    messages = conversation.shown()
-    if streaming and messages:
-        messages[-1] = {**messages[-1], "content": messages[-1]["content"] + CURSOR}
-    return messages
+def shown_messages(conversation: Conversation, streaming: bool | display.Phase = False,
+                   thought=None) -> list[dict]:
+    """What the Chatbot gets (a reply's thinking as a folded block above it); while a
+    reply streams its last message carries the cursor (webui/chat/display.py)."""
+    phase = ("answer" if streaming is True else streaming) or None
+    return display.shown(conversation, phase, thought).messages
 
 
 def times_of(conversation: Conversation) -> str:
-    return json.dumps([round(m.created) for m in conversation.path()])
+    """When each shown message was written (a thinking block: its reply's time)."""
+    return display.shown(conversation).times()
 
 
 def user_errors(fn):
@@ -328,7 +334,7 @@ class ChatTab:
                 raise ChatError("nothing was edited")
             index = data.index[0] if isinstance(data.index, list) else data.index
             text = data.value if isinstance(data.value, str) else _text_of(data.value)
-            return show(request, actions.edit, current, who, int(index) + 1, text)
+            return show(request, actions.edit_shown, current, who, int(index), text)
 
         @user_errors
         def on_edit_message(current, who, number, text, request: gr.Request):
@@ -366,11 +372,13 @@ class ChatTab:
         col.remove.click(on_remove_last, [chat_id, who], outputs, api_name="chat_remove_last")
 
     # -- running the model ------------------------------------------------------------------------
-    def setup_of(self, space: UserSpace, who, mode, template, system, command):
+    def setup_of(self, space: UserSpace, who, mode, template, system, command, thinking=(None, None)):
+        """thinking: the values of the template's switches (webui/ui/thinking_ui.py)."""
         try:
-            return actions.chat_setup(space, self.runtime.templates, mode, who, template, system, command)
+            setup = actions.chat_setup(space, self.runtime.templates, mode, who, template, system, command)
         except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from exc
+        return thinking_ui.with_switches(self.runtime, setup, *thinking)
 
     def write_reply(self, space, conversation, setup, params, action, start_with, request, clear_input,
                     show_tokens=False):
@@ -389,20 +397,26 @@ class ChatTab:
         space.remember_chat(conversation.character, conversation.id)
         try:
             # The Chatbot gets the reply's (empty) bubble once; the text goes to the live box.
+            phase = thinking_ui.phase(writer)  # a continued reply may go on thinking
             yield {
-                self.chat_id: conversation.id, col.chatbot: shown_messages(conversation, streaming=True),
-                col.live: writer.text, col.stats: "Generating…", col.times: times_of(conversation),
+                self.chat_id: conversation.id,
+                col.chatbot: shown_messages(conversation, phase, thinking_ui.thought_so_far(writer)),
+                col.live: thinking_ui.live_text(writer, phase), col.stats: "Generating…",
+                col.times: times_of(conversation),
                 self.side.chats: self.chat_list(space, conversation.character, conversation.id),
                 probs: token_view.starting(bool(show_tokens)),
                 **({col.message: ""} if clear_input else {}),
             }
             shown = "Generating…"
-            for text in writer:
+            for _ in writer:
+                update = {col.live: thinking_ui.live_text(writer, thinking_ui.phase(writer))}
+                if thinking_ui.phase(writer) != phase:  # thinking started, or the answer did
+                    phase = thinking_ui.phase(writer)
+                    update[col.chatbot] = shown_messages(conversation, phase, thinking_ui.thought_so_far(writer))
+                    update[col.times] = times_of(conversation)
                 if writer.status() != shown:  # only while queued: "N requests ahead of yours"
-                    shown = writer.status()
-                    yield {col.live: text, col.stats: shown}
-                else:
-                    yield {col.live: text}
+                    shown = update[col.stats] = writer.status()
+                yield update
         except GenerationError as exc:
             writer.error = str(exc)
         finally:
@@ -416,12 +430,13 @@ class ChatTab:
     def wire_model(self) -> None:
         runtime, col, setup_inputs = self.runtime, self.col, self.setup_inputs
         def on_send(text, current, who, mode_name, template_name, system_text, command_text, start_with, params,
-                    show_tokens, request: gr.Request):
+                    show_tokens, enable_thinking, effort, request: gr.Request):
             if not text or not text.strip():
                 yield {col.stats: "Type a message first."}
                 return
             space = self.space(request)
-            setup = self.setup_of(space, who, mode_name, template_name, system_text, command_text)
+            setup = self.setup_of(space, who, mode_name, template_name, system_text, command_text,
+                                  (enable_thinking, effort))
             conversation = _open(space, current, who, setup.character)
             if not any(m.role == "user" for m in conversation.messages) and conversation.title == "New chat":
                 conversation.title = " ".join(text.split())[:60]
@@ -436,9 +451,10 @@ class ChatTab:
 
         def on_action(action: str):
             def run(current, who, mode_name, template_name, system_text, command_text, start_with, params,
-                    show_tokens, request: gr.Request):
+                    show_tokens, enable_thinking, effort, request: gr.Request):
                 space = self.space(request)
-                setup = self.setup_of(space, who, mode_name, template_name, system_text, command_text)
+                setup = self.setup_of(space, who, mode_name, template_name, system_text, command_text,
+                                      (enable_thinking, effort))
                 conversation = _open(space, current, who, setup.character)
                 yield from self.write_reply(space, conversation, setup, params, action, start_with, request, False,
                                             show_tokens)
@@ -462,8 +478,9 @@ class ChatTab:
             yield text, "Impersonated: edit the message, then Send."
 
         inputs = [*setup_inputs, self.params]
-        # The token view's switch and state come last: the outputs a client reads keep their places.
-        reply_inputs = [*inputs, col.probs.show]
+        # The token view's switch and state come last: the outputs a client reads keep their places;
+        # then the thinking switches (a client that leaves them out gets their defaults).
+        reply_inputs = [*inputs, col.probs.show, self.setup.thinking.enable, self.setup.thinking.effort]
         outputs = [self.chat_id, col.chatbot, col.live, col.stats, col.message, self.side.chats, col.branch,
                    col.picked, col.times, col.probs.shown]
         events = [
@@ -481,6 +498,29 @@ class ChatTab:
         # also drops this session's not-yet-started requests from Gradio's queue.
         col.stop.click(stop_handler(runtime), None, col.stats, api_name="chat_stop", cancels=events,
                        concurrency_limit=None)
+
+    # -- the thinking switches ----------------------------------------------------------------------
+    def on_load_thinking(self, request: gr.Request) -> dict:
+        enable, effort = thinking_ui.shown_for(self.runtime, self._template_text(self.setup.template.value))
+        return {self.setup.thinking.enable: enable, self.setup.thinking.effort: effort}
+
+    def _template_text(self, name) -> str | None:
+        try:
+            return self.runtime.templates.load(name)
+        except USER_ERRORS:
+            return None
+
+    def wire_thinking(self) -> None:
+        """Show the switches the template in use reads: when the instruction template
+        changes, and whenever the chat changes (a model loaded in the Model tab meanwhile)."""
+        setup, col = self.setup, self.col
+
+        def shown(template_name):
+            return thinking_ui.shown_for(self.runtime, self._template_text(template_name))
+
+        gr.on([setup.template.change, col.chatbot.change], shown, [setup.template],
+              [setup.thinking.enable, setup.thinking.effort], api_name="chat_thinking_switches",
+              trigger_mode="always_last", show_progress="hidden")
 
     # -- the token counter ------------------------------------------------------------------------
     def wire_token_count(self) -> None:

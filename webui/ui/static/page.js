@@ -23,6 +23,14 @@
     const source = live && (live.querySelector(".md") || live.querySelector(".prose"));
     const text = source ? source.textContent : "";
     const content = replyBubble();
+    // A thinking model's reply streams its thinking into the open thinking block first;
+    // when the answer starts that block folds and the answer's bubble takes the copy, so
+    // a copy left anywhere else goes (webui/ui/thinking_ui.py).
+    document.querySelectorAll("#chatbot .webui-live").forEach((node) => {
+      if (node.parentElement === content) return;
+      node.parentElement.classList.remove("webui-streaming");
+      node.remove();
+    });
     if (!content) return;
     let copy = content.querySelector(":scope > .webui-live");
     if (!text.trim()) {
