@@ -11,8 +11,8 @@ special tokens.  For each family:
   apply_chat_template renders with the family's own template, and a literal copy of
   the main prompt, so a change that broke both would show;
 - a chat through the app on Transformers: loaded by the ModelManager, rendered by the
-  chat's ChatPrompt, streamed by the engine, stopping on the ids the family's
-  generation_config.json names;
+  chat's ChatPrompt, streamed by the engine with the same greedy reply as transformers'
+  own generate(), stopping on the ids the family's generation_config.json names;
 - the same as GGUF: converted by llama.cpp's own converter, loaded by the llama.cpp
   backend, the same prompt from the template the GGUF carries, streamed, and the same
   greedy reply as transformers computes from the same weights;
