@@ -92,6 +92,8 @@ BENCHES = (
           ("--rounds", "1", "--tokens", "20")),
     Bench("token-view", "Token view's probabilities recorded vs not (demo model)", (B + "bench_token_view.py",),
           ("--rounds", "3", "--tokens", "20")),
+    Bench("thinking", "A thinking reply split into thinking and answer as it streams ÷ not split (demo model)",
+          (B + "bench_thinking.py",), ("--rounds", "3", "--tokens", "20")),
     Bench("structured", "Structured output: a JSON schema enforced ÷ unconstrained", (B + "bench_structured.py",),
           ("--rounds", "1", "--tokens", "32", "--skip-0.5b"), timeout=3600),
     Bench("tools", "One tool round trip: a tool file, an MCP stdio server (running, first call) ÷ the model "
@@ -104,8 +106,13 @@ BENCHES = (
           ("--rounds", "3", "--tokens", "20")),
     Bench("embeddings", "Embeddings: one batched request ÷ one request per text (demo model)",
           (B + "bench_embeddings.py",), ("--rounds", "1", "--texts", "8", "--tokens", "10")),
+    Bench("retrieval", "Documents: recall@5 per retrieval mode, indexing pages/s, query latency at 1k and 100k "
+          "chunks (the town fixture's tiny embedding model)", (B + "bench_retrieval.py", "--threads", "1"),
+          ("--big", "5000", "--queries", "10", "--pages", "20")),
     Bench("remote", "In front of a remote engine ÷ asking it directly", (B + "bench_remote.py",),
           ("--rounds", "3", "--tokens", "20")),
+    Bench("vision", "Images in: first token with one 512x512 image ÷ the same text; a follow-up turn's "
+          "image KV reused ÷ computed (tiny LLaVA and SmolVLM)", (B + "bench_vision.py",), ("--rounds", "2")),
     Bench("chat", "A 500-message chat ÷ an empty one, per streamed token", (B + "bench_chat.py",),
           ("--rounds", "2", "--tokens", "20")),
     Bench("first-screen", "Navigation to a usable message box (Chromium)", (B + "bench_first_screen.py",),

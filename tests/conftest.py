@@ -22,7 +22,8 @@ hypothesis_settings.load_profile("repeatable")
 from tests.tiny_models import build_llama  # noqa: E402
 from webui.settings import PROJECT_ROOT, Settings  # noqa: E402
 
-pytest_plugins = ["tests.gguf_fixtures"]  # tiny GGUF models, built only when a test asks
+# Tiny GGUF models and the documents fixture: built only when a test asks.
+pytest_plugins = ["tests.gguf_fixtures", "tests.doc_fixtures"]
 
 TINY = "tiny-llama"
 # Skips that must not happen in CI: the CI machine is set up for these areas, so a

@@ -99,6 +99,18 @@ def _train(model, examples: list[tuple[list[int], int]], steps: int, seed: int) 
     rng = random.Random(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=6e-3)
     model.train()
+    # One thread: matrices this small gain nothing from more, and on a busy machine the
+    # threads of an op wait for each other's time slices (seconds per step, measured).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _steps(model, optimizer, examples, steps, rng)
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
+
+
+def _steps(model, optimizer, examples: list[tuple[list[int], int]], steps: int, rng: random.Random) -> None:
     for _ in range(steps):
         batch = rng.sample(examples, min(16, len(examples)))
         width = max(len(ids) for ids, _ in batch)
@@ -113,4 +125,3 @@ def _train(model, examples: list[tuple[list[int], int]], steps: int, seed: int) 
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    model.eval()

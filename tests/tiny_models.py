@@ -133,15 +133,19 @@ NEW_FAMILIES = {
                           bos="<|begin_of_text|>", eos="<|end_of_text|>", eos_token="<|eot|>", vocab="bpe",
                           stop_on=("<|end_of_text|>", "<|eom|>", "<|eot|>"),
                           # Experts 64 wide: bitsandbytes' CPU 4-bit kernel wants the shared
-                          # expert's down projection at least one 64-block wide.
+                          # expert's down projection at least one 64-block wide.  Four layers,
+                          # the fourth without RoPE, chunks of 8192 and the attention
+                          # temperature's floor as llama.cpp fixes them for Llama 4 (with
+                          # fewer layers it has no NoPE layer and aborts on an unused input).
                           extra={"head_dim": 16, "intermediate_size": 64, "intermediate_size_mlp": 128,
-                                 "num_local_experts": 4, "num_experts_per_tok": 1, "interleave_moe_layer_step": 2,
-                                 "attention_chunk_size": 128, "no_rope_layers": [1, 0], "floor_scale": 128}),
+                                 "num_local_experts": 4, "num_experts_per_tok": 1, "interleave_moe_layer_step": 1,
+                                 "num_hidden_layers": 4, "no_rope_layers": [1, 1, 1, 0],
+                                 "attention_chunk_size": 8192, "floor_scale": 8192}),
     "mistral3": Family(MistralConfig, "mistral-small-3.2.jinja", _MISTRAL, stop_on=("</s>",), extra={"head_dim": 16}),
     "ministral3": Family(Ministral3Config, "ministral-3-reasoning.jinja", (*_MISTRAL, "[THINK]", "[/THINK]"),
                          stop_on=("</s>",),
                          extra={"head_dim": 16, "rope_parameters": {
-                             "rope_type": "yarn", "rope_theta": 1_000_000.0, "factor": 2.0,
+                             "rope_type": "yarn", "rope_theta": 1_000_000.0, "factor": 8.0,
                              "original_max_position_embeddings": 256, "beta_fast": 32.0, "beta_slow": 1.0,
                              "mscale_all_dim": 1.0, "mscale": 1.0, "llama_4_scaling_beta": 0.1}}),
     "phi4_mini": Family(Phi3Config, "phi-4-mini.jinja",
@@ -159,7 +163,7 @@ NEW_FAMILIES = {
                       stop_on=("<|return|>", "<|endoftext|>", "<|call|>"),
                       extra={"head_dim": 16, "intermediate_size": 32, "num_local_experts": 4, "num_experts_per_tok": 2,
                              "sliding_window": 128, "layer_types": ["sliding_attention", "full_attention"],
-                             "rope_parameters": {"rope_type": "yarn", "factor": 2.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                             "rope_parameters": {"rope_type": "yarn", "factor": 8.0, "beta_fast": 32.0, "beta_slow": 1.0,
                                                  "truncate": False, "original_max_position_embeddings": 256,
                                                  "rope_theta": 150000.0}}),
     "r1_distill_qwen": Family(Qwen2Config, "deepseek-r1-distill-qwen.jinja", _DEEPSEEK,
@@ -172,7 +176,7 @@ NEW_FAMILIES = {
 
 
 def build_new_family(folder: Path, family: str, seed: int = 0, context: int = 512) -> Path:
-    """A 2-layer, hidden-64 random-weight model of NEW_FAMILIES[family], saved as
+    """A 2-layer (Llama 4: 4), hidden-64 random-weight model of NEW_FAMILIES[family], saved as
     safetensors with its tokenizer, real chat template and generation_config.json."""
     spec = NEW_FAMILIES[family]
     build = build_bpe_tokenizer if spec.vocab == "bpe" else build_tokenizer

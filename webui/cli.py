@@ -86,6 +86,9 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--admin-key", help="key for the model management endpoints")
     a.add_argument("--api-cors-origin", dest="api_cors_origins", action="append",
                    help="a web origin allowed to call the API (repeat for more); none by default")
+    a.add_argument("--allow-image-urls", action="store_true",
+                   help="fetch http(s) image URLs that API requests send (outbound connections to public "
+                        "addresses only; off: only data: URLs and base64 images)")
     t = p.add_argument_group("tools in the chat (user_data/tools/, user_data/mcp.json; docs/TOOLS.md)")
     t.add_argument("--web-search", metavar="URL",
                    help="turn on the web_search and read_page tools, searching through this SearXNG-compatible "

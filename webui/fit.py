@@ -70,6 +70,9 @@ class ModelShape:
     double_quant_groups: int = 0
     # Buffers that are not parameters (rotary frequencies, embedding scales), in bytes.
     buffer_bytes: int = 0
+    # Mixture of experts: experts per MoE layer and how many each token uses (0: dense).
+    experts: int = 0
+    experts_per_token: int = 0
 
     def cpu_int8_bytes(self, base_bytes: int = 4) -> int:
         """cpu-int8: every Linear (head included) at 1 byte + 6 bytes of scales per row."""
@@ -256,7 +259,17 @@ def read_shape(folder: Path, trust_remote_code: bool = False) -> ModelShape:
         head_tied=head is not None and head.weight is model.get_input_embeddings().weight,
         double_quant_groups=sum(ceil_div(ceil_div(m.weight.numel(), BLOCK_4BIT), DOUBLE_QUANT_GROUP) for m in linears),
         buffer_bytes=sum(b.numel() * b.element_size() for b in model.buffers()),
+        experts=_config_int(text, "num_local_experts", "num_experts", "n_routed_experts"),
+        experts_per_token=_config_int(text, "num_experts_per_tok", "moe_topk"),
     )
+
+
+def _config_int(config, *names: str) -> int:
+    for name in names:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return 0
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -366,6 +379,8 @@ def report(shape: ModelShape, chosen: Estimate, memory: Memory, cpu: bool,
     lines = [
         f"**{shape.parameters / 1e6:,.1f}M parameters**, context {chosen.context:,} "
         f"(model maximum {shape.context_length:,})",
+        *([f"Mixture of experts: {shape.experts} experts a layer, {shape.experts_per_token or '?'} used per token; "
+           "all of them are held in memory (counted here), each token computes with a few."] if shape.experts else []),
         "",
         "| weights in | weights | + KV cache (16-bit) | total |",
         "|---|---|---|---|",

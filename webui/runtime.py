@@ -30,6 +30,7 @@ from webui.generation.engine import (
     QueueFull,
     TokenLogprob,
 )
+from webui.documents.service import DocumentService
 from webui.fit import Memory, estimate, gguf_report, gib, read_shape, report
 from webui.hub import Downloader
 from webui.loaders.cpu_features import cpu_flags
@@ -74,6 +75,11 @@ class ActiveRequests:
             tokens.discard(token)
             if not tokens:
                 self._by_owner.pop(owner, None)
+
+    def running(self, owner: str) -> int:
+        """How many requests `owner` has that have not ended."""
+        with self._lock:
+            return len(self._by_owner.get(owner, ()))
 
     def stop(self, owner: str) -> int:
         """Cancel every request of `owner` and no one else's; return how many."""
@@ -126,6 +132,8 @@ class Runtime:
     remotes: RemoteEngines = field(default_factory=RemoteEngines)
     chosen: SessionChoices = field(default_factory=SessionChoices)
     usage: UsageCounter = field(default_factory=UsageCounter)  # API tokens per key, for the admin
+    # Documents: per-user and per-key stores, the embedding model, indexing jobs (webui/documents/)
+    documents: DocumentService | None = None
     tools: ToolRegistry | None = None  # tools the chat may run (webui/tools/); None: none
 
     # -- models ------------------------------------------------------------------
@@ -539,6 +547,7 @@ def build_runtime(
         tools=ToolRegistry(settings.user_data_dir, owner=owners[0] if owners else None,
                            multi_user=settings.has_auth, web=web_tools(settings)),
     )
+    runtime.documents = DocumentService(settings.model_dir, settings.user_data_dir, runtime.users)
     runtime.warnings += runtime.remotes.warnings
     if settings.model:
         try:

@@ -79,6 +79,8 @@ class Settings(LoaderSettings):
     )
     share: bool = Field(False, description="Ask Gradio for a public share link (needs auth and internet).")
     max_queue: int = Field(64, ge=1, le=10_000, description="Waiting requests before 'busy'.")
+    allow_image_urls: bool = Field(
+        False, description="API: fetch http(s) image URLs sent in messages (public addresses only).")
     upload_quota_mb: int = Field(
         200, ge=1, le=1_000_000, description="MB of uploads the UI keeps per user (the oldest go first).")
     upload_total_mb: int = Field(

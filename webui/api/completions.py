@@ -22,7 +22,8 @@ from webui.api.models import target
 from webui.api.schemas import ChatCompletionRequest, CompletionBase, CompletionRequest
 from webui.api.state import RuntimeDep
 from webui.api.usage import api_party, key_label
-from webui.chat.prompt import PromptError, render_chat_prompt
+from webui.api.image_inputs import openai_images, refuse_with_tools, require_vision, total_images
+from webui.chat.prompt import PromptError, images_of, render_chat_prompt
 from webui.chat.thinking import ThinkingAsk, thinking_format
 from webui.chat.tool_parser import CallArguments, CallStart, Event, Text, ToolCallParser, parse_reply
 from webui.chat.tools import Tool, ToolChoice, call_schema, read_tool_choice, read_tools, render_with_tools
@@ -61,7 +62,12 @@ def prepare_chat(runtime: Runtime, body: ChatCompletionRequest, model: LoadedMod
     explicit = body.max_tokens is not None or body.max_completion_tokens is not None
     sent_as = {"json_schema": "response_format"} if body.response_format else {}
     fields = {"chat_template_kwargs": body.chat_template_kwargs, "reasoning_effort": body.reasoning_effort}
-    return prepare_conversation(runtime, model, [m.as_dict() for m in body.messages], tools, choice, parallel,
+    messages = [m.as_dict() for m in body.messages]
+    images = openai_images(body.messages, runtime.settings.allow_image_urls)  # checked, each refusal naming its part
+    require_vision(model, total_images(images), capabilities_of(model))
+    for index, found in images.items():
+        messages[index]["images"] = found
+    return prepare_conversation(runtime, model, messages, tools, choice, parallel,
                                 params, explicit, sent_as, body.thinking(),
                                 tuple((k, v) for k, v in fields.items() if v is not None))
 
@@ -105,13 +111,15 @@ def render_chat(model: LoadedModel, messages: list[dict[str, Any]], tools: tuple
         params = make_params({"thinking_budget": budget}, base=params)
     try:
         if tools or any(m["role"] == "tool" or m.get("tool_calls") for m in messages):
+            refuse_with_tools(images_of(messages))
             text = render_with_tools(tokenizer, messages, tools, variables=variables)
         else:
             text = render_chat_prompt(tokenizer, messages, variables=variables)
     except PromptError as exc:
         exc.blame(field)
         raise
-    return RenderedPrompt(text, (), thinking_format(template, tokenizer)), params
+    # With images, the rendered text places them; the engine expands them (webui/generation/vision.py).
+    return RenderedPrompt(text, (), thinking_format(template, tokenizer), images=images_of(messages)), params
 
 
 def reply_parts(text: str, thinking: ThinkingFormat | None) -> tuple[str | None, str]:

@@ -35,6 +35,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from webui.api.completions import (
+    capabilities_of,
     fit_params,
     modified_input,
     modified_output,
@@ -48,7 +49,7 @@ from webui.api.completions import (
 from webui.api.disconnect import on_disconnect
 from webui.api.embeddings import checked_dimensions, embed_inputs
 from webui.api.errors import APIError, ollama_error_body
-from webui.api.models import all_cards, target
+from webui.api.models import all_cards, sees, target
 from webui.api.ollama_schemas import (
     OllamaChatRequest,
     OllamaEmbeddingsRequest,
@@ -60,6 +61,7 @@ from webui.api.ollama_schemas import (
 )
 from webui.api.state import RuntimeDep
 from webui.api.usage import api_party, key_label
+from webui.api.image_inputs import ollama_images, require_vision
 from webui.chat.thinking import thinking_format
 from webui.chat.tool_parser import Call, Event, Text, ToolCall, ToolCallParser, parse_reply
 from webui.chat.tools import ToolChoice, read_tools
@@ -128,6 +130,8 @@ async def show(body: OllamaShowRequest, runtime: RuntimeDep):
             capabilities.append("embedding")
         if thinking_format(template, model.tokenizer) is not None:
             capabilities.append("thinking")  # as Ollama marks a model that takes `think`
+    if isinstance(model, LoadedModel) and sees(model):  # a remote engine's model: its engine knows
+        capabilities.append("vision")
     return {"modelfile": f"# served by webui from {info['details']['format']} files; no Modelfile",
             "parameters": "", "template": template, "details": info["details"], "model_info": model_info,
             "capabilities": capabilities, "modified_at": info["modified_at"]}
@@ -153,13 +157,19 @@ async def generate(body: OllamaGenerateRequest, request: Request, runtime: Runti
     model, params, explicit = await checked(runtime, body)
     if not body.prompt:  # Ollama: an empty prompt only loads the model
         return loaded_reply(body.model, chat=False)
+    images = await run_in_threadpool(ollama_images, body.images, "images")  # decoded and checked: CPU work
+    require_vision(model, len(images), capabilities_of(model))
     if body.raw:  # the prompt as it is, no template (Ollama's raw mode)
+        if images:
+            raise APIError(400, "images: raw mode has no template to place images in; send it without raw",
+                           param="images", code="unsupported_parameter")
         prompt: Any = await run_in_threadpool(modified_input, runtime, body.prompt, params, False)
         fitted = await run_in_threadpool(fit_params, params, model, prompt, explicit, body.sent_as())
         return await reply(runtime, request, body, model, prompt, fitted, False)
     # Not raw: Ollama puts the prompt (and system) through the model's chat template.
     messages = [{"role": "system", "content": body.system}] if body.system else []
-    messages.append({"role": "user", "content": modified_input(runtime, body.prompt, params, True)})
+    messages.append({"role": "user", "content": modified_input(runtime, body.prompt, params, True),
+                     **({"images": images} if images else {})})
     return await chat_reply(runtime, request, body, model, messages, params, explicit, chat=False)
 
 
@@ -168,7 +178,8 @@ async def chat(body: OllamaChatRequest, request: Request, runtime: RuntimeDep):
     model, params, explicit = await checked(runtime, body)
     if not body.messages:  # Ollama: no messages only loads the model
         return loaded_reply(body.model, chat=True)
-    messages = [m.as_dict() for m in body.messages]
+    messages = await run_in_threadpool(ollama_messages, body)
+    require_vision(model, sum(len(m.get("images", ())) for m in messages), capabilities_of(model))
     if body.tools or any(m["role"] == "tool" or m.get("tool_calls") for m in messages):
         # With tools, as /v1/chat/completions renders and reads them (always "auto": Ollama has no tool_choice).
         prompt, fitted, names = await run_in_threadpool(with_tools, runtime, body, model, messages, params, explicit)
@@ -260,6 +271,18 @@ def templated(body: OllamaGenerating, model: LoadedModel | RemoteModel, messages
                        param="think", code="unsupported_parameter")  # as Ollama refuses it
     prompt, params = render_chat(model, messages, (), body.thinking(), params, "messages" if chat else "prompt")
     return prompt, fit_params(params, model, prompt.text, explicit, body.sent_as())
+
+
+def ollama_messages(body: OllamaChatRequest) -> list[dict[str, Any]]:
+    """The chat's messages, each with its checked images (refusals name messages[i].images[j])."""
+    messages: list[dict[str, Any]] = []
+    for index, m in enumerate(body.messages):
+        images = ollama_images(m.images, f"messages[{index}].images")
+        if images and m.role != "user":
+            raise APIError(400, "images are read in user messages only", param=f"messages[{index}].images",
+                           code="invalid_value")
+        messages.append({**m.as_dict(), **({"images": images} if images else {})})
+    return messages
 
 
 async def reply(runtime: Runtime, request: Request, body: OllamaGenerating, model: LoadedModel | RemoteModel,
@@ -408,7 +431,9 @@ def entry(runtime: Runtime, name: str) -> dict[str, Any]:
                    "quantization_level": ""}
     digest = hashlib.sha256(f"{name}\0{size}\0{modified}".encode()).hexdigest()
     stamp = datetime.fromtimestamp(modified, timezone.utc).isoformat().replace("+00:00", "Z")
-    return {"name": name, "model": name, "modified_at": stamp, "size": size, "digest": digest, "details": details}
+    seeing = loaded is not None and loaded.name == name and sees(loaded)
+    return {"name": name, "model": name, "modified_at": stamp, "size": size, "digest": digest, "details": details,
+            "capabilities": ["completion", "vision"] if seeing else ["completion"]}
 
 
 def folder_size(folder: Path) -> tuple[int, float]:

@@ -192,8 +192,7 @@ class OllamaGenerateRequest(OllamaGenerating):
     def refuse_unsupported(self) -> None:
         super().refuse_unsupported()
         for field, what in (("suffix", "fill-in-the-middle (suffix)"), ("template", "a per-request template"),
-                            ("context", "context token ids (send the conversation to /api/chat)"),
-                            ("images", "images")):
+                            ("context", "context token ids (send the conversation to /api/chat)")):
             if getattr(self, field):
                 raise APIError(400, f"{field}: {what} is not supported by this server", param=field,
                                code="unsupported_parameter")
@@ -202,13 +201,6 @@ class OllamaGenerateRequest(OllamaGenerating):
 class OllamaChatRequest(OllamaGenerating):
     messages: list[OllamaMessage] = Field(default_factory=list)
     tools: list[Any] | None = None
-
-    def refuse_unsupported(self) -> None:
-        super().refuse_unsupported()
-        if any(m.images for m in self.messages):
-            raise APIError(400, "messages: images are not supported by this server", param="messages",
-                           code="unsupported_parameter")
-
 
 class OllamaEmbedRequest(OllamaBase):
     input: str | list[str] = ""

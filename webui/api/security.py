@@ -16,6 +16,7 @@ from webui.api.errors import anthropic_error, is_anthropic, is_ollama
 
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 MAX_BODY_BYTES = 1 << 20  # a chat request is kilobytes; a megabyte is generous
+UPLOADS = "/v1/files"  # the one route whose POST body is multipart/form-data (OpenAI's file upload)
 
 
 def key_matches(given: str | None, expected: str) -> bool:
@@ -110,14 +111,17 @@ class GuardMiddleware:
 class KeyMiddleware:
     """API keys: `/v1/internal/` needs the admin key, everything else the API key (when
     one is set).  POST bodies must be JSON, which a cross-site form cannot send without
-    a CORS preflight we never grant.  A plain ASGI middleware, not Starlette's
+    a CORS preflight we never grant; the one exception, a file upload (multipart), is
+    refused when a browser says another site's page sent it.  A plain ASGI middleware, not Starlette's
     BaseHTTPMiddleware, which would sit between the routes and the client's
     disconnect message."""
 
-    def __init__(self, app: ASGIApp, api_key: str | None, admin_key: str | None):
+    def __init__(self, app: ASGIApp, api_key: str | None, admin_key: str | None,
+                 allowed_origins: tuple[str, ...] | list[str] = ()):
         self.app = app
         self.api_key = api_key
         self.admin_key = admin_key
+        self.allowed_origins = frozenset(allowed_origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -131,6 +135,17 @@ class KeyMiddleware:
                 return
         elif self.api_key and not key_matches(presented_key(headers), self.api_key):
             await _refuse(send, 401, "a valid API key is required", "authentication_error", "invalid_api_key", scope)
+            return
+        if scope["method"] == "POST" and scope["path"] == UPLOADS and headers.get("content-type", "").startswith(
+                "multipart/form-data"):
+            # A cross-site form CAN post multipart without a preflight, so an upload that a
+            # browser sends from another site's page (its Origin names that site) is refused.
+            origin = headers.get("origin")
+            if origin is not None and origin not in self.allowed_origins:
+                await _refuse(send, 403, "uploads from another site's page are refused", "invalid_request_error",
+                              "forbidden_origin", scope)
+                return
+            await self.app(scope, receive, send)
             return
         if scope["method"] == "POST" and not headers.get("content-type", "").startswith("application/json"):
             await _refuse(send, 415, "send the request body as application/json", "invalid_request_error", None,

@@ -22,9 +22,10 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from webui.errors import AppError
+from webui.images import MAX_IMAGES_PER_MESSAGE
 
 Role = Literal["user", "assistant", "tool"]
 ToolStatus = Literal["pending", "done", "error", "denied", "stopped"]
@@ -33,6 +34,12 @@ ROOT = -1  # the parent id of first messages
 # conversation changes, so nothing is ever saved that could not be read back.
 MAX_MESSAGE_CHARS = 1_000_000
 MAX_MESSAGES = 100_000
+# Images one message may carry (ids of the user's stored images, webui/images.py):
+# the same limit as on the way in, so what is saved is what can be read back.
+MAX_MESSAGE_IMAGES = MAX_IMAGES_PER_MESSAGE
+IMAGE_ID = r"^[0-9a-f]{32}$"
+MAX_SOURCES = 50  # passages (and attachments) one message may carry
+MAX_SOURCE_CHARS = 20_000
 TOOL_NAME = r"^[A-Za-z0-9_-]{1,64}$"  # OpenAI's function names (webui/chat/tools.py)
 MAX_TOOL_CALLS = 16  # calls one reply may make
 MAX_TOOL_ARGUMENTS = 100_000  # characters of one call's arguments (as the API's FunctionCall)
@@ -40,6 +47,22 @@ MAX_TOOL_ARGUMENTS = 100_000  # characters of one call's arguments (as the API's
 
 class ChatError(AppError, ValueError):
     """An action that does not apply to this conversation (e.g. nothing to regenerate)."""
+
+
+class Source(BaseModel):
+    """A document passage that was put into the prompt with a user message, kept with
+    it so the chat can cite it and show it (webui/documents/context.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(ge=1, le=MAX_SOURCES)  # the number the prompt and the citation use: [n]
+    file: str = Field(max_length=200)  # the file's name as uploaded
+    file_id: str = Field("", max_length=100)
+    page: int | None = Field(None, ge=1)
+    start: int = Field(0, ge=0)  # character offsets in that page's text
+    end: int = Field(0, ge=0)
+    text: str = Field(max_length=MAX_SOURCE_CHARS)
+    whole: bool = False  # the whole document went in (it fit), not a retrieved passage
 
 
 class ToolCallRecord(BaseModel):
@@ -76,11 +99,18 @@ class Message(BaseModel):
     created: float = 0.0
     # Generation facts shown next to a reply (tokens, seed, finish reason).
     note: str = ""
+    # Images sent with the message: ids in the user's image store, in the order shown.
+    images: list[Annotated[str, StringConstraints(pattern=IMAGE_ID)]] = Field(
+        default_factory=list, max_length=MAX_MESSAGE_IMAGES)
     # A thinking model's reply: its thinking (shown folded above the answer, which is
     # `content`), how many tokens and seconds it took.
     reasoning: str = Field("", max_length=MAX_MESSAGE_CHARS)
     reasoning_tokens: int = Field(0, ge=0)
     reasoning_seconds: float = Field(0.0, ge=0.0)
+    # Documents (webui/documents/): files attached with this message (ids in the user's
+    # store), and the passages of them that went into the prompt with it.
+    attachments: list[str] = Field(default_factory=list, max_length=MAX_SOURCES)
+    sources: list[Source] = Field(default_factory=list, max_length=MAX_SOURCES)
     # Tool use (see the module's docstring): an assistant message's calls; a tool
     # message's call id, function name, state and duration.
     tool_calls: list[ToolCallRecord] | None = Field(None, max_length=MAX_TOOL_CALLS)
@@ -101,8 +131,11 @@ class Message(BaseModel):
 
     def turn(self) -> dict:
         """This message as a chat template reads it: its thinking as "reasoning_content"
-        (the template keeps or drops it), tool calls and results in OpenAI's shape."""
+        (the template keeps or drops it), tool calls and results in OpenAI's shape, "images"
+        (a list of image ids) where it carries any."""
         turn: dict = {"role": self.role, "content": self.content}
+        if self.images:
+            turn["images"] = list(self.images)
         if self.reasoning:
             turn["reasoning_content"] = self.reasoning
         if self.tool_calls:
@@ -168,8 +201,7 @@ class Conversation(BaseModel):
         return path
 
     def turns(self) -> list[dict[str, str]]:
-        """The active path as {"role", "content"} dicts: what the model sees (a reply's
-        thinking as "reasoning_content", tool calls and results where there were any)."""
+        """The active path as {"role", "content"} dicts: what the model sees (Message.turn)."""
         return [m.turn() for m in self.path()]
 
     def shown(self) -> list[dict[str, str]]:
@@ -183,10 +215,12 @@ class Conversation(BaseModel):
         return [m.id for m in siblings].index(message.id) + 1, len(siblings)
 
     # -- changing ----------------------------------------------------------------
-    def append(self, role: Role, content: str, visible: str | None = None, **tool_fields) -> Message:
-        """Add a message at the end of the active path (`tool_fields`: Message's tool fields)."""
+    def append(self, role: Role, content: str, visible: str | None = None, images: list[str] | None = None,
+               **tool_fields) -> Message:
+        """Add a message at the end of the active path (with its image ids; `tool_fields`:
+        Message's tool fields)."""
         path = self.path()
-        return self._add(path[-1].id if path else ROOT, role, content, visible, **tool_fields)
+        return self._add(path[-1].id if path else ROOT, role, content, visible, images, **tool_fields)
 
     def set_tool_result(self, message_id: int, content: str, status: ToolStatus, seconds: float | None) -> None:
         """A tool message's outcome, checked as when it was added."""
@@ -205,9 +239,11 @@ class Conversation(BaseModel):
         raise ChatError("that message no longer exists")
 
     def add_alternative(self, index: int, content: str) -> Message:
-        """A new sibling of the message at `index`, shown instead of it (regenerate, edit)."""
+        """A new sibling of the message at `index`, shown instead of it (regenerate, edit);
+        an edited message keeps its images."""
         message = self._at(index)
-        return self._add(message.parent, message.role, content)
+        images = message.images if message.role == "user" else None
+        return self._add(message.parent, message.role, content, images=images)
 
     def edit(self, index: int, content: str) -> Message:
         """Editing starts a new branch: the old message and everything after it stay."""
@@ -254,6 +290,15 @@ class Conversation(BaseModel):
                 return
         raise ChatError("that message no longer exists")
 
+    def set_documents(self, message_id: int, attachments: list[str], sources: list[Source]) -> None:
+        """Record what documents a message carried into the prompt (webui/documents/context.py)."""
+        for i, message in enumerate(self.messages):
+            if message.id == message_id:
+                self.messages[i] = Message.model_validate(
+                    {**message.model_dump(), "attachments": attachments, "sources": [s.model_dump() for s in sources]})
+                return
+        raise ChatError("that message no longer exists")
+
     def remove_last(self) -> None:
         """Delete the last exchange: the last user message and the replies after it
         (or a lone reply with nothing before it, such as a greeting)."""
@@ -291,15 +336,19 @@ class Conversation(BaseModel):
             raise ChatError(f"no message at position {index}")
         return path[index]
 
-    def _add(self, parent: int, role: Role, content: str, visible: str | None = None, **tool_fields) -> Message:
+    def _add(self, parent: int, role: Role, content: str, visible: str | None = None,
+             images: list[str] | None = None, **tool_fields) -> Message:
         if len(self.messages) >= MAX_MESSAGES:
             raise ChatError(f"this conversation holds the most messages one can ({MAX_MESSAGES:,}): "
                             "fork it from a later message, or start a new one")
         check_length(content)
         check_length(visible)
         next_id = max((m.id for m in self.messages), default=-1) + 1
+        if images and len(images) > MAX_MESSAGE_IMAGES:
+            raise ChatError(f"a message carries at most {MAX_MESSAGE_IMAGES} images; this one has {len(images)}")
         message = Message(id=next_id, parent=parent, role=role, content=content, created=time.time(),
-                          visible=None if visible == content else visible, **tool_fields)
+                          visible=None if visible == content else visible, images=list(images or ()),
+                          **tool_fields)
         self.messages.append(message)
         self._select(message)
         return message

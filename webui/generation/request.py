@@ -43,6 +43,12 @@ class PromptError(AppError, ValueError):
     """A prompt that cannot be built (a template that fails or drops text, ...)."""
 
 
+class CannotSee(GenerationError):
+    """A prompt with images for a model that reads only text: said, never dropped."""
+
+    status, code, kind = 400, "model_cannot_see", "invalid_request_error"
+
+
 class CancelToken:
     """Set once by Stop (or a closed connection); read by the decoding loop each step."""
 
@@ -81,6 +87,9 @@ class RenderedPrompt:
     text: str
     stops: tuple[str, ...] = ()
     thinking: ThinkingFormat | None = None
+    # Checked images (webui/images.py ImageInput), in the order the text places them:
+    # only a backend that sees (Capabilities.vision) takes a prompt with any.
+    images: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)

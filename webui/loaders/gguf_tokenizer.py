@@ -32,9 +32,9 @@ class GGUFTokenizer:
         if self.pad_token_id is None:
             self.pad_token_id = self.eos_token_id
         # Every end-of-generation token ends a reply: EOS, end-of-turn, and the others
-        # llama.cpp counts as such (Phi-4's <|end|> beside <|endoftext|>, Gemma 3's
-        # <end_of_turn> beside <eos>, gpt-oss's <|return|> and <|call|>), which the GGUF
-        # does not name as EOS or EOT.  One call per token: ~0.1 s for 250k tokens.
+        # llama.cpp counts as such though the GGUF names them neither EOS nor EOT
+        # (Phi-4's <|end|> beside <|endoftext|>, gpt-oss's <|call|> beside <|return|>).
+        # One call per token: ~0.1 s for 250k tokens, once per load.
         is_eog = llama_cpp.llama_vocab_is_eog
         self.eog_ids = {i for i in range(self.vocab_size) if is_eog(self._vocab, i)}
         if self.eos_token_id is not None:

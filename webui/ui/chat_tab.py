@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,8 @@ from webui.chat.service import ReplyWriter, add_user_message, impersonate
 from webui.generation.engine import GenerationError
 from webui.runtime import Runtime
 from webui.ui.common import MODEL_GROUP, Shared, session_id, stop_handler, to_params
-from webui.ui import thinking_ui, token_view, tool_access
+from webui.ui import documents_panel, thinking_ui, token_view, tool_access
+from webui.ui.chat_images import ImageShelf, bubbles, message_box, message_parts, store_uploads
 from webui.ui.exports import Exports
 from webui.userdata import UserSpace
 
@@ -46,6 +48,7 @@ USER_ERRORS = (AppError, ValueError)
 # Shown at the end of the reply while it streams; page.js finds the reply's bubble by it.
 CURSOR = display.CURSOR
 RECOVER = "recover:"  # chat list values that name an unreadable file, not a conversation
+STOPPED_WAIT = 5.0  # seconds Stop waits for the stopped reply to be saved, to show it finished
 
 
 @dataclass
@@ -66,7 +69,7 @@ class ChatColumn:
     chatbot: gr.Chatbot
     live: gr.Markdown
     times: gr.Textbox
-    message: gr.Textbox
+    message: gr.MultimodalTextbox
     tokens: gr.Markdown
     send: gr.Button
     stop: gr.Button
@@ -139,9 +142,11 @@ def chat_column() -> ChatColumn:
     with gr.Row(equal_height=True):
         # lines=1 with room to grow: Gradio then sends on Enter and leaves Shift+Enter
         # to the browser, which adds a line (with lines > 1 it is the other way round).
-        message = gr.Textbox(
-            placeholder="Send a message (Enter); Shift+Enter for a new line",
+        # Images are attached, pasted or dropped here (webui/ui/chat_images.py).
+        message = message_box(
+            placeholder="Send a message (Enter); Shift+Enter for a new line; attach, paste or drop images",
             show_label=False, scale=6, lines=1, max_lines=12, elem_id="chat-input",
+            file_types=["image"], file_count="multiple", sources=["upload"], submit_btn=False,
         )
         send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
     tokens = gr.Markdown(elem_id="chat-tokens")
@@ -212,6 +217,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
             col = chat_column()
         with gr.Column(scale=1, min_width=240):
             setup = setup_column(runtime)
+            documents = documents_panel.render()
     shared.character_picker = setup.character
     tab = ChatTab(runtime, shared.params, chat_id, side, col, setup)
     tab.wire_managing()
@@ -223,6 +229,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
     tool_access.wire(runtime, setup.access, shared.on_load)
     shared.on_load.append((tab.on_load, [setup.character, *tab.view_outputs]))
     shared.on_load.append((tab.on_load_thinking, [setup.thinking.enable, setup.thinking.effort]))
+    shared.on_load += documents_panel.wire(runtime, documents, chat_id, col.chatbot, tab.space)
 
 
 # -- behaviour -----------------------------------------------------------------------------
@@ -231,11 +238,15 @@ def username(request: gr.Request | None) -> str | None:
 
 
 def shown_messages(conversation: Conversation, streaming: bool | display.Phase = False,
-                   thought=None) -> list[dict]:
+                   thought=None, pictures=None) -> list[dict]:
     """What the Chatbot gets (a reply's thinking as a folded block above it, tool calls as
-    blocks); while a reply streams its last message carries the cursor (webui/chat/display.py)."""
+    blocks, the passages a reply used listed under it); while a reply streams its last
+    message carries the cursor (webui/chat/display.py).  `pictures`
+    (ImageShelf.for_store) shows each message's images in its bubble."""
     phase = ("answer" if streaming is True else streaming) or None
-    return display.shown(conversation, phase, thought).messages
+    view = display.shown(conversation, phase, thought)
+    documents_panel.cite(conversation, view, streaming=phase is not None)
+    return bubbles(conversation, view, pictures)
 
 
 def times_of(conversation: Conversation) -> str:
@@ -268,6 +279,7 @@ class ChatTab:
         self.tool_stops: dict[str, threading.Event] = {}  # session -> Stop for the tool call it runs
         self.setup_inputs = [chat_id, setup.character, setup.mode, setup.template, setup.system, setup.command,
                              col.prefix]
+        self.shelf = ImageShelf(col.chatbot.GRADIO_CACHE)  # the messages' images, for their bubbles
 
     def space(self, request: gr.Request) -> UserSpace:
         return self.runtime.users.get(username(request))
@@ -286,7 +298,8 @@ class ChatTab:
         """A ChatView as the values of the components that show a conversation."""
         conversation = view.conversation
         return {
-            self.chat_id: conversation.id, self.col.chatbot: shown_messages(conversation),
+            self.chat_id: conversation.id,
+            self.col.chatbot: shown_messages(conversation, pictures=self.shelf.for_store(space.images)),
             self.side.chats: self.chat_list(space, conversation.character, conversation.id, view.query),
             self.side.title: conversation.title, self.col.branch: view.branch, self.col.stats: view.note,
             self.col.picked: view.picked, self.col.times: times_of(conversation),
@@ -338,15 +351,16 @@ class ChatTab:
         stop = self.tool_stops.setdefault(session_id(request), threading.Event())
         stop.clear()
         always = set(conversation.tools.always) if conversation.tools else set()
+        pictures = self.shelf.for_store(space.images)
         for call in tool_turns.pending(conversation):
             if stop.is_set():
                 approve = False
-            yield {col.chatbot: shown_messages(conversation), col.stats: f"Running {call.tool_name}…",
+            yield {col.chatbot: shown_messages(conversation, pictures=pictures), col.stats: f"Running {call.tool_name}…",
                    col.approval: gr.update(visible=False)}
             tool_turns.resolve(self.runtime.tools, username(request), conversation, call,
                                (approve or call.tool_name in always) and not stop.is_set(), cancel=stop)
             space.chats.save(conversation)
-        yield {col.chatbot: shown_messages(conversation), col.times: times_of(conversation)}
+        yield {col.chatbot: shown_messages(conversation, pictures=pictures), col.times: times_of(conversation)}
         return not stop.is_set()
 
     def reply_loop(self, space, conversation, setup, params, action, start_with, request, clear_input,
@@ -357,7 +371,9 @@ class ChatTab:
                                              clear_input, show_tokens)
         while writer is not None and tool_turns.pending(conversation):
             if tool_turns.needs_approval(tool_turns.pending(conversation), conversation.tools):
-                yield {self.col.chatbot: shown_messages(conversation), **self.approval_view(conversation),
+                pictures = self.shelf.for_store(space.images)
+                yield {self.col.chatbot: shown_messages(conversation, pictures=pictures),
+                       **self.approval_view(conversation),
                        self.col.stats: "A tool call is waiting for your approval."}
                 return
             if not (yield from self.run_calls(space, conversation, request, True)):
@@ -491,14 +507,15 @@ class ChatTab:
         the end (rendered after the event: token_view.wire_reply)."""
         col, probs = self.col, self.col.probs.shown
         top, refused = token_view.wanted(self.runtime, session_id(request), bool(show_tokens))
+        pictures = self.shelf.for_store(space.images)
         try:
             tools = self.offered(request, conversation, setup)
             sampling = tool_turns.forced(to_params(params), tools, conversation.tools, conversation)
             writer = ReplyWriter(self.runtime, session_id(request), space.chats, conversation, setup,
                                  sampling, action, start_with or "", username(request), token_view=top, tools=tools)
         except USER_ERRORS as exc:
-            yield {col.chatbot: shown_messages(conversation), col.live: "", col.stats: f"**Error:** {exc}",
-                   probs: token_view.Shown()}
+            yield {col.chatbot: shown_messages(conversation, pictures=pictures), col.live: "",
+                   col.stats: f"**Error:** {exc}", probs: token_view.Shown()}
             return None
         space.remember_chat(conversation.character, conversation.id)
         try:
@@ -506,7 +523,7 @@ class ChatTab:
             phase = thinking_ui.phase(writer)  # a continued reply may go on thinking
             yield {
                 self.chat_id: conversation.id,
-                col.chatbot: shown_messages(conversation, phase, thinking_ui.thought_so_far(writer)),
+                col.chatbot: shown_messages(conversation, phase, thinking_ui.thought_so_far(writer), pictures),
                 col.live: thinking_ui.live_text(writer, phase), col.stats: "Generating…",
                 col.times: times_of(conversation),
                 self.side.chats: self.chat_list(space, conversation.character, conversation.id),
@@ -518,7 +535,8 @@ class ChatTab:
                 update = {col.live: thinking_ui.live_text(writer, thinking_ui.phase(writer))}
                 if thinking_ui.phase(writer) != phase:  # thinking started, or the answer did
                     phase = thinking_ui.phase(writer)
-                    update[col.chatbot] = shown_messages(conversation, phase, thinking_ui.thought_so_far(writer))
+                    update[col.chatbot] = shown_messages(conversation, phase, thinking_ui.thought_so_far(writer),
+                                                            pictures)
                     update[col.times] = times_of(conversation)
                 if writer.status() != shown:  # only while queued: "N requests ahead of yours"
                     shown = update[col.stats] = writer.status()
@@ -529,16 +547,21 @@ class ChatTab:
             writer.close()  # the tab closed before the first piece: still cancel and save
         note = f"**Error:** {writer.error}" if writer.error else writer.summary()
         tokens = token_view.reply_value(writer.stream.logprobs, refused) if show_tokens else None
-        yield {col.chatbot: shown_messages(conversation), col.live: "", col.stats: note,
+        yield {col.chatbot: shown_messages(conversation, pictures=pictures), col.live: "", col.stats: note,
                col.branch: actions.branch_note(conversation, None), col.picked: 0,
                col.times: times_of(conversation), probs: token_view.Shown(tokens)}
         return writer
 
     def wire_model(self) -> None:
         runtime, col, setup_inputs = self.runtime, self.col, self.setup_inputs
-        def on_send(text, current, who, mode_name, template_name, system_text, command_text, start_with, params,
+        def on_send(value, current, who, mode_name, template_name, system_text, command_text, start_with, params,
                     show_tokens, enable_thinking, effort, chosen, request: gr.Request):
-            if not text or not text.strip():
+            try:
+                text, files = message_parts(value)
+            except USER_ERRORS as exc:
+                yield {col.stats: f"**Error:** {exc}"}
+                return
+            if not text.strip() and not files:
                 yield {col.stats: "Type a message first."}
                 return
             space = self.space(request)
@@ -549,7 +572,10 @@ class ChatTab:
             if not any(m.role == "user" for m in conversation.messages) and conversation.title == "New chat":
                 conversation.title = " ".join(text.split())[:60]
             try:
-                add_user_message(runtime, conversation, setup, to_params(params), text, username(request))
+                images = store_uploads(space.images, files) if files else None
+                message = add_user_message(runtime, conversation, setup, to_params(params), text, username(request),
+                                           images)
+                documents_panel.enrich(runtime, request, conversation, message)  # attached documents, passages
             except USER_ERRORS as exc:
                 yield {col.stats: f"**Error:** {exc}"}
                 return
@@ -636,26 +662,39 @@ class ChatTab:
                 running.set()  # a tool call in progress is stopped too (webui/tools/registry.py)
             return stop_model(request)
 
-        col.stop.click(on_stop, None, col.stats, api_name="chat_stop", cancels=events, concurrency_limit=None)
+        col.stop.click(on_stop, None, col.stats, api_name="chat_stop", cancels=events, concurrency_limit=None).then(
+            self.on_stopped, [self.chat_id, self.setup.character], [col.chatbot, col.live, col.times],
+            api_name="chat_stopped", concurrency_limit=None, show_progress="hidden")
+
+    @user_errors
+    def on_stopped(self, current, who, request: gr.Request):
+        """A stopped reply shown finished (issue 31's direction: no cursor, no spinning
+        thinking block left): `cancels=` ends the streaming handler before its last update,
+        so once the reply has been saved as it ends, the chat is shown again from the
+        store.  Nothing changes if the save is not seen within a few seconds."""
+        owner, deadline = session_id(request), time.monotonic() + STOPPED_WAIT
+        while self.runtime.requests.running(owner) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        space = self.space(request)
+        conversation = actions.open_chat(space, current, who)  # names checked, as everywhere
+        path = conversation.path()
+        if not path or path[-1].role != "assistant" or not path[-1].note:  # not saved as ended (yet)
+            return gr.skip(), gr.skip(), gr.skip()
+        return shown_messages(conversation, pictures=self.shelf.for_store(space.images)), "", times_of(conversation)
 
     # -- the thinking switches ----------------------------------------------------------------------
     def on_load_thinking(self, request: gr.Request) -> dict:
-        enable, effort = thinking_ui.shown_for(self.runtime, self._template_text(self.setup.template.value))
+        enable, effort = thinking_ui.shown_for(self.runtime, self.runtime.templates.load(self.setup.template.value))
         return {self.setup.thinking.enable: enable, self.setup.thinking.effort: effort}
-
-    def _template_text(self, name) -> str | None:
-        try:
-            return self.runtime.templates.load(name)
-        except USER_ERRORS:
-            return None
 
     def wire_thinking(self) -> None:
         """Show the switches the template in use reads: when the instruction template
         changes, and whenever the chat changes (a model loaded in the Model tab meanwhile)."""
         setup, col = self.setup, self.col
 
+        @user_errors
         def shown(template_name):
-            return thinking_ui.shown_for(self.runtime, self._template_text(template_name))
+            return thinking_ui.shown_for(self.runtime, self.runtime.templates.load(template_name))
 
         gr.on([setup.template.change, col.chatbot.change], shown, [setup.template],
               [setup.thinking.enable, setup.thinking.effort], api_name="chat_thinking_switches",
@@ -682,13 +721,16 @@ class ChatTab:
         """Prompt tokens (the chat so far plus the message being typed) / the context."""
         runtime = self.runtime
 
-        def count(text, current, who, mode, template, system, command, request: gr.Request):
+        def count(value, current, who, mode, template, system, command, enable_thinking, effort,
+                  request: gr.Request):
             loaded = runtime.models.current
             if loaded is None:
                 return ""
             try:
+                text, _ = message_parts(value)
                 space = self.space(request)
                 setup = actions.chat_setup(space, runtime.templates, mode, who, template, system, command)
+                setup = thinking_ui.with_switches(runtime, setup, enable_thinking, effort)
                 conversation = _open(space, current, who, setup.character)
                 turns = conversation.turns() + ([{"role": "user", "content": text}] if text else [])
                 prompt = ChatPrompt(setup, turns, "reply")
@@ -704,7 +746,7 @@ class ChatTab:
 
         col, setup = self.col, self.setup
         inputs = [col.message, self.chat_id, setup.character, setup.mode, setup.template, setup.system,
-                  setup.command]
+                  setup.command, setup.thinking.enable, setup.thinking.effort]
         # always_last: while one count runs, only the newest text waits (typing stays cheap).
         gr.on([col.message.change, col.chatbot.change], count, inputs, col.tokens, api_name="chat_count_tokens",
               trigger_mode="always_last", show_progress="hidden")

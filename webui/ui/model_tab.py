@@ -22,7 +22,7 @@ from webui.settings import describe_validation_error
 from webui.ui.common import MODEL_GROUP, Shared, shown_path, to_params
 from webui.ui.loader_controls import OptionControls
 from webui.ui.parameters_tab import control_values
-from webui.ui import remote_picker
+from webui.ui import documents_panel, remote_picker
 
 
 def status_text(runtime: Runtime) -> str:
@@ -99,6 +99,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
             lora_apply = gr.Button("Apply (none selected: remove)", scale=1)
         lora_status = gr.Markdown()
 
+    documents_panel.render_embedding_choice(runtime)  # which model embeds documents (webui/documents/)
     with gr.Accordion("Download from the Hugging Face Hub", open=False):
         gr.Markdown("Downloading is the one action that contacts the network. Files go to "
                     f"`{shown_path(settings.model_dir)}/org_name`; an interrupted download continues when run again. "
