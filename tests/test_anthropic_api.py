@@ -107,7 +107,9 @@ def test_a_streamed_tool_use_arrives_in_pieces_and_matches_the_whole(client):
                 partial.append(event.delta.partial_json)
         final = stream.get_final_message()
     assert [s.type for s in starts] == ["tool_use"] and starts[0].name == "add" and starts[0].input == {}
-    assert len(partial) > 3  # the input streams as the model writes it
+    # The input streams as the model writes it; a reader that falls behind (a busy machine)
+    # gets the pieces written meanwhile together, so count only that it came in more than one.
+    assert len(partial) >= 2
     assert json.loads("".join(partial)) == expected.input
     assert final.stop_reason == "tool_use" and [b.input for b in final.content if b.type == "tool_use"] == [
         expected.input]

@@ -112,7 +112,8 @@ def test_lone_surrogates_get_a_clear_error(two_users):
         kind, data = raw_call(http, "notebook_count_tokens", '{"data": ["a\\ud800b"]}')
         assert_clear_error(kind, data, "unicode")
         kind, data = raw_call(http, "chat_send", '{"data": ["hi \\udfff", null, "Assistant", "instruct", '
-                                                 '"(model\'s own)", "", "", "", {}, false]}')
+                                                 '"(model\'s own)", "", "", "", {}, false, true, "medium", [], [], '
+                                                 '"auto"]}')
         assert_clear_error(kind, data, "unicode")
 
 
