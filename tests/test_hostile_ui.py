@@ -112,8 +112,7 @@ def test_lone_surrogates_get_a_clear_error(two_users):
         kind, data = raw_call(http, "notebook_count_tokens", '{"data": ["a\\ud800b"]}')
         assert_clear_error(kind, data, "unicode")
         kind, data = raw_call(http, "chat_send", '{"data": ["hi \\udfff", null, "Assistant", "instruct", '
-                                                 '"(model\'s own)", "", "", "", {}, false, true, "medium", [], [], '
-                                                 '"auto"]}')
+                                                 '"(model\'s own)", "", "", "", {}, false, true, "medium", null]}')
         assert_clear_error(kind, data, "unicode")
 
 
