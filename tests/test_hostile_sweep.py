@@ -41,6 +41,10 @@ def tree(*roots) -> set[str]:
     return {str(p) for root in roots for p in root.rglob("*")}
 
 
+# Some text for the text fields (the chat's message box takes text with images).
+TEXT = {"Textbox": "hi", "Multimodaltextbox": {"text": "hi", "files": []}}
+
+
 def name_parameters(client: Client) -> list[tuple[str, int, list]]:
     """(endpoint, index of a name parameter, defaults of all parameters).
 
@@ -49,8 +53,8 @@ def name_parameters(client: Client) -> list[tuple[str, int, list]]:
     found = []
     for endpoint, info in client.view_api(print_info=False, return_format="dict")["named_endpoints"].items():
         params = info["parameters"]
-        defaults = [p.get("parameter_default") or ("hi" if p["component"] == "Textbox" else p.get("parameter_default"))
-                    for p in params]
+        defaults = [TEXT.get(p["component"], p.get("parameter_default")) if not p.get("parameter_default")
+                    or p["component"] == "Multimodaltextbox" else p.get("parameter_default") for p in params]
         for index, param in enumerate(params):
             label = (param.get("label") or "").lower()
             if param["component"] in NAME_COMPONENTS or any(word in label for word in NAME_LABELS):
