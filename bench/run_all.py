@@ -92,8 +92,12 @@ BENCHES = (
           ("--rounds", "1", "--tokens", "20")),
     Bench("token-view", "Token view's probabilities recorded vs not (demo model)", (B + "bench_token_view.py",),
           ("--rounds", "3", "--tokens", "20")),
+    Bench("thinking", "A thinking reply split into thinking and answer as it streams ÷ not split (demo model)",
+          (B + "bench_thinking.py",), ("--rounds", "3", "--tokens", "20")),
     Bench("structured", "Structured output: a JSON schema enforced ÷ unconstrained", (B + "bench_structured.py",),
           ("--rounds", "1", "--tokens", "32", "--skip-0.5b"), timeout=3600),
+    Bench("tools", "One tool round trip: a tool file, an MCP stdio server (running, first call) ÷ the model "
+          "writing the call (demo model)", (B + "bench_tools.py",), ("--rounds", "5")),
     Bench("grammar-budget", "A structured chat request with grammar/template budgets ÷ without (demo model)",
           (B + "bench_grammar_budget.py",), ("--rounds", "3", "--calls", "60")),
     Bench("training", "LoRA training tokens/s and the demo's perplexity in fp32/8-bit/4-bit",
@@ -107,6 +111,8 @@ BENCHES = (
           ("--big", "5000", "--queries", "10", "--pages", "20")),
     Bench("remote", "In front of a remote engine ÷ asking it directly", (B + "bench_remote.py",),
           ("--rounds", "3", "--tokens", "20")),
+    Bench("vision", "Images in: first token with one 512x512 image ÷ the same text; a follow-up turn's "
+          "image KV reused ÷ computed (tiny LLaVA and SmolVLM)", (B + "bench_vision.py",), ("--rounds", "2")),
     Bench("chat", "A 500-message chat ÷ an empty one, per streamed token", (B + "bench_chat.py",),
           ("--rounds", "2", "--tokens", "20")),
     Bench("first-screen", "Navigation to a usable message box (Chromium)", (B + "bench_first_screen.py",),

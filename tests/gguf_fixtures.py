@@ -111,27 +111,36 @@ def gguf_split(gguf_root) -> Path:
     return write_split(gguf_root / F32, folder / "tiny-f32.gguf", SPLIT_PARTS)[0]
 
 
-# Runs llama.cpp's converter with its BPE pre-tokenizer lookup answering `pre`.  The
-# converter names a GPT-2-style vocabulary's pre-tokenizer by hashing the ids its
-# tokenizer gives a fixed text (get_vocab_base_pre), a table of the real vocabularies
-# that no tiny one can be in; everything else (hyperparameters, tensors, the vocabulary,
-# special tokens, chat template) is the converter's own work.
-_PRE_SHIM = """
-import runpy, sys
+# Runs llama.cpp's converter on several models in one process (each conversion in its
+# own process would import torch again: most of the time), its BPE pre-tokenizer lookup
+# answering a given name where one is given.  The converter names a GPT-2-style
+# vocabulary's pre-tokenizer by hashing the ids its tokenizer gives a fixed text
+# (get_vocab_base_pre), a table of the real vocabularies that no tiny one can be in;
+# everything else (hyperparameters, tensors, vocabulary, special tokens, chat template)
+# is the converter's own work.
+_BATCH_SHIM = """
+import json, runpy, sys
 from pathlib import Path
-script, pre = sys.argv[1], sys.argv[2]
-sys.path.insert(1, str(Path(script).parent / "gguf-py"))
-sys.path.insert(0, str(Path(script).parent))
+script = Path(sys.argv[1])
+sys.path.insert(1, str(script.parent / "gguf-py"))
+sys.path.insert(0, str(script.parent))
 import conversion.base
-conversion.base.TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
-sys.argv = [script, *sys.argv[3:]]
-runpy.run_path(script, run_name="__main__")
+lookup = conversion.base.TextModel.get_vocab_base_pre
+for source, out, outtype, pre in json.loads(sys.argv[2]):
+    conversion.base.TextModel.get_vocab_base_pre = (lambda self, tokenizer, pre=pre: pre) if pre else lookup
+    sys.argv = [str(script), source, "--outtype", outtype, "--outfile", out]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exc:
+        if exc.code:
+            raise
 """
 
 
-def convert_bpe(folder: Path, out: Path, pre: str, outtype: str = "f32") -> Path:
-    """`folder` (a tiny model with a byte-level BPE vocabulary split as llama.cpp's `pre`
-    pre-tokenizer splits) as one GGUF file `out`, by llama.cpp's converter."""
+def convert_many(jobs: list[tuple[Path, Path, str | None]], outtype: str = "f32") -> None:
+    """Each (model folder, GGUF file, pre-tokenizer name or None) converted by llama.cpp's
+    converter, as webui/loaders/gguf_convert.py's convert() would, in one process."""
+    import json
     import subprocess
     import sys
     import tempfile
@@ -141,9 +150,11 @@ def convert_bpe(folder: Path, out: Path, pre: str, outtype: str = "f32") -> Path
     script = converter()
     assert script is not None, "llama.cpp's converter is missing: run scripts/install.sh gguf"
     with tempfile.TemporaryDirectory() as tmp:
-        source = staged(folder, Path(tmp))
-        command = [sys.executable, "-c", _PRE_SHIM, str(script), pre, str(source), "--outtype", outtype,
-                   "--outfile", str(out)]
+        plan = []
+        for index, (folder, out, pre) in enumerate(jobs):
+            (Path(tmp) / str(index)).mkdir()
+            plan.append((str(staged(folder, Path(tmp) / str(index))), str(out), outtype, pre))
+        command = [sys.executable, "-c", _BATCH_SHIM, str(script), json.dumps(plan)]
         done = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603 - fixed argv
-    assert done.returncode == 0 and out.is_file(), done.stderr[-2000:]
-    return out
+    missing = [str(out) for _, out, _ in jobs if not out.is_file()]
+    assert done.returncode == 0 and not missing, (missing, done.stderr[-3000:])

@@ -166,7 +166,7 @@ def test_a_named_tool_choice_forces_a_valid_call(client):
 
 def test_required_calls_may_come_in_parallel_or_one_at_a_time(client):
     many = client.chat.completions.create(model=TINY, messages=ASK, tools=[WEATHER, TIME], tool_choice="required",
-                                          seed=2, max_tokens=300)
+                                          parallel_tool_calls=True, seed=2, max_tokens=300)
     calls = many.choices[0].message.tool_calls
     assert calls and all(violations(json.loads(c.function.arguments), SCHEMAS[c.function.name]) == []
                          for c in calls)
@@ -175,12 +175,25 @@ def test_required_calls_may_come_in_parallel_or_one_at_a_time(client):
     assert len(one.choices[0].message.tool_calls) == 1
 
 
+@pytest.mark.parametrize("seed", [2, 5])
+def test_required_without_parallel_calls_asked_for_stops_after_one_call(client, seed):
+    # Issue 31: with parallel_tool_calls not sent, a required call is one call and the
+    # reply ends there, not a list a small model keeps adding to until max_tokens.
+    reply = client.chat.completions.create(model=TINY, messages=ASK, tools=[WEATHER, TIME], tool_choice="required",
+                                           seed=seed, max_tokens=300)
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls" and len(choice.message.tool_calls) == 1
+    call = choice.message.tool_calls[0]
+    assert violations(json.loads(call.function.arguments), SCHEMAS[call.function.name]) == []
+
+
 def test_streamed_call_deltas_assemble_to_the_whole_replys_call(client):
     kw = dict(model=TINY, messages=ASK, tools=[WEATHER, TIME], seed=7, max_tokens=200,
               tool_choice={"type": "function", "function": {"name": "get_weather"}})
     whole = client.chat.completions.create(**kw).choices[0]
     calls: dict[int, dict] = {}
     finish = None
+    pieces = 0  # chunks carrying a piece of the arguments
     for chunk in client.chat.completions.create(stream=True, **kw):
         if not chunk.choices:
             continue
@@ -192,11 +205,14 @@ def test_streamed_call_deltas_assemble_to_the_whole_replys_call(client):
             if part.function:
                 entry["name"] += part.function.name or ""
                 entry["arguments"] += part.function.arguments or ""
+                pieces += bool(part.function.arguments)
     assert finish == "tool_calls" == whole.finish_reason
     expected = whole.message.tool_calls[0]
     assert list(calls) == [0] and calls[0]["id"].startswith("call_")
-    assert (calls[0]["name"], json.loads(calls[0]["arguments"])) == (
-        expected.function.name, json.loads(expected.function.arguments))
+    # The same text, not only the same JSON: the arguments are the model's own text.
+    assert (calls[0]["name"], calls[0]["arguments"]) == (expected.function.name, expected.function.arguments)
+    # ... sent in pieces as the model wrote them, not at once after the call parsed.
+    assert pieces > 3 and len(calls[0]["arguments"]) > 10
 
 
 def test_a_tool_result_round_trips_into_the_next_reply(client, runtime):

@@ -144,6 +144,12 @@ def test_the_switch_follows_the_template_in_use(thinking_app, browser):  # noqa:
     assert wait_until(lambda: not switch.is_visible())
     pick_template(page, "(model's own)")
     assert wait_until(lambda: switch.is_visible())
+    # The thinking budget is a parameter like the others, with its help beside it.
+    page.get_by_role("tab", name="Parameters").click()
+    budget = page.get_by_label("thinking_budget")
+    assert wait_until(lambda: budget.is_visible())
+    assert budget.input_value() == "-1"
+    assert page.get_by_text("-1 = no limit, 0 = no thinking").is_visible()
     page.close()
 
 
@@ -162,4 +168,31 @@ def test_a_model_that_does_not_think_shows_no_switch(browser, app_url, runtime):
     assert not page.locator("#chat-thinking").is_visible()
     assert not page.locator("#chat-effort").is_visible()
     assert page.locator("#chatbot .thought-group").count() == 0
+    page.close()
+
+
+def test_a_reply_stopped_while_thinking_looks_finished(thinking_app, browser, monkeypatch):  # noqa: F811
+    runtime, url = thinking_app
+    backend = runtime.models.current.backend
+    step = backend.step
+    # Slow enough that Escape meets the reply inside its thinking on any machine.
+    monkeypatch.setattr(backend, "step", lambda slots, tokens: (time.sleep(0.3), step(slots, tokens))[1])
+    page = open_page(browser, url)
+    page.locator("#chat-new").click()
+    assert wait_until(lambda: page.locator("#chatbot .bot-row").count() == 0)
+    page.locator("#chat-input textarea").fill("Tell me about bread.")
+    page.keyboard.press("Enter")
+    live = page.locator("#chatbot .thought-group .webui-live")
+    assert wait_until(lambda: live.count() == 1 and live.inner_text().strip() != "", timeout=60)
+    page.keyboard.press("Escape")
+    assert wait_until(lambda: runtime.engine.pending == 0, timeout=60)
+    chats = runtime.users.get(None).chats
+    saved = lambda: chats.load(chats.list()[0].id).path()[-1]  # noqa: E731
+    assert wait_until(lambda: saved().role == "assistant" and saved().reasoning, timeout=30)
+    assert saved().content == "" and thinking_of("bread").startswith(saved().reasoning)
+    # Finished in the chat too: the block folded with its title, no spinner, no cursor.
+    chat = page.locator("#chatbot")
+    assert wait_until(lambda: chat.locator(".loading-spinner").count() == 0 and "▍" not in chat.inner_text()
+                      and chat.locator(".webui-live").count() == 0, timeout=30), chat.inner_text()
+    assert last_reply(page).locator(".thought-group .title").inner_text().startswith("Thought for ")
     page.close()

@@ -68,7 +68,8 @@ def test_send_streams_into_the_live_box_and_saves_the_chat(client, chats):
     assert streaming and all(chat == ["Hello there", CURSOR] for chat in streaming)
     chat = texts(final[CHATBOT])
     assert chat[0] == "Hello there" and chat[1].split() == live[-1].split()
-    assert final[LIVE] == "" and any(o[INPUT] == "" for o in outputs)  # the input box was cleared
+    # The input box was cleared (it takes images too: its value is {"text", "files"}).
+    assert final[LIVE] == "" and any(o[INPUT] == {"text": "", "files": []} for o in outputs)
     assert "tokens/s" in final[STATS] and "tokens that fit beside the reply" in final[STATS]
     saved = newest(chats)
     assert saved.turns()[0]["content"] == "Hello there"

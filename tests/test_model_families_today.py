@@ -11,8 +11,8 @@ special tokens.  For each family:
   apply_chat_template renders with the family's own template, and a literal copy of
   the main prompt, so a change that broke both would show;
 - a chat through the app on Transformers: loaded by the ModelManager, rendered by the
-  chat's ChatPrompt, streamed by the engine, stopping on the ids the family's
-  generation_config.json names;
+  chat's ChatPrompt, streamed by the engine with the same greedy reply as transformers'
+  own generate(), stopping on the ids the family's generation_config.json names;
 - the same as GGUF: converted by llama.cpp's own converter, loaded by the llama.cpp
   backend, the same prompt from the template the GGUF carries, streamed, and the same
   greedy reply as transformers computes from the same weights;
@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import datetime
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.gguf_fixtures import convert_bpe, require_llama_cpp
+from tests.gguf_fixtures import convert_many, require_llama_cpp
 from tests.test_fit import CONTEXT as FIT_CONTEXT
 from tests.test_fit import PRECISIONS as FIT_PRECISIONS
 from tests.test_fit import measured_bytes
@@ -303,7 +302,7 @@ def test_fit_estimate_of_mixture_of_experts_is_what_a_load_holds(family, precisi
 # hashing the ids its tokenizer gives a fixed text (get_vocab_base_pre): the real
 # vocabularies are in its table, a tiny trained one cannot be.  Their tiny models have a
 # byte-level BPE vocabulary split as Qwen2's, and the converter is told that split's name
-# (tests/gguf_fixtures.py convert_bpe); all else is its own work.
+# (tests/gguf_fixtures.py convert_many); all else is its own work.
 BPE_PRE = "qwen2"
 # llama.cpp puts SentencePiece's word-start space after every special token unless the
 # GGUF says not to, and the converter says so only for Llama-architecture and Gemma
@@ -319,23 +318,10 @@ SAME_IDS = {"gemma3_text", "mistral3", "ministral3", "r1_distill_llama", "qwen3_
 @pytest.fixture(scope="module")
 def gguf_root(today_root, tmp_path_factory) -> Path:
     """Each family converted to an F32 GGUF by llama.cpp's converter, in one folder."""
-    from webui.loaders.gguf_convert import convert, converter
-
     require_llama_cpp()
-    script = converter()
-    assert script is not None, "llama.cpp's converter is missing: run scripts/install.sh gguf"
     root = tmp_path_factory.mktemp("families_today_gguf")
-
-    def write(family: str) -> None:
-        out = root / f"{family}.gguf"
-        if NEW_FAMILIES[family].vocab == "bpe":
-            convert_bpe(today_root / family, out, BPE_PRE)
-        else:
-            convert(today_root / family, out, "f32", script)
-
-    # Each conversion is a Python process that mostly imports torch: a few at once.
-    with ThreadPoolExecutor(3) as pool:
-        list(pool.map(write, NEW_FAMILIES))
+    convert_many([(today_root / family, root / f"{family}.gguf", BPE_PRE if spec.vocab == "bpe" else None)
+                  for family, spec in NEW_FAMILIES.items()])
     return root
 
 

@@ -127,7 +127,8 @@ def test_bad_options_are_refused_in_ollamas_shape(client, root, runtime, options
 
 @pytest.mark.parametrize("extra, field", [
     ({"format": "yaml"}, "format"), ({"format": {"type": "object", "properties": 3}}, "format"), ({"think": True}, "think"),
-    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"), ({"logprobs": True}, "logprobs"),
+    ({"tools": [{"type": "function", "function": {"name": "has space"}}]}, "tools[0].function.name"),
+    ({"logprobs": True}, "logprobs"),
 ])
 def test_what_this_server_cannot_do_is_a_400_naming_it(root, extra, field):
     body = {"model": TINY, "messages": HELLO, "stream": False, **extra}
@@ -136,7 +137,8 @@ def test_what_this_server_cannot_do_is_a_400_naming_it(root, extra, field):
 
 
 @pytest.mark.parametrize("extra, field", [({"suffix": "end"}, "suffix"), ({"context": [1, 2]}, "context"),
-                                          ({"images": ["aGk="]}, "images"), ({"template": "{{ .Prompt }}"}, "template")])
+                                          ({"images": ["aGk="]}, "images[0]"),  # read now; "hi" is no image
+                                          ({"template": "{{ .Prompt }}"}, "template")])
 def test_generate_fields_this_server_cannot_honour(root, extra, field):
     body = {"model": TINY, "prompt": "x", "stream": False, **extra}
     response = httpx.post(f"{root}/api/generate", json=body, headers={"x-api-key": API_KEY})
@@ -255,3 +257,44 @@ def test_model_management_is_refused_in_ollamas_shape(root, client, method, path
     with pytest.raises(ollama.ResponseError) as refused:
         client.pull(TINY)
     assert refused.value.status_code == 501 and refused.value.error.startswith("pull:")
+
+
+ADD = {"type": "function", "function": {"name": "add", "description": "Add two numbers", "parameters": {
+    "type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 99},
+                                     "b": {"type": "integer", "minimum": 0, "maximum": 99}},
+    "required": ["a", "b"], "additionalProperties": False}}}
+# Ollama has no tool_choice; its `format` (a JSON schema) makes the tiny model write a call.
+CALL_FORMAT = {"type": "object", "properties": {"name": {"const": "add"},
+                                                "arguments": ADD["function"]["parameters"]},
+               "required": ["name", "arguments"], "additionalProperties": False}
+
+
+def test_tools_come_back_as_ollamas_tool_calls_whole_and_streamed(client, runtime):
+    from tests.schema_check import violations
+
+    ask = [{"role": "user", "content": "What is two plus three?"}]
+    kw = dict(model=TINY, messages=ask, tools=[ADD], format=CALL_FORMAT, options={"seed": 4, "num_predict": 120})
+    whole = client.chat(**kw)
+    (call,) = whole.message.tool_calls
+    assert call.function.name == "add" and isinstance(call.function.arguments, dict)
+    assert violations(dict(call.function.arguments), ADD["function"]["parameters"]) == []
+    assert not whole.message.content and whole.done
+    streamed = [chunk for chunk in client.chat(stream=True, **kw)]
+    calls = [c for chunk in streamed for c in chunk.message.tool_calls or []]
+    assert [(c.function.name, dict(c.function.arguments)) for c in calls] == [("add", dict(call.function.arguments))]
+    assert streamed[-1].done and not "".join(chunk.message.content or "" for chunk in streamed)
+    # The call and its result go back in, Ollama's way (arguments as an object, tool_name).
+    history = [*ask, {"role": "assistant", "content": "", "tool_calls": [
+        {"function": {"name": "add", "arguments": dict(call.function.arguments)}}]},
+        {"role": "tool", "tool_name": "add", "content": "the sum is 5"}]
+    follow = client.chat(model=TINY, messages=history, options={"temperature": 0, "num_predict": 8})
+    from webui.chat.tools import render_with_tools
+    from webui.generation.request import prompt_ids
+
+    tokenizer = runtime.models.current.tokenizer
+    prompt = render_with_tools(tokenizer, [
+        ask[0], {"role": "assistant", "content": "", "tool_calls": [{"id": "", "type": "function", "function": {
+            "name": "add", "arguments": json.dumps(dict(call.function.arguments))}}]},
+        {"role": "tool", "content": "the sum is 5", "name": "add"}], ())
+    assert "the sum is 5" in prompt
+    assert follow.prompt_eval_count == len(prompt_ids(tokenizer, prompt))

@@ -13,6 +13,8 @@ import json
 
 import gradio as gr
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.conftest import make_settings
 from tests.thinking_model import answer_of, thinking_of
@@ -253,7 +255,8 @@ def test_the_switch_off_gives_a_reply_without_thinking(thinker, tmp_path):
     list(ReplyWriter(thinker, "off", ChatStore(tmp_path), conversation, setup, make_params(GREEDY)))
     reply = conversation.path()[-1]
     assert reply.reasoning == "" and reply.content.strip() == answer_of("king")
-    assert with_switches(thinker, ChatSetup(), "yes", "extreme").variables == {}  # not a switch's value
+    # Not a switch's value: ignored, and the template's switch stays at its default (on).
+    assert dict(with_switches(thinker, ChatSetup(), "yes", "extreme").variables) == {"enable_thinking": True}
 
 
 def test_notebook_shows_the_raw_text_thinking_included(thinker):
@@ -277,3 +280,14 @@ def test_the_token_view_covers_the_thinking_and_the_answer(thinker, tmp_path):
     assert thinking_of("land") in text and answer_of("land") in text
     assert text.index(thinking_of("land")) < text.index(answer_of("land"))
     assert len(records) == writer.stream.stats.new_tokens
+
+
+# -- the parser's held-back end, made cheaper per piece (bench/bench_thinking.py) -------------------
+@given(st.text(alphabet="<>/thinkTHIN|a ", max_size=24),
+       st.lists(st.sampled_from(["</think>", "<think>", "<|end|>", "<|channel|>final<|message|>", ""]), max_size=3))
+def test_the_held_back_end_is_the_longest_start_of_a_marker(text, markers):
+    from webui.generation.reasoning import _partial_suffix
+
+    expected = max((size for marker in markers for size in range(1, min(len(marker) - 1, len(text)) + 1)
+                    if marker.startswith(text[len(text) - size:])), default=0)
+    assert _partial_suffix(text, tuple(markers)) == expected

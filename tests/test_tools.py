@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 
 from tests.schema_check import violations
 from tests.tiny_models import build_tokenizer, family_template
-from webui.chat.tool_parser import Call, Text, ToolCallParser, parse_reply
+from webui.chat.tool_parser import Call, CallArguments, CallStart, Text, ToolCallParser, parse_reply
 from webui.chat.tools import (
     ToolChoice,
     ToolError,
@@ -102,9 +102,35 @@ def test_text_before_a_call_streams_before_the_call_is_complete():
     parser = ToolCallParser(NAMES)
     shown = parser.feed("Checking the weather now. <tool_")
     assert "".join(e.text for e in shown) == "Checking the weather now. "  # "<tool_" held back
-    assert parser.feed('call>{"name": "add", "arguments": {"a": 1, ') == []  # a call half written: nothing
+    started = parser.feed('call>{"name": "add", "arguments": {"a": 1, ')  # a call half written: its start
+    assert [type(e) for e in started] == [CallStart, CallArguments] and started[0].name == "add"
+    assert started[1].text == '{"a": 1, '  # never as text
     done = parser.feed('"b": 2}}</tool_call>')
-    assert [type(e) for e in done] == [Call]
+    assert [type(e) for e in done] == [CallArguments, Call] and done[1].streamed
+    assert done[1].call.arguments == '{"a": 1, "b": 2}' and done[1].call.id == started[0].id
+    assert parser.finish() == []
+
+
+@pytest.mark.parametrize("size", [1, 2, 5])
+def test_a_streaming_calls_argument_pieces_add_up_to_its_arguments(size):
+    reply = '```json\n[{"name": "add", "arguments": {"a": 1, "b": 2}}, {"name": "get_weather", "arguments": ' \
+            '{"city": "Pa}\\"ris", "unit": "celsius"}}]\n```'
+    parser = ToolCallParser(NAMES)
+    events = []
+    for start in range(0, len(reply), size):
+        events += parser.feed(reply[start:start + size])
+    events += parser.finish()
+    assert not [e for e in events if isinstance(e, Text)]
+    calls = [e for e in events if isinstance(e, Call)]
+    assert [c.call.name for c in calls] == ["add", "get_weather"] and all(c.streamed for c in calls)
+    for call in calls:
+        pieces = [e.text for e in events if isinstance(e, CallArguments) and e.index == call.index]
+        assert "".join(pieces) == call.call.arguments and len(pieces) > (1 if size < 5 else 0)
+    assert json.loads(calls[1].call.arguments) == {"city": 'Pa}"ris', "unit": "celsius"}
+    # A reply cut off inside the arguments still ends its call, with the text so far.
+    cut = ToolCallParser(NAMES)
+    events = cut.feed('{"name": "add", "arguments": {"a": 1') + cut.finish()
+    assert [type(e) for e in events] == [CallStart, CallArguments, Call] and events[2].call.arguments == '{"a": 1'
 
 
 def test_tool_definitions_and_choices_are_checked():

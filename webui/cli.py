@@ -86,6 +86,13 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--admin-key", help="key for the model management endpoints")
     a.add_argument("--api-cors-origin", dest="api_cors_origins", action="append",
                    help="a web origin allowed to call the API (repeat for more); none by default")
+    a.add_argument("--allow-image-urls", action="store_true",
+                   help="fetch http(s) image URLs that API requests send (outbound connections to public "
+                        "addresses only; off: only data: URLs and base64 images)")
+    t = p.add_argument_group("tools in the chat (user_data/tools/, user_data/mcp.json; docs/TOOLS.md)")
+    t.add_argument("--web-search", metavar="URL",
+                   help="turn on the web_search and read_page tools, searching through this SearXNG-compatible "
+                        "endpoint (e.g. http://127.0.0.1:8888/search); off by default: no outbound connection")
     r = p.add_argument_group("remote engines (the only other outbound connections, and only when given)")
     r.add_argument("--remote-engine", dest="remote_engine_urls", action="append", metavar="URL",
                    help="an OpenAI-compatible engine's base URL, e.g. http://gpu-box:8000/v1 (repeat for more; "

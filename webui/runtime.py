@@ -47,6 +47,8 @@ from webui.remote.engine import RemoteModel
 from webui.remote.routing import RemoteEngines, SessionChoices
 from webui.settings import LoaderSettings, Settings, SettingsError, read_yaml_mapping
 from webui.storage import atomic_write_text, remove_stale_temporaries
+from webui.tools.registry import ToolRegistry
+from webui.tools.web import web_tools
 from webui.training.service import TrainingService
 from webui.userdata import UserSpaces
 
@@ -73,6 +75,11 @@ class ActiveRequests:
             tokens.discard(token)
             if not tokens:
                 self._by_owner.pop(owner, None)
+
+    def running(self, owner: str) -> int:
+        """How many requests `owner` has that have not ended."""
+        with self._lock:
+            return len(self._by_owner.get(owner, ()))
 
     def stop(self, owner: str) -> int:
         """Cancel every request of `owner` and no one else's; return how many."""
@@ -127,6 +134,7 @@ class Runtime:
     usage: UsageCounter = field(default_factory=UsageCounter)  # API tokens per key, for the admin
     # Documents: per-user and per-key stores, the embedding model, indexing jobs (webui/documents/)
     documents: DocumentService | None = None
+    tools: ToolRegistry | None = None  # tools the chat may run (webui/tools/); None: none
 
     # -- models ------------------------------------------------------------------
     def saved_model_settings(self, name: object) -> ModelSettings:
@@ -535,6 +543,9 @@ def build_runtime(
         warnings=notes,
         extensions=extensions,
         remotes=RemoteEngines(settings.all_remote_engines()),
+        # Nothing is read or started until the chat first asks for its tools.
+        tools=ToolRegistry(settings.user_data_dir, owner=owners[0] if owners else None,
+                           multi_user=settings.has_auth, web=web_tools(settings)),
     )
     runtime.documents = DocumentService(settings.model_dir, settings.user_data_dir, runtime.users)
     runtime.warnings += runtime.remotes.warnings

@@ -79,6 +79,8 @@ class Settings(LoaderSettings):
     )
     share: bool = Field(False, description="Ask Gradio for a public share link (needs auth and internet).")
     max_queue: int = Field(64, ge=1, le=10_000, description="Waiting requests before 'busy'.")
+    allow_image_urls: bool = Field(
+        False, description="API: fetch http(s) image URLs sent in messages (public addresses only).")
     upload_quota_mb: int = Field(
         200, ge=1, le=1_000_000, description="MB of uploads the UI keeps per user (the oldest go first).")
     upload_total_mb: int = Field(
@@ -104,6 +106,11 @@ class Settings(LoaderSettings):
     api_key: str | None = Field(None, min_length=8, description="Key every API request must send.")
     admin_key: str | None = Field(None, min_length=8, description="Key for model management endpoints.")
     api_cors_origins: tuple[str, ...] = Field((), description="Web origins allowed to call the API.")
+
+    # -- tools in the chat (owner only: this file or the command line) -----------------
+    web_search: str | None = Field(
+        None, pattern=r"^https?://", max_length=2000,
+        description="SearXNG-compatible search URL; turns on the web tools (off: no outbound connection).")
 
     # -- remote inference engines (operator only: this file or the command line) -------
     remote_engines: tuple[RemoteEngineConfig, ...] = Field(

@@ -18,6 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from webui.chat.characters import DEFAULT_CHARACTER, CharacterLibrary, Persona
+from webui.chat.images import image_store
 from webui.chat.store import ChatStore
 from webui.paths import is_plain_name
 from webui.settings import SettingsError, read_yaml_mapping
@@ -36,6 +37,8 @@ class UserSpace:
         self.root = root
         self.chats = ChatStore(root / "chats")
         self.characters = CharacterLibrary(root / "characters")
+        # Images sent in this user's chats, next to them (webui/chat/images.py).
+        self.images = image_store(self.chats.folder)
 
     @property
     def settings_file(self) -> Path:

@@ -22,9 +22,10 @@ from webui.api.models import target
 from webui.api.schemas import ChatCompletionRequest, CompletionBase, CompletionRequest
 from webui.api.state import RuntimeDep
 from webui.api.usage import api_party, key_label
-from webui.chat.prompt import PromptError, render_chat_prompt
+from webui.api.image_inputs import openai_images, refuse_with_tools, require_vision, total_images
+from webui.chat.prompt import PromptError, images_of, render_chat_prompt
 from webui.chat.thinking import ThinkingAsk, thinking_format
-from webui.chat.tool_parser import Call, Text, ToolCallParser, parse_reply
+from webui.chat.tool_parser import CallArguments, CallStart, Event, Text, ToolCallParser, parse_reply
 from webui.chat.tools import Tool, ToolChoice, call_schema, read_tool_choice, read_tools, render_with_tools
 from webui.errors import AppError
 from webui.generation.chain import token_ids
@@ -56,10 +57,32 @@ def prepare_chat(runtime: Runtime, body: ChatCompletionRequest, model: LoadedMod
     params = body.sampling()  # refuse bad values before rendering anything
     tools = read_tools(body.tools or [])
     choice = read_tool_choice(body.tool_choice, tools)
-    offered = tools if choice.mode != "none" else ()
-    params = forced_call(params, offered, choice, body.parallel_tool_calls, capabilities_of(model))
-    names = frozenset(t.name for t in offered) if offered else None  # read the reply for calls
+    # A required call is one call unless parallel calls are asked for (issue 31).
+    parallel = body.parallel_tool_calls is True
+    explicit = body.max_tokens is not None or body.max_completion_tokens is not None
+    sent_as = {"json_schema": "response_format"} if body.response_format else {}
+    fields = {"chat_template_kwargs": body.chat_template_kwargs, "reasoning_effort": body.reasoning_effort}
     messages = [m.as_dict() for m in body.messages]
+    images = openai_images(body.messages, runtime.settings.allow_image_urls)  # checked, each refusal naming its part
+    require_vision(model, total_images(images), capabilities_of(model))
+    for index, found in images.items():
+        messages[index]["images"] = found
+    return prepare_conversation(runtime, model, messages, tools, choice, parallel,
+                                params, explicit, sent_as, body.thinking(),
+                                tuple((k, v) for k, v in fields.items() if v is not None))
+
+
+def prepare_conversation(runtime: Runtime, model: LoadedModel | RemoteModel, messages: list[dict[str, Any]],
+                         tools: tuple[Tool, ...], choice: ToolChoice, parallel: bool, params: SamplingParams,
+                         explicit_max: bool, sent_as: dict[str, str] | None = None, ask: ThinkingAsk | None = None,
+                         template_fields: tuple = ()):
+    """A conversation in OpenAI's message shape -> (prompt, fitted values, callable tool
+    names or None).  Shared by the chat routes (/v1/chat/completions, /v1/messages in
+    webui/api/anthropic.py, /api/chat with tools), so that each renders and checks alike.
+    `template_fields`: what a remote engine's template is given (chat_template_kwargs...)."""
+    offered = tools if choice.mode != "none" else ()
+    params = forced_call(params, offered, choice, parallel, capabilities_of(model))
+    names = frozenset(t.name for t in offered) if offered else None  # read the reply for calls
     tool_turns = any(m["role"] == "tool" or m.get("tool_calls") for m in messages)
     last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
     if last_user is not None:  # extensions' input_modifier sees the new message, as in the chat
@@ -68,12 +91,10 @@ def prepare_chat(runtime: Runtime, body: ChatCompletionRequest, model: LoadedMod
         if offered or tool_turns:
             raise APIError(400, "tools and tool messages are not supported for a remote engine's model (yet)",
                            param="tools", code="unsupported_parameter")
-        fields = {"chat_template_kwargs": body.chat_template_kwargs, "reasoning_effort": body.reasoning_effort}
-        prompt = EnginePrompt(messages=tuple(messages),
-                              template_fields=tuple((k, v) for k, v in fields.items() if v is not None))
-        return prompt, fit(body, params, model, ""), None
-    prompt, params = render_chat(model, messages, offered, body.thinking(), params, "messages")
-    return prompt, fit(body, params, model, prompt.text), names
+        prompt = EnginePrompt(messages=tuple(messages), template_fields=template_fields)
+        return prompt, fit_params(params, model, "", explicit_max, sent_as), None
+    prompt, params = render_chat(model, messages, offered, ask or ThinkingAsk(), params, "messages")
+    return prompt, fit_params(params, model, prompt.text, explicit_max, sent_as), names
 
 
 def render_chat(model: LoadedModel, messages: list[dict[str, Any]], tools: tuple[Tool, ...], ask: ThinkingAsk,
@@ -90,13 +111,15 @@ def render_chat(model: LoadedModel, messages: list[dict[str, Any]], tools: tuple
         params = make_params({"thinking_budget": budget}, base=params)
     try:
         if tools or any(m["role"] == "tool" or m.get("tool_calls") for m in messages):
+            refuse_with_tools(images_of(messages))
             text = render_with_tools(tokenizer, messages, tools, variables=variables)
         else:
             text = render_chat_prompt(tokenizer, messages, variables=variables)
     except PromptError as exc:
         exc.blame(field)
         raise
-    return RenderedPrompt(text, (), thinking_format(template, tokenizer)), params
+    # With images, the rendered text places them; the engine expands them (webui/generation/vision.py).
+    return RenderedPrompt(text, (), thinking_format(template, tokenizer), images=images_of(messages)), params
 
 
 def reply_parts(text: str, thinking: ThinkingFormat | None) -> tuple[str | None, str]:
@@ -425,13 +448,23 @@ async def stream_events(runtime: Runtime, request: Request, body: CompletionBase
                           stats.new_tokens if stats else stream.new_tokens)
 
 
-def call_deltas(found: Text | Call, choice) -> list[dict]:
+def call_deltas(found: Event, choice) -> list[dict]:
     """A streamed chat reply's chunks for one parser event: text as content; a call as
-    OpenAI sends one, its id, type and name first, then its arguments."""
+    OpenAI sends one, its id, type and name first, then its arguments in pieces as the
+    model writes them (or at once, for a form read whole: webui/chat/tool_parser.py)."""
     if isinstance(found, Text):
         return [choice(found.text, None)]
-    call = found.call
-    head = {"index": found.index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
-    tail = {"index": found.index, "function": {"arguments": call.arguments}}
+    if isinstance(found, CallStart):
+        parts = [{"index": found.index, "id": found.id, "type": "function",
+                  "function": {"name": found.name, "arguments": ""}}]
+    elif isinstance(found, CallArguments):
+        parts = [{"index": found.index, "function": {"arguments": found.text}}]
+    elif found.streamed:
+        return []  # its head and arguments went out already
+    else:
+        call = found.call
+        parts = [{"index": found.index, "id": call.id, "type": "function",
+                  "function": {"name": call.name, "arguments": ""}},
+                 {"index": found.index, "function": {"arguments": call.arguments}}]
     return [{"index": 0, "delta": {"tool_calls": [part]}, "finish_reason": None, "logprobs": None}
-            for part in (head, tail)]
+            for part in parts]

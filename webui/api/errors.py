@@ -1,7 +1,8 @@
 """Errors in the API's two shapes: every AppError (webui/errors.py) becomes, with its
 status, here and only here, OpenAI's `{"error": {"message", "type", "param", "code"}}`
 or, on the Ollama-compatible routes (/api/..., webui/api/ollama.py), Ollama's
-`{"error": "message"}`."""
+`{"error": "message"}`, and on Anthropic's Messages routes (/v1/messages, webui/api/anthropic.py)
+Anthropic's `{"type": "error", "error": {"type", "message"}}`."""
 
 from __future__ import annotations
 
@@ -31,6 +32,28 @@ def is_ollama(path: str) -> bool:
     return path.startswith(OLLAMA_PREFIX)
 
 
+ANTHROPIC_PREFIX = "/v1/messages"
+
+
+def is_anthropic(path: str) -> bool:
+    return path == ANTHROPIC_PREFIX or path.startswith(ANTHROPIC_PREFIX + "/")
+
+
+# Anthropic's error types by HTTP status (its clients raise a typed exception per status).
+ANTHROPIC_KINDS = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                   404: "not_found_error", 413: "request_too_large", 415: "invalid_request_error",
+                   429: "rate_limit_error", 503: "overloaded_error", 529: "overloaded_error"}
+
+
+def anthropic_error_body(exc: AppError) -> dict[str, Any]:
+    return anthropic_error(exc.status, exc.message)
+
+
+def anthropic_error(status: int, message: str) -> dict[str, Any]:
+    kind = ANTHROPIC_KINDS.get(status, "invalid_request_error" if 400 <= status < 500 else "api_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
 def error_body(exc: AppError) -> dict[str, Any]:
     return {"error": {"message": exc.message, "type": exc.kind, "param": exc.param, "code": exc.code}}
 
@@ -40,7 +63,10 @@ def ollama_error_body(exc: AppError) -> dict[str, Any]:
 
 
 def error_response(exc: AppError, path: str = "") -> JSONResponse:
-    body = ollama_error_body(exc) if is_ollama(path) else error_body(exc)
+    if is_anthropic(path):
+        body = anthropic_error_body(exc)
+    else:
+        body = ollama_error_body(exc) if is_ollama(path) else error_body(exc)
     return JSONResponse(body, status_code=exc.status)
 
 

@@ -17,19 +17,27 @@ from webui.runtime import Runtime
 router = APIRouter()
 
 
-def model_card(name: str, owner: str = "local") -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": 0, "owned_by": owner}
+def model_card(name: str, owner: str = "local", vision: bool = False) -> dict[str, Any]:
+    # `capabilities` (Ollama's word for it): whether the model reads images, for clients that ask.
+    return {"id": name, "object": "model", "created": 0, "owned_by": owner,
+            "capabilities": ["completion", "vision"] if vision else ["completion"]}
 
 
 async def all_cards(runtime: Runtime) -> list[dict[str, Any]]:
     """The loaded model, then every remote engine's (a name the local model has is its)."""
     loaded = runtime.models.current
-    cards = [model_card(loaded.name)] if loaded else []
+    cards = [model_card(loaded.name, vision=sees(loaded))] if loaded else []
     if runtime.remotes:
         remote = await run_in_threadpool(runtime.remotes.models)
         cards += [model_card(name, engine.name) for name, engine in remote.items()
                   if not loaded or name != loaded.name]
     return cards
+
+
+def sees(model: LoadedModel | RemoteModel) -> bool:
+    """Whether `model` reads images (its backend says so)."""
+    capabilities = model.capabilities if isinstance(model, RemoteModel) else getattr(model.backend, "capabilities", None)
+    return bool(getattr(capabilities, "vision", False))
 
 
 async def target(runtime: Runtime, requested: str) -> LoadedModel | RemoteModel:

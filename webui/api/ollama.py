@@ -2,6 +2,10 @@
 for Ollama work unchanged: /api/version, /api/tags, /api/show, /api/ps, /api/generate,
 /api/chat (NDJSON streams, Ollama's default), /api/embed and the older /api/embeddings.
 
+/api/chat takes `tools` and answers calls in `message.tool_calls` as Ollama does (the
+arguments an object; streamed, each call whole once read), with the conversation's
+earlier calls and `role: tool` results rendered as on /v1 (prepare_conversation).
+
 Everything goes the way the OpenAI routes go (webui/api/completions.py): the same model
 check (a name must be the loaded model or a remote engine's), the same sampling values
 (Ollama's `options`, mapped in webui/api/ollama_schemas.py), the same context check,
@@ -31,9 +35,11 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from webui.api.completions import (
+    capabilities_of,
     fit_params,
     modified_input,
     modified_output,
+    prepare_conversation,
     render_chat,
     reply_parts,
     run_to_end,
@@ -43,7 +49,7 @@ from webui.api.completions import (
 from webui.api.disconnect import on_disconnect
 from webui.api.embeddings import checked_dimensions, embed_inputs
 from webui.api.errors import APIError, ollama_error_body
-from webui.api.models import all_cards, target
+from webui.api.models import all_cards, sees, target
 from webui.api.ollama_schemas import (
     OllamaChatRequest,
     OllamaEmbeddingsRequest,
@@ -55,7 +61,10 @@ from webui.api.ollama_schemas import (
 )
 from webui.api.state import RuntimeDep
 from webui.api.usage import api_party, key_label
+from webui.api.image_inputs import ollama_images, require_vision
 from webui.chat.thinking import thinking_format
+from webui.chat.tool_parser import Call, Event, Text, ToolCall, ToolCallParser, parse_reply
+from webui.chat.tools import ToolChoice, read_tools
 from webui.errors import AppError
 from webui.generation.embedding import normalize
 from webui.generation.engine import GenerationError
@@ -121,6 +130,8 @@ async def show(body: OllamaShowRequest, runtime: RuntimeDep):
             capabilities.append("embedding")
         if thinking_format(template, model.tokenizer) is not None:
             capabilities.append("thinking")  # as Ollama marks a model that takes `think`
+    if isinstance(model, LoadedModel) and sees(model):  # a remote engine's model: its engine knows
+        capabilities.append("vision")
     return {"modelfile": f"# served by webui from {info['details']['format']} files; no Modelfile",
             "parameters": "", "template": template, "details": info["details"], "model_info": model_info,
             "capabilities": capabilities, "modified_at": info["modified_at"]}
@@ -146,13 +157,19 @@ async def generate(body: OllamaGenerateRequest, request: Request, runtime: Runti
     model, params, explicit = await checked(runtime, body)
     if not body.prompt:  # Ollama: an empty prompt only loads the model
         return loaded_reply(body.model, chat=False)
+    images = await run_in_threadpool(ollama_images, body.images, "images")  # decoded and checked: CPU work
+    require_vision(model, len(images), capabilities_of(model))
     if body.raw:  # the prompt as it is, no template (Ollama's raw mode)
+        if images:
+            raise APIError(400, "images: raw mode has no template to place images in; send it without raw",
+                           param="images", code="unsupported_parameter")
         prompt: Any = await run_in_threadpool(modified_input, runtime, body.prompt, params, False)
         fitted = await run_in_threadpool(fit_params, params, model, prompt, explicit, body.sent_as())
         return await reply(runtime, request, body, model, prompt, fitted, False)
     # Not raw: Ollama puts the prompt (and system) through the model's chat template.
     messages = [{"role": "system", "content": body.system}] if body.system else []
-    messages.append({"role": "user", "content": modified_input(runtime, body.prompt, params, True)})
+    messages.append({"role": "user", "content": modified_input(runtime, body.prompt, params, True),
+                     **({"images": images} if images else {})})
     return await chat_reply(runtime, request, body, model, messages, params, explicit, chat=False)
 
 
@@ -161,7 +178,12 @@ async def chat(body: OllamaChatRequest, request: Request, runtime: RuntimeDep):
     model, params, explicit = await checked(runtime, body)
     if not body.messages:  # Ollama: no messages only loads the model
         return loaded_reply(body.model, chat=True)
-    messages = [m.as_dict() for m in body.messages]
+    messages = await run_in_threadpool(ollama_messages, body)
+    require_vision(model, sum(len(m.get("images", ())) for m in messages), capabilities_of(model))
+    if body.tools or any(m["role"] == "tool" or m.get("tool_calls") for m in messages):
+        # With tools, as /v1/chat/completions renders and reads them (always "auto": Ollama has no tool_choice).
+        prompt, fitted, names = await run_in_threadpool(with_tools, runtime, body, model, messages, params, explicit)
+        return await reply(runtime, request, body, model, prompt, fitted, True, names)
     last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
     if last_user is not None:  # extensions' input_modifier sees the new message, as on /v1
         last_user["content"] = modified_input(runtime, last_user["content"], params, True)
@@ -214,6 +236,23 @@ async def embeddings_legacy(body: OllamaEmbeddingsRequest, request: Request, run
     return {"embedding": vectors[0].tolist()}
 
 
+def with_tools(runtime: Runtime, body: OllamaChatRequest, model: LoadedModel | RemoteModel,
+               messages: list[dict[str, Any]], params: SamplingParams, explicit: bool):
+    tools = read_tools(body.tools or [])
+    choice = ToolChoice("auto" if tools else "none")
+    return prepare_conversation(runtime, model, messages, tools, choice, True, params, explicit, body.sent_as(),
+                                body.thinking())
+
+
+def ollama_call(call: ToolCall, index: int) -> dict[str, Any]:
+    """A call as Ollama writes it: the arguments an object, not JSON text."""
+    try:
+        arguments = json.loads(call.arguments)
+    except ValueError:  # a reply cut short inside its arguments: kept as text, not lost
+        arguments = {"_unparsed": call.arguments}
+    return {"function": {"index": index, "name": call.name, "arguments": arguments}}
+
+
 # -- replies -----------------------------------------------------------------------------
 
 async def chat_reply(runtime: Runtime, request: Request, body: OllamaGenerating, model: LoadedModel | RemoteModel,
@@ -234,11 +273,24 @@ def templated(body: OllamaGenerating, model: LoadedModel | RemoteModel, messages
     return prompt, fit_params(params, model, prompt.text, explicit, body.sent_as())
 
 
+def ollama_messages(body: OllamaChatRequest) -> list[dict[str, Any]]:
+    """The chat's messages, each with its checked images (refusals name messages[i].images[j])."""
+    messages: list[dict[str, Any]] = []
+    for index, m in enumerate(body.messages):
+        images = ollama_images(m.images, f"messages[{index}].images")
+        if images and m.role != "user":
+            raise APIError(400, "images are read in user messages only", param=f"messages[{index}].images",
+                           code="invalid_value")
+        messages.append({**m.as_dict(), **({"images": images} if images else {})})
+    return messages
+
+
 async def reply(runtime: Runtime, request: Request, body: OllamaGenerating, model: LoadedModel | RemoteModel,
-                prompt: Any, params: SamplingParams, chat: bool):
-    """The whole reply as one JSON object, or (Ollama's default) NDJSON lines."""
+                prompt: Any, params: SamplingParams, chat: bool, names: frozenset[str] | None = None):
+    """The whole reply as one JSON object, or (Ollama's default) NDJSON lines.  `names`:
+    the functions a chat reply may call (None: the reply is only text)."""
     if body.stream:
-        lines = stream_lines(runtime, request, body.model, prompt, params, model, chat)
+        lines = stream_lines(runtime, request, body.model, prompt, params, model, chat, names)
         return StreamingResponse(lines, media_type="application/x-ndjson")
     started = time.perf_counter()
     owner = f"api-{uuid.uuid4().hex}"
@@ -250,11 +302,19 @@ async def reply(runtime: Runtime, request: Request, body: OllamaGenerating, mode
     thinking = done.thinking if isinstance(prompt, RenderedPrompt) else None
     reasoning, text = reply_parts(done.text, thinking)
     text = modified_output(runtime, text, params, chat)
-    return {**piece(body.model, text, chat, thinking=reasoning), **final(stats, started)}
+    calls: list[ToolCall] = []
+    if names is not None:
+        content, calls = parse_reply(text, names)
+        text = content.strip() if calls else text
+    answer = piece(body.model, text, chat, thinking=reasoning)
+    if calls:
+        answer["message"]["tool_calls"] = [ollama_call(call, index) for index, call in enumerate(calls)]
+    return {**answer, **final(stats, started)}
 
 
 async def stream_lines(runtime: Runtime, request: Request, name: str, prompt: Any, params: SamplingParams,
-                       model: LoadedModel | RemoteModel, chat: bool) -> AsyncIterator[str]:
+                       model: LoadedModel | RemoteModel, chat: bool,
+                       names: frozenset[str] | None = None) -> AsyncIterator[str]:
     owner = f"api-{uuid.uuid4().hex}"
     started = time.perf_counter()
     try:
@@ -263,6 +323,13 @@ async def stream_lines(runtime: Runtime, request: Request, name: str, prompt: An
         yield line(ollama_error_body(exc))
         return
     failed = False
+    parser = ToolCallParser(names) if names is not None else None
+
+    def lines_for(part: Piece) -> list[dict[str, Any]]:
+        if parser is None or part.part == "thinking":
+            return [split_piece(name, part, chat)]
+        return tool_lines(name, parser.feed(part.text))
+
     try:
         splitter: ReasoningParser | None = None  # a thinking model's reply, split as it streams
         async with on_disconnect(request.receive, lambda: runtime.stop(owner)) as gone:
@@ -270,10 +337,14 @@ async def stream_lines(runtime: Runtime, request: Request, name: str, prompt: An
                 if splitter is None and stream.thinking is not None and isinstance(prompt, RenderedPrompt):
                     splitter = ReasoningParser(stream.thinking)
                 for part in splitter.feed(text) if splitter is not None else [Piece("answer", text)]:
-                    yield line(split_piece(name, part, chat))
+                    for out in lines_for(part):
+                        yield line(out)
         if not gone.is_set():
             for part in splitter.finish() if splitter is not None else []:
-                yield line(split_piece(name, part, chat))
+                for out in lines_for(part):
+                    yield line(out)
+            for out in tool_lines(name, parser.finish()) if parser is not None else ():
+                yield line(out)
             yield line({**piece(name, "", chat), **final(stream.stats, started)})
     except GenerationError as exc:
         failed = True
@@ -286,6 +357,20 @@ async def stream_lines(runtime: Runtime, request: Request, name: str, prompt: An
             stats = stream.stats
             made = (stats.prompt_tokens, stats.new_tokens) if stats else (stream.prompt_tokens, stream.new_tokens)
             runtime.usage.add(key_label(request.headers), *made)
+
+
+def tool_lines(name: str, events: list[Event]) -> list[dict[str, Any]]:
+    """Stream lines for parser events: text as it comes, each call whole once read (as Ollama
+    streams calls: not in pieces)."""
+    out = []
+    for event in events:
+        if isinstance(event, Text):
+            out.append(piece(name, event.text, True, done=False))
+        elif isinstance(event, Call):
+            chunk = piece(name, "", True, done=False)
+            chunk["message"]["tool_calls"] = [ollama_call(event.call, event.index)]
+            out.append(chunk)
+    return out
 
 
 def line(data: dict[str, Any]) -> str:
@@ -346,7 +431,9 @@ def entry(runtime: Runtime, name: str) -> dict[str, Any]:
                    "quantization_level": ""}
     digest = hashlib.sha256(f"{name}\0{size}\0{modified}".encode()).hexdigest()
     stamp = datetime.fromtimestamp(modified, timezone.utc).isoformat().replace("+00:00", "Z")
-    return {"name": name, "model": name, "modified_at": stamp, "size": size, "digest": digest, "details": details}
+    seeing = loaded is not None and loaded.name == name and sees(loaded)
+    return {"name": name, "model": name, "modified_at": stamp, "size": size, "digest": digest, "details": details,
+            "capabilities": ["completion", "vision"] if seeing else ["completion"]}
 
 
 def folder_size(folder: Path) -> tuple[int, float]:

@@ -11,6 +11,7 @@ accepted and ignored: on this server the command-line flags decide those.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, StrictInt, model_validator
@@ -103,17 +104,37 @@ class OllamaBase(CheckedText):
         return self
 
 
+class OllamaFunctionCall(CheckedText):
+    model_config = ConfigDict(extra="ignore")  # index: the call's place, which the list already gives
+    name: str = Field(min_length=1, max_length=64)
+    arguments: dict[str, Any] = Field(default_factory=dict)  # an object, as Ollama sends it (not JSON text)
+
+
+class OllamaToolCall(CheckedText):
+    model_config = ConfigDict(extra="ignore")
+    function: OllamaFunctionCall
+
+
 class OllamaMessage(CheckedText):
     model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
     images: list[str] | None = None
+    tool_calls: list[OllamaToolCall] | None = None  # assistant: the calls it made
+    tool_name: str | None = Field(None, max_length=200)  # tool: the function whose result this is
     thinking: str | None = None  # an assistant turn's thinking, as Ollama returns it
 
-    def as_dict(self) -> dict[str, str]:
-        message = {"role": self.role, "content": self.content}
+    def as_dict(self) -> dict[str, Any]:
+        """The message in the OpenAI shape the chat templates read (webui/chat/tools.py)."""
+        message: dict[str, Any] = {"role": self.role, "content": self.content}
         if self.thinking and self.role == "assistant":
             message["reasoning_content"] = self.thinking
+        if self.tool_calls:
+            message["tool_calls"] = [{"id": "", "type": "function", "function": {
+                "name": c.function.name, "arguments": json.dumps(c.function.arguments, ensure_ascii=False)}}
+                for c in self.tool_calls]
+        if self.tool_name:
+            message["name"] = self.tool_name
         return message
 
 
@@ -171,8 +192,7 @@ class OllamaGenerateRequest(OllamaGenerating):
     def refuse_unsupported(self) -> None:
         super().refuse_unsupported()
         for field, what in (("suffix", "fill-in-the-middle (suffix)"), ("template", "a per-request template"),
-                            ("context", "context token ids (send the conversation to /api/chat)"),
-                            ("images", "images")):
+                            ("context", "context token ids (send the conversation to /api/chat)")):
             if getattr(self, field):
                 raise APIError(400, f"{field}: {what} is not supported by this server", param=field,
                                code="unsupported_parameter")
@@ -181,16 +201,6 @@ class OllamaGenerateRequest(OllamaGenerating):
 class OllamaChatRequest(OllamaGenerating):
     messages: list[OllamaMessage] = Field(default_factory=list)
     tools: list[Any] | None = None
-
-    def refuse_unsupported(self) -> None:
-        super().refuse_unsupported()
-        if self.tools:
-            raise APIError(400, "tools: tool calling is not available on the Ollama routes yet; "
-                           "use /v1/chat/completions", param="tools", code="unsupported_parameter")
-        if any(m.images for m in self.messages):
-            raise APIError(400, "messages: images are not supported by this server", param="messages",
-                           code="unsupported_parameter")
-
 
 class OllamaEmbedRequest(OllamaBase):
     input: str | list[str] = ""

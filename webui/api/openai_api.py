@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse
 
 from webui import quiet_server
 from webui.connections import limits_from
-from webui.api import completions, documents, embeddings, internal, models, ollama
+from webui.api import anthropic, completions, documents, embeddings, internal, models, ollama
 from webui.api.docs_page import docs_html
 from webui.api.errors import install_error_handlers
 from webui.api.security import UPLOADS, GuardMiddleware, KeyMiddleware
@@ -44,7 +44,9 @@ def build_api(runtime: Runtime) -> FastAPI:
     if settings.api_cors_origins:
         # An explicit allowlist only; never "*" (docs/SECURITY.md).
         api.add_middleware(CORSMiddleware, allow_origins=list(settings.api_cors_origins),
-                           allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type", "x-api-key"])
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type", "x-api-key", "anthropic-version",
+                                          "anthropic-beta"])
     # File uploads (POST /v1/files) may be as large as a document may be (webui/documents/extract.py).
     api.add_middleware(GuardMiddleware, loopback_only=settings.is_loopback,
                        large_bodies={UPLOADS: MAX_FILE_BYTES + (64 << 10)})
@@ -55,7 +57,8 @@ def build_api(runtime: Runtime) -> FastAPI:
     async def docs_page(request: Request):
         return HTMLResponse(docs_html(request.app.openapi()), headers={HEADER: DOCS_POLICY})
 
-    for router in (models.router, completions.router, embeddings.router, documents.router, internal.router,
+    for router in (models.router, completions.router, anthropic.router, embeddings.router, documents.router,
+                   internal.router,
                    ollama.router):
         api.include_router(router)
     # Extensions' routes, under /v1/extensions/<name>/, behind the same key checks.

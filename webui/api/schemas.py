@@ -197,7 +197,9 @@ class ChatCompletionRequest(CompletionBase):
     # Read by webui/chat/tools.py (read_tools, read_tool_choice), which names what it refuses.
     tools: list[Any] | None = None
     tool_choice: Any = None
-    parallel_tool_calls: bool = True
+    # None (not sent) counts as false for tool_choice "required": one call, then the
+    # reply ends, rather than a small model adding calls to max_tokens (issue 31).
+    parallel_tool_calls: bool | None = None
     # A thinking model's effort ("none": no thinking), and values for the chat template's
     # own variables (e.g. {"enable_thinking": false}), as vLLM and llama.cpp's server take them.
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from webui.api.errors import is_ollama
+from webui.api.errors import anthropic_error, is_anthropic, is_ollama
 
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 MAX_BODY_BYTES = 1 << 20  # a chat request is kilobytes; a megabyte is generous
@@ -189,12 +189,15 @@ async def _too_large(send: Send, cap: int, scope: Scope) -> None:
 
 
 async def _refuse(send: Send, status: int, message: str, kind: str, code: str | None, scope: Scope) -> None:
-    # Ollama's routes answer in Ollama's shape (webui/api/errors.py), the rest in OpenAI's.
-    if is_ollama(scope.get("path", "")):
-        error: object = message
+    # Ollama's and Anthropic's routes answer in their shapes (webui/api/errors.py), the rest in OpenAI's.
+    path = scope.get("path", "")
+    if is_anthropic(path):
+        payload: dict = anthropic_error(status, message)
+    elif is_ollama(path):
+        payload = {"error": message}
     else:
-        error = {"message": message, "type": kind, "param": None, "code": code}
-    body = json.dumps({"error": error}).encode()
+        payload = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    body = json.dumps(payload).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

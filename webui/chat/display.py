@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from webui.chat import tool_blocks
 from webui.chat.history import ChatError, Conversation, Message, Thought
 
 # Shown at the end of a message while it streams; page.js finds the bubble to copy the
@@ -107,8 +108,13 @@ def shown(conversation: Conversation, streaming: Phase | None = None, thought: T
     view = Shown()
     path = conversation.path()
     for position, message in enumerate(path):
+        if message.role == "tool":  # a tool call's result: a block of its own (webui/chat/tool_blocks.py)
+            view.add(tool_blocks.block(conversation, message), position, "message", message.created)
+            continue
         text = message.content if message.visible is None else message.visible
         last = streaming is not None and position == len(path) - 1
+        if message.tool_calls and not text.strip() and not last:
+            text = tool_blocks.calls_note(message)
         if last and streaming == "thinking":
             view.add(thinking_block(None), position, "thinking", message.created)
             continue

@@ -8,26 +8,41 @@ following each message's selected child.
 Messages keep their creation order in one list; ids only grow, and a parent always
 has a smaller id than its children, which makes cycles impossible by construction
 and easy to check when a file is loaded.
+
+Tool use (webui/chat/tool_turns.py) is kept as messages too, in the shape chat
+templates read: a reply that calls tools carries them in `tool_calls`, and each call's
+result follows as a `role: tool` message (its call's id and name, how it went, how
+long it took), then the reply goes on in the next assistant message.  The same model
+checks these fields when a conversation changes and when a file is read.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from webui.errors import AppError
+from webui.images import MAX_IMAGES_PER_MESSAGE
 
-Role = Literal["user", "assistant"]
+Role = Literal["user", "assistant", "tool"]
+ToolStatus = Literal["pending", "done", "error", "denied", "stopped"]
 ROOT = -1  # the parent id of first messages
 # What a conversation file may hold.  Checked when a file is read AND whenever the
 # conversation changes, so nothing is ever saved that could not be read back.
 MAX_MESSAGE_CHARS = 1_000_000
 MAX_MESSAGES = 100_000
+# Images one message may carry (ids of the user's stored images, webui/images.py):
+# the same limit as on the way in, so what is saved is what can be read back.
+MAX_MESSAGE_IMAGES = MAX_IMAGES_PER_MESSAGE
+IMAGE_ID = r"^[0-9a-f]{32}$"
 MAX_SOURCES = 50  # passages (and attachments) one message may carry
 MAX_SOURCE_CHARS = 20_000
+TOOL_NAME = r"^[A-Za-z0-9_-]{1,64}$"  # OpenAI's function names (webui/chat/tools.py)
+MAX_TOOL_CALLS = 16  # calls one reply may make
+MAX_TOOL_ARGUMENTS = 100_000  # characters of one call's arguments (as the API's FunctionCall)
 
 
 class ChatError(AppError, ValueError):
@@ -50,6 +65,28 @@ class Source(BaseModel):
     whole: bool = False  # the whole document went in (it fit), not a retrieved passage
 
 
+class ToolCallRecord(BaseModel):
+    """One call a reply made: its id, the function, and the arguments as the model wrote them."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1, max_length=64)
+    name: str = Field(pattern=TOOL_NAME)
+    arguments: str = Field(max_length=MAX_TOOL_ARGUMENTS)
+
+    def openai(self) -> dict:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+class ChatTools(BaseModel):
+    """A chat's tool choices (webui/chat/tool_turns.py): the tools it may use (a tool not
+    listed is off), those that run without asking, and tool_choice as the API has it."""
+
+    model_config = ConfigDict(extra="forbid")
+    allowed: list[Annotated[str, Field(pattern=TOOL_NAME)]] = Field(default_factory=list, max_length=128)
+    always: list[Annotated[str, Field(pattern=TOOL_NAME)]] = Field(default_factory=list, max_length=128)
+    choice: str = Field("auto", pattern=r"^(auto|none|required|[A-Za-z0-9_-]{1,64})$")
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -62,6 +99,9 @@ class Message(BaseModel):
     created: float = 0.0
     # Generation facts shown next to a reply (tokens, seed, finish reason).
     note: str = ""
+    # Images sent with the message: ids in the user's image store, in the order shown.
+    images: list[Annotated[str, StringConstraints(pattern=IMAGE_ID)]] = Field(
+        default_factory=list, max_length=MAX_MESSAGE_IMAGES)
     # A thinking model's reply: its thinking (shown folded above the answer, which is
     # `content`), how many tokens and seconds it took.
     reasoning: str = Field("", max_length=MAX_MESSAGE_CHARS)
@@ -71,6 +111,38 @@ class Message(BaseModel):
     # store), and the passages of them that went into the prompt with it.
     attachments: list[str] = Field(default_factory=list, max_length=MAX_SOURCES)
     sources: list[Source] = Field(default_factory=list, max_length=MAX_SOURCES)
+    # Tool use (see the module's docstring): an assistant message's calls; a tool
+    # message's call id, function name, state and duration.
+    tool_calls: list[ToolCallRecord] | None = Field(None, max_length=MAX_TOOL_CALLS)
+    tool_call_id: str | None = Field(None, min_length=1, max_length=64)
+    tool_name: str | None = Field(None, pattern=TOOL_NAME)
+    tool_status: ToolStatus | None = None
+    seconds: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _tool_fields(self) -> Message:
+        if self.role == "tool" and not (self.tool_call_id and self.tool_name and self.tool_status):
+            raise ValueError("a tool message needs its call's id, the tool's name and a status")
+        if self.role != "tool" and (self.tool_call_id or self.tool_name or self.tool_status):
+            raise ValueError("only a tool message carries a tool call's id, name or status")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only a reply makes tool calls")
+        return self
+
+    def turn(self) -> dict:
+        """This message as a chat template reads it: its thinking as "reasoning_content"
+        (the template keeps or drops it), tool calls and results in OpenAI's shape, "images"
+        (a list of image ids) where it carries any."""
+        turn: dict = {"role": self.role, "content": self.content}
+        if self.images:
+            turn["images"] = list(self.images)
+        if self.reasoning:
+            turn["reasoning_content"] = self.reasoning
+        if self.tool_calls:
+            turn["tool_calls"] = [call.openai() for call in self.tool_calls]
+        if self.role == "tool":
+            turn["tool_call_id"], turn["name"] = self.tool_call_id, self.tool_name
+        return turn
 
 
 @dataclass(frozen=True)
@@ -97,6 +169,7 @@ class Conversation(BaseModel):
     messages: list[Message] = Field(default_factory=list, max_length=MAX_MESSAGES)
     # parent id (as a string: JSON keys) -> the child shown on the active path
     selected: dict[str, int] = Field(default_factory=dict)
+    tools: ChatTools | None = None  # the tools this chat uses (None: none)
 
     @model_validator(mode="after")
     def _well_formed(self) -> Conversation:
@@ -128,10 +201,8 @@ class Conversation(BaseModel):
         return path
 
     def turns(self) -> list[dict[str, str]]:
-        """The active path as {"role", "content"} dicts: what the model sees (a reply's
-        thinking as "reasoning_content": the chat template keeps or drops it)."""
-        return [{"role": m.role, "content": m.content, **({"reasoning_content": m.reasoning} if m.reasoning else {})}
-                for m in self.path()]
+        """The active path as {"role", "content"} dicts: what the model sees (Message.turn)."""
+        return [m.turn() for m in self.path()]
 
     def shown(self) -> list[dict[str, str]]:
         """The active path as the chat shows it."""
@@ -144,19 +215,41 @@ class Conversation(BaseModel):
         return [m.id for m in siblings].index(message.id) + 1, len(siblings)
 
     # -- changing ----------------------------------------------------------------
-    def append(self, role: Role, content: str, visible: str | None = None) -> Message:
-        """Add a message at the end of the active path."""
+    def append(self, role: Role, content: str, visible: str | None = None, images: list[str] | None = None,
+               **tool_fields) -> Message:
+        """Add a message at the end of the active path (with its image ids; `tool_fields`:
+        Message's tool fields)."""
         path = self.path()
-        return self._add(path[-1].id if path else ROOT, role, content, visible)
+        return self._add(path[-1].id if path else ROOT, role, content, visible, images, **tool_fields)
+
+    def set_tool_result(self, message_id: int, content: str, status: ToolStatus, seconds: float | None) -> None:
+        """A tool message's outcome, checked as when it was added."""
+        self._replace(message_id, content=content, tool_status=status, seconds=seconds)
+
+    def set_tool_calls(self, message_id: int, content: str, calls: list[ToolCallRecord]) -> None:
+        """A reply found to call tools: its text without the calls, and the calls."""
+        self._replace(message_id, content=content, visible=None, tool_calls=calls or None)
+
+    def _replace(self, message_id: int, **update) -> None:
+        for i, message in enumerate(self.messages):
+            if message.id == message_id:
+                self.messages[i] = Message(**{**message.model_dump(), **update})  # validated, unlike model_copy
+                self.touch()
+                return
+        raise ChatError("that message no longer exists")
 
     def add_alternative(self, index: int, content: str) -> Message:
-        """A new sibling of the message at `index`, shown instead of it (regenerate, edit)."""
+        """A new sibling of the message at `index`, shown instead of it (regenerate, edit);
+        an edited message keeps its images."""
         message = self._at(index)
-        return self._add(message.parent, message.role, content)
+        images = message.images if message.role == "user" else None
+        return self._add(message.parent, message.role, content, images=images)
 
     def edit(self, index: int, content: str) -> Message:
         """Editing starts a new branch: the old message and everything after it stay."""
         old = self._at(index)
+        if old.role == "tool":
+            raise ChatError("a tool's result is what the tool returned; it cannot be edited")
         if content == old.content:
             return old
         new = self.add_alternative(index, content)
@@ -243,15 +336,19 @@ class Conversation(BaseModel):
             raise ChatError(f"no message at position {index}")
         return path[index]
 
-    def _add(self, parent: int, role: Role, content: str, visible: str | None = None) -> Message:
+    def _add(self, parent: int, role: Role, content: str, visible: str | None = None,
+             images: list[str] | None = None, **tool_fields) -> Message:
         if len(self.messages) >= MAX_MESSAGES:
             raise ChatError(f"this conversation holds the most messages one can ({MAX_MESSAGES:,}): "
                             "fork it from a later message, or start a new one")
         check_length(content)
         check_length(visible)
         next_id = max((m.id for m in self.messages), default=-1) + 1
+        if images and len(images) > MAX_MESSAGE_IMAGES:
+            raise ChatError(f"a message carries at most {MAX_MESSAGE_IMAGES} images; this one has {len(images)}")
         message = Message(id=next_id, parent=parent, role=role, content=content, created=time.time(),
-                          visible=None if visible == content else visible)
+                          visible=None if visible == content else visible, images=list(images or ()),
+                          **tool_fields)
         self.messages.append(message)
         self._select(message)
         return message

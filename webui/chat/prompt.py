@@ -74,7 +74,7 @@ def fold_system(messages: list[Message]) -> list[Message]:
     system, rest = messages[0]["content"], list(messages[1:])
     for i, message in enumerate(rest):
         if message["role"] == "user":
-            rest[i] = {"role": "user", "content": f"{system}\n\n{message['content']}"}
+            rest[i] = {"role": "user", "content": prepend_text(f"{system}\n\n", message["content"])}
             return rest
     return [{"role": "user", "content": system}, *rest]
 
@@ -104,7 +104,8 @@ def apply_template(
     drops it (Qwen3's drops it from turns before the last question).  `variables`: the
     template's switches (webui/chat/thinking.py).
     """
-    turns = [{"role": m["role"], "content": m["content"],
+    # A message with images is written as content parts, the form vision templates read.
+    turns = [{"role": m["role"], "content": content_parts(m),
               **({"reasoning_content": m["reasoning_content"]} if m.get("reasoning_content") else {})}
              for m in messages]
     if system.strip():
@@ -113,7 +114,7 @@ def apply_template(
     attempts = [turns, fold_system(turns), _without_leading_replies(turns),
                 fold_system(_without_leading_replies(turns))]
     last_error: Exception | None = None
-    for attempt in dict.fromkeys(map(_frozen, attempts)):
+    for attempt in _distinct(attempts):
         try:
             return render_chat_template(template, [dict(m) for m in attempt], tokens=special_tokens(tokenizer),
                                         add_generation_prompt=add_generation_prompt, variables=variables)
@@ -124,8 +125,12 @@ def apply_template(
     raise PromptError(f"the chat template failed: {last_error}")
 
 
-def _frozen(messages: list[Message]) -> tuple:
-    return tuple(tuple(sorted(m.items())) for m in messages)
+def _distinct(attempts: list[list[Message]]) -> list[list[Message]]:
+    """Each different attempt once, in order (content may be a list of parts: compared by repr)."""
+    seen: dict[str, list[Message]] = {}
+    for attempt in attempts:
+        seen.setdefault(repr([sorted(m.items()) for m in attempt]), attempt)
+    return list(seen.values())
 
 
 def render_chat_prompt(tokenizer, history: Sequence[Message], system: str = "",
@@ -176,7 +181,8 @@ class ChatPrompt:
     """
 
     def __init__(self, setup: ChatSetup, turns: Sequence[Message], action: Action = "reply", prefix: str = "",
-                 bot_prefix: Callable[[str], str] | None = None):
+                 bot_prefix: Callable[[str], str] | None = None, tools: Sequence[Any] = ()):
+        """tools: the webui/chat/tools.py Tools offered to this reply (instruct mode)."""
         if action == "continue" and (not turns or turns[-1]["role"] != "assistant"):
             raise PromptError("there is no reply to continue")
         self.setup = setup
@@ -188,6 +194,7 @@ class ChatPrompt:
         # once per distinct opener, though truncation renders several candidates.
         self._bot_prefix = bot_prefix
         self._openers: dict[str, str] = {}
+        self.tools = tuple(tools)
 
     def _open_reply(self, opener: str) -> str:
         if self._bot_prefix is None:
@@ -203,12 +210,15 @@ class ChatPrompt:
     def __call__(self, tokenizer, room: int) -> RenderedPrompt:
         starts = self._drop_points()
         count = lambda text: len(prompt_ids(tokenizer, text))  # noqa: E731
+        if self.setup.mode != "instruct" and images_of(self.turns):
+            raise PromptError("images are read in instruct mode, where the model's own template places them: "
+                              "switch the chat mode to instruct", param="mode")
         whole = self._render(tokenizer, 0)
         tokens = count(whole)
         thinking = self._thinking(tokenizer)
         if tokens <= room or len(starts) == 1:  # the usual case: everything fits
             self.info = PromptInfo(tokens=tokens, room=room)
-            return RenderedPrompt(whole, self._stops(tokenizer), thinking)
+            return RenderedPrompt(whole, self._stops(tokenizer), thinking, images=images_of(self.turns))
         # Fewest dropped turns that fit: token counts fall as turns are dropped.
         low, high = 1, len(starts) - 1
         best, best_start = self._render(tokenizer, starts[high]), starts[high]
@@ -220,7 +230,8 @@ class ChatPrompt:
             else:
                 low = middle + 1
         self.info = PromptInfo(tokens=count(best), room=room, dropped=best_start)
-        return RenderedPrompt(best, self._stops(tokenizer), thinking)
+        return RenderedPrompt(best, self._stops(tokenizer), thinking,
+                              images=images_of(self.turns[best_start:]))
 
     def _thinking(self, tokenizer) -> ThinkingFormat | None:
         """The reply's thinking markers: the template's, where the template prompts it
@@ -238,6 +249,9 @@ class ChatPrompt:
         The whole history is sent: the engine knows its context and refuses what does not fit."""
         user, char = self.names
         names = (f"\n{user}:", f"\n{char}:")
+        if self.setup.mode != "instruct" and images_of(self.turns):  # never dropped from a script
+            raise PromptError("images are read in instruct mode, where the model's own template places them: "
+                              "switch the chat mode to instruct", param="mode")
         if self.setup.mode == "instruct":
             if self.action != "reply" or self.prefix or self._bot_prefix:
                 return None
@@ -268,6 +282,14 @@ class ChatPrompt:
 
     def _instruct(self, tokenizer, turns: list[Message]) -> str:
         template, system, variables = self.setup.template, self.setup.system, self.setup.variables
+        if any(m["role"] == "tool" or m.get("tool_calls") for m in turns) or self.tools:
+            from webui.chat.tools import as_plain_turns, render_with_tools
+
+            if self.action == "reply" and self._bot_prefix is None:
+                # Tools offered and earlier calls and results, as the template has them (webui/chat/tools.py).
+                return render_with_tools(tokenizer, _with_system(turns, system), self.tools, template,
+                                         variables=variables) + self.prefix
+            turns = as_plain_turns(turns)  # the other actions: calls and results as text
         if self.action == "continue":
             head = apply_template(tokenizer, turns[:-1], system, template, variables=variables)
             return head + self._reopened(tokenizer, head, turns[-1])
@@ -304,7 +326,7 @@ class ChatPrompt:
         if self.setup.character.example_dialogue.strip():
             lines.append(substitute(self.setup.character.example_dialogue.strip(), char, user))
         head = "\n\n".join(line for line in lines if line)
-        body = "".join(f"{user if m['role'] == 'user' else char}: {m['content'].strip()}\n" for m in turns)
+        body = "".join(f"{user if m['role'] == 'user' else char}: {_line(m)}\n" for m in turns)
         if self.action == "continue":
             body = body[:-1] if body.endswith("\n") else body
             if not turns[-1]["content"].strip():
@@ -340,5 +362,33 @@ class ChatPrompt:
         return tuple(dict.fromkeys(stops))
 
 
+def _line(message: Message) -> str:
+    """A message's text in a chat-mode script (a tool's result named as one)."""
+    if message["role"] == "tool":
+        return f"[{message.get('name', 'tool')} returned: {message['content'].strip()}]"
+    return message["content"].strip()
+
+
 def _with_system(turns: list[Message], system: str) -> list[Message]:
     return [{"role": "system", "content": system.strip()}, *turns] if system.strip() else turns
+
+
+# -- images ----------------------------------------------------------------------------------
+def content_parts(message: Message) -> str | list[dict]:
+    """A message's content for a template: its text, or with images (a message's
+    "images": checked ImageInputs, webui/images.py) one image part each and then the text."""
+    images = message.get("images") or ()
+    if not images:
+        return message["content"]
+    return [*({"type": "image"} for _ in images), {"type": "text", "text": message["content"]}]
+
+
+def prepend_text(prefix: str, content: str | list[dict]) -> str | list[dict]:
+    if isinstance(content, str):
+        return prefix + content
+    return [{"type": "text", "text": prefix.rstrip("\n")}, *content]
+
+
+def images_of(turns: Sequence[Message]) -> tuple:
+    """The images of `turns`, in the order the template places them."""
+    return tuple(image for m in turns for image in (m.get("images") or ()))

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from webui.chat.characters import describe
 from webui.chat.history import MAX_MESSAGE_CHARS, ChatError, Conversation, Message, Thought
+from webui.chat.images import image_store, with_images
 from webui.chat.prompt import ChatPrompt, ChatSetup
 from webui.chat.store import ChatStore
+from webui.chat.tool_turns import record_calls
+from webui.chat.tools import Tool
 from webui.extensions import params_from_state
 from webui.generation.engine import GenerationError
 from webui.generation.params import SamplingParams
@@ -75,14 +78,29 @@ def chat_state(runtime: Runtime, conversation: Conversation, setup: ChatSetup,
 
 
 def add_user_message(runtime: Runtime, conversation: Conversation, setup: ChatSetup,
-                     params: SamplingParams, text: str, user: str | None = None) -> Message:
-    """Append the user's message, as the extensions' input modifiers leave it."""
+                     params: SamplingParams, text: str, user: str | None = None,
+                     images: list[str] | None = None) -> Message:
+    """Append the user's message (with the ids of its stored images), as the extensions'
+    input modifiers leave it."""
     extensions = runtime.extensions
     if not (extensions.has("chat_input_modifier") or extensions.has("input_modifier")):
-        return conversation.append("user", text)
+        return conversation.append("user", text, images=images)
     state, _ = chat_state(runtime, conversation, setup, params, user)
     internal, visible = extensions.chat_input(text, text, state)
-    return conversation.append("user", extensions.input(internal, state, True), visible)
+    return conversation.append("user", extensions.input(internal, state, True), visible, images=images)
+
+
+def keep_images(before: list[dict], after: list[dict]) -> list[dict]:
+    """The images of `before` on `after` (an extension's rewrite of the history as text
+    pairs, which carry none): turn by turn while the turns line up.  Where they do not, a
+    conversation with images is refused rather than sent without them."""
+    if not any(turn.get("images") for turn in before):
+        return after
+    if [t["role"] for t in before] != [t["role"] for t in after]:
+        raise ChatError("an extension's history_modifier changed which turns this conversation has, so its "
+                        "images cannot be placed; turn that extension off to send images")
+    return [{**new, "images": old["images"]} if old.get("images") else new for old, new in zip(before, after,
+                                                                                               strict=True)]
 
 
 class ReplyWriter:
@@ -92,9 +110,12 @@ class ReplyWriter:
         self, runtime: Runtime, owner: str, store: ChatStore, conversation: Conversation,
         setup: ChatSetup, params: SamplingParams, action: ReplyAction = "reply", prefix: str = "",
         user: str | None = None, save_every: float = SAVE_EVERY, token_view: int | None = None,
+        tools: Sequence[Tool] = (),
     ):
         """token_view: record each token's probabilities, with this many alternatives
-        (`self.stream.logprobs` once the reply ends; webui/ui/token_view.py)."""
+        (`self.stream.logprobs` once the reply ends; webui/ui/token_view.py).
+        tools: the tools this reply is offered (webui/chat/tool_turns.py); its calls are
+        recorded in `self.calls` when it ends."""
         path = conversation.path()
         if action == "continue":
             if not path or path[-1].role != "assistant":
@@ -104,7 +125,9 @@ class ReplyWriter:
             turns = conversation.turns()[:-1]
             self.target = conversation.add_alternative(len(path) - 1, prefix)
         else:
-            if not path or path[-1].role != "user":
+            # After a user's message, or after tool results (the reply goes on from them).
+            if not path or path[-1].role not in ("user", "tool") or any(
+                    m.tool_status == "pending" for m in path if m.role == "tool"):
                 raise ChatError("write a message first")
             turns = conversation.turns()
             self.target = conversation.append("assistant", prefix)
@@ -116,10 +139,17 @@ class ReplyWriter:
         extensions = runtime.extensions
         if extensions.has("history_modifier"):
             history = extensions.history({"internal": to_pairs(turns), "visible": to_pairs(turns)})
-            turns = from_pairs(history["internal"])
+            turns = keep_images(turns, from_pairs(history["internal"]))
         bot_prefix = (lambda s: extensions.bot_prefix(s, self.state)) if extensions.has("bot_prefix_modifier") else None
         kind = "continue" if action == "continue" else "reply"
-        self.prompt = ChatPrompt(setup, turns, kind, prefix, bot_prefix)
+        try:
+            turns = with_images(turns, image_store(store.folder))  # the messages' images, for the model
+        except ChatError:
+            self._drop_target()
+            raise
+        self.tools = tuple(tools)
+        self.calls: list[Message] = []  # the tool messages this reply's calls added (pending)
+        self.prompt = ChatPrompt(setup, turns, kind, prefix, bot_prefix, tools=self.tools)
         custom = None
         if extensions.has("custom_generate_chat_prompt"):
             user_input = next((t["content"] for t in reversed(turns) if t["role"] == "user"), "")
@@ -252,6 +282,10 @@ class ReplyWriter:
             visible = extensions.output(self.text, self.state, True) if extensions.has("output_modifier") else None
             conversation.set_content(self.target.id, self.text, note=self.summary(), visible=visible,
                                      thinking=self.thought())
+            stats = self.stream.stats
+            if self.tools and stats is not None and stats.finish_reason == "stop" and not self.error:
+                # Only a reply that ended by itself: a stopped or cut one may hold half a call.
+                self.calls = record_calls(conversation, self.target, self.text, self.tools)
         else:  # nothing was written: drop the empty reply rather than keep a blank message
             self._drop_target()
         self.store.save(conversation)
@@ -267,7 +301,8 @@ def impersonate(runtime: Runtime, owner: str, conversation: Conversation, setup:
     """The user's next message, written by the model; yields the text so far (not saved)."""
     state, params = chat_state(runtime, conversation, setup, params, user)
     text = prefix
-    prompt = ChatPrompt(setup, conversation.turns(), "impersonate", prefix)
+    turns = with_images(conversation.turns(), image_store(runtime.users.get(user).chats.folder))
+    prompt = ChatPrompt(setup, turns, "impersonate", prefix)
     for piece in runtime.stream(owner, prompt, params, state=state, who=ui_party(user, owner)):
         text += piece
         yield text

@@ -208,6 +208,12 @@ def _as_text(message: dict[str, Any]) -> dict[str, str]:
     return {"role": message["role"], "content": content}
 
 
+def as_plain_turns(messages: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+    """Messages with tool calls and results written as plain text (the Hermes form), for
+    a prompt rendered without tool roles."""
+    return [_as_text(m) if m["role"] == "tool" or m.get("tool_calls") else m for m in messages]
+
+
 def fallback_system(tools: Sequence[Tool]) -> str:
     """The tool list as a system message, for templates without tool support."""
     listing = "\n".join(json.dumps(t.openai(), separators=(",", ":"), ensure_ascii=False) for t in tools)

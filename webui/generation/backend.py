@@ -65,6 +65,9 @@ class Capabilities:
     # whole (to fp32 rounding); without it a `deterministic` request computes its prompt
     # whole.  16-bit arithmetic rounds a step differently from a prompt read at once.
     reuse_invariant: bool = False
+    # Images in the prompt are read (RenderedPrompt.images): the backend has
+    # encode_images(text, images) -> VisionPrompt, and start() takes its `vision`.
+    vision: bool = False
 
     def determinism_note(self) -> str | None:
         """What a greedy or seeded reply may depend on here, for the Parameters tab."""

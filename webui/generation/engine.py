@@ -39,6 +39,7 @@ from webui.generation.samplers.grammar import GrammarState, GrammarTokenizers, G
 from webui.generation.params import MAX_SEED, ParamsError
 from webui.generation.request import (
     CancelToken,
+    CannotSee,
     FinishReason,
     GenerationError,
     GenerationRequest,
@@ -236,8 +237,9 @@ class _Sequence:
     def __init__(self, stream: GenerationStream, backend: Backend, ids: list[int], max_new: int,
                  chain, stops: StopStringFilter, seed: int, generator: torch.Generator, dropped: int,
                  embeds: torch.Tensor | None, grammar: GrammarState | None = None,
-                 thinking: ThinkingFormat | None = None):
+                 thinking: ThinkingFormat | None = None, vision: Any = None):
         self.stream = stream
+        self.vision = vision  # a VisionPrompt (webui/generation/vision.py) when the prompt has images
         self.request = stream.request
         self.owner = stream.request.owner
         self.chain = chain
@@ -357,7 +359,8 @@ class _Sequence:
         stream._mailbox.finish("done", GenerationStats(
             self.prompt_tokens, stream.new_tokens, time.perf_counter() - self.started, self.reason, self.seed,
             self.dropped, cached_tokens=getattr(self.slot, "cached_tokens", 0),
-            queued_seconds=self.queued_seconds, thinking_tokens=self.gate.spent if self.gate else 0))
+            queued_seconds=self.queued_seconds, thinking_tokens=self.gate.spent if self.gate else 0,
+            stop_string=self.stops.matched))
 
     def _emit(self, text: str) -> None:
         if text:
@@ -613,11 +616,13 @@ class GenerationEngine:
     def _start(self, backend: Backend, seq: _Sequence):
         # A deterministic request computes its prompt whole where a cache hit could round differently.
         reuse = not seq.request.params.deterministic or backend.capabilities.reuse_invariant
+        # Only a backend that sees is given a vision prompt: the others keep their signature.
+        extra = {"vision": seq.vision} if seq.vision is not None else {}
         try:
-            return backend.start(seq.prompt, seq.embeds, reuse=reuse)
+            return backend.start(seq.prompt, seq.embeds, reuse=reuse, **extra)
         except OutOfMemory:
             backend.clear_cache()  # the prefix cache is the first thing to give up
-            return backend.start(seq.prompt, seq.embeds, reuse=reuse)
+            return backend.start(seq.prompt, seq.embeds, reuse=reuse, **extra)
 
     def _prepare(self, loaded, backend: Backend, stream: GenerationStream) -> _Sequence | None:
         """Render and tokenize the prompt and build the sampler chain; on a bad request,
@@ -628,6 +633,8 @@ class GenerationEngine:
                 stream._mailbox.finish("done", GenerationStats(0, 0, 0.0, "cancelled", request.params.seed))
                 return None
             return self._sequence(loaded, backend, stream)
+        except CannotSee as exc:  # keeps its type: a 400 naming the field, not a server error
+            stream._mailbox.finish("error", exc)
         except (PromptError, ParamsError, GenerationError) as exc:
             stream._mailbox.finish("error", str(exc))
         except Exception as exc:  # the caller gets the error promptly, never a hang
@@ -643,7 +650,12 @@ class GenerationEngine:
         if not isinstance(prompt, (str, RenderedPrompt)):
             prompt = prompt(tokenizer, prompt_room(params.max_new_tokens, context))
         rendered = prompt if isinstance(prompt, RenderedPrompt) else RenderedPrompt(prompt)
-        ids = prompt_ids(tokenizer, rendered.text)
+        vision = None
+        if rendered.images:
+            vision = self._vision(loaded, backend, rendered)
+            ids = list(vision.ids)
+        else:
+            ids = prompt_ids(tokenizer, rendered.text)
         ext = self.extensions
         state = request.state
         if ext is not None and state is None and (ext.has("tokenizer_modifier") or ext.has("logits_processor_modifier")):
@@ -651,10 +663,17 @@ class GenerationEngine:
 
             state = make_state(params, mode="api", context_length=loaded.context_length)
         embeds = None
-        if ext is not None and ext.has("tokenizer_modifier"):
+        # An extension's tokenizer hook rewrites ids; with images the ids must stay the
+        # processor's (each placeholder holds a piece of an image), so it is not run.
+        if ext is not None and ext.has("tokenizer_modifier") and vision is None:
             _, modified, embeds = ext.tokenizer(state, rendered.text, torch.tensor([ids]), None, backend.vocab_size())
             ids = modified[0].tolist()
         ids, max_new, dropped = fit_prompt(ids, params.max_new_tokens, context)
+        if vision is not None and dropped:
+            # Cutting the oldest tokens could cut an image in half: refused, not guessed.
+            raise PromptError(f"the prompt with its images takes {len(vision.ids):,} tokens; this model's "
+                              f"context leaves room for {prompt_room(params.max_new_tokens, context):,}: "
+                              "send fewer or smaller images, or start a new chat", param="messages")
         if embeds is not None:
             if not backend.capabilities.input_embeddings:
                 raise GenerationError("this model's backend cannot take input embeddings from an extension")
@@ -681,7 +700,17 @@ class GenerationEngine:
         stream.prompt_tokens = len(ids)
         stream.thinking = thinking
         return _Sequence(stream, backend, ids, max_new, chain, StopStringFilter(stops), seed, generator, dropped,
-                         embeds, grammar, thinking)
+                         embeds, grammar, thinking, vision)
+
+    def _vision(self, loaded, backend: Backend, rendered: RenderedPrompt):
+        """The images' tokens and tensors, from the model's own processor; a model that
+        reads only text says so (the images are never silently dropped)."""
+        if not backend.capabilities.vision:
+            count = len(rendered.images)
+            raise CannotSee(f"{loaded.name} reads only text and cannot see the {count} image"
+                            f"{'s' if count > 1 else ''} sent; load a vision model, or send text only",
+                            param="messages")
+        return backend.encode_images(rendered.text, tuple(rendered.images))
 
     def _grammar(self, backend: Backend, params) -> GrammarState | None:
         constraint = constraint_of(params.grammar_string, params.json_schema)

@@ -43,6 +43,12 @@ class PromptError(AppError, ValueError):
     """A prompt that cannot be built (a template that fails or drops text, ...)."""
 
 
+class CannotSee(GenerationError):
+    """A prompt with images for a model that reads only text: said, never dropped."""
+
+    status, code, kind = 400, "model_cannot_see", "invalid_request_error"
+
+
 class CancelToken:
     """Set once by Stop (or a closed connection); read by the decoding loop each step."""
 
@@ -81,6 +87,9 @@ class RenderedPrompt:
     text: str
     stops: tuple[str, ...] = ()
     thinking: ThinkingFormat | None = None
+    # Checked images (webui/images.py ImageInput), in the order the text places them:
+    # only a backend that sees (Capabilities.vision) takes a prompt with any.
+    images: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -170,6 +179,8 @@ class GenerationStats:
     queued_seconds: float = 0.0
     # Of new_tokens, those a thinking model spent thinking.
     thinking_tokens: int = 0
+    # The stop string that ended the reply (None: end of text, length or cancelled).
+    stop_string: str | None = None
 
     @property
     def tokens_per_second(self) -> float:

@@ -16,14 +16,17 @@ class StopStringFilter:
         self._stops = tuple(s for s in stops if s)
         self._held = ""
         self.stopped = False
+        self.matched: str | None = None  # the stop string that ended the text (Anthropic reports it)
 
     def feed(self, piece: str) -> str:
         if self.stopped:
             return ""
         text = self._held + piece
-        cut = min((i for i in (text.find(s) for s in self._stops) if i >= 0), default=-1)
+        found = [(i, s) for s in self._stops if (i := text.find(s)) >= 0]
+        cut = min(found)[0] if found else -1
         if cut >= 0:
             self.stopped = True
+            self.matched = next(s for i, s in found if i == cut)
             self._held = ""
             return text[:cut]
         keep = self._longest_partial_stop(text)

@@ -44,6 +44,8 @@ class LoadedModel:
     loras: tuple[str, ...] = ()
     # What the engine drives (webui/generation/backend.py); set by the loader.
     backend: Any = None
+    # A vision model's processor (images -> tokens and pixels); None for text-only models.
+    processor: Any = None
 
     def describe(self) -> str:
         notable = self.options.summary()
@@ -54,6 +56,7 @@ class LoadedModel:
             caps = self.backend.capabilities
             serving = f", batches up to {caps.max_batch}" if caps.max_batch > 1 else ", one request at a time"
             serving += ", prefix cache" if caps.prefix_cache else ""
+            serving += ", reads images" if getattr(caps, "vision", False) else ""
         return (
             f"{self.name} ({self.loader}, {self.parameters / 1e6:.1f}M parameters, "
             f"{self.dtype}{quant} on {self.device}, context {self.context_length}{loras}{serving})"

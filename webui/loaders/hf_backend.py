@@ -29,7 +29,7 @@ from transformers.cache_utils import DynamicLayer
 
 from webui.generation.backend import Capabilities, OutOfMemory
 from webui.generation.embedding import mean_pool
-from webui.generation.prefix_cache import PrefixCache
+from webui.generation.prefix_cache import MIN_REUSE_TOKENS, PrefixCache
 from webui.loaders.row_attention import linear_rows_invariant, use_row_attention
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,8 @@ class TransformersBackend:
         self._loaded = loaded  # the LoadedModel: a LoRA swaps its .model in place
         self.tokenizer = loaded.tokenizer
         self.device = loaded.device
+        # A vision model's processor (AutoProcessor): images -> placeholder tokens + pixels.
+        self.processor = getattr(loaded, "processor", None)
         mergeable = plain_layers(loaded.model)
         if mergeable and max_batch > 1:
             # A reply must not depend on what it is batched with (row_attention.py says why).
@@ -119,6 +121,7 @@ class TransformersBackend:
             batch_invariant=self.row_attention and (computes_in_fp32(loaded.model)
                                                     or linear_rows_invariant(loaded.model)),
             reuse_invariant=computes_in_fp32(loaded.model),
+            vision=self.processor is not None,
         )
         self.kv_budget = kv_budget if kv_budget is not None else default_kv_budget(self.device)
         self.token_bytes = kv_bytes_per_token(loaded.model)
@@ -168,18 +171,33 @@ class TransformersBackend:
         self.prefix_cache.clear()
 
     # -- sequences ---------------------------------------------------------------------
+    def encode_images(self, text: str, images: tuple):
+        """The prompt's ids with each image expanded by the model's processor, and the
+        pixel tensors that go with them (webui/loaders/hf_vision.py)."""
+        from webui.loaders.hf_vision import encode_images
+
+        return encode_images(self.processor, self.tokenizer, text, images, self.device, self.model.dtype)
+
     @torch.inference_mode()
-    def start(self, ids: list[int], embeds: torch.Tensor | None = None, reuse: bool = True) -> HFSlot:
+    def start(self, ids: list[int], embeds: torch.Tensor | None = None, reuse: bool = True,
+              vision=None) -> HFSlot:
         if self.model is not self._cache_model:  # a LoRA came or went: old KV is stale
             self.prefix_cache.clear()
             self._cache_model = self.model
         reused = 0
         cache = DynamicCache(config=self.model.config)
+        # A vision prompt is cached under its key: image placeholders stand for the image's content.
+        key = vision.key if vision is not None else ids
         if embeds is None and reuse and self.capabilities.prefix_cache:
-            entry, reused = self.prefix_cache.lookup(ids)
+            entry, reused = self.prefix_cache.lookup(key)
+            if vision is not None:
+                reused = vision.reuse_point(reused)  # never inside an image
+                if reused < MIN_REUSE_TOKENS:
+                    entry, reused = None, 0
             if entry is not None:
                 for layer, (keys, values) in zip(cache.layers, entry.value, strict=True):
                     layer.update(keys[..., :reused, :], values[..., :reused, :])
+        pixels = vision.inputs if vision is not None and vision.needs_pixels(reused) else {}
         try:
             if embeds is not None:
                 out = self.model(inputs_embeds=embeds, **{self._cache_kw: cache}, use_cache=True, logits_to_keep=1)
@@ -187,12 +205,12 @@ class TransformersBackend:
                 new = torch.tensor([ids[reused:]], device=self.device)
                 positions = torch.arange(reused, len(ids), device=self.device).unsqueeze(0)
                 out = self.model(input_ids=new, position_ids=positions, **{self._cache_kw: cache}, use_cache=True,
-                                 logits_to_keep=1)
+                                 logits_to_keep=1, **pixels)
         except torch.OutOfMemoryError as exc:
             del cache
             self._free()
             raise OutOfMemory(f"out of memory reading a {len(ids)}-token prompt") from exc
-        slot = HFSlot(out.logits[:, -1, :], list(ids), cache, reused, reusable=embeds is None)
+        slot = HFSlot(out.logits[:, -1, :], list(key), cache, reused, reusable=embeds is None)
         self._join(slot)
         return slot
 

@@ -14,6 +14,7 @@ from webui.fit import refuse_impossible
 from webui.generation.backend import ServingOptions
 from webui.loaders.base import LoadedModel, LoadError, ModelRefused
 from webui.loaders.hf_backend import TransformersBackend
+from webui.loaders.hf_vision import is_vision_folder
 from webui.loaders.cpu_int8 import to_cpu_int8
 from webui.loaders.cpu_fp16 import to_cpu_fp16
 from webui.loaders.hf_kwargs import Machine, from_pretrained_kwargs, load_dtype, load_warnings, packs_fp16
@@ -119,12 +120,23 @@ class TransformersLoader:
             # 16-bit in, never an fp32 copy of the whole model: bf16 stays bf16 (fp16 would
             # overflow what bf16's range holds; each layer is checked when packed).
             kwargs["dtype"] = torch.bfloat16 if checkpoint_dtype(folder) == "bfloat16" else torch.float16
-        model = tokenizer = None
+        model = tokenizer = processor = None
         try:
-            tokenizer = AutoTokenizer.from_pretrained(
-                folder, local_files_only=True, trust_remote_code=options.trust_remote_code
-            )
-            model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+            if is_vision_folder(folder):
+                # A vision model: its processor prepares images, its tokenizer the text.
+                from transformers import AutoModelForImageTextToText, AutoProcessor
+
+                processor = AutoProcessor.from_pretrained(
+                    folder, local_files_only=True, trust_remote_code=options.trust_remote_code)
+                tokenizer = processor.tokenizer
+                if not getattr(tokenizer, "chat_template", None) and getattr(processor, "chat_template", None):
+                    tokenizer.chat_template = processor.chat_template
+                model = AutoModelForImageTextToText.from_pretrained(folder, **kwargs)
+            else:
+                tokenizer = AutoTokenizer.from_pretrained(
+                    folder, local_files_only=True, trust_remote_code=options.trust_remote_code
+                )
+                model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
             # Counted before cpu-int8 or packing moves weights out of the parameters.
             parameters = model.num_parameters()
             if options.cpu_int8:
@@ -136,11 +148,11 @@ class TransformersLoader:
                     log.warning("%s: %d layers have weights beyond fp16's range and stay fp32", name, kept)
             model.eval()
         except torch.OutOfMemoryError as exc:
-            del model, tokenizer
+            del model, tokenizer, processor
             free_memory()
             raise LoadError(f"{name}: out of memory while loading ({exc})") from exc
         except Exception as exc:  # any library failure becomes a message, never a crash
-            del model, tokenizer
+            del model, tokenizer, processor
             free_memory()
             raise LoadError(f"{name}: {exc.__class__.__name__}: {exc}") from exc
         if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
@@ -158,6 +170,7 @@ class TransformersLoader:
             # num_parameters counts a packed 4-bit weight as its unpacked size.
             parameters=parameters,
             options=options,
+            processor=processor,
         )
         serving = self.serving
         loaded.backend = TransformersBackend(loaded, serving.max_batch, serving.kv_budget_bytes,
@@ -170,6 +183,7 @@ class TransformersLoader:
         loaded.backend = None
         loaded.model = None
         loaded.tokenizer = None
+        loaded.processor = None
         free_memory()
 
 

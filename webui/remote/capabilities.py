@@ -58,6 +58,10 @@ def capabilities(kind: str) -> Capabilities:
         prefix_cache=False,
         logprobs=True,  # asked for in OpenAI's shape; its tokens come back named by their text
         samplers=frozenset(FIELDS[kind]) | ALWAYS,
+        # Images are forwarded as OpenAI image_url parts (data: URLs), which every kind's
+        # chat endpoint takes; whether the model behind it reads them is the engine's to
+        # say (a text-only model's engine refuses them, and that refusal is relayed).
+        vision=True,
         guidance=False,
         input_embeddings=False,
     )

@@ -13,6 +13,8 @@ dropped API client) cancels the task, which closes the upstream response at once
 
 from __future__ import annotations
 
+import base64
+
 import asyncio
 import threading
 import time
@@ -31,6 +33,7 @@ from webui.generation.request import (
 )
 from webui.generation.reasoning import ThinkingFormat
 from webui.generation.stops import StopStringFilter
+from webui.images import png_bytes
 from webui.remote.capabilities import capabilities, upstream_fields
 from webui.remote.client import RemoteClient, RemoteError
 from webui.remote.config import RemoteEngineConfig
@@ -165,7 +168,8 @@ class RemoteEngine:
                     "mode, or an extension's prompt) needs the local model's template: load a local model")
         stops = (*request.params.stop, *prompt.stops)
         if prompt.messages is not None:
-            path, body = "chat/completions", {"messages": list(prompt.messages), **dict(prompt.template_fields)}
+            path, body = "chat/completions", {"messages": [with_image_parts(m) for m in prompt.messages],
+                                              **dict(prompt.template_fields)}
         else:
             path, body = "completions", {"prompt": prompt.text}
         fields = upstream_fields(self.config.kind, request.params, tuple(dict.fromkeys(stops)))
@@ -240,3 +244,16 @@ class RemoteModel:
 
     def generate(self, request: GenerationRequest) -> GenerationStream:
         return self.engine.generate(self.name, request)
+
+
+def with_image_parts(message: dict[str, Any]) -> dict[str, Any]:
+    """A message for the engine: one with images (checked ImageInputs, webui/images.py)
+    becomes OpenAI content parts, its text then each image as a PNG data: URL."""
+    images = message.get("images")
+    if not images:
+        return {k: v for k, v in message.items() if k != "images"}
+    parts: list[dict[str, Any]] = [{"type": "text", "text": message.get("content") or ""}]
+    for image in images:
+        encoded = base64.b64encode(png_bytes(image.image)).decode("ascii")
+        parts.append({"type": "image_url", "image_url": {"url": f"data:image/png;base64,{encoded}"}})
+    return {**{k: v for k, v in message.items() if k != "images"}, "content": parts}

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,14 +28,16 @@ import gradio as gr
 from webui.chat import actions, display
 from webui.chat.actions import MODES, ChatView
 from webui.chat.characters import DEFAULT_CHARACTER
-from webui.chat.history import ChatError, Conversation
+from webui.chat import tool_turns
+from webui.chat.history import ChatError, ChatTools, Conversation
 from webui.chat.prompt import DEFAULT_COMMAND, ChatPrompt
 from webui.errors import AppError
 from webui.chat.service import ReplyWriter, add_user_message, impersonate
 from webui.generation.engine import GenerationError
 from webui.runtime import Runtime
 from webui.ui.common import MODEL_GROUP, Shared, session_id, stop_handler, to_params
-from webui.ui import documents_panel, thinking_ui, token_view
+from webui.ui import documents_panel, thinking_ui, token_view, tool_access
+from webui.ui.chat_images import ImageShelf, bubbles, message_box, message_parts, store_uploads
 from webui.ui.exports import Exports
 from webui.userdata import UserSpace
 
@@ -44,6 +48,7 @@ USER_ERRORS = (AppError, ValueError)
 # Shown at the end of the reply while it streams; page.js finds the reply's bubble by it.
 CURSOR = display.CURSOR
 RECOVER = "recover:"  # chat list values that name an unreadable file, not a conversation
+STOPPED_WAIT = 5.0  # seconds Stop waits for the stopped reply to be saved, to show it finished
 
 
 @dataclass
@@ -64,7 +69,7 @@ class ChatColumn:
     chatbot: gr.Chatbot
     live: gr.Markdown
     times: gr.Textbox
-    message: gr.Textbox
+    message: gr.MultimodalTextbox
     tokens: gr.Markdown
     send: gr.Button
     stop: gr.Button
@@ -82,6 +87,11 @@ class ChatColumn:
     edit_text: gr.Textbox
     save_edit: gr.Button
     probs: token_view.TokenView
+    # Tool calls waiting for the user's approval (webui/chat/tool_turns.py).
+    approval: gr.Column
+    approval_note: gr.Markdown
+    approve: gr.Button
+    deny: gr.Button
 
 
 @dataclass
@@ -92,6 +102,10 @@ class SetupColumn:
     system: gr.Textbox
     command: gr.Textbox
     thinking: thinking_ui.ThinkingControls
+    tools: gr.CheckboxGroup
+    tools_always: gr.CheckboxGroup
+    tool_choice: gr.Dropdown
+    access: tool_access.AccessPanel  # the owner's choice of each user's tools
 
 
 # -- layout ------------------------------------------------------------------------------------
@@ -124,12 +138,19 @@ def chat_column() -> ChatColumn:
     with gr.Row(equal_height=True):
         # lines=1 with room to grow: Gradio then sends on Enter and leaves Shift+Enter
         # to the browser, which adds a line (with lines > 1 it is the other way round).
-        message = gr.Textbox(
-            placeholder="Send a message (Enter); Shift+Enter for a new line",
+        # Images are attached, pasted or dropped here (webui/ui/chat_images.py).
+        message = message_box(
+            placeholder="Send a message (Enter); Shift+Enter for a new line; attach, paste or drop images",
             show_label=False, scale=6, lines=1, max_lines=12, elem_id="chat-input",
+            file_types=["image"], file_count="multiple", sources=["upload"], submit_btn=False,
         )
         send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
     tokens = gr.Markdown(elem_id="chat-tokens")
+    with gr.Column(visible=False, elem_id="chat-tool-approval") as approval:
+        approval_note = gr.Markdown(elem_id="chat-tool-approval-note")
+        with gr.Row():
+            approve = gr.Button("Approve", variant="primary", elem_id="chat-tool-approve")
+            deny = gr.Button("Deny", variant="stop", elem_id="chat-tool-deny")
     with gr.Row():
         stop = gr.Button("Stop (Esc)", variant="stop", elem_id="chat-stop")
         regenerate = gr.Button("Regenerate (Ctrl+Enter)", elem_id="chat-regenerate")
@@ -154,7 +175,8 @@ def chat_column() -> ChatColumn:
                                lines=3, elem_id="chat-edit-text")
         save_edit = gr.Button("Save as new version", elem_id="chat-edit-save")
     return ChatColumn(chatbot, live, times, message, tokens, send, stop, regenerate, extend, write_mine,
-                      remove, stats, picked, branch, previous, following, fork, prefix, edit_text, save_edit, probs)
+                      remove, stats, picked, branch, previous, following, fork, prefix, edit_text, save_edit, probs,
+                      approval, approval_note, approve, deny)
 
 
 def setup_column(runtime: Runtime) -> SetupColumn:
@@ -168,7 +190,17 @@ def setup_column(runtime: Runtime) -> SetupColumn:
                            elem_id="chat-template")
     system = gr.Textbox("", label="System prompt (instruct)", lines=5, elem_id="chat-system")
     command = gr.Textbox(label="Command (chat-instruct)", value=DEFAULT_COMMAND, lines=4)
-    return SetupColumn(mode, character, template, system, command, thinking_ui.controls())
+    with gr.Accordion("Tools", open=False, elem_id="chat-tools-panel"):
+        # Kept with each conversation; a tool not ticked here is off (never offered).
+        tools = gr.CheckboxGroup([], label="Tools this chat may use (instruct mode)", elem_id="chat-tools")
+        tools_always = gr.CheckboxGroup([], label="Run without asking (the others ask every time)",
+                                        elem_id="chat-tools-always")
+        tool_choice = gr.Dropdown(["auto", "none", "required"], value="auto", label="tool_choice",
+                                  info="auto: the model decides; required or a tool: the first reply calls one",
+                                  allow_custom_value=True, elem_id="chat-tool-choice")
+        access = tool_access.panel()
+    return SetupColumn(mode, character, template, system, command, thinking_ui.controls(), tools, tools_always,
+                       tool_choice, access)
 
 
 def render(runtime: Runtime, shared: Shared) -> None:
@@ -188,6 +220,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
     tab.wire_model()
     tab.wire_token_count()
     tab.wire_thinking()
+    tool_access.wire(runtime, setup.access, shared.on_load)
     shared.on_load.append((tab.on_load, [setup.character, *tab.view_outputs]))
     shared.on_load.append((tab.on_load_thinking, [setup.thinking.enable, setup.thinking.effort]))
     shared.on_load += documents_panel.wire(runtime, documents, chat_id, col.chatbot, tab.space)
@@ -199,12 +232,15 @@ def username(request: gr.Request | None) -> str | None:
 
 
 def shown_messages(conversation: Conversation, streaming: bool | display.Phase = False,
-                   thought=None) -> list[dict]:
-    """What the Chatbot gets (a reply's thinking as a folded block above it); while a
-    reply streams its last message carries the cursor (webui/chat/display.py).  Replies
-    that were given document passages list them (webui/ui/documents_panel.py)."""
+                   thought=None, pictures=None) -> list[dict]:
+    """What the Chatbot gets (a reply's thinking as a folded block above it, tool calls as
+    blocks, the passages a reply used listed under it); while a reply streams its last
+    message carries the cursor (webui/chat/display.py).  `pictures`
+    (ImageShelf.for_store) shows each message's images in its bubble."""
     phase = ("answer" if streaming is True else streaming) or None
-    return documents_panel.with_citations(conversation, display.shown(conversation, phase, thought), phase is not None)
+    view = display.shown(conversation, phase, thought)
+    documents_panel.cite(conversation, view, streaming=phase is not None)
+    return bubbles(conversation, view, pictures)
 
 
 def times_of(conversation: Conversation) -> str:
@@ -232,9 +268,12 @@ class ChatTab:
         self.runtime, self.params, self.chat_id = runtime, params, chat_id
         self.side, self.col, self.setup = side, col, setup
         self.view_outputs = [chat_id, col.chatbot, side.chats, side.title, col.branch, col.stats, col.picked,
-                             col.times]
+                             col.times, setup.tools, setup.tools_always, setup.tool_choice, col.approval,
+                             col.approval_note]
+        self.tool_stops: dict[str, threading.Event] = {}  # session -> Stop for the tool call it runs
         self.setup_inputs = [chat_id, setup.character, setup.mode, setup.template, setup.system, setup.command,
                              col.prefix]
+        self.shelf = ImageShelf(col.chatbot.GRADIO_CACHE)  # the messages' images, for their bubbles
 
     def space(self, request: gr.Request) -> UserSpace:
         return self.runtime.users.get(username(request))
@@ -249,26 +288,97 @@ class ChatTab:
         listed = current in {s.id for s in summaries}
         return gr.update(choices=choices, value=current if listed else None)
 
-    def show(self, space: UserSpace, view: ChatView) -> dict:
+    def show(self, space: UserSpace, view: ChatView, request: gr.Request | None = None) -> dict:
         """A ChatView as the values of the components that show a conversation."""
         conversation = view.conversation
         return {
-            self.chat_id: conversation.id, self.col.chatbot: shown_messages(conversation),
+            self.chat_id: conversation.id,
+            self.col.chatbot: shown_messages(conversation, pictures=self.shelf.for_store(space.images)),
             self.side.chats: self.chat_list(space, conversation.character, conversation.id, view.query),
             self.side.title: conversation.title, self.col.branch: view.branch, self.col.stats: view.note,
             self.col.picked: view.picked, self.col.times: times_of(conversation),
+            **self.tool_view(conversation, request),
         }
 
     def showing(self, request: gr.Request, action, *args) -> dict:
         """Run `action(space, *args)` for this user and show the ChatView it returns."""
         space = self.space(request)
-        return self.show(space, action(space, *args))
+        return self.show(space, action(space, *args), request)
+
+    # -- tools ------------------------------------------------------------------------------------
+    def tool_names(self, request: gr.Request | None) -> list[str]:
+        """The tools this user may use (the owner decides: webui/tools/access.py)."""
+        registry = self.runtime.tools
+        return [spec.name for spec in registry.available(username(request))] if registry is not None else []
+
+    def tool_view(self, conversation: Conversation, request: gr.Request | None) -> dict:
+        """The Tools panel for this conversation, and its calls waiting for approval."""
+        names = self.tool_names(request)
+        chosen = conversation.tools or ChatTools()
+        return {
+            self.setup.tools: gr.update(choices=names, value=[n for n in chosen.allowed if n in names]),
+            self.setup.tools_always: gr.update(choices=names, value=[n for n in chosen.always if n in names]),
+            self.setup.tool_choice: gr.update(choices=["auto", "none", "required", *names], value=chosen.choice),
+            **self.approval_view(conversation),
+        }
+
+    def approval_view(self, conversation: Conversation) -> dict:
+        waiting = tool_turns.needs_approval(tool_turns.pending(conversation), conversation.tools)
+        names = ", ".join(f"`{call.tool_name}`" for call in waiting)
+        note = f"The model wants to run {names}. Approve to run it, or Deny to tell the model no." if waiting else ""
+        return {self.col.approval: gr.update(visible=bool(waiting)), self.col.approval_note: note}
+
+    def offered(self, request: gr.Request, conversation: Conversation, setup) -> tuple:
+        """The tools the next reply is offered (instruct mode only: the other modes' prompts
+        are scripts without tool turns)."""
+        registry = self.runtime.tools
+        if registry is None or setup.mode != "instruct" or conversation.tools is None:
+            return ()
+        available = [spec.tool() for spec in registry.available(username(request))]
+        return tool_turns.offered(available, conversation.tools, conversation)
+
+    def run_calls(self, space: UserSpace, conversation: Conversation, request: gr.Request, approve: bool):
+        """Run (or deny) the calls waiting at the end of the chat, showing each as it goes.
+        Calls the chat lets run without asking always run.  Returns False once Stop was pressed."""
+        col = self.col
+        stop = self.tool_stops.setdefault(session_id(request), threading.Event())
+        stop.clear()
+        always = set(conversation.tools.always) if conversation.tools else set()
+        pictures = self.shelf.for_store(space.images)
+        for call in tool_turns.pending(conversation):
+            if stop.is_set():
+                approve = False
+            yield {col.chatbot: shown_messages(conversation, pictures=pictures), col.stats: f"Running {call.tool_name}…",
+                   col.approval: gr.update(visible=False)}
+            tool_turns.resolve(self.runtime.tools, username(request), conversation, call,
+                               (approve or call.tool_name in always) and not stop.is_set(), cancel=stop)
+            space.chats.save(conversation)
+        yield {col.chatbot: shown_messages(conversation, pictures=pictures), col.times: times_of(conversation)}
+        return not stop.is_set()
+
+    def reply_loop(self, space, conversation, setup, params, action, start_with, request, clear_input,
+                   show_tokens=False):
+        """A reply, then its tool calls (asking first where the chat says so) and the reply
+        going on from their results, until it answers without calls or a call waits."""
+        writer = yield from self.write_reply(space, conversation, setup, params, action, start_with, request,
+                                             clear_input, show_tokens)
+        while writer is not None and tool_turns.pending(conversation):
+            if tool_turns.needs_approval(tool_turns.pending(conversation), conversation.tools):
+                pictures = self.shelf.for_store(space.images)
+                yield {self.col.chatbot: shown_messages(conversation, pictures=pictures),
+                       **self.approval_view(conversation),
+                       self.col.stats: "A tool call is waiting for your approval."}
+                return
+            if not (yield from self.run_calls(space, conversation, request, True)):
+                return
+            writer = yield from self.write_reply(space, conversation, setup, params, "reply", "", request, False,
+                                                 show_tokens)
 
     # -- page load ------------------------------------------------------------------------------
     def on_load(self, request: gr.Request) -> dict:
         space = self.space(request)
         view = actions.page_load(space)
-        return {**self.show(space, view),
+        return {**self.show(space, view, request),
                 self.setup.character: gr.update(choices=space.characters.names(), value=view.conversation.character)}
 
     # -- opening, listing, managing ---------------------------------------------------------------
@@ -390,20 +500,23 @@ class ChatTab:
         the end (rendered after the event: token_view.wire_reply)."""
         col, probs = self.col, self.col.probs.shown
         top, refused = token_view.wanted(self.runtime, session_id(request), bool(show_tokens))
+        pictures = self.shelf.for_store(space.images)
         try:
+            tools = self.offered(request, conversation, setup)
+            sampling = tool_turns.forced(to_params(params), tools, conversation.tools, conversation)
             writer = ReplyWriter(self.runtime, session_id(request), space.chats, conversation, setup,
-                                 to_params(params), action, start_with or "", username(request), token_view=top)
+                                 sampling, action, start_with or "", username(request), token_view=top, tools=tools)
         except USER_ERRORS as exc:
-            yield {col.chatbot: shown_messages(conversation), col.live: "", col.stats: f"**Error:** {exc}",
-                   probs: token_view.Shown()}
-            return
+            yield {col.chatbot: shown_messages(conversation, pictures=pictures), col.live: "",
+                   col.stats: f"**Error:** {exc}", probs: token_view.Shown()}
+            return None
         space.remember_chat(conversation.character, conversation.id)
         try:
             # The Chatbot gets the reply's (empty) bubble once; the text goes to the live box.
             phase = thinking_ui.phase(writer)  # a continued reply may go on thinking
             yield {
                 self.chat_id: conversation.id,
-                col.chatbot: shown_messages(conversation, phase, thinking_ui.thought_so_far(writer)),
+                col.chatbot: shown_messages(conversation, phase, thinking_ui.thought_so_far(writer), pictures),
                 col.live: thinking_ui.live_text(writer, phase), col.stats: "Generating…",
                 col.times: times_of(conversation),
                 self.side.chats: self.chat_list(space, conversation.character, conversation.id),
@@ -415,7 +528,8 @@ class ChatTab:
                 update = {col.live: thinking_ui.live_text(writer, thinking_ui.phase(writer))}
                 if thinking_ui.phase(writer) != phase:  # thinking started, or the answer did
                     phase = thinking_ui.phase(writer)
-                    update[col.chatbot] = shown_messages(conversation, phase, thinking_ui.thought_so_far(writer))
+                    update[col.chatbot] = shown_messages(conversation, phase, thinking_ui.thought_so_far(writer),
+                                                            pictures)
                     update[col.times] = times_of(conversation)
                 if writer.status() != shown:  # only while queued: "N requests ahead of yours"
                     shown = update[col.stats] = writer.status()
@@ -426,42 +540,71 @@ class ChatTab:
             writer.close()  # the tab closed before the first piece: still cancel and save
         note = f"**Error:** {writer.error}" if writer.error else writer.summary()
         tokens = token_view.reply_value(writer.stream.logprobs, refused) if show_tokens else None
-        yield {col.chatbot: shown_messages(conversation), col.live: "", col.stats: note,
+        yield {col.chatbot: shown_messages(conversation, pictures=pictures), col.live: "", col.stats: note,
                col.branch: actions.branch_note(conversation, None), col.picked: 0,
                col.times: times_of(conversation), probs: token_view.Shown(tokens)}
+        return writer
 
     def wire_model(self) -> None:
         runtime, col, setup_inputs = self.runtime, self.col, self.setup_inputs
-        def on_send(text, current, who, mode_name, template_name, system_text, command_text, start_with, params,
-                    show_tokens, enable_thinking, effort, request: gr.Request):
-            if not text or not text.strip():
+        def on_send(value, current, who, mode_name, template_name, system_text, command_text, start_with, params,
+                    show_tokens, enable_thinking, effort, tools, always, choice, request: gr.Request):
+            try:
+                text, files = message_parts(value)
+            except USER_ERRORS as exc:
+                yield {col.stats: f"**Error:** {exc}"}
+                return
+            if not text.strip() and not files:
                 yield {col.stats: "Type a message first."}
                 return
             space = self.space(request)
             setup = self.setup_of(space, who, mode_name, template_name, system_text, command_text,
                                   (enable_thinking, effort))
             conversation = _open(space, current, who, setup.character)
+            conversation.tools = chat_tools(tools, always, choice)
             if not any(m.role == "user" for m in conversation.messages) and conversation.title == "New chat":
                 conversation.title = " ".join(text.split())[:60]
             try:
-                message = add_user_message(runtime, conversation, setup, to_params(params), text, username(request))
+                images = store_uploads(space.images, files) if files else None
+                message = add_user_message(runtime, conversation, setup, to_params(params), text, username(request),
+                                           images)
                 documents_panel.enrich(runtime, request, conversation, message)  # attached documents, passages
             except USER_ERRORS as exc:
                 yield {col.stats: f"**Error:** {exc}"}
                 return
             space.chats.save(conversation)  # the message is safe before the model even starts
-            yield from self.write_reply(space, conversation, setup, params, "reply", start_with, request, True,
-                                        show_tokens)
+            yield from self.reply_loop(space, conversation, setup, params, "reply", start_with, request, True,
+                                       show_tokens)
 
         def on_action(action: str):
             def run(current, who, mode_name, template_name, system_text, command_text, start_with, params,
-                    show_tokens, enable_thinking, effort, request: gr.Request):
+                    show_tokens, enable_thinking, effort, tools, always, choice, request: gr.Request):
                 space = self.space(request)
                 setup = self.setup_of(space, who, mode_name, template_name, system_text, command_text,
                                       (enable_thinking, effort))
                 conversation = _open(space, current, who, setup.character)
-                yield from self.write_reply(space, conversation, setup, params, action, start_with, request, False,
-                                            show_tokens)
+                conversation.tools = chat_tools(tools, always, choice)
+                yield from self.reply_loop(space, conversation, setup, params, action, start_with, request, False,
+                                           show_tokens)
+
+            return run
+
+        def on_decide(approve: bool):
+            """Approve or Deny the calls waiting; the reply then goes on from their results."""
+            def run(current, who, mode_name, template_name, system_text, command_text, start_with, params,
+                    show_tokens, enable_thinking, effort, tools, always, choice, request: gr.Request):
+                space = self.space(request)
+                setup = self.setup_of(space, who, mode_name, template_name, system_text, command_text,
+                                      (enable_thinking, effort))
+                conversation = _open(space, current, who, setup.character)
+                if not tool_turns.pending(conversation):
+                    yield {col.stats: "No tool call is waiting.", col.approval: gr.update(visible=False)}
+                    return
+                if not (yield from self.run_calls(space, conversation, request, approve)):
+                    yield {col.stats: "Stopped."}
+                    return
+                yield from self.reply_loop(space, conversation, setup, params, "reply", "", request, False,
+                                           show_tokens)
 
             return run
 
@@ -483,10 +626,11 @@ class ChatTab:
 
         inputs = [*setup_inputs, self.params]
         # The token view's switch and state come last: the outputs a client reads keep their places;
-        # then the thinking switches (a client that leaves them out gets their defaults).
-        reply_inputs = [*inputs, col.probs.show, self.setup.thinking.enable, self.setup.thinking.effort]
+        # then the thinking switches and the Tools panel (a client that leaves them out gets their defaults).
+        reply_inputs = [*inputs, col.probs.show, self.setup.thinking.enable, self.setup.thinking.effort,
+                        self.setup.tools, self.setup.tools_always, self.setup.tool_choice]
         outputs = [self.chat_id, col.chatbot, col.live, col.stats, col.message, self.side.chats, col.branch,
-                   col.picked, col.times, col.probs.shown]
+                   col.picked, col.times, col.probs.shown, col.approval, col.approval_note]
         events = [
             col.send.click(on_send, [col.message, *reply_inputs], outputs, api_name="chat_send", **MODEL_GROUP),
             col.message.submit(on_send, [col.message, *reply_inputs], outputs, api_name="chat_submit",
@@ -496,31 +640,53 @@ class ChatTab:
             col.extend.click(on_action("continue"), reply_inputs, outputs, api_name="chat_continue", **MODEL_GROUP),
             col.write_mine.click(on_impersonate, inputs, [col.message, col.stats], api_name="chat_impersonate",
                                  **MODEL_GROUP),
+            col.approve.click(on_decide(True), reply_inputs, outputs, api_name="chat_tool_approve", **MODEL_GROUP),
+            col.deny.click(on_decide(False), reply_inputs, outputs, api_name="chat_tool_deny", **MODEL_GROUP),
         ]
         token_view.wire_reply(col.probs, "chat")
         # Stop runs outside the model group (it must not wait for the reply it stops) and
         # also drops this session's not-yet-started requests from Gradio's queue.
-        col.stop.click(stop_handler(runtime), None, col.stats, api_name="chat_stop", cancels=events,
-                       concurrency_limit=None)
+        stop_model = stop_handler(runtime)
+
+        def on_stop(request: gr.Request) -> str:
+            running = self.tool_stops.get(session_id(request))
+            if running is not None:
+                running.set()  # a tool call in progress is stopped too (webui/tools/registry.py)
+            return stop_model(request)
+
+        col.stop.click(on_stop, None, col.stats, api_name="chat_stop", cancels=events, concurrency_limit=None).then(
+            self.on_stopped, [self.chat_id, self.setup.character], [col.chatbot, col.live, col.times],
+            api_name="chat_stopped", concurrency_limit=None, show_progress="hidden")
+
+    @user_errors
+    def on_stopped(self, current, who, request: gr.Request):
+        """A stopped reply shown finished (issue 31's direction: no cursor, no spinning
+        thinking block left): `cancels=` ends the streaming handler before its last update,
+        so once the reply has been saved as it ends, the chat is shown again from the
+        store.  Nothing changes if the save is not seen within a few seconds."""
+        owner, deadline = session_id(request), time.monotonic() + STOPPED_WAIT
+        while self.runtime.requests.running(owner) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        space = self.space(request)
+        conversation = actions.open_chat(space, current, who)  # names checked, as everywhere
+        path = conversation.path()
+        if not path or path[-1].role != "assistant" or not path[-1].note:  # not saved as ended (yet)
+            return gr.skip(), gr.skip(), gr.skip()
+        return shown_messages(conversation, pictures=self.shelf.for_store(space.images)), "", times_of(conversation)
 
     # -- the thinking switches ----------------------------------------------------------------------
     def on_load_thinking(self, request: gr.Request) -> dict:
-        enable, effort = thinking_ui.shown_for(self.runtime, self._template_text(self.setup.template.value))
+        enable, effort = thinking_ui.shown_for(self.runtime, self.runtime.templates.load(self.setup.template.value))
         return {self.setup.thinking.enable: enable, self.setup.thinking.effort: effort}
-
-    def _template_text(self, name) -> str | None:
-        try:
-            return self.runtime.templates.load(name)
-        except USER_ERRORS:
-            return None
 
     def wire_thinking(self) -> None:
         """Show the switches the template in use reads: when the instruction template
         changes, and whenever the chat changes (a model loaded in the Model tab meanwhile)."""
         setup, col = self.setup, self.col
 
+        @user_errors
         def shown(template_name):
-            return thinking_ui.shown_for(self.runtime, self._template_text(template_name))
+            return thinking_ui.shown_for(self.runtime, self.runtime.templates.load(template_name))
 
         gr.on([setup.template.change, col.chatbot.change], shown, [setup.template],
               [setup.thinking.enable, setup.thinking.effort], api_name="chat_thinking_switches",
@@ -531,13 +697,16 @@ class ChatTab:
         """Prompt tokens (the chat so far plus the message being typed) / the context."""
         runtime = self.runtime
 
-        def count(text, current, who, mode, template, system, command, request: gr.Request):
+        def count(value, current, who, mode, template, system, command, enable_thinking, effort,
+                  request: gr.Request):
             loaded = runtime.models.current
             if loaded is None:
                 return ""
             try:
+                text, _ = message_parts(value)
                 space = self.space(request)
                 setup = actions.chat_setup(space, runtime.templates, mode, who, template, system, command)
+                setup = thinking_ui.with_switches(runtime, setup, enable_thinking, effort)
                 conversation = _open(space, current, who, setup.character)
                 turns = conversation.turns() + ([{"role": "user", "content": text}] if text else [])
                 prompt = ChatPrompt(setup, turns, "reply")
@@ -553,10 +722,23 @@ class ChatTab:
 
         col, setup = self.col, self.setup
         inputs = [col.message, self.chat_id, setup.character, setup.mode, setup.template, setup.system,
-                  setup.command]
+                  setup.command, setup.thinking.enable, setup.thinking.effort]
         # always_last: while one count runs, only the newest text waits (typing stays cheap).
         gr.on([col.message.change, col.chatbot.change], count, inputs, col.tokens, api_name="chat_count_tokens",
               trigger_mode="always_last", show_progress="hidden")
+
+
+def chat_tools(allowed, always, choice) -> ChatTools | None:
+    """The Tools panel's values as the chat's ChatTools (None: no tools); every name is
+    checked again against what the user may use when a reply is offered tools."""
+    allowed = [n for n in (allowed or []) if isinstance(n, str)]
+    if not allowed:
+        return None
+    try:
+        return ChatTools(allowed=allowed, always=[n for n in (always or []) if n in allowed],
+                         choice=choice if isinstance(choice, str) and choice else "auto")
+    except ValueError as exc:
+        raise gr.Error(f"tools: {exc}") from exc
 
 
 def _open(space: UserSpace, current, who, character) -> Conversation:

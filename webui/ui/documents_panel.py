@@ -18,7 +18,6 @@ from pathlib import Path
 
 import gradio as gr
 
-from webui.chat.display import Shown
 from webui.chat.history import Conversation, Message
 from webui.documents.context import citation, files_in_play, prepare
 from webui.documents.errors import DocumentError
@@ -131,24 +130,22 @@ def _markdown_inert(text: str) -> str:
     return "".join("\\" + ch if ch in "\\`*_[]()<>#!|~" else ch for ch in text)
 
 
-def with_citations(conversation: Conversation, view: Shown, streaming: bool = False) -> list[dict]:
-    """The Chatbot's messages with, under each reply that was given passages, the list of
-    them ("Sources: [1] atlas.pdf, p. 18 · ..."); *Sources of the last reply* shows one.
-    Display only: the saved reply is unchanged.  A reply still streaming is left alone
-    (page.js writes into its bubble)."""
+def cite(conversation: Conversation, view, streaming: bool = False) -> None:
+    """Under each reply that was given passages, the list of them ("Sources: [1] atlas.pdf,
+    p. 18 · ..."), in the Chatbot's messages (`view`: webui/chat/display.py's Shown);
+    *Sources of the last reply* shows one.  Display only: the saved reply is unchanged."""
     path = conversation.path()
     if not any(m.sources for m in path):
-        return view.messages
-    out = list(view.messages)
+        return
     for index, (position, part) in enumerate(zip(view.positions, view.parts, strict=True)):
         if part != "message" or position == 0 or (streaming and position == len(path) - 1):
-            continue
+            continue  # a reply streaming: its bubble is page.js's
         asked, reply = path[position - 1], path[position]
+        message = view.messages[index]
         if reply.role == "assistant" and asked.role == "user" and asked.sources and isinstance(
-                out[index].get("content"), str):
+                message.get("content"), str):
             names = " · ".join(_markdown_inert(citation(s)) for s in asked.sources)
-            out[index] = {**out[index], "content": f"{out[index]['content']}\n\n---\n*Sources:* {names}"}
-    return out
+            view.messages[index] = {**message, "content": f"{message['content']}\n\n---\n*Sources:* {names}"}
 
 
 # -- layout and events ---------------------------------------------------------------------

@@ -43,7 +43,9 @@ PER_USER = frozenset({
     "chat_count_tokens", "chat_send", "chat_submit", "chat_regenerate", "chat_continue", "chat_impersonate", "chat_stop",
     "chat_new", "chat_clear", "chat_open", "chat_character", "chat_search", "chat_rename", "chat_delete",
     "chat_export", "chat_import", "chat_edit", "chat_edit_message", "chat_pick_message", "chat_previous_version",
-    "chat_next_version", "chat_fork", "chat_remove_last", "chat_recover",
+    "chat_next_version", "chat_fork", "chat_remove_last", "chat_recover", "chat_thinking_switches", "chat_stopped",
+    # a user's own tool calls (the tools themselves are checked against what the owner allows)
+    "chat_tool_approve", "chat_tool_deny",
     # characters and persona (webui/ui/character_tab.py)
     "character_open", "character_save", "character_delete", "character_import",
     "character_export_json", "character_export_png", "persona_save",
