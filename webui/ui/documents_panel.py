@@ -40,6 +40,7 @@ class Choices:
     libraries: list[str] = field(default_factory=list)
     budget: int = DEFAULT_BUDGET
     cancel: Cancel = field(default_factory=Cancel)
+    listed: list = field(default_factory=list)  # the sources the list shows now
 
 
 class SessionChoices:
@@ -273,8 +274,12 @@ def wire(runtime: Runtime, panel: Panel, chat_id: gr.State, chatbot: gr.Chatbot,
 
     def on_chat_change(current, request: gr.Request):
         conversation = _load(user_space(request), current)
-        found = sources_of(conversation)
-        return gr.update(choices=[(citation(s), s.n) for s in found], value=None), ""
+        listed = [(citation(s), s.n) for s in sources_of(conversation)]
+        choices = _choices.get(session_id(request))
+        if listed == choices.listed:  # the chat changed, its sources did not: leave the passage shown
+            return gr.skip(), gr.skip()
+        choices.listed = listed
+        return gr.update(choices=listed, value=None), ""
 
     def on_source(picked, current, request: gr.Request):
         found = {s.n: s for s in sources_of(_load(user_space(request), current))}
@@ -318,8 +323,12 @@ def wire(runtime: Runtime, panel: Panel, chat_id: gr.State, chatbot: gr.Chatbot,
     panel.stop.click(on_stop, None, panel.status, api_name="documents_stop")
     panel.libraries.change(on_libraries, [panel.libraries], None, api_name="documents_libraries")
     panel.budget.change(on_budget, [panel.budget], None, api_name="documents_budget")
-    chatbot.change(on_chat_change, [chat_id], [panel.sources, panel.passage], api_name="documents_sources")
-    panel.sources.select(on_source, [panel.sources, chat_id], panel.passage, api_name="documents_passage")
+    # Quick reads: no progress overlay on the list (it would sit over the choices, under
+    # the user's pointer, while the chat's updates queue the next refresh).
+    chatbot.change(on_chat_change, [chat_id], [panel.sources, panel.passage], api_name="documents_sources",
+                   show_progress="hidden")
+    panel.sources.select(on_source, [panel.sources, chat_id], panel.passage, api_name="documents_passage",
+                         show_progress="hidden")
     panel.create_library.click(on_create, [panel.library_name],
                                [panel.library_pick, panel.libraries, panel.library_name, panel.library_files],
                                api_name="library_create")
