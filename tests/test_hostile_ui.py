@@ -76,6 +76,16 @@ def raw_call(http: httpx.Client, api_name: str, payload: str) -> tuple[str, str]
     return kind, data
 
 
+def event_values(http: httpx.Client, api_name: str, first: list) -> list:
+    """`first`, then the default values of the event's other inputs (from the page's
+    config): a payload that stays whole when an input is added to the event."""
+    config = http.get("/config").json()
+    event = next(d for d in config["dependencies"] if d.get("api_name") == api_name)
+    components = {c["id"]: c for c in config["components"]}
+    values = [components[i].get("props", {}).get("value") for i in event["inputs"]]
+    return first + values[len(first):]
+
+
 def assert_clear_error(kind: str, data: str, *words: str):
     assert kind == "error", (kind, data)
     assert data not in ("", "null"), "a bare error, with no message"
@@ -111,8 +121,9 @@ def test_lone_surrogates_get_a_clear_error(two_users):
     with logged_in(url) as http:
         kind, data = raw_call(http, "notebook_count_tokens", '{"data": ["a\\ud800b"]}')
         assert_clear_error(kind, data, "unicode")
-        kind, data = raw_call(http, "chat_send", '{"data": ["hi \\udfff", null, "Assistant", "instruct", '
-                                                 '"(model\'s own)", "", "", "", {}, false, true, "medium", null]}')
+        # Every input of the event (its own defaults after these), however many it has.
+        first = ["hi \udfff", None, "Assistant", "instruct", "(model's own)", "", "", "", {}, False]
+        kind, data = raw_call(http, "chat_send", json.dumps({"data": event_values(http, "chat_send", first)}))
         assert_clear_error(kind, data, "unicode")
 
 
