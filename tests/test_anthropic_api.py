@@ -172,11 +172,23 @@ def test_samplers_pass_and_bad_values_are_refused_naming_the_field(client, root)
     missing = httpx.post(f"{root}/v1/messages", json={"model": TINY, "messages": ASK},
                          headers={"x-api-key": API_KEY}, timeout=60)
     assert missing.status_code == 400 and "max_tokens" in missing.json()["error"]["message"]
-    image = [{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                                                       "data": "AAAA"}}]}]
+    # An image is read (tests/test_vision_api.py), and a model that reads only text says so.
+    import base64
+    import io
+
+    from PIL import Image
+
+    picture = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(picture, format="PNG")
+    image = [{"role": "user", "content": [{"type": "image", "source": {
+        "type": "base64", "media_type": "image/png", "data": base64.b64encode(picture.getvalue()).decode()}}]}]
     with pytest.raises(anthropic.BadRequestError) as refused:
         client.messages.create(model=TINY, max_tokens=5, messages=image)
-    assert "'image'" in refused.value.message
+    assert "reads only text" in refused.value.message
+    document = [{"role": "user", "content": [{"type": "document", "source": {"type": "text", "data": "x"}}]}]
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        client.messages.create(model=TINY, max_tokens=5, messages=document)
+    assert "'document'" in refused.value.message
 
 
 def test_keys_in_either_header_and_errors_in_anthropics_shape(root):

@@ -245,3 +245,28 @@ def test_image_parts_are_forwarded_to_a_remote_engine(gateway, client):
     stream = runtime.stream("tester", prompt, make_params({"temperature": 0.0, "max_new_tokens": 16}),
                             model="tiny-smolvlm")
     assert "".join(stream) == direct
+
+
+def test_anthropic_image_blocks_are_read_as_the_openai_parts_are(client, served):
+    """Anthropic's client sends an image block (a base64 source): the same reply as the
+    OpenAI route's image part; a hostile one is a 400 naming its block."""
+    import anthropic
+
+    runtime, url = served
+    claude = anthropic.Anthropic(base_url=url.removesuffix("/v1"), api_key=API_KEY, max_retries=0, timeout=120)
+    data = png(picture(1))
+    block = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                         "data": base64.b64encode(data).decode()}}
+    reply = claude.messages.create(model="tiny-smolvlm", max_tokens=16, extra_body={"temperature": 0},
+                                   messages=[{"role": "user", "content": [{"type": "text", "text": QUESTION},
+                                                                          block]}])
+    assert reply.content[0].text == ask(client, data_url(data)).choices[0].message.content
+    bomb = {**block, "source": {**block["source"], "data": base64.b64encode(png_declaring(50_000, 50_000)).decode()}}
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        claude.messages.create(model="tiny-smolvlm", max_tokens=4,
+                               messages=[{"role": "user", "content": [{"type": "text", "text": "x"}, bomb]}])
+    assert "messages[0].content[1].source.data" in str(refused.value)
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        claude.messages.create(model="tiny-smolvlm", max_tokens=4, messages=[{"role": "user", "content": [
+            {"type": "image", "source": {"type": "url", "url": "http://127.0.0.1:1/x.png"}}]}])
+    assert "messages[0].content[0].source" in str(refused.value)

@@ -28,6 +28,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from webui.api.anthropic_schemas import CountTokensRequest, MessagesRequest
 from webui.api.completions import (
+    capabilities_of,
     modified_output,
     prepare_conversation,
     reply_parts,
@@ -37,6 +38,7 @@ from webui.api.completions import (
 )
 from webui.api.disconnect import on_disconnect
 from webui.api.errors import APIError, anthropic_error_body
+from webui.api.image_inputs import require_vision
 from webui.api.models import target
 from webui.api.state import RuntimeDep
 from webui.api.usage import api_party, key_label
@@ -62,9 +64,10 @@ def prepare(runtime: Runtime, body: MessagesRequest, model: LoadedModel | Remote
             getattr(model.tokenizer, "chat_template", None), model.tokenizer) is None:
         raise APIError(400, f"thinking: the model '{body.model}' does not think (its chat template has no thinking)",
                        param="thinking", code="unsupported_parameter")
+    messages = body.conversation()
+    require_vision(model, sum(len(m.get("images", ())) for m in messages), capabilities_of(model))
     # max_tokens is required and explicit: one that cannot fit the context is a 400, as Anthropic's is.
-    return prepare_conversation(runtime, model, body.conversation(), tools, choice, parallel, params, True,
-                                ask=ask)
+    return prepare_conversation(runtime, model, messages, tools, choice, parallel, params, True, ask=ask)
 
 
 @router.post("/v1/messages")

@@ -5,8 +5,9 @@ SamplingParams.
 
 Anthropic's content blocks map one to one: `text` is text; an assistant's `tool_use` is
 an OpenAI `tool_calls` entry; a user's `tool_result` is a `role: tool` message answering
-that call.  `image` and `document` blocks are refused with the field named (images come
-with vision); an assistant's `thinking` block goes back as that turn's
+that call.  A user's `image` block (a base64 source) is read under the same checks as every
+image (webui/images.py) and goes with its message, as OpenAI's image parts do; `document`
+blocks and image URLs are refused with the field named.  An assistant's `thinking` block goes back as that turn's
 reasoning_content (the chat template keeps or drops it, as for /v1).  `thinking` in the
 request turns a thinking model's thinking on or off, its budget_tokens the most it may
 think (webui/chat/thinking.py).
@@ -18,6 +19,8 @@ import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from webui.images import MAX_IMAGES_PER_MESSAGE, ImageInput, ImageRefused, check_image, decode_base64
 
 from webui.api.errors import APIError
 from webui.api.schemas import CheckedText
@@ -206,10 +209,12 @@ class MessagesRequest(CheckedText):
             where = f"messages[{index}].content"
             blocks = [TextBlock(type="text", text=message.content)] if isinstance(message.content, str) \
                 else message.content
-            text, calls, results, thought = [], [], [], []
+            text, calls, results, thought, images = [], [], [], [], []
             for number, block in enumerate(blocks):
                 if isinstance(block, TextBlock):
                     text.append(block.text)
+                elif block.type == "image" and message.role == "user":
+                    images.append(image_of(block, f"{where}[{number}]"))
                 elif isinstance(block, ThinkingBlock):
                     if message.role == "assistant" and block.thinking:
                         thought.append(block.thinking)
@@ -236,8 +241,27 @@ class MessagesRequest(CheckedText):
                     entry["reasoning_content"] = "\n\n".join(thought)
                 if calls:
                     entry["tool_calls"] = calls
+                if images:
+                    if len(images) > MAX_IMAGES_PER_MESSAGE:
+                        raise APIError(400, f"{where}: at most {MAX_IMAGES_PER_MESSAGE} images per message",
+                                       param=where, code="too_many_images")
+                    entry["images"] = tuple(images)
                 out.append(entry)
         return out
+
+
+def image_of(block: OtherBlock, where: str) -> ImageInput:
+    """A user's image block, checked (decoding is CPU work: conversation() runs off the event loop)."""
+    source = (block.model_extra or {}).get("source")
+    if not isinstance(source, dict) or source.get("type") != "base64" or not isinstance(source.get("data"), str):
+        raise APIError(400, f"{where}.source: send the image as a base64 source ({{\"type\": \"base64\", "
+                       "\"media_type\": ..., \"data\": ...}}); URLs are not fetched here",
+                       param=f"{where}.source", code="invalid_value")
+    param = f"{where}.source.data"
+    try:
+        return check_image(decode_base64(source["data"], param), param)
+    except ImageRefused as exc:  # Anthropic's error body has no field: the message names it
+        raise ImageRefused(f"{param}: {exc}", param=param, code=exc.code, status=exc.status) from None
 
 
 class CountTokensRequest(MessagesRequest):
