@@ -252,11 +252,11 @@ def test_format_enforces_json_and_a_schema_as_v1s_response_format_does(client, o
                                               ("POST", "/api/blobs/sha256:00")])
 def test_model_management_is_refused_in_ollamas_shape(root, client, method, path):
     response = httpx.request(method, f"{root}{path}", json={"model": TINY}, headers={"x-api-key": API_KEY})
-    assert response.status_code == 501 and set(response.json()) == {"error"}
+    assert response.status_code == 400 and set(response.json()) == {"error"}
     assert "Model tab" in response.json()["error"]
     with pytest.raises(ollama.ResponseError) as refused:
         client.pull(TINY)
-    assert refused.value.status_code == 501 and refused.value.error.startswith("pull:")
+    assert refused.value.status_code == 400 and refused.value.error.startswith("pull:")
 
 
 ADD = {"type": "function", "function": {"name": "add", "description": "Add two numbers", "parameters": {

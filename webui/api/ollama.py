@@ -201,8 +201,8 @@ async def chat(body: OllamaChatRequest, request: Request, runtime: RuntimeDep):
 @router.head("/api/blobs/{digest}")
 async def not_managed(request: Request):
     what = request.url.path.rsplit("/api/", 1)[-1].split("/")[0]
-    raise APIError(501, f"{what}: models are not {MANAGED[what]} through the Ollama API here; use the Model tab "
-                   "(its hub panel downloads models) or the admin routes under /v1/internal", code="not_implemented")
+    raise APIError(400, f"{what}: models are not {MANAGED[what]} through the Ollama API here; use the Model tab "
+                   "(its hub panel downloads models) or the admin routes under /v1/internal", code="not_supported")
 
 
 MANAGED = {"pull": "pulled", "push": "pushed", "create": "created", "copy": "copied", "delete": "deleted",
