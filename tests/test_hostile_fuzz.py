@@ -95,7 +95,9 @@ def test_fuzz_ui_endpoints(fuzzed, models_root):
     seen: set[str] = set()
 
     with httpx.Client(base_url=ui_url, timeout=60) as http:
-        @settings(max_examples=150, suppress_health_check=list(HealthCheck), deadline=None, database=None)
+        # Enough calls to meet most endpoints, however many the UI has.
+        @settings(max_examples=max(150, 3 * len(endpoints)), suppress_health_check=list(HealthCheck), deadline=None,
+                  database=None)
         @given(st.data())
         def one_call(data):
             name, count = data.draw(st.sampled_from(endpoints))

@@ -75,7 +75,10 @@ class UserSpace:
             return {}
 
     def recent_chat(self, character: str) -> str | None:
-        """The conversation last opened with `character`, if it still exists."""
+        """The conversation last opened with `character`, if it still exists (a name that is
+        not text, as a hostile client may send, has none)."""
+        if not isinstance(character, str):
+            return None
         chosen = self._recent().get(character)
         return chosen if isinstance(chosen, str) and chosen in {c.id for c in self.chats.list(character)} else None
 
