@@ -552,6 +552,12 @@ class ChatTab:
                col.times: times_of(conversation), probs: token_view.Shown(tokens)}
         return writer
 
+    def opened(self, request, current, who, mode, template, system, command, enable_thinking, effort):
+        """(user space, prompt setup with the thinking switches, the open conversation) of a chat event."""
+        space = self.space(request)
+        setup = self.setup_of(space, who, mode, template, system, command, (enable_thinking, effort))
+        return space, setup, _open(space, current, who, setup.character)
+
     def wire_model(self) -> None:
         runtime, col, setup_inputs = self.runtime, self.col, self.setup_inputs
         def on_send(value, current, who, mode_name, template_name, system_text, command_text, start_with, params,
@@ -586,10 +592,8 @@ class ChatTab:
         def on_action(action: str):
             def run(current, who, mode_name, template_name, system_text, command_text, start_with, params,
                     show_tokens, enable_thinking, effort, chosen, request: gr.Request):
-                space = self.space(request)
-                setup = self.setup_of(space, who, mode_name, template_name, system_text, command_text,
-                                      (enable_thinking, effort))
-                conversation = _open(space, current, who, setup.character)
+                space, setup, conversation = self.opened(request, current, who, mode_name, template_name,
+                                                         system_text, command_text, enable_thinking, effort)
                 conversation.tools = chosen
                 yield from self.reply_loop(space, conversation, setup, params, action, start_with, request, False,
                                            show_tokens)
@@ -600,10 +604,8 @@ class ChatTab:
             """Approve or Deny the calls waiting; the reply then goes on from their results."""
             def run(current, who, mode_name, template_name, system_text, command_text, start_with, params,
                     show_tokens, enable_thinking, effort, chosen, request: gr.Request):
-                space = self.space(request)
-                setup = self.setup_of(space, who, mode_name, template_name, system_text, command_text,
-                                      (enable_thinking, effort))
-                conversation = _open(space, current, who, setup.character)
+                space, setup, conversation = self.opened(request, current, who, mode_name, template_name,
+                                                         system_text, command_text, enable_thinking, effort)
                 if not tool_turns.pending(conversation):
                     yield {col.stats: "No tool call is waiting.", col.approval: gr.update(visible=False)}
                     return
