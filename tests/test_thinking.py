@@ -9,6 +9,7 @@ into pieces, and the markers of other families read off their real templates.
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import ollama
@@ -160,8 +161,13 @@ def test_chat_completion_returns_thinking_apart_from_the_answer(oai, thinking_mo
     assert (other.reasoning_content, other.content) == (thinking_of("fire"), answer_of("fire"))
 
 
-def test_streamed_deltas_add_up_to_the_whole_reply(oai):
+def test_streamed_deltas_add_up_to_the_whole_reply(oai, thinking_api, monkeypatch):
     whole = oai.chat.completions.create(model=THINKER, messages=ask("light"), **GREEDY).choices[0].message
+    # Each step slowed 10 ms: on a quiet fast CPU the tiny model writes its whole thinking
+    # before the stream's first read, and the reader then gets it as one piece.
+    backend = thinking_api[0].models.current.backend
+    step = backend.step
+    monkeypatch.setattr(backend, "step", lambda slots, tokens: (time.sleep(0.01), step(slots, tokens))[1])
     thinking, answer, order = "", "", []
     for chunk in oai.chat.completions.create(model=THINKER, messages=ask("light"), stream=True, **GREEDY):
         delta = chunk.choices[0].delta if chunk.choices else None
