@@ -1,9 +1,10 @@
-"""What works of GGUF vision so far (docs/LOADERS.md, "GGUF vision"): a tiny Gemma 3
+"""GGUF vision (docs/LOADERS.md, "GGUF vision"): a tiny Gemma 3
 converts with llama.cpp's own converter into a GGUF and its mmproj, and llama.cpp's
 multimodal library (llama-cpp-python's `llama_cpp.mtmd_cpp`) reads an image through them:
 the prompt is split around the image, which the projector encodes into its tokens, and
-different images give different greedy replies.  Run in a child process
-(tests/mtmd_probe.py)."""
+different images give different greedy replies (run in a child process,
+tests/mtmd_probe.py).  Then the folder holding both served as one model through the
+real loader, its worker process and the engine (webui/loaders/gguf_vision.py)."""
 
 from __future__ import annotations
 
