@@ -243,3 +243,42 @@ def test_the_model_without_its_projector_says_it_cannot_see(served):
         assert ask(engine, [{"role": "user", "content": "Hello"}], n=3)[0]
     finally:
         manager.load("tiny-gemma3-gguf")
+
+
+def test_the_gguf_vision_model_answers_through_the_api(served, tmp_path_factory):
+    import base64
+
+    import openai
+
+    from tests.conftest import API_KEY, free_port, make_settings
+    from tests.tiny_vision import png
+    from webui.api.openai_api import APIServer
+    from webui.chat.prompt import ChatPrompt, ChatSetup
+    from webui.generation.engine import GenerationRequest
+    from webui.generation.params import make_params
+    from webui.runtime import build_runtime
+
+    manager, engine = served
+    messages = looking("6:32x32")
+    direct = engine.generate(GenerationRequest(ChatPrompt(ChatSetup(mode="instruct"), messages),
+                                               make_params({"temperature": 0.0, "max_new_tokens": 8}))).text()
+    runtime = build_runtime(make_settings(manager.model_dir, tmp_path_factory.mktemp("gguf-vision-api"),
+                                          model="tiny-gemma3-gguf", api_key=API_KEY))
+    server = APIServer(runtime, port=free_port())
+    url = server.start()
+    try:
+        client = openai.OpenAI(base_url=url, api_key=API_KEY, max_retries=0, timeout=120)
+        picture = base64.b64encode(png(messages[0]["images"][0].image)).decode()
+        reply = client.chat.completions.create(
+            model="tiny-gemma3-gguf", temperature=0, max_tokens=8,
+            messages=[{"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{picture}"}},
+                {"type": "text", "text": "What is in the picture?"}]}])
+        assert reply.choices[0].message.content == direct
+        assert reply.usage.prompt_tokens > 4 + len(manager.current.tokenizer("What is in the picture?")["input_ids"])
+        card = next(m for m in client.models.list().data if m.id == "tiny-gemma3-gguf")
+        assert "vision" in card.capabilities
+    finally:
+        server.stop()
+        runtime.engine.close()
+        runtime.models.unload()
