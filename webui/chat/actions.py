@@ -199,8 +199,16 @@ def edit_shown(space: UserSpace, chat: str, who: str, index: int, text: str) -> 
     position, part = display.shown(conversation).where(index)
     if part == "thinking":
         raise ChatError("a reply's thinking is kept as the model wrote it: edit its answer instead")
+    if conversation.path()[position].role == "user":  # shown inert: read back as the user means it
+        text = display.typed(text or "")
     conversation.edit(position, text or "")
     return _saved(space, conversation, note="Edited: the earlier version is kept (◀ ▶).")
+
+
+def awaits_reply(conversation: Conversation) -> bool:
+    """An edit left the user's message last on its branch: it is sent again (a new reply)."""
+    path = conversation.path()
+    return bool(path) and path[-1].role == "user"
 
 
 def flip(space: UserSpace, chat: str, who: str, number, step: int) -> ChatView:

@@ -9,8 +9,14 @@ events send) then no longer equal positions on the conversation's path; `Shown.w
 turns one into the other, and `Shown.times` gives each shown message its time (page.js
 puts them on hover, one per message element).
 
-Thinking is shown as inert text: its HTML is escaped (outside code, which Markdown shows
-as written), so a model that thinks in tags shows the tags rather than running them.
+Thinking, and what the user typed, are shown as inert text: their HTML is escaped
+(outside code, which Markdown shows as written), so `<b>` or `<script>` in a message shows
+as typed rather than turning bold or vanishing; Markdown still renders.  The Chatbot edits
+a message from the text it was given, so an edit of a user's message is read back
+through `typed`, the exact inverse.
+
+A reply that could not be written shows its error in the chat, where the reply would
+be (`failed`): shown once and never saved, so no half turn is kept.
 """
 
 from __future__ import annotations
@@ -47,8 +53,36 @@ def inert(text: str) -> str:
     return "".join(out)
 
 
+def typed(text: str) -> str:
+    """The text `inert` was given: an edit of a message shown inert, as the user means it."""
+    out, last = [], 0
+    for match in _CODE.finditer(text):
+        out.append(_unescape(text[last:match.start()]))
+        out.append(match.group(0))
+        last = match.end()
+    out.append(_unescape(text[last:]))
+    return "".join(out)
+
+
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;")
+
+
+def _unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&amp;", "&")
+
+
+ERROR_TITLE = "⚠️ **Error:**"
+NOT_SENT = "Your message was not sent: it is still in the message box, to send again."
+
+
+def failed(error: str, unsent: str | None = None) -> list[dict]:
+    """The Chatbot's messages to add after the conversation when a reply could not be
+    written: the user's message that was not sent (when it was withdrawn: `unsent`) and
+    the error in the reply's place.  Display only, never saved."""
+    shown = [{"role": "user", "content": inert(unsent)}] if unsent is not None else []
+    note = f" {NOT_SENT}" if unsent is not None else ""
+    return [*shown, {"role": "assistant", "content": f"{ERROR_TITLE} {inert(error)}{note}"}]
 
 
 def thought_title(tokens: int, seconds: float) -> str:
@@ -112,6 +146,8 @@ def shown(conversation: Conversation, streaming: Phase | None = None, thought: T
             view.add(tool_blocks.block(conversation, message), position, "message", message.created)
             continue
         text = message.content if message.visible is None else message.visible
+        if message.role == "user":
+            text = inert(text)  # what the user typed, shown as typed
         last = streaming is not None and position == len(path) - 1
         if message.tool_calls and not text.strip() and not last:
             text = tool_blocks.calls_note(message)
