@@ -32,6 +32,7 @@ from webui.chat import tool_turns
 from webui.chat.history import ChatError, ChatTools, Conversation
 from webui.chat.prompt import DEFAULT_COMMAND, ChatPrompt
 from webui.errors import AppError
+from webui.paths import NameRefused
 from webui.chat.service import ReplyWriter, add_user_message, impersonate, withdraw
 from webui.generation.engine import GenerationError
 from webui.runtime import Runtime
@@ -62,6 +63,7 @@ class Sidebar:
     export: gr.Button
     exported: gr.File
     upload: gr.UploadButton
+    opener: gr.Button
 
 
 @dataclass
@@ -116,9 +118,10 @@ class SetupColumn:
 def sidebar() -> Sidebar:
     new_chat = gr.Button("New chat", elem_id="chat-new")
     search = gr.Textbox("", placeholder="Search chats", show_label=False, elem_id="chat-search")
-    # Not typed in (the Search box filters it): the list sends its value on every blur.
-    chats = gr.Dropdown(label="Conversations", choices=[], allow_custom_value=True, filterable=False,
-                        elem_id="chat-list")
+    chats = gr.Dropdown(label="Conversations", choices=[], allow_custom_value=True, elem_id="chat-list")
+    # /chat_open for API clients (never shown): opens the conversation named, or says why not.
+    # The list itself is lenient (ChatTab.wire_managing): it sends its value on every blur.
+    opener = gr.Button("Open", visible=False, elem_id="chat-open")
     with gr.Accordion("Manage conversation", open=False):
         title = gr.Textbox("", label="Title", elem_id="chat-title")
         rename = gr.Button("Rename", elem_id="chat-rename")
@@ -126,7 +129,7 @@ def sidebar() -> Sidebar:
         export = gr.Button("Export JSON", elem_id="chat-export")
         exported = gr.File(label="Exported", interactive=False, visible=False)
         upload = gr.UploadButton("Import JSON", file_types=[".json"], elem_id="chat-import")
-    return Sidebar(new_chat, search, chats, title, rename, delete, export, exported, upload)
+    return Sidebar(new_chat, search, chats, title, rename, delete, export, exported, upload, opener)
 
 
 def chat_column() -> ChatColumn:
@@ -419,12 +422,25 @@ class ChatTab:
             return show(request, actions.new, who)
 
         @user_errors
-        def on_pick_chat(chat, query, request: gr.Request):
-            if chat is None:  # the list lost focus with nothing picked (e.g. a search hid the open chat)
-                return {side.chats: gr.skip()}
+        def on_open_chat(chat, query, request: gr.Request):
             if isinstance(chat, str) and chat.startswith(RECOVER):
                 return show(request, actions.recover, chat.removeprefix(RECOVER), query)
             return show(request, actions.pick, chat, query)
+
+        @user_errors
+        def on_pick_chat(chat, query, current, who, request: gr.Request):
+            """A conversation picked from the list.  Gradio's Dropdown also sends its value
+            each time it loses focus: nothing picked (None: a search hid the open chat), the
+            open chat again, or text typed into it that names no conversation.  Those leave
+            the chat as it is (issue 31: no error, the open chat keeps working)."""
+            if chat is None or chat == current:
+                return {side.chats: gr.skip()}
+            try:
+                return on_open_chat(chat, query, request)
+            except gr.Error as exc:
+                if not isinstance(exc.__cause__, NameRefused):
+                    raise
+            return {side.chats: self.chat_list(self.space(request), who, current, query)}
 
         @user_errors
         def on_character(who, request: gr.Request):
@@ -456,7 +472,9 @@ class ChatTab:
         side.new_chat.click(on_new, [setup.character], outputs, api_name="chat_new")
         # The Chatbot's own trash button starts a new chat too; nothing is deleted.
         col.chatbot.clear(on_new, [setup.character], outputs, api_name="chat_clear")
-        side.chats.input(on_pick_chat, [side.chats, side.search], outputs, api_name="chat_open")
+        side.chats.input(on_pick_chat, [side.chats, side.search, chat_id, setup.character], outputs,
+                         api_name="chat_pick")
+        side.opener.click(on_open_chat, [side.chats, side.search], outputs, api_name="chat_open")
         setup.character.input(on_character, [setup.character], outputs, api_name="chat_character")
         side.rename.click(on_rename, [chat_id, side.title, side.search], outputs, api_name="chat_rename")
         side.delete.click(on_delete, [chat_id, setup.character], outputs, api_name="chat_delete")
