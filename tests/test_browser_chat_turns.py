@@ -136,12 +136,12 @@ def test_typed_html_is_shown_as_typed(browser, app_url, runtime):  # noqa: F811
     page.on("request", lambda r: paths.append(urlparse(r.url).path))
     page.locator("#chat-new").click()
     assert wait_until(lambda: page.locator("#chatbot [data-testid=user]").count() == 0)
-    typed = "Why is <b>this</b> bold? <script>window.__ran = 1</script> <img src=x> and **this** too"
+    typed = "Why is <b>this</b> bold? <script>window.__ran = 1</script> <img src=x> and **this** too &amp; Tom & Jerry"
     type_and_send(page, typed)
     assert wait_until(lambda: finished(page), timeout=90)
     bubble = page.locator("#chatbot [data-testid=user]").last
     shown = bubble.inner_text()
-    for part in ("<b>this</b>", "<script>window.__ran = 1</script>", "<img src=x>"):
+    for part in ("<b>this</b>", "<script>window.__ran = 1</script>", "<img src=x>", "&amp; Tom & Jerry"):
         assert part in shown, shown
     assert bubble.locator("strong").all_inner_texts() == ["this"]  # Markdown still renders
     assert bubble.locator("b, img, script").count() == 0
@@ -149,8 +149,13 @@ def test_typed_html_is_shown_as_typed(browser, app_url, runtime):  # noqa: F811
     assert not any(p.endswith("/x") for p in paths)
     # Editing the message starts from the text as typed.
     bubble.hover()
-    page.locator("#chatbot [data-testid=user] button[aria-label='Edit']").last.click()
-    assert page.locator("#chatbot textarea").first.input_value() == typed
+    page.locator("#chatbot button[aria-label='Edit']").first.click()  # the first message's: the user's
+    editor = page.locator("#chatbot textarea").first
+    assert editor.input_value() == typed
+    editor.fill(typed + " <i>edited</i>")
+    page.locator("#chatbot button[aria-label='Submit']").first.click()
+    chats = runtime.users.get(None).chats
+    assert wait_until(lambda: chats.load(chats.list()[0].id).path()[0].content == typed + " <i>edited</i>")
     page.close()
 
 

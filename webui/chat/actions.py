@@ -199,8 +199,6 @@ def edit_shown(space: UserSpace, chat: str, who: str, index: int, text: str) -> 
     position, part = display.shown(conversation).where(index)
     if part == "thinking":
         raise ChatError("a reply's thinking is kept as the model wrote it: edit its answer instead")
-    if conversation.path()[position].role == "user":  # shown inert: read back as the user means it
-        text = display.typed(text or "")
     conversation.edit(position, text or "")
     return _saved(space, conversation, note="Edited: the earlier version is kept (◀ ▶).")
 

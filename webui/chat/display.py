@@ -9,11 +9,14 @@ events send) then no longer equal positions on the conversation's path; `Shown.w
 turns one into the other, and `Shown.times` gives each shown message its time (page.js
 puts them on hover, one per message element).
 
-Thinking, and what the user typed, are shown as inert text: their HTML is escaped
-(outside code, which Markdown shows as written), so `<b>` or `<script>` in a message shows
-as typed rather than turning bold or vanishing; Markdown still renders.  The Chatbot edits
-a message from the text it was given, so an edit of a user's message is read back
-through `typed`, the exact inverse.
+Thinking is shown as inert text: its HTML is escaped (outside code, which Markdown shows
+as written), so a model that thinks in tags shows the tags rather than running them.
+What the user typed is shown as typed (`as_typed`): `<b>` or `<script>` shows as text
+rather than turning bold or vanishing, and Markdown still renders.  Only what HTML would
+read as a tag or an entity is escaped there ("a < b" and "Tom & Jerry" stay as they are,
+also for the Chatbot's copy button, which copies the text it was given).  The Chatbot's
+editor starts from that text too: page.js turns it back (`typed`, the exact inverse)
+before the user sees it.
 
 A reply that could not be written shows its error in the chat, where the reply would
 be (`failed`): shown once and never saved, so no half turn is kept.
@@ -53,23 +56,35 @@ def inert(text: str) -> str:
     return "".join(out)
 
 
-def typed(text: str) -> str:
-    """The text `inert` was given: an edit of a message shown inert, as the user means it."""
+def _outside_code(text: str, change) -> str:
     out, last = [], 0
     for match in _CODE.finditer(text):
-        out.append(_unescape(text[last:match.start()]))
+        out.append(change(text[last:match.start()]))
         out.append(match.group(0))
         last = match.end()
-    out.append(_unescape(text[last:]))
+    out.append(change(text[last:]))
     return "".join(out)
+
+
+# What HTML reads as markup: "<" opening a tag, comment or declaration, and "&" opening an
+# entity.  Each is escaped in one pass, and `typed` undoes exactly that (page.js has a copy).
+_MARKUP = re.compile(r"<(?=[A-Za-z/!?])|&(?=#?[A-Za-z0-9]+;)")
+_ESCAPED = re.compile(r"&lt;(?=[A-Za-z/!?])|&amp;(?=#?[A-Za-z0-9]+;)")
+
+
+def as_typed(text: str) -> str:
+    """The user's Markdown `text`, shown as typed: what HTML would read as a tag or an
+    entity is escaped, outside code."""
+    return _outside_code(text, lambda part: _MARKUP.sub(lambda m: "&lt;" if m[0] == "<" else "&amp;", part))
+
+
+def typed(text: str) -> str:
+    """The text `as_typed` was given."""
+    return _outside_code(text, lambda part: _ESCAPED.sub(lambda m: "<" if m[0] == "&lt;" else "&", part))
 
 
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;")
-
-
-def _unescape(text: str) -> str:
-    return text.replace("&lt;", "<").replace("&amp;", "&")
 
 
 ERROR_TITLE = "⚠️ **Error:**"
@@ -80,7 +95,7 @@ def failed(error: str, unsent: str | None = None) -> list[dict]:
     """The Chatbot's messages to add after the conversation when a reply could not be
     written: the user's message that was not sent (when it was withdrawn: `unsent`) and
     the error in the reply's place.  Display only, never saved."""
-    shown = [{"role": "user", "content": inert(unsent)}] if unsent is not None else []
+    shown = [{"role": "user", "content": as_typed(unsent)}] if unsent is not None else []
     note = f" {NOT_SENT}" if unsent is not None else ""
     return [*shown, {"role": "assistant", "content": f"{ERROR_TITLE} {inert(error)}{note}"}]
 
@@ -147,7 +162,7 @@ def shown(conversation: Conversation, streaming: Phase | None = None, thought: T
             continue
         text = message.content if message.visible is None else message.visible
         if message.role == "user":
-            text = inert(text)  # what the user typed, shown as typed
+            text = as_typed(text)
         last = streaming is not None and position == len(path) - 1
         if message.tool_calls and not text.strip() and not last:
             text = tool_blocks.calls_note(message)

@@ -552,6 +552,8 @@ class ChatTab:
         message just `sent`, that message is withdrawn (service.withdraw) and its text
         stays in (or goes back to) the message box: no half turn is kept."""
         col, probs = self.col, self.col.probs.shown
+        # A message withdrawn from a conversation first saved for it takes the file with it.
+        existed = sent is not None and space.chats.has(conversation.id)
         top, refused = token_view.wanted(self.runtime, session_id(request), bool(show_tokens))
         pictures = self.shelf.for_store(space.images)
         try:
@@ -597,13 +599,17 @@ class ChatTab:
         note = f"**Error:** {writer.error}" if writer.error else writer.summary()
         tokens = token_view.reply_value(writer.stream.logprobs, refused) if show_tokens else None
         unsent = withdraw(conversation, sent) if writer.error else None  # it failed before writing anything
-        if unsent is not None:
+        if unsent is not None and existed:
             space.chats.save(conversation)
+        elif unsent is not None:
+            space.chats.delete(conversation.id)
         chat = shown_messages(conversation, pictures=pictures)
         yield {col.chatbot: chat + display.failed(writer.error, unsent) if writer.error else chat, col.live: "",
                col.stats: note, col.branch: actions.branch_note(conversation, None), col.picked: 0,
                col.times: times_of(conversation), probs: token_view.Shown(tokens),
-               **({col.message: {"text": unsent, "files": []}} if unsent is not None else {})}
+               **({col.message: {"text": unsent, "files": []},
+                   self.side.chats: self.chat_list(space, conversation.character, conversation.id)}
+                  if unsent is not None else {})}
         return writer
 
     def opened(self, request, current, who, mode, template, system, command, enable_thinking, effort):
