@@ -472,8 +472,9 @@ class ChatTab:
         side.new_chat.click(on_new, [setup.character], outputs, api_name="chat_new")
         # The Chatbot's own trash button starts a new chat too; nothing is deleted.
         col.chatbot.clear(on_new, [setup.character], outputs, api_name="chat_clear")
+        # The page's own (API clients open a chat with /chat_open, which says when a name is unknown).
         side.chats.input(on_pick_chat, [side.chats, side.search, chat_id, setup.character], outputs,
-                         api_name="chat_pick")
+                         api_name="chat_pick", api_visibility="private")
         side.opener.click(on_open_chat, [side.chats, side.search], outputs, api_name="chat_open")
         setup.character.input(on_character, [setup.character], outputs, api_name="chat_character")
         side.rename.click(on_rename, [chat_id, side.title, side.search], outputs, api_name="chat_rename")
