@@ -180,7 +180,7 @@ def test_a_chats_mode_comes_back_when_it_is_reopened(browser, app_url, runtime):
         return chats.list()[0].id
 
     role_play = chat_in("chat", "a role-play line")
-    chat_in("instruct", "a plain question")
+    plain = chat_in("instruct", "a plain question")
 
     listed = page.locator("#chat-list input")
     listed.click()
@@ -193,3 +193,5 @@ def test_a_chats_mode_comes_back_when_it_is_reopened(browser, app_url, runtime):
     assert wait_until(lambda: checked_mode(page) == "chat")
     assert chats.load(role_play).settings.mode == "chat"  # kept in its file
     page.close()
+    for chat_id in (role_play, plain):  # the next page starts in the default mode again
+        chats.delete(chat_id)
