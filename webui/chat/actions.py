@@ -204,6 +204,12 @@ def edit_shown(space: UserSpace, chat: str, who: str, index: int, text: str) -> 
     return _saved(space, conversation, note="Edited: the earlier version is kept (◀ ▶).")
 
 
+def awaits_reply(conversation: Conversation) -> bool:
+    """An edit left the user's message last on its branch: it is sent again (a new reply)."""
+    path = conversation.path()
+    return bool(path) and path[-1].role == "user"
+
+
 def flip(space: UserSpace, chat: str, who: str, number, step: int) -> ChatView:
     """Show the previous (-1) or next (+1) version of message `number`; keep it picked."""
     conversation = open_chat(space, chat, who)
