@@ -563,10 +563,9 @@ class ChatTab:
             writer = ReplyWriter(self.runtime, session_id(request), space.chats, conversation, setup,
                                  sampling, action, start_with or "", username(request), token_view=top, tools=tools)
         except USER_ERRORS as exc:
-            unsent = withdraw(conversation, sent)  # never saved: back in the box (Send emptied it, empty_box)
+            unsent = withdraw(conversation, sent)  # never saved: the box still holds it
             yield {col.chatbot: shown_messages(conversation, pictures=pictures) + display.failed(str(exc), unsent),
-                   col.live: "", col.stats: f"**Error:** {exc}", probs: token_view.Shown(),
-                   **({col.message: {"text": unsent, "files": []}} if unsent is not None else {})}
+                   col.live: "", col.stats: f"**Error:** {exc}", probs: token_view.Shown()}
             return None
         try:
             if sent is not None:
@@ -629,7 +628,7 @@ class ChatTab:
             try:
                 text, files = message_parts(value)
             except USER_ERRORS as exc:
-                yield {col.stats: f"**Error:** {exc}", col.message: value}  # back in the box (empty_box)
+                yield {col.stats: f"**Error:** {exc}"}
                 return
             if not text.strip() and not files:
                 yield {col.stats: "Type a message first."}
@@ -648,7 +647,7 @@ class ChatTab:
                                            images)
                 documents_panel.enrich(runtime, request, conversation, message)  # attached documents, passages
             except USER_ERRORS as exc:
-                yield {col.stats: f"**Error:** {exc}", col.message: value}  # back in the box to fix and resend
+                yield {col.stats: f"**Error:** {exc}"}
                 return
             yield from self.reply_loop(space, conversation, setup, params, "reply", start_with, request, True,
                                        show_tokens, sent=message)
@@ -726,8 +725,7 @@ class ChatTab:
         ]
         # The box also empties in a quick event of its own, beside the reply's (which read
         # the text when Send fired): the reply's first update can wait behind a busy queue,
-        # and Firefox was seen keeping the sent text in the box until the reply ended.  A
-        # message that is not sent after all goes back into the box (on_send, write_reply).
+        # and Firefox was seen keeping the sent text in the box until the reply ended.
         for sent in (col.send.click, col.message.submit):
             sent(empty_box, None, col.message, queue=False, api_visibility="private")
         token_view.wire_reply(col.probs, "chat")
