@@ -3,7 +3,10 @@
 One long-lived model thread runs a step loop (continuous batching): between steps it
 admits waiting requests (round-robin across owners, webui/generation/scheduler.py) and
 drops finished ones, and each step decodes one token for every running request in a
-single batched call to the backend (webui/generation/backend.py).  Everything else is
+single batched call to the backend (webui/generation/backend.py).  A long new prompt
+beside running requests is read a piece at a time between steps (`_prefill`), and a
+request decoding alone may check tokens drafted from its context in one step
+(webui/generation/speculative.py); neither changes a reply.  Everything else is
 per request and lives in its `_Sequence`: its sampler chain and random generator, stop
 strings, incremental decoder, log-probabilities, cancel token and token budget.  So a
 request behaves the same alone or beside others, and Stop in one browser tab ends only
@@ -558,7 +561,7 @@ class GenerationEngine:
             owners = self._owners = Counter([seq.owner for seq in running] + [j.owner for j in self._embedding])
             # An embedding job keeps no KV: it always fits.  A request that must decode
             # alone waits for an empty batch, and keeps it empty while it runs.
-            stream = self._queue.take(owners, lambda s: isinstance(s, EmbeddingJob) or (
+            stream = self._queue.take(owners, lambda s, running=running: isinstance(s, EmbeddingJob) or (
                 not (running and (alone(backend, s) or any(alone(backend, a.stream) for a in running)))
                 and backend.can_admit(len(running), 0, s.request.params.max_new_tokens)))
             if stream is None:
