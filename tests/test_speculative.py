@@ -8,14 +8,13 @@ alone and in a batch, and the passes are counted on the model itself.
 from __future__ import annotations
 
 import pytest
-import torch
 
 from tests.conftest import TINY
 from tests.test_determinism import together
 from webui.generation.backend import Capabilities, ServingOptions
 from webui.generation.engine import GenerationEngine, GenerationRequest
 from webui.generation.params import ParamsError, make_params
-from webui.generation.speculative import draft_budget, lookup
+from webui.generation.speculative import PromptLookup, draft_budget
 from webui.loaders.base import LoadOptions
 from webui.loaders.registry import default_registry
 from webui.model_manager import ModelManager
@@ -55,13 +54,20 @@ def forwards(model) -> list[tuple[int, ...]]:
 
 
 def test_lookup_drafts_what_followed_the_latest_repeat_of_the_tail():
-    context = torch.tensor([5, 6, 7, 8, 9, 1, 5, 6, 7, 2, 3, 5, 6, 7])
-    assert lookup(context, 3) == [2, 3, 5]  # the latest earlier "5 6 7" was followed by 2 3 5
-    assert lookup(context, 1) == [2]
-    assert lookup(torch.tensor([1, 2, 3, 4]), 4) == []  # nothing repeats
-    assert lookup(torch.tensor([1, 2, 9, 1, 2]), 4) == [9, 1, 2]  # two tokens are enough
-    assert lookup(torch.tensor([4, 4]), 3) == []  # too short to say anything
-    assert lookup(context, 0) == []
+    context = PromptLookup([5, 6, 7, 8, 9, 1, 5, 6, 7, 2, 3, 5, 6, 7])
+    assert context.draft(3) == [2, 3, 5]  # the latest earlier "5 6 7" was followed by 2 3 5
+    assert context.draft(1) == [2] and context.draft(0) == []
+    assert PromptLookup([1, 2, 3, 4]).draft(4) == []  # nothing repeats
+    assert PromptLookup([1, 2, 9, 1, 2]).draft(4) == [9, 1, 2]  # two tokens are enough
+    assert PromptLookup([4, 4]).draft(3) == []  # too short to say anything
+    # Kept up to date as the reply grows: the tail moves, and the index follows it.
+    for token in (2, 3):
+        context.push(token)
+    assert context.draft(4) == [5, 6, 7, 2]  # "7 2 3" occurred once before, followed by "5 6 7 2"
+    context.push(8)
+    assert context.draft(2) == []  # "2 3 8" and "3 8" never occurred
+    context.push(9)
+    assert context.draft(2) == [1, 5]  # "8 9" did, once, long ago
 
 
 def test_the_budget_follows_the_request_then_the_server_where_replies_stay_equal():
@@ -127,3 +133,19 @@ def test_the_server_default_drafts_for_requests_that_do_not_say(models_root):
     finally:
         engine.close()
         engine.manager.unload()
+
+
+def test_the_api_takes_prompt_lookup_num_tokens_and_names_it_when_refused(api_url, runtime):
+    import openai
+
+    from tests.conftest import API_KEY
+
+    client = openai.OpenAI(base_url=api_url, api_key=API_KEY, max_retries=0, timeout=120)
+    body = {"model": TINY, "prompt": REPETITIVE, "max_tokens": 24, "temperature": 0}
+    plain = client.completions.create(**body, extra_body={"prompt_lookup_num_tokens": 0})
+    drafted = client.completions.create(**body, extra_body={"prompt_lookup_num_tokens": 8})
+    if runtime.models.current.backend.capabilities.reuse_invariant:  # fp32 arithmetic: equal logits
+        assert drafted.choices[0].text == plain.choices[0].text
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.completions.create(**body, extra_body={"prompt_lookup_num_tokens": 99})
+    assert refused.value.param == "prompt_lookup_num_tokens"

@@ -56,7 +56,7 @@ from webui.generation.request import (
     prompt_room,
 )
 from webui.generation.scheduler import FairQueue
-from webui.generation.speculative import draft_budget, lookup
+from webui.generation.speculative import PromptLookup, draft_budget
 from webui.generation.stops import StopStringFilter
 from webui.model_manager import ModelBusy, ModelManager, NoModelLoaded
 from webui.openmp import release_thread_pool
@@ -281,13 +281,14 @@ class _Sequence:
         self.lookahead = draft_budget(params.prompt_lookup_num_tokens, params.deterministic, backend.capabilities)
         self.drafted = 0
         self.accepted = 0
+        self.lookup = PromptLookup(ids) if self.lookahead > 0 else None
 
     def drafts(self) -> list[int]:
         """Tokens the context suggests come next (prompt lookup); [] for none."""
         room = self.max_new - self.stream.new_tokens - 1  # the step's own token is one more
-        if self.lookahead <= 0 or room <= 0 or self.forced:
+        if self.lookup is None or room <= 0 or self.forced:
             return []
-        return lookup(self.ids[0, : self.length], min(self.lookahead, room))
+        return self.lookup.draft(min(self.lookahead, room))
 
     @property
     def plain_greedy(self) -> bool:
@@ -335,6 +336,8 @@ class _Sequence:
         self.last_token = token
         self.ids[0, self.length] = token
         self.length += 1
+        if self.lookup is not None:
+            self.lookup.push(token)
         piece = "" if token in self.eos else self.decoder.push(token)
         if self.record is not None:
             # The text this token added to the reply (before stop strings are held back).
