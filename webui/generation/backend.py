@@ -50,7 +50,8 @@ class ServingOptions:
     # (their streams keep flowing between the pieces); 0 = read whole.
     prefill_chunk: int = 512
     # Tokens drafted by prompt lookup for a request that does not say (its
-    # prompt_lookup_num_tokens); 0 = only for requests that ask.
+    # prompt_lookup_num_tokens); 0 = only for requests that ask (docs/PERFORMANCE.md says
+    # why it is not on by default yet).
     prompt_lookup: int = 0
 
 

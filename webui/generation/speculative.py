@@ -26,8 +26,9 @@ from __future__ import annotations
 
 from webui.generation.backend import Capabilities
 
-# Longest and shortest run of tokens looked up in the context.  One-token matches draft
-# too often to pay; three tokens already pin a repeat down (bench/bench_speculative.py).
+# Longest and shortest run of tokens looked up in the context.  A single token recurs
+# almost everywhere in a long context, so one-token matches would draft on nearly every
+# step and be rejected mostly (not measured against 2 here; a choice, not a finding).
 MAX_NGRAM = 3
 MIN_NGRAM = 2
 
