@@ -29,6 +29,7 @@ from transformers.cache_utils import DynamicLayer
 
 from webui.generation.backend import Capabilities, OutOfMemory
 from webui.generation.embedding import mean_pool
+from webui.generation.params import SamplingParams
 from webui.generation.prefix_cache import MIN_REUSE_TOKENS, PrefixCache
 from webui.loaders.row_attention import linear_rows_invariant, use_row_attention
 
@@ -126,6 +127,8 @@ class TransformersBackend:
             vision=self.processor is not None,
             # Drafts are verified on a sequence's own cache, which only a plain one can cut.
             prompt_lookup=prompt_lookup if mergeable else None,
+            # Without it, a request asking for drafts is refused by name, not ignored.
+            samplers=None if mergeable else frozenset(SamplingParams.model_fields) - {"prompt_lookup_num_tokens"},
             prefill_chunk=prefill_chunk if mergeable else 0,
         )
         self.kv_budget = kv_budget if kv_budget is not None else default_kv_budget(self.device)
