@@ -182,9 +182,10 @@ class TransformersBackend:
     def encode_images(self, text: str, images: tuple):
         """The prompt's ids with each image expanded by the model's processor, and the
         pixel tensors that go with them (webui/loaders/hf_vision.py)."""
-        from webui.loaders.hf_vision import encode_images
+        from webui.loaders.hf_vision import encode_images, takes_token_types
 
-        return encode_images(self.processor, self.tokenizer, text, images, self.device, self.model.dtype)
+        return encode_images(self.processor, self.tokenizer, text, images, self.device, self.model.dtype,
+                             token_types=takes_token_types(self.model))
 
     def _reused(self, key: list[int], reuse: bool, embeds, vision) -> tuple[DynamicCache, int]:
         """A fresh cache for one sequence, holding the longest cached prefix of `key`."""
@@ -210,7 +211,9 @@ class TransformersBackend:
         # A vision prompt is cached under its key: image placeholders stand for the image's content.
         key = vision.key if vision is not None else ids
         cache, reused = self._reused(key, reuse, embeds, vision)
-        pixels = vision.inputs if vision is not None and vision.needs_pixels(reused) else {}
+        pixels = dict(vision.inputs) if vision is not None and vision.needs_pixels(reused) else {}
+        if "token_type_ids" in pixels:  # per prompt position: the part computed now
+            pixels["token_type_ids"] = pixels["token_type_ids"][:, reused:]
         try:
             if embeds is not None:
                 out = self.model(inputs_embeds=embeds, **{self._cache_kw: cache}, use_cache=True, logits_to_keep=1)
