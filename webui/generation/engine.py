@@ -633,7 +633,8 @@ class GenerationEngine:
             except OutOfMemory as exc:
                 seq.stream._mailbox.finish("error", f"{exc}; try a shorter prompt, fewer tokens or a smaller model")
                 return
-            except BackendCrashed:
+            except BackendCrashed as exc:  # every request hears it (_run_batch); this one is no longer listed
+                seq.stream._mailbox.finish("error", failure(exc))
                 raise
             except Exception as exc:  # this request hears why; the others go on
                 log.exception("reading a prompt failed")
