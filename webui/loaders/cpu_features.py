@@ -37,6 +37,16 @@ MEASURED = {
         "8-bit (bitsandbytes)": {"decode": 0.40, "prefill": 0.71},
         "4-bit (bitsandbytes)": {"decode": 0.36, "prefill": 0.88},
     },
+    # Intel Xeon, AVX-512 (F, BW, VNNI) without AVX512-BF16 or AMX; bench/bench_cpu_dtypes.py,
+    # one thread, 128-token prefill, load average 9-12 (other sessions), median of 5
+    # alternating rounds (docs/PERFORMANCE.md, "dtypes and 8-bit on a CPU").  bitsandbytes
+    # is left out: its 3 rounds (load 10-23) scattered from 0.4x to 7x.
+    "avx512": {
+        "fp32": {"decode": 1.0, "prefill": 1.0},
+        "fp16 on fbgemm": {"decode": 1.21, "prefill": 0.98},
+        "bf16": {"decode": 0.98, "prefill": 0.42},
+        "cpu-int8": {"decode": 2.15, "prefill": 0.78},
+    },
 }
 
 
