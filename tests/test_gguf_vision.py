@@ -252,3 +252,12 @@ def test_the_gguf_vision_model_answers_through_the_api(served, tmp_path_factory)
         server.stop()
         runtime.engine.close()
         runtime.models.unload()
+
+
+def test_libmtmd_says_nothing_on_the_terminal_at_load(served, capfd):
+    manager, _ = served
+    capfd.readouterr()
+    manager.load("tiny-gemma3-gguf")  # again: a fresh worker opens the projector
+    assert manager.current.backend.capabilities.vision
+    err = capfd.readouterr().err
+    assert "clip_model_loader" not in err and "tensor[" not in err  # its INFO lines go to the "llama.cpp" logger

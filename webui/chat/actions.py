@@ -66,7 +66,8 @@ def open_chat(space: UserSpace, chat: str | None, who: str, character: Character
                 return conversation
         except NameRefused:
             pass
-    conversation = Conversation(id=chat or new_chat_id(), character=who)
+    conversation = Conversation(id=chat or new_chat_id(), character=who,
+                                tools=character.tools.model_copy(deep=True) if character.tools else None)
     user = space.persona().name
     for i, greeting in enumerate(character.greetings()):
         text = substitute(greeting, who, user)

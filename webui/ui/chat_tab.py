@@ -653,6 +653,11 @@ class ChatTab:
             col.approve.click(on_decide(True), reply_inputs, outputs, api_name="chat_tool_approve", **MODEL_GROUP),
             col.deny.click(on_decide(False), reply_inputs, outputs, api_name="chat_tool_deny", **MODEL_GROUP),
         ]
+        # The box also empties in a quick event of its own, beside the reply's (which read
+        # the text when Send fired): the reply's first update can wait behind a busy queue,
+        # and Firefox was seen keeping the sent text in the box until the reply ended.
+        for sent in (col.send.click, col.message.submit):
+            sent(empty_box, None, col.message, queue=False, api_visibility="private")
         token_view.wire_reply(col.probs, "chat")
         # Stop runs outside the model group (it must not wait for the reply it stops) and
         # also drops this session's not-yet-started requests from Gradio's queue.
@@ -765,6 +770,10 @@ def chat_tools(allowed, always, choice) -> ChatTools | None:
                          choice=choice if isinstance(choice, str) and choice else "auto")
     except ValueError as exc:
         raise gr.Error(f"tools: {exc}") from exc
+
+
+def empty_box() -> dict:
+    return {"text": "", "files": []}
 
 
 def tools_note(chosen: ChatTools | None) -> str:
