@@ -1,8 +1,8 @@
 """dtype and quantization on the CPU: decode and prefill speed and weight memory, ÷ fp32.
 
 Loads the ~0.47B-shaped random Llama (bench_batching.py's) once per choice through the
-real Transformers loader, then measures in alternating rounds (fp32, bf16, cpu-int8,
-bitsandbytes 8-bit, fp32, ...) so that a busy machine slows every choice alike; each
+real Transformers loader, then measures in alternating rounds (fp32, fp16 on fbgemm,
+bf16, cpu-int8, bitsandbytes 8-bit and 4-bit, fp32, ...) so that a busy machine slows every choice alike; each
 figure is the median of the per-round ratios to fp32, with the load average said.
 """
 
@@ -30,6 +30,7 @@ CHOICES = {
     "bf16": {"dtype": "bf16"},
     "cpu-int8": {"cpu_int8": True},
     "8-bit (bitsandbytes)": {"load_in_8bit": True},
+    "4-bit (bitsandbytes)": {"load_in_4bit": True},
 }
 
 

@@ -67,6 +67,8 @@ BENCHES = (
           ("--rounds", "3", "--tokens", "20")),
     Bench("batching", "Batching, prefix cache and fair scheduling (demo model)", (B + "bench_batching.py",),
           ("--rounds", "1", "--tokens", "16")),
+    Bench("speculative", "Speculative decoding by prompt lookup ÷ none, one stream (demo model)",
+          (B + "bench_speculative.py",), ("--rounds", "1", "--tokens", "20", "--drafts", "4")),
     Bench("batching-0.5b", "Batching and prefix cache (~0.47B random Llama, one thread)",
           (B + "bench_batching.py", "--random-0.5b", "--threads", "1", "--tokens", "16", "--rounds", "2",
            "--parts", "batching,follow-up"), ("--rounds", "1", "--tokens", "4"), timeout=3600),

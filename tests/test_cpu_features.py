@@ -93,3 +93,35 @@ def test_the_model_tab_notes_follow_this_machine():
     # A note informs, it does not disable: the control stays usable when bitsandbytes imports.
     notes = OptionControls([TransformersOptions], LoadOptions()).problems("quantization")
     assert all(text in notes for text in want.values() if text)
+
+
+def test_auto_follows_the_measured_row_of_this_cpu_kind(monkeypatch):
+    from webui.loaders import cpu_features
+
+    def row(fp32, fp16, bf16):
+        return {"fp32": {"decode": 1.0, "prefill": 1.0}, "fp16 on fbgemm": {"decode": fp16[0], "prefill": fp16[1]},
+                "bf16": {"decode": bf16[0], "prefill": bf16[1]}, "cpu-int8": {"decode": 9.0, "prefill": 9.0}}
+
+    monkeypatch.setattr(cpu_features, "MEASURED", {
+        # bf16 decodes fastest, but its emulated prefill is 5x slower: fbgemm's fp16 instead.
+        "avx512": row(1.0, (1.6, 1.0), (2.0, 0.2)),
+        # bf16 hardware measured slower than fbgemm's fp16 at decode: fp16, against the flags' rule.
+        "avx512-bf16": row(1.0, (2.1, 1.1), (1.8, 1.4)),
+        # Nothing beats fp32 here.
+        "avx2": row(1.0, (0.9, 1.0), (0.8, 0.3)),
+    })
+    assert auto_cpu_dtype(AVX512) == "fp16"
+    assert auto_cpu_dtype(AVX512_BF16) == "fp16" and auto_cpu_dtype(AMX) == "fp16"
+    assert auto_cpu_dtype(AVX512_BF16, fbgemm=False) == "bf16"  # the fp16 row needs fbgemm's kernel
+    assert auto_cpu_dtype(AVX512, fbgemm=False) == "fp32"
+    assert auto_cpu_dtype(AVX2) == "fp32"  # cpu-int8 is never what `auto` means
+    assert auto_cpu_dtype(frozenset()) == "fp32"  # not measured: the flags decide
+
+
+def test_the_measured_table_has_this_kind_of_row_for_every_cpu_kind_measured():
+    from webui.loaders.cpu_features import AUTO_CHOICES, MEASURED
+
+    assert {"avx2", "avx512"} <= set(MEASURED)
+    for kind, table in MEASURED.items():
+        assert "fp32" in table and table["fp32"] == {"decode": 1.0, "prefill": 1.0}, kind
+        assert set(AUTO_CHOICES) <= set(table), kind

@@ -43,7 +43,8 @@ def test_loads_with_its_loader_and_declares_what_it_can_do(gguf_runtime):
     assert "llama.cpp" in loaded.describe() and "batches up to 8" in loaded.describe()
     # The Parameters tab marks what this backend ignores (webui/ui/parameters_tab.py).
     assert gguf_runtime.ignored_samplers("a tab") == (f"{loaded.name} (llama.cpp)",
-                                                      ("guidance_scale", "negative_prompt"))
+                                                      ("guidance_scale", "negative_prompt",
+                                                       "prompt_lookup_num_tokens"))
 
 
 def test_greedy_output_matches_the_transformers_loader_on_the_same_weights(gguf_runtime, gguf_root):

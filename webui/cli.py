@@ -79,6 +79,12 @@ def parser() -> argparse.ArgumentParser:
                    help="GiB kept for reusing earlier prompts' KV cache (default 1; 0 = off)")
     n.add_argument("--max-kv-gib", type=float,
                    help="GiB the running batch's KV cache may take (default: from free memory)")
+    n.add_argument("--prefill-chunk", type=int,
+                   help="tokens of a new prompt read at a time while other requests decode, so their "
+                        "streams keep flowing (default 512; 0 = read whole)")
+    n.add_argument("--prompt-lookup", type=int,
+                   help="tokens drafted from the context for speculative decoding, for requests that do not "
+                        "set prompt_lookup_num_tokens (Transformers models; default 0 = only when asked)")
     a = p.add_argument_group("API")
     a.add_argument("--api", action="store_true", help="serve the OpenAI-compatible API (/v1)")
     a.add_argument("--api-port", type=int, help="API port (default 5000)")

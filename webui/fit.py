@@ -403,7 +403,7 @@ def report(shape: ModelShape, chosen: Estimate, memory: Memory, cpu: bool,
 
 def cpu_speed_lines(flags: frozenset[str]) -> list[str]:
     """Speed of each choice on this CPU, from the table measured per CPU feature set."""
-    from webui.loaders.cpu_features import MEASURED, feature_set
+    from webui.loaders.cpu_features import AUTO_CHOICES, MEASURED, auto_cpu_dtype, feature_set
 
     kind = feature_set(flags)
     table = MEASURED.get(kind)
@@ -411,8 +411,9 @@ def cpu_speed_lines(flags: frozenset[str]) -> list[str]:
         return [f"Speed on this CPU ({kind}): not measured here; bench/bench_cpu_dtypes.py measures it.", ""]
     lines = [f"Speed on this CPU kind ({kind}), ÷ fp32, measured by bench/bench_cpu_dtypes.py:", "",
              "| load | decode | prefill |", "|---|---|---|"]
-    lines += [f"| {name} | {row['decode']:.2f}x | {row['prefill']:.2f}x |" for name, row in table.items()
-              if row["decode"] is not None]
+    auto = auto_cpu_dtype(flags)
+    lines += [f"| {name}{' (--dtype auto)' if AUTO_CHOICES.get(name) == auto else ''} | {row['decode']:.2f}x "
+              f"| {row['prefill']:.2f}x |" for name, row in table.items() if row["decode"] is not None]
     return [*lines, ""]
 
 

@@ -498,6 +498,8 @@ def serving_options(settings: Settings) -> ServingOptions:
         max_batch=settings.max_batch,
         prefix_cache_bytes=int(settings.prefix_cache_gib * GIB),
         kv_budget_bytes=int(settings.max_kv_gib * GIB) if settings.max_kv_gib else None,
+        prefill_chunk=settings.prefill_chunk,
+        prompt_lookup=settings.prompt_lookup,
     )
 
 

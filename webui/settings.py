@@ -99,6 +99,12 @@ class Settings(LoaderSettings):
         1.0, ge=0, le=1024, description="Memory kept for reusing earlier prompts' KV cache; 0 = off.")
     max_kv_gib: float | None = Field(
         None, gt=0, le=4096, description="Memory for the running batch's KV cache (default: from free memory).")
+    prefill_chunk: int = Field(
+        512, ge=0, le=1_048_576,
+        description="Tokens of a new prompt read at a time while other requests decode; 0 = read whole.")
+    prompt_lookup: int = Field(
+        0, ge=0, le=16, description="Tokens drafted from the context (speculative decoding) for a request "
+        "that does not set prompt_lookup_num_tokens; 0 = only for requests that ask.")
 
     # -- OpenAI-compatible API ---------------------------------------------------
     api: bool = Field(False, description="Serve the OpenAI-compatible API beside the UI.")

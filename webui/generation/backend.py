@@ -12,6 +12,13 @@ token ids into next-token logits, for several sequences at once if it can:
     backend.finish(slot, keep=True)      # release it (keep=True: its KV may serve a later prompt)
     vectors = backend.embed(batch)       # optional: pooled hidden states, one row per sequence
 
+and, where its capabilities say so:
+
+    slot = backend.begin(ids)            # prefill_chunk: a sequence whose prompt is read later,
+    done = backend.prefill(slot, n)      # n tokens at a time (True: read; slot.logits set, in the batch)
+    logits = backend.verify(slot, ids)   # speculative: feed several tokens to the only running
+    backend.rewind(slot, n)              # sequence (one row of logits each); forget its last n
+
 It declares what it can do in `Capabilities`, and the UI and the API read those instead of
 assuming them.  docs/LOADERS.md walks through adding one.
 """
@@ -39,6 +46,13 @@ class ServingOptions:
     prefix_cache_bytes: int = 1 * GIB
     # Memory the running batch's KV cache may take; None = decided from free memory at load.
     kv_budget_bytes: int | None = None
+    # A new prompt is read this many tokens at a time while other sequences decode
+    # (their streams keep flowing between the pieces); 0 = read whole.
+    prefill_chunk: int = 512
+    # Tokens drafted by prompt lookup for a request that does not say (its
+    # prompt_lookup_num_tokens); 0 = only for requests that ask (docs/PERFORMANCE.md says
+    # why it is not on by default yet).
+    prompt_lookup: int = 0
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,13 @@ class Capabilities:
     # Images in the prompt are read (RenderedPrompt.images): the backend has
     # encode_images(text, images) -> VisionPrompt, and start() takes its `vision`.
     vision: bool = False
+    # Speculative decoding: verify(slot, ids) feeds drafted tokens to the only running
+    # sequence in one forward, rewind(slot, n) forgets the rejected ones.  None = cannot;
+    # else the tokens prompt lookup drafts for a request that does not say (0 = none).
+    prompt_lookup: int | None = None
+    # A new prompt beside running sequences is read this many tokens at a time
+    # (begin/prefill), decoding steps in between; 0 = read whole.
+    prefill_chunk: int = 0
 
     def determinism_note(self) -> str | None:
         """What a greedy or seeded reply may depend on here, for the Parameters tab."""
@@ -76,6 +97,8 @@ class Capabilities:
             parts.append("what it is batched with")
         if self.prefix_cache and not self.reuse_invariant:
             parts.append("a prefix-cache hit")
+        if self.prefill_chunk and not self.reuse_invariant:
+            parts.append("a prompt read in pieces beside other requests")
         if not parts:
             return None
         note = f"A greedy or seeded reply can change by a token with {' or '.join(parts)} on this model"
@@ -143,6 +166,21 @@ class Backend(Protocol):
 
     def clear_cache(self) -> None:
         """Drop whatever the backend keeps between requests (prefix cache)."""
+
+    def begin(self, ids: list[int], reuse: bool = True) -> Slot:
+        """Only with capabilities.prefill_chunk: a sequence whose prompt (after any
+        prefix-cache hit) is read by prefill(); slot.logits is None until then."""
+
+    def prefill(self, slot: Slot, tokens: int) -> bool:
+        """Read up to `tokens` more of a begun prompt; True once it is read whole (its
+        logits set, the sequence in the batch).  Raises OutOfMemory."""
+
+    def verify(self, slot: Slot, ids: list[int]) -> torch.Tensor:
+        """Only with capabilities.prompt_lookup not None, and `slot` the only running
+        sequence: feed `ids`; one row of logits per id (what comes after it)."""
+
+    def rewind(self, slot: Slot, tokens: int) -> None:
+        """Forget the last `tokens` fed to `slot` (drafts that were not accepted)."""
 
     def embed(self, batch: list[list[int]]) -> torch.Tensor:
         """One vector per sequence ([len(batch), hidden], float32, on the CPU), from one

@@ -3,7 +3,10 @@
 One long-lived model thread runs a step loop (continuous batching): between steps it
 admits waiting requests (round-robin across owners, webui/generation/scheduler.py) and
 drops finished ones, and each step decodes one token for every running request in a
-single batched call to the backend (webui/generation/backend.py).  Everything else is
+single batched call to the backend (webui/generation/backend.py).  A long new prompt
+beside running requests is read a piece at a time between steps (`_prefill`), and a
+request decoding alone may check tokens drafted from its context in one step
+(webui/generation/speculative.py); neither changes a reply.  Everything else is
 per request and lives in its `_Sequence`: its sampler chain and random generator, stop
 strings, incremental decoder, log-probabilities, cancel token and token budget.  So a
 request behaves the same alone or beside others, and Stop in one browser tab ends only
@@ -53,6 +56,7 @@ from webui.generation.request import (
     prompt_room,
 )
 from webui.generation.scheduler import FairQueue
+from webui.generation.speculative import PromptLookup, draft_budget
 from webui.generation.stops import StopStringFilter
 from webui.model_manager import ModelBusy, ModelManager, NoModelLoaded
 from webui.openmp import release_thread_pool
@@ -272,6 +276,19 @@ class _Sequence:
         self.failure: str | None = None  # set when this request must end with an error
         self.queued_seconds = 0.0
         self.record: TokenLogprob | None = None  # the chosen token's probabilities, until accepted
+        # Speculative decoding (webui/generation/speculative.py): tokens drafted per step.
+        params = stream.request.params
+        self.lookahead = draft_budget(params.prompt_lookup_num_tokens, params.deterministic, backend.capabilities)
+        self.drafted = 0
+        self.accepted = 0
+        self.lookup = PromptLookup(ids) if self.lookahead > 0 else None
+
+    def drafts(self) -> list[int]:
+        """Tokens the context suggests come next (prompt lookup); [] for none."""
+        room = self.max_new - self.stream.new_tokens - 1  # the step's own token is one more
+        if self.lookup is None or room <= 0 or self.forced:
+            return []
+        return self.lookup.draft(min(self.lookahead, room))
 
     @property
     def plain_greedy(self) -> bool:
@@ -319,6 +336,8 @@ class _Sequence:
         self.last_token = token
         self.ids[0, self.length] = token
         self.length += 1
+        if self.lookup is not None:
+            self.lookup.push(token)
         piece = "" if token in self.eos else self.decoder.push(token)
         if self.record is not None:
             # The text this token added to the reply (before stop strings are held back).
@@ -360,7 +379,7 @@ class _Sequence:
             self.prompt_tokens, stream.new_tokens, time.perf_counter() - self.started, self.reason, self.seed,
             self.dropped, cached_tokens=getattr(self.slot, "cached_tokens", 0),
             queued_seconds=self.queued_seconds, thinking_tokens=self.gate.spent if self.gate else 0,
-            stop_string=self.stops.matched))
+            stop_string=self.stops.matched, drafted_tokens=self.drafted, accepted_tokens=self.accepted))
 
     def _emit(self, text: str) -> None:
         if text:
@@ -396,6 +415,8 @@ class GenerationEngine:
         self._owners: dict[str, int] = {}  # running sequences per owner (a snapshot, for positions)
         # Admitted embedding jobs, a group embedded between two decoding steps (model thread's)
         self._embedding: list[EmbeddingJob] = []
+        # Admitted requests whose prompts are being read a piece at a time (model thread's)
+        self._prefilling: list[_Sequence] = []
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
         self._grammar_tokenizers = GrammarTokenizers()  # per loaded model, used on the model thread
@@ -489,32 +510,37 @@ class GenerationEngine:
         if self._per_owner_default:  # one place always left for somebody else
             self._queue.per_owner = max(1, backend.capabilities.max_batch - 1)
         active: list[_Sequence] = []
+        prefilling = self._prefilling
         while True:
             try:
                 if self._closed.is_set():
-                    for seq in list(active):
+                    for seq in [*active, *prefilling]:
                         seq.request.cancel.cancel()  # retired as cancelled by the step below
                     for job in self._embedding:
                         job.request.cancel.cancel()
                 self._drop_cancelled()
                 if not self.manager.swap_waiting() and not self._closed.is_set():
                     self._admit(loaded, backend, active)
+                if prefilling:
+                    # One piece of one prompt (in turn) between two steps: the replies keep moving.
+                    self._prefill(backend, active)
                 if self._embedding:
                     # One group of one job (in turn) between two steps: the replies keep moving.
                     self._embed_group(loaded, backend, budget=STEP_TOKENS if active else BATCH_TOKENS)
                 if not active:
-                    if self._embedding:
+                    if self._embedding or prefilling:
                         continue
                     return  # nothing runs: release the model (a load may be waiting)
                 self._step(backend, active)
             except Exception as exc:  # every running request hears why, promptly; none hangs
                 if not isinstance(exc, BackendCrashed):  # the backend logged that one, once
                     log.exception("a decoding step failed")
-                for seq in list(active):
+                for seq in [*active, *prefilling]:
                     seq.stream._mailbox.finish("error", failure(exc))
                     if seq.slot is not None:
                         backend.finish(seq.slot, keep=False)
                 active.clear()
+                prefilling.clear()
                 self._running = 0
                 for job in self._embedding:
                     job.fail(f"embedding failed: {exc.__class__.__name__}: {exc}")
@@ -534,12 +560,13 @@ class GenerationEngine:
     def _admit(self, loaded, backend: Backend, active: list[_Sequence]) -> None:
         while True:
             # An embedding job holds a place of its owner's while it runs, like a reply.
-            owners = self._owners = Counter([seq.owner for seq in active] + [j.owner for j in self._embedding])
+            running = [*active, *self._prefilling]
+            owners = self._owners = Counter([seq.owner for seq in running] + [j.owner for j in self._embedding])
             # An embedding job keeps no KV: it always fits.  A request that must decode
             # alone waits for an empty batch, and keeps it empty while it runs.
-            stream = self._queue.take(owners, lambda s: isinstance(s, EmbeddingJob) or (
-                not (active and (alone(backend, s) or any(alone(backend, a.stream) for a in active)))
-                and backend.can_admit(len(active), 0, s.request.params.max_new_tokens)))
+            stream = self._queue.take(owners, lambda s, running=running: isinstance(s, EmbeddingJob) or (
+                not (running and (alone(backend, s) or any(alone(backend, a.stream) for a in running)))
+                and backend.can_admit(len(running), 0, s.request.params.max_new_tokens)))
             if stream is None:
                 return
             stream.started = True
@@ -559,6 +586,11 @@ class GenerationEngine:
             return
         seq.queued_seconds = time.monotonic() - stream.queued_at
         try:
+            if self._in_pieces(backend, seq, active):
+                seq.slot = backend.begin(seq.prompt, reuse=self._reuse(backend, seq))
+                self._prefilling.append(seq)  # read a piece at a time by _prefill, between steps
+                self._running = len(active) + len(self._prefilling)
+                return
             seq.slot = self._start(backend, seq)
         except OutOfMemory as exc:
             stream._mailbox.finish("error", f"{exc}; try a shorter prompt, fewer tokens or a smaller model")
@@ -566,10 +598,54 @@ class GenerationEngine:
         except Exception as exc:
             stream._mailbox.finish("error", failure(exc))
             return
+        self._join(backend, seq, active)
+
+    def _join(self, backend: Backend, seq: _Sequence, active: list[_Sequence]) -> None:
+        """A sequence whose prompt is read decodes from now on: its first token, at once."""
         active.append(seq)
-        self._running = len(active)
+        self._running = len(active) + len(self._prefilling)
         if self._advance(seq, seq.slot.logits):
             self._retire(backend, seq, active)
+
+    def _in_pieces(self, backend: Backend, seq: _Sequence, active: list[_Sequence]) -> bool:
+        """Whether this prompt is read in pieces: long, and others are decoding meanwhile
+        (alone, it is read whole: nothing waits, and the reply is as it always was)."""
+        chunk = backend.capabilities.prefill_chunk
+        return bool(chunk and (active or self._prefilling) and len(seq.prompt) > chunk
+                    and seq.embeds is None and seq.vision is None
+                    and (not seq.request.params.deterministic or backend.capabilities.reuse_invariant))
+
+    def _prefill(self, backend: Backend, active: list[_Sequence]) -> None:
+        """Read the next piece of the first prompt waiting, which then goes to the back."""
+        seq = self._prefilling.pop(0)
+        try:
+            if seq.request.cancel.cancelled:
+                seq.finish("cancelled")
+                backend.finish(seq.slot, keep=False)
+                return
+            chunk = backend.capabilities.prefill_chunk
+            try:
+                try:
+                    done = backend.prefill(seq.slot, chunk)
+                except OutOfMemory:
+                    backend.clear_cache()  # the prefix cache is the first thing to give up
+                    done = backend.prefill(seq.slot, chunk)
+            except OutOfMemory as exc:
+                seq.stream._mailbox.finish("error", f"{exc}; try a shorter prompt, fewer tokens or a smaller model")
+                return
+            except BackendCrashed as exc:  # every request hears it (_run_batch); this one is no longer listed
+                seq.stream._mailbox.finish("error", failure(exc))
+                raise
+            except Exception as exc:  # this request hears why; the others go on
+                log.exception("reading a prompt failed")
+                seq.stream._mailbox.finish("error", failure(exc))
+                return
+            if not done:
+                self._prefilling.append(seq)
+                return
+        finally:
+            self._running = len(active) + len(self._prefilling)
+        self._join(backend, seq, active)
 
     def _start_embedding(self, loaded, backend: Backend, job: EmbeddingJob) -> None:
         """Admit an embedding job, to be run a group at a time (`_embed_group`)."""
@@ -613,9 +689,13 @@ class GenerationEngine:
         else:
             self._embedding.append(job)
 
-    def _start(self, backend: Backend, seq: _Sequence):
+    @staticmethod
+    def _reuse(backend: Backend, seq: _Sequence) -> bool:
         # A deterministic request computes its prompt whole where a cache hit could round differently.
-        reuse = not seq.request.params.deterministic or backend.capabilities.reuse_invariant
+        return not seq.request.params.deterministic or backend.capabilities.reuse_invariant
+
+    def _start(self, backend: Backend, seq: _Sequence):
+        reuse = self._reuse(backend, seq)
         # Only a backend that sees is given a vision prompt: the others keep their signature.
         extra = {"vision": seq.vision} if seq.vision is not None else {}
         try:
@@ -727,6 +807,8 @@ class GenerationEngine:
             self._retire(backend, seq, active, "cancelled")
         if not active:
             return
+        if len(active) == 1 and self._speculate(backend, active):
+            return
         try:
             logits = backend.step([seq.slot for seq in active], [seq.last_token for seq in active])
         except OutOfMemory:
@@ -740,7 +822,7 @@ class GenerationEngine:
                     "error", f"{exc}: this request was stopped to let the others finish; try again shortly")
                 backend.finish(victim.slot, keep=False)
                 active.remove(victim)
-                self._running = len(active)
+                self._running = len(active) + len(self._prefilling)
                 return
         # Plain greedy rows take one argmax over the whole batch (one call, not one per row).
         argmax = logits.argmax(dim=-1).tolist() if any(seq.plain_greedy for seq in active) else None
@@ -752,6 +834,31 @@ class GenerationEngine:
             if done:
                 self._retire(backend, seq, active)
 
+    def _speculate(self, backend: Backend, active: list[_Sequence]) -> bool:
+        """One step of a lone request with drafted tokens (webui/generation/speculative.py):
+        tokens are chosen position by position as plain steps would choose them, and kept
+        while they equal the drafts.  False when there is nothing to draft (a plain step)."""
+        seq = active[0]
+        drafts = seq.drafts()
+        if not drafts:
+            return False
+        try:
+            logits = backend.verify(seq.slot, [seq.last_token, *drafts])
+        except OutOfMemory:
+            return False  # a plain step needs less
+        seq.drafted += len(drafts)
+        kept, done = 0, False
+        for index in range(len(drafts) + 1):
+            done = self._advance(seq, logits[index : index + 1])
+            if done or index == len(drafts) or seq.last_token != drafts[index]:
+                break
+            kept += 1
+        seq.accepted += kept
+        backend.rewind(seq.slot, len(drafts) - kept)
+        if done:
+            self._retire(backend, seq, active)
+        return True
+
     def _advance(self, seq: _Sequence, logits: torch.Tensor) -> bool:
         """Choose and record the next token; True when the request is done."""
         if seq.request.cancel.cancelled:
@@ -762,8 +869,8 @@ class GenerationEngine:
     def _retire(self, backend: Backend, seq: _Sequence, active: list[_Sequence],
                 reason: FinishReason | None = None) -> None:
         active.remove(seq)
-        self._running = len(active)
-        self._owners = Counter(s.owner for s in active)
+        self._running = len(active) + len(self._prefilling)
+        self._owners = Counter(s.owner for s in [*active, *self._prefilling])
         try:
             seq.finish(reason)
         finally:

@@ -62,6 +62,10 @@ class SamplingParams(BaseModel):
         False, description="Compute the reply as it would be alone: the whole prompt, no prefix-cache reuse, and "
         "no shared batch where the model's batch changes its numbers. A slower first token on follow-ups.")
     stop: tuple[str, ...] = Field((), description="Strings that end the reply (not shown).")
+    prompt_lookup_num_tokens: int = Field(
+        -1, ge=-1, le=16, description="Speculative decoding: tokens drafted from the context and checked in one "
+        "step while this reply runs alone; the reply is the same, sooner when it repeats its context. "
+        "0 = off, -1 = the server's default (--prompt-lookup).")
     thinking_budget: int = Field(
         -1, ge=-1, le=32768, description="A thinking model's most thinking tokens, then it must answer; "
         "-1 = no limit, 0 = no thinking.")

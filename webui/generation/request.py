@@ -181,6 +181,9 @@ class GenerationStats:
     thinking_tokens: int = 0
     # The stop string that ended the reply (None: end of text, length or cancelled).
     stop_string: str | None = None
+    # Speculative decoding: tokens drafted (prompt lookup), and of those, the ones kept.
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
 
     @property
     def tokens_per_second(self) -> float:
@@ -195,6 +198,9 @@ class GenerationStats:
             text += f", {self.thinking_tokens} of them thinking"
         if self.cached_tokens:
             text += f", {self.cached_tokens} prompt tokens reused from cache"
+        if self.drafted_tokens:
+            text += (f", {self.accepted_tokens} of {self.drafted_tokens} drafted tokens accepted "
+                     f"({self.accepted_tokens / self.drafted_tokens:.0%})")
         if self.truncated_tokens:
             text += f" (oldest {self.truncated_tokens} prompt tokens dropped to fit the context)"
         return text

@@ -31,11 +31,21 @@ MEASURED = {
     # of 3 alternating rounds (docs/PERFORMANCE.md, "Transformers on a CPU against llama.cpp").
     "avx2": {
         "fp32": {"decode": 1.0, "prefill": 1.0},
-        "fp16 on fbgemm (--dtype auto)": {"decode": 2.20, "prefill": 1.05},
+        "fp16 on fbgemm": {"decode": 2.20, "prefill": 1.05},
         "bf16": {"decode": 1.87, "prefill": 0.19},
         "cpu-int8": {"decode": 2.20, "prefill": 1.00},
         "8-bit (bitsandbytes)": {"decode": 0.40, "prefill": 0.71},
         "4-bit (bitsandbytes)": {"decode": 0.36, "prefill": 0.88},
+    },
+    # Intel Xeon, AVX-512 (F, BW, VNNI) without AVX512-BF16 or AMX; bench/bench_cpu_dtypes.py,
+    # one thread, 128-token prefill, load average 9-12 (other sessions), median of 5
+    # alternating rounds (docs/PERFORMANCE.md, "dtypes and 8-bit on a CPU").  bitsandbytes
+    # is left out: its 3 rounds (load 10-23) scattered from 0.4x to 7x.
+    "avx512": {
+        "fp32": {"decode": 1.0, "prefill": 1.0},
+        "fp16 on fbgemm": {"decode": 1.21, "prefill": 0.98},
+        "bf16": {"decode": 0.98, "prefill": 0.42},
+        "cpu-int8": {"decode": 2.15, "prefill": 0.78},
     },
 }
 
@@ -75,15 +85,29 @@ def bitsandbytes_cpu_warning(flags: frozenset[str], bits: int) -> str | None:
             "torch's own int8 kernel: 1.3-1.6x fp32's decode speed (AVX2) at a third of its memory.")
 
 
+# The rows of MEASURED that `--dtype auto` may choose, and the dtype each loads.
+AUTO_CHOICES = {"fp32": "fp32", "fp16 on fbgemm": "fp16", "bf16": "bf16"}
+# A load whose prefill is slower than this share of fp32's is never the default, however
+# fast it decodes: a long prompt would wait several times longer for its first token.
+AUTO_MIN_PREFILL = 0.9
+
+
 def auto_cpu_dtype(flags: frozenset[str], fbgemm: bool = True) -> str:
     """What `--dtype auto` loads on the CPU (`fbgemm`: this torch build has its kernel).
 
-    bf16 where the CPU computes in bf16 (AVX512-BF16 or AMX).  Elsewhere torch's own bf16
-    and fp16 matmuls are emulated: half the bytes per decode step, but a prefill 4.5-6x
-    slower than fp32.  fbgemm's fp16 kernel has neither cost: fp16 weights, fp32
-    arithmetic, faster than fp32 at decode and prefill on AVX2 (cpu_fp16.py).  So fp16
-    wherever that kernel runs, and fp32 on the rest.
+    Where this CPU kind was measured (MEASURED), the fastest decode among the dtypes
+    whose prefill keeps up with fp32's.  Elsewhere, from the flags: bf16 where the CPU
+    computes in bf16 (AVX512-BF16 or AMX); else fp16 wherever fbgemm's fp16 kernel runs
+    (fp16 weights, fp32 arithmetic: faster than fp32 at decode and prefill, cpu_fp16.py),
+    since torch's own bf16 and fp16 matmuls are emulated there (a prefill 4.5-6x slower
+    than fp32); and fp32 on the rest.
     """
+    packs = fbgemm and FBGEMM_FP16_FLAGS <= flags
+    measured = {name: row for name, row in MEASURED.get(feature_set(flags), {}).items()
+                if name in AUTO_CHOICES and (packs or AUTO_CHOICES[name] != "fp16")
+                and row["prefill"] >= AUTO_MIN_PREFILL}
+    if measured:
+        return AUTO_CHOICES[max(measured, key=lambda name: measured[name]["decode"])]
     if any(flag in flags for flag in BF16_MATH_FLAGS):
         return "bf16"
-    return "fp16" if fbgemm and FBGEMM_FP16_FLAGS <= flags else "fp32"
+    return "fp16" if packs else "fp32"

@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 
 # Classifier-free guidance needs a second sequence decoded beside each request; not
 # built for llama.cpp (yet), so refused by name rather than silently ignored.
-UNSUPPORTED_SAMPLERS = frozenset({"guidance_scale", "negative_prompt"})
+# Speculative decoding is the Transformers backend's only (webui/generation/speculative.py).
+UNSUPPORTED_SAMPLERS = frozenset({"guidance_scale", "negative_prompt", "prompt_lookup_num_tokens"})
 SUPPORTED_SAMPLERS = frozenset(SamplingParams.model_fields) - UNSUPPORTED_SAMPLERS
 
 

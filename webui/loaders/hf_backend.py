@@ -29,6 +29,7 @@ from transformers.cache_utils import DynamicLayer
 
 from webui.generation.backend import Capabilities, OutOfMemory
 from webui.generation.embedding import mean_pool
+from webui.generation.params import SamplingParams
 from webui.generation.prefix_cache import MIN_REUSE_TOKENS, PrefixCache
 from webui.loaders.row_attention import linear_rows_invariant, use_row_attention
 
@@ -40,11 +41,13 @@ GIB = 1 << 30
 class HFSlot:
     """One sequence: the tokens its KV covers, and its place in the batch."""
 
-    __slots__ = ("logits", "cached_tokens", "fed", "kv", "row", "reusable")
+    __slots__ = ("logits", "cached_tokens", "fed", "kv", "row", "reusable", "prompt")
 
-    def __init__(self, logits: torch.Tensor, fed: list[int], kv: DynamicCache, cached_tokens: int,
-                 reusable: bool = True):
+    def __init__(self, logits: torch.Tensor | None, fed: list[int], kv: DynamicCache, cached_tokens: int,
+                 reusable: bool = True, prompt: list[int] | None = None):
         self.logits = logits
+        # A begun prompt (prefill reads it in pieces): its tokens, all of them.
+        self.prompt = prompt
         # False when an extension fed embeddings: the KV then belongs to no token ids.
         self.reusable = reusable
         self.fed = fed  # tokens whose keys and values are in the cache, in order
@@ -101,7 +104,7 @@ def default_kv_budget(device: str) -> int:
 
 class TransformersBackend:
     def __init__(self, loaded, max_batch: int = 8, kv_budget: int | None = None,
-                 prefix_cache_bytes: int = 1 * GIB):
+                 prefix_cache_bytes: int = 1 * GIB, prefill_chunk: int = 0, prompt_lookup: int = 0):
         self._loaded = loaded  # the LoadedModel: a LoRA swaps its .model in place
         self.tokenizer = loaded.tokenizer
         self.device = loaded.device
@@ -122,6 +125,11 @@ class TransformersBackend:
                                                     or linear_rows_invariant(loaded.model)),
             reuse_invariant=computes_in_fp32(loaded.model),
             vision=self.processor is not None,
+            # Drafts are verified on a sequence's own cache, which only a plain one can cut.
+            prompt_lookup=prompt_lookup if mergeable else None,
+            # Without it, a request asking for drafts is refused by name, not ignored.
+            samplers=None if mergeable else frozenset(SamplingParams.model_fields) - {"prompt_lookup_num_tokens"},
+            prefill_chunk=prefill_chunk if mergeable else 0,
         )
         self.kv_budget = kv_budget if kv_budget is not None else default_kv_budget(self.device)
         self.token_bytes = kv_bytes_per_token(loaded.model)
@@ -179,16 +187,13 @@ class TransformersBackend:
         return encode_images(self.processor, self.tokenizer, text, images, self.device, self.model.dtype,
                              token_types=takes_token_types(self.model))
 
-    @torch.inference_mode()
-    def start(self, ids: list[int], embeds: torch.Tensor | None = None, reuse: bool = True,
-              vision=None) -> HFSlot:
+    def _reused(self, key: list[int], reuse: bool, embeds, vision) -> tuple[DynamicCache, int]:
+        """A fresh cache for one sequence, holding the longest cached prefix of `key`."""
         if self.model is not self._cache_model:  # a LoRA came or went: old KV is stale
             self.prefix_cache.clear()
             self._cache_model = self.model
         reused = 0
         cache = DynamicCache(config=self.model.config)
-        # A vision prompt is cached under its key: image placeholders stand for the image's content.
-        key = vision.key if vision is not None else ids
         if embeds is None and reuse and self.capabilities.prefix_cache:
             entry, reused = self.prefix_cache.lookup(key)
             if vision is not None:
@@ -198,6 +203,14 @@ class TransformersBackend:
             if entry is not None:
                 for layer, (keys, values) in zip(cache.layers, entry.value, strict=True):
                     layer.update(keys[..., :reused, :], values[..., :reused, :])
+        return cache, reused
+
+    @torch.inference_mode()
+    def start(self, ids: list[int], embeds: torch.Tensor | None = None, reuse: bool = True,
+              vision=None) -> HFSlot:
+        # A vision prompt is cached under its key: image placeholders stand for the image's content.
+        key = vision.key if vision is not None else ids
+        cache, reused = self._reused(key, reuse, embeds, vision)
         pixels = dict(vision.inputs) if vision is not None and vision.needs_pixels(reused) else {}
         if "token_type_ids" in pixels:  # per prompt position: the part computed now
             pixels["token_type_ids"] = pixels["token_type_ids"][:, reused:]
@@ -216,6 +229,71 @@ class TransformersBackend:
         slot = HFSlot(out.logits[:, -1, :], list(key), cache, reused, reusable=embeds is None)
         self._join(slot)
         return slot
+
+    def begin(self, ids: list[int], reuse: bool = True) -> HFSlot:
+        """A sequence holding its cached prefix; prefill() reads the rest a piece at a time."""
+        cache, reused = self._reused(ids, reuse, None, None)
+        return HFSlot(None, list(ids[:reused]), cache, reused, prompt=list(ids))
+
+    @torch.inference_mode()
+    def prefill(self, slot: HFSlot, tokens: int) -> bool:
+        """Read the next `tokens` of a begun prompt into its own cache (the batch is not
+        touched); the last piece sets its logits and joins it to the batch."""
+        done = len(slot.fed)
+        end = min(len(slot.prompt), done + max(1, tokens))
+        new = torch.tensor([slot.prompt[done:end]], device=self.device)
+        positions = torch.arange(done, end, device=self.device).unsqueeze(0)
+        try:
+            out = self.model(input_ids=new, position_ids=positions, **{self._cache_kw: slot.kv}, use_cache=True,
+                             logits_to_keep=1)
+        except torch.OutOfMemoryError as exc:
+            for layer in slot.kv.layers:  # the piece is read again, whole, by a retry
+                layer.keys, layer.values = layer.keys[..., :done, :], layer.values[..., :done, :]
+            self._free()
+            raise OutOfMemory(f"out of memory reading a {len(slot.prompt)}-token prompt") from exc
+        slot.fed.extend(slot.prompt[done:end])
+        if end < len(slot.prompt):
+            return False
+        slot.logits, slot.prompt = out.logits[:, -1, :], None
+        self._join(slot)
+        return True
+
+    @torch.inference_mode()
+    def verify(self, slot: HFSlot, ids: list[int]) -> torch.Tensor:
+        """Feed several tokens to the only sequence in the batch (drafts to check): one
+        forward, one row of logits per token.  Its row has no padding (a lone row's is
+        trimmed), so this is the same computation as a prompt read after a cached prefix."""
+        if self._rows != [slot] or self._padded:
+            raise RuntimeError("verify() needs the slot to be the only running sequence")
+        before = len(slot.fed)
+        inputs = torch.tensor([ids], device=self.device)
+        positions = torch.arange(before, before + len(ids), device=self.device).unsqueeze(0)
+        try:
+            out = self.model(input_ids=inputs, position_ids=positions, **{self._cache_kw: self._batch},
+                             use_cache=True)
+        except torch.OutOfMemoryError as exc:
+            self._cut(before)
+            self._free()
+            raise OutOfMemory("out of memory checking drafted tokens") from exc
+        slot.fed.extend(ids)
+        self._mask = torch.ones(1, len(slot.fed), dtype=torch.long, device=self.device)
+        return out.logits[0]
+
+    def rewind(self, slot: HFSlot, tokens: int) -> None:
+        """Forget the last `tokens` fed to the only running sequence (rejected drafts)."""
+        if tokens <= 0:
+            return
+        if self._rows != [slot]:
+            raise RuntimeError("rewind() needs the slot to be the only running sequence")
+        keep = len(slot.fed) - tokens
+        del slot.fed[keep:]
+        self._cut(keep)
+        self._mask = self._mask[:, :keep]
+
+    def _cut(self, length: int) -> None:
+        for layer in self._batch.layers:
+            if layer.keys.shape[-2] > length:
+                layer.keys, layer.values = layer.keys[..., :length, :], layer.values[..., :length, :]
 
     @torch.inference_mode()
     def embed(self, batch: list[list[int]]) -> torch.Tensor:
@@ -280,10 +358,7 @@ class TransformersBackend:
             out = self.model(input_ids=inputs, attention_mask=mask if self._padded else None,
                              position_ids=positions, **{self._cache_kw: self._batch}, use_cache=True)
         except torch.OutOfMemoryError as exc:
-            # Layers already grown by this step are cut back: the batch is as it was.
-            for layer in self._batch.layers:
-                if layer.keys.shape[-2] > before:
-                    layer.keys, layer.values = layer.keys[..., :before, :], layer.values[..., :before, :]
+            self._cut(before)  # layers already grown by this step: the batch is as it was
             self._free()
             raise OutOfMemory("out of memory decoding a batch") from exc
         self._mask = mask

@@ -174,7 +174,8 @@ class TransformersLoader:
         )
         serving = self.serving
         loaded.backend = TransformersBackend(loaded, serving.max_batch, serving.kv_budget_bytes,
-                                             serving.prefix_cache_bytes)
+                                             serving.prefix_cache_bytes, serving.prefill_chunk,
+                                             serving.prompt_lookup)
         return loaded
 
     def unload(self, loaded: LoadedModel) -> None:

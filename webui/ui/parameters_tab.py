@@ -26,6 +26,7 @@ GROUPS: list[tuple[str, list[tuple[str, str, tuple[float, float, float] | None]]
         ("do_sample", "check", None),
         ("seed", "number", None),
         ("deterministic", "check", None),
+        ("prompt_lookup_num_tokens", "number", None),
         ("temperature", "slider", (0.0, 5.0, 0.01)),
         ("temperature_last", "check", None),
         ("dynamic_temperature", "check", None),
