@@ -99,6 +99,24 @@ def test_n_choices_stream_with_their_indices_from_one_batch(client, runtime, mon
     assert whole.usage.completion_tokens <= 24 and whole.usage.prompt_tokens == usage.prompt_tokens
 
 
+def test_a_backend_that_declares_nothing_is_refused_each_field_by_name(client, runtime, monkeypatch):
+    """Capabilities say no unless a backend declares yes: a backend that declares only
+    its batch size has every sampler, a grammar and log-probabilities refused with a 400
+    naming the field as it was sent, never silently ignored; length and seed still go."""
+    from webui.generation.backend import Capabilities
+
+    backend = runtime.models.current.backend
+    monkeypatch.setattr(backend, "capabilities", Capabilities(max_batch=backend.capabilities.max_batch))
+    for kw, param in ((dict(extra_body={"grammar_string": 'start: "yes"'}), "grammar_string"),
+                      (dict(response_format={"type": "json_object"}), "response_format"),
+                      (dict(temperature=0.5), "temperature"), (dict(extra_body={"min_p": 0.1}), "min_p"),
+                      (dict(logprobs=True), "logprobs")):
+        with pytest.raises(openai.BadRequestError) as caught:
+            chat(client, max_tokens=4, **kw)
+        assert caught.value.body["param"] == param, (kw, caught.value.body)
+    assert chat(client, max_tokens=4, seed=3).usage.completion_tokens >= 1
+
+
 def test_seed_reproduces_and_extra_samplers_are_accepted(client):
     kw = dict(max_tokens=20, temperature=1.2, seed=42, extra_body={"min_p": 0.05, "dry_multiplier": 0.8})
     assert chat(client, **kw).choices[0].message.content == chat(client, **kw).choices[0].message.content

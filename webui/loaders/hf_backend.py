@@ -115,7 +115,9 @@ class TransformersBackend:
             self.row_attention = False
         self.capabilities = Capabilities(
             max_batch=max_batch if mergeable else 1, prefix_cache=mergeable and prefix_cache_bytes > 0,
-            embeddings=True,
+            # The engine's own chain runs on these logits: every sampler, guidance and
+            # an extension's input embeddings are honoured.
+            logprobs=True, samplers=None, guidance=True, input_embeddings=True, embeddings=True,
             # fp32 arithmetic: rows agree to fp32 rounding.  16-bit: only where this
             # machine's kernels keep rows exactly independent (asked, not assumed).
             batch_invariant=self.row_attention and (computes_in_fp32(loaded.model)
