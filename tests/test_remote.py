@@ -145,8 +145,8 @@ def test_the_local_model_is_still_served_beside_the_remote_one(gateway):
 def test_samplers_reach_the_engine(gateway, upstream, monkeypatch):
     runtime = upstream[0]
     seen = []
-    stream = runtime.stream
-    monkeypatch.setattr(runtime, "stream", lambda *a, **k: seen.append(a[2]) or stream(*a, **k))
+    stream_many = runtime.stream_many  # the API queues a request's choices together
+    monkeypatch.setattr(runtime, "stream_many", lambda *a, **k: seen.extend(a[2]) or stream_many(*a, **k))
     body = {**COMPLETION, "temperature": 0.8, "seed": 7, "min_p": 0.05, "top_k": 20, "repetition_penalty": 1.2,
             "dry_multiplier": 0.8, "stop": ["\n\n"]}
     ours = via(gateway, "completions", body)
