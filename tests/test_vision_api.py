@@ -6,6 +6,7 @@ which models see."""
 from __future__ import annotations
 
 import base64
+import json
 import http.server
 import threading
 
@@ -310,3 +311,22 @@ def test_a_refusal_on_the_model_thread_is_a_400_naming_its_field_on_every_route(
                                                                                  {"type": "text", "text": QUESTION}]}])
             list(call) if stream else call
         assert caught.value.body["error"]["message"].startswith("messages: "), caught.value.body
+
+
+def test_an_image_and_tools_in_one_request(client, served):
+    """The image goes into the prompt (its tokens counted) and the forced call comes back
+    as a tool call (this route refused images with tools before)."""
+    tools = [{"type": "function", "function": {"name": "describe", "parameters": {
+        "type": "object", "required": ["colour"], "properties": {"colour": {"type": "string", "enum": [
+            "red", "orange", "yellow", "green", "blue", "purple", "black", "white"]}}}}}]
+    replies = []
+    for seed in (1, 2):
+        reply = ask(client, data_url(png(picture(seed))), n=40, tools=tools,
+                    tool_choice={"type": "function", "function": {"name": "describe"}})
+        call = reply.choices[0].message.tool_calls[0]
+        assert call.function.name == "describe" and "colour" in json.loads(call.function.arguments)
+        replies.append((reply.usage.prompt_tokens, call.function.arguments))
+    text_only = client.chat.completions.create(
+        model="tiny-smolvlm", messages=[{"role": "user", "content": QUESTION}], temperature=0, max_tokens=40,
+        tools=tools, tool_choice={"type": "function", "function": {"name": "describe"}})
+    assert replies[0][0] == replies[1][0] > text_only.usage.prompt_tokens  # the image's tokens are in the prompt
