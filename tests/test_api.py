@@ -56,6 +56,67 @@ def test_completions_stop_sequences_and_n(client):
     assert [c.index for c in many.choices] == [0, 1, 2]
 
 
+def batch_sizes(runtime, monkeypatch) -> list[int]:
+    """The size of every batch the loaded model decodes from now on (its real step, watched)."""
+    backend = runtime.models.current.backend
+    sizes: list[int] = []
+    step = backend.step
+    monkeypatch.setattr(backend, "step", lambda slots, tokens: sizes.append(len(slots)) or step(slots, tokens))
+    return sizes
+
+
+@pytest.mark.parametrize("chat_route", [False, True])
+def test_n_choices_stream_with_their_indices_from_one_batch(client, runtime, monkeypatch, chat_route):
+    """stream + n=3 gives three choices, each chunk with its index (as vLLM streams n),
+    each ending with its finish_reason, usage adding them up; the three decode as one
+    batch, streamed or whole, and choice i samples with seed + i in both."""
+    sizes = batch_sizes(runtime, monkeypatch)
+    kw = dict(model=TINY, max_tokens=8, n=3, seed=5, temperature=1.0)
+    if chat_route:
+        create = client.chat.completions.create
+        kw["messages"] = [{"role": "user", "content": "Tell me about the sea"}]
+    else:
+        create = client.completions.create
+        kw["prompt"] = "The keeper"
+    chunks = list(create(stream=True, stream_options={"include_usage": True}, **kw))
+    streamed_batches, sizes[:] = list(sizes), []
+    texts: dict[int, str] = {}
+    finished: dict[int, str] = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            piece = (choice.delta.content or "") if chat_route else choice.text
+            texts[choice.index] = texts.get(choice.index, "") + piece
+            if choice.finish_reason:
+                finished[choice.index] = choice.finish_reason
+    assert sorted(texts) == [0, 1, 2] and sorted(finished) == [0, 1, 2]
+    assert all(texts.values()) and len(set(texts.values())) == 3  # three seeds, three replies
+    usage = chunks[-1].usage
+    assert usage is not None and 3 <= usage.completion_tokens <= 24
+    assert max(streamed_batches) == 3  # admitted together: one batch of three
+    whole = create(**kw)
+    assert [c.index for c in whole.choices] == [0, 1, 2]
+    assert max(sizes) == 3
+    assert whole.usage.completion_tokens <= 24 and whole.usage.prompt_tokens == usage.prompt_tokens
+
+
+def test_a_backend_that_declares_nothing_is_refused_each_field_by_name(client, runtime, monkeypatch):
+    """Capabilities say no unless a backend declares yes: a backend that declares only
+    its batch size has every sampler, a grammar and log-probabilities refused with a 400
+    naming the field as it was sent, never silently ignored; length and seed still go."""
+    from webui.generation.backend import Capabilities
+
+    backend = runtime.models.current.backend
+    monkeypatch.setattr(backend, "capabilities", Capabilities(max_batch=backend.capabilities.max_batch))
+    for kw, param in ((dict(extra_body={"grammar_string": 'start: "yes"'}), "grammar_string"),
+                      (dict(response_format={"type": "json_object"}), "response_format"),
+                      (dict(temperature=0.5), "temperature"), (dict(extra_body={"min_p": 0.1}), "min_p"),
+                      (dict(logprobs=True), "logprobs")):
+        with pytest.raises(openai.BadRequestError) as caught:
+            chat(client, max_tokens=4, **kw)
+        assert caught.value.body["param"] == param, (kw, caught.value.body)
+    assert chat(client, max_tokens=4, seed=3).usage.completion_tokens >= 1
+
+
 def test_seed_reproduces_and_extra_samplers_are_accepted(client):
     kw = dict(max_tokens=20, temperature=1.2, seed=42, extra_body={"min_p": 0.05, "dry_multiplier": 0.8})
     assert chat(client, **kw).choices[0].message.content == chat(client, **kw).choices[0].message.content

@@ -125,13 +125,19 @@ def test_prompt_longer_than_context_is_truncated_by_policy(engine):
 
 
 def test_generation_errors_reach_the_caller_promptly(runtime):
-    """A failure inside the worker thread surfaces as GenerationError, not a hang."""
+    """A failure inside the worker thread surfaces as the error it is, not a hang: no
+    model loaded keeps its type and its 503 (it was a bare 500 message before)."""
     from webui.generation.engine import GenerationEngine
-    from webui.model_manager import ModelManager
+    from webui.model_manager import ModelManager, NoModelLoaded
 
     empty = ModelManager(runtime.models.model_dir, runtime.models.registry, runtime.models.options)
-    with pytest.raises(GenerationError, match="no model is loaded"):
-        GenerationEngine(empty).generate(GenerationRequest(PROMPT, greedy(5))).text()
+    engine = GenerationEngine(empty)
+    try:
+        with pytest.raises(NoModelLoaded, match="no model is loaded") as caught:
+            engine.generate(GenerationRequest(PROMPT, greedy(5))).text()
+        assert caught.value.status == 503
+    finally:
+        engine.close()
 
 
 def test_worker_exception_is_reported(engine, monkeypatch):

@@ -271,3 +271,50 @@ def test_a_bad_declaration_fails_when_the_class_is_defined():
     with pytest.raises(TypeError, match="unknown option"):
         class Dangling(LoaderOptions):
             a: bool = option(False, "a", excludes="b")
+
+
+def schema_range(name: str) -> tuple[float | None, float | None, bool, bool]:
+    """(low, high, low exclusive, high exclusive) as SamplingParams validates the field."""
+    from webui.generation.params import SamplingParams
+
+    low = high = None
+    open_low = open_high = False
+    for rule in SamplingParams.model_fields[name].metadata:
+        for attr, is_low, is_open in (("ge", True, False), ("gt", True, True), ("le", False, False),
+                                      ("lt", False, True)):
+            value = getattr(rule, attr, None)
+            if value is None:
+                continue
+            if is_low:
+                low, open_low = value, is_open
+            else:
+                high, open_high = value, is_open
+    return low, high, open_low, open_high
+
+
+def test_parameter_sliders_in_the_running_app_span_exactly_the_validated_ranges(app_url):
+    """The Parameters tab's sliders (as the browser receives them) reach exactly as far
+    as SamplingParams accepts: top_k to 100,000, max_new_tokens to 32,768; an end the
+    schema excludes is one step inside it, so every offered value is valid."""
+    from gradio_client import Client
+
+    from webui.generation.params import SamplingParams, make_params
+
+    config = Client(app_url, verbose=False).config  # the page's components, as the browser gets them
+    sliders = {c["props"]["label"]: c["props"] for c in config["components"]
+               if c.get("type") == "slider" and c["props"].get("label") in SamplingParams.model_fields}
+    ranged = {name for name in SamplingParams.model_fields if None not in schema_range(name)[:2]
+              and SamplingParams.model_fields[name].annotation in (int, float)}
+    assert set(sliders) <= ranged
+    assert {"top_k", "max_new_tokens", "truncation_length", "repetition_penalty_range"} <= set(sliders)
+    for name, props in sliders.items():
+        low, high, open_low, open_high = schema_range(name)
+        step = props["step"]
+        assert props["minimum"] == pytest.approx(low + step if open_low else low), name
+        assert props["maximum"] == pytest.approx(high - step if open_high else high), name
+        # Both ends are values the schema takes.
+        for end in (props["minimum"], props["maximum"]):
+            value = int(end) if SamplingParams.model_fields[name].annotation is int else float(end)
+            make_params({name: value})
+    assert sliders["top_k"]["maximum"] == 100_000
+    assert sliders["max_new_tokens"]["maximum"] == 32_768

@@ -260,7 +260,43 @@ def test_perplexity_command_prints_the_value_last(setup):
     assert (row.loras, row.context, row.perplexity) == ("keeper", 128, float(last.split(": ")[1]))
     refused = cli(user_data, "perplexity", "--data", "../keeper.txt")
     out, _ = refused.communicate(timeout=300)
-    assert refused.returncode == 2 and "unknown text" in out
+    assert refused.returncode == 2 and "no such file" in out and "keeper.txt" in out
+
+
+def test_the_commands_take_a_data_file_by_its_path(tmp_path):
+    """--data /path/to/file.txt, as people pass it: copied into the datasets folder (and
+    said), then measured; the same file again is used where it is; a path that is not a
+    usable file is refused, saying what would work."""
+    from webui.training.cli import DataRefused, adopt_data
+
+    user_data = tmp_path / "user_data"
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    text = outside / "psalms.txt"
+    text.write_text(TEXT, encoding="utf-8")
+    process = cli(user_data, "perplexity", "--data", str(text), "--context", "64")
+    out, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, out
+    copied = user_data / "training" / "datasets" / "psalms.txt"
+    assert copied.read_text(encoding="utf-8") == TEXT
+    assert f"copied {text} to {copied}" in out and out.strip().splitlines()[-1].startswith("perplexity: ")
+    # The same file again is used where it was copied; another file of that name is copied beside it.
+    assert adopt_data(str(text), user_data, train=False) == "psalms.txt"
+    other = tmp_path / "psalms.txt"
+    other.write_text(TEXT + " More.", encoding="utf-8")
+    assert adopt_data(str(other), user_data, train=True) == "psalms-2.txt"
+    assert adopt_data("psalms.txt", user_data, train=True) == "psalms.txt"  # a listed name, as before
+    for bad, train, words in ((tmp_path / "missing.txt", False, "no such file"), (outside, False, "no such file"),
+                              ("../keeper.txt", True, "no such file")):
+        with pytest.raises(DataRefused) as refused:
+            adopt_data(str(bad), user_data, train=train)
+        message = str(refused.value)
+        assert words in message and "pass the path of a .txt" in message, message
+        assert "psalms.txt" in message  # the names there are listed
+    records = outside / "records.csv"
+    records.write_text("a,b\n", encoding="utf-8")
+    with pytest.raises(DataRefused, match="a .txt or .json or .jsonl file is needed"):
+        adopt_data(str(records), user_data, train=True)
 
 
 def test_help_documents_both_commands():

@@ -273,6 +273,46 @@ def test_anthropic_image_blocks_are_read_as_the_openai_parts_are(client, served)
     assert "messages[0].content[0].source" in str(refused.value)
 
 
+def test_a_refusal_on_the_model_thread_is_a_400_naming_its_field_on_every_route(client, served):
+    """Only the model thread knows how many tokens the images take: a prompt whose text
+    fits `truncation_length` but whose images do not is refused there (PromptError,
+    param "messages").  That error keeps its type to the edge: a 400 naming the field in
+    OpenAI's shape (whole and streamed: before the stream's first byte), in Ollama's and
+    in Anthropic's, and never a 500 "generation failed"."""
+    import anthropic
+
+    _, url = served
+    data = png(picture(3))
+    fits = ask(client, data_url(data), n=16).usage.prompt_tokens  # the prompt with its image's tokens
+    # Room for the text and the reply, one token short of the image's expansion.
+    short = {"truncation_length": fits + 15}
+    refused = refusal(lambda: ask(client, data_url(data), n=16, extra_body=short))
+    assert refused["param"] == "messages" and "images" in refused["message"], refused
+    assert refused["type"] == "invalid_request_error"
+    streamed = refusal(lambda: list(ask(client, data_url(data), n=16, extra_body=short, stream=True)))
+    assert streamed["param"] == "messages", streamed
+    root = url.removesuffix("/v1")
+    olla = ollama.Client(host=root, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=120)
+    for stream in (False, True):
+        with pytest.raises(ollama.ResponseError) as caught:
+            reply = olla.chat(model="tiny-smolvlm", stream=stream, options={"temperature": 0, "num_predict": 16,
+                                                                           **short},
+                              messages=[{"role": "user", "content": QUESTION, "images": [data]}])
+            list(reply) if stream else reply
+        assert caught.value.status_code == 400 and caught.value.error.startswith("messages: "), caught.value.error
+    claude = anthropic.Anthropic(base_url=root, api_key=API_KEY, max_retries=0, timeout=120)
+    block = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                         "data": base64.b64encode(data).decode()}}
+    for stream in (False, True):
+        with pytest.raises(anthropic.BadRequestError) as caught:
+            call = claude.messages.create(model="tiny-smolvlm", max_tokens=16, stream=stream,
+                                          extra_body={"temperature": 0, **short},
+                                          messages=[{"role": "user", "content": [block,
+                                                                                 {"type": "text", "text": QUESTION}]}])
+            list(call) if stream else call
+        assert caught.value.body["error"]["message"].startswith("messages: "), caught.value.body
+
+
 def test_an_image_and_tools_in_one_request(client, served):
     """The image goes into the prompt (its tokens counted) and the forced call comes back
     as a tool call (this route refused images with tools before)."""

@@ -13,6 +13,8 @@ code that catches those keeps working.
 
 from __future__ import annotations
 
+import copy
+
 
 class AppError(Exception):
     """A failure the user can act on; the message is safe to show as it is."""
@@ -22,9 +24,12 @@ class AppError(Exception):
     kind: str = "invalid_request_error"
 
     def __init__(self, message: str = "", *, param: str | None = None, code: str | None = None,
-                 status: int | None = None):
+                 status: int | None = None, reason: str | None = None):
         super().__init__(message)
         self.param = param
+        # What is wrong, without the field's name: for an edge that names the field as
+        # its caller spelled it (Ollama's options.num_predict for our max_new_tokens).
+        self.reason = message if reason is None else reason
         if code is not None:
             self.code = code
         if status is not None:
@@ -33,6 +38,22 @@ class AppError(Exception):
     @property
     def message(self) -> str:
         return str(self)
+
+    @property
+    def named_message(self) -> str:
+        """The message with the field it blames in front, for the error shapes that have
+        no field of their own for it (Ollama's, Anthropic's)."""
+        if self.param is None or self.message.startswith(self.param):
+            return self.message
+        return f"{self.param}: {self.message}"
+
+    def as_field(self, param: str) -> AppError:
+        """This error blaming `param` instead, named as the caller spelled the field (the
+        engine says json_schema where the request sent response_format): a copy."""
+        other = copy.copy(self)
+        other.args = (f"{param}: {self.reason}",)
+        other.param = param
+        return other
 
     def blame(self, param: str) -> None:
         """Name `param` as the field at fault unless one is named already: the edge

@@ -52,12 +52,18 @@ def list_entries(folder: Path, *, suffixes: Iterable[str] = (), dirs: bool = Fal
     return found
 
 
+PICK_SHOWN = 10  # names a refusal lists
+
+
 def pick(name: object, listing: Mapping[str, Path], what: str) -> Path:
     """Return listing[name] for a listed plain name; refuse anything else."""
     if is_plain_name(name) and name in listing:
         return listing[name]  # type: ignore[index]
     shown = name if isinstance(name, str) and is_plain_name(name) else "(invalid name)"
-    raise NameRefused(f"unknown {what}: {shown}")
+    # Said with what would work: the names there are to choose from (the first few).
+    names = sorted(listing)
+    choices = ", ".join(names[:PICK_SHOWN]) + (f" and {len(names) - PICK_SHOWN} more" if len(names) > PICK_SHOWN else "")
+    raise NameRefused(f"unknown {what}: {shown}; " + (f"choose one of: {choices}" if names else f"there is no {what} yet"))
 
 
 def new_entry(folder: Path, name: object, suffix: str, what: str) -> Path:

@@ -222,6 +222,29 @@ class Runtime:
             raise
         return OwnedStream(stream, lambda: self.requests.finish(owner, token))
 
+    def stream_many(
+        self, owner: str, prompt: Any, choices: list[SamplingParams], logprobs: int | None = None,
+        who: str | None = None, model: str | None = None,
+    ) -> list[OwnedStream]:
+        """One prompt with several sets of values (an API request's `n` choices), queued
+        together so that the engine admits them at the same step and decodes them as one
+        batch; all are queued or none (QueueFull)."""
+        engine = self.engine_for(model if model is not None else self.chosen.get(owner))
+        lent = self.models.lent_for
+        if engine is self.engine and lent is not None:
+            raise QueueFull(f"{lent} is in progress: the model does not answer until it ends")
+        tokens = [self.requests.start(owner) for _ in choices]
+        try:
+            streams = engine.generate_many([
+                GenerationRequest(prompt, params, token, logprobs, owner=who or owner)
+                for params, token in zip(choices, tokens, strict=True)])
+        except QueueFull:
+            for token in tokens:
+                self.requests.finish(owner, token)
+            raise
+        return [OwnedStream(stream, lambda token=token: self.requests.finish(owner, token))
+                for stream, token in zip(streams, tokens, strict=True)]
+
     def stop(self, owner: str) -> int:
         return self.requests.stop(owner)
 
@@ -447,6 +470,10 @@ class OwnedStream:
 
     def __iter__(self):
         return (piece for piece in self.updates() if isinstance(piece, str))
+
+    def admitted(self, timeout: float | None = None) -> None:
+        """Block until the engine admits the request or ends it; raise the AppError it ended with."""
+        self._stream.admitted(timeout)
 
     def updates(self):
         """Text pieces, and Waiting(ahead) while the request is queued."""

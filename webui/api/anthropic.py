@@ -26,15 +26,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from webui.api.anthropic_schemas import CountTokensRequest, MessagesRequest
+from webui.api.anthropic_schemas import CountTokensRequest, MessagesRequest, field_name
 from webui.api.completions import (
     capabilities_of,
     modified_output,
     prepare_conversation,
     reply_parts,
+    failure_of,
     run_to_end,
-    start,
-    upstream_failure,
+    start_streamed,
 )
 from webui.api.disconnect import on_disconnect
 from webui.api.errors import APIError, anthropic_error_body
@@ -45,12 +45,11 @@ from webui.api.usage import api_party, key_label
 from webui.chat.thinking import thinking_format
 from webui.chat.tool_parser import Call, CallArguments, CallStart, Text, ToolCallParser, parse_reply
 from webui.errors import AppError
-from webui.generation.engine import GenerationError
 from webui.generation.reasoning import Piece, ReasoningParser
 from webui.generation.request import GenerationStats, prompt_ids
 from webui.loaders.base import LoadedModel
 from webui.remote.engine import RemoteModel
-from webui.runtime import Runtime
+from webui.runtime import OwnedStream, Runtime
 
 router = APIRouter(tags=["Anthropic"])
 
@@ -76,11 +75,13 @@ async def messages(body: MessagesRequest, request: Request, runtime: RuntimeDep)
     prompt, params, names = await run_in_threadpool(prepare, runtime, body, model)  # CPU work: off the loop
     mid = f"msg_{uuid.uuid4().hex[:24]}"
     if body.stream:
-        events = stream_events(runtime, request, body, model, prompt, params, names, mid)
+        owner, stream = await start_streamed(runtime, request, body.model, prompt, params, model, field_name)
+        events = stream_events(runtime, request, body, model, owner, stream, names, mid)
         return StreamingResponse(events, media_type="text/event-stream", headers={"cache-control": "no-cache"})
     owner = f"api-{uuid.uuid4().hex}"
     async with on_disconnect(request.receive, lambda: runtime.stop(owner)):
-        done = await run_to_end(runtime, owner, api_party(request), body.model, prompt, params, None, model)
+        done = await run_to_end(runtime, owner, api_party(request), body.model, prompt, params, None, model,
+                                field_name)
     stats = done.stats
     runtime.usage.add(key_label(request.headers), stats.prompt_tokens, stats.new_tokens)
     reasoning, text = reply_parts(done.text, done.thinking)
@@ -205,13 +206,8 @@ class Blocks:
 
 
 async def stream_events(runtime: Runtime, request: Request, body: MessagesRequest, model: LoadedModel | RemoteModel,
-                        prompt: Any, params, names: frozenset[str] | None, mid: str) -> AsyncIterator[str]:
-    owner = f"api-{uuid.uuid4().hex}"
-    try:
-        stream = start(runtime, owner, api_party(request), body.model, prompt, params)
-    except AppError as exc:
-        yield sse("error", anthropic_error_body(exc))
-        return
+                        owner: str, stream: OwnedStream, names: frozenset[str] | None, mid: str) -> AsyncIterator[str]:
+    """An admitted reply (webui/api/completions.py start_streamed) as Anthropic's events."""
     blocks = Blocks()
     parser = ToolCallParser(names) if names is not None else None
     splitter: ReasoningParser | None = None  # a thinking model's reply, split as it streams
@@ -265,8 +261,8 @@ async def stream_events(runtime: Runtime, request: Request, body: MessagesReques
         yield sse("message_delta", {"delta": {"stop_reason": reason, "stop_sequence": sequence},
                                     "usage": {"output_tokens": stats.new_tokens}})
         yield sse("message_stop", {})
-    except GenerationError as exc:
-        yield sse("error", anthropic_error_body(upstream_failure(exc, model)))
+    except AppError as exc:
+        yield sse("error", anthropic_error_body(failure_of(exc, model)))
     finally:
         runtime.stop(owner)  # the client left mid-stream: the generation stops within a step
         stats = stream.stats

@@ -29,6 +29,14 @@ from webui.chat.tools import NAME, Tool, ToolChoice, ToolError, read_tools
 from webui.generation.params import ParamsError, SamplingParams, make_params
 
 MAX_STOP_SEQUENCES = 16
+# Our SamplingParams field -> Anthropic's name for it, where they differ.
+ANTHROPIC_NAMES = {"max_new_tokens": "max_tokens", "stop": "stop_sequences", "json_schema": "output_config.format",
+                   "thinking_budget": "thinking.budget_tokens"}
+
+
+def field_name(field: str) -> str:
+    """A refused field named as a Messages request names it."""
+    return ANTHROPIC_NAMES.get(field, field)
 
 
 class TextBlock(BaseModel):
@@ -165,10 +173,8 @@ class MessagesRequest(CheckedText):
         try:
             return make_params(values)
         except ParamsError as exc:
-            field = {"max_new_tokens": "max_tokens", "stop": "stop_sequences", "json_schema": "output_config.format",
-                     "thinking_budget": "thinking.budget_tokens"}.get(exc.param or "", exc.param)
-            reason = str(exc).removeprefix(f"{exc.param}: ")
-            raise APIError(400, f"{field}: {reason}", param=field, code="invalid_value") from exc
+            field = field_name(exc.param) if exc.param else exc.param
+            raise APIError(400, f"{field}: {exc.reason}", param=field, code="invalid_value") from exc
 
     def offered_tools(self) -> tuple[Tool, ...]:
         if not self.tools:

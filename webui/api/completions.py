@@ -4,10 +4,11 @@ runs through the Runtime's queue like a browser's, whole or streamed as server-s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ from webui.chat.tool_parser import CallArguments, CallStart, Event, Text, ToolCa
 from webui.chat.tools import Tool, ToolChoice, call_schema, read_tool_choice, read_tools, render_with_tools
 from webui.errors import AppError
 from webui.generation.chain import token_ids
-from webui.generation.engine import GenerationError, GenerationStream
+from webui.generation.engine import GenerationError
 from webui.generation.params import ParamsError, SamplingParams, changed_fields, make_params
 from webui.generation.reasoning import Piece, ReasoningParser, ThinkingFormat, split
 from webui.generation.request import EnginePrompt, GenerationStats, RenderedPrompt, most_chars_per_token
@@ -37,7 +38,7 @@ from webui.generation.samplers.grammar import unsupported_reason
 from webui.loaders.base import LoadedModel
 from webui.remote.client import RemoteError
 from webui.remote.engine import RemoteModel
-from webui.runtime import Runtime
+from webui.runtime import OwnedStream, Runtime
 
 router = APIRouter()
 
@@ -145,8 +146,7 @@ def forced_call(params: SamplingParams, tools: tuple[Tool, ...], choice: ToolCho
     try:
         return make_params({"json_schema": json.dumps(schema)}, base=params)
     except ParamsError as exc:
-        reason = str(exc).removeprefix("json_schema: ").removeprefix("Value error, ")
-        raise APIError(400, f"tools: a function's parameters cannot constrain a call: {reason}",
+        raise APIError(400, f"tools: a function's parameters cannot constrain a call: {exc.reason}",
                        param="tools", code="invalid_value") from exc
 
 
@@ -260,37 +260,64 @@ def choice_params(params: SamplingParams, n: int) -> list[SamplingParams]:
                        code="invalid_value") from exc
 
 
-def start(runtime: Runtime, owner: str, who: str, model: str, prompt: Any, params: SamplingParams,
-          logprobs: int | None = None) -> GenerationStream:
-    # `owner` is this request alone (its Stop); `who` the party the scheduler is fair
-    # between (webui/api/usage.py: api_party), however many requests it sends at once.
-    # QueueFull (503) and ModelNotServed (404: the model went away since the check)
-    # carry their status.
-    return runtime.stream(owner, prompt, params, logprobs, who=who, model=model)
+async def admitted(runtime: Runtime, owner: str, who: str, name: str, prompt: Any, choices: list[SamplingParams],
+                   logprobs: int | None, model: LoadedModel | RemoteModel,
+                   name_of: Callable[[str], str] | None = None) -> list[OwnedStream]:
+    """Queue one request per choice, together (the engine admits them at the same step
+    and decodes them as one batch), and wait until the engine has admitted each: a
+    refusal on the model thread (a grammar this tokenizer cannot drive, a prompt the
+    model cannot read) is raised here as its own AppError, a 4xx naming its field,
+    before a streamed reply sends its first byte.  `owner` is this request alone (its
+    Stop); `who` the party the scheduler is fair between (webui/api/usage.py: api_party).
+    `name_of`: our field -> the request's name for it, for the refusal.  QueueFull (503)
+    and ModelNotServed (404) carry their status."""
+    streams = runtime.stream_many(owner, prompt, choices, logprobs, who=who, model=name)
+    try:
+        for stream in streams:
+            await run_in_threadpool(stream.admitted)
+    except BaseException as exc:
+        for stream in streams:
+            stream.cancel()
+        if isinstance(exc, GenerationError):
+            raise upstream_failure(exc, model) from exc
+        if isinstance(exc, AppError) and exc.param and name_of is not None and name_of(exc.param) != exc.param:
+            raise exc.as_field(name_of(exc.param)) from exc
+        raise
+    return streams
 
 
 async def respond(runtime: Runtime, request: Request, body: CompletionBase, prompt: Any, params: SamplingParams,
                   chat: bool, model: LoadedModel | RemoteModel, tools: frozenset[str] | None = None):
-    """`tools`: the function names a chat reply may call (None: the reply is only text)."""
+    """`tools`: the function names a chat reply may call (None: the reply is only text).
+    The `n` choices run together, one batch (`admitted`), streamed or whole."""
     count = body.logprob_count()  # a bad logprobs request is refused before any stream starts
     if count is not None and not capabilities_of(model).logprobs:
         raise APIError(400, "this model's backend cannot report log-probabilities", param="logprobs",
                        code="unsupported_parameter")
     rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
     created = int(time.time())
-    if body.stream:
-        events = stream_events(runtime, request, body, prompt, params, count, chat, rid, created, model, tools)
-        return StreamingResponse(events, media_type="text/event-stream", headers={"cache-control": "no-cache"})
-    choices, prompt_tokens, completion_tokens = [], 0, 0
+    seeded = choice_params(params, body.n)  # every choice's values are checked first
     owner = f"api-{uuid.uuid4().hex}"
     async with on_disconnect(request.receive, lambda: runtime.stop(owner)) as gone:
-        results = []
-        for seeded in choice_params(params, body.n):  # every choice's values are checked first
-            if gone.is_set():
-                raise APIError(499, "the client closed the request", code="client_closed")
-            results.append((seeded, await run_to_end(runtime, owner, api_party(request), body.model, prompt,
-                                                     seeded, count, model)))
-    for index, (seeded, done) in enumerate(results):
+        try:
+            sent_as = {"json_schema": "response_format"} if body.response_format else {}
+            streams = await admitted(runtime, owner, api_party(request), body.model, prompt, seeded, count, model,
+                                     lambda field: sent_as.get(field, field))
+            if body.stream:
+                if gone.is_set():
+                    raise APIError(499, "the client closed the request", code="client_closed")
+                events = stream_events(runtime, request, body, streams, seeded, count, chat, rid, created, model,
+                                       tools, owner)
+                return StreamingResponse(events, media_type="text/event-stream", headers={"cache-control": "no-cache"})
+            results = await asyncio.gather(*(read_to_end(stream, model) for stream in streams), return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+        finally:
+            if not body.stream:
+                runtime.stop(owner)  # a no-op when all finished; frees the model when the client left
+    choices, prompt_tokens, completion_tokens = [], 0, 0
+    for index, (choice_values, done) in enumerate(zip(seeded, results, strict=True)):
         stats, text = done.stats, done.text
         prompt_tokens = stats.prompt_tokens
         completion_tokens += stats.new_tokens
@@ -299,7 +326,7 @@ async def respond(runtime: Runtime, request: Request, body: CompletionBase, prom
         if chat:
             # The answer, not the thinking, is what extensions rewrite and tool calls are read from.
             reasoning, text = reply_parts(text, done.thinking)
-            text = modified_output(runtime, text, seeded, chat)
+            text = modified_output(runtime, text, choice_values, chat)
             message: dict[str, Any] = {"role": "assistant", "content": text}
             if tools is not None:
                 content, calls = parse_reply(text, tools)
@@ -311,12 +338,12 @@ async def respond(runtime: Runtime, request: Request, body: CompletionBase, prom
                 message["reasoning_content"] = reasoning
             choices.append({"index": index, "message": message, "finish_reason": finish, "logprobs": logprobs})
         else:
-            text = modified_output(runtime, text, seeded, chat)
+            text = modified_output(runtime, text, choice_values, chat)
             shown = (prompt + text) if getattr(body, "echo", False) else text
             choices.append({"index": index, "text": shown, "finish_reason": finish, "logprobs": logprobs})
     runtime.usage.add(key_label(request.headers), prompt_tokens * body.n, completion_tokens)
-    thinks = chat and any(done.thinking is not None for _, done in results)
-    thinking_tokens = sum(done.stats.thinking_tokens for _, done in results) if thinks else None
+    thinks = chat and any(done.thinking is not None for done in results)
+    thinking_tokens = sum(done.stats.thinking_tokens for done in results) if thinks else None
     return {"id": rid, "object": "chat.completion" if chat else "text_completion", "created": created,
             "model": body.model, "choices": choices, "usage": usage(prompt_tokens, completion_tokens, thinking_tokens)}
 
@@ -328,20 +355,48 @@ def upstream_failure(exc: GenerationError, model: LoadedModel | RemoteModel) -> 
     return exc
 
 
-async def run_to_end(runtime: Runtime, owner: str, who: str, name: str, prompt: Any, params: SamplingParams,
-                     logprobs: int | None, model: LoadedModel | RemoteModel):
-    stream = start(runtime, owner, who, name, prompt, params, logprobs)
+def failure_of(exc: AppError, model: LoadedModel | RemoteModel) -> AppError:
+    """What the client hears for an error a reply ended with: a user error as it is (its
+    status and field), a server error as upstream_failure says."""
+    return upstream_failure(exc, model) if isinstance(exc, GenerationError) else exc
+
+
+async def read_to_end(stream: OwnedStream, model: LoadedModel | RemoteModel) -> Finished:
+    """A started stream read whole (off the event loop)."""
     pieces = []
     try:
         async for piece in iterate_in_threadpool(iter(stream)):
             pieces.append(piece)
-    except GenerationError as exc:
-        raise upstream_failure(exc, model) from exc
-    finally:
-        runtime.stop(owner)  # a no-op when it finished; frees the model when the client left
+    except AppError as exc:
+        raise failure_of(exc, model) from exc
     if stream.stats is None:
         raise APIError(499, "the client closed the request", code="client_closed")
     return Finished("".join(pieces), stream.stats, stream.logprobs, stream.thinking)
+
+
+async def start_streamed(runtime: Runtime, request: Request, name: str, prompt: Any, params: SamplingParams,
+                         model: LoadedModel | RemoteModel,
+                         name_of: Callable[[str], str] | None = None) -> tuple[str, OwnedStream]:
+    """A reply to stream, admitted (`admitted`): (its owner, for Stop; the stream).  A
+    refusal is raised before the response starts, in the route's own error shape."""
+    owner = f"api-{uuid.uuid4().hex}"
+    async with on_disconnect(request.receive, lambda: runtime.stop(owner)) as gone:
+        (stream,) = await admitted(runtime, owner, api_party(request), name, prompt, [params], None, model, name_of)
+    if gone.is_set():
+        stream.cancel()
+        raise APIError(499, "the client closed the request", code="client_closed")
+    return owner, stream
+
+
+async def run_to_end(runtime: Runtime, owner: str, who: str, name: str, prompt: Any, params: SamplingParams,
+                     logprobs: int | None, model: LoadedModel | RemoteModel,
+                     name_of: Callable[[str], str] | None = None) -> Finished:
+    """One reply, whole: for the routes without `n` (webui/api/ollama.py, anthropic.py)."""
+    try:
+        (stream,) = await admitted(runtime, owner, who, name, prompt, [params], logprobs, model, name_of)
+        return await read_to_end(stream, model)
+    finally:
+        runtime.stop(owner)  # a no-op when it finished; frees the model when the client left
 
 
 @dataclass(frozen=True)
@@ -359,95 +414,128 @@ def error_event(exc: AppError) -> str:
     return f"data: {json.dumps(error_body(exc))}\n\n"
 
 
-async def stream_events(runtime: Runtime, request: Request, body: CompletionBase, prompt: Any,
-                        params: SamplingParams, count: int | None, chat: bool, rid: str, created: int,
-                        model: LoadedModel | RemoteModel, tools: frozenset[str] | None = None) -> AsyncIterator[str]:
-    owner = f"api-{uuid.uuid4().hex}"
-    key = key_label(request.headers)
-    chunk_kind = "chat.completion.chunk" if chat else "text_completion"
+class StreamedChoice:
+    """One choice of a streamed reply: its chunks, split into thinking and answer and read
+    for tool calls as the pieces come, each chunk carrying the choice's index."""
 
-    def event(choices: list, **extra) -> str:
-        data = {"id": rid, "object": chunk_kind, "created": created, "model": body.model, "choices": choices}
-        return f"data: {json.dumps({**data, **extra})}\n\n"
-
-    sent = 0  # log-probability entries already sent
-
-    def choice(text: str | None, finish: str | None) -> dict:
-        nonlocal sent
-        logprobs = None
-        if count is not None:
-            entries = stream.logprobs
-            logprobs, sent = format_logprobs(getattr(model, "tokenizer", None), entries[sent:], chat), len(entries)
-        if chat:
-            delta = {} if text is None else {"content": text}
-            return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
-        return {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": logprobs}
-
-    def thought(text: str) -> dict:
-        data = choice(None, None)
-        data["delta"] = {"reasoning_content": text}
-        return data
-
-    def answer_events(text: str) -> list[dict]:
-        if parser is None:
-            return [choice(text, None)]
-        return [data for found in parser.feed(text) for data in call_deltas(found, choice)]
-
-    def events_for(pieces: list[Piece]) -> list[dict]:
-        return [data for p in pieces
-                for data in ([thought(p.text)] if p.part == "thinking" else answer_events(p.text))]
-
-    try:
-        stream = start(runtime, owner, api_party(request), body.model, prompt, params, count)
-    except AppError as exc:
-        yield error_event(exc)
-        return
-    try:
-        if chat:
-            yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
-                          "logprobs": None}])
-        # A reply may hold text back for a while (a stop string forming); the watcher
-        # cancels within a step even when nothing is being sent.
-        parser = ToolCallParser(tools) if tools is not None else None
+    def __init__(self, index: int, stream: OwnedStream, chat: bool, count: int | None, model,
+                 tools: frozenset[str] | None):
+        self.index, self.stream, self.chat, self.count, self.model = index, stream, chat, count, model
+        self.sent = 0  # log-probability entries already sent
+        self.parser = ToolCallParser(tools) if tools is not None else None
         # A thinking model's reply is split as it streams: thinking as reasoning_content
         # deltas, the answer as content (and read for tool calls).  Set up at the first
         # piece: the engine knows the reply's thinking markers once the prompt is read.
-        splitter: ReasoningParser | None = None
-        async with on_disconnect(request.receive, lambda: runtime.stop(owner)) as gone:
-            async for piece in iterate_in_threadpool(iter(stream)):
-                if chat and splitter is None and stream.thinking is not None:
-                    splitter = ReasoningParser(stream.thinking)
-                pieces = splitter.feed(piece) if splitter is not None else [Piece("answer", piece)]
-                for data in events_for(pieces):
-                    yield event([data])
-        if gone.is_set():
-            return
-        for data in events_for(splitter.finish() if splitter is not None else []):
-            yield event([data])
-        for found in parser.finish() if parser is not None else ():
-            for data in call_deltas(found, choice):
-                yield event([data])
-        stats = stream.stats
-        finish = "length" if stats.finish_reason == "length" else "stop"
-        if parser is not None and parser.calls:
+        self.splitter: ReasoningParser | None = None
+
+    def choice(self, text: str | None, finish: str | None) -> dict:
+        logprobs = None
+        if self.count is not None:
+            entries = self.stream.logprobs
+            logprobs = format_logprobs(getattr(self.model, "tokenizer", None), entries[self.sent:], self.chat)
+            self.sent = len(entries)
+        if self.chat:
+            delta = {} if text is None else {"content": text}
+            return {"index": self.index, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
+        return {"index": self.index, "text": text or "", "finish_reason": finish, "logprobs": logprobs}
+
+    def _thought(self, text: str) -> dict:
+        data = self.choice(None, None)
+        data["delta"] = {"reasoning_content": text}
+        return data
+
+    def _answer(self, text: str) -> list[dict]:
+        if self.parser is None:
+            return [self.choice(text, None)]
+        return [data for found in self.parser.feed(text) for data in call_deltas(found, self.choice, self.index)]
+
+    def _events_for(self, pieces: list[Piece]) -> list[dict]:
+        return [data for p in pieces for data in ([self._thought(p.text)] if p.part == "thinking" else self._answer(p.text))]
+
+    def feed(self, piece: str) -> list[dict]:
+        if self.chat and self.splitter is None and self.stream.thinking is not None:
+            self.splitter = ReasoningParser(self.stream.thinking)
+        return self._events_for(self.splitter.feed(piece) if self.splitter is not None else [Piece("answer", piece)])
+
+    def finish(self) -> list[dict]:
+        out = self._events_for(self.splitter.finish() if self.splitter is not None else [])
+        for found in self.parser.finish() if self.parser is not None else ():
+            out += call_deltas(found, self.choice, self.index)
+        finish = "length" if self.stream.stats.finish_reason == "length" else "stop"
+        if self.parser is not None and self.parser.calls:
             finish = "tool_calls"
-        yield event([choice(None if chat else "", finish)])
+        return [*out, self.choice(None if self.chat else "", finish)]
+
+
+async def stream_events(runtime: Runtime, request: Request, body: CompletionBase, streams: list[OwnedStream],
+                        choices: list[SamplingParams], count: int | None, chat: bool, rid: str, created: int,
+                        model: LoadedModel | RemoteModel, tools: frozenset[str] | None, owner: str) -> AsyncIterator[str]:
+    """The `n` admitted choices as server-sent events, each chunk one choice's piece with its
+    index, in the order the pieces come (as vLLM streams `n`); usage adds the choices up."""
+    key = key_label(request.headers)
+    chunk_kind = "chat.completion.chunk" if chat else "text_completion"
+
+    def event(data: list, **extra) -> str:
+        head = {"id": rid, "object": chunk_kind, "created": created, "model": body.model, "choices": data}
+        return f"data: {json.dumps({**head, **extra})}\n\n"
+
+    states = [StreamedChoice(index, stream, chat, count, model, tools) for index, stream in enumerate(streams)]
+    # Each choice is read on a worker thread of its own; its pieces meet here in arrival order.
+    arrived: asyncio.Queue = asyncio.Queue()
+
+    async def pump(index: int, stream: OwnedStream) -> None:
+        try:
+            async for piece in iterate_in_threadpool(iter(stream)):
+                await arrived.put((index, piece, None))
+            await arrived.put((index, None, None))
+        except AppError as exc:
+            await arrived.put((index, None, exc))
+
+    pumps: list[asyncio.Task] = []
+    try:
+        if chat:
+            for state in states:
+                yield event([{"index": state.index, "delta": {"role": "assistant", "content": ""},
+                              "finish_reason": None, "logprobs": None}])
+        # A reply may hold text back for a while (a stop string forming); the watcher
+        # cancels within a step even when nothing is being sent.
+        async with on_disconnect(request.receive, lambda: runtime.stop(owner)) as gone:
+            pumps = [asyncio.create_task(pump(state.index, state.stream)) for state in states]
+            running = len(states)
+            while running:
+                index, piece, failed = await arrived.get()
+                if failed is not None:
+                    yield error_event(failure_of(failed, model))
+                    return
+                if piece is None:
+                    running -= 1
+                    if not gone.is_set() and states[index].stream.stats is not None:
+                        for data in states[index].finish():
+                            yield event([data])
+                    continue
+                for data in states[index].feed(piece):
+                    yield event([data])
+        if gone.is_set() or any(state.stream.stats is None for state in states):
+            return
         if body.stream_options and body.stream_options.include_usage:
-            thinking = stats.thinking_tokens if chat and stream.thinking is not None else None
-            yield event([], usage=usage(stats.prompt_tokens, stats.new_tokens, thinking))
+            done = [state.stream.stats for state in states]
+            thinks = chat and any(state.stream.thinking is not None for state in states)
+            thinking = sum(stats.thinking_tokens for stats in done) if thinks else None
+            yield event([], usage=usage(done[0].prompt_tokens, sum(stats.new_tokens for stats in done), thinking))
         yield "data: [DONE]\n\n"
-    except GenerationError as exc:
-        yield error_event(upstream_failure(exc, model))
     finally:
         # Runs when the client disconnects too (even while a piece is being sent): the
         # generation stops within a step, and what was made counts for the key.
         runtime.stop(owner)
-        stats = stream.stats
-        runtime.usage.add(key, stats.prompt_tokens if stats else stream.prompt_tokens,
-                          stats.new_tokens if stats else stream.new_tokens)
+        for task in pumps:
+            task.cancel()
+        for state in states:
+            stats = state.stream.stats
+            runtime.usage.add(key, stats.prompt_tokens if stats else state.stream.prompt_tokens,
+                              stats.new_tokens if stats else state.stream.new_tokens)
 
 
-def call_deltas(found: Event, choice) -> list[dict]:
+def call_deltas(found: Event, choice, index: int = 0) -> list[dict]:
     """A streamed chat reply's chunks for one parser event: text as content; a call as
     OpenAI sends one, its id, type and name first, then its arguments in pieces as the
     model writes them (or at once, for a form read whole: webui/chat/tool_parser.py)."""
@@ -465,5 +553,5 @@ def call_deltas(found: Event, choice) -> list[dict]:
         parts = [{"index": found.index, "id": call.id, "type": "function",
                   "function": {"name": call.name, "arguments": ""}},
                  {"index": found.index, "function": {"arguments": call.arguments}}]
-    return [{"index": 0, "delta": {"tool_calls": [part]}, "finish_reason": None, "logprobs": None}
+    return [{"index": index, "delta": {"tool_calls": [part]}, "finish_reason": None, "logprobs": None}
             for part in parts]

@@ -46,7 +46,7 @@ ANTHROPIC_KINDS = {400: "invalid_request_error", 401: "authentication_error", 40
 
 
 def anthropic_error_body(exc: AppError) -> dict[str, Any]:
-    return anthropic_error(exc.status, exc.message)
+    return anthropic_error(exc.status, exc.named_message)  # its shape has no field for the param
 
 
 def anthropic_error(status: int, message: str) -> dict[str, Any]:
@@ -59,7 +59,7 @@ def error_body(exc: AppError) -> dict[str, Any]:
 
 
 def ollama_error_body(exc: AppError) -> dict[str, Any]:
-    return {"error": exc.message}
+    return {"error": exc.named_message}  # Ollama's shape is the message alone: it names the field
 
 
 def error_response(exc: AppError, path: str = "") -> JSONResponse:

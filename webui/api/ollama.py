@@ -42,9 +42,9 @@ from webui.api.completions import (
     prepare_conversation,
     render_chat,
     reply_parts,
+    failure_of,
     run_to_end,
-    start,
-    upstream_failure,
+    start_streamed,
 )
 from webui.api.disconnect import on_disconnect
 from webui.api.embeddings import checked_dimensions, embed_inputs
@@ -67,13 +67,12 @@ from webui.chat.tool_parser import Call, Event, Text, ToolCall, ToolCallParser, 
 from webui.chat.tools import ToolChoice, read_tools
 from webui.errors import AppError
 from webui.generation.embedding import normalize
-from webui.generation.engine import GenerationError
 from webui.generation.params import SamplingParams
 from webui.loaders.base import LoadedModel
 from webui.generation.reasoning import Piece, ReasoningParser
 from webui.generation.request import EnginePrompt, RenderedPrompt
 from webui.remote.engine import RemoteModel
-from webui.runtime import Runtime
+from webui.runtime import OwnedStream, Runtime
 
 router = APIRouter(tags=["Ollama"])
 
@@ -290,12 +289,15 @@ async def reply(runtime: Runtime, request: Request, body: OllamaGenerating, mode
     """The whole reply as one JSON object, or (Ollama's default) NDJSON lines.  `names`:
     the functions a chat reply may call (None: the reply is only text)."""
     if body.stream:
-        lines = stream_lines(runtime, request, body.model, prompt, params, model, chat, names)
+        started = time.perf_counter()
+        owner, stream = await start_streamed(runtime, request, body.model, prompt, params, model, body.field_name)
+        lines = stream_lines(runtime, request, body.model, owner, stream, started, prompt, model, chat, names)
         return StreamingResponse(lines, media_type="application/x-ndjson")
     started = time.perf_counter()
     owner = f"api-{uuid.uuid4().hex}"
     async with on_disconnect(request.receive, lambda: runtime.stop(owner)):
-        done = await run_to_end(runtime, owner, api_party(request), body.model, prompt, params, None, model)
+        done = await run_to_end(runtime, owner, api_party(request), body.model, prompt, params, None, model,
+                                body.field_name)
     stats = done.stats
     runtime.usage.add(key_label(request.headers), stats.prompt_tokens, stats.new_tokens)
     # A raw /api/generate prompt is the caller's own: its reply is not split.
@@ -312,16 +314,10 @@ async def reply(runtime: Runtime, request: Request, body: OllamaGenerating, mode
     return {**answer, **final(stats, started)}
 
 
-async def stream_lines(runtime: Runtime, request: Request, name: str, prompt: Any, params: SamplingParams,
-                       model: LoadedModel | RemoteModel, chat: bool,
+async def stream_lines(runtime: Runtime, request: Request, name: str, owner: str, stream: OwnedStream,
+                       started: float, prompt: Any, model: LoadedModel | RemoteModel, chat: bool,
                        names: frozenset[str] | None = None) -> AsyncIterator[str]:
-    owner = f"api-{uuid.uuid4().hex}"
-    started = time.perf_counter()
-    try:
-        stream = start(runtime, owner, api_party(request), name, prompt, params)
-    except AppError as exc:
-        yield line(ollama_error_body(exc))
-        return
+    """An admitted reply (webui/api/completions.py start_streamed) as Ollama's NDJSON lines."""
     failed = False
     parser = ToolCallParser(names) if names is not None else None
 
@@ -346,9 +342,9 @@ async def stream_lines(runtime: Runtime, request: Request, name: str, prompt: An
             for out in tool_lines(name, parser.finish()) if parser is not None else ():
                 yield line(out)
             yield line({**piece(name, "", chat), **final(stream.stats, started)})
-    except GenerationError as exc:
+    except AppError as exc:
         failed = True
-        yield line(ollama_error_body(upstream_failure(exc, model)))
+        yield line(ollama_error_body(failure_of(exc, model)))
     finally:
         runtime.stop(owner)  # the client left mid-stream: the generation stops within a step
         if not failed:

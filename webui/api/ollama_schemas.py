@@ -70,9 +70,8 @@ def ollama_sampling(options: dict[str, Any] | None) -> tuple[SamplingParams, boo
     except ParamsError as exc:
         if not exc.param:
             raise APIError(400, f"options: {exc}", param="options", code="invalid_value") from exc
-        reason = str(exc).removeprefix(f"{exc.param}: ")
         name = OURS.get(exc.param, exc.param)  # named as the request named it
-        raise APIError(400, f"options.{name}: {reason}", param=f"options.{name}", code="invalid_value") from exc
+        raise APIError(400, f"options.{name}: {exc.reason}", param=f"options.{name}", code="invalid_value") from exc
 
 
 def response_format_of(value: Any) -> dict[str, Any] | None:
@@ -165,9 +164,15 @@ class OllamaGenerating(OllamaBase):
         try:
             return make_params({"json_schema": schema}, base=params)
         except ParamsError as exc:
-            reason = str(exc).removeprefix("json_schema: ").removeprefix("Value error, ")
-            raise APIError(400, f"format: the JSON schema cannot be used: {reason}", param="format",
+            raise APIError(400, f"format: the JSON schema cannot be used: {exc.reason}", param="format",
                            code="invalid_value") from exc
+
+    def field_name(self, field: str) -> str:
+        """A field the engine refused, named as this request named it: options.NAME for
+        a sampling value, `format` for the schema it gave."""
+        if field in self.sent_as():
+            return self.sent_as()[field]
+        return f"options.{OURS.get(field, field)}" if field in SamplingParams.model_fields else field
 
     def sent_as(self) -> dict[str, str]:
         """Our field -> the name this request used, for refusals (webui/api/completions.py)."""

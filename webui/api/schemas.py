@@ -172,8 +172,7 @@ class CompletionBase(CheckedText):
             if exc.param != "json_schema":
                 raise
             # The caller sent a response_format, not our json_schema field: name theirs.
-            reason = str(exc).removeprefix("json_schema: ").removeprefix("Value error, ")
-            raise APIError(400, f"response_format: the JSON schema cannot be used: {reason}",
+            raise APIError(400, f"response_format: the JSON schema cannot be used: {exc.reason}",
                            param="response_format", code="invalid_value") from exc
 
 

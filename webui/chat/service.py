@@ -23,7 +23,7 @@ from webui.chat.store import ChatStore
 from webui.chat.tool_turns import record_calls
 from webui.chat.tools import Tool
 from webui.extensions import params_from_state
-from webui.generation.engine import GenerationError
+from webui.errors import AppError
 from webui.generation.params import SamplingParams
 from webui.generation.reasoning import Piece, ReasoningParser
 from webui.generation.request import ui_party
@@ -171,7 +171,7 @@ class ReplyWriter:
             self.stream = runtime.stream(owner, custom if custom is not None else self.prompt, params,
                                          state=self.state, logprobs=token_view,
                                          token_detail=token_view is not None, who=ui_party(user, owner))
-        except GenerationError:  # e.g. the queue is full: leave the conversation as it was
+        except AppError:  # e.g. the queue is full: leave the conversation as it was
             self._drop_target()
             raise
         self.error: str | None = None

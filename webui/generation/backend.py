@@ -57,19 +57,23 @@ class ServingOptions:
 
 @dataclass(frozen=True)
 class Capabilities:
+    """What a backend can do.  Every default says no: a backend declares what it does, so
+    one that forgets a field has the API refuse it by name rather than ignore it."""
+
     # Sequences decoded together in one step; 1 = one request at a time.
     max_batch: int = 1
     # A new prompt that starts like an earlier one reuses that prefix's KV cache.
     prefix_cache: bool = False
     # Log-probabilities of generated tokens can be reported.
-    logprobs: bool = True
-    # SamplingParams fields this backend honours; None = all of them (the engine's own
-    # chain runs on the logits).  The API refuses, and the Parameters tab marks, the rest.
-    samplers: frozenset[str] | None = None
+    logprobs: bool = False
+    # SamplingParams fields this backend honours (besides the reply's length and seed);
+    # None = all of them (the engine's own chain runs on the logits).  The API refuses,
+    # and the Parameters tab marks, the rest.
+    samplers: frozenset[str] | None = frozenset()
     # Classifier-free guidance (needs a second forward pass over the negative prompt).
-    guidance: bool = True
+    guidance: bool = False
     # Per-token embeddings from an extension's tokenizer_modifier can be fed in.
-    input_embeddings: bool = True
+    input_embeddings: bool = False
     # Text embeddings (pooled hidden states) can be computed: Backend.embed.
     embeddings: bool = False
     # A row's logits do not depend on what else is in the batch (bit for bit, or to

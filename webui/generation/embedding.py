@@ -79,8 +79,8 @@ class EmbeddingJob:
             if final is None:
                 continue
             kind, value = final
-            if kind == "error":
-                raise GenerationError(value)
+            if kind == "error":  # an AppError keeps its type and field (webui/errors.py)
+                raise value if isinstance(value, AppError) else GenerationError(value)
             if not isinstance(value, torch.Tensor):  # cancelled while it waited
                 raise GenerationError("the embedding request was cancelled")
             return value
@@ -88,8 +88,8 @@ class EmbeddingJob:
     def finish(self, vectors: torch.Tensor) -> None:
         self._mailbox.finish("done", vectors)
 
-    def fail(self, message: str) -> None:
-        self._mailbox.finish("error", message)
+    def fail(self, error: AppError) -> None:
+        self._mailbox.finish("error", error)
 
 
 def group_end(inputs: list[list[int]], start: int, budget: int) -> int:

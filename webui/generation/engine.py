@@ -20,6 +20,7 @@ requests finish, and the load goes ahead.
 from __future__ import annotations
 
 import atexit
+import copy
 import logging
 import random
 import threading
@@ -31,6 +32,7 @@ from typing import Any
 
 import torch
 
+from webui.errors import AppError
 from webui.generation import token_probs
 from webui.generation.backend import Backend, BackendCrashed, OutOfMemory
 from webui.generation.chain import build_chain
@@ -75,13 +77,14 @@ __all__ = [
 ]
 
 
-def failure(exc: Exception) -> str | GenerationError:
-    """What a request that `exc` ended hears: a crashed backend keeps its type (a 503 the
-    client may retry, its own message), one instance per request; anything else is a
-    message naming the exception."""
-    if isinstance(exc, BackendCrashed):
-        return BackendCrashed(str(exc))
-    return f"generation failed: {exc.__class__.__name__}: {exc}"
+def failure(exc: BaseException, what: str = "generation") -> AppError:
+    """What a request that `exc` ended hears, as the object it raises at the edge
+    (webui/errors.py): an AppError keeps its type, status and field (a refused grammar is
+    a 400 naming it, a crashed backend a 503), one copy per request, since each reader
+    raises it on its own thread; anything else is a server error naming the exception."""
+    if isinstance(exc, AppError):
+        return copy.copy(exc)
+    return GenerationError(f"{what} failed: {exc.__class__.__name__}: {exc}")
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,9 @@ class _Mailbox:
         self._finished = threading.Event()
         self._pieces: list[str] = []
         self._final: tuple[str, Any] | None = None
+        # Set once the engine has decided about the request: admitted with its prompt read
+        # and its values checked, or ended (webui/generation/engine.py GenerationStream.admitted).
+        self._decided = threading.Event()
 
     def put_text(self, text: str) -> None:
         with self._lock:
@@ -119,10 +125,21 @@ class _Mailbox:
         self._ready.set()
 
     def finish(self, kind: str, value: Any) -> None:
+        """End the request: ("done", stats or result) or ("error", the AppError to raise)."""
         with self._lock:
             self._final = (kind, value)
         self._finished.set()
+        self._decided.set()
         self._ready.set()
+
+    def decide(self) -> None:
+        self._decided.set()
+
+    def wait_decided(self, timeout: float | None = None) -> tuple[str, Any] | None:
+        """Block until the request is admitted or ended; its end, if it has one."""
+        self._decided.wait(timeout)
+        with self._lock:
+            return self._final
 
     @property
     def finished(self) -> bool:
@@ -188,12 +205,22 @@ class GenerationStream:
                     continue
                 kind, value = final
                 if kind == "error":
-                    raise value if isinstance(value, GenerationError) else GenerationError(value)
+                    raise value if isinstance(value, AppError) else GenerationError(value)
                 self.stats = value
                 return
         finally:
             if self.stats is None:
                 self.request.cancel.cancel()
+
+    def admitted(self, timeout: float | None = None) -> None:
+        """Block until the engine has admitted this request (its prompt read, its values
+        checked against the model) or ended it, raising the AppError it ended with.  A
+        streamed API reply waits for this before its first byte, so that a request the
+        model refuses is a 4xx naming the field, not an error event inside a 200."""
+        final = self._mailbox.wait_decided(timeout)
+        if final is not None and final[0] == "error":
+            value = final[1]
+            raise copy.copy(value) if isinstance(value, AppError) else GenerationError(value)
 
     def __iter__(self) -> Iterator[str]:
         return (piece for piece in self.updates() if isinstance(piece, str))
@@ -273,7 +300,7 @@ class _Sequence:
         self.last_token = -1
         self.started = time.perf_counter()
         self.reason: FinishReason | None = None
-        self.failure: str | None = None  # set when this request must end with an error
+        self.failure: AppError | None = None  # set when this request must end with an error
         self.queued_seconds = 0.0
         self.record: TokenLogprob | None = None  # the chosen token's probabilities, until accepted
         # Speculative decoding (webui/generation/speculative.py): tokens drafted per step.
@@ -350,7 +377,7 @@ class _Sequence:
                 try:
                     self.grammar.advance(token)
                 except ValueError as exc:  # never expected (the mask allowed it): end this request only
-                    self.failure = f"generation failed: {exc}"
+                    self.failure = GenerationError(f"generation failed: {exc}")
                     self.reason = "cancelled"
                     return True
             if self.gate is not None:
@@ -372,7 +399,11 @@ class _Sequence:
         if self.failure:
             self.stream._mailbox.finish("error", self.failure)
             return
-        self._emit(self.stops.feed(self.decoder.flush()))
+        tail = self.decoder.flush()  # a last token's unfinished UTF-8 bytes, as U+FFFD
+        if tail and self.stream.logprobs:  # its text too: the tokens' texts join to the reply exactly
+            last = self.stream.logprobs[-1]
+            self.stream.logprobs[-1] = replace(last, text=last.text + tail)
+        self._emit(self.stops.feed(tail))
         self._emit(self.stops.flush())
         stream = self.stream
         stream._mailbox.finish("done", GenerationStats(
@@ -429,6 +460,15 @@ class GenerationEngine:
         self._enqueue(request.owner, stream)
         return stream
 
+    def generate_many(self, requests: list[GenerationRequest]) -> list[GenerationStream]:
+        """Queue requests of one owner together (an API request's `n` choices): admitted at
+        the same step where the batch has room, they decode as one batch.  Raises
+        QueueFull, queueing none, when they do not all fit the queue."""
+        streams = [GenerationStream(request, self.stream_interval, self) for request in requests]
+        if streams:
+            self._enqueue(requests[0].owner, streams)
+        return streams
+
     def embed(self, inputs: list[list[int]], owner: str, cancel: CancelToken) -> EmbeddingJob:
         """Queue token ids to embed (webui/generation/embedding.py); the model thread
         runs them between decoding steps.  Raises QueueFull like generate()."""
@@ -436,10 +476,10 @@ class GenerationEngine:
         self._enqueue(owner, job)
         return job
 
-    def _enqueue(self, owner: str, item: GenerationStream | EmbeddingJob) -> None:
+    def _enqueue(self, owner: str, item: GenerationStream | EmbeddingJob | list[GenerationStream]) -> None:
         if self._closed.is_set():
             raise GenerationError("the server is shutting down")
-        if not self._queue.put(owner, item):
+        if not (self._queue.put_many(owner, item) if isinstance(item, list) else self._queue.put(owner, item)):
             raise QueueFull(f"the server is busy ({len(self._queue)} requests waiting); try again shortly")
         with self._worker_lock:
             if self._worker is None:
@@ -471,7 +511,7 @@ class GenerationEngine:
         the next step, and the model thread leaves (waiting up to `timeout` seconds)."""
         self._closed.set()
         for stream in self._queue.remove_if(lambda s: True):
-            stream._mailbox.finish("error", "the server is shutting down")
+            stream._mailbox.finish("error", GenerationError("the server is shutting down"))
         self._queue.wake()
         worker = self._worker
         if worker is not None and worker is not threading.current_thread():
@@ -498,9 +538,9 @@ class GenerationEngine:
                 with self.manager.use(timeout=self.wait_timeout) as loaded:
                     holds_pool = True
                     self._run_batch(loaded)
-            except (NoModelLoaded, ModelBusy) as exc:
+            except (NoModelLoaded, ModelBusy) as exc:  # 503s, each reader its own copy
                 for stream in self._queue.remove_if(lambda s: True):
-                    stream._mailbox.finish("error", str(exc))
+                    stream._mailbox.finish("error", failure(exc))
             except Exception:  # never let the model thread die: requests would hang
                 log.exception("the model thread failed")
                 time.sleep(0.1)
@@ -543,7 +583,7 @@ class GenerationEngine:
                 prefilling.clear()
                 self._running = 0
                 for job in self._embedding:
-                    job.fail(f"embedding failed: {exc.__class__.__name__}: {exc}")
+                    job.fail(failure(exc, "embedding"))
                 self._embedding.clear()
 
     def _drop_cancelled(self) -> None:
@@ -593,7 +633,8 @@ class GenerationEngine:
                 return
             seq.slot = self._start(backend, seq)
         except OutOfMemory as exc:
-            stream._mailbox.finish("error", f"{exc}; try a shorter prompt, fewer tokens or a smaller model")
+            stream._mailbox.finish("error", GenerationError(
+                f"{exc}; try a shorter prompt, fewer tokens or a smaller model"))
             return
         except Exception as exc:
             stream._mailbox.finish("error", failure(exc))
@@ -602,6 +643,7 @@ class GenerationEngine:
 
     def _join(self, backend: Backend, seq: _Sequence, active: list[_Sequence]) -> None:
         """A sequence whose prompt is read decodes from now on: its first token, at once."""
+        seq.stream._mailbox.decide()  # it runs: a streamed reply may send its first byte
         active.append(seq)
         self._running = len(active) + len(self._prefilling)
         if self._advance(seq, seq.slot.logits):
@@ -631,7 +673,8 @@ class GenerationEngine:
                     backend.clear_cache()  # the prefix cache is the first thing to give up
                     done = backend.prefill(seq.slot, chunk)
             except OutOfMemory as exc:
-                seq.stream._mailbox.finish("error", f"{exc}; try a shorter prompt, fewer tokens or a smaller model")
+                seq.stream._mailbox.finish("error", GenerationError(
+                    f"{exc}; try a shorter prompt, fewer tokens or a smaller model"))
                 return
             except BackendCrashed as exc:  # every request hears it (_run_batch); this one is no longer listed
                 seq.stream._mailbox.finish("error", failure(exc))
@@ -650,11 +693,11 @@ class GenerationEngine:
     def _start_embedding(self, loaded, backend: Backend, job: EmbeddingJob) -> None:
         """Admit an embedding job, to be run a group at a time (`_embed_group`)."""
         if not backend.capabilities.embeddings:
-            job.fail(f"this model's backend ({loaded.loader}) cannot compute embeddings")
+            job.fail(GenerationError(f"this model's backend ({loaded.loader}) cannot compute embeddings"))
             return
         longest = max((len(ids) for ids in job.inputs), default=0)
         if longest > loaded.context_length or not all(job.inputs):
-            job.fail(f"each input must have 1 to {loaded.context_length} tokens (the model's context)")
+            job.fail(PromptError(f"each input must have 1 to {loaded.context_length} tokens (the model's context)"))
             return
         if not job.inputs:
             job.finish(torch.zeros(0, 0))
@@ -665,7 +708,7 @@ class GenerationEngine:
         """Embed the next group of the first admitted job, which then goes to the back."""
         job = self._embedding.pop(0)
         if job.request.cancel.cancelled:
-            job.fail("the embedding request was cancelled")
+            job.fail(GenerationError("the embedding request was cancelled"))
             return
         rows = job.next_group(budget)
         try:
@@ -675,14 +718,14 @@ class GenerationEngine:
                 backend.clear_cache()  # the prefix cache is the first thing to give up
                 vectors = backend.embed(rows)
         except OutOfMemory as exc:
-            job.fail(f"{exc}; try fewer or shorter inputs")
+            job.fail(GenerationError(f"{exc}; try fewer or shorter inputs"))
             return
         except BackendCrashed as exc:
-            job.fail(str(exc))
+            job.fail(failure(exc))
             return
         except Exception as exc:  # the caller gets the error promptly, never a hang
             log.exception("an embedding forward failed")
-            job.fail(f"embedding failed: {exc.__class__.__name__}: {exc}")
+            job.fail(GenerationError(f"embedding failed: {exc.__class__.__name__}: {exc}"))
             return
         if job.add(len(rows), vectors):
             job.finish(torch.cat(job.parts))
@@ -713,12 +756,10 @@ class GenerationEngine:
                 stream._mailbox.finish("done", GenerationStats(0, 0, 0.0, "cancelled", request.params.seed))
                 return None
             return self._sequence(loaded, backend, stream)
-        except CannotSee as exc:  # keeps its type: a 400 naming the field, not a server error
+        except AppError as exc:  # keeps its type: a refused grammar or prompt is a 400 naming its field
             stream._mailbox.finish("error", exc)
-        except (PromptError, ParamsError, GenerationError) as exc:
-            stream._mailbox.finish("error", str(exc))
         except Exception as exc:  # the caller gets the error promptly, never a hang
-            stream._mailbox.finish("error", f"generation failed: {exc.__class__.__name__}: {exc}")
+            stream._mailbox.finish("error", failure(exc))
         return None
 
     def _sequence(self, loaded, backend: Backend, stream: GenerationStream) -> _Sequence | None:
@@ -800,7 +841,7 @@ class GenerationEngine:
             tokenizer = self._grammar_tokenizers.get(backend.tokenizer, backend.vocab_size(), backend.eos_ids())
             return GrammarState(constraint, tokenizer, backend.vocab_size())
         except (GrammarUnsupported, ValueError) as exc:
-            raise ParamsError(f"{constraint.kind}: {exc}", param=constraint.kind) from exc
+            raise ParamsError(f"{constraint.kind}: {exc}", param=constraint.kind, reason=str(exc)) from exc
 
     def _step(self, backend: Backend, active: list[_Sequence]) -> None:
         for seq in [s for s in active if s.request.cancel.cancelled]:
@@ -818,8 +859,8 @@ class GenerationEngine:
             except OutOfMemory as exc:
                 # The newest request gives way; the others keep their places and go on.
                 victim = active[-1]
-                victim.stream._mailbox.finish(
-                    "error", f"{exc}: this request was stopped to let the others finish; try again shortly")
+                victim.stream._mailbox.finish("error", GenerationError(
+                    f"{exc}: this request was stopped to let the others finish; try again shortly"))
                 backend.finish(victim.slot, keep=False)
                 active.remove(victim)
                 self._running = len(active) + len(self._prefilling)

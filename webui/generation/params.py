@@ -227,14 +227,25 @@ class ParamsError(AppError, ValueError):
     code = "invalid_value"
 
 
+def _problem(error: dict[str, Any]) -> str:
+    """One validation error's text: a validator's own words without pydantic's
+    "Value error, " in front."""
+    raised = (error.get("ctx") or {}).get("error")
+    return str(raised) if error.get("type") == "value_error" and raised is not None else error["msg"]
+
+
 def make_params(values: dict[str, Any], base: SamplingParams | None = None) -> SamplingParams:
     """Validate `values` on top of `base` (neutral by default); raise ParamsError."""
     merged = {**(base or SamplingParams()).model_dump(), **values}
     try:
         return SamplingParams(**merged)
     except ValidationError as exc:
-        first = exc.errors()[0]["loc"] if exc.errors() else ()
-        raise ParamsError(describe_validation_error(exc), param=".".join(map(str, first)) or None) from exc
+        errors = exc.errors()
+        first = ".".join(map(str, errors[0]["loc"])) if errors else ""
+        # The first field's problem without its name, then the others' named.
+        reason = "; ".join([_problem(errors[0]), *(f"{'.'.join(map(str, e['loc']))}: {_problem(e)}"
+                                                   for e in errors[1:])]) if errors else None
+        raise ParamsError(describe_validation_error(exc), param=first or None, reason=reason) from exc
     except TypeError as exc:  # e.g. a non-string key
         raise ParamsError(str(exc)) from exc
 

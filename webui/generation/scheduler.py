@@ -40,6 +40,17 @@ class FairQueue:
             self._lock.notify_all()
             return True
 
+    def put_many(self, owner: str, items: list[Any]) -> bool:
+        """Queue all of `items` at once, or none (False) when they do not all fit: the
+        model thread sees all of them or none, so they are admitted at the same step."""
+        with self._lock:
+            if self._count + len(items) > self.max_waiting:
+                return False
+            self._waiting.setdefault(owner, deque()).extend(items)
+            self._count += len(items)
+            self._lock.notify_all()
+            return True
+
     def wake(self) -> None:
         """Wake a waiter so it can look at something besides the queue (a shutdown)."""
         with self._lock:

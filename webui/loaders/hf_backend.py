@@ -118,7 +118,9 @@ class TransformersBackend:
             self.row_attention = False
         self.capabilities = Capabilities(
             max_batch=max_batch if mergeable else 1, prefix_cache=mergeable and prefix_cache_bytes > 0,
-            embeddings=True,
+            # The engine's own chain runs on these logits: every sampler, guidance and
+            # an extension's input embeddings are honoured.
+            logprobs=True, guidance=True, input_embeddings=True, embeddings=True,
             # fp32 arithmetic: rows agree to fp32 rounding.  16-bit: only where this
             # machine's kernels keep rows exactly independent (asked, not assumed).
             batch_invariant=self.row_attention and (computes_in_fp32(loaded.model)
@@ -127,7 +129,8 @@ class TransformersBackend:
             vision=self.processor is not None,
             # Drafts are verified on a sequence's own cache, which only a plain one can cut.
             prompt_lookup=prompt_lookup if mergeable else None,
-            # Without it, a request asking for drafts is refused by name, not ignored.
+            # Every sampler (None: all); without prompt lookup, a request asking for
+            # drafts is refused by name, not ignored.
             samplers=None if mergeable else frozenset(SamplingParams.model_fields) - {"prompt_lookup_num_tokens"},
             prefill_chunk=prefill_chunk if mergeable else 0,
         )

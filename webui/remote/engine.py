@@ -75,6 +75,7 @@ class RemoteEngine:
             self._active += 1
         stream = GenerationStream(request, self.stream_interval, self)
         stream.started = True  # nothing waits here: the engine queues on its side
+        stream._mailbox.decide()  # and decides there: its refusals come as the reply's end
         self._loop.submit(self._run(model, stream))
         return stream
 
@@ -105,11 +106,11 @@ class RemoteEngine:
             await asyncio.gather(reading, return_exceptions=True)
             if not reading.cancelled() and reading.exception() is not None:
                 raise reading.exception()
-        except GenerationError as exc:
-            mailbox.finish("error", self.client.scrub(str(exc)))
+        except GenerationError as exc:  # the engine behind us failed: a 502, its key never shown
+            mailbox.finish("error", RemoteError(self.client.scrub(str(exc))))
             return
         except Exception as exc:  # a reader must always hear how its request ended
-            mailbox.finish("error", f"remote engine {self.name} failed: {exc.__class__.__name__}")
+            mailbox.finish("error", RemoteError(f"remote engine {self.name} failed: {exc.__class__.__name__}"))
             return
         finally:
             with self._lock:
@@ -244,6 +245,19 @@ class RemoteModel:
 
     def generate(self, request: GenerationRequest) -> GenerationStream:
         return self.engine.generate(self.name, request)
+
+    def generate_many(self, requests: list[GenerationRequest]) -> list[GenerationStream]:
+        """Several requests at once (`n` choices); the engine batches them on its side.
+        One that does not fit (QueueFull) cancels those already sent."""
+        streams: list[GenerationStream] = []
+        try:
+            for request in requests:
+                streams.append(self.generate(request))
+        except QueueFull:
+            for stream in streams:
+                stream.request.cancel.cancel()
+            raise
+        return streams
 
 
 def with_image_parts(message: dict[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,8 @@ model flags from the loaders' schemas, as for the app (webui/cli.py)."""
 from __future__ import annotations
 
 import argparse
+import filecmp
+import shutil
 import sys
 import typing
 from pathlib import Path
@@ -38,6 +40,8 @@ def _settings_flags(group: argparse._ArgumentGroup) -> None:
         kind = value_type(info.annotation)
         required = name == "lora_name"  # the rest: the schema says what is missing (resume needs none)
         text = (info.description or "").replace("%", "%%")
+        if name == "dataset":  # the command line also takes a path (adopt_data)
+            text = "the path of a data file (copied into user_data/training/datasets/), or a " + text
         if not required:
             text += f" (default: {_shown(info.default)})"
         if typing.get_origin(kind) is Literal:
@@ -57,7 +61,8 @@ def parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train", argument_default=argparse.SUPPRESS,
         help="train a LoRA adapter into user_data/loras/NAME/",
-        description="Train a LoRA (QLoRA with --load-in-4bit) on a file from user_data/training/datasets/. "
+        description="Train a LoRA (QLoRA with --load-in-4bit) on --data: a file's path (copied into "
+                    "user_data/training/datasets/) or the name of one there. "
                     "A checkpoint is saved every --save-steps steps and on Ctrl-C; --resume continues an unfinished "
                     "run with the settings it started with.")
     _model_flags(train)
@@ -70,7 +75,8 @@ def parser() -> argparse.ArgumentParser:
     _model_flags(ppl)
     e = ppl.add_argument_group("evaluation")
     e.add_argument("--data", required=True,
-                   help="a .txt file in user_data/training/datasets/, or sample-kjv-heldout (bundled)")
+                   help="a .txt file: its path (copied into user_data/training/datasets/), the name of one there, "
+                        "or sample-kjv-heldout (bundled)")
     e.add_argument("--lora", dest="loras", action="append", default=[], metavar="NAME",
                    help="adapter from user_data/loras/ to apply (repeat for more)")
     e.add_argument("--context", type=int, default=0, help="tokens per window (default: the model's context)")
@@ -84,26 +90,89 @@ def main(argv: list[str]) -> int:
     from webui.settings import SettingsError
 
     try:
-        service = _service(args)
+        settings = _settings(args)
+        # The data file is checked (and a path copied in) before the model loads: a
+        # refusal comes at once, not after minutes of loading.
+        key = "dataset" if command == "train" else "data"
+        if key in args:
+            args[key] = adopt_data(args[key], settings.user_data_dir, train=command == "train")
+        service = _service(settings)
     except (SettingsError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return train(service, args) if command == "train" else perplexity(service, args)
 
 
-def _service(args: dict[str, Any]):
-    """Settings from the model flags, the model loaded, and the training service."""
-    from webui.loaders.registry import default_registry
-    from webui.model_manager import ModelManager
-    from webui.runtime import load_options, serving_options
+def adopt_data(value: str, user_data: Path, train: bool) -> str:
+    """--data as people pass it -> the name the training service lists.
+
+    A name listed in user_data/training/datasets/ (or the bundled sample, for
+    perplexity) is taken as it is.  A path to a file is copied into that folder, since
+    the service reads only what it lists (webui/paths.py), and the copy is said; the
+    same file already there is used as it is.  A refusal says what would work."""
+    from webui.paths import is_plain_name
+    from webui.training.folders import DATASET_SUFFIXES, TrainingFolders
+    from webui.training.service import SAMPLE_NAME
+
+    folders = TrainingFolders(user_data)
+    suffixes = DATASET_SUFFIXES if train else (".txt",)
+    listed = dict(folders.dataset_files(suffixes))
+    if not train:
+        listed[SAMPLE_NAME] = Path(SAMPLE_NAME)
+    if value in listed:
+        return value
+    kinds = " or ".join(suffixes)
+    names = ", ".join(sorted(listed)[:12]) or "none yet"
+    what_works = (f"pass the path of a {kinds} file, or the name of one in {folders.datasets} "
+                  f"(there: {names})")
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise DataRefused(f"--data {value}: no such file, and no data file by that name; {what_works}")
+    if path.suffix not in suffixes:
+        raise DataRefused(f"--data {value}: a {kinds} file is needed, this is {path.suffix or 'without a suffix'}; "
+                          f"{what_works}")
+    if not is_plain_name(path.name):
+        raise DataRefused(f"--data {value}: the file name {path.name!r} cannot be listed; rename the file to letters, "
+                          "digits, spaces, '.', '-' or '_' (no leading dot)")
+    folders.datasets.mkdir(parents=True, exist_ok=True)
+    target = folders.datasets / path.name
+    if target.resolve() == path.resolve():
+        return path.name
+    number = 1
+    while target.exists():
+        if filecmp.cmp(target, path, shallow=False):
+            print(f"note: using {target} (the same as {path})", file=sys.stderr)
+            return target.name
+        number += 1
+        target = folders.datasets / f"{path.stem}-{number}{path.suffix}"
+    shutil.copyfile(path, target)
+    print(f"note: copied {path} to {target}; later runs can name it --data {target.name}", file=sys.stderr)
+    return target.name
+
+
+class DataRefused(ValueError):
+    """--data names no file the command can use."""
+
+
+def _settings(args: dict[str, Any]):
+    """The app's settings from the model flags (taken out of `args`)."""
     from webui.settings import LoaderSettings, build_settings
-    from webui.training.service import TrainingService
 
     keys = {"model", "model_dir", "user_data_dir", *LoaderSettings.model_fields}
     flags = {k: args.pop(k) for k in list(args) if k in keys}
     settings, warnings = build_settings(flags, args.pop("settings_path", None))
     for note in warnings:
         print(f"warning: {note}", file=sys.stderr)
+    return settings
+
+
+def _service(settings):
+    """The model loaded, and the training service."""
+    from webui.loaders.registry import default_registry
+    from webui.model_manager import ModelManager
+    from webui.runtime import load_options, serving_options
+    from webui.training.service import TrainingService
+
     models = ModelManager(settings.model_dir, default_registry(serving_options(settings)), load_options(settings),
                           lora_dir=settings.lora_dir)
     loaded = models.load(settings.model)

@@ -34,7 +34,6 @@ from webui.chat.prompt import DEFAULT_COMMAND, ChatPrompt
 from webui.errors import AppError
 from webui.paths import NameRefused
 from webui.chat.service import ReplyWriter, add_user_message, impersonate, withdraw
-from webui.generation.engine import GenerationError
 from webui.runtime import Runtime
 from webui.ui.common import MODEL_GROUP, Shared, session_id, stop_handler, to_params
 from webui.ui import documents_panel, thinking_ui, token_view, tool_access
@@ -593,7 +592,7 @@ class ChatTab:
                 if writer.status() != shown:  # only while queued: "N requests ahead of yours"
                     shown = update[col.stats] = writer.status()
                 yield update
-        except GenerationError as exc:
+        except AppError as exc:  # a refused grammar or prompt (its field named), a full queue...
             writer.error = str(exc)
         finally:
             writer.close()  # the tab closed before the first piece: still cancel and save

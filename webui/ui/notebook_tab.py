@@ -13,7 +13,7 @@ from typing import Any
 
 import gradio as gr
 
-from webui.generation.engine import GenerationError
+from webui.errors import AppError
 from webui.runtime import Runtime
 from webui.ui import token_view
 from webui.ui.common import MODEL_GROUP, Shared, session_id, stop_handler, to_params
@@ -38,7 +38,7 @@ def completion(runtime: Runtime, prompt: str, params, request: gr.Request,
         for piece in reply:
             written += piece
             yield written, None, None
-    except GenerationError as exc:
+    except AppError as exc:  # a refused grammar or prompt (its field named), a full queue...
         yield written, f"**Error:** {exc}", None
         return
     if reply.stats:
@@ -53,7 +53,7 @@ def token_counter(runtime: Runtime):
     def count_tokens(prompt: str) -> str:
         try:
             return f"{runtime.token_count(prompt or '')} tokens"
-        except GenerationError as exc:
+        except AppError as exc:
             return f"**Error:** {exc}"
 
     return count_tokens

@@ -16,55 +16,56 @@ from webui.generation.params import ParamsError, SamplingParams, make_params
 from webui.runtime import Runtime
 from webui.ui.common import Shared, session_id
 
-# (group title, [(field, control kind, slider range)]); help texts come from the
-# SamplingParams field descriptions, so there is one place to document a parameter.
-GROUPS: list[tuple[str, list[tuple[str, str, tuple[float, float, float] | None]]]] = [
+# (group title, [(field, control kind, slider step)]); a slider's ends and every help
+# text come from the SamplingParams field (its range and description), so there is one
+# place that says what a parameter accepts.
+GROUPS: list[tuple[str, list[tuple[str, str, float | None]]]] = [
     ("Length and randomness", [
-        ("max_new_tokens", "slider", (1, 4096, 1)),
+        ("max_new_tokens", "slider", 1),
         ("thinking_budget", "number", None),
-        ("truncation_length", "slider", (0, 131072, 256)),
+        ("truncation_length", "slider", 256),
         ("do_sample", "check", None),
         ("seed", "number", None),
         ("deterministic", "check", None),
         ("prompt_lookup_num_tokens", "number", None),
-        ("temperature", "slider", (0.0, 5.0, 0.01)),
+        ("temperature", "slider", 0.01),
         ("temperature_last", "check", None),
         ("dynamic_temperature", "check", None),
-        ("dynatemp_low", "slider", (0.0, 5.0, 0.01)),
-        ("dynatemp_high", "slider", (0.0, 5.0, 0.01)),
-        ("dynatemp_exponent", "slider", (0.01, 10.0, 0.01)),
-        ("smoothing_factor", "slider", (0.0, 10.0, 0.01)),
-        ("smoothing_curve", "slider", (1.0, 10.0, 0.01)),
+        ("dynatemp_low", "slider", 0.01),
+        ("dynatemp_high", "slider", 0.01),
+        ("dynatemp_exponent", "slider", 0.01),
+        ("smoothing_factor", "slider", 0.01),
+        ("smoothing_curve", "slider", 0.01),
     ]),
     ("Truncation", [
-        ("top_p", "slider", (0.01, 1.0, 0.01)),
-        ("top_k", "slider", (0, 200, 1)),
-        ("min_p", "slider", (0.0, 1.0, 0.01)),
-        ("top_n_sigma", "slider", (0.0, 10.0, 0.01)),
-        ("typical_p", "slider", (0.01, 1.0, 0.01)),
-        ("epsilon_cutoff", "slider", (0.0, 9.0, 0.01)),
-        ("eta_cutoff", "slider", (0.0, 20.0, 0.01)),
-        ("tfs", "slider", (0.01, 1.0, 0.01)),
-        ("top_a", "slider", (0.0, 1.0, 0.01)),
-        ("xtc_threshold", "slider", (0.0, 1.0, 0.01)),
-        ("xtc_probability", "slider", (0.0, 1.0, 0.01)),
+        ("top_p", "slider", 0.01),
+        ("top_k", "slider", 1),
+        ("min_p", "slider", 0.01),
+        ("top_n_sigma", "slider", 0.01),
+        ("typical_p", "slider", 0.01),
+        ("epsilon_cutoff", "slider", 0.01),
+        ("eta_cutoff", "slider", 0.01),
+        ("tfs", "slider", 0.01),
+        ("top_a", "slider", 0.01),
+        ("xtc_threshold", "slider", 0.01),
+        ("xtc_probability", "slider", 0.01),
     ]),
     ("Repetition", [
-        ("repetition_penalty", "slider", (1.0, 3.0, 0.01)),
-        ("repetition_penalty_range", "slider", (0, 8192, 64)),
-        ("presence_penalty", "slider", (-2.0, 2.0, 0.01)),
-        ("frequency_penalty", "slider", (-2.0, 2.0, 0.01)),
-        ("no_repeat_ngram_size", "slider", (0, 20, 1)),
-        ("dry_multiplier", "slider", (0.0, 5.0, 0.01)),
-        ("dry_base", "slider", (1.0, 4.0, 0.01)),
-        ("dry_allowed_length", "slider", (1, 20, 1)),
+        ("repetition_penalty", "slider", 0.01),
+        ("repetition_penalty_range", "slider", 64),
+        ("presence_penalty", "slider", 0.01),
+        ("frequency_penalty", "slider", 0.01),
+        ("no_repeat_ngram_size", "slider", 1),
+        ("dry_multiplier", "slider", 0.01),
+        ("dry_base", "slider", 0.01),
+        ("dry_allowed_length", "slider", 1),
         ("dry_sequence_breakers", "lines", None),
     ]),
     ("Mirostat, guidance, tokens", [
         ("mirostat_mode", "mirostat", None),
-        ("mirostat_tau", "slider", (0.0, 20.0, 0.01)),
-        ("mirostat_eta", "slider", (0.01, 1.0, 0.01)),
-        ("guidance_scale", "slider", (0.1, 5.0, 0.05)),
+        ("mirostat_tau", "slider", 0.01),
+        ("mirostat_eta", "slider", 0.01),
+        ("guidance_scale", "slider", 0.05),
         ("negative_prompt", "text", None),
         ("ban_eos_token", "check", None),
         ("custom_token_bans", "ids", None),
@@ -131,11 +132,30 @@ def from_control(name: str, kind: str, value: Any) -> Any:
     return value
 
 
-def make_control(name: str, kind: str, bounds, value: Any):
+def slider_limits(name: str, step: float) -> tuple[float, float]:
+    """A slider's ends: the field's validated range (SamplingParams), an exclusive end
+    moved in by one step, so that every value the slider offers is valid and every
+    valid value on the step grid can be chosen."""
+    low = high = None
+    for rule in SamplingParams.model_fields[name].metadata:
+        if getattr(rule, "ge", None) is not None:
+            low = rule.ge
+        elif getattr(rule, "gt", None) is not None:
+            low = rule.gt + step
+        elif getattr(rule, "le", None) is not None:
+            high = rule.le
+        elif getattr(rule, "lt", None) is not None:
+            high = rule.lt - step
+    if low is None or high is None:
+        raise RuntimeError(f"{name}: a slider needs a field with both ends of its range declared")
+    return low, high
+
+
+def make_control(name: str, kind: str, step, value: Any):
     info = SamplingParams.model_fields[name].description
     shown = to_control(name, kind, value)
     if kind == "slider":
-        low, high, step = bounds
+        low, high = slider_limits(name, step)
         return gr.Slider(low, high, step=step, value=shown, label=name, info=info)
     if kind == "check":
         return gr.Checkbox(value=shown, label=name, info=info)
@@ -158,8 +178,8 @@ def build_controls(defaults: SamplingParams) -> dict[str, Any]:
                 half = (len(fields) + 1) // 2
                 for column in (fields[:half], fields[half:]):
                     with gr.Column():
-                        for name, kind, bounds in column:
-                            controls[name] = make_control(name, kind, bounds, getattr(defaults, name))
+                        for name, kind, step in column:
+                            controls[name] = make_control(name, kind, step, getattr(defaults, name))
     return controls
 
 

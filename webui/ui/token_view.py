@@ -24,7 +24,8 @@ from typing import Any
 
 import gradio as gr
 
-from webui.generation.request import GenerationError, TokenLogprob
+from webui.errors import AppError
+from webui.generation.request import TokenLogprob
 from webui.runtime import Runtime
 from webui.ui.common import MODEL_GROUP, session_id, to_params
 from webui.ui.token_html import AFTER, KINDS, next_html, note_html, tokens_html
@@ -156,7 +157,7 @@ def wire_next(runtime: Runtime, prefix: str, text: gr.Textbox, params: gr.State,
         try:
             value: Any = runtime.next_tokens(session_id(request), current or "", to_params(values), int(count),
                                              getattr(request, "username", None))
-        except GenerationError as exc:
+        except AppError as exc:
             value = str(exc)
         return render(value, kind, next_token=True), value
 
