@@ -56,8 +56,8 @@ def build_app(runtime: Runtime) -> gr.Blocks:
             notebook_tab.render(runtime, shared)
         with gr.Tab("Parameters", id="parameters") as parameters:
             parameters_tab.render(runtime, shared, parameters)
-        with gr.Tab("Model", id="model"):
-            model_tab.render(runtime, shared)
+        with gr.Tab("Model", id="model") as model_page:
+            model_tab.render(runtime, shared, model_page)
         with gr.Tab("Training", id="training"):
             training_tab.render(runtime, shared)
         extensions_ui.render_tabs(runtime)

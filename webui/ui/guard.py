@@ -50,19 +50,21 @@ PER_USER = frozenset({
     "character_open", "character_save", "character_delete", "character_import",
     "character_export_json", "character_export_png", "persona_save",
     # notebook, the user's own sampling values, and reading shared things
-    "notebook_generate", "notebook_count_tokens", "notebook_stop", "set_params", "load_preset",
+    "notebook_generate", "notebook_count_tokens", "notebook_stop", "notebook_save",
+    "notebook_stopped_save", "set_params", "load_preset",
     "default_generate", "default_count_tokens", "default_stop",
     # the token views (webui/ui/token_view.py): the user's own reply and text
     "notebook_next_token", "notebook_next_view", "notebook_probs_show", "notebook_probs_view",
     "default_next_token", "default_next_view", "default_probs_show", "default_probs_view",
     "chat_probs_show", "chat_probs_view",
     "list_presets", "neutralize_samplers", "params_support", "model_list", "model_settings", "model_fit", "lora_list",
+    "model_tab_lists",
     "session_refresh",
     # the Training tab's read-only events (webui/ui/training_tab.py); starting, stopping,
     # resuming and evaluating take the model from everyone, so they are the owner's
     "training_status", "training_lists",
     # bundled extensions that keep each user's records apart
-    "markdown_export", "markdown_export_list", "prompt_viewer_refresh",
+    "markdown_export", "markdown_export_list", "prompt_viewer_refresh", "prompt_viewer_open",
 })
 
 

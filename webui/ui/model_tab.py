@@ -49,7 +49,7 @@ def choice_from(controls: OptionControls, values, context, template) -> ModelSet
         raise gr.Error(f"invalid model settings: {detail}") from None
 
 
-def render(runtime: Runtime, shared: Shared) -> None:
+def render(runtime: Runtime, shared: Shared, tab: gr.Tab | None = None) -> None:
     settings = runtime.settings
     current = runtime.models.current
     # Controls for the built-in loaders' options (the ones ModelSettings can hold),
@@ -212,6 +212,11 @@ def render(runtime: Runtime, shared: Shared) -> None:
     fit.click(will_it_fit, [model, *options], fit_out, api_name="model_fit")
     refresh.click(lambda: gr.Dropdown(choices=runtime.models.names()), None, model, api_name="model_list")
     lora_refresh.click(lambda: gr.Dropdown(choices=runtime.models.loras()), None, lora_pick, api_name="lora_list")
+    if tab is not None:
+        # Opening the tab lists what is on disk now: a LoRA just trained, a model just
+        # downloaded or copied in (the ↻ buttons stay for a list changed while it is open).
+        tab.select(lambda: (gr.Dropdown(choices=runtime.models.names()), gr.Dropdown(choices=runtime.models.loras())),
+                   None, [model, lora_pick], api_name="model_tab_lists", show_progress="hidden")
     lora_apply.click(apply_loras, lora_pick, [lora_status, status], api_name="lora_apply", **MODEL_GROUP)
     download.click(download_model, [repo, revision, patterns], [download_status, model],
                    api_name="model_download", concurrency_id="download", concurrency_limit=1)
