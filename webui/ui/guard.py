@@ -13,7 +13,9 @@ later, or by an extension, is covered too).
   browser as a bare "error".  So errors the user can act on (a full disk, a file
   nested too deeply, a name that is not listed, a chat over its limits) become
   gr.Error with their message, and anything unexpected is logged with its traceback
-  and reported by kind, never with internals (docs/SECURITY.md, "Errors").
+  and reported by kind, never with internals (docs/SECURITY.md, "Errors").  An error
+  that is the user's to fix is one line in the terminal, not Gradio's traceback; a value
+  Gradio's own checks refuse (a slider past its maximum) names its field.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ PER_USER = frozenset({
     "chat_new", "chat_clear", "chat_open", "chat_character", "chat_search", "chat_rename", "chat_delete",
     "chat_export", "chat_import", "chat_edit", "chat_edit_message", "chat_pick_message", "chat_previous_version",
     "chat_next_version", "chat_fork", "chat_remove_last", "chat_recover", "chat_thinking_switches", "chat_stopped",
+    "chat_marks", "chat_avatar", "chat_model_shown",
     # a user's own tool calls (the tools themselves are checked against what the owner allows)
     "chat_tool_approve", "chat_tool_deny", "chat_tools_set",
     # characters and persona (webui/ui/character_tab.py)
@@ -52,6 +55,7 @@ PER_USER = frozenset({
     # notebook, the user's own sampling values, and reading shared things
     "notebook_generate", "notebook_count_tokens", "notebook_stop", "notebook_save",
     "notebook_stopped_save", "set_params", "load_preset",
+    "params_restore", "preset_mark",
     "default_generate", "default_count_tokens", "default_stop",
     # the token views (webui/ui/token_view.py): the user's own reply and text
     "notebook_next_token", "notebook_next_view", "notebook_probs_show", "notebook_probs_view",
@@ -126,10 +130,11 @@ def checked_preprocess(block: Any) -> Callable:
     def preprocess(value):
         try:
             return original(value)
-        except gr.Error:
-            raise
+        except gr.Error as exc:  # Gradio's own check ("Value 7 is greater than maximum value 1.0.")
+            message = exc.message if str(exc.message).startswith(f"{label}:") else f"{label}: {exc.message}"
+            raise quiet(gr.Error(message, duration=exc.duration, title=exc.title)) from None
         except (ValueError, TypeError, OverflowError, KeyError) as exc:
-            raise gr.Error(f"{label}: not a value this field can take ({exc.__class__.__name__})") from None
+            raise quiet(gr.Error(f"{label}: not a value this field can take ({exc.__class__.__name__})")) from None
 
     preprocess._webui_guarded = True  # type: ignore[attr-defined]
     return preprocess
@@ -140,19 +145,30 @@ def user_errors():
     """Turn the errors a user can act on into gr.Error; log and name anything else."""
     try:
         yield
-    except gr.Error:
-        raise
+    except gr.Error as exc:
+        raise quiet(exc)
     except AppError as exc:  # written for the user (webui/errors.py): shown as it is
-        raise gr.Error(str(exc)) from exc
+        raise quiet(gr.Error(str(exc))) from exc
     except OSError as exc:
-        raise gr.Error(disk_message(exc)) from exc
+        raise quiet(gr.Error(disk_message(exc))) from exc
     except RecursionError as exc:
-        raise gr.Error("the data is nested too deeply to be read") from exc
+        raise quiet(gr.Error("the data is nested too deeply to be read")) from exc
     except UnicodeError as exc:
-        raise gr.Error("the text is not valid Unicode") from exc
+        raise quiet(gr.Error("the text is not valid Unicode")) from exc
     except Exception as exc:
-        log.exception("unexpected error in a UI event")
-        raise gr.Error(f"the action failed ({exc.__class__.__name__}); the server log has the details") from exc
+        log.exception("unexpected error in a UI event")  # the traceback, once
+        shown = gr.Error(f"the action failed ({exc.__class__.__name__}); the server log has the details",
+                         print_exception=False)
+        raise shown from exc
+
+
+def quiet(error: gr.Error) -> gr.Error:
+    """`error` logged as one line instead of Gradio's traceback: the user sees it in the
+    page; the terminal only notes it."""
+    if error.print_exception:
+        error.print_exception = False
+        log.info("refused: %s", error.message)
+    return error
 
 
 def disk_message(exc: OSError) -> str:

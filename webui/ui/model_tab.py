@@ -49,6 +49,24 @@ def choice_from(controls: OptionControls, values, context, template) -> ModelSet
         raise gr.Error(f"invalid model settings: {detail}") from None
 
 
+def load_and_show(runtime: Runtime, shared: Shared, name, choice: ModelSettings | None, params_state,
+                  request: gr.Request | None) -> list:
+    """Load `name` (with `choice` over its saved settings): [status, params, *Parameters tab
+    controls].  The Model tab and the chat's model picker load through this."""
+    try:
+        _, warning = runtime.load_model(name, choice, timeout=5.0)
+    except (NameRefused, LoadError, ModelBusy) as exc:
+        # The previous model (if any) is still loaded and serving.
+        gr.Warning(str(exc))
+        return [f"**Load failed:** {exc}\n\n{status_text(runtime)}", gr.skip(), *[gr.skip()] * len(shared.controls)]
+    if warning:
+        gr.Warning(warning)
+    # The model's generation_config.json supplies its recommended sampling values.
+    params = runtime.with_model_defaults(to_params(params_state))
+    runtime.remember(params, getattr(request, "username", None))
+    return [status_text(runtime), params.model_dump(), *control_values(params)]
+
+
 def render(runtime: Runtime, shared: Shared, tab: gr.Tab | None = None) -> None:
     settings = runtime.settings
     current = runtime.models.current
@@ -134,18 +152,7 @@ def render(runtime: Runtime, shared: Shared, tab: gr.Tab | None = None) -> None:
     def load_model(request: gr.Request, name, *values):
         *option_values, params_state = values
         choice = choice_from(controls, option_values[:n_loader], *option_values[n_loader:])
-        try:
-            _, warning = runtime.load_model(name, choice, timeout=5.0)
-        except (NameRefused, LoadError, ModelBusy) as exc:
-            # The previous model (if any) is still loaded and serving.
-            gr.Warning(str(exc))
-            return [f"**Load failed:** {exc}\n\n{status_text(runtime)}", gr.skip(), *[gr.skip()] * len(shared.controls)]
-        if warning:
-            gr.Warning(warning)
-        # The model's generation_config.json supplies its recommended sampling values.
-        params = runtime.with_model_defaults(to_params(params_state))
-        runtime.remember(params, getattr(request, "username", None))
-        return [status_text(runtime), params.model_dump(), *control_values(params)]
+        return load_and_show(runtime, shared, name, choice, params_state, request)
 
     def unload_model() -> str:
         try:
@@ -215,8 +222,10 @@ def render(runtime: Runtime, shared: Shared, tab: gr.Tab | None = None) -> None:
     if tab is not None:
         # Opening the tab lists what is on disk now: a LoRA just trained, a model just
         # downloaded or copied in (the ↻ buttons stay for a list changed while it is open).
-        tab.select(lambda: (gr.Dropdown(choices=runtime.models.names()), gr.Dropdown(choices=runtime.models.loras())),
-                   None, [model, lora_pick], api_name="model_tab_lists", show_progress="hidden")
+        # The status too: the chat's model picker may have loaded another model meanwhile.
+        tab.select(lambda: (gr.Dropdown(choices=runtime.models.names()), gr.Dropdown(choices=runtime.models.loras()),
+                            status_text(runtime)),
+                   None, [model, lora_pick, status], api_name="model_tab_lists", show_progress="hidden")
     lora_apply.click(apply_loras, lora_pick, [lora_status, status], api_name="lora_apply", **MODEL_GROUP)
     download.click(download_model, [repo, revision, patterns], [download_status, model],
                    api_name="model_download", concurrency_id="download", concurrency_limit=1)

@@ -1,0 +1,87 @@
+() => {
+  // Names and version arrows on the chat's messages (webui/ui/chat_marks.py sends them in
+  // the hidden #chat-marks box, an entry per message the Chatbot shows); and Stop shown in
+  // Send's place only while something runs.  Reads and writes the page only; an arrow
+  // works through the chat's own "Message" number and ◀ / ▶ buttons.
+  const messages = () => document.querySelectorAll("#chatbot [data-testid=user], #chatbot [data-testid=bot]");
+  const flip = (number, id) => {
+    const field = document.querySelector("#chat-picked input");
+    const button = document.getElementById(id);
+    if (!field || !button) return;
+    field.value = String(number);
+    field.dispatchEvent(new Event("input", { bubbles: true }));
+    field.dispatchEvent(new Event("change", { bubbles: true }));
+    setTimeout(() => button.click());  // after Gradio has taken the number
+  };
+  const arrow = (text, label, number, id) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "webui-version-step";
+    button.textContent = text;
+    button.setAttribute("aria-label", label);
+    button.addEventListener("click", (event) => { event.stopPropagation(); flip(number, id); });
+    return button;
+  };
+  let shownFor = "";
+  const mark = () => {
+    const box = document.querySelector("#chat-marks textarea");
+    let marks = [];
+    try { marks = JSON.parse(box?.value || "[]"); } catch (e) { return; }
+    const nodes = [...messages()];
+    const key = box?.value + "|" + nodes.length + "|" + nodes.filter((n) => n.querySelector(".webui-name, .webui-versions")).length;
+    if (key === shownFor) return;
+    shownFor = key;
+    nodes.forEach((node, i) => {
+      const entry = marks[i] || {};
+      const streaming = node.textContent.trim().endsWith("\u258d") || node.querySelector(".webui-live");
+      let name = node.querySelector(":scope .webui-name");
+      if (entry.name) {
+        if (!name) {
+          name = document.createElement("div");
+          name.className = "webui-name";
+          node.prepend(name);
+        }
+        if (name.textContent !== entry.name) name.textContent = entry.name;
+      } else if (name) name.remove();
+      let versions = node.querySelector(":scope .webui-versions");
+      const [index, count] = entry.version || [1, 1];
+      if (count > 1 && !streaming) {
+        const label = `${index}/${count}`;
+        if (!versions || versions.dataset.label !== label + ":" + entry.number) {
+          versions?.remove();
+          versions = document.createElement("div");
+          versions.className = "webui-versions";
+          versions.dataset.label = label + ":" + entry.number;
+          const at = document.createElement("span");
+          at.className = "webui-version-at";
+          at.textContent = label;
+          versions.append(arrow("\u25c0", "previous version", entry.number, "chat-prev"), at,
+                          arrow("\u25b6", "next version", entry.number, "chat-next"));
+          node.append(versions);
+        }
+      } else if (versions) versions.remove();
+    });
+  };
+
+  // -- Stop in Send's place while something runs ------------------------------------------------
+  // Gradio marks the outputs of a running event (a status tracker that is "pending" or
+  // "generating"); the chat's replies, Continue, Impersonate and tool calls all write to
+  // the chat or the message box.
+  const RUNNING = ["#chatbot", "#chat-stats", "#chat-input"].map(
+    (id) => `${id} .wrap.pending, ${id} .wrap.generating, ${id} .webui-streaming`).join(", ");
+  const running = () => Boolean(document.querySelector(RUNNING)) ||
+    [...messages()].slice(-1).some((node) => node.textContent.trim().endsWith("\u258d"));
+  const swap = () => {
+    document.body.classList.toggle("webui-chat-running", running());
+  };
+
+  let scheduled = false;
+  new MutationObserver(() => {
+    if (scheduled) return;
+    scheduled = true;
+    requestAnimationFrame(() => { scheduled = false; mark(); swap(); });
+  }).observe(document.body, { subtree: true, childList: true, characterData: true, attributes: true,
+                              attributeFilter: ["class"] });
+  // The hidden box's value changes without a DOM mutation: look now and then as well.
+  setInterval(() => { mark(); swap(); }, 500);
+}
