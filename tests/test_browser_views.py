@@ -67,14 +67,20 @@ def test_notebook_text_survives_a_reload(browser, app_url, runtime):  # noqa: F8
     box = page.locator("#notebook-text textarea")
     box.click()
     page.keyboard.type("The keeper of the light wrote")
-    # Saved on the server as it is typed (the page asks nothing of the user).
-    assert wait_for(lambda: space.notebook() == "The keeper of the light wrote")
-    page.reload()
-    page.locator("#chat-input textarea").wait_for()
-    open_tab(page, "Notebook")
-    assert wait_for(lambda: page.locator("#notebook-text textarea").input_value() == "The keeper of the light wrote")
+
+    def after_reload() -> str:
+        # Saved on the server as it is typed (the page asks nothing of the user): reload
+        # until the save has landed, as a person pressing F5 again would.
+        page.reload()
+        page.locator("#chat-input textarea").wait_for()
+        open_tab(page, "Notebook")
+        box = page.locator("#notebook-text textarea")
+        wait_for(lambda: box.input_value() != "", timeout=3)
+        return box.input_value()
+
+    assert wait_for(lambda: after_reload() == "The keeper of the light wrote", timeout=60)
     page.close()
-    space.save_notebook("")
+    (space.root / "notebook.txt").unlink(missing_ok=True)
 
 
 def test_the_prompt_viewer_shows_the_last_prompt_when_its_tab_opens(browser, models_root, tmp_path):  # noqa: F811
@@ -83,6 +89,9 @@ def test_the_prompt_viewer_shows_the_last_prompt_when_its_tab_opens(browser, mod
 
     runtime = build_runtime(make_settings(models_root, tmp_path, extensions=("prompt_viewer",),
                                           extensions_dir=PROJECT_ROOT / "extensions"))
+    from webui.generation.params import make_params
+
+    runtime.remember(make_params({"seed": 5, "max_new_tokens": 8}))
     app, url = launch(runtime, block=False, port=free_port())
     try:
         page = open_page(browser, url)
@@ -90,7 +99,8 @@ def test_the_prompt_viewer_shows_the_last_prompt_when_its_tab_opens(browser, mod
         box.click()
         page.keyboard.type("Tell me of the lighthouse")
         page.keyboard.press("Enter")
-        assert wait_for(lambda: "tokens/s" in page.locator("#chat-stats").inner_text(), timeout=90)
+        stats = page.locator("#chat-stats")
+        assert wait_for(lambda: "tokens/s" in stats.inner_text(), timeout=90), stats.inner_text()
         open_tab(page, "Prompt")
         # No Refresh pressed: opening the tab shows the prompt the model was given.
         assert wait_for(lambda: "Tell me of the lighthouse" in page.locator("#prompt-viewer-text").inner_text())

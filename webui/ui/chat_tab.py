@@ -122,7 +122,7 @@ def sidebar() -> Sidebar:
         rename = gr.Button("Rename", elem_id="chat-rename")
         delete = gr.Button("Delete", variant="stop", elem_id="chat-delete")
         export = gr.Button("Export JSON", elem_id="chat-export")
-        exported = gr.File(label="Exported", interactive=False, visible=False)
+        exported = gr.File(label="Exported", interactive=False, visible=False, elem_id="chat-exported")
         upload = gr.UploadButton("Import JSON", file_types=[".json"], elem_id="chat-import")
     return Sidebar(new_chat, search, chats, title, rename, delete, export, exported, upload)
 
@@ -214,7 +214,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
     with gr.Row():
         with gr.Column(scale=1, min_width=220):
             side = sidebar()
-        with gr.Column(scale=4):
+        with gr.Column(scale=4, elem_id="chat-main"):  # first at phone width (chat_marks.css)
             col = chat_column()
             marks = chat_marks.box()
         with gr.Column(scale=1, min_width=240):

@@ -146,7 +146,8 @@ def user_errors():
     try:
         yield
     except gr.Error as exc:
-        raise quiet(exc)
+        quiet(exc)
+        raise
     except AppError as exc:  # written for the user (webui/errors.py): shown as it is
         raise quiet(gr.Error(str(exc))) from exc
     except OSError as exc:

@@ -16,7 +16,7 @@ from webui.loaders.base import LoadError
 from webui.loaders.catalog import BUILTIN_SCHEMAS
 from webui.model_manager import ModelBusy, NoModelLoaded
 from webui.model_settings import ModelSettings
-from webui.paths import NameRefused
+from webui.paths import NameRefused, pick
 from webui.runtime import Runtime
 from webui.settings import describe_validation_error
 from webui.ui.common import MODEL_GROUP, Shared, shown_path, to_params
@@ -47,6 +47,16 @@ def choice_from(controls: OptionControls, values, context, template) -> ModelSet
     except (ValidationError, TypeError, ValueError) as exc:
         detail = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
         raise gr.Error(f"invalid model settings: {detail}") from None
+
+
+def loader_groups(runtime: Runtime, name, controls: OptionControls) -> set[str]:
+    """The option groups of the loader that loads model `name` (every group when unknown)."""
+    try:
+        folder = pick(name, runtime.models.available(), "model")
+        schema = runtime.models.registry.for_folder(folder).options_schema
+    except (NameRefused, LoadError):
+        schema = None
+    return controls.groups_of(schema)
 
 
 def load_and_show(runtime: Runtime, shared: Shared, name, choice: ModelSettings | None, params_state,
@@ -80,7 +90,9 @@ def render(runtime: Runtime, shared: Shared, tab: gr.Tab | None = None) -> None:
             elem_id="model-name",
         )
         refresh = gr.Button("↻", scale=0, min_width=40)
-        controls.render("main")
+        shown = loader_groups(runtime, current.name if current else None, controls)
+        for control in controls.render("main"):
+            control.component.visible = "main" in shown
     with gr.Accordion("Loader options (saved per model)", open=False):
         with gr.Row():
             # Beyond the loader: what the model is used with.
@@ -88,14 +100,17 @@ def render(runtime: Runtime, shared: Shared, tab: gr.Tab | None = None) -> None:
                                 minimum=0, maximum=1 << 24)
             template = gr.Dropdown(runtime.templates.names(), value=MODEL_TEMPLATE,
                                    label="chat template", info="user_data/instruction-templates/")
-        # A row per group of options, a new loader's groups included.
+        # A row per group of options, a new loader's groups included; only the groups of
+        # the picked model's loader are shown.
+        rows = {}
         for group in controls.groups():
             if group == "main":
                 continue
-            with gr.Row():
-                controls.render(group)
-            for problem in controls.problems(group):
-                gr.Markdown(f"⚠️ {problem}")
+            with gr.Column(visible=group in shown) as rows[group]:
+                with gr.Row():
+                    controls.render(group)
+                for problem in controls.problems(group):
+                    gr.Markdown(f"⚠️ {problem}")
     n_loader = len(controls.editable)
     options = [*(c.component for c in controls.editable), context, template]
     with gr.Row():
@@ -207,6 +222,13 @@ def render(runtime: Runtime, shared: Shared, tab: gr.Tab | None = None) -> None:
         return (f"| file | size |\n|---|---|\n{rows}",
                 gr.Dropdown(choices=[f.name for f in files], value=None))
 
+    def show_groups(name):
+        groups = loader_groups(runtime, name, controls)
+        main = [gr.update(visible="main" in groups)] * len(controls.controls_of("main"))
+        return [*main, *(gr.update(visible=group in groups) for group in rows)]
+
+    model.change(show_groups, model, [*controls.controls_of("main"), *rows.values()], api_name="model_loader_options",
+                 show_progress="hidden")
     list_gguf.click(gguf_files, [repo, revision], [download_status, gguf_pick], api_name="model_gguf_files",
                     concurrency_id="download", concurrency_limit=1)
     gguf_pick.input(lambda name: name or "", gguf_pick, patterns)

@@ -22,6 +22,8 @@
     button.addEventListener("click", (event) => { event.stopPropagation(); flip(number, id); });
     return button;
   };
+  // A message's own text, without the name and arrows put on it here.
+  const ownText = (node) => (node.querySelector(".message-content") || node).textContent.trim();
   let shownFor = "";
   const mark = () => {
     const box = document.querySelector("#chat-marks textarea");
@@ -33,7 +35,7 @@
     shownFor = key;
     nodes.forEach((node, i) => {
       const entry = marks[i] || {};
-      const streaming = node.textContent.trim().endsWith("\u258d") || node.querySelector(".webui-live");
+      const streaming = ownText(node).endsWith("\u258d") || node.querySelector(".webui-live");
       let name = node.querySelector(":scope .webui-name");
       if (entry.name) {
         if (!name) {
@@ -70,9 +72,11 @@
   const RUNNING = ["#chatbot", "#chat-stats", "#chat-input"].map(
     (id) => `${id} .wrap.pending, ${id} .wrap.generating, ${id} .webui-streaming`).join(", ");
   const running = () => Boolean(document.querySelector(RUNNING)) ||
-    [...messages()].slice(-1).some((node) => node.textContent.trim().endsWith("\u258d"));
+    [...messages()].slice(-1).some((node) => ownText(node).endsWith("\u258d"));
+  // The class goes on the chat's column: Gradio scopes the page's CSS inside its own
+  // container, so a class on <body> would not be seen by it.
   const swap = () => {
-    document.body.classList.toggle("webui-chat-running", running());
+    document.querySelector("#chat-main")?.classList.toggle("webui-chat-running", running());
   };
 
   let scheduled = false;
