@@ -44,11 +44,13 @@ def test_firefox_enter_sends_and_the_reply_grows_in_the_chat(firefox, app_url, r
     firefox.press(ENTER)
 
     stats = "document.querySelector('#chat-stats').innerText"
+    bot_text = "[...document.querySelectorAll('#chatbot [data-testid=user]')].map(e => e.innerText)"
     assert wait_until(lambda: "tokens/s" in firefox.evaluate(stats), timeout=90)
     growing = sorted({n for n in firefox.evaluate("window.__lengths") if n})
     assert len(growing) >= 2, f"the reply should appear piece by piece in the chat, saw lengths {growing}"
     # Emptied by Send's first update; Firefox may apply it after later ones have landed.
-    assert wait_until(lambda: firefox.evaluate(box) == "", 30), "the message box was not emptied after Send"
+    assert wait_until(lambda: firefox.evaluate(box) == "", 30), (
+        f"the message box was not emptied after Send: {firefox.evaluate(box)!r}; chat: {firefox.evaluate(bot_text)!r}")
     chats = runtime.users.get(None).chats
     saved = chats.load(chats.list()[0].id)
     assert [m.content for m in saved.path()][0] == "Hello fox\nline two"

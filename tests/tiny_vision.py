@@ -36,7 +36,7 @@ SMOLVLM_TEMPLATE = (
     "{% if part['type'] == 'image' %}<image>{% elif part['type'] == 'text' %} {{ part['text'] }}{% endif %}"
     "{% endfor %}{% endif %}<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
 )
-FAMILIES = ("llava", "smolvlm")
+FAMILIES = ("llava", "smolvlm", "gemma3")
 
 
 def _text_config(tokenizer, context: int) -> LlamaConfig:
@@ -49,6 +49,8 @@ def _text_config(tokenizer, context: int) -> LlamaConfig:
 
 def build_vision(folder: Path, family: str = "llava", seed: int = 0, context: int = 512) -> Path:
     """A tiny random-weight vision model of `family`, with its processor, saved in `folder`."""
+    if family == "gemma3":
+        return build_gemma3(folder, seed, context)
     build_tokenizer(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     torch.manual_seed(seed)
@@ -128,9 +130,8 @@ GEMMA3_TEMPLATE = (
 def build_gemma3(folder: Path, seed: int = 0, context: int = 512) -> Path:
     """A tiny random-weight Gemma 3 vision model (SigLIP tower, 4 image tokens) with its
     processor: the family llama.cpp's converter turns into a GGUF and an mmproj at this
-    size (tests/test_gguf_vision.py).  Not served by our Transformers engine yet: Gemma 3
-    attends bidirectionally over an image's tokens (token_type_ids), which our prefill
-    does not pass (docs/LOADERS.md)."""
+    size (tests/test_gguf_vision.py), and that attends bidirectionally over an image's
+    tokens (the processor's token_type_ids, passed with the prefill)."""
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor, Gemma3TextConfig
     from transformers import SiglipVisionConfig
 

@@ -450,7 +450,8 @@ class GGUFEstimate:
         return self.weights_ram + self.kv_ram
 
 
-def gguf_estimate(info, context: int, n_gpu_layers: int, cache_type: str) -> GGUFEstimate:
+def gguf_estimate(info, context: int, n_gpu_layers: int, cache_type: str, projector_bytes: int = 0) -> GGUFEstimate:
+    """`projector_bytes`: a vision model's image projector, loaded beside it in RAM."""
     layers = info.layers or len(info.block_bytes) or 1
     offloaded = layers if n_gpu_layers < 0 else min(n_gpu_layers, layers)
     on_gpu = sum(info.block_bytes[len(info.block_bytes) - offloaded :]) if offloaded else 0
@@ -458,12 +459,16 @@ def gguf_estimate(info, context: int, n_gpu_layers: int, cache_type: str) -> GGU
         on_gpu += info.output_bytes
     values_per_layer = context * info.kv_heads * (info.key_length + info.value_length)  # keys + values
     kv_layer = int(values_per_layer * CACHE_TYPE_BYTES[cache_type])
-    return GGUFEstimate(on_gpu, info.file_bytes - on_gpu, kv_layer * offloaded, kv_layer * (layers - offloaded))
+    return GGUFEstimate(on_gpu, info.file_bytes - on_gpu + projector_bytes, kv_layer * offloaded,
+                        kv_layer * (layers - offloaded))
 
 
-def gguf_report(info, context: int, n_gpu_layers: int, cache_type: str, memory: Memory, gpu_build: bool) -> str:
-    """Markdown for the Model tab: a GGUF file's memory at this context and cache type."""
-    chosen = gguf_estimate(info, context, n_gpu_layers if gpu_build else 0, cache_type)
+def gguf_report(info, context: int, n_gpu_layers: int, cache_type: str, memory: Memory, gpu_build: bool,
+                projector: Path | None = None) -> str:
+    """Markdown for the Model tab: a GGUF file's memory at this context and cache type
+    (with the image projector `projector` that loads beside it, counted in RAM)."""
+    projector_bytes = projector.stat().st_size if projector is not None else 0
+    chosen = gguf_estimate(info, context, n_gpu_layers if gpu_build else 0, cache_type, projector_bytes)
     gpu_free = sum(free for _, free in memory.gpus)
     if chosen.gpu and chosen.gpu > gpu_free:
         verdict_text = "❌ the offloaded layers do not fit in GPU memory; lower --n-gpu-layers"
@@ -480,8 +485,9 @@ def gguf_report(info, context: int, n_gpu_layers: int, cache_type: str, memory: 
     unit = unit_for(chosen.gpu, chosen.ram)
     lines = [
         f"**{info.parameters / 1e6:,.1f}M parameters**, {info.architecture}, {info.file_type}, "
-        f"file `{info.file.name}` {gib(info.file_bytes)}; context {context:,} (model maximum "
-        f"{info.context_length:,})",
+        f"file `{info.file.name}` {gib(info.file_bytes)}"
+        + (f" + image projector `{projector.name}` {gib(projector_bytes)}" if projector is not None else "")
+        + f"; context {context:,} (model maximum {info.context_length:,})",
         "",
         "| | weights | KV cache (" + cache_type + ") | total |",
         "|---|---|---|---|",

@@ -464,7 +464,7 @@ class OwnedStream:
 def gguf_fit_report(entry: Path, options: Any, context_length: int | None) -> str:
     """"Will it fit?" for a GGUF file or folder (the file the loader would pick)."""
     from webui.fit import available_ram
-    from webui.loaders.gguf_files import choose_file, gguf_files, read_info, total_bytes
+    from webui.loaders.gguf_files import choose_file, gguf_files, projector_file, read_info, total_bytes
     from webui.loaders.gguf_loader import DEFAULT_MAX_CONTEXT, cache_type_problem, gpu_offload_built
 
     chosen = choose_file(entry, options.gguf_file, room=available_ram())
@@ -472,7 +472,8 @@ def gguf_fit_report(entry: Path, options: Any, context_length: int | None) -> st
     context = options.n_ctx or min(info.context_length, DEFAULT_MAX_CONTEXT)
     if context_length:
         context = min(context, context_length)
-    text = gguf_report(info, context, options.n_gpu_layers, options.cache_type, Memory.detect(), gpu_offload_built())
+    text = gguf_report(info, context, options.n_gpu_layers, options.cache_type, Memory.detect(), gpu_offload_built(),
+                       projector_file(entry))
     problem = cache_type_problem(options, info)
     if problem:
         text += f"\n\n❌ will not load: {problem}"

@@ -105,7 +105,8 @@ def apply_template(
     template's switches (webui/chat/thinking.py).
     """
     # A message with images is written as content parts, the form vision templates read.
-    turns = [{"role": m["role"], "content": content_parts(m),
+    marker = getattr(tokenizer, "image_marker", None)
+    turns = [{"role": m["role"], "content": content_parts(m, marker),
               **({"reasoning_content": m["reasoning_content"]} if m.get("reasoning_content") else {})}
              for m in messages]
     if system.strip():
@@ -374,13 +375,16 @@ def _with_system(turns: list[Message], system: str) -> list[Message]:
 
 
 # -- images ----------------------------------------------------------------------------------
-def content_parts(message: Message) -> str | list[dict]:
+def content_parts(message: Message, marker: str | None = None) -> str | list[dict]:
     """A message's content for a template: its text, or with images (a message's
-    "images": checked ImageInputs, webui/images.py) one image part each and then the text."""
+    "images": checked ImageInputs, webui/images.py) one image part each and then the text.
+    With a `marker` (a GGUF model's, webui/loaders/gguf_tokenizer.py) each image is a text
+    part holding it: llama.cpp finds the images by that text and wraps them itself."""
     images = message.get("images") or ()
     if not images:
         return message["content"]
-    return [*({"type": "image"} for _ in images), {"type": "text", "text": message["content"]}]
+    image = {"type": "text", "text": marker} if marker else {"type": "image"}
+    return [*(dict(image) for _ in images), {"type": "text", "text": message["content"]}]
 
 
 def prepend_text(prefix: str, content: str | list[dict]) -> str | list[dict]:

@@ -19,6 +19,12 @@ The engine runs its own sampler chain on the logits (webui/generation/chain.py),
 for Transformers models: every sampler behaves the same on either loader and a seed
 gives the same choices.  What this backend cannot do is declared in `capabilities`:
 classifier-free guidance and extension input embeddings.
+
+With an image projector (`projector`, webui/loaders/gguf_vision.py) the model reads
+images: `encode_images` cuts a prompt into text and image chunks, `start` feeds the text
+chunks as above and has libmtmd encode the images into the sequence's cells.  The
+sequence's tokens, for the prefix cache, are the vision prompt's key, where each image's
+positions carry numbers drawn from its content (webui/generation/vision.py).
 """
 
 from __future__ import annotations
@@ -118,7 +124,7 @@ class KeptSequences:
 
 class LlamaCppBackend:
     def __init__(self, lib: Any, model: Any, ctx: Any, tokenizer: Any, *, n_ctx: int, n_batch: int,
-                 max_batch: int, n_seq: int, prefix_cache: bool):
+                 max_batch: int, n_seq: int, prefix_cache: bool, projector: Any = None):
         self._lib = lib
         self._model = model
         self._ctx = ctx
@@ -129,8 +135,11 @@ class LlamaCppBackend:
         self.n_batch = n_batch
         self.capabilities = Capabilities(
             max_batch=max_batch, prefix_cache=prefix_cache, logprobs=True, samplers=SUPPORTED_SAMPLERS,
-            guidance=False, input_embeddings=False, embeddings=True,
+            guidance=False, input_embeddings=False, embeddings=True, vision=projector is not None,
         )
+        self.projector = projector
+        if projector is not None:
+            tokenizer.image_marker = projector.marker
         self._vocab = tokenizer.vocab_size
         self._batch_size = max(n_batch, max_batch)
         self._batch = lib.llama_batch_init(self._batch_size, 0, 1)
@@ -160,29 +169,89 @@ class LlamaCppBackend:
         while (seq := self._kept.pop_oldest()) is not None:
             self._forget(seq)
 
+    # -- images --------------------------------------------------------------------------
+    def encode_images(self, text: str, images: tuple):
+        """A VisionPrompt for `text` (libmtmd's marker where each image goes) and `images`:
+        ids with each image's tokens as a run of placeholders, and the cache key."""
+        from webui.generation.vision import ImageSpan, VisionPrompt, image_key
+
+        chunks = self._chunks(text, images)
+        try:
+            pieces = chunks.pieces
+        finally:
+            chunks.close()
+        placeholder = self.tokenizer.pad_token_id or 0
+        ids: list[int] = []
+        spans = []
+        for piece in pieces:
+            if piece.image is None:
+                ids.extend(piece.tokens)
+            else:
+                spans.append(ImageSpan(len(ids), len(ids) + piece.size, (piece.image,)))
+                ids.extend([placeholder] * piece.size)
+        spans = tuple(spans)
+        return VisionPrompt(ids, image_key(ids, spans, images), spans, tuple(images), {"text": text})
+
+    def _chunks(self, text: str, images: tuple):
+        if self.projector is None:
+            raise GenerationError("this GGUF model has no image projector (mmproj) loaded")
+        bos = self.tokenizer.bos_token
+        return self.projector.tokenize(text, tuple(images), add_special=not (bos and text.startswith(bos)))
+
+    def _feed_vision(self, slot: LlamaSlot, vision, reused: int) -> None:
+        """Feed a vision prompt's chunks from position `reused` on (never inside an image:
+        VisionPrompt.reuse_point), text as any prompt, images through the projector."""
+        chunks = self._chunks(vision.inputs["text"], vision.images)
+        try:
+            position = 0
+            for index, piece in enumerate(chunks.pieces):
+                end = position + piece.length
+                if end > reused:
+                    if piece.image is None:
+                        self._feed(slot, list(piece.tokens[max(reused - position, 0):]), max(reused, position),
+                                   vision.ids)
+                    else:
+                        self.projector.encode(chunks, index, self._ctx, position, slot.seq, self.n_batch)
+                        slot.fed.extend(vision.key[position:end])
+                position = end
+        finally:
+            chunks.close()
+
+    def _feed(self, slot: LlamaSlot, tokens: list[int], begin: int, prompt: list[int]) -> None:
+        for at in range(0, len(tokens), self.n_batch):
+            chunk = tokens[at : at + self.n_batch]
+            self._fill([(token, begin + at + i, slot.seq) for i, token in enumerate(chunk)], last_only=True)
+            self._decode(f"out of memory reading a {len(prompt)}-token prompt")
+            slot.fed.extend(chunk)
+
     # -- sequences ---------------------------------------------------------------------
-    def start(self, ids: list[int], embeds: torch.Tensor | None = None, reuse: bool = True) -> LlamaSlot:
+    def start(self, ids: list[int], embeds: torch.Tensor | None = None, reuse: bool = True,
+              vision=None) -> LlamaSlot:
         if embeds is not None:
             raise GenerationError(NO_EMBEDS)
         if not ids:
             raise GenerationError("empty prompt")
         if len(ids) > self.n_ctx:
             raise OutOfMemory(f"a {len(ids)}-token prompt does not fit the {self.n_ctx}-token context (--n-ctx)")
-        source, reused = self._kept.best(ids) if reuse and self.capabilities.prefix_cache else (None, 0)
+        key = list(vision.key) if vision is not None else ids  # what the kept sequences are matched on
+        source, reused = self._kept.best(key) if reuse and self.capabilities.prefix_cache else (None, 0)
+        if vision is not None and reused:
+            reused = vision.reuse_point(reused)  # an image is encoded whole or not at all
+            if reused < MIN_REUSE_TOKENS:
+                source, reused = None, 0
         seq = self._take_id(keep=source)
         if source is not None:
             if source == seq:  # no free id: the kept sequence itself is continued
                 self._lib.llama_memory_seq_rm(self._mem, seq, reused, -1)
             else:
                 self._lib.llama_memory_seq_cp(self._mem, source, seq, 0, reused)
-        slot = LlamaSlot(seq, list(ids[:reused]), reused)
+        slot = LlamaSlot(seq, list(key[:reused]), reused)
         self._running[seq] = slot
         try:
-            for begin in range(reused, len(ids), self.n_batch):
-                chunk = ids[begin : begin + self.n_batch]
-                self._fill([(token, begin + i, seq) for i, token in enumerate(chunk)], last_only=True)
-                self._decode(f"out of memory reading a {len(ids)}-token prompt")
-                slot.fed.extend(chunk)
+            if vision is not None:
+                self._feed_vision(slot, vision, reused)
+            else:
+                self._feed(slot, ids[reused:], reused, ids)
         except BaseException:
             self._release(slot)
             raise
@@ -281,6 +350,8 @@ class LlamaCppBackend:
         if self._closed:
             return
         self._closed = True
+        if self.projector is not None:
+            self.projector.close()
         self._lib.llama_batch_free(self._batch)
         self._lib.llama_free(self._ctx)
         self._lib.llama_model_free(self._model)

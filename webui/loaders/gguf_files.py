@@ -3,7 +3,9 @@
 An entry is either one `.gguf` file (listed by its file name) or a folder holding
 GGUF files: several quantizations of one model, and/or a model split into
 `NAME-00001-of-0000N.gguf` parts.  A split model is named by its first part; llama.cpp
-finds the other parts itself.  Metadata is read by webui/loaders/gguf_header.py, which
+finds the other parts itself.  A folder may also hold a vision model's image projector,
+named as model repositories name it (`mmproj-*.gguf`, `*mmproj*.gguf`): it is never a
+model to pick, it loads with the model (webui/loaders/gguf_vision.py).  Metadata is read by webui/loaders/gguf_header.py, which
 maps the file and walks only the header, checking every declared count against the
 bytes left: nothing is loaded.
 """
@@ -29,9 +31,14 @@ def split_part(path: Path) -> tuple[int, int] | None:
     return (int(match["part"]), int(match["count"])) if match else None
 
 
+def is_projector_name(name: str) -> bool:
+    return "mmproj" in name.lower()
+
+
 def is_gguf_file(path: Path) -> bool:
-    """A .gguf file that a user would pick: a whole file or the first part of a split."""
-    if path.suffix != SUFFIX or not path.is_file() or not is_plain_name(path.name):
+    """A .gguf file that a user would pick: a whole file or the first part of a split
+    (not an image projector)."""
+    if path.suffix != SUFFIX or not path.is_file() or not is_plain_name(path.name) or is_projector_name(path.name):
         return False
     part = split_part(path)
     return part is None or part[0] == 1
@@ -57,6 +64,16 @@ def gguf_files(folder: Path) -> dict[str, Path]:
         if sub.is_dir() and is_plain_name(sub.name):
             found.update({f"{sub.name}/{p.name}": p for p in sorted(sub.iterdir()) if is_gguf_file(p)})
     return found
+
+
+def projector_file(entry: Path) -> Path | None:
+    """The image projector that loads with a folder's model: the largest `mmproj` GGUF
+    in it (repositories that offer several precisions order them by size), or None."""
+    if not entry.is_dir():
+        return None
+    found = [p for p in entry.iterdir() if p.suffix == SUFFIX and is_projector_name(p.name)
+             and is_plain_name(p.name) and p.is_file()]
+    return max(found, key=lambda p: (p.stat().st_size, p.name)) if found else None
 
 
 def is_gguf_entry(path: Path) -> bool:

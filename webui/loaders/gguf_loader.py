@@ -14,7 +14,7 @@ from pathlib import Path
 
 from webui.generation.backend import ServingOptions
 from webui.loaders.base import LoadedModel, LoadError
-from webui.loaders.gguf_files import choose_file, is_gguf_entry, read_info
+from webui.loaders.gguf_files import choose_file, is_gguf_entry, projector_file, read_info
 from webui.loaders.cpu_features import cpu_flags
 from webui.loaders.gguf_options import INSTALL_HINT, LlamaCppOptions
 from webui.loaders.llama_build import avoid_amx, build_problem
@@ -122,12 +122,13 @@ class LlamaCppLoader:
         problem = build_problem(lib.llama_print_system_info().decode(errors="replace"), cpu_flags())
         if problem:  # it would die of an illegal instruction: say why instead
             raise LoadError(f"{name}: {problem}")
+        projector = projector_file(path)  # a vision model's mmproj, loaded with it
         if self.isolate:
             from webui.loaders.gguf_process import LlamaCppWorker
 
-            backend = LlamaCppWorker.spawn(name, file, info, options, self.serving)
+            backend = LlamaCppWorker.spawn(name, file, info, options, self.serving, projector)
         else:
-            backend = open_backend(lib, name, file, info, options, self.serving)
+            backend = open_backend(lib, name, file, info, options, self.serving, projector=projector)
         on_gpu = options.n_gpu_layers != 0 and bool(lib.llama_supports_gpu_offload())
         return LoadedModel(
             name=name, folder=path, loader=self.name, model=info, tokenizer=backend.tokenizer,
@@ -184,10 +185,11 @@ class LlamaCppLoader:
 
 
 def open_backend(lib, name: str, file: Path, info, options: LlamaCppOptions,
-                 serving: ServingOptions, chat_template: str | None = None):
-    """Load `file` with llama.cpp in this process and return its LlamaCppBackend (the one
-    thing that touches llama.cpp's weights and context: the worker process runs exactly
-    this, webui/loaders/gguf_worker.py).  Raises LoadError; leaves nothing behind."""
+                 serving: ServingOptions, chat_template: str | None = None, projector: Path | None = None):
+    """Load `file` (and the image projector `projector`, if any) with llama.cpp in this
+    process and return its LlamaCppBackend (the one thing that touches llama.cpp's
+    weights and context: the worker process runs exactly this,
+    webui/loaders/gguf_worker.py).  Raises LoadError; leaves nothing behind."""
     lib.llama_backend_init()
     params = LlamaCppLoader._model_params(lib, options)
     if avoid_amx(lib.llama_print_system_info().decode(errors="replace"), cpu_flags()):
@@ -197,7 +199,7 @@ def open_backend(lib, name: str, file: Path, info, options: LlamaCppOptions,
     model = lib.llama_model_load_from_file(str(file).encode(), params)
     if not model:
         raise LoadError(f"{name}: llama.cpp could not load {file.name} (the server log says why)")
-    ctx = None
+    ctx = vision = None
     try:
         trained = int(lib.llama_model_n_ctx_train(model)) or info.context_length
         n_ctx = options.n_ctx or min(trained, DEFAULT_MAX_CONTEXT)
@@ -211,11 +213,17 @@ def open_backend(lib, name: str, file: Path, info, options: LlamaCppOptions,
         from webui.loaders.gguf_backend import LlamaCppBackend
         from webui.loaders.gguf_tokenizer import GGUFTokenizer
 
+        if projector is not None:
+            from webui.loaders.gguf_vision import Projector
+
+            vision = Projector.open(projector, model, options.threads_batch or default_threads(batch=True))
         tokenizer = GGUFTokenizer(lib, model, chat_template if chat_template is not None else info.chat_template)
         return LlamaCppBackend(
             lib, model, ctx, tokenizer, n_ctx=n_ctx, n_batch=min(options.n_batch, n_ctx), max_batch=max_batch,
-            n_seq=n_seq, prefix_cache=serving.prefix_cache_bytes > 0)
+            n_seq=n_seq, prefix_cache=serving.prefix_cache_bytes > 0, projector=vision)
     except BaseException:
+        if vision is not None:
+            vision.close()
         if ctx:
             lib.llama_free(ctx)
         lib.llama_model_free(model)

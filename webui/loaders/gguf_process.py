@@ -44,7 +44,8 @@ import numpy as np
 import torch
 
 from webui.generation.backend import BackendCrashed, Capabilities, OutOfMemory, ServingOptions
-from webui.generation.request import GenerationError
+from webui.errors import AppError
+from webui.generation.request import GenerationError, PromptError
 from webui.loaders.base import LoadError
 from webui.loaders.gguf_backend import NO_EMBEDS, NO_GUIDANCE, admits
 
@@ -55,9 +56,10 @@ RESTART_WINDOW = 60.0
 CLOSE_SECONDS = 10.0  # a worker told to close is killed after this long
 REAP_SECONDS = 5.0  # how long a worker whose socket closed may take to exit before it is killed
 # What each command was doing, for the message when the worker dies during it.
-DOING = {"start": "reading a prompt", "step": "decoding", "embed": "computing embeddings",
+DOING = {"start": "reading a prompt", "step": "decoding", "embed": "computing embeddings", "images": "reading images",
          "finish": "releasing a sequence", "clear": "clearing the prefix cache"}
-ERRORS = {"OutOfMemory": OutOfMemory, "GenerationError": GenerationError, "LoadError": LoadError}
+ERRORS = {"OutOfMemory": OutOfMemory, "GenerationError": GenerationError, "LoadError": LoadError,
+          "PromptError": PromptError}
 
 
 def how_it_ended(code: int | None) -> str:
@@ -149,9 +151,11 @@ class Worker:
 class LlamaCppWorker:
     """The engine's Backend for a GGUF model whose llama.cpp runs in a worker process."""
 
-    def __init__(self, name: str, file: Path, info: Any, options: Any, serving: ServingOptions):
+    def __init__(self, name: str, file: Path, info: Any, options: Any, serving: ServingOptions,
+                 projector: Path | None = None):
         self.name = name
         self.file = file
+        self.projector = projector  # the image projector the worker loads with the model
         self._context_length = info.context_length
         self._chat_template = info.chat_template
         self._options = options
@@ -177,16 +181,18 @@ class LlamaCppWorker:
         self._closed = False
 
     @classmethod
-    def spawn(cls, name: str, file: Path, info: Any, options: Any, serving: ServingOptions) -> LlamaCppWorker:
+    def spawn(cls, name: str, file: Path, info: Any, options: Any, serving: ServingOptions,
+              projector: Path | None = None) -> LlamaCppWorker:
         """Start the worker, wait until it has loaded the model, then read the tokenizer
         here; raises LoadError (the worker's own, or how it died) and leaves nothing."""
-        self = cls(name, file, info, options, serving)
+        self = cls(name, file, info, options, serving, projector)
         worker = self._launch()
         try:
             self._worker = worker
             ready = worker.ready
             self.capabilities, self.n_ctx, self._vocab = ready["capabilities"], ready["n_ctx"], ready["vocab"]
             self.tokenizer = self._vocab_tokenizer()
+            self.tokenizer.image_marker = ready.get("image_marker")
         except BaseException:
             worker.stop()
             self._free_vocab()
@@ -219,7 +225,8 @@ class LlamaCppWorker:
             levels = {"": logging.getLogger().getEffectiveLevel(),
                       "llama.cpp": logging.getLogger("llama.cpp").getEffectiveLevel()}
             worker.conn.send({"name": self.name, "file": self.file, "context_length": self._context_length,
-                              "options": self._options, "serving": self._serving, "levels": levels})
+                              "options": self._options, "serving": self._serving, "levels": levels,
+                              "projector": self.projector})
             reply = self._receive(worker)
             if reply[0] == "error":
                 raise LoadError(reply[2]) if reply[1] == "LoadError" else LoadError(f"{self.name}: {reply[2]}")
@@ -290,8 +297,11 @@ class LlamaCppWorker:
             except (EOFError, OSError):
                 raise self._crashed(worker, DOING.get(op, op)) from None
         if reply[0] == "error":
-            _, kind, message = reply
-            raise ERRORS.get(kind, RuntimeError)(message)
+            _, kind, message, param = reply
+            error = ERRORS.get(kind, RuntimeError)
+            if issubclass(error, AppError):  # the worker's own error, its field kept
+                raise error(message, param=param)
+            raise error(message)
         return reply[1]
 
     def _crashed(self, worker: Worker, doing: str) -> BackendCrashed:
@@ -376,11 +386,18 @@ class LlamaCppWorker:
     def guidance_processor(self, scale: float, negative_ids: list[int]):
         raise GenerationError(NO_GUIDANCE)
 
-    def start(self, ids: list[int], embeds: torch.Tensor | None = None, reuse: bool = True) -> WorkerSlot:
+    def encode_images(self, text: str, images: tuple):
+        from webui.generation.vision import VisionPrompt
+
+        ids, key, spans = self._call("images", text, tuple(images))
+        return VisionPrompt(ids, key, spans, tuple(images), {"text": text})
+
+    def start(self, ids: list[int], embeds: torch.Tensor | None = None, reuse: bool = True,
+              vision=None) -> WorkerSlot:
         if embeds is not None:
             raise GenerationError(NO_EMBEDS)
         with self._call_lock:
-            seq, cached = self._call("start", list(ids), reuse)
+            seq, cached = self._call("start", list(ids), reuse, vision)
             worker = self._worker
             slot = WorkerSlot(seq, len(ids), cached, torch.from_numpy(worker.rows[:1].copy()), self._life)
             self._running[seq] = slot

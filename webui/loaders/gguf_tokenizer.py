@@ -19,6 +19,11 @@ from typing import Any
 
 
 class GGUFTokenizer:
+    # Set when the model loads with an image projector: the text a chat template writes in
+    # each image's place (libmtmd's marker, webui/loaders/gguf_vision.py), read by
+    # webui/chat/prompt.py.  None: images are written as the template's own image parts.
+    image_marker: str | None = None
+
     def __init__(self, llama_cpp: Any, model: Any, chat_template: str | None):
         self._lib = llama_cpp
         self._vocab = llama_cpp.llama_model_get_vocab(model)

@@ -5,14 +5,15 @@ It loads the model exactly as the in-process loader does (gguf_loader.open_backe
 the same LlamaCppBackend) and answers the server's commands over the socket FD, one at
 a time, in order:
 
-    ("start", ids, reuse)   -> (seq, cached_tokens); the prompt's logits row in shared row 0
+    ("start", ids, reuse, vision) -> (seq, cached_tokens); the prompt's logits row in shared row 0
+    ("images", text, images) -> (ids, key, spans) of the prompt with its images (a vision model)
     ("step", seqs, tokens)  -> None; one logits row per sequence in shared rows 0..n-1
     ("finish", seq, keep)   -> None
     ("clear",)              -> None
     ("embed", batch)        -> a float32 array [len(batch), hidden]
     ("close",)              -> None, then the process exits
 
-Each answer is ("ok", value) or ("error", class name, message).  Logits do not travel
+Each answer is ("ok", value) or ("error", class name, message, param).  Logits do not travel
 in the messages: the server sends a shared memory file (a memfd, SCM_RIGHTS) right
 after ("ready", ...), sized max_batch x vocab float32, and LlamaCppBackend writes the
 rows straight into it (LlamaCppBackend.rows_out): a step is one small message each way
@@ -151,7 +152,7 @@ def load(config: dict[str, Any]):
     lib = import_llama_cpp()
     info = SimpleNamespace(context_length=config["context_length"], chat_template=None)
     return open_backend(lib, config["name"], config["file"], info, config["options"], config["serving"],
-                        chat_template="")
+                        chat_template="", projector=config.get("projector"))
 
 
 def serve(channel: Channel, backend: Any, rows: Any, fault: Fault | None) -> None:
@@ -169,9 +170,13 @@ def serve(channel: Channel, backend: Any, rows: Any, fault: Fault | None) -> Non
                     fault.at_step()
                 backend.step([slots[seq] for seq in message[1]], message[2])
             elif op == "start":
-                slot = backend.start(message[1], reuse=message[2])
+                vision = message[3]
+                slot = backend.start(message[1], reuse=message[2], **({"vision": vision} if vision else {}))
                 slots[slot.seq] = slot
                 value = (slot.seq, slot.cached_tokens)
+            elif op == "images":
+                prompt = backend.encode_images(message[1], message[2])
+                value = (prompt.ids, prompt.key, prompt.spans)  # the images stay with the server
             elif op == "finish":
                 slot = slots.pop(message[1], None)
                 if slot is not None:
@@ -188,7 +193,7 @@ def serve(channel: Channel, backend: Any, rows: Any, fault: Fault | None) -> Non
             else:
                 raise ValueError(f"unknown command {op!r}")
         except Exception as exc:
-            channel.send(("error", exc.__class__.__name__, str(exc)))
+            channel.send(("error", exc.__class__.__name__, str(exc), getattr(exc, "param", None)))
         else:
             channel.send(("ok", value))
 
@@ -216,7 +221,8 @@ def main(argv: list[str]) -> int:
 
     vocab, rows = backend.vocab_size(), backend.capabilities.max_batch
     channel.send(("ready", {"capabilities": backend.capabilities, "vocab": vocab, "n_ctx": backend.n_ctx,
-                            "n_batch": backend.n_batch, "pid": os.getpid()}))
+                            "n_batch": backend.n_batch, "pid": os.getpid(),
+                            "image_marker": getattr(backend.tokenizer, "image_marker", None)}))
     try:
         _, fds, _, _ = socket.recv_fds(channel.sock, 1, 1)
     except (EOFError, OSError):

@@ -174,9 +174,10 @@ class TransformersBackend:
     def encode_images(self, text: str, images: tuple):
         """The prompt's ids with each image expanded by the model's processor, and the
         pixel tensors that go with them (webui/loaders/hf_vision.py)."""
-        from webui.loaders.hf_vision import encode_images
+        from webui.loaders.hf_vision import encode_images, takes_token_types
 
-        return encode_images(self.processor, self.tokenizer, text, images, self.device, self.model.dtype)
+        return encode_images(self.processor, self.tokenizer, text, images, self.device, self.model.dtype,
+                             token_types=takes_token_types(self.model))
 
     @torch.inference_mode()
     def start(self, ids: list[int], embeds: torch.Tensor | None = None, reuse: bool = True,
@@ -197,7 +198,9 @@ class TransformersBackend:
             if entry is not None:
                 for layer, (keys, values) in zip(cache.layers, entry.value, strict=True):
                     layer.update(keys[..., :reused, :], values[..., :reused, :])
-        pixels = vision.inputs if vision is not None and vision.needs_pixels(reused) else {}
+        pixels = dict(vision.inputs) if vision is not None and vision.needs_pixels(reused) else {}
+        if "token_type_ids" in pixels:  # per prompt position: the part computed now
+            pixels["token_type_ids"] = pixels["token_type_ids"][:, reused:]
         try:
             if embeds is not None:
                 out = self.model(inputs_embeds=embeds, **{self._cache_kw: cache}, use_cache=True, logits_to_keep=1)

@@ -48,7 +48,18 @@ def placeholder_id(processor, tokenizer) -> int:
     raise PromptError("this model's processor names no image token; its images cannot be placed")
 
 
-def encode_images(processor, tokenizer, text: str, images: tuple, device: str, dtype) -> VisionPrompt:
+def takes_token_types(model) -> bool:
+    """Whether the model's forward reads `token_type_ids` (Gemma 3: image tokens attend to
+    each other both ways during the prefill)."""
+    import inspect
+
+    return "token_type_ids" in inspect.signature(model.forward).parameters
+
+
+def encode_images(processor, tokenizer, text: str, images: tuple, device: str, dtype,
+                  token_types: bool = False) -> VisionPrompt:
+    """The prompt's ids and tensors; `token_types`: keep the processor's token_type_ids
+    (one per prompt position: the backend passes the part it computes)."""
     pictures = [image.image for image in images]
     bos = tokenizer.bos_token
     try:
@@ -62,7 +73,9 @@ def encode_images(processor, tokenizer, text: str, images: tuple, device: str, d
         raise PromptError("this model's chat template wrote no place for the images", param="messages")
     inputs = {}
     for name, value in out.items():
-        if name in ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids"):
+        if name in ("input_ids", "attention_mask", "mm_token_type_ids"):
+            continue
+        if name == "token_type_ids" and not token_types:
             continue
         if isinstance(value, torch.Tensor):
             value = value.to(device, dtype) if value.is_floating_point() else value.to(device)
