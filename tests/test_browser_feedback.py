@@ -27,15 +27,15 @@ def test_an_out_of_range_value_is_refused_by_name_and_leaves_the_box(browser, ap
     page.get_by_role("tab", name="Parameters", exact=True).click()
     page.locator("#preset input").click()
     page.get_by_role("option", name="Deterministic", exact=True).click()
-    page.get_by_text("Truncation", exact=True).click()
-    box = page.get_by_label("number input for top_p")
-    before = box.input_value()
-    box.fill("7")
+    box = page.get_by_label("number input for temperature")
+    assert wait_for(lambda: float(box.input_value() or -1) == 0.0)  # Deterministic's
+    box.fill("9")
     box.press("Enter")
     toast = page.locator(".toast-body")
-    assert wait_for(lambda: toast.count() > 0 and "top_p" in toast.first.inner_text())
-    assert "7" in toast.first.inner_text()
-    assert wait_for(lambda: box.input_value() == before)  # the value in use, not the refused one
+    assert wait_for(lambda: toast.count() > 0 and "temperature" in toast.first.inner_text())
+    assert "9" in toast.first.inner_text()
+    # The value in use again: not the refused one, nor the slider's end.
+    assert wait_for(lambda: float(box.input_value()) == 0.0)
     page.close()
 
 

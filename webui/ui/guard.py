@@ -79,8 +79,11 @@ def guard_app(app: gr.Blocks, owner: str | None) -> None:
             owner_only = owner is not None and block_fn.api_name not in PER_USER
             block_fn.fn = guarded(block_fn.fn, owner if owner_only else None, block_fn.api_name or "this action")
     for block in app.blocks.values():
-        if isinstance(block, gr.components.Component) and not getattr(block.preprocess, "_webui_guarded", False):
-            block.preprocess = checked_preprocess(block)
+        if isinstance(block, gr.components.Component):
+            # On the class: Gradio rebuilds a component per browser session from its
+            # constructor arguments once an event has updated it, and preprocesses with that
+            # copy, which has none of this instance's attributes.
+            checked_class(type(block))
 
 
 def guarded(fn: Callable, owner: str | None, what: str) -> Callable:
@@ -123,21 +126,26 @@ def guarded(fn: Callable, owner: str | None, what: str) -> Callable:
     return wrapper
 
 
-def checked_preprocess(block: Any) -> Callable:
-    original = block.preprocess
-    label = getattr(block, "label", None) or getattr(block, "elem_id", None) or type(block).__name__
+def checked_class(cls: type) -> None:
+    """Give component class `cls` a preprocess that refuses what it cannot take naming
+    the field (once per class; the label is read from the component at the time)."""
+    original = cls.preprocess
+    if getattr(original, "_webui_guarded", False):
+        return
 
-    def preprocess(value):
+    def preprocess(self, value):
+        label = getattr(self, "label", None) or getattr(self, "elem_id", None) or type(self).__name__
         try:
-            return original(value)
+            return original(self, value)
         except gr.Error as exc:  # Gradio's own check ("Value 7 is greater than maximum value 1.0.")
             message = exc.message if str(exc.message).startswith(f"{label}:") else f"{label}: {exc.message}"
             raise quiet(gr.Error(message, duration=exc.duration, title=exc.title)) from None
         except (ValueError, TypeError, OverflowError, KeyError) as exc:
             raise quiet(gr.Error(f"{label}: not a value this field can take ({exc.__class__.__name__})")) from None
 
+    functools.update_wrapper(preprocess, original)
     preprocess._webui_guarded = True  # type: ignore[attr-defined]
-    return preprocess
+    cls.preprocess = preprocess
 
 
 @contextmanager
