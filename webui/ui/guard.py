@@ -26,7 +26,6 @@ import inspect
 import logging
 from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Any
 
 import gradio as gr
 from gradio.context import LocalContext
