@@ -16,8 +16,7 @@
   const arrow = (text, label, number, id) => {
     const button = document.createElement("button");
     button.type = "button";
-    button.className = "webui-version-step";
-    button.textContent = text;
+    button.className = "webui-version-step webui-version-" + text;
     button.setAttribute("aria-label", label);
     button.addEventListener("click", (event) => { event.stopPropagation(); flip(number, id); });
     return button;
@@ -30,22 +29,19 @@
     let marks = [];
     try { marks = JSON.parse(box?.value || "[]"); } catch (e) { return; }
     const nodes = [...messages()];
-    const key = box?.value + "|" + nodes.length + "|" + nodes.filter((n) => n.querySelector(".webui-name, .webui-versions")).length;
+    const key = box?.value + "|" + nodes.length + "|" +
+      nodes.filter((n) => n.dataset.webuiName || n.querySelector(":scope > .webui-versions")).length;
     if (key === shownFor) return;
     shownFor = key;
     nodes.forEach((node, i) => {
+      // Drawn by CSS from attributes (chat_marks.css): the message's own text, what
+      // copying or reading it gives, stays the message alone.
       const entry = marks[i] || {};
       const streaming = ownText(node).endsWith("\u258d") || node.querySelector(".webui-live");
-      let name = node.querySelector(":scope .webui-name");
       if (entry.name) {
-        if (!name) {
-          name = document.createElement("div");
-          name.className = "webui-name";
-          node.prepend(name);
-        }
-        if (name.textContent !== entry.name) name.textContent = entry.name;
-      } else if (name) name.remove();
-      let versions = node.querySelector(":scope .webui-versions");
+        if (node.dataset.webuiName !== entry.name) node.dataset.webuiName = entry.name;
+      } else if (node.dataset.webuiName) delete node.dataset.webuiName;
+      let versions = node.querySelector(":scope > .webui-versions");
       const [index, count] = entry.version || [1, 1];
       if (count > 1 && !streaming) {
         const label = `${index}/${count}`;
@@ -54,11 +50,10 @@
           versions = document.createElement("div");
           versions.className = "webui-versions";
           versions.dataset.label = label + ":" + entry.number;
-          const at = document.createElement("span");
-          at.className = "webui-version-at";
-          at.textContent = label;
-          versions.append(arrow("\u25c0", "previous version", entry.number, "chat-prev"), at,
-                          arrow("\u25b6", "next version", entry.number, "chat-next"));
+          versions.dataset.at = label;
+          versions.setAttribute("aria-label", `version ${index} of ${count}`);
+          versions.append(arrow("previous", "previous version", entry.number, "chat-prev"),
+                          arrow("next", "next version", entry.number, "chat-next"));
           node.append(versions);
         }
       } else if (versions) versions.remove();
