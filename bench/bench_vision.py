@@ -5,8 +5,10 @@ afresh, through our engine, in one run.
     .venv/bin/python bench/bench_vision.py [--rounds 5]
     .venv/bin/python bench/bench_vision.py --model-dir DIR --model NAME [--gpu]   # a real vision model
 
-Without --model it builds the tests' tiny random-weight LLaVA and SmolVLM (Idefics3)
-models (tests/tiny_vision.py): their processors shrink the picture to 32 x 32, so the
+Without --model it builds the tests' tiny random-weight LLaVA, SmolVLM (Idefics3) and
+Gemma 3 models, and the Gemma 3 converted to a GGUF and its mmproj by llama.cpp's converter
+(tests/tiny_vision.py): their processors shrink the picture to 32 x 32 (Gemma 3's
+projector on GGUF: to its 32 x 32 too), so the
 ratio mostly measures the processor and the prompt's extra image tokens, not a real
 vision tower.  With --model, any vision model folder (e.g. a ~2B SmolVLM, Qwen2-VL-2B or
 Gemma 3 4B on a GPU) is loaded as the app loads it, and the same figures come out.
@@ -118,12 +120,19 @@ def main() -> None:
     if args.model:
         measure(args.model, args.model_dir, args.model, args.rounds, args.gpu)
         return
-    from tests.tiny_vision import FAMILIES, build_vision
+    from tests.tiny_vision import FAMILIES, build_gemma3_gguf, build_vision
 
     with tempfile.TemporaryDirectory() as tmp:
         for family in FAMILIES:
             build_vision(Path(tmp) / f"tiny-{family}", family)
             measure(f"tiny {family}", Path(tmp), f"tiny-{family}", args.rounds, args.gpu)
+        try:
+            import llama_cpp  # noqa: F401 - the GGUF run needs the gguf extra
+        except ImportError:
+            print("GGUF vision skipped: llama-cpp-python is not installed (scripts/install.sh gguf)")
+            return
+        build_gemma3_gguf(Path(tmp) / "tiny-gemma3-gguf")
+        measure("tiny gemma3, GGUF + mmproj", Path(tmp), "tiny-gemma3-gguf", args.rounds, args.gpu)
 
 
 if __name__ == "__main__":

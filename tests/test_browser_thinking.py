@@ -180,6 +180,8 @@ def test_a_reply_stopped_while_thinking_looks_finished(thinking_app, browser, mo
     page = open_page(browser, url)
     page.locator("#chat-new").click()
     assert wait_until(lambda: page.locator("#chatbot .bot-row").count() == 0)
+    # Thinking on (a new chat starts with the switches of the chat open before it).
+    page.locator("#chat-thinking input").check()
     page.locator("#chat-input textarea").fill("Tell me about bread.")
     page.keyboard.press("Enter")
     live = page.locator("#chatbot .thought-group .webui-live")
@@ -196,3 +198,46 @@ def test_a_reply_stopped_while_thinking_looks_finished(thinking_app, browser, mo
                       and chat.locator(".webui-live").count() == 0, timeout=30), chat.inner_text()
     assert last_reply(page).locator(".thought-group .title").inner_text().startswith("Thought for ")
     page.close()
+
+
+def test_the_switch_and_the_template_come_back_with_their_chat(thinking_app, browser):  # noqa: F811
+    runtime, url = thinking_app
+    chats = runtime.users.get(None).chats
+    page = open_page(browser, url)
+    switch, template = page.locator("#chat-thinking"), page.locator("#chat-template input")
+    assert wait_until(lambda: switch.is_visible())
+
+    def chat(question: str) -> str:
+        page.locator("#chat-new").click()
+        assert wait_until(lambda: page.locator("#chatbot .bot-row").count() == 0)
+        page.locator("#chat-input textarea").fill(question)
+        page.keyboard.press("Enter")
+        assert wait_until(lambda: finished(page) and question in page.locator("#chatbot").inner_text(), timeout=120)
+        return chats.list()[0].id
+
+    def reopen(question: str) -> None:
+        page.locator("#chat-list input").click()
+        page.get_by_role("option", name=question).first.click()  # the newest of that title
+        assert wait_until(lambda: page.locator("#chatbot .user").first.inner_text().strip() == question)
+
+    pick_template(page, "(model's own)")
+    switch.locator("input").uncheck()
+    quiet = chat("Tell me about fire.")
+    switch.locator("input").check()
+    thinking = chat("Tell me about water.")
+    pick_template(page, "plain")
+    assert wait_until(lambda: not switch.is_visible())
+    plain = chat("Tell me about stone.")
+
+    reopen("Tell me about fire.")  # thinking off, with the model's own template
+    assert wait_until(lambda: template.input_value() == "(model's own)" and switch.is_visible())
+    assert wait_until(lambda: not switch.locator("input").is_checked())
+    reopen("Tell me about water.")
+    assert wait_until(lambda: switch.locator("input").is_checked())
+    reopen("Tell me about stone.")
+    assert wait_until(lambda: template.input_value() == "plain" and not switch.is_visible())
+    kept = {chat_id: chats.load(chat_id).settings for chat_id in (quiet, thinking, plain)}
+    assert (kept[quiet].enable_thinking, kept[thinking].enable_thinking, kept[plain].template) == (False, True, "plain")
+    page.close()
+    for chat_id in kept:  # the next page starts from the default switches again
+        chats.delete(chat_id)

@@ -60,6 +60,8 @@ def ask_with_the_tool(page, text: str) -> None:
     tool.wait_for()  # the page's load event listed this user's tools: it will not reset the box now
     page.locator("#chat-new").click()
     assert wait_until(lambda: page.locator("#chatbot [data-testid=user]").count() == 0)
+    # Tools are offered in instruct mode (a new chat keeps the mode of the chat open before it).
+    page.locator("#chat-mode").get_by_label("instruct", exact=True).check()
     tool.check()
     assert wait_until(tool.is_checked)
     choice = page.locator("#chat-tool-choice input")

@@ -136,3 +136,42 @@ def test_the_file_format_bounds_tool_fields_on_write_and_read():
         conversation.edit(2, "a forged result")
     fork = conversation.fork(2, "c9")
     assert [m.role for m in fork.path()] == ["user", "assistant", "tool"] and fork.path()[2].tool_name == "add"
+
+
+def test_a_characters_tools_are_where_each_new_chat_with_it_starts(app_url, runtime):
+    """Character tab: the tools a new chat with the character may use; the chat's own
+    Tools panel starts there, and another character's chat has none."""
+    from gradio_client import Client
+
+    from tests.test_chat_ui import steady
+
+    tools_dir = runtime.settings.user_data_dir / "tools"
+    tools_dir.mkdir(exist_ok=True)
+    (tools_dir / "shout.py").write_text(textwrap.dedent('''
+        tool = {"type": "function", "function": {"name": "shout", "description": "Upper-case a text.",
+                "parameters": {"type": "object", "properties": {"text": {"type": "string"}}}}}
+
+        def execute(arguments):
+            return arguments.get("text", "").upper()
+    '''))
+    runtime.tools.reload()
+    client = Client(app_url, verbose=False)
+    client.predict(*steady(max_new_tokens=4), api_name="/set_params")
+    try:
+        saved = client.predict("Assistant", "Crier", "{{char}} calls the news.", "", "", "", "", "", "", None, [],
+                               ["shout", "no_such_tool"], api_name="/character_save")
+        assert "Saved Crier" in saved[-1] and saved[-2]["value"] == ["shout"]
+        assert runtime.users.get(None).characters.load("Crier").tools == ChatTools(allowed=["shout"])
+        client.predict("Crier", api_name="/chat_character")
+        client.predict("Hear ye", who="Crier", api_name="/chat_send")
+        chats = runtime.users.get(None).chats
+        newest = chats.load(max(chats.list(), key=lambda s: s.updated).id)
+        assert newest.character == "Crier" and newest.tools == ChatTools(allowed=["shout"])
+        client.predict("Assistant", api_name="/chat_character")
+        client.predict("Hello", who="Assistant", api_name="/chat_send")
+        newest = chats.load(max(chats.list(), key=lambda s: s.updated).id)
+        assert newest.character == "Assistant" and not (newest.tools and newest.tools.allowed)
+    finally:
+        client.predict("Crier", api_name="/character_delete")
+        (tools_dir / "shout.py").unlink()
+        runtime.tools.reload()

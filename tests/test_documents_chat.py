@@ -115,3 +115,30 @@ def test_embedding_model_choice_refuses_what_is_not_listed(client, runtime, name
     assert runtime.documents.chosen() == ""  # still the loaded model's own
     with pytest.raises(Exception, match="unknown embedding model"):
         runtime.documents.choose(name)
+
+
+def test_a_characters_libraries_feed_each_of_its_chats(client, chats, runtime, tmp_path):
+    client.predict("Harbours", api_name="/library_create")
+    harbours = tmp_path / "harbours.txt"
+    harbours.write_text(corpus_text(TOWNS[100:160]))
+    client.predict("Harbours", [handle_file(str(harbours))], api_name="/library_add")
+    client.predict([], api_name="/documents_libraries")  # the chat itself chooses none
+    try:
+        saved = client.predict("Assistant", "Archivist", "{{char}} knows every harbour.", "", "", "", "", "", "",
+                               None, ["Harbours", "No such library"], api_name="/character_save")
+        assert "Saved Archivist" in saved[-1]
+        assert runtime.users.get(None).characters.load("Archivist").libraries == ["Harbours"]
+        assert client.predict("Archivist", api_name="/character_open")[-2]["value"] == ["Harbours"]
+        town = TOWNS[130]
+        client.predict("Archivist", api_name="/chat_character")
+        client.predict(f"Where does {town.name} lie?", who="Archivist", api_name="/chat_send")
+        question = [m for m in newest(chats).path() if m.role == "user"][-1]
+        assert question.sources and question.sources[0].file == "harbours.txt"
+        assert town.name in question.sources[0].text and town.name in question.content.split("Where does")[0]
+        # Another character's chat does not read them.
+        client.predict("Assistant", api_name="/chat_character")
+        client.predict(f"Where does {town.name} lie?", who="Assistant", api_name="/chat_send")
+        assert not [m for m in newest(chats).path() if m.role == "user"][-1].sources
+    finally:
+        client.predict("Archivist", api_name="/character_delete")
+        client.predict("Harbours", api_name="/library_delete")

@@ -194,6 +194,14 @@ def test_prompt_viewer_shows_the_exact_prompt_the_model_got(models_root, tmp_pat
     assert "Ann's secret" in viewer.describe("ann")[1]
     assert viewer.describe("bob")[0].startswith("Nothing")
     assert "Ann's secret" not in viewer.describe()[1]
+    # A message given document passages (webui/ui/documents_panel.py): the chat shows the
+    # question, the prompt shows the passages the model was given with it.
+    asked = conversation.append("user", "Where is the key?")
+    conversation.set_content(asked.id, "[1] notes.txt: The key is under the blue pot.\n\nWhere is the key?",
+                             visible="Where is the key?\n\n📎 `notes.txt`")
+    list(ReplyWriter(runtime, "o", ChatStore(tmp_path / "chats"), conversation, ChatSetup(),
+                     make_params({"max_new_tokens": 2}), user="ann"))
+    assert "The key is under the blue pot." in viewer.describe("ann")[1]
 
 
 def test_character_bias_extends_the_bot_prefix(models_root, tmp_path):

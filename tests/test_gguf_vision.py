@@ -11,52 +11,22 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from tests.gguf_fixtures import require_llama_cpp
-from tests.tiny_vision import build_gemma3
+from tests.tiny_vision import build_gemma3_gguf
 
 PROBE = Path(__file__).parent / "mtmd_probe.py"
 PROMPT = "<s><start_of_turn>user\n<image>What is in the picture?<end_of_turn>\n<start_of_turn>model\n"
 
 
-def legacy_names(folder: Path, out: Path) -> Path:
-    """`folder` with the tensor names llama.cpp's converter knows: transformers 5 saves
-    the SigLIP tower as `vision_tower.*`, the checkpoints it was written for say
-    `vision_tower.vision_model.*`."""
-    from safetensors.torch import load_file, save_file
-
-    out.mkdir()
-    for item in folder.iterdir():
-        if item.name != "model.safetensors":
-            (out / item.name).symlink_to(item.resolve())
-    tensors = load_file(folder / "model.safetensors")
-    renamed = {(name.replace("vision_tower.", "vision_tower.vision_model.", 1) if name.startswith("vision_tower.")
-                else name): value.contiguous() for name, value in tensors.items()}
-    save_file(renamed, out / "model.safetensors", metadata={"format": "pt"})
-    return out
-
-
 @pytest.fixture(scope="module")
 def gemma3_gguf(tmp_path_factory):
-    from webui.loaders.gguf_convert import converter, staged
-
     require_llama_cpp()
-    script = converter()
-    assert script is not None, "llama.cpp's converter is missing: run scripts/install.sh gguf"
-    root = tmp_path_factory.mktemp("gguf-vision")
-    folder = legacy_names(build_gemma3(root / "tiny-gemma3-hf"), root / "tiny-gemma3-legacy")
-    model, projector = root / "tiny-gemma3.gguf", root / "mmproj-tiny-gemma3.gguf"
-    with tempfile.TemporaryDirectory() as tmp:
-        source = staged(folder, Path(tmp))
-        for extra, out in (((), model), (("--mmproj",), projector)):
-            done = subprocess.run([sys.executable, str(script), str(source), "--outtype", "f32", "--outfile", str(out),
-                                   *extra], capture_output=True, text=True, timeout=300)
-            assert done.returncode == 0 and out.is_file(), done.stderr[-2000:]
-    return model, projector
+    folder = build_gemma3_gguf(tmp_path_factory.mktemp("gguf-vision") / "tiny-gemma3-gguf")
+    return folder / "tiny-gemma3.gguf", folder / "mmproj-tiny-gemma3.gguf"
 
 
 def probe(model: Path, projector: Path, *images: str) -> list[dict]:
@@ -282,3 +252,12 @@ def test_the_gguf_vision_model_answers_through_the_api(served, tmp_path_factory)
         server.stop()
         runtime.engine.close()
         runtime.models.unload()
+
+
+def test_libmtmd_says_nothing_on_the_terminal_at_load(served, capfd):
+    manager, _ = served
+    capfd.readouterr()
+    manager.load("tiny-gemma3-gguf")  # again: a fresh worker opens the projector
+    assert manager.current.backend.capabilities.vision
+    err = capfd.readouterr().err
+    assert "clip_model_loader" not in err and "tensor[" not in err  # its INFO lines go to the "llama.cpp" logger

@@ -85,6 +85,7 @@ def test_while_lent_the_page_says_so_and_chat_and_api_are_refused(client, runtim
         assert "training held-by-test in progress" in status
         reply = client.predict("Hello", api_name="/chat_send")
         assert "**Error:** training held-by-test is in progress" in reply[2]  # the chat's status line
+        assert "training held-by-test is in progress" in str(reply[0][-1])  # and in the chat, the reply's place
         answer = httpx.post(f"{api_url}/chat/completions", headers={"Authorization": f"Bearer {API_KEY}"},
                             json={"model": runtime.models.current.name, "max_tokens": 4,
                                   "messages": [{"role": "user", "content": "Hello"}]}, timeout=60)

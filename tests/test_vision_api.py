@@ -6,6 +6,7 @@ which models see."""
 from __future__ import annotations
 
 import base64
+import json
 import http.server
 import threading
 
@@ -270,3 +271,22 @@ def test_anthropic_image_blocks_are_read_as_the_openai_parts_are(client, served)
         claude.messages.create(model="tiny-smolvlm", max_tokens=4, messages=[{"role": "user", "content": [
             {"type": "image", "source": {"type": "url", "url": "http://127.0.0.1:1/x.png"}}]}])
     assert "messages[0].content[0].source" in str(refused.value)
+
+
+def test_an_image_and_tools_in_one_request(client, served):
+    """The image goes into the prompt (its tokens counted) and the forced call comes back
+    as a tool call (this route refused images with tools before)."""
+    tools = [{"type": "function", "function": {"name": "describe", "parameters": {
+        "type": "object", "required": ["colour"], "properties": {"colour": {"type": "string", "enum": [
+            "red", "orange", "yellow", "green", "blue", "purple", "black", "white"]}}}}}]
+    replies = []
+    for seed in (1, 2):
+        reply = ask(client, data_url(png(picture(seed))), n=40, tools=tools,
+                    tool_choice={"type": "function", "function": {"name": "describe"}})
+        call = reply.choices[0].message.tool_calls[0]
+        assert call.function.name == "describe" and "colour" in json.loads(call.function.arguments)
+        replies.append((reply.usage.prompt_tokens, call.function.arguments))
+    text_only = client.chat.completions.create(
+        model="tiny-smolvlm", messages=[{"role": "user", "content": QUESTION}], temperature=0, max_tokens=40,
+        tools=tools, tool_choice={"type": "function", "function": {"name": "describe"}})
+    assert replies[0][0] == replies[1][0] > text_only.usage.prompt_tokens  # the image's tokens are in the prompt

@@ -168,3 +168,45 @@ def build_gemma3(folder: Path, seed: int = 0, context: int = 512) -> Path:
     processor.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def _legacy_names(folder: Path, out: Path) -> Path:
+    """`folder` with the tensor names llama.cpp's converter knows: transformers 5 saves
+    the SigLIP tower as `vision_tower.*`, the checkpoints it was written for say
+    `vision_tower.vision_model.*`."""
+    from safetensors.torch import load_file, save_file
+
+    out.mkdir()
+    for item in folder.iterdir():
+        if item.name != "model.safetensors":
+            (out / item.name).symlink_to(item.resolve())
+    tensors = load_file(folder / "model.safetensors")
+    renamed = {(name.replace("vision_tower.", "vision_tower.vision_model.", 1) if name.startswith("vision_tower.")
+                else name): value.contiguous() for name, value in tensors.items()}
+    save_file(renamed, out / "model.safetensors", metadata={"format": "pt"})
+    return out
+
+
+def build_gemma3_gguf(folder: Path) -> Path:
+    """`folder` holding the tiny Gemma 3 as llama.cpp's own converter writes it: the text
+    model (`tiny-gemma3.gguf`) and its image projector (`mmproj-tiny-gemma3.gguf`), as a
+    model repository ships a GGUF vision model (needs scripts/install.sh gguf)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from webui.loaders.gguf_convert import converter, staged
+
+    script = converter()
+    assert script is not None, "llama.cpp's converter is missing: run scripts/install.sh gguf"
+    folder.mkdir(parents=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        legacy = _legacy_names(build_gemma3(work / "hf"), work / "legacy")
+        (work / "stage").mkdir()
+        source = staged(legacy, work / "stage")
+        for extra, out in (((), folder / "tiny-gemma3.gguf"), (("--mmproj",), folder / "mmproj-tiny-gemma3.gguf")):
+            done = subprocess.run([sys.executable, str(script), str(source), "--outtype", "f32", "--outfile", str(out),
+                                   *extra], capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0 and out.is_file(), done.stderr[-2000:]
+    return folder

@@ -22,7 +22,7 @@ from webui.api.models import target
 from webui.api.schemas import ChatCompletionRequest, CompletionBase, CompletionRequest
 from webui.api.state import RuntimeDep
 from webui.api.usage import api_party, key_label
-from webui.api.image_inputs import openai_images, refuse_with_tools, require_vision, total_images
+from webui.api.image_inputs import openai_images, require_vision, total_images
 from webui.chat.prompt import PromptError, images_of, render_chat_prompt
 from webui.chat.thinking import ThinkingAsk, thinking_format
 from webui.chat.tool_parser import CallArguments, CallStart, Event, Text, ToolCallParser, parse_reply
@@ -111,7 +111,6 @@ def render_chat(model: LoadedModel, messages: list[dict[str, Any]], tools: tuple
         params = make_params({"thinking_budget": budget}, base=params)
     try:
         if tools or any(m["role"] == "tool" or m.get("tool_calls") for m in messages):
-            refuse_with_tools(images_of(messages))
             text = render_with_tools(tokenizer, messages, tools, variables=variables)
         else:
             text = render_chat_prompt(tokenizer, messages, variables=variables)

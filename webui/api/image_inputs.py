@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from webui.api.errors import APIError
 from webui.api.image_fetch import fetch_image
 from webui.generation.request import CannotSee
 from webui.images import (
@@ -82,9 +81,3 @@ def require_vision(model: Any, count: int, capabilities) -> None:
 
 def total_images(found: dict[int, tuple[ImageInput, ...]]) -> int:
     return sum(len(images) for images in found.values())
-
-
-def refuse_with_tools(found: dict[int, tuple[ImageInput, ...]]) -> None:
-    if found:
-        raise APIError(400, "images and tools in one request are not supported yet", param="tools",
-                       code="unsupported_parameter")

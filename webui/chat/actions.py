@@ -66,7 +66,8 @@ def open_chat(space: UserSpace, chat: str | None, who: str, character: Character
                 return conversation
         except NameRefused:
             pass
-    conversation = Conversation(id=chat or new_chat_id(), character=who)
+    conversation = Conversation(id=chat or new_chat_id(), character=who,
+                                tools=character.tools.model_copy(deep=True) if character.tools else None)
     user = space.persona().name
     for i, greeting in enumerate(character.greetings()):
         text = substitute(greeting, who, user)
@@ -201,6 +202,12 @@ def edit_shown(space: UserSpace, chat: str, who: str, index: int, text: str) -> 
         raise ChatError("a reply's thinking is kept as the model wrote it: edit its answer instead")
     conversation.edit(position, text or "")
     return _saved(space, conversation, note="Edited: the earlier version is kept (◀ ▶).")
+
+
+def awaits_reply(conversation: Conversation) -> bool:
+    """An edit left the user's message last on its branch: it is sent again (a new reply)."""
+    path = conversation.path()
+    return bool(path) and path[-1].role == "user"
 
 
 def flip(space: UserSpace, chat: str, who: str, number, step: int) -> ChatView:

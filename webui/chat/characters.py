@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from webui.chat.history import ChatTools
 from webui.chat.cards import CardError, blank_picture, check_picture, read_card, write_png_card
 from webui.errors import AppError
 from webui.paths import NameRefused, is_plain_name, list_entries, pick
@@ -52,6 +53,12 @@ class Character(BaseModel):
     alternate_greetings: list[str] = Field(default_factory=list, max_length=100)
     example_dialogue: str = Field("", max_length=100_000)
     system_prompt: str = Field("", max_length=50_000)
+    # The owner's document libraries (webui/documents/) this character reads from in every
+    # chat, beside those the chat chooses; names only, never exported with the card.
+    libraries: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(default_factory=list, max_length=64)
+    # The tools a new chat with this character starts with (its Tools panel changes them
+    # per chat); None: none.  Owner-local like the libraries.
+    tools: ChatTools | None = None
     # An imported card's other fields (spec, tags, creator, lorebook, extensions...).
     card: dict[str, Any] = Field(default_factory=dict)
 

@@ -11,6 +11,15 @@ puts them on hover, one per message element).
 
 Thinking is shown as inert text: its HTML is escaped (outside code, which Markdown shows
 as written), so a model that thinks in tags shows the tags rather than running them.
+What the user typed is shown as typed (`as_typed`): `<b>` or `<script>` shows as text
+rather than turning bold or vanishing, and Markdown still renders.  Only what HTML would
+read as a tag or an entity is escaped there ("a < b" and "Tom & Jerry" stay as they are,
+also for the Chatbot's copy button, which copies the text it was given).  The Chatbot's
+editor starts from that text too: page.js turns it back (`typed`, the exact inverse)
+before the user sees it.
+
+A reply that could not be written shows its error in the chat, where the reply would
+be (`failed`): shown once and never saved, so no half turn is kept.
 """
 
 from __future__ import annotations
@@ -47,8 +56,48 @@ def inert(text: str) -> str:
     return "".join(out)
 
 
+def _outside_code(text: str, change) -> str:
+    out, last = [], 0
+    for match in _CODE.finditer(text):
+        out.append(change(text[last:match.start()]))
+        out.append(match.group(0))
+        last = match.end()
+    out.append(change(text[last:]))
+    return "".join(out)
+
+
+# What HTML reads as markup: "<" opening a tag, comment or declaration, and "&" opening an
+# entity.  Each is escaped in one pass, and `typed` undoes exactly that (page.js has a copy).
+_MARKUP = re.compile(r"<(?=[A-Za-z/!?])|&(?=#?[A-Za-z0-9]+;)")
+_ESCAPED = re.compile(r"&lt;(?=[A-Za-z/!?])|&amp;(?=#?[A-Za-z0-9]+;)")
+
+
+def as_typed(text: str) -> str:
+    """The user's Markdown `text`, shown as typed: what HTML would read as a tag or an
+    entity is escaped, outside code."""
+    return _outside_code(text, lambda part: _MARKUP.sub(lambda m: "&lt;" if m[0] == "<" else "&amp;", part))
+
+
+def typed(text: str) -> str:
+    """The text `as_typed` was given."""
+    return _outside_code(text, lambda part: _ESCAPED.sub(lambda m: "<" if m[0] == "&lt;" else "&", part))
+
+
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;")
+
+
+ERROR_TITLE = "⚠️ **Error:**"
+NOT_SENT = "Your message was not sent: it is still in the message box, to send again."
+
+
+def failed(error: str, unsent: str | None = None) -> list[dict]:
+    """The Chatbot's messages to add after the conversation when a reply could not be
+    written: the user's message that was not sent (when it was withdrawn: `unsent`) and
+    the error in the reply's place.  Display only, never saved."""
+    shown = [{"role": "user", "content": as_typed(unsent)}] if unsent is not None else []
+    note = f" {NOT_SENT}" if unsent is not None else ""
+    return [*shown, {"role": "assistant", "content": f"{ERROR_TITLE} {inert(error)}{note}"}]
 
 
 def thought_title(tokens: int, seconds: float) -> str:
@@ -112,6 +161,8 @@ def shown(conversation: Conversation, streaming: Phase | None = None, thought: T
             view.add(tool_blocks.block(conversation, message), position, "message", message.created)
             continue
         text = message.content if message.visible is None else message.visible
+        if message.role == "user":
+            text = as_typed(text)
         last = streaming is not None and position == len(path) - 1
         if message.tool_calls and not text.strip() and not last:
             text = tool_blocks.calls_note(message)

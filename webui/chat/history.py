@@ -87,6 +87,19 @@ class ChatTools(BaseModel):
     choice: str = Field("auto", pattern=r"^(auto|none|required|[A-Za-z0-9_-]{1,64})$")
 
 
+class ChatSettings(BaseModel):
+    """How a conversation is prompted, kept with it so that reopening it (or reloading the
+    page) brings back the same prompt format (webui/chat/settings.py): the mode, the
+    instruction template's name, and the template's thinking switches.  A file written
+    before these were kept has none (None): the chat then uses the controls as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["instruct", "chat", "chat-instruct"] = "instruct"
+    template: str = Field("", max_length=200)  # a name in the template library ("" : the model's own)
+    enable_thinking: bool = True
+    effort: Literal["low", "medium", "high"] = "medium"
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -170,6 +183,7 @@ class Conversation(BaseModel):
     # parent id (as a string: JSON keys) -> the child shown on the active path
     selected: dict[str, int] = Field(default_factory=dict)
     tools: ChatTools | None = None  # the tools this chat uses (None: none)
+    settings: ChatSettings | None = None  # how it is prompted (None: not kept yet)
 
     @model_validator(mode="after")
     def _well_formed(self) -> Conversation:
@@ -319,7 +333,8 @@ class Conversation(BaseModel):
     def fork(self, index: int, new_id: str) -> Conversation:
         """A new conversation holding the active path up to and including `index`."""
         self._at(index)
-        copy = Conversation(id=new_id, title=f"{self.title} (fork)"[:200], character=self.character)
+        copy = Conversation(id=new_id, title=f"{self.title} (fork)"[:200], character=self.character,
+                            settings=self.settings)
         # Built in one pass (append walks the path each time: quadratic on a long chat).
         now = time.time()
         copy.messages = [m.model_copy(update={"id": i, "parent": i - 1 if i else ROOT, "created": now})

@@ -90,6 +90,18 @@ def add_user_message(runtime: Runtime, conversation: Conversation, setup: ChatSe
     return conversation.append("user", extensions.input(internal, state, True), visible, images=images)
 
 
+def withdraw(conversation: Conversation, sent: Message | None) -> str | None:
+    """Take back the user's message just `sent` when no reply to it was kept (the model
+    could not start, or failed before writing anything): a message with no reply would
+    be a half turn, which the next message would join.  Returns the text as the user
+    typed it, for the message box (None: nothing withdrawn)."""
+    path = conversation.path()
+    if sent is None or not path or path[-1].id != sent.id:
+        return None
+    conversation.remove_last()
+    return sent.content if sent.visible is None else sent.visible
+
+
 def keep_images(before: list[dict], after: list[dict]) -> list[dict]:
     """The images of `before` on `after` (an extension's rewrite of the history as text
     pairs, which carry none): turn by turn while the turns line up.  Where they do not, a

@@ -84,6 +84,10 @@ class ChatStore:
             raise NameRefused("unknown chat: that conversation could not be read and was set aside")
         return conversation
 
+    def has(self, chat_id: object) -> bool:
+        """Whether a conversation with this id is stored."""
+        return isinstance(chat_id, str) and chat_id in list_entries(self.folder, suffixes=(SUFFIX,))
+
     def save(self, conversation: Conversation) -> None:
         """Atomic: a crash mid-save leaves the previous version (docs/SECURITY.md).
         Refused (ChatError) if what would be written could not be read back: over the

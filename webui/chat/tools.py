@@ -20,7 +20,7 @@ from typing import Any
 
 from jinja2.exceptions import SecurityError, TemplateError
 
-from webui.chat.prompt import apply_template
+from webui.chat.prompt import apply_template, content_parts
 from webui.chat.template_sandbox import render_chat_template, special_tokens
 from webui.errors import AppError
 from webui.generation.request import PromptError
@@ -154,13 +154,16 @@ def _arguments(text: str) -> Any:
         return text
 
 
-def _for_template(message: dict[str, Any], calls_as_text: bool = False) -> dict[str, Any]:
+def _for_template(message: dict[str, Any], calls_as_text: bool = False, marker: str | None = None) -> dict[str, Any]:
     """One OpenAI message in the shape Hugging Face templates read.  `calls_as_text`: for
     a template that reads no `tool_calls` (Phi-4-mini's), earlier calls go into the
-    content in the plain form, or they would vanish from the prompt."""
+    content in the plain form, or they would vanish from the prompt.  A message with
+    images gets content parts, as without tools (webui/chat/prompt.py; `marker`: a GGUF
+    model's image marker)."""
     if calls_as_text and message.get("tool_calls"):
         return _as_text(message)
-    out: dict[str, Any] = {"role": message["role"], "content": message.get("content") or ""}
+    content = content_parts(message, marker) if message.get("images") else message.get("content") or ""
+    out: dict[str, Any] = {"role": message["role"], "content": content}
     if message.get("tool_calls"):
         out["tool_calls"] = [{
             "id": call.get("id", ""), "type": "function",
@@ -203,9 +206,12 @@ def _as_text(message: dict[str, Any]) -> dict[str, str]:
                                           ensure_ascii=False) + "\n</tool_call>"
             for c in message["tool_calls"])
         content = f"{content}\n{calls}" if content else calls
+    out = {"role": message["role"], "content": content}
     if message.get("reasoning_content"):
-        return {"role": message["role"], "content": content, "reasoning_content": message["reasoning_content"]}
-    return {"role": message["role"], "content": content}
+        out["reasoning_content"] = message["reasoning_content"]
+    if message.get("images"):  # placed by apply_template, as in a chat without tools
+        out["images"] = message["images"]
+    return out
 
 
 def as_plain_turns(messages: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
@@ -234,7 +240,8 @@ def render_with_tools(tokenizer, messages: Sequence[dict[str, Any]], tools: Sequ
     has_tool_turns = any(m["role"] == "tool" or m.get("tool_calls") for m in messages)
     if template_takes_tools(template) and (tools or has_tool_turns):
         calls_as_text = re.search(r"\btool_calls\b", template) is None
-        chat = [_for_template(m, calls_as_text) for m in messages]
+        marker = getattr(tokenizer, "image_marker", None)
+        chat = [_for_template(m, calls_as_text, marker) for m in messages]
         try:
             without = None
             for attempt, offered in _placements(chat, tools, template):

@@ -67,6 +67,11 @@ class Projector:
             import llama_cpp.mtmd_cpp as mtmd
         except ImportError as exc:  # a llama-cpp-python built without libmtmd
             raise LoadError(f"{path.name}: this llama-cpp-python has no multimodal library (mtmd)") from exc
+        import llama_cpp
+
+        from webui.loaders.llama_logs import route_mtmd_logs
+
+        route_mtmd_logs(mtmd, llama_cpp)  # its lines join llama.cpp's, at their levels
         params = mtmd.mtmd_context_params_default()
         params.use_gpu, params.n_threads, params.print_timings, params.warmup = False, threads, False, False
         context = mtmd.mtmd_init_from_file(str(path).encode(), model, params)

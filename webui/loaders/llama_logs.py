@@ -66,3 +66,17 @@ def route_llama_logs(lib: Any) -> LlamaLogRouter:
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.WARNING)
     return LlamaLogRouter(lib, logger)
+
+
+@functools.cache
+def route_mtmd_logs(mtmd: Any, lib: Any) -> tuple:
+    """libmtmd (images, webui/loaders/gguf_vision.py) logs through a callback of its own,
+    to stderr by default, a line per projector tensor: to the same router, once per
+    process and kept alive for the same reason as above."""
+    router = route_llama_logs(lib)
+    callbacks = []
+    for setter in (mtmd.mtmd_log_set, mtmd.mtmd_helper_log_set):
+        callback = setter.argtypes[0](router._receive)
+        setter(callback, ctypes.c_void_p(0))
+        callbacks.append(callback)
+    return tuple(callbacks)

@@ -12,6 +12,7 @@ import gradio as gr
 
 from webui.chat.cards import MAX_CARD_FILE_BYTES, CardError
 from webui.chat.characters import DEFAULT_CHARACTER, Character, CharacterError, Persona
+from webui.chat.history import ChatTools
 from webui.paths import NameRefused
 from webui.runtime import Runtime
 from webui.ui.exports import Exports
@@ -49,6 +50,13 @@ def render(runtime: Runtime, shared: Shared) -> None:
             alternates = gr.Textbox(label="Alternate greetings, separated by a line with ---", lines=3)
             examples = gr.Textbox(label="Example dialogue", lines=4)
             system_prompt = gr.Textbox(label="System prompt (from a card; used before the description)", lines=2)
+            # Custom values allowed: libraries made since the tab was drawn; unknown names are dropped on save.
+            libraries = gr.Dropdown([], value=[], multiselect=True, elem_id="character-libraries",
+                                    allow_custom_value=True,
+                                    label="Libraries this character reads from in every chat (Chat → Libraries)")
+            tools = gr.Dropdown([], value=[], multiselect=True, elem_id="character-tools", allow_custom_value=True,
+                                label="Tools a new chat with this character may use (asked before each run; "
+                                      "the chat's Tools panel changes them per chat)")
             with gr.Row():
                 save = gr.Button("Save", variant="primary", elem_id="character-save")
                 delete = gr.Button("Delete", variant="stop", elem_id="character-delete")
@@ -64,32 +72,47 @@ def render(runtime: Runtime, shared: Shared) -> None:
     def space_of(request: gr.Request) -> UserSpace:
         return runtime.users.get(getattr(request, "username", None))
 
-    def shown(space: UserSpace, who: str):
+    def library_names(request: gr.Request) -> list[str]:
+        if runtime.documents is None:
+            return []
+        store = runtime.documents.for_user(getattr(request, "username", None))
+        return [c.name for c in store.collections("library")]
+
+    def tool_names(request: gr.Request) -> list[str]:
+        if runtime.tools is None:
+            return []
+        return [spec.name for spec in runtime.tools.available(getattr(request, "username", None))]
+
+    def shown(space: UserSpace, who: str, request: gr.Request):
         """The fields, picture and pickers for character `who`."""
         character = space.characters.load(who)
         picture_path = space.characters.picture(who)
         names = space.characters.names()
+        known = library_names(request)
+        allowed = character.tools.allowed if character.tools else []
         return (
             gr.update(choices=names, value=who), character.name, character.context, character.personality,
             character.scenario, character.greeting, GREETING_SEPARATOR.join(character.alternate_greetings),
             character.example_dialogue, character.system_prompt,
             _picture(picture_path), gr.update(choices=names),
+            gr.update(choices=sorted(set(known) | set(character.libraries)), value=character.libraries),
+            gr.update(choices=sorted(set(tool_names(request)) | set(allowed)), value=allowed),
         )
 
-    shown_outputs = [chosen, *fields, picture, shared.character_picker]
+    shown_outputs = [chosen, *fields, picture, shared.character_picker, libraries, tools]
 
     def on_load(request: gr.Request):
         space = space_of(request)
         persona = space.persona()
-        return (*shown(space, DEFAULT_CHARACTER), persona.name, persona.description)
+        return (*shown(space, DEFAULT_CHARACTER, request), persona.name, persona.description)
 
     def on_pick(who, request: gr.Request):
         try:
-            return (*shown(space_of(request), who), "")
+            return (*shown(space_of(request), who, request), "")
         except CHARACTER_ERRORS as exc:
             raise gr.Error(str(exc)) from exc
 
-    def on_save(who, new_name, text, traits, setting, first, others, dialogue, system_text, image,
+    def on_save(who, new_name, text, traits, setting, first, others, dialogue, system_text, image, reads, uses,
                 request: gr.Request):
         space = space_of(request)
         try:
@@ -100,6 +123,8 @@ def render(runtime: Runtime, shared: Shared) -> None:
                 scenario=setting or "", greeting=first or "", example_dialogue=dialogue or "",
                 alternate_greetings=[g.strip() for g in (others or "").split(GREETING_SEPARATOR) if g.strip()],
                 system_prompt=system_text or "", card=card,
+                libraries=[n for n in (reads or []) if n in library_names(request)],
+                tools=chat_tools([n for n in (uses or []) if n in tool_names(request)]),
             )
             if character.name == DEFAULT_CHARACTER:
                 raise ValueError(f"{DEFAULT_CHARACTER} is built in; save your own under another name")
@@ -108,7 +133,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
                 space.characters.set_picture(saved, Path(image).read_bytes())
         except CHARACTER_ERRORS as exc:
             raise gr.Error(f"not saved: {exc}") from exc
-        return (*shown(space, saved), f"Saved {saved}.")
+        return (*shown(space, saved, request), f"Saved {saved}.")
 
     def on_delete(who, request: gr.Request):
         space = space_of(request)
@@ -119,7 +144,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
         except CHARACTER_ERRORS as exc:
             raise gr.Error(str(exc)) from exc
         exports.forget(getattr(request, "username", None), f"{who}.json", f"{who}.png")
-        return (*shown(space, DEFAULT_CHARACTER), f"Deleted {who}. Its conversations are kept.")
+        return (*shown(space, DEFAULT_CHARACTER, request), f"Deleted {who}. Its conversations are kept.")
 
     def on_import(file, request: gr.Request):
         space = space_of(request)
@@ -130,7 +155,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
             imported = space.characters.import_card(path.read_bytes())
         except CHARACTER_ERRORS as exc:
             raise gr.Error(f"import failed: {exc}") from exc
-        return (*shown(space, imported), f"Imported {imported}.")
+        return (*shown(space, imported, request), f"Imported {imported}.")
 
     def on_export(kind: str):
         def export(who, request: gr.Request):
@@ -153,7 +178,8 @@ def render(runtime: Runtime, shared: Shared) -> None:
         return f"Saved your persona ({persona.name})."
 
     chosen.input(on_pick, [chosen], [*shown_outputs, status], api_name="character_open")
-    save.click(on_save, [chosen, *fields, picture], [*shown_outputs, status], api_name="character_save")
+    save.click(on_save, [chosen, *fields, picture, libraries, tools], [*shown_outputs, status],
+               api_name="character_save")
     delete.click(on_delete, [chosen], [*shown_outputs, status], api_name="character_delete")
     upload.upload(on_import, [upload], [*shown_outputs, status], api_name="character_import")
     export_json.click(on_export("json"), [chosen], exported, api_name="character_export_json")
@@ -161,6 +187,11 @@ def render(runtime: Runtime, shared: Shared) -> None:
     save_persona.click(on_save_persona, [persona_name, persona_text], status, api_name="persona_save")
     load_outputs = [*shown_outputs, persona_name, persona_text]
     shared.on_load.append((lambda request: dict(zip(load_outputs, on_load(request), strict=True)), load_outputs))
+
+
+def chat_tools(names: list[str]) -> ChatTools | None:
+    """A character's tools as a new chat gets them: each asked before it runs."""
+    return ChatTools(allowed=names) if names else None
 
 
 def _picture(path: Path | None):

@@ -25,14 +25,15 @@ from pathlib import Path
 
 import gradio as gr
 
-from webui.chat import actions, display
+from webui.chat import actions, display, settings
 from webui.chat.actions import MODES, ChatView
 from webui.chat.characters import DEFAULT_CHARACTER
 from webui.chat import tool_turns
 from webui.chat.history import ChatError, ChatTools, Conversation
 from webui.chat.prompt import DEFAULT_COMMAND, ChatPrompt
 from webui.errors import AppError
-from webui.chat.service import ReplyWriter, add_user_message, impersonate
+from webui.paths import NameRefused
+from webui.chat.service import ReplyWriter, add_user_message, impersonate, withdraw
 from webui.generation.engine import GenerationError
 from webui.runtime import Runtime
 from webui.ui.common import MODEL_GROUP, Shared, session_id, stop_handler, to_params
@@ -62,6 +63,7 @@ class Sidebar:
     export: gr.Button
     exported: gr.File
     upload: gr.UploadButton
+    opener: gr.Button
 
 
 @dataclass
@@ -117,6 +119,9 @@ def sidebar() -> Sidebar:
     new_chat = gr.Button("New chat", elem_id="chat-new")
     search = gr.Textbox("", placeholder="Search chats", show_label=False, elem_id="chat-search")
     chats = gr.Dropdown(label="Conversations", choices=[], allow_custom_value=True, elem_id="chat-list")
+    # /chat_open for API clients (never shown): opens the conversation named, or says why not.
+    # The list itself is lenient (ChatTab.wire_managing): it sends its value on every blur.
+    opener = gr.Button("Open", visible=False, elem_id="chat-open")
     with gr.Accordion("Manage conversation", open=False):
         title = gr.Textbox("", label="Title", elem_id="chat-title")
         rename = gr.Button("Rename", elem_id="chat-rename")
@@ -124,7 +129,7 @@ def sidebar() -> Sidebar:
         export = gr.Button("Export JSON", elem_id="chat-export")
         exported = gr.File(label="Exported", interactive=False, visible=False, elem_id="chat-exported")
         upload = gr.UploadButton("Import JSON", file_types=[".json"], elem_id="chat-import")
-    return Sidebar(new_chat, search, chats, title, rename, delete, export, exported, upload)
+    return Sidebar(new_chat, search, chats, title, rename, delete, export, exported, upload, opener)
 
 
 def chat_column() -> ChatColumn:
@@ -279,7 +284,7 @@ class ChatTab:
         self.side, self.col, self.setup = side, col, setup
         self.view_outputs = [chat_id, col.chatbot, side.chats, side.title, col.branch, col.stats, col.picked,
                              col.times, setup.tools, setup.tools_always, setup.tool_choice, col.approval,
-                             col.approval_note, setup.tool_state, setup.tool_note]
+                             col.approval_note, setup.tool_state, setup.tool_note, *self.settings_outputs(setup)]
         self.tool_stops: dict[str, threading.Event] = {}  # session -> Stop for the tool call it runs
         self.setup_inputs = [chat_id, setup.character, setup.mode, setup.template, setup.system, setup.command,
                              col.prefix]
@@ -308,7 +313,23 @@ class ChatTab:
             self.side.title: conversation.title, self.col.branch: view.branch, self.col.stats: view.note,
             self.col.picked: view.picked, self.col.times: times_of(conversation),
             **self.tool_view(conversation, request),
+            **self.settings_view(conversation),
         }
+
+    # -- the conversation's prompt settings (webui/chat/settings.py) -------------------------------
+    @staticmethod
+    def settings_outputs(setup: SetupColumn) -> list:
+        return [setup.mode, setup.template, setup.thinking.enable, setup.thinking.effort]
+
+    def settings_view(self, conversation: Conversation) -> dict:
+        """The controls as the conversation keeps them (unchanged when it keeps none)."""
+        kept = settings.restored(conversation, self.runtime.templates.names())
+        outputs = self.settings_outputs(self.setup)
+        if kept is None:
+            return dict.fromkeys(outputs, gr.skip())
+        mode, template, enable, effort = outputs
+        return {mode: kept.mode, template: kept.template or gr.skip(), enable: gr.update(value=kept.enable_thinking),
+                effort: gr.update(value=kept.effort)}
 
     def showing(self, request: gr.Request, action, *args) -> dict:
         """Run `action(space, *args)` for this user and show the ChatView it returns."""
@@ -368,11 +389,13 @@ class ChatTab:
         return not stop.is_set()
 
     def reply_loop(self, space, conversation, setup, params, action, start_with, request, clear_input,
-                   show_tokens=False):
+                   show_tokens=False, sent=None):
         """A reply, then its tool calls (asking first where the chat says so) and the reply
-        going on from their results, until it answers without calls or a call waits."""
+        going on from their results, until it answers without calls or a call waits.
+        `sent`: the user's message just sent (not saved yet: write_reply saves it once the
+        reply starts, or withdraws it when none can be written)."""
         writer = yield from self.write_reply(space, conversation, setup, params, action, start_with, request,
-                                             clear_input, show_tokens)
+                                             clear_input, show_tokens, sent)
         while writer is not None and tool_turns.pending(conversation):
             if tool_turns.needs_approval(tool_turns.pending(conversation), conversation.tools):
                 pictures = self.shelf.for_store(space.images)
@@ -403,10 +426,25 @@ class ChatTab:
             return show(request, actions.new, who)
 
         @user_errors
-        def on_pick_chat(chat, query, request: gr.Request):
+        def on_open_chat(chat, query, request: gr.Request):
             if isinstance(chat, str) and chat.startswith(RECOVER):
                 return show(request, actions.recover, chat.removeprefix(RECOVER), query)
             return show(request, actions.pick, chat, query)
+
+        @user_errors
+        def on_pick_chat(chat, query, current, who, request: gr.Request):
+            """A conversation picked from the list.  Gradio's Dropdown also sends its value
+            each time it loses focus: nothing picked (None: a search hid the open chat), the
+            open chat again, or text typed into it that names no conversation.  Those leave
+            the chat as it is (issue 31: no error, the open chat keeps working)."""
+            if chat is None or chat == current:
+                return {side.chats: gr.skip()}
+            try:
+                return on_open_chat(chat, query, request)
+            except gr.Error as exc:
+                if not isinstance(exc.__cause__, NameRefused):
+                    raise
+            return {side.chats: self.chat_list(self.space(request), who, current, query)}
 
         @user_errors
         def on_character(who, request: gr.Request):
@@ -438,7 +476,10 @@ class ChatTab:
         side.new_chat.click(on_new, [setup.character], outputs, api_name="chat_new")
         # The Chatbot's own trash button starts a new chat too; nothing is deleted.
         col.chatbot.clear(on_new, [setup.character], outputs, api_name="chat_clear")
-        side.chats.input(on_pick_chat, [side.chats, side.search], outputs, api_name="chat_open")
+        # The page's own (API clients open a chat with /chat_open, which says when a name is unknown).
+        side.chats.input(on_pick_chat, [side.chats, side.search, chat_id, setup.character], outputs,
+                         api_name="chat_pick", api_visibility="private")
+        side.opener.click(on_open_chat, [side.chats, side.search], outputs, api_name="chat_open")
         setup.character.input(on_character, [setup.character], outputs, api_name="chat_character")
         side.rename.click(on_rename, [chat_id, side.title, side.search], outputs, api_name="chat_rename")
         side.delete.click(on_delete, [chat_id, setup.character], outputs, api_name="chat_delete")
@@ -485,9 +526,12 @@ class ChatTab:
         def on_remove_last(current, who, request: gr.Request):
             return show(request, actions.remove_last, current, who)
 
-        col.chatbot.edit(on_edit, [chat_id, who], outputs, api_name="chat_edit")
-        col.save_edit.click(on_edit_message, [chat_id, who, col.picked, col.edit_text], outputs,
-                            api_name="chat_edit_message")
+        # An edited message of the user's is then sent again, on its new branch (wire_model).
+        self.edits = [
+            col.chatbot.edit(on_edit, [chat_id, who], outputs, api_name="chat_edit"),
+            col.save_edit.click(on_edit_message, [chat_id, who, col.picked, col.edit_text], outputs,
+                                api_name="chat_edit_message"),
+        ]
         col.chatbot.select(on_select_message, [chat_id, who], [col.picked, col.branch, col.edit_text],
                            api_name="chat_pick_message")
         col.previous.click(on_flip(-1), [chat_id, who, col.picked], outputs, api_name="chat_previous_version")
@@ -505,11 +549,16 @@ class ChatTab:
         return thinking_ui.with_switches(self.runtime, setup, *thinking)
 
     def write_reply(self, space, conversation, setup, params, action, start_with, request, clear_input,
-                    show_tokens=False):
+                    show_tokens=False, sent=None):
         """Yield updates while a reply streams (the live box only), then show the result.
         With show_tokens, the reply's token probabilities go to this session's state at
-        the end (rendered after the event: token_view.wire_reply)."""
+        the end (rendered after the event: token_view.wire_reply).  An error shows in the
+        chat, in the reply's place (display.failed); when no reply could be written to the
+        message just `sent`, that message is withdrawn (service.withdraw) and its text
+        stays in (or goes back to) the message box: no half turn is kept."""
         col, probs = self.col, self.col.probs.shown
+        # A message withdrawn from a conversation first saved for it takes the file with it.
+        existed = sent is not None and space.chats.has(conversation.id)
         top, refused = token_view.wanted(self.runtime, session_id(request), bool(show_tokens))
         pictures = self.shelf.for_store(space.images)
         try:
@@ -518,11 +567,15 @@ class ChatTab:
             writer = ReplyWriter(self.runtime, session_id(request), space.chats, conversation, setup,
                                  sampling, action, start_with or "", username(request), token_view=top, tools=tools)
         except USER_ERRORS as exc:
-            yield {col.chatbot: shown_messages(conversation, pictures=pictures), col.live: "",
-                   col.stats: f"**Error:** {exc}", probs: token_view.Shown()}
+            unsent = withdraw(conversation, sent)  # never saved: back in the box (Send emptied it, empty_box)
+            yield {col.chatbot: shown_messages(conversation, pictures=pictures) + display.failed(str(exc), unsent),
+                   col.live: "", col.stats: f"**Error:** {exc}", probs: token_view.Shown(),
+                   **({col.message: {"text": unsent, "files": []}} if unsent is not None else {})}
             return None
-        space.remember_chat(conversation.character, conversation.id)
         try:
+            if sent is not None:
+                space.chats.save(conversation)  # the message is safe once its reply has started
+            space.remember_chat(conversation.character, conversation.id)
             # The Chatbot gets the reply's (empty) bubble once; the text goes to the live box.
             phase = thinking_ui.phase(writer)  # a continued reply may go on thinking
             yield {
@@ -551,16 +604,27 @@ class ChatTab:
             writer.close()  # the tab closed before the first piece: still cancel and save
         note = f"**Error:** {writer.error}" if writer.error else writer.summary()
         tokens = token_view.reply_value(writer.stream.logprobs, refused) if show_tokens else None
-        yield {col.chatbot: shown_messages(conversation, pictures=pictures), col.live: "", col.stats: note,
-               col.branch: actions.branch_note(conversation, None), col.picked: 0,
-               col.times: times_of(conversation), probs: token_view.Shown(tokens)}
+        unsent = withdraw(conversation, sent) if writer.error else None  # it failed before writing anything
+        if unsent is not None and existed:
+            space.chats.save(conversation)
+        elif unsent is not None:
+            space.chats.delete(conversation.id)
+        chat = shown_messages(conversation, pictures=pictures)
+        yield {col.chatbot: chat + display.failed(writer.error, unsent) if writer.error else chat, col.live: "",
+               col.stats: note, col.branch: actions.branch_note(conversation, None), col.picked: 0,
+               col.times: times_of(conversation), probs: token_view.Shown(tokens),
+               **({col.message: {"text": unsent, "files": []},
+                   self.side.chats: self.chat_list(space, conversation.character, conversation.id)}
+                  if unsent is not None else {})}
         return writer
 
     def opened(self, request, current, who, mode, template, system, command, enable_thinking, effort):
         """(user space, prompt setup with the thinking switches, the open conversation) of a chat event."""
         space = self.space(request)
         setup = self.setup_of(space, who, mode, template, system, command, (enable_thinking, effort))
-        return space, setup, _open(space, current, who, setup.character)
+        conversation = _open(space, current, who, setup.character)
+        settings.remember(conversation, mode, template, enable_thinking, effort)  # saved with the reply
+        return space, setup, conversation
 
     def wire_model(self) -> None:
         runtime, col, setup_inputs = self.runtime, self.col, self.setup_inputs
@@ -569,7 +633,7 @@ class ChatTab:
             try:
                 text, files = message_parts(value)
             except USER_ERRORS as exc:
-                yield {col.stats: f"**Error:** {exc}"}
+                yield {col.stats: f"**Error:** {exc}", col.message: value}  # back in the box (empty_box)
                 return
             if not text.strip() and not files:
                 yield {col.stats: "Type a message first."}
@@ -579,6 +643,7 @@ class ChatTab:
                                   (enable_thinking, effort))
             conversation = _open(space, current, who, setup.character)
             conversation.tools = chosen
+            settings.remember(conversation, mode_name, template_name, enable_thinking, effort)
             if not any(m.role == "user" for m in conversation.messages) and conversation.title == "New chat":
                 conversation.title = " ".join(text.split())[:60]
             try:
@@ -587,19 +652,22 @@ class ChatTab:
                                            images)
                 documents_panel.enrich(runtime, request, conversation, message)  # attached documents, passages
             except USER_ERRORS as exc:
-                yield {col.stats: f"**Error:** {exc}"}
+                yield {col.stats: f"**Error:** {exc}", col.message: value}  # back in the box to fix and resend
                 return
-            space.chats.save(conversation)  # the message is safe before the model even starts
             yield from self.reply_loop(space, conversation, setup, params, "reply", start_with, request, True,
-                                       show_tokens)
+                                       show_tokens, sent=message)
 
         def on_action(action: str):
             def run(current, who, mode_name, template_name, system_text, command_text, start_with, params,
                     show_tokens, enable_thinking, effort, chosen, request: gr.Request):
                 space, setup, conversation = self.opened(request, current, who, mode_name, template_name,
                                                          system_text, command_text, enable_thinking, effort)
+                if action == "resubmit" and not actions.awaits_reply(conversation):
+                    yield {col.stats: gr.skip()}  # a reply was edited: nothing to send
+                    return
                 conversation.tools = chosen
-                yield from self.reply_loop(space, conversation, setup, params, action, start_with, request, False,
+                yield from self.reply_loop(space, conversation, setup, params,
+                                           "reply" if action == "resubmit" else action, start_with, request, False,
                                            show_tokens)
 
             return run
@@ -656,7 +724,16 @@ class ChatTab:
                                  **MODEL_GROUP),
             col.approve.click(on_decide(True), reply_inputs, outputs, api_name="chat_tool_approve", **MODEL_GROUP),
             col.deny.click(on_decide(False), reply_inputs, outputs, api_name="chat_tool_deny", **MODEL_GROUP),
+            # An edited message of the user's is sent again: its reply is written on the new branch.
+            *(edited.success(on_action("resubmit"), reply_inputs, outputs, api_name=f"{name}_resubmit", **MODEL_GROUP)
+              for edited, name in zip(self.edits, ("chat_edit", "chat_edit_message"), strict=True)),
         ]
+        # The box also empties in a quick event of its own, beside the reply's (which read
+        # the text when Send fired): the reply's first update can wait behind a busy queue,
+        # and Firefox was seen keeping the sent text in the box until the reply ended.  A
+        # message that is not sent after all goes back into the box (on_send, write_reply).
+        for sent in (col.send.click, col.message.submit):
+            sent(empty_box, None, col.message, queue=False, api_visibility="private")
         token_view.wire_reply(col.probs, "chat")
         # Stop runs outside the model group (it must not wait for the reply it stops) and
         # also drops this session's not-yet-started requests from Gradio's queue.
@@ -769,6 +846,10 @@ def chat_tools(allowed, always, choice) -> ChatTools | None:
                          choice=choice if isinstance(choice, str) and choice else "auto")
     except ValueError as exc:
         raise gr.Error(f"tools: {exc}") from exc
+
+
+def empty_box() -> dict:
+    return {"text": "", "files": []}
 
 
 def tools_note(chosen: ChatTools | None) -> str:

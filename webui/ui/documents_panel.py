@@ -90,7 +90,9 @@ def enrich(runtime: Runtime, request: gr.Request | None, conversation: Conversat
         return ""
     choices = _choices.get(session_id(request))
     store = store_of(runtime, request)
-    files = files_in_play(store, conversation, choices.pending, choices.libraries)
+    libraries = [*choices.libraries, *(n for n in character_libraries(runtime, request, conversation)
+                                       if n not in choices.libraries)]
+    files = files_in_play(store, conversation, choices.pending, libraries)
     if not files:
         return ""
     who = user_of(request) or session_id(request)
@@ -112,6 +114,15 @@ def enrich(runtime: Runtime, request: gr.Request | None, conversation: Conversat
     if prepared.how == "passages":
         return f"{len(prepared.sources)} passage(s) retrieved from {len(files)} document(s)."
     return ""
+
+
+def character_libraries(runtime: Runtime, request: gr.Request | None, conversation: Conversation) -> list[str]:
+    """The libraries the chat's character reads from in every chat (Character tab)."""
+    characters = runtime.users.get(user_of(request)).characters
+    try:
+        return list(characters.load(conversation.character).libraries)
+    except (AppError, ValueError, OSError):  # a character deleted since, or one that no longer reads
+        return []
 
 
 def sources_of(conversation: Conversation | None) -> list:

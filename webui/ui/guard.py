@@ -46,6 +46,7 @@ PER_USER = frozenset({
     "chat_export", "chat_import", "chat_edit", "chat_edit_message", "chat_pick_message", "chat_previous_version",
     "chat_next_version", "chat_fork", "chat_remove_last", "chat_recover", "chat_thinking_switches", "chat_stopped",
     "chat_marks", "chat_avatar", "chat_model_shown",
+    "chat_edit_resubmit", "chat_edit_message_resubmit", "chat_pick",
     # a user's own tool calls (the tools themselves are checked against what the owner allows)
     "chat_tool_approve", "chat_tool_deny", "chat_tools_set",
     # characters and persona (webui/ui/character_tab.py)

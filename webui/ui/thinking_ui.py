@@ -4,9 +4,9 @@ reply while it streams.
 The switches ("Enable thinking", "Reasoning effort") are shown only when the chat
 template in use reads them (webui/chat/thinking.py `switches`: Qwen3's enable_thinking,
 gpt-oss's reasoning_effort); each request sends their values to the template as
-variables (ChatSetup.variables).  They belong to the browser session, like the chat's
-mode and instruction template beside them: a conversation opened later is answered with
-the switches as they are then.
+variables (ChatSetup.variables).  Like the chat's mode and instruction template beside
+them, their values are kept with the conversation and put back when it is opened
+(webui/chat/settings.py).
 
 While a reply streams, the Chatbot is sent only when its phase changes (thinking starts:
 an open block with a spinner; the answer starts: the block folds, titled with its time;

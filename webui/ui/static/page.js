@@ -97,12 +97,40 @@
     });
   };
 
+  // -- editing your own message starts from what you typed ----------------------------------------
+  // The chat shows a user's text with its tags and entities escaped, so they show as typed
+  // (webui/chat/display.py `as_typed`); the Chatbot's editor starts from that escaped text.
+  // This turns it back (a copy of display.py's `typed`, its exact inverse) and tells the
+  // editor, so the edit sent is the text as the user means it.
+  const CODE = /(^|\n)(```|~~~)[^\n]*\n[\s\S]*?(\n\2[^\n]*(?=\n|$)|$)|(`+)[^`\n][\s\S]*?\4/g;
+  const ESCAPED = /&lt;(?=[A-Za-z\/!?])|&amp;(?=#?[A-Za-z0-9]+;)/g;
+  const unescapeMarkup = (part) => part.replace(ESCAPED, (found) => (found === "&lt;" ? "<" : "&"));
+  const typed = (text) => {
+    let out = "", last = 0;
+    for (const code of text.matchAll(CODE)) {
+      out += unescapeMarkup(text.slice(last, code.index)) + code[0];
+      last = code.index + code[0].length;
+    }
+    return out + unescapeMarkup(text.slice(last));
+  };
+  const asTyped = () => {
+    document.querySelectorAll("#chatbot .user textarea").forEach((box) => {
+      if (box.dataset.webuiTyped) return;
+      box.dataset.webuiTyped = "1";
+      const text = typed(box.value);
+      if (text === box.value) return;
+      box.value = text;
+      box.dispatchEvent(new Event("input", { bubbles: true }));
+    });
+  };
+
   let scheduled = false;
   const refresh = () => {
     scheduled = false;
     mirror();
     asLinks();
     stamp();
+    asTyped();
   };
   new MutationObserver(() => {
     if (!scheduled) { scheduled = true; requestAnimationFrame(refresh); }
