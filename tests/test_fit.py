@@ -93,3 +93,20 @@ def test_verdicts_and_report(root):
     assert "fits in RAM" in verdict(GIB, Memory((), 2 * GIB), cpu=True)
     assert "does not fit" in verdict(3 * GIB, Memory((), 2 * GIB), cpu=True)
     assert Memory.detect().ram > 0
+
+
+def test_a_table_keeps_one_unit(root):
+    """The tiny model's weights and cache are MiB-sized beside GiB-sized totals on a real
+    model; each table, and the line of the choice, keeps one unit throughout."""
+    import re
+
+    import dataclasses
+
+    # 50M parameters (GiB-sized weights) with the tiny model's small cache (MiB).
+    shape = dataclasses.replace(read_shape(root / "llama"), parameters=50_000_000, quantizable=48_000_000)
+    text = report(shape, estimate(shape, 64), Memory((), 16 * GIB), cpu=True)
+    table = [line for line in text.splitlines() if line.startswith("| ") and "weights in" not in line]
+    units = {unit for line in table for unit in re.findall(r"\d (GiB|MiB)", line)}
+    assert len(units) == 1, table
+    choice = next(line for line in text.splitlines() if line.startswith("Your choice"))
+    assert len(set(re.findall(r"\d (GiB|MiB)", choice))) == 1, choice

@@ -360,8 +360,15 @@ def verdict(need: int, memory: Memory, cpu: bool) -> str:
     return "❌ does not fit in RAM; try 4-bit, a shorter context, or --disk"
 
 
-def gib(n: int) -> str:
-    return f"{n / GIB:.2f} GiB" if n >= GIB / 100 else f"{n / (1 << 20):.2f} MiB"
+def gib(n: int, unit: str | None = None) -> str:
+    """A size in GiB, or MiB when small; `unit` ("GiB" or "MiB") fixes it for a whole table."""
+    unit = unit or ("GiB" if n >= GIB / 100 else "MiB")
+    return f"{n / GIB:.2f} GiB" if unit == "GiB" else f"{n / (1 << 20):.2f} MiB"
+
+
+def unit_for(*sizes: int) -> str:
+    """One unit for a table's sizes, from its largest (a column never mixes GiB and MiB)."""
+    return "GiB" if max(sizes, default=0) >= GIB / 100 else "MiB"
 
 
 def report(shape: ModelShape, chosen: Estimate, memory: Memory, cpu: bool,
@@ -376,6 +383,8 @@ def report(shape: ModelShape, chosen: Estimate, memory: Memory, cpu: bool,
         rows = [("fp32", shape.weight_bytes(32)), *rows, ("fp16 on fbgemm (fp32 math)", shape.cpu_fp16_bytes()),
                 ("cpu-int8", shape.cpu_int8_bytes(4))]
     kv = shape.kv_cache_bytes(chosen.context, 2)
+    unit = unit_for(*(size + kv for _, size in rows))
+    mine = unit_for(chosen.total, chosen.peak)
     lines = [
         f"**{shape.parameters / 1e6:,.1f}M parameters**, context {chosen.context:,} "
         f"(model maximum {shape.context_length:,})",
@@ -384,12 +393,12 @@ def report(shape: ModelShape, chosen: Estimate, memory: Memory, cpu: bool,
         "",
         "| weights in | weights | + KV cache (16-bit) | total |",
         "|---|---|---|---|",
-        *[f"| {label} | {gib(size)} | {gib(kv)} | {gib(size + kv)} |" for label, size in rows],
+        *[f"| {label} | {gib(size, unit)} | {gib(kv, unit)} | {gib(size + kv, unit)} |" for label, size in rows],
         "",
         f"Your choice ({chosen.bits}-bit weights, {chosen.base_bytes * 8}-bit cache): "
-        f"**{gib(chosen.total)}** (weights {gib(chosen.weights)} + KV cache {gib(chosen.kv_cache)}), "
-        "plus activations."
-        + (f" Loading peaks at **{gib(chosen.peak)}** before the weights settle." if chosen.peak > chosen.weights
+        f"**{gib(chosen.total, mine)}** (weights {gib(chosen.weights, mine)} + KV cache "
+        f"{gib(chosen.kv_cache, mine)}), plus activations."
+        + (f" Loading peaks at **{gib(chosen.peak, mine)}** before the weights settle." if chosen.peak > chosen.weights
            else ""),
         "",
         *(cpu_speed_lines(flags) if cpu else []),
@@ -474,6 +483,7 @@ def gguf_report(info, context: int, n_gpu_layers: int, cache_type: str, memory: 
         verdict_text = "✅ fits in RAM (CPU)"
     note = "" if gpu_build or not n_gpu_layers else (
         " (this llama-cpp-python was built without GPU support: --n-gpu-layers has no effect)")
+    unit = unit_for(chosen.gpu, chosen.ram)
     lines = [
         f"**{info.parameters / 1e6:,.1f}M parameters**, {info.architecture}, {info.file_type}, "
         f"file `{info.file.name}` {gib(info.file_bytes)}"
@@ -482,8 +492,8 @@ def gguf_report(info, context: int, n_gpu_layers: int, cache_type: str, memory: 
         "",
         "| | weights | KV cache (" + cache_type + ") | total |",
         "|---|---|---|---|",
-        f"| GPU | {gib(chosen.weights_gpu)} | {gib(chosen.kv_gpu)} | {gib(chosen.gpu)} |",
-        f"| RAM | {gib(chosen.weights_ram)} | {gib(chosen.kv_ram)} | {gib(chosen.ram)} |",
+        f"| GPU | {gib(chosen.weights_gpu, unit)} | {gib(chosen.kv_gpu, unit)} | {gib(chosen.gpu, unit)} |",
+        f"| RAM | {gib(chosen.weights_ram, unit)} | {gib(chosen.kv_ram, unit)} | {gib(chosen.ram, unit)} |",
         "",
         f"--n-gpu-layers {n_gpu_layers}{note}; compute buffers not included.",
         "",

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from webui.chat.characters import DEFAULT_CHARACTER, CharacterLibrary, Persona
 from webui.chat.images import image_store
 from webui.chat.store import ChatStore
+from webui.errors import AppError
 from webui.paths import is_plain_name
 from webui.settings import SettingsError, read_yaml_mapping
 from webui.storage import atomic_write_text
@@ -28,6 +29,13 @@ log = logging.getLogger(__name__)
 
 # Key in recent.yaml for the last character; parentheses never occur in character names.
 LAST_CHARACTER = "(last character)"
+# The Notebook's text kept per user; the same bound as a chat message (webui/ui/app.py's
+# request cap leaves room for it).
+NOTEBOOK_MAX_CHARS = 1_000_000
+
+
+class NotebookTooLong(AppError, ValueError):
+    """Notebook text over NOTEBOOK_MAX_CHARS: refused, so the saved copy stays the last good one."""
 
 
 class UserSpace:
@@ -62,6 +70,24 @@ class UserSpace:
 
     def save_persona(self, persona: Persona) -> None:
         atomic_write_text(self._persona_file, yaml.safe_dump(persona.model_dump(), allow_unicode=True))
+
+    @property
+    def _notebook_file(self) -> Path:
+        return self.root / "notebook.txt"
+
+    def notebook(self) -> str:
+        """The Notebook's text as last saved ("" at first or when unreadable: never an error)."""
+        try:
+            return self._notebook_file.read_text(encoding="utf-8")[:NOTEBOOK_MAX_CHARS]
+        except (OSError, UnicodeDecodeError):
+            return ""
+
+    def save_notebook(self, text: str) -> None:
+        """Keep the Notebook's text (atomically: a reload sees the old text or the new one)."""
+        if len(text) > NOTEBOOK_MAX_CHARS:
+            raise NotebookTooLong(f"notebook text: {len(text):,} characters is over the limit of "
+                                  f"{NOTEBOOK_MAX_CHARS:,}; it was not saved")
+        atomic_write_text(self._notebook_file, text)
 
     def recent_character(self) -> str:
         """The character of the conversation opened last (the built-in one at first)."""

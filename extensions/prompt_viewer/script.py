@@ -55,3 +55,9 @@ def ui():
     prompt = gr.Code(describe()[1], language=None, interactive=False, label="Prompt", elem_id="prompt-viewer-text")
     refresh = gr.Button("Refresh", elem_id="prompt-viewer-refresh")
     refresh.click(refresh_for_user, None, [summary, prompt], api_name="prompt_viewer_refresh")
+    # Opening the tab shows the newest prompt: ui() is built inside the extension's own
+    # tab (webui/ui/extensions_ui.py), the block being filled while it runs.
+    tab = gr.context.Context.block
+    if isinstance(tab, gr.Tab):
+        tab.select(refresh_for_user, None, [summary, prompt], api_name="prompt_viewer_open",
+                   show_progress="hidden")

@@ -147,6 +147,7 @@ class ReplyWriter:
         self.action = action
         self.save_every = save_every
         self.text = self.target.content
+        self._started_with = len(self.text)  # what Continue found (added(): what came after)
         self.state, params = chat_state(runtime, conversation, setup, params, user)
         extensions = runtime.extensions
         if extensions.has("history_modifier"):
@@ -272,11 +273,19 @@ class ReplyWriter:
         """Tokens, speed and seed, plus how much of the context the prompt used."""
         stats, info = self.stream.stats, self.prompt.info  # info stays empty for an extension's prompt
         parts = [stats.summary()] if stats else []
+        if self.action == "continue" and stats and stats.finish_reason == "stop" and not self.added():
+            # The model's first token was its end of text: say so, not just "1 token".
+            parts.insert(0, "Nothing added: the model ends its reply here (ban_eos_token in Parameters makes it "
+                            "go on)")
         if info.room:
             parts.append(f"prompt {info.tokens} of {info.room} tokens that fit beside the reply")
         if info.dropped:
             parts.append(f"⚠️ the oldest {info.dropped} messages were left out to fit the context")
         return "; ".join(parts)
+
+    def added(self) -> str:
+        """The text this reply wrote (for Continue: after what was there)."""
+        return self.text[self._started_with:]
 
     def _save_partial(self) -> None:
         """The reply so far, saved while it streams.  A failure (a full disk) is left to

@@ -191,7 +191,7 @@ class GenerationStats:
 
     def summary(self) -> str:
         text = (
-            f"{self.new_tokens} tokens, {self.tokens_per_second:.1f} tokens/s, "
+            f"{self.new_tokens} token{'' if self.new_tokens == 1 else 's'}, {self.tokens_per_second:.1f} tokens/s, "
             f"prompt {self.prompt_tokens} tokens, seed {self.seed}, {self.finish_reason}"
         )
         if self.thinking_tokens:

@@ -56,13 +56,15 @@ def build_app(runtime: Runtime) -> gr.Blocks:
             notebook_tab.render(runtime, shared)
         with gr.Tab("Parameters", id="parameters") as parameters:
             parameters_tab.render(runtime, shared, parameters)
-        with gr.Tab("Model", id="model"):
-            model_tab.render(runtime, shared)
+        with gr.Tab("Model", id="model") as model_page:
+            model_tab.render(runtime, shared, model_page)
         with gr.Tab("Training", id="training"):
             training_tab.render(runtime, shared)
         extensions_ui.render_tabs(runtime)
         with gr.Tab("Session", id="session"):
             session_tab.render(runtime, shared)
+        for wire in shared.later:
+            wire()
         app.load(*page_load(shared), api_name="page_load", show_progress="hidden")
     # Every event: who may call it, what it may be given, how it fails (webui/ui/guard.py).
     guard_app(app, runtime.users.owner)
@@ -180,13 +182,19 @@ def start_ui(runtime: Runtime, port: int | None = None) -> tuple[gr.Blocks, str]
     return app, local_url
 
 
+# The page's own styles and scripts, in this order (each script a function run once at load).
+PAGE_CSS = ("page.css", "chat_marks.css")
+PAGE_JS = ("page.js", "chat_marks.js")
+
+
 def page_css(runtime: Runtime) -> str:
-    return "\n".join(filter(None, [(STATIC / "page.css").read_text(encoding="utf-8"), runtime.extensions.css()]))
+    own = [(STATIC / name).read_text(encoding="utf-8") for name in PAGE_CSS]
+    return "\n".join(filter(None, [*own, runtime.extensions.css()]))
 
 
 def page_js(runtime: Runtime) -> str:
-    """The page's own script, then the extensions' (each function runs once at load)."""
-    scripts = [(STATIC / "page.js").read_text(encoding="utf-8").strip(), runtime.extensions.js()]
+    """The page's own scripts, then the extensions' (each function runs once at load)."""
+    scripts = [*((STATIC / name).read_text(encoding="utf-8").strip() for name in PAGE_JS), runtime.extensions.js()]
     calls = "\n".join(f"try {{ ({script})(); }} catch (e) {{ console.error(e); }}" for script in scripts if script)
     return "() => {\n" + calls + "\n}"
 

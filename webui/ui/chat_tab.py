@@ -36,7 +36,7 @@ from webui.paths import NameRefused
 from webui.chat.service import ReplyWriter, add_user_message, impersonate, withdraw
 from webui.runtime import Runtime
 from webui.ui.common import MODEL_GROUP, Shared, session_id, stop_handler, to_params
-from webui.ui import documents_panel, thinking_ui, token_view, tool_access
+from webui.ui import chat_marks, chat_model, documents_panel, thinking_ui, token_view, tool_access
 from webui.ui.chat_images import ImageShelf, bubbles, message_box, message_parts, store_uploads
 from webui.ui.exports import Exports
 from webui.userdata import UserSpace
@@ -126,7 +126,7 @@ def sidebar() -> Sidebar:
         rename = gr.Button("Rename", elem_id="chat-rename")
         delete = gr.Button("Delete", variant="stop", elem_id="chat-delete")
         export = gr.Button("Export JSON", elem_id="chat-export")
-        exported = gr.File(label="Exported", interactive=False, visible=False)
+        exported = gr.File(label="Exported", interactive=False, visible=False, elem_id="chat-exported")
         upload = gr.UploadButton("Import JSON", file_types=[".json"], elem_id="chat-import")
     return Sidebar(new_chat, search, chats, title, rename, delete, export, exported, upload, opener)
 
@@ -153,6 +153,8 @@ def chat_column() -> ChatColumn:
             file_types=["image"], file_count="multiple", sources=["upload"], submit_btn=False,
         )
         send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
+        # In Send's place, shown only while something runs (webui/ui/static/chat_marks.js).
+        stop = gr.Button("Stop (Esc)", variant="stop", scale=1, elem_id="chat-stop")
     tokens = gr.Markdown(elem_id="chat-tokens")
     with gr.Column(visible=False, elem_id="chat-tool-approval") as approval:
         approval_note = gr.Markdown(elem_id="chat-tool-approval-note")
@@ -160,7 +162,6 @@ def chat_column() -> ChatColumn:
             approve = gr.Button("Approve", variant="primary", elem_id="chat-tool-approve")
             deny = gr.Button("Deny", variant="stop", elem_id="chat-tool-deny")
     with gr.Row():
-        stop = gr.Button("Stop (Esc)", variant="stop", elem_id="chat-stop")
         regenerate = gr.Button("Regenerate (Ctrl+Enter)", elem_id="chat-regenerate")
         extend = gr.Button("Continue (Alt+Enter)", elem_id="chat-continue")
         write_mine = gr.Button("Impersonate (Ctrl+Shift+M)", elem_id="chat-impersonate")
@@ -217,9 +218,11 @@ def render(runtime: Runtime, shared: Shared) -> None:
     with gr.Row():
         with gr.Column(scale=1, min_width=220):
             side = sidebar()
-        with gr.Column(scale=4):
+        with gr.Column(scale=4, elem_id="chat-main"):  # first at phone width (chat_marks.css)
             col = chat_column()
+            marks = chat_marks.box()
         with gr.Column(scale=1, min_width=240):
+            chat_model.render(runtime, shared)  # which model answers; load another (webui/ui/chat_model.py)
             setup = setup_column(runtime)
             documents = documents_panel.render()
     shared.character_picker = setup.character
@@ -234,6 +237,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
     shared.on_load.append((tab.on_load, [setup.character, *tab.view_outputs]))
     shared.on_load.append((tab.on_load_thinking, [setup.thinking.enable, setup.thinking.effort]))
     shared.on_load += documents_panel.wire(runtime, documents, chat_id, col.chatbot, tab.space)
+    chat_marks.wire(runtime, col.chatbot, chat_id, setup.character, marks)  # names, avatar, ◀ 2/3 ▶
 
 
 # -- behaviour -----------------------------------------------------------------------------

@@ -31,6 +31,9 @@ class Shared:
     # for some of its outputs.  One event, not one per tab: each event is a queue
     # round trip, and on a busy machine they wait behind each other.
     on_load: list[tuple[Any, list]] = field(default_factory=list)
+    # Wiring that needs components of tabs built later (the Parameters tab's controls):
+    # called once every tab is built.
+    later: list[Any] = field(default_factory=list)
 
 
 def session_id(request: gr.Request | None) -> str:

@@ -13,7 +13,9 @@ later, or by an extension, is covered too).
   browser as a bare "error".  So errors the user can act on (a full disk, a file
   nested too deeply, a name that is not listed, a chat over its limits) become
   gr.Error with their message, and anything unexpected is logged with its traceback
-  and reported by kind, never with internals (docs/SECURITY.md, "Errors").
+  and reported by kind, never with internals (docs/SECURITY.md, "Errors").  An error
+  that is the user's to fix is one line in the terminal, not Gradio's traceback; a value
+  Gradio's own checks refuse (a slider past its maximum) names its field.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import inspect
 import logging
 from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Any
 
 import gradio as gr
 from gradio.context import LocalContext
@@ -44,6 +45,7 @@ PER_USER = frozenset({
     "chat_new", "chat_clear", "chat_open", "chat_character", "chat_search", "chat_rename", "chat_delete",
     "chat_export", "chat_import", "chat_edit", "chat_edit_message", "chat_pick_message", "chat_previous_version",
     "chat_next_version", "chat_fork", "chat_remove_last", "chat_recover", "chat_thinking_switches", "chat_stopped",
+    "chat_marks", "chat_avatar", "chat_model_shown",
     "chat_edit_resubmit", "chat_edit_message_resubmit", "chat_pick",
     # a user's own tool calls (the tools themselves are checked against what the owner allows)
     "chat_tool_approve", "chat_tool_deny", "chat_tools_set",
@@ -51,19 +53,22 @@ PER_USER = frozenset({
     "character_open", "character_save", "character_delete", "character_import",
     "character_export_json", "character_export_png", "persona_save",
     # notebook, the user's own sampling values, and reading shared things
-    "notebook_generate", "notebook_count_tokens", "notebook_stop", "set_params", "load_preset",
+    "notebook_generate", "notebook_count_tokens", "notebook_stop", "notebook_save",
+    "notebook_stopped_save", "set_params", "load_preset",
+    "params_restore", "preset_mark",
     "default_generate", "default_count_tokens", "default_stop",
     # the token views (webui/ui/token_view.py): the user's own reply and text
     "notebook_next_token", "notebook_next_view", "notebook_probs_show", "notebook_probs_view",
     "default_next_token", "default_next_view", "default_probs_show", "default_probs_view",
     "chat_probs_show", "chat_probs_view",
     "list_presets", "neutralize_samplers", "params_support", "model_list", "model_settings", "model_fit", "lora_list",
+    "model_tab_lists",
     "session_refresh",
     # the Training tab's read-only events (webui/ui/training_tab.py); starting, stopping,
     # resuming and evaluating take the model from everyone, so they are the owner's
     "training_status", "training_lists",
     # bundled extensions that keep each user's records apart
-    "markdown_export", "markdown_export_list", "prompt_viewer_refresh",
+    "markdown_export", "markdown_export_list", "prompt_viewer_refresh", "prompt_viewer_open",
 })
 
 
@@ -74,8 +79,11 @@ def guard_app(app: gr.Blocks, owner: str | None) -> None:
             owner_only = owner is not None and block_fn.api_name not in PER_USER
             block_fn.fn = guarded(block_fn.fn, owner if owner_only else None, block_fn.api_name or "this action")
     for block in app.blocks.values():
-        if isinstance(block, gr.components.Component) and not getattr(block.preprocess, "_webui_guarded", False):
-            block.preprocess = checked_preprocess(block)
+        if isinstance(block, gr.components.Component):
+            # On the class: Gradio rebuilds a component per browser session from its
+            # constructor arguments once an event has updated it, and preprocesses with that
+            # copy, which has none of this instance's attributes.
+            checked_class(type(block))
 
 
 def guarded(fn: Callable, owner: str | None, what: str) -> Callable:
@@ -118,20 +126,26 @@ def guarded(fn: Callable, owner: str | None, what: str) -> Callable:
     return wrapper
 
 
-def checked_preprocess(block: Any) -> Callable:
-    original = block.preprocess
-    label = getattr(block, "label", None) or getattr(block, "elem_id", None) or type(block).__name__
+def checked_class(cls: type) -> None:
+    """Give component class `cls` a preprocess that refuses what it cannot take naming
+    the field (once per class; the label is read from the component at the time)."""
+    original = cls.preprocess
+    if getattr(original, "_webui_guarded", False):
+        return
 
-    def preprocess(value):
+    def preprocess(self, value):
+        label = getattr(self, "label", None) or getattr(self, "elem_id", None) or type(self).__name__
         try:
-            return original(value)
-        except gr.Error:
-            raise
+            return original(self, value)
+        except gr.Error as exc:  # Gradio's own check ("Value 7 is greater than maximum value 1.0.")
+            message = exc.message if str(exc.message).startswith(f"{label}:") else f"{label}: {exc.message}"
+            raise quiet(gr.Error(message, duration=exc.duration, title=exc.title)) from None
         except (ValueError, TypeError, OverflowError, KeyError) as exc:
-            raise gr.Error(f"{label}: not a value this field can take ({exc.__class__.__name__})") from None
+            raise quiet(gr.Error(f"{label}: not a value this field can take ({exc.__class__.__name__})")) from None
 
+    functools.update_wrapper(preprocess, original)
     preprocess._webui_guarded = True  # type: ignore[attr-defined]
-    return preprocess
+    cls.preprocess = preprocess
 
 
 @contextmanager
@@ -139,19 +153,31 @@ def user_errors():
     """Turn the errors a user can act on into gr.Error; log and name anything else."""
     try:
         yield
-    except gr.Error:
+    except gr.Error as exc:
+        quiet(exc)
         raise
     except AppError as exc:  # written for the user (webui/errors.py): shown as it is
-        raise gr.Error(str(exc)) from exc
+        raise quiet(gr.Error(str(exc))) from exc
     except OSError as exc:
-        raise gr.Error(disk_message(exc)) from exc
+        raise quiet(gr.Error(disk_message(exc))) from exc
     except RecursionError as exc:
-        raise gr.Error("the data is nested too deeply to be read") from exc
+        raise quiet(gr.Error("the data is nested too deeply to be read")) from exc
     except UnicodeError as exc:
-        raise gr.Error("the text is not valid Unicode") from exc
+        raise quiet(gr.Error("the text is not valid Unicode")) from exc
     except Exception as exc:
-        log.exception("unexpected error in a UI event")
-        raise gr.Error(f"the action failed ({exc.__class__.__name__}); the server log has the details") from exc
+        log.exception("unexpected error in a UI event")  # the traceback, once
+        shown = gr.Error(f"the action failed ({exc.__class__.__name__}); the server log has the details",
+                         print_exception=False)
+        raise shown from exc
+
+
+def quiet(error: gr.Error) -> gr.Error:
+    """`error` logged as one line instead of Gradio's traceback: the user sees it in the
+    page; the terminal only notes it."""
+    if error.print_exception:
+        error.print_exception = False
+        log.info("refused: %s", error.message)
+    return error
 
 
 def disk_message(exc: OSError) -> str:

@@ -71,6 +71,18 @@ class OptionControls:
                 made.append(control)
         return made
 
+    def controls_of(self, group: str) -> list[Any]:
+        """The components of `group` (built already)."""
+        return [c.component for name, c in self._built.items() if c.spec.group == group]
+
+    def groups_of(self, schema: type[LoaderOptions] | None) -> set[str]:
+        """The groups with an option of `schema` (a loader's options): the ones to show
+        for its models (None: every group)."""
+        if schema is None:
+            return set(self.groups())
+        names = {spec.name for spec in schema.specs()}
+        return {spec.group for spec in self._specs if spec.name in names}
+
     def problems(self, group: str) -> list[str]:
         """Why some controls of `group` are disabled (a missing library, say) or what to know
         before using them (no fast kernel on this CPU), once each."""
@@ -116,7 +128,8 @@ class OptionControls:
             common["interactive"] = False
         choices = list(limits.choices or spec.choices or ())
         if spec.control == "checkbox":
-            return gr.Checkbox(value, **common)
+            # Room for its label beside number boxes in the same row (not a sliver).
+            return gr.Checkbox(value, min_width=220, **common)
         if spec.control == "radio":
             return gr.Radio(choices, value=value, **common)
         if spec.control == "dropdown":

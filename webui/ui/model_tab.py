@@ -16,7 +16,7 @@ from webui.loaders.base import LoadError
 from webui.loaders.catalog import BUILTIN_SCHEMAS
 from webui.model_manager import ModelBusy, NoModelLoaded
 from webui.model_settings import ModelSettings
-from webui.paths import NameRefused
+from webui.paths import NameRefused, pick
 from webui.runtime import Runtime
 from webui.settings import describe_validation_error
 from webui.ui.common import MODEL_GROUP, Shared, shown_path, to_params
@@ -49,7 +49,35 @@ def choice_from(controls: OptionControls, values, context, template) -> ModelSet
         raise gr.Error(f"invalid model settings: {detail}") from None
 
 
-def render(runtime: Runtime, shared: Shared) -> None:
+def loader_groups(runtime: Runtime, name, controls: OptionControls) -> set[str]:
+    """The option groups of the loader that loads model `name` (every group when unknown)."""
+    try:
+        folder = pick(name, runtime.models.available(), "model")
+        schema = runtime.models.registry.for_folder(folder).options_schema
+    except (NameRefused, LoadError):
+        schema = None
+    return controls.groups_of(schema)
+
+
+def load_and_show(runtime: Runtime, shared: Shared, name, choice: ModelSettings | None, params_state,
+                  request: gr.Request | None) -> list:
+    """Load `name` (with `choice` over its saved settings): [status, params, *Parameters tab
+    controls].  The Model tab and the chat's model picker load through this."""
+    try:
+        _, warning = runtime.load_model(name, choice, timeout=5.0)
+    except (NameRefused, LoadError, ModelBusy) as exc:
+        # The previous model (if any) is still loaded and serving.
+        gr.Warning(str(exc))
+        return [f"**Load failed:** {exc}\n\n{status_text(runtime)}", gr.skip(), *[gr.skip()] * len(shared.controls)]
+    if warning:
+        gr.Warning(warning)
+    # The model's generation_config.json supplies its recommended sampling values.
+    params = runtime.with_model_defaults(to_params(params_state))
+    runtime.remember(params, getattr(request, "username", None))
+    return [status_text(runtime), params.model_dump(), *control_values(params)]
+
+
+def render(runtime: Runtime, shared: Shared, tab: gr.Tab | None = None) -> None:
     settings = runtime.settings
     current = runtime.models.current
     # Controls for the built-in loaders' options (the ones ModelSettings can hold),
@@ -62,7 +90,9 @@ def render(runtime: Runtime, shared: Shared) -> None:
             elem_id="model-name",
         )
         refresh = gr.Button("↻", scale=0, min_width=40)
-        controls.render("main")
+        shown = loader_groups(runtime, current.name if current else None, controls)
+        for control in controls.render("main"):
+            control.component.visible = "main" in shown
     with gr.Accordion("Loader options (saved per model)", open=False):
         with gr.Row():
             # Beyond the loader: what the model is used with.
@@ -70,14 +100,17 @@ def render(runtime: Runtime, shared: Shared) -> None:
                                 minimum=0, maximum=1 << 24)
             template = gr.Dropdown(runtime.templates.names(), value=MODEL_TEMPLATE,
                                    label="chat template", info="user_data/instruction-templates/")
-        # A row per group of options, a new loader's groups included.
+        # A row per group of options, a new loader's groups included; only the groups of
+        # the picked model's loader are shown.
+        rows = {}
         for group in controls.groups():
             if group == "main":
                 continue
-            with gr.Row():
-                controls.render(group)
-            for problem in controls.problems(group):
-                gr.Markdown(f"⚠️ {problem}")
+            with gr.Column(visible=group in shown) as rows[group]:
+                with gr.Row():
+                    controls.render(group)
+                for problem in controls.problems(group):
+                    gr.Markdown(f"⚠️ {problem}")
     n_loader = len(controls.editable)
     options = [*(c.component for c in controls.editable), context, template]
     with gr.Row():
@@ -134,18 +167,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
     def load_model(request: gr.Request, name, *values):
         *option_values, params_state = values
         choice = choice_from(controls, option_values[:n_loader], *option_values[n_loader:])
-        try:
-            _, warning = runtime.load_model(name, choice, timeout=5.0)
-        except (NameRefused, LoadError, ModelBusy) as exc:
-            # The previous model (if any) is still loaded and serving.
-            gr.Warning(str(exc))
-            return [f"**Load failed:** {exc}\n\n{status_text(runtime)}", gr.skip(), *[gr.skip()] * len(shared.controls)]
-        if warning:
-            gr.Warning(warning)
-        # The model's generation_config.json supplies its recommended sampling values.
-        params = runtime.with_model_defaults(to_params(params_state))
-        runtime.remember(params, getattr(request, "username", None))
-        return [status_text(runtime), params.model_dump(), *control_values(params)]
+        return load_and_show(runtime, shared, name, choice, params_state, request)
 
     def unload_model() -> str:
         try:
@@ -200,6 +222,13 @@ def render(runtime: Runtime, shared: Shared) -> None:
         return (f"| file | size |\n|---|---|\n{rows}",
                 gr.Dropdown(choices=[f.name for f in files], value=None))
 
+    def show_groups(name):
+        groups = loader_groups(runtime, name, controls)
+        main = [gr.update(visible="main" in groups)] * len(controls.controls_of("main"))
+        return [*main, *(gr.update(visible=group in groups) for group in rows)]
+
+    model.change(show_groups, model, [*controls.controls_of("main"), *rows.values()], api_name="model_loader_options",
+                 show_progress="hidden")
     list_gguf.click(gguf_files, [repo, revision], [download_status, gguf_pick], api_name="model_gguf_files",
                     concurrency_id="download", concurrency_limit=1)
     gguf_pick.input(lambda name: name or "", gguf_pick, patterns)
@@ -212,6 +241,13 @@ def render(runtime: Runtime, shared: Shared) -> None:
     fit.click(will_it_fit, [model, *options], fit_out, api_name="model_fit")
     refresh.click(lambda: gr.Dropdown(choices=runtime.models.names()), None, model, api_name="model_list")
     lora_refresh.click(lambda: gr.Dropdown(choices=runtime.models.loras()), None, lora_pick, api_name="lora_list")
+    if tab is not None:
+        # Opening the tab lists what is on disk now: a LoRA just trained, a model just
+        # downloaded or copied in (the ↻ buttons stay for a list changed while it is open).
+        # The status too: the chat's model picker may have loaded another model meanwhile.
+        tab.select(lambda: (gr.Dropdown(choices=runtime.models.names()), gr.Dropdown(choices=runtime.models.loras()),
+                            status_text(runtime)),
+                   None, [model, lora_pick, status], api_name="model_tab_lists", show_progress="hidden")
     lora_apply.click(apply_loras, lora_pick, [lora_status, status], api_name="lora_apply", **MODEL_GROUP)
     download.click(download_model, [repo, revision, patterns], [download_status, model],
                    api_name="model_download", concurrency_id="download", concurrency_limit=1)

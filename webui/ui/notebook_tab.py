@@ -4,6 +4,10 @@ Runs through the extension hooks (Runtime.generate): state_modifier and
 input_modifier on the way in, output_modifier (is_chat=False) on the finished reply.
 The Default tab (webui/ui/default_tab.py) runs the same completion with the prompt
 and the reply in boxes side by side.  Both have the token views (webui/ui/token_view.py).
+
+The text is kept per user on the server (UserSpace.notebook): saved as it is typed (the
+newest text only, when typing outruns the saving), when a generation ends or is
+stopped, and shown again on every page load.
 """
 
 from __future__ import annotations
@@ -72,10 +76,21 @@ def render(runtime: Runtime, shared: Shared) -> None:
     view = token_view.controls("notebook")
     nxt = token_view.next_controls("notebook")
 
+    def space(request: gr.Request | None):
+        return runtime.users.get(getattr(request, "username", None))
+
+    def save(value, request: gr.Request):
+        if not isinstance(value, str):
+            raise gr.Error("Notebook: the text must be a string")
+        space(request).save_notebook(value)  # a refusal (too long) keeps the last saved text
+
     def continue_text(prompt: str, params, show: bool, request: gr.Request):
         updates = completion(runtime, prompt, params, request, bool(show))
+        shown = prompt
         for written, status, state in token_view.with_view(updates, show):
-            yield prompt + written, status, state
+            shown = prompt + written
+            yield shown, status, state
+        space(request).save_notebook(shown)
 
     event = generate.click(
         continue_text, [text, shared.params, view.show], [text, stats, view.shown],
@@ -84,7 +99,11 @@ def render(runtime: Runtime, shared: Shared) -> None:
     token_view.wire_reply(view, "notebook")
     next_event = token_view.wire_next(runtime, "notebook", text, shared.params, view, nxt)
     count.click(token_counter(runtime), text, stats, api_name="notebook_count_tokens")
+    # Stop ends the generation before it saves: the text as the page shows it is saved after.
     stop.click(
         stop_handler(runtime), None, stats, api_name="notebook_stop", cancels=[event, next_event],
         concurrency_limit=None,
-    )
+    ).then(save, text, None, api_name="notebook_stopped_save", show_progress="hidden")
+    text.input(save, text, None, api_name="notebook_save", trigger_mode="always_last", show_progress="hidden",
+               concurrency_id="notebook_save", concurrency_limit=None)
+    shared.on_load.append((lambda request: {text: space(request).notebook()}, [text]))

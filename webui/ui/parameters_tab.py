@@ -14,7 +14,7 @@ import gradio as gr
 from webui.paths import NameRefused
 from webui.generation.params import ParamsError, SamplingParams, make_params
 from webui.runtime import Runtime
-from webui.ui.common import Shared, session_id
+from webui.ui.common import Shared, session_id, to_params
 
 # (group title, [(field, control kind, slider step)]); a slider's ends and every help
 # text come from the SamplingParams field (its range and description), so there is one
@@ -251,6 +251,19 @@ def render(runtime: Runtime, shared: Shared, tab: gr.Tab) -> None:
         warning = runtime.remember(params, username(request))
         return params.model_dump(), warning or ""
 
+    def restore(current: dict):
+        """After a value Gradio's own checks refused (a slider past its end): the controls
+        show the values in use again, not the refused one (the toast names the field)."""
+        return control_values(to_params(current))
+
+    def preset_mark(name, current: dict):
+        """The preset's name, marked when the values in use differ from it."""
+        try:
+            same = name is not None and presets.load(name) == to_params(current)
+        except (NameRefused, ParamsError):
+            same = False
+        return gr.Dropdown(label="Preset" if same or name is None else "Preset (modified)")
+
     def save_preset(name: str, current: dict):
         try:
             presets.save(name, make_params(current))
@@ -296,8 +309,13 @@ def render(runtime: Runtime, shared: Shared, tab: gr.Tab) -> None:
     shared.on_load.append((lambda request: dict(zip(load_outputs, on_load(request), strict=True)), load_outputs))
     # Text boxes apply when left (half-typed text would be refused); the rest at once.
     triggers = [c.blur if isinstance(c, gr.Textbox) else c.input for c in shared.controls]
-    gr.on(
+    changed = gr.on(
         triggers,
         update, [shared.params, *shared.controls], [shared.params, status], api_name="set_params",
     )
+    changed.failure(restore, shared.params, shared.controls, api_name="params_restore", show_progress="hidden")
+    # Whatever set the values (a control, a preset, Neutralize, a model's defaults): is the
+    # preset still what is in use?
+    shared.params.change(preset_mark, [preset, shared.params], preset, api_name="preset_mark",
+                         show_progress="hidden")
 

@@ -179,4 +179,11 @@ def render(runtime: Runtime, shared: Shared) -> None:
     refresh.click(lists, None, [dataset, form, unfinished, text], api_name="training_lists")
     evaluate.click(run_perplexity, [text, context, stride], [ppl_status, table], api_name="perplexity_run",
                    concurrency_id="training", concurrency_limit=1)
-    shared.on_load.append((lambda request: {status: status_markdown(runtime)}, [status]))
+    # Every page load shows the run as it is now: the page itself was built with the run
+    # as it was when the UI started (idle: "0 / 0 steps" and no loss), and the folders'
+    # lists as they were then.
+    def on_load(request: gr.Request) -> dict:
+        shown = dict(zip(outputs, view(), strict=True))
+        return {**shown, **dict(zip([dataset, form, unfinished, text], lists(), strict=True))}
+
+    shared.on_load.append((on_load, [*outputs, dataset, form, unfinished, text]))

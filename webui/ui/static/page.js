@@ -16,7 +16,8 @@
     if (!last) return null;
     const content = last.querySelector(".message-content") || last;
     if (content.querySelector(":scope > .webui-live")) return content;
-    return last.textContent.trim().endsWith(CURSOR) ? content : null;
+    // The message's own text: chat_marks.js puts a name and version arrows around it.
+    return content.textContent.trim().endsWith(CURSOR) ? content : null;
   };
   const mirror = () => {
     const live = document.querySelector("#chat-live");
