@@ -62,10 +62,13 @@ def test_a_lora_trained_after_the_page_opened_is_listed_and_the_run_shows_after_
 
 def test_notebook_text_survives_a_reload(browser, app_url, runtime):  # noqa: F811 - the fixture
     space = runtime.users.get(None)
+    (space.root / "notebook.txt").unlink(missing_ok=True)  # what earlier tests wrote in the Notebook
     page = open_page(browser, app_url)
     open_tab(page, "Notebook")
     box = page.locator("#notebook-text textarea")
     box.click()
+    page.keyboard.press("Control+A")  # whatever the box starts with goes, as a person would clear it
+    page.keyboard.press("Backspace")
     page.keyboard.type("The keeper of the light wrote")
 
     # Saved on the server as it is typed (the page asks nothing of the user).

@@ -16,7 +16,6 @@ from webui.chat.prompt import (
     render_chat_prompt,
     turn_end_stops,
 )
-from webui.generation.engine import GenerationError
 
 TEMPLATES = Path(__file__).parent / "data" / "chat_templates"
 REFUSES_SYSTEM = (
@@ -88,7 +87,7 @@ def test_unsafe_template_reaches_the_caller_as_a_clear_error(runtime, monkeypatc
     tokenizer = runtime.models.current.tokenizer
     monkeypatch.setattr(tokenizer, "chat_template", INJECTION)
     stream = runtime.stream("test-owner", ChatPrompt(ChatSetup(), HISTORY), runtime.default_params)
-    with pytest.raises(GenerationError, match="unsafe chat template"):
+    with pytest.raises(PromptError, match="unsafe chat template"):  # its own type, from the model thread
         "".join(stream)
 
 

@@ -167,7 +167,7 @@ def test_a_characters_tools_are_where_each_new_chat_with_it_starts(app_url, runt
         chats = runtime.users.get(None).chats
         newest = chats.load(max(chats.list(), key=lambda s: s.updated).id)
         assert newest.character == "Crier" and newest.tools == ChatTools(allowed=["shout"])
-        client.predict("Assistant", api_name="/chat_character")
+        client.predict("Assistant", api_name="/chat_new")  # a new chat: not one an earlier test left with tools
         client.predict("Hello", who="Assistant", api_name="/chat_send")
         newest = chats.load(max(chats.list(), key=lambda s: s.updated).id)
         assert newest.character == "Assistant" and not (newest.tools and newest.tools.allowed)

@@ -198,7 +198,7 @@ def test_the_note_says_what_a_reply_may_depend_on_and_offers_only_what_the_backe
 
     assert Capabilities(max_batch=8, prefix_cache=True, batch_invariant=True, reuse_invariant=True).determinism_note() is None
     assert Capabilities(max_batch=1).determinism_note() is None  # one at a time, no cache: nothing to say
-    both = Capabilities(max_batch=8, prefix_cache=True).determinism_note()
+    both = Capabilities(max_batch=8, prefix_cache=True, samplers=None).determinism_note()  # takes every field
     assert "batched with" in both and "prefix-cache hit" in both and "deterministic" in both
     # A remote engine that does not take the field is not told to tick it.
     remote = Capabilities(max_batch=8, samplers=frozenset({"temperature"})).determinism_note()

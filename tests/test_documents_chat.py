@@ -128,7 +128,7 @@ def test_a_characters_libraries_feed_each_of_its_chats(client, chats, runtime, t
                                None, ["Harbours", "No such library"], api_name="/character_save")
         assert "Saved Archivist" in saved[-1]
         assert runtime.users.get(None).characters.load("Archivist").libraries == ["Harbours"]
-        assert client.predict("Archivist", api_name="/character_open")[-2]["value"] == ["Harbours"]
+        assert client.predict("Archivist", api_name="/character_open")[-3]["value"] == ["Harbours"]  # libraries
         town = TOWNS[130]
         client.predict("Archivist", api_name="/chat_character")
         client.predict(f"Where does {town.name} lie?", who="Archivist", api_name="/chat_send")

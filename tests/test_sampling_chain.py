@@ -77,11 +77,12 @@ def test_bad_values_are_refused_with_the_field_named(values, field):
      ({"logit_bias": {"-1": 5.0}}, "logit_bias")],
 )
 def test_token_ids_outside_the_vocabulary_are_refused_before_generating(engine, values, field):
-    from webui.generation.engine import GenerationError
+    from webui.generation.params import ParamsError
 
     stream = engine.generate(GenerationRequest("The keeper", make_params({**values, "max_new_tokens": 5})))
-    with pytest.raises(GenerationError, match=field):
+    with pytest.raises(ParamsError, match=field) as refused:  # its own type, from the model thread: a 400
         stream.text()
+    assert refused.value.param == field
 
 
 def generate(engine, **values):

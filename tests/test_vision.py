@@ -15,7 +15,7 @@ from webui.chat.prompt import ChatPrompt, ChatSetup, apply_template
 from webui.generation.backend import ServingOptions
 from webui.generation.engine import GenerationEngine, GenerationRequest
 from webui.generation.params import make_params
-from webui.generation.request import CannotSee, GenerationError
+from webui.generation.request import CannotSee, PromptError
 from webui.images import check_image
 from webui.loaders.base import LoadOptions
 from webui.loaders.registry import default_registry
@@ -191,8 +191,9 @@ def test_a_text_model_says_it_cannot_see(models):
 def test_images_in_chat_mode_are_refused_with_the_reason(served):
     _, engine = served
     request = GenerationRequest(ChatPrompt(ChatSetup(mode="chat"), turns(image(1))), greedy(5))
-    with pytest.raises(GenerationError, match="instruct"):
+    with pytest.raises(PromptError, match="instruct") as refused:
         engine.generate(request).text()
+    assert refused.value.param == "mode"
 
 
 def test_gemma3s_image_tokens_attend_to_each_other_both_ways(models):

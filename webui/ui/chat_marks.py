@@ -98,6 +98,9 @@ def wire(runtime, chatbot: gr.Chatbot, chat_id: gr.State, character: gr.Dropdown
         return gr.Chatbot(avatar_images=(None, avatars.shown(space, who)))
 
     # After every change of the chat (opened, a reply started or ended, a version flipped).
+    # Views the page derives for itself, private: a refused name is the chat's own events' to
+    # report, and an API client has the chat's messages from those events.
     chatbot.change(on_chat, [chat_id, character], marks_box, api_name="chat_marks", show_progress="hidden",
-                   trigger_mode="always_last")
-    character.change(on_character, character, chatbot, api_name="chat_avatar", show_progress="hidden")
+                   trigger_mode="always_last", api_visibility="private")
+    character.change(on_character, character, chatbot, api_name="chat_avatar", show_progress="hidden",
+                     api_visibility="private")
