@@ -89,10 +89,11 @@ def test_stop_takes_sends_place_only_while_a_reply_is_written(browser, app_url, 
     step = backend.step
     monkeypatch.setattr(backend, "step", lambda slots, tokens: (time.sleep(0.01), step(slots, tokens))[1])
     runtime.remember(make_params({"seed": 5, "ban_eos_token": True, "max_new_tokens": 2000}))
+    assert wait_for(lambda: runtime.engine.pending == 0, timeout=60)  # no earlier test's reply still going
     page = open_page(browser, app_url)
     page.locator("#chat-new").click()
     send, stop = page.locator("#chat-send"), page.locator("#chat-stop")
-    assert send.is_visible() and not stop.is_visible()  # nothing runs: no Stop
+    assert wait_for(lambda: send.is_visible() and not stop.is_visible())  # nothing runs: no Stop
     page.locator("#chat-input textarea").fill("Go on for a long time")
     page.keyboard.press("Enter")
     assert wait_for(lambda: stop.is_visible() and not send.is_visible(), timeout=60)
