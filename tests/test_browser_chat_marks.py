@@ -84,10 +84,12 @@ def test_the_characters_picture_is_the_replies_avatar(browser, app_url, runtime)
 def test_stop_takes_sends_place_only_while_a_reply_is_written(browser, app_url, runtime, monkeypatch):  # noqa: F811
     from webui.generation.params import make_params
 
-    # A reply still going while the test looks, on any machine (10 ms a step).
+    # A reply still going while the test looks, on any machine: 50 ms a step (the demo
+    # model's context ends a reply after some 450 tokens; at 10 ms a step a busy CI run saw
+    # it end before Stop was clicked).
     backend = runtime.models.current.backend
     step = backend.step
-    monkeypatch.setattr(backend, "step", lambda slots, tokens: (time.sleep(0.01), step(slots, tokens))[1])
+    monkeypatch.setattr(backend, "step", lambda slots, tokens: (time.sleep(0.05), step(slots, tokens))[1])
     runtime.remember(make_params({"seed": 5, "ban_eos_token": True, "max_new_tokens": 2000}))
     assert wait_for(lambda: runtime.engine.pending == 0, timeout=60)  # no earlier test's reply still going
     page = open_page(browser, app_url)
