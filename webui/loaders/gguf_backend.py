@@ -210,7 +210,7 @@ class LlamaCppBackend:
                 if end > reused:
                     if piece.image is None:
                         self._feed(slot, list(piece.tokens[max(reused - position, 0):]), max(reused, position),
-                                   vision.ids)
+                                   len(vision.ids))
                     else:
                         self.projector.encode(chunks, index, self._ctx, position, slot.seq, self.n_batch)
                         slot.fed.extend(vision.key[position:end])
@@ -218,11 +218,12 @@ class LlamaCppBackend:
         finally:
             chunks.close()
 
-    def _feed(self, slot: LlamaSlot, tokens: list[int], begin: int, prompt: list[int]) -> None:
+    def _feed(self, slot: LlamaSlot, tokens: list[int], begin: int, prompt_tokens: int) -> None:
+        """Decode `tokens` into `slot` from position `begin` on, n_batch at a time."""
         for at in range(0, len(tokens), self.n_batch):
             chunk = tokens[at : at + self.n_batch]
             self._fill([(token, begin + at + i, slot.seq) for i, token in enumerate(chunk)], last_only=True)
-            self._decode(f"out of memory reading a {len(prompt)}-token prompt")
+            self._decode(f"out of memory reading a {prompt_tokens}-token prompt")
             slot.fed.extend(chunk)
 
     # -- sequences ---------------------------------------------------------------------
@@ -252,7 +253,7 @@ class LlamaCppBackend:
             if vision is not None:
                 self._feed_vision(slot, vision, reused)
             else:
-                self._feed(slot, ids[reused:], reused, ids)
+                self._feed(slot, ids[reused:], reused, len(ids))
         except BaseException:
             self._release(slot)
             raise

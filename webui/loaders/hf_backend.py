@@ -110,6 +110,7 @@ class TransformersBackend:
         self.device = loaded.device
         # A vision model's processor (AutoProcessor): images -> placeholder tokens + pixels.
         self.processor = getattr(loaded, "processor", None)
+        self._token_types: bool | None = None  # whether forward reads token_type_ids (hf_vision.py)
         mergeable = plain_layers(loaded.model)
         if mergeable and max_batch > 1:
             # A reply must not depend on what it is batched with (row_attention.py says why).
@@ -187,8 +188,10 @@ class TransformersBackend:
         pixel tensors that go with them (webui/loaders/hf_vision.py)."""
         from webui.loaders.hf_vision import encode_images, takes_token_types
 
+        if self._token_types is None:  # read off forward's signature once, not per request
+            self._token_types = takes_token_types(self.model)
         return encode_images(self.processor, self.tokenizer, text, images, self.device, self.model.dtype,
-                             token_types=takes_token_types(self.model))
+                             token_types=self._token_types)
 
     def _reused(self, key: list[int], reuse: bool, embeds, vision) -> tuple[DynamicCache, int]:
         """A fresh cache for one sequence, holding the longest cached prefix of `key`."""
