@@ -43,6 +43,7 @@ MAX_SOURCE_CHARS = 20_000
 TOOL_NAME = r"^[A-Za-z0-9_-]{1,64}$"  # OpenAI's function names (webui/chat/tools.py)
 MAX_TOOL_CALLS = 16  # calls one reply may make
 MAX_TOOL_ARGUMENTS = 100_000  # characters of one call's arguments (as the API's FunctionCall)
+MAX_MEMBERS = 16  # characters one group chat may hold
 
 
 class ChatError(AppError, ValueError):
@@ -100,6 +101,27 @@ class ChatSettings(BaseModel):
     effort: Literal["low", "medium", "high"] = "medium"
 
 
+class ChatGroup(BaseModel):
+    """A group chat's cast (webui/chat/group.py): the characters in it (names in the user's
+    character library), those muted (never chosen to speak), how the next speaker is
+    chosen, and who the user chose to speak next (None: the order decides)."""
+
+    model_config = ConfigDict(extra="forbid")
+    members: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(min_length=1, max_length=MAX_MEMBERS)
+    muted: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(default_factory=list,
+                                                                            max_length=MAX_MEMBERS)
+    order: Literal["natural", "list", "manual"] = "natural"
+    next: str | None = Field(None, max_length=128)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ChatGroup:
+        if len(set(self.members)) != len(self.members):
+            raise ValueError("a group lists each member once")
+        if not set(self.muted) <= set(self.members) or (self.next is not None and self.next not in self.members):
+            raise ValueError("only a member of the group can be muted or chosen to speak next")
+        return self
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -131,6 +153,8 @@ class Message(BaseModel):
     tool_name: str | None = Field(None, pattern=TOOL_NAME)
     tool_status: ToolStatus | None = None
     seconds: float | None = Field(None, ge=0)
+    # A group chat's reply: the character who wrote it (None: the chat's own character).
+    speaker: str | None = Field(None, min_length=1, max_length=128)
 
     @model_validator(mode="after")
     def _tool_fields(self) -> Message:
@@ -140,6 +164,8 @@ class Message(BaseModel):
             raise ValueError("only a tool message carries a tool call's id, name or status")
         if self.tool_calls and self.role != "assistant":
             raise ValueError("only a reply makes tool calls")
+        if self.speaker and self.role != "assistant":
+            raise ValueError("only a reply has a speaker")
         return self
 
     def turn(self) -> dict:
@@ -155,6 +181,8 @@ class Message(BaseModel):
             turn["tool_calls"] = [call.openai() for call in self.tool_calls]
         if self.role == "tool":
             turn["tool_call_id"], turn["name"] = self.tool_call_id, self.tool_name
+        if self.speaker:  # a group chat's reply: who said it (webui/chat/group.py)
+            turn["name"] = self.speaker
         return turn
 
 
@@ -184,6 +212,7 @@ class Conversation(BaseModel):
     selected: dict[str, int] = Field(default_factory=dict)
     tools: ChatTools | None = None  # the tools this chat uses (None: none)
     settings: ChatSettings | None = None  # how it is prompted (None: not kept yet)
+    group: ChatGroup | None = None  # a group chat's cast and reply order (None: one character)
 
     @model_validator(mode="after")
     def _well_formed(self) -> Conversation:
@@ -254,10 +283,11 @@ class Conversation(BaseModel):
 
     def add_alternative(self, index: int, content: str) -> Message:
         """A new sibling of the message at `index`, shown instead of it (regenerate, edit);
-        an edited message keeps its images."""
+        an edited message keeps its images, a regenerated or edited reply its speaker."""
         message = self._at(index)
         images = message.images if message.role == "user" else None
-        return self._add(message.parent, message.role, content, images=images)
+        speaker = {"speaker": message.speaker} if message.speaker else {}
+        return self._add(message.parent, message.role, content, images=images, **speaker)
 
     def edit(self, index: int, content: str) -> Message:
         """Editing starts a new branch: the old message and everything after it stay."""
@@ -334,7 +364,8 @@ class Conversation(BaseModel):
         """A new conversation holding the active path up to and including `index`."""
         self._at(index)
         copy = Conversation(id=new_id, title=f"{self.title} (fork)"[:200], character=self.character,
-                            settings=self.settings)
+                            settings=self.settings,
+                            group=self.group.model_copy(deep=True) if self.group else None)
         # Built in one pass (append walks the path each time: quadratic on a long chat).
         now = time.time()
         copy.messages = [m.model_copy(update={"id": i, "parent": i - 1 if i else ROOT, "created": now})

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from jinja2.exceptions import SecurityError, TemplateError
 
 from webui.chat.characters import BUILT_IN, Character, Persona, describe, substitute
+from webui.chat.group import as_spoken_to
 from webui.chat.template_sandbox import render_chat_template, special_tokens
 from webui.chat.thinking import thinking_format
 from webui.generation.reasoning import ThinkingFormat
@@ -55,6 +56,8 @@ class ChatSetup:
     command: str = DEFAULT_COMMAND
     # The template's thinking switches for this chat (enable_thinking, reasoning_effort).
     variables: Mapping[str, Any] = field(default_factory=dict)
+    # A group chat's other members (webui/chat/group.py): their names end a reply too.
+    others: tuple[str, ...] = ()
 
 
 @dataclass
@@ -249,7 +252,7 @@ class ChatPrompt:
         prefix in instruct mode, and continue or a prefix in chat-instruct mode.
         The whole history is sent: the engine knows its context and refuses what does not fit."""
         user, char = self.names
-        names = (f"\n{user}:", f"\n{char}:")
+        names = (f"\n{user}:", f"\n{char}:", *(f"\n{other}:" for other in self.setup.others))
         if self.setup.mode != "instruct" and images_of(self.turns):  # never dropped from a script
             raise PromptError("images are read in instruct mode, where the model's own template places them: "
                               "switch the chat mode to instruct", param="mode")
@@ -283,6 +286,7 @@ class ChatPrompt:
 
     def _instruct(self, tokenizer, turns: list[Message]) -> str:
         template, system, variables = self.setup.template, self.setup.system, self.setup.variables
+        turns = as_spoken_to(turns, self.setup.character.name)
         if any(m["role"] == "tool" or m.get("tool_calls") for m in turns) or self.tools:
             from webui.chat.tools import as_plain_turns, render_with_tools
 
@@ -327,7 +331,8 @@ class ChatPrompt:
         if self.setup.character.example_dialogue.strip():
             lines.append(substitute(self.setup.character.example_dialogue.strip(), char, user))
         head = "\n\n".join(line for line in lines if line)
-        body = "".join(f"{user if m['role'] == 'user' else char}: {_line(m)}\n" for m in turns)
+        # A group chat's replies carry their speaker's name (webui/chat/group.py).
+        body = "".join(f"{_speaker(m, user, char)}: {_line(m)}\n" for m in turns)
         if self.action == "continue":
             body = body[:-1] if body.endswith("\n") else body
             if not turns[-1]["content"].strip():
@@ -359,8 +364,14 @@ class ChatPrompt:
         if self.setup.mode != "chat":
             stops += turn_end_stops(tokenizer, self.setup.template, role)
         if self.setup.mode != "instruct":
-            stops += (f"\n{user}:", f"\n{char}:")
+            stops += (f"\n{user}:", f"\n{char}:", *(f"\n{other}:" for other in self.setup.others))
         return tuple(dict.fromkeys(stops))
+
+
+def _speaker(message: Message, user: str, char: str) -> str:
+    if message["role"] == "user":
+        return user
+    return (message.get("name") if message["role"] == "assistant" else None) or char
 
 
 def _line(message: Message) -> str:

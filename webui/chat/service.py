@@ -122,9 +122,11 @@ class ReplyWriter:
         self, runtime: Runtime, owner: str, store: ChatStore, conversation: Conversation,
         setup: ChatSetup, params: SamplingParams, action: ReplyAction = "reply", prefix: str = "",
         user: str | None = None, save_every: float = SAVE_EVERY, token_view: int | None = None,
-        tools: Sequence[Tool] = (),
+        tools: Sequence[Tool] = (), speaker: str | None = None,
     ):
-        """token_view: record each token's probabilities, with this many alternatives
+        """speaker: a group chat's member who writes this reply (webui/chat/group.py: it
+        may answer another member, not only the user).
+        token_view: record each token's probabilities, with this many alternatives
         (`self.stream.logprobs` once the reply ends; webui/ui/token_view.py).
         tools: the tools this reply is offered (webui/chat/tool_turns.py); its calls are
         recorded in `self.calls` when it ends."""
@@ -138,11 +140,12 @@ class ReplyWriter:
             self.target = conversation.add_alternative(len(path) - 1, prefix)
         else:
             # After a user's message, or after tool results (the reply goes on from them).
-            if not path or path[-1].role not in ("user", "tool") or any(
+            answers = ("user", "tool", "assistant") if speaker else ("user", "tool")
+            if not path or path[-1].role not in answers or any(
                     m.tool_status == "pending" for m in path if m.role == "tool"):
                 raise ChatError("write a message first")
             turns = conversation.turns()
-            self.target = conversation.append("assistant", prefix)
+            self.target = conversation.append("assistant", prefix, **({"speaker": speaker} if speaker else {}))
         self.runtime, self.store, self.conversation = runtime, store, conversation
         self.action = action
         self.save_every = save_every

@@ -33,13 +33,16 @@ def marks(conversation: Conversation, user_name: str) -> str:
     """An entry per shown message: {"name", "number", "version": [i, n]} for a message of
     the conversation, {} for a block (a reply's thinking, a tool call)."""
     view = display.shown(conversation)
+    path = conversation.path()
     out: list[dict] = []
     for message, position, part in zip(view.messages, view.positions, view.parts, strict=True):
         if part != "message" or message.get("metadata") or message["role"] not in ("user", "assistant"):
             out.append({})
             continue
         index, count = conversation.alternatives(position)
-        out.append({"name": user_name if message["role"] == "user" else conversation.character,
+        # A group chat's reply: its own speaker's name (webui/chat/group.py).
+        speaker = path[position].speaker or conversation.character
+        out.append({"name": user_name if message["role"] == "user" else speaker,
                     "number": position + 1, "version": [index, count]})
     return json.dumps(out, ensure_ascii=False)
 

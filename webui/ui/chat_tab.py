@@ -25,7 +25,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from webui.chat import actions, display, settings
+from webui.chat import actions, display, group, settings
 from webui.chat.actions import MODES, ChatView
 from webui.chat.characters import DEFAULT_CHARACTER
 from webui.chat import tool_turns
@@ -36,7 +36,7 @@ from webui.paths import NameRefused
 from webui.chat.service import ReplyWriter, add_user_message, impersonate, withdraw
 from webui.runtime import Runtime
 from webui.ui.common import MODEL_GROUP, Shared, session_id, stop_handler, to_params
-from webui.ui import chat_marks, chat_model, documents_panel, thinking_ui, token_view, tool_access
+from webui.ui import chat_marks, chat_model, documents_panel, group_panel, thinking_ui, token_view, tool_access
 from webui.ui.chat_images import ImageShelf, bubbles, message_box, message_parts, store_uploads
 from webui.ui.exports import Exports
 from webui.userdata import UserSpace
@@ -224,9 +224,11 @@ def render(runtime: Runtime, shared: Shared) -> None:
         with gr.Column(scale=1, min_width=240):
             chat_model.render(runtime, shared)  # which model answers; load another (webui/ui/chat_model.py)
             setup = setup_column(runtime)
+            cast = group_panel.render()
             documents = documents_panel.render()
     shared.character_picker = setup.character
     tab = ChatTab(runtime, shared.params, chat_id, side, col, setup)
+    tab.cast = cast
     tab.wire_managing()
     tab.wire_tree()
     tab.wire_model()
@@ -238,6 +240,7 @@ def render(runtime: Runtime, shared: Shared) -> None:
     shared.on_load.append((tab.on_load_thinking, [setup.thinking.enable, setup.thinking.effort]))
     shared.on_load += documents_panel.wire(runtime, documents, chat_id, col.chatbot, tab.space)
     chat_marks.wire(runtime, col.chatbot, chat_id, setup.character, marks)  # names, avatar, ◀ 2/3 ▶
+    group_panel.wire(tab, cast)  # a group chat's cast and reply order
 
 
 # -- behaviour -----------------------------------------------------------------------------
@@ -563,8 +566,10 @@ class ChatTab:
         try:
             tools = self.offered(request, conversation, setup)
             sampling = tool_turns.forced(to_params(params), tools, conversation.tools, conversation)
+            setup, speaker = group.for_reply(space.characters.load, conversation, setup, action)  # a group's member
             writer = ReplyWriter(self.runtime, session_id(request), space.chats, conversation, setup,
-                                 sampling, action, start_with or "", username(request), token_view=top, tools=tools)
+                                 sampling, action, start_with or "", username(request), token_view=top, tools=tools,
+                                 speaker=speaker)
         except USER_ERRORS as exc:
             unsent = withdraw(conversation, sent)  # never saved: the box still holds it
             yield {col.chatbot: shown_messages(conversation, pictures=pictures) + display.failed(str(exc), unsent),
@@ -694,6 +699,7 @@ class ChatTab:
             conversation = _open(space, current, who, setup.character)
             text = start_with or ""
             try:
+                setup = group.for_reply(space.characters.load, conversation, setup, "impersonate")[0]
                 for so_far in impersonate(runtime, session_id(request), conversation, setup, to_params(params),
                                           text, username(request)):
                     text = so_far
@@ -725,6 +731,8 @@ class ChatTab:
             # An edited message of the user's is sent again: its reply is written on the new branch.
             *(edited.success(on_action("resubmit"), reply_inputs, outputs, api_name=f"{name}_resubmit", **MODEL_GROUP)
               for edited, name in zip(self.edits, ("chat_edit", "chat_edit_message"), strict=True)),
+            # A group chat's "Speak now": the member chosen writes the next reply (webui/ui/group_panel.py).
+            group_panel.wire_speak(self, on_action("reply"), reply_inputs, outputs, MODEL_GROUP),
         ]
         token_view.wire_reply(col.probs, "chat")
         # Stop runs outside the model group (it must not wait for the reply it stops) and
