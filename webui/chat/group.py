@@ -179,7 +179,7 @@ def start(conversation: Conversation, members: Sequence[Any], order: str = "natu
     its character and `members` (names already checked against the user's library)."""
     names = list(dict.fromkeys([conversation.character, *(m for m in members if isinstance(m, str))]))
     if len(names) < 2:
-        raise ChatError("a group chat needs at least two characters: tick the others under Members")
+        raise ChatError("a group chat needs at least two characters: choose the others under Members")
     conversation.group = checked(ChatGroup, members=names, order=order)
     # Replies written before (the greeting) are the host character's.
     conversation.messages = [m.model_copy(update={"speaker": conversation.character})

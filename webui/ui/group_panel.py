@@ -26,8 +26,8 @@ ORDERS = [("natural: whoever is named, else by talkativeness", "natural"), ("lis
 
 @dataclass
 class GroupPanel:
-    members: gr.CheckboxGroup
-    muted: gr.CheckboxGroup
+    members: gr.Dropdown
+    muted: gr.Dropdown
     order: gr.Radio
     next_one: gr.Dropdown
     speak: gr.Button
@@ -37,13 +37,18 @@ class GroupPanel:
 
 def render() -> GroupPanel:
     with gr.Accordion("Group chat", open=False, elem_id="chat-group-panel"):
-        members = gr.CheckboxGroup([], label="Members", elem_id="chat-group-members",
-                                   info="Start: the character above and those ticked. In a group chat: add or "
-                                        "remove members.")
+        # Dropdowns that take any name (each is checked against the user's characters):
+        # their choices are filled in when a chat opens, which an API client never sees.
+        members = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True, label="Members",
+                              elem_id="chat-group-members",
+                              info="Start: the character above and those chosen here. In a group chat: add or "
+                                   "remove members.")
         start = gr.Button("Start a group chat", elem_id="chat-group-start")
-        muted = gr.CheckboxGroup([], label="Muted (never chosen to speak)", elem_id="chat-group-muted")
+        muted = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True,
+                            label="Muted (never chosen to speak)", elem_id="chat-group-muted")
         order = gr.Radio(ORDERS, value="natural", label="Reply order", elem_id="chat-group-order")
-        next_one = gr.Dropdown([BY_ORDER], value=BY_ORDER, label="Who speaks next", elem_id="chat-group-next")
+        next_one = gr.Dropdown([BY_ORDER], value=BY_ORDER, allow_custom_value=True, label="Who speaks next",
+                               elem_id="chat-group-next")
         speak = gr.Button("Speak now", elem_id="chat-group-speak")
         note = gr.Markdown("", elem_id="chat-group-note")
     return GroupPanel(members, muted, order, next_one, speak, start, note)
