@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
+from webui.api import chat_fields
 from webui.api.disconnect import on_disconnect
 from webui.api.errors import APIError, error_body
 from webui.api.logprobs import format_logprobs
@@ -68,19 +69,24 @@ def prepare_chat(runtime: Runtime, body: ChatCompletionRequest, model: LoadedMod
     require_vision(model, total_images(images), capabilities_of(model))
     for index, found in images.items():
         messages[index]["images"] = found
+    # Text Generation WebUI's chat fields (mode, character...): the chat tab's prompt.
+    chat = (lambda sent, offered, values: chat_fields.chat_prompt(runtime, body, model, sent, offered, values)) \
+        if body.chat_fields() else None
     return prepare_conversation(runtime, model, messages, tools, choice, parallel,
                                 params, explicit, sent_as, body.thinking(),
-                                tuple((k, v) for k, v in fields.items() if v is not None))
+                                tuple((k, v) for k, v in fields.items() if v is not None), chat)
 
 
 def prepare_conversation(runtime: Runtime, model: LoadedModel | RemoteModel, messages: list[dict[str, Any]],
                          tools: tuple[Tool, ...], choice: ToolChoice, parallel: bool, params: SamplingParams,
                          explicit_max: bool, sent_as: dict[str, str] | None = None, ask: ThinkingAsk | None = None,
-                         template_fields: tuple = ()):
+                         template_fields: tuple = (), chat: Callable[..., Any] | None = None):
     """A conversation in OpenAI's message shape -> (prompt, fitted values, callable tool
     names or None).  Shared by the chat routes (/v1/chat/completions, /v1/messages in
     webui/api/anthropic.py, /api/chat with tools), so that each renders and checks alike.
-    `template_fields`: what a remote engine's template is given (chat_template_kwargs...)."""
+    `template_fields`: what a remote engine's template is given (chat_template_kwargs...).
+    `chat`: builds the prompt instead, from (messages, offered tools, values): the chat
+    tab's prompt for a request with Text Generation WebUI's chat fields."""
     offered = tools if choice.mode != "none" else ()
     params = forced_call(params, offered, choice, parallel, capabilities_of(model))
     names = frozenset(t.name for t in offered) if offered else None  # read the reply for calls
@@ -88,6 +94,10 @@ def prepare_conversation(runtime: Runtime, model: LoadedModel | RemoteModel, mes
     last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
     if last_user is not None:  # extensions' input_modifier sees the new message, as in the chat
         last_user["content"] = modified_input(runtime, last_user["content"], params, True)
+    if chat is not None:
+        prompt = chat(messages, offered, params)
+        text = prompt.text if isinstance(prompt, RenderedPrompt) else ""
+        return prompt, fit_params(params, model, text, explicit_max, sent_as), names
     if isinstance(model, RemoteModel):  # the engine applies its own chat template
         if offered or tool_turns:
             raise APIError(400, "tools and tool messages are not supported for a remote engine's model (yet)",

@@ -203,12 +203,33 @@ class ChatCompletionRequest(CompletionBase):
     # own variables (e.g. {"enable_thinking": false}), as vLLM and llama.cpp's server take them.
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
     chat_template_kwargs: TemplateKwargs | None = None
+    # Text Generation WebUI's chat fields (webui/api/chat_fields.py): with any of them the
+    # prompt is the chat tab's, for that mode and character.  Its aliases are accepted too.
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    mode: Literal["instruct", "chat", "chat-instruct"] | None = None
+    character: str | None = Field(None, min_length=1, max_length=128)
+    user_name: str | None = Field(None, alias="name1", min_length=1, max_length=128)
+    bot_name: str | None = Field(None, alias="name2", min_length=1, max_length=128)
+    context: str | None = Field(None, max_length=200_000)
+    greeting: str | None = Field(None, max_length=50_000)
+    user_bio: str | None = Field(None, max_length=50_000)
+    chat_instruct_command: str | None = Field(None, max_length=50_000)
+    instruction_template: str | None = Field(None, max_length=200)
+    continue_: bool = Field(False, alias="continue")
+
+    def chat_fields(self) -> bool:
+        """Whether the request asks for the chat tab's prompt (any of those fields sent)."""
+        return bool(self.model_fields_set & CHAT_FIELDS)
 
     def thinking(self) -> ThinkingAsk:
         effort = self.reasoning_effort
         return ThinkingAsk(enable=None if effort is None else effort != "none",
                            effort={"minimal": "low", "none": None}.get(effort, effort) if effort else None,
                            template_kwargs=self.chat_template_kwargs)
+
+
+CHAT_FIELDS = frozenset({"mode", "character", "user_name", "bot_name", "context", "greeting", "user_bio",
+                         "chat_instruct_command", "instruction_template", "continue_"})
 
 
 class CompletionRequest(CompletionBase):

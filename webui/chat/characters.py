@@ -16,7 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from webui.chat.history import ChatTools
-from webui.chat.cards import CardError, blank_picture, check_picture, read_card, write_png_card
+from webui.chat.cards import (MAX_CARD_FILE_BYTES, CardError, blank_picture, check_picture, read_card,
+                              write_png_card)
 from webui.errors import AppError
 from webui.paths import NameRefused, is_plain_name, list_entries, pick
 from webui.settings import SettingsError, describe_validation_error, read_yaml_mapping
@@ -116,7 +117,7 @@ class CharacterLibrary:
             return BUILT_IN
         path = pick(name, listing, "character")
         try:
-            data = json.loads(path.read_text("utf-8")) if path.suffix == ".json" else read_yaml_mapping(path)
+            data = _read_json(path) if path.suffix == ".json" else read_yaml_mapping(path)
             return Character.model_validate(_from_file(data))
         except SettingsError as exc:
             raise CharacterError(str(exc)) from exc
@@ -189,6 +190,15 @@ class CharacterLibrary:
         while name in taken:
             name, n = f"{base} {n}", n + 1
         return name
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A character saved as JSON (a V1/V2/V3 card dropped into the folder, or our own
+    fields), bounded as an imported card is (size, nesting: webui/chat/cards.py)."""
+    if path.stat().st_size > MAX_CARD_FILE_BYTES:
+        raise CardError(f"the file is larger than {MAX_CARD_FILE_BYTES >> 20} MB")
+    with path.open("rb") as handle:  # no more than the limit, even if it grew since
+        return read_card(handle.read(MAX_CARD_FILE_BYTES + 1))
 
 
 def _from_file(data: dict[str, Any]) -> dict[str, Any]:
