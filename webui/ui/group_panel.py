@@ -96,35 +96,43 @@ def wire(tab, panel: GroupPanel) -> None:
             space.remember_chat(who, conversation.id)
         except (AppError, ValueError) as exc:
             raise gr.Error(str(exc)) from exc
-        return tab.show(space, ChatView(conversation, note="Group chat started."), request)
+        # The panel too: the chat it shows may look as the one before did (the same greeting).
+        return {**tab.show(space, ChatView(conversation, note="Group chat started."), request),
+                **view(panel, space, conversation)}
 
     def changed(**what):
+        """The user changed one of the panel's controls: save it, and show the rest of the
+        panel as it follows (never the control itself: an answer to one pick must not undo
+        the next pick made meanwhile)."""
+        shown = [o for o in outputs if o is not what["control"]]
+
         def run(current, who, value, request: gr.Request):
             space = tab.space(request)
             try:
                 conversation = actions.open_chat(space, current, who)
-                if "members" in what:
+                if conversation.group is None:  # choices for "Start a group chat", kept in the panel
+                    return dict.fromkeys(shown, gr.skip())
+                if what["members"]:
                     for name in value or []:
                         space.characters.load(name)
                 group.change(conversation, **{what["field"]: value})
                 space.chats.save(conversation)
             except (AppError, ValueError) as exc:
                 raise gr.Error(str(exc)) from exc
-            return view(panel, space, conversation)
+            return {k: v for k, v in view(panel, space, conversation).items() if k in shown}
 
-        return run
+        return run, shown
 
     # The same private views as the chat's marks: a refused name is the chat's events' to report.
     chatbot.change(on_chat, [chat_id, character], outputs, api_name="chat_group_view", show_progress="hidden",
                    trigger_mode="always_last", api_visibility="private")
-    panel.start.click(on_start, [character, panel.members, panel.order], tab.view_outputs, api_name="chat_group_start")
+    panel.start.click(on_start, [character, panel.members, panel.order], [*tab.view_outputs, *outputs],
+                      api_name="chat_group_start")
     # .input: the user's own changes only, not the panel being shown for another chat.
-    panel.members.input(changed(field="members", members=True), [chat_id, character, panel.members], outputs,
-                        api_name="chat_group_members")
-    panel.muted.input(changed(field="muted"), [chat_id, character, panel.muted], outputs, api_name="chat_group_muted")
-    panel.order.input(changed(field="order"), [chat_id, character, panel.order], outputs, api_name="chat_group_order")
-    panel.next_one.input(changed(field="next_one"), [chat_id, character, panel.next_one], outputs,
-                         api_name="chat_group_next")
+    for control, field in ((panel.members, "members"), (panel.muted, "muted"), (panel.order, "order"),
+                           (panel.next_one, "next_one")):
+        run, shown = changed(field=field, control=control, members=field == "members")
+        control.input(run, [chat_id, character, control], shown, api_name=f"chat_group_{field.split('_')[0]}")
 
 
 def wire_speak(tab, reply, inputs: list, outputs: list, queue: dict):
