@@ -132,7 +132,8 @@ def wire(tab, panel: GroupPanel) -> None:
     for control, field in ((panel.members, "members"), (panel.muted, "muted"), (panel.order, "order"),
                            (panel.next_one, "next_one")):
         run, shown = changed(field=field, control=control, members=field == "members")
-        control.input(run, [chat_id, character, control], shown, api_name=f"chat_group_{field.split('_')[0]}")
+        control.input(run, [chat_id, character, control], shown, api_name=f"chat_group_{field.split('_')[0]}",
+                      show_progress="hidden")
 
 
 def wire_speak(tab, reply, inputs: list, outputs: list, queue: dict):
