@@ -196,8 +196,10 @@ def analyse(model: torch.nn.Module, ids: list[int], position: int,
     Raises InspectCancelled when `cancelled()` turns true before a layer."""
     parts = find_parts(model)
     count = len(parts.layers)
-    device = parts.head.weight.device
-    vocab = parts.head.weight.shape[0]
+    # The input embeddings' device: where the ids go in.  The output layer's own size,
+    # not its weight's (the CPU fp16 kernels keep a packed weight of their own).
+    device = parts.model.get_input_embeddings().weight.device
+    vocab = getattr(parts.head, "out_features", None) or parts.model.config.vocab_size
     chunk = max(1, CHUNK_ELEMENTS // vocab)
     rows: list[tuple[torch.Tensor, torch.Tensor]] = []
     norms: list[torch.Tensor] = []
