@@ -213,9 +213,11 @@ def analyse(model: torch.nn.Module, ids: list[int], position: int,
             logits = parts.head(parts.norm(h[start:start + chunk])).float()
             if parts.softcap:
                 logits = torch.tanh(logits / parts.softcap) * parts.softcap
-            p, i = torch.softmax(logits, dim=-1).topk(TOP, dim=-1)
+            # The top logits and the log of the normaliser: the same probabilities as a
+            # softmax's top-k, without writing a whole softmaxed copy of the logits.
+            top_logits, i = logits.topk(TOP, dim=-1)
             tops.append(i.cpu())
-            probs.append(p.cpu())
+            probs.append((top_logits - torch.logsumexp(logits, dim=-1, keepdim=True)).exp().cpu())
         rows.append((torch.cat(tops), torch.cat(probs)))
 
     def before_layer(index: int):
