@@ -207,3 +207,19 @@ def test_a_second_inspection_is_refused_while_one_runs(runtime):
         release.set()
         job.join(60)
     assert results and not errors
+
+
+@pytest.mark.parametrize("family", ["llava", "gemma3"])
+def test_a_vision_model_is_read_through_its_text_decoder(family, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    from tests.tiny_vision import build_gemma3, build_vision
+
+    folder = build_gemma3(tmp_path / family) if family == "gemma3" else build_vision(tmp_path / family, family)
+    model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32)
+    lens = inspect_text(model, AutoTokenizer.from_pretrained(folder), TEXT, 512)
+    with torch.inference_mode():
+        probs, ids = torch.softmax(model(input_ids=torch.tensor([lens.ids])).logits[0].float(), dim=-1).topk(TOP)
+    assert torch.equal(torch.from_numpy(lens.top_ids[-1]), ids)
+    torch.testing.assert_close(torch.from_numpy(lens.top_probs[-1]), probs, atol=2e-5, rtol=1e-4)
+    assert abs(lens.attention.sum(axis=-1) - 1).max() < 1e-5

@@ -86,6 +86,10 @@ def find_parts(model: torch.nn.Module) -> Parts:
     config = getattr(model, "config", None)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     base = getattr(model, "model", None) or getattr(model, "transformer", None)
+    # A vision model (Llava, Gemma 3): its text decoder holds the layers and the norm.
+    base = getattr(base, "language_model", base)
+    if config is not None and hasattr(config, "get_text_config"):
+        config = config.get_text_config()
     if head is None or base is None:
         raise InspectUnsupported(f"{name} has no output layer and base model this lens knows")
     norm = next((getattr(base, n) for n in NORM_NAMES if isinstance(getattr(base, n, None), torch.nn.Module)), None)
@@ -199,7 +203,7 @@ def analyse(model: torch.nn.Module, ids: list[int], position: int,
     # The input embeddings' device: where the ids go in.  The output layer's own size,
     # not its weight's (the CPU fp16 kernels keep a packed weight of their own).
     device = parts.model.get_input_embeddings().weight.device
-    vocab = getattr(parts.head, "out_features", None) or parts.model.config.vocab_size
+    vocab = getattr(parts.head, "out_features", None) or parts.head.weight.shape[0]
     chunk = max(1, CHUNK_ELEMENTS // vocab)
     rows: list[tuple[torch.Tensor, torch.Tensor]] = []
     norms: list[torch.Tensor] = []
