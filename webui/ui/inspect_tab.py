@@ -3,7 +3,7 @@
 Wiring only: the analysis is webui/inspect/lens.py, the job on the model
 webui/inspect/service.py (through Runtime.inspect).  Run takes the model from every
 user for the pass, so it and Stop are the owner's (webui/ui/guard.py: not PER_USER);
-so are the views of the result, which only the one who ran it has.
+the views of a result read only this session's own (PER_USER).
 
 The result is kept in this browser session's gr.State; clicking a cell of the lens
 table, or picking another head, redraws from it without running the model again.  The
