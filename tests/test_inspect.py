@@ -223,3 +223,24 @@ def test_a_vision_model_is_read_through_its_text_decoder(family, tmp_path):
     assert torch.equal(torch.from_numpy(lens.top_ids[-1]), ids)
     torch.testing.assert_close(torch.from_numpy(lens.top_probs[-1]), probs, atol=2e-5, rtol=1e-4)
     assert abs(lens.attention.sum(axis=-1) - 1).max() < 1e-5
+
+
+def test_other_architectures_are_read_where_they_fit_and_refused_with_the_reason_where_not():
+    from transformers import CohereConfig, CohereForCausalLM, GPT2Config, GPT2LMHeadModel, MambaConfig, MambaForCausalLM
+
+    from webui.inspect.lens import analyse
+
+    torch.manual_seed(0)
+    ids = list(range(5, 25))
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=300, n_positions=64)).eval()
+    lens = analyse(gpt2, ids, len(ids) - 1)  # ln_f, layers in `h`, attention in `attn`
+    with torch.inference_mode():
+        expected = torch.softmax(gpt2(torch.tensor([ids])).logits[0], dim=-1).topk(TOP)
+    assert torch.equal(torch.from_numpy(lens.top_ids[-1]), expected.indices)
+    cohere = CohereForCausalLM(CohereConfig(num_hidden_layers=2, hidden_size=64, intermediate_size=128,
+                                            num_attention_heads=4, num_key_value_heads=2, vocab_size=300))
+    with pytest.raises(InspectUnsupported, match="rescales its logits \\(logit_scale\\)"):
+        analyse(cohere, ids, 0)
+    mamba = MambaForCausalLM(MambaConfig(num_hidden_layers=2, hidden_size=64, vocab_size=300))
+    with pytest.raises(InspectUnsupported, match="MambaForCausalLM: the logit lens reads transformer decoders"):
+        analyse(mamba, ids, 0)

@@ -90,14 +90,12 @@ def find_parts(model: torch.nn.Module) -> Parts:
     base = getattr(base, "language_model", base)
     if config is not None and hasattr(config, "get_text_config"):
         config = config.get_text_config()
-    if head is None or base is None:
-        raise InspectUnsupported(f"{name} has no output layer and base model this lens knows")
     norm = next((getattr(base, n) for n in NORM_NAMES if isinstance(getattr(base, n, None), torch.nn.Module)), None)
     layers = getattr(base, "layers", None) or getattr(base, "h", None)
-    if norm is None or not isinstance(layers, torch.nn.ModuleList) or not len(layers):
-        raise InspectUnsupported(f"{name}: the logit lens knows where Llama-, Mistral-, Qwen-, Gemma-, Phi- and "
-                                 "gpt-oss-style models keep their decoder layers and final norm "
-                                 f"({', '.join(NORM_NAMES)}); this model has none of them")
+    if head is None or norm is None or not isinstance(layers, torch.nn.ModuleList) or not len(layers):
+        raise InspectUnsupported(f"{name}: the logit lens reads transformer decoders that keep their layers and "
+                                 f"final norm where Llama, Mistral, Qwen, Gemma, Phi, gpt-oss and GPT-2 do "
+                                 f"({', '.join(NORM_NAMES)}); this model does not")
     changes = [f for f in UNKNOWN_LOGIT_CHANGES if getattr(config, f, None) not in (None, 1, 1.0)]
     if changes:
         raise InspectUnsupported(f"{name} rescales its logits ({', '.join(changes)}) in a way the lens does not "
