@@ -24,6 +24,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from webui.chat.chat_lore import ChatLore
 from webui.errors import AppError
 from webui.images import MAX_IMAGES_PER_MESSAGE
 
@@ -184,6 +185,7 @@ class Conversation(BaseModel):
     selected: dict[str, int] = Field(default_factory=dict)
     tools: ChatTools | None = None  # the tools this chat uses (None: none)
     settings: ChatSettings | None = None  # how it is prompted (None: not kept yet)
+    lore: ChatLore | None = None  # its lorebooks, author's note, sticky entries (webui/chat/chat_lore.py)
 
     @model_validator(mode="after")
     def _well_formed(self) -> Conversation:
