@@ -20,12 +20,12 @@ import functools
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gradio as gr
 
-from webui.chat import actions, display, settings
+from webui.chat import actions, display, roleplay, settings
 from webui.chat.actions import MODES, ChatView
 from webui.chat.characters import DEFAULT_CHARACTER
 from webui.chat import tool_turns
@@ -37,6 +37,7 @@ from webui.chat.service import ReplyWriter, add_user_message, impersonate, withd
 from webui.runtime import Runtime
 from webui.ui.common import MODEL_GROUP, Shared, session_id, stop_handler, to_params
 from webui.ui import chat_marks, chat_model, documents_panel, thinking_ui, token_view, tool_access
+from webui.ui import lore_panel, prompt_inspector
 from webui.ui.chat_images import ImageShelf, bubbles, message_box, message_parts, store_uploads
 from webui.ui.exports import Exports
 from webui.userdata import UserSpace
@@ -221,9 +222,11 @@ def render(runtime: Runtime, shared: Shared) -> None:
         with gr.Column(scale=4, elem_id="chat-main"):  # first at phone width (chat_marks.css)
             col = chat_column()
             marks = chat_marks.box()
+            inspector = prompt_inspector.render()  # the last reply's prompt, its parts marked
         with gr.Column(scale=1, min_width=240):
             chat_model.render(runtime, shared)  # which model answers; load another (webui/ui/chat_model.py)
             setup = setup_column(runtime)
+            lore = lore_panel.render()  # lorebooks and the author's note (webui/ui/lore_panel.py)
             documents = documents_panel.render()
     shared.character_picker = setup.character
     tab = ChatTab(runtime, shared.params, chat_id, side, col, setup)
@@ -238,6 +241,8 @@ def render(runtime: Runtime, shared: Shared) -> None:
     shared.on_load.append((tab.on_load_thinking, [setup.thinking.enable, setup.thinking.effort]))
     shared.on_load += documents_panel.wire(runtime, documents, chat_id, col.chatbot, tab.space)
     chat_marks.wire(runtime, col.chatbot, chat_id, setup.character, marks)  # names, avatar, ◀ 2/3 ▶
+    lore_panel.wire(runtime, lore, chat_id, setup.character)
+    prompt_inspector.wire(runtime, *inspector, chat_id)
 
 
 # -- behaviour -----------------------------------------------------------------------------
@@ -622,6 +627,7 @@ class ChatTab:
         setup = self.setup_of(space, who, mode, template, system, command, (enable_thinking, effort))
         conversation = _open(space, current, who, setup.character)
         settings.remember(conversation, mode, template, enable_thinking, effort)  # saved with the reply
+        setup = replace(setup, roleplay=roleplay.for_chat(space, conversation, setup.character))  # lore, note
         return space, setup, conversation
 
     def wire_model(self) -> None:
