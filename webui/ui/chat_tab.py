@@ -561,6 +561,7 @@ class ChatTab:
         message just `sent`, that message is withdrawn (service.withdraw) and its text
         stays in (or goes back to) the message box: no half turn is kept."""
         col, probs = self.col, self.col.probs.shown
+        setup = with_lore(space, conversation, setup)
         # A message withdrawn from a conversation first saved for it takes the file with it.
         existed = sent is not None and space.chats.has(conversation.id)
         top, refused = token_view.wanted(self.runtime, session_id(request), bool(show_tokens))
@@ -627,7 +628,6 @@ class ChatTab:
         setup = self.setup_of(space, who, mode, template, system, command, (enable_thinking, effort))
         conversation = _open(space, current, who, setup.character)
         settings.remember(conversation, mode, template, enable_thinking, effort)  # saved with the reply
-        setup = replace(setup, roleplay=roleplay.for_chat(space, conversation, setup.character))  # lore, note
         return space, setup, conversation
 
     def wire_model(self) -> None:
@@ -698,6 +698,7 @@ class ChatTab:
             space = self.space(request)
             setup = self.setup_of(space, who, mode_name, template_name, system_text, command_text)
             conversation = _open(space, current, who, setup.character)
+            setup = with_lore(space, conversation, setup)
             text = start_with or ""
             try:
                 for so_far in impersonate(runtime, session_id(request), conversation, setup, to_params(params),
@@ -855,6 +856,12 @@ def tools_note(chosen: ChatTools | None) -> str:
     if asks:
         parts.append(f"asking before running {', '.join(asks)}")
     return "; ".join(parts) + f"; tool_choice {chosen.choice}."
+
+
+def with_lore(space: UserSpace, conversation: Conversation, setup):
+    """`setup` with what the chat's reply reads besides its messages: lore, the author's
+    note, the passages retrieved for it (webui/chat/roleplay.py)."""
+    return replace(setup, roleplay=roleplay.for_chat(space, conversation, setup.character))
 
 
 def _open(space: UserSpace, current, who, character) -> Conversation:

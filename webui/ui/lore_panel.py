@@ -147,8 +147,6 @@ def wire(runtime: Runtime, panel: LorePanel, chat_id: gr.State, character: gr.Dr
     def on_scope(name, chosen, current, who, request: gr.Request):
         space = space_of(request)
         chosen = chosen if isinstance(chosen, list) else []
-        if name not in space.lorebooks.names():
-            return "Import or choose a lorebook first."
         try:
             space.lorebooks.attach(name, "global", ALL in chosen)
             space.lorebooks.attach(name, "character", CHARACTER in chosen, who)
