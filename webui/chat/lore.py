@@ -56,21 +56,58 @@ class LoreError(AppError, ValueError):
 
 
 # -- keys ------------------------------------------------------------------------------------
+class Text:
+    """A text to scan, with its case-folded form made once (the plain keys' quick test)."""
+
+    __slots__ = ("raw", "_folded", "_words", "_folded_words")
+
+    def __init__(self, raw: str):
+        self.raw, self._folded, self._words, self._folded_words = raw, None, None, None
+
+    @property
+    def folded(self) -> str:
+        if self._folded is None:
+            self._folded = self.raw.casefold()
+        return self._folded
+
+    def words(self, folded: bool) -> set[str]:
+        """The text's words (runs of word characters, as the whole-word pattern sees them)."""
+        if self._words is None:
+            self._words = set(_WORD.findall(self.raw))
+            self._folded_words = {w.casefold() for w in self._words}
+        return self._folded_words if folded else self._words  # type: ignore[return-value]
+
+
 @dataclass(frozen=True)
 class Key:
     """One key, compiled: a regex (from `/…/flags`) or a plain word or phrase."""
 
     text: str
     pattern: Any  # a compiled regex.Pattern
+    # A plain key's text (case-folded unless case matters): a text without it cannot match,
+    # and most texts lack most keys, so the pattern runs only after this cheap test.
+    needle: str | None = None
+    folded: bool = False
+    word: bool = False  # a whole-word key of word characters only: looked up in the text's words
 
-    def search(self, haystack: str) -> bool:
+    def search(self, haystack: str | Text) -> bool:
+        text = haystack if isinstance(haystack, Text) else Text(haystack)
+        if self.needle is not None:
+            # Quick tests that can only say "maybe" (case folding is at least as loose as the
+            # pattern's): the pattern has the last word.
+            if self.word:
+                if self.needle not in text.words(self.folded):
+                    return False
+            elif self.needle not in (text.folded if self.folded else text.raw):
+                return False
         try:
-            return self.pattern.search(haystack, timeout=REGEX_SECONDS) is not None
+            return self.pattern.search(text.raw, timeout=REGEX_SECONDS) is not None
         except TimeoutError:
             return False
 
 
 _REGEX_KEY = regex.compile(r"^/(.+)/([a-z]*)$", regex.DOTALL)
+_WORD = regex.compile(r"\w+")
 _cache: dict[tuple[str, bool, bool], Key] = {}
 
 
@@ -103,7 +140,9 @@ def compile_key(text: str, case_sensitive: bool, whole_words: bool, where: str =
             pattern = regex.compile(body, flags)
     except (regex.error, OverflowError, RecursionError) as exc:
         raise LoreError(f"{where}: the regex {text[:80]!r} does not compile: {exc}", param=where) from exc
-    key = Key(text, pattern)
+    plain = None if found else text.strip()
+    key = Key(text, pattern, None if plain is None else plain if case_sensitive else plain.casefold(),
+              folded=not case_sensitive, word=bool(plain and whole_words and _WORD.fullmatch(plain)))
     if len(_cache) > 50_000:
         _cache.clear()
     _cache[(text, case_sensitive, whole_words)] = key
@@ -159,9 +198,14 @@ class Entry:
     def compiled(self, settings: LoreSettings) -> tuple[list[Key], list[Key]]:
         case = settings.case_sensitive if self.case_sensitive is None else self.case_sensitive
         whole = settings.whole_words if self.whole_words is None else self.whole_words
-        where = f"{self.book or 'lorebook'} entry {self.uid.rpartition('/')[2]}"
-        return ([compile_key(k, case, whole, where) for k in self.keys if k.strip()],
-                [compile_key(k, case, whole, where) for k in self.secondary if k.strip()])
+        # Kept on the entry (frozen, so set past the dataclass): a book's entries are parsed
+        # once per file version and scanned for every reply.
+        kept = self.__dict__.setdefault("_compiled", {})
+        if (case, whole) not in kept:
+            where = f"{self.book or 'lorebook'} entry {self.uid.rpartition('/')[2]}"
+            kept[(case, whole)] = ([compile_key(k, case, whole, where) for k in self.keys if k.strip()],
+                                   [compile_key(k, case, whole, where) for k in self.secondary if k.strip()])
+        return kept[(case, whole)]
 
 
 @dataclass(frozen=True)
@@ -243,13 +287,22 @@ def activate(entries: Sequence[Entry], messages: Sequence[str], settings: LoreSe
     length = len(messages)
     timed = {uid: span for uid, span in (timed or {}).items() if not span.over(length)}
     result = Activation(timed=dict(timed))
-    buffers: dict[int, str] = {}
+    buffers: dict[int, Text] = {}
 
-    def buffer(depth: int) -> str:
+    def buffer(depth: int) -> Text:
         depth = max(0, min(depth, MAX_SCAN_DEPTH))
         if depth not in buffers:
-            buffers[depth] = "\n".join(messages[length - depth:]) if depth else ""
+            buffers[depth] = Text("\n".join(messages[length - depth:]) if depth else "")
         return buffers[depth]
+
+    # Each key is searched once per text: the chat's, then each recursion step's new text.
+    memo: dict[tuple[int, int], bool] = {}
+
+    def hit(key: Key, text: Text) -> bool:
+        found = memo.get((id(key), id(text)))
+        if found is None:
+            found = memo[(id(key), id(text))] = key.search(text)
+        return found
 
     live = [e for e in entries if e.enabled and e.content.strip()]
     sticky = [e for e in live if e.uid in timed and timed[e.uid].is_sticky(length)]
@@ -289,27 +342,52 @@ def activate(entries: Sequence[Entry], messages: Sequence[str], settings: LoreSe
         return random.Random(f"{seed}:{length}:{entry.uid}").random() * 100 < entry.probability  # noqa: S311
 
     first = [Activated(e, "sticky") for e in sticky]
+    stuck = {e.uid for e in sticky}
     for entry in live:
-        if entry.constant and entry.uid not in cooling and entry.uid not in {a.entry.uid for a in first}:
+        if entry.constant and entry.uid not in cooling and entry.uid not in stuck:
             if rolls(entry):
                 first.append(Activated(entry, "constant"))
             else:
                 done.add(entry.uid)
     taken = admit(first)
-    recursion = "\n".join(a.entry.content for a in taken if not a.entry.prevent_recursion)
+    added = "\n".join(a.entry.content for a in taken if not a.entry.prevent_recursion)
+    recursion = [Text(added)] if added else []
     step = 0
+    scanned = [e for e in live if not e.constant]
+    index = _index(scanned, settings)
+    depth_of = [settings.scan_depth if e.scan_depth is None else e.scan_depth for e in scanned]
+    primary_hit: dict[int, str] = {}  # position -> the primary key found (its secondary keys may not agree yet)
     while not full:
         found: list[Activated] = []
-        for entry in live:
-            if entry.uid in done or entry.uid in cooling or entry.constant:
+        # Entries a key may have hit: looked up in the index for the texts new to this pass.
+        if step == 0:
+            maybe: set[int] = set()
+            for depth in set(depth_of):
+                maybe |= {p for p in index.candidates(buffer(depth)) if depth_of[p] == depth}
+            for text in recursion:
+                maybe |= {p for p in index.candidates(text) if not scanned[p].exclude_recursion}
+        else:
+            maybe = {p for p in index.candidates(recursion[-1]) if not scanned[p].exclude_recursion}
+        for position in sorted(maybe | primary_hit.keys()):
+            entry = scanned[position]
+            uid = entry.uid
+            if uid in done or uid in cooling:
                 continue
-            chat = buffer(settings.scan_depth if entry.scan_depth is None else entry.scan_depth)
-            texts = [chat] if entry.exclude_recursion or not recursion else [chat, recursion]
-            why = _matches(entry, settings, texts)
-            if why is None:
+            chat = buffer(depth_of[position])
+            texts = [chat] if entry.exclude_recursion else [chat, *recursion]
+            primary, secondary = entry.compiled(settings)
+            if position not in primary_hit:
+                fresh = texts[-1:] if step else texts
+                first = next((k for k in primary if any(k.search(t) for t in fresh)), None)
+                if first is None:
+                    continue
+                primary_hit[position] = first.text
+            if entry.selective and secondary and not _logic(entry, [any(hit(k, t) for t in texts)
+                                                                   for k in secondary]):
                 continue
+            why = f"key {primary_hit[position]!r}"
             if not rolls(entry):
-                done.add(entry.uid)
+                done.add(uid)
                 continue
             found.append(Activated(entry, why if step == 0 else f"recursion: {why}"))
         if not found:
@@ -319,7 +397,7 @@ def activate(entries: Sequence[Entry], messages: Sequence[str], settings: LoreSe
         added = "\n".join(a.entry.content for a in taken if not a.entry.prevent_recursion)
         if not (settings.recursive and added and step <= min(settings.max_recursion, MAX_RECURSION)):
             break
-        recursion = f"{recursion}\n{added}" if recursion else added
+        recursion.append(Text(added))
     for item in result.entries:
         entry = item.entry
         if item.why != "sticky" and (entry.sticky or entry.cooldown):
@@ -329,14 +407,51 @@ def activate(entries: Sequence[Entry], messages: Sequence[str], settings: LoreSe
     return result
 
 
-def _matches(entry: Entry, settings: LoreSettings, texts: list[str]) -> str | None:
-    """Why `entry` matches `texts` ("key 'x'"), or None."""
-    primary, secondary = entry.compiled(settings)
-    hit = next((k for k in primary if any(k.search(t) for t in texts)), None)
-    if hit is None:
-        return None
-    if entry.selective and secondary:
-        hits = [any(k.search(t) for t in texts) for k in secondary]
-        if not _logic(entry, hits):
-            return None
-    return f"key {hit.text!r}"
+class _Index:
+    """The primary keys of many entries, arranged so a text finds the entries it may
+    trigger without trying each: whole-word keys by their word, plain substrings in one
+    pass of C-level `in` tests, regex keys tried one by one.  Says "maybe"; each entry's
+    own keys then decide."""
+
+    def __init__(self, entries: Sequence[Entry], settings: LoreSettings):
+        self.words: dict[bool, dict[str, list[int]]] = {True: {}, False: {}}
+        self.folded_needles: list[tuple[str, int]] = []
+        self.raw_needles: list[tuple[str, int]] = []
+        self.patterns: list[tuple[Key, int]] = []
+        for position, entry in enumerate(entries):
+            for key in entry.compiled(settings)[0]:
+                if key.needle is None:
+                    self.patterns.append((key, position))
+                elif key.word:
+                    self.words[key.folded].setdefault(key.needle, []).append(position)
+                else:
+                    (self.folded_needles if key.folded else self.raw_needles).append((key.needle, position))
+
+    def candidates(self, text: Text) -> set[int]:
+        found: set[int] = set()
+        for folded, table in self.words.items():
+            if table:
+                for word in text.words(folded) & table.keys():
+                    found.update(table[word])
+        if self.folded_needles:
+            folded_text = text.folded
+            found.update(p for needle, p in self.folded_needles if needle in folded_text)
+        if self.raw_needles:
+            found.update(p for needle, p in self.raw_needles if needle in text.raw)
+        found.update(p for key, p in self.patterns if p not in found and key.search(text))
+        return found
+
+
+_indexes: dict[tuple, tuple[tuple[Entry, ...], _Index]] = {}
+
+
+def _index(entries: list[Entry], settings: LoreSettings) -> _Index:
+    """The index of `entries`, kept for the last few sets (a chat's books change rarely).
+    The entries are kept with it, so the ids in its key cannot be reused meanwhile."""
+    key = (settings.case_sensitive, settings.whole_words, *map(id, entries))
+    kept = _indexes.get(key)
+    if kept is None:
+        if len(_indexes) >= 8:
+            _indexes.pop(next(iter(_indexes)))
+        kept = _indexes[key] = (tuple(entries), _Index(entries, settings))
+    return kept[1]
