@@ -109,3 +109,27 @@ def test_the_authors_note_is_kept_with_the_chat_and_marked(app):
     newest = space.chats.load(max(space.chats.list(), key=lambda s: s.updated).id)
     assert newest.lore.note.text == "Speak like a pirate." and newest.lore.note.depth == 0
     assert '<mark class="pi-note"' in ann.predict(api_name="/prompt_inspect")
+
+
+def test_a_sticky_entry_stays_in_the_next_replies_and_is_kept_with_the_chat(app, tmp_path):
+    runtime, url = app
+    ann = client_for(url, ANN)
+    book = tmp_path / "Weather.json"
+    book.write_text(json.dumps({"entries": {"0": {"uid": 0, "key": ["storm"], "content": "A storm rages outside.",
+                                                  "sticky": 2, "comment": "Storm"}}}))
+    ann.predict(handle_file(str(book)), api_name="/lorebook_import")
+    ann.predict("Weather", ["all chats"], api_name="/lorebook_attach")
+    try:
+        ann.predict("Assistant", api_name="/chat_new")
+        ann.predict("A storm is coming", api_name="/chat_send")  # 1 message (no greeting): in, sticky to 3
+        assert "A storm rages outside." in last_prompt(runtime, "ann")
+        space = runtime.users.get("ann")
+        chat = space.chats.load(max(space.chats.list(), key=lambda s: s.updated).id)
+        assert chat.lore.timed["Weather/0"].model_dump() == {"start": 1, "sticky": 2, "cooldown": 0}
+        ann.predict("Close the shutters", api_name="/chat_send")  # 3 messages: still in, by sticky
+        assert "A storm rages outside." in last_prompt(runtime, "ann")
+        assert "Storm (sticky)" in ann.predict(api_name="/prompt_inspect")
+        ann.predict("Is it over?", api_name="/chat_send")  # 5 messages: out
+        assert "A storm rages outside." not in last_prompt(runtime, "ann")
+    finally:
+        ann.predict("Weather", api_name="/lorebook_delete")
