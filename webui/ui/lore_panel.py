@@ -20,6 +20,7 @@ from webui.chat.chat_lore import AuthorsNote, ChatLore
 from webui.chat.lore import is_regex_key
 from webui.chat.lorebooks import MAX_BOOK_BYTES
 from webui.errors import AppError
+from webui.paths import NameRefused
 from webui.ui.exports import Exports
 
 if TYPE_CHECKING:
@@ -99,6 +100,16 @@ def wire(runtime: Runtime, panel: LorePanel, chat_id: gr.State, character: gr.Dr
     def space_of(request: gr.Request):
         return runtime.users.get(getattr(request, "username", None))
 
+    def listed(space, name=None, who=None) -> None:
+        """Refuse a book or character name this user does not have (an empty choice is fine)."""
+        try:
+            if name not in (None, ""):
+                space.lorebooks.entries(name)  # NameRefused for a name not in the user's library
+            if who not in (None, "") and who not in space.characters.names():
+                raise NameRefused("unknown character: choose one from the list", param="character")
+        except (AppError, ValueError) as exc:
+            raise gr.Error(str(exc)) from exc
+
     def chat_of(space, current, who):
         try:
             return actions.open_chat(space, current if isinstance(current, str) else None, who)
@@ -128,13 +139,15 @@ def wire(runtime: Runtime, panel: LorePanel, chat_id: gr.State, character: gr.Dr
                     panel.order, panel.status]
 
     def on_refresh(name, current, who, request: gr.Request):
-        return book_view(space_of(request), name, current, who)
+        space = space_of(request)
+        listed(space, name, who)
+        return book_view(space, name, current, who)
 
     def on_import(file, current, who, request: gr.Request):
         space = space_of(request)
         path = Path(getattr(file, "name", file) or "")
         if not path.is_file():
-            raise gr.Error("choose a lorebook file to import")
+            raise gr.Error("invalid upload: choose a lorebook file (.json) to import")
         if path.stat().st_size > MAX_BOOK_BYTES:
             raise gr.Error(f"the file is larger than {MAX_BOOK_BYTES >> 20} MB")
         try:
@@ -179,15 +192,16 @@ def wire(runtime: Runtime, panel: LorePanel, chat_id: gr.State, character: gr.Dr
 
     def on_entry(name, uid, request: gr.Request):
         space = space_of(request)
-        if name not in space.lorebooks.names():
+        listed(space, name)
+        if name in (None, "") or uid in (None, ""):
             return "", "", False, 100
         entry = (space.lorebooks.raw(name).get("entries") or {}).get(uid) if isinstance(uid, str) else None
         if not isinstance(entry, dict):
-            return "", "", False, 100
+            raise gr.Error(f"unknown entry of lorebook {name}: choose one from the list")
         return (", ".join(map(str, entry.get("key") or [])), str(entry.get("content") or ""),
                 bool(entry.get("constant")), entry.get("order") if isinstance(entry.get("order"), int) else 100)
 
-    def on_save_entry(name, uid, keys, content, constant, order, current, who, request: gr.Request, new=False):
+    def save_entry(name, uid, keys, content, constant, order, current, who, request, new: bool):
         space = space_of(request)
         try:
             uid = space.lorebooks.save_entry(name, None if new else uid, _split_keys(keys), str(content or ""),
@@ -198,11 +212,15 @@ def wire(runtime: Runtime, panel: LorePanel, chat_id: gr.State, character: gr.Dr
         return (*view[:2], gr.update(choices=_entry_choices(space.lorebooks.raw(name)), value=uid),
                 keys, content, constant, order, view[-1])
 
-    def on_new_entry(*args, request: gr.Request):
-        return on_save_entry(*args, request=request, new=True)
+    def on_save_entry(name, uid, keys, content, constant, order, current, who, request: gr.Request):
+        return save_entry(name, uid, keys, content, constant, order, current, who, request, new=False)
+
+    def on_new_entry(name, uid, keys, content, constant, order, current, who, request: gr.Request):
+        return save_entry(name, uid, keys, content, constant, order, current, who, request, new=True)
 
     def on_note_view(current, who, request: gr.Request):
         space = space_of(request)
+        listed(space, who=who)
         kept = space.chats.load(current).lore if isinstance(current, str) and space.chats.has(current) else None
         note = kept.note if kept else AuthorsNote()
         return note.text, note.depth, note.frequency, note.role
