@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from webui.runtime import Runtime
 
 ALL, CHARACTER, CHAT = "all chats", "this character", "this chat"
+_ANY = object()  # listed(): no character to check
 ROLES = ["system", "user", "assistant"]
 
 
@@ -100,12 +101,13 @@ def wire(runtime: Runtime, panel: LorePanel, chat_id: gr.State, character: gr.Dr
     def space_of(request: gr.Request):
         return runtime.users.get(getattr(request, "username", None))
 
-    def listed(space, name=None, who=None) -> None:
-        """Refuse a book or character name this user does not have (an empty choice is fine)."""
+    def listed(space, name=None, who=_ANY) -> None:
+        """Refuse a book this user does not have (no book chosen is fine) and, where the
+        event names one, a character that is not theirs."""
         try:
             if name not in (None, ""):
                 space.lorebooks.entries(name)  # NameRefused for a name not in the user's library
-            if who not in (None, "") and who not in space.characters.names():
+            if who is not _ANY and who not in space.characters.names():
                 raise NameRefused("unknown character: choose one from the list", param="character")
         except (AppError, ValueError) as exc:
             raise gr.Error(str(exc)) from exc
@@ -145,6 +147,7 @@ def wire(runtime: Runtime, panel: LorePanel, chat_id: gr.State, character: gr.Dr
 
     def on_import(file, current, who, request: gr.Request):
         space = space_of(request)
+        listed(space, who=who)
         path = Path(getattr(file, "name", file) or "")
         if not path.is_file():
             raise gr.Error("invalid upload: choose a lorebook file (.json) to import")
@@ -159,6 +162,7 @@ def wire(runtime: Runtime, panel: LorePanel, chat_id: gr.State, character: gr.Dr
 
     def on_scope(name, chosen, current, who, request: gr.Request):
         space = space_of(request)
+        listed(space, who=who)
         chosen = chosen if isinstance(chosen, list) else []
         try:
             space.lorebooks.attach(name, "global", ALL in chosen)
@@ -184,6 +188,7 @@ def wire(runtime: Runtime, panel: LorePanel, chat_id: gr.State, character: gr.Dr
 
     def on_delete(name, current, who, request: gr.Request):
         space = space_of(request)
+        listed(space, who=who)
         try:
             space.lorebooks.delete(name)
         except (AppError, ValueError) as exc:
@@ -193,8 +198,10 @@ def wire(runtime: Runtime, panel: LorePanel, chat_id: gr.State, character: gr.Dr
     def on_entry(name, uid, request: gr.Request):
         space = space_of(request)
         listed(space, name)
-        if name in (None, "") or uid in (None, ""):
+        if uid in (None, ""):
             return "", "", False, 100
+        if name in (None, ""):
+            raise gr.Error("unknown entry: choose a lorebook first")
         entry = (space.lorebooks.raw(name).get("entries") or {}).get(uid) if isinstance(uid, str) else None
         if not isinstance(entry, dict):
             raise gr.Error(f"unknown entry of lorebook {name}: choose one from the list")
@@ -203,6 +210,7 @@ def wire(runtime: Runtime, panel: LorePanel, chat_id: gr.State, character: gr.Dr
 
     def save_entry(name, uid, keys, content, constant, order, current, who, request, new: bool):
         space = space_of(request)
+        listed(space, name, who)
         try:
             uid = space.lorebooks.save_entry(name, None if new else uid, _split_keys(keys), str(content or ""),
                                              bool(constant), int(order or 0))
@@ -227,6 +235,7 @@ def wire(runtime: Runtime, panel: LorePanel, chat_id: gr.State, character: gr.Dr
 
     def on_save_note(current, who, text, depth, frequency, role, request: gr.Request):
         space = space_of(request)
+        listed(space, who=who)
         try:
             note = AuthorsNote(text=str(text or ""), depth=int(depth or 0), frequency=int(frequency or 0),
                                role=role if role in ROLES else "system")
