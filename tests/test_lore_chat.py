@@ -77,7 +77,9 @@ def test_each_user_has_their_own_lorebooks(app, tmp_path):
     assert "is used in: all chats" in ann.predict("Coast", ["all chats"], api_name="/lorebook_attach")
     assert runtime.users.get("ann").lorebooks.export("Coast") == raw
     assert runtime.users.get("bob").lorebooks.names() == []
-    assert bob.predict("Coast", api_name="/lorebook_open")[0]["choices"] == []
+    with pytest.raises(AppError, match="unknown lorebook: Coast"):  # Ann's book, named: not Bob's
+        bob.predict("Coast", api_name="/lorebook_open")
+    assert bob.predict(None, api_name="/lorebook_open")[0]["choices"] == []
     with pytest.raises(AppError, match="unknown lorebook|Coast"):
         bob.predict("Coast", api_name="/lorebook_export")
     with pytest.raises(AppError):
