@@ -119,6 +119,8 @@ BENCHES = (
           "image KV reused ÷ computed (tiny LLaVA and SmolVLM)", (B + "bench_vision.py",), ("--rounds", "2")),
     Bench("chat", "A 500-message chat ÷ an empty one, per streamed token", (B + "bench_chat.py",),
           ("--rounds", "2", "--tokens", "20")),
+    Bench("lore", "Building a prompt with a 5,000-entry lorebook and a 500-message chat ÷ one token (demo model)",
+          (B + "bench_lore.py",), ("--rounds", "2")),
     Bench("first-screen", "Navigation to a usable message box (Chromium)", (B + "bench_first_screen.py",),
           ("--rounds", "2"), needs="chromium"),
     Bench("idle", "An idle server's CPU: no tab, then one Chromium tab open (demo model)", (B + "bench_idle.py",),

@@ -146,3 +146,30 @@ def test_unknown_names_are_400s_naming_their_field(api, runtime, wren):
     with pytest.raises(openai.BadRequestError) as caught:
         api.chat.completions.create(**base, extra_body={"mode": "chat", "character": "Secret"})
     assert caught.value.body["param"] == "character"
+
+
+def test_a_cards_lore_reaches_the_api_as_the_chat_tab_puts_it(wren, prompts, api, app_url, runtime):
+    """Issue 34: "a client gets the same prompt (character, lore...) as the chat tab":
+    a card's character_book entry fires on its key through the API too."""
+    from tests.test_chat_ui import steady
+
+    book = {"name": "Wren's lore", "entries": [
+        {"keys": ["lamp"], "content": "The lamp burns whale oil and must be trimmed at midnight.", "enabled": True,
+         "insertion_order": 100, "position": "after_char", "id": 1}]}
+    wren.write_text(json.dumps({**WREN, "data": {**WREN["data"], "character_book": book}}))
+    client = Client(app_url, verbose=False)
+    client.predict(*steady(max_new_tokens=4), api_name="/set_params")
+    client.predict("Wren", api_name="/chat_character")
+    client.predict("Wren", api_name="/chat_new")
+    client.predict("Is the lamp lit, Wren?", who="Wren", mode_name="chat", api_name="/chat_send")
+    tab_prompt = prompts[-1]
+    assert "trimmed at midnight" in tab_prompt
+    chats = runtime.users.get(None).chats
+    conversation = chats.load(max(chats.list("Wren"), key=lambda s: s.updated).id)
+    api.chat.completions.create(model=TINY, messages=openai_messages(conversation)[:-1], max_tokens=4,
+                                extra_body={"mode": "chat", "character": "Wren"})
+    assert prompts[-1] == tab_prompt
+    # No key in the history, no entry.
+    api.chat.completions.create(model=TINY, messages=[{"role": "user", "content": "Good evening."}], max_tokens=4,
+                                extra_body={"mode": "chat", "character": "Wren"})
+    assert "trimmed at midnight" not in prompts[-1]

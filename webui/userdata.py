@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from webui.chat.characters import DEFAULT_CHARACTER, CharacterLibrary, Persona
 from webui.chat.images import image_store
+from webui.chat.lorebooks import LorebookLibrary
 from webui.chat.store import ChatStore
 from webui.errors import AppError
 from webui.paths import is_plain_name
@@ -45,6 +46,7 @@ class UserSpace:
         self.root = root
         self.chats = ChatStore(root / "chats")
         self.characters = CharacterLibrary(root / "characters")
+        self.lorebooks = LorebookLibrary(root / "lorebooks")
         # Images sent in this user's chats, next to them (webui/chat/images.py).
         self.images = image_store(self.chats.folder)
 

@@ -20,10 +20,12 @@ character's greeting opens the history, as it opens a new chat in the tab.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any
 
 from webui.api.errors import APIError
 from webui.api.schemas import ChatCompletionRequest
+from webui.chat import roleplay
 from webui.chat.characters import DEFAULT_CHARACTER, substitute
 from webui.chat.prompt import DEFAULT_COMMAND, ChatPrompt, ChatSetup, PromptError
 from webui.chat.thinking import variables_for
@@ -94,8 +96,14 @@ def chat_prompt(runtime: Runtime, body: ChatCompletionRequest, model: LoadedMode
     if variables:
         setup = dataclasses.replace(setup, variables=variables)
     action = "continue" if body.continue_ else "reply"
+    turns = turns_of(setup, messages)
+    # The lore a chat with this character reads (its card's book, the books used in all
+    # chats or with it), as the chat tab adds it; seeded by the history.
+    seed = hashlib.sha256(repr([(m["role"], m.get("content")) for m in turns]).encode()).hexdigest()[:16]
+    lore = roleplay.for_request(runtime.users.get(None), setup.character, body.character or DEFAULT_CHARACTER, seed)
+    setup = dataclasses.replace(setup, roleplay=lore)
     try:
-        prompt = ChatPrompt(setup, turns_of(setup, messages), action, tools=tools)
+        prompt = ChatPrompt(setup, turns, action, tools=tools)
     except PromptError as exc:
         raise APIError(400, f"continue: {exc}", param="continue", code="invalid_value") from exc
     if remote:

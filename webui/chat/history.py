@@ -24,6 +24,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from webui.chat.chat_lore import ChatLore
 from webui.errors import AppError
 from webui.images import MAX_IMAGES_PER_MESSAGE
 
@@ -213,6 +214,7 @@ class Conversation(BaseModel):
     tools: ChatTools | None = None  # the tools this chat uses (None: none)
     settings: ChatSettings | None = None  # how it is prompted (None: not kept yet)
     group: ChatGroup | None = None  # a group chat's cast and reply order (None: one character)
+    lore: ChatLore | None = None  # its lorebooks, author's note, sticky entries (webui/chat/chat_lore.py)
 
     @model_validator(mode="after")
     def _well_formed(self) -> Conversation:

@@ -21,6 +21,7 @@ from jinja2.exceptions import SecurityError, TemplateError
 
 from webui.chat.characters import BUILT_IN, Character, Persona, describe, substitute
 from webui.chat.group import as_spoken_to
+from webui.chat.roleplay import Part, Roleplay, Woven, weave
 from webui.chat.template_sandbox import render_chat_template, special_tokens
 from webui.chat.thinking import thinking_format
 from webui.generation.reasoning import ThinkingFormat
@@ -58,6 +59,8 @@ class ChatSetup:
     variables: Mapping[str, Any] = field(default_factory=dict)
     # A group chat's other members (webui/chat/group.py): their names end a reply too.
     others: tuple[str, ...] = ()
+    # Lore, author's note and passages (webui/chat/roleplay.py); None: none of them.
+    roleplay: Roleplay | None = None
 
 
 @dataclass
@@ -67,6 +70,8 @@ class PromptInfo:
     tokens: int = 0
     room: int = 0
     dropped: int = 0  # oldest messages left out to fit
+    text: str = ""  # the prompt itself, and its inserted parts marked (the prompt inspector)
+    parts: list[Part] = field(default_factory=list)
 
 
 # -- templates ---------------------------------------------------------------------------
@@ -199,6 +204,16 @@ class ChatPrompt:
         self._bot_prefix = bot_prefix
         self._openers: dict[str, str] = {}
         self.tools = tuple(tools)
+        self.woven: Woven | None = None  # lore picked once per reply, however often it renders
+
+    def _weave(self, count) -> Woven:
+        if self.woven is None:
+            self.woven = weave(self.setup.roleplay, self.turns, self.names, count)
+        return self.woven
+
+    def _done(self, info: PromptInfo, text: str, count) -> PromptInfo:
+        info.text, info.parts = text, self._weave(count).parts(text, count)
+        return info
 
     def _open_reply(self, opener: str) -> str:
         if self._bot_prefix is None:
@@ -214,6 +229,7 @@ class ChatPrompt:
     def __call__(self, tokenizer, room: int) -> RenderedPrompt:
         starts = self._drop_points()
         count = lambda text: len(prompt_ids(tokenizer, text))  # noqa: E731
+        self._weave(count)
         if self.setup.mode != "instruct" and images_of(self.turns):
             raise PromptError("images are read in instruct mode, where the model's own template places them: "
                               "switch the chat mode to instruct", param="mode")
@@ -221,7 +237,7 @@ class ChatPrompt:
         tokens = count(whole)
         thinking = self._thinking(tokenizer)
         if tokens <= room or len(starts) == 1:  # the usual case: everything fits
-            self.info = PromptInfo(tokens=tokens, room=room)
+            self.info = self._done(PromptInfo(tokens=tokens, room=room), whole, count)
             return RenderedPrompt(whole, self._stops(tokenizer), thinking, images=images_of(self.turns))
         # Fewest dropped turns that fit: token counts fall as turns are dropped.
         low, high = 1, len(starts) - 1
@@ -233,7 +249,7 @@ class ChatPrompt:
                 best, best_start, high = text, starts[middle], middle - 1
             else:
                 low = middle + 1
-        self.info = PromptInfo(tokens=count(best), room=room, dropped=best_start)
+        self.info = self._done(PromptInfo(tokens=count(best), room=room, dropped=best_start), best, count)
         return RenderedPrompt(best, self._stops(tokenizer), thinking,
                               images=images_of(self.turns[best_start:]))
 
@@ -253,13 +269,15 @@ class ChatPrompt:
         The whole history is sent: the engine knows its context and refuses what does not fit."""
         user, char = self.names
         names = (f"\n{user}:", f"\n{char}:", *(f"\n{other}:" for other in self.setup.others))
+        woven = self._weave(lambda text: len(text) // 4 + 1)  # no tokenizer here: a rough count for the budget
         if self.setup.mode != "instruct" and images_of(self.turns):  # never dropped from a script
             raise PromptError("images are read in instruct mode, where the model's own template places them: "
                               "switch the chat mode to instruct", param="mode")
         if self.setup.mode == "instruct":
             if self.action != "reply" or self.prefix or self._bot_prefix:
                 return None
-            return EnginePrompt(messages=tuple(_with_system([dict(m) for m in self.turns], self.setup.system)))
+            turns = [{k: v for k, v in m.items() if k != "inserted"} for m in woven.into(as_spoken_to(self.turns, char))]
+            return EnginePrompt(messages=tuple(_with_system(turns, woven.around(self.setup.system))))
         script = self._script(self.turns)
         if self.setup.mode == "chat":
             return EnginePrompt(text=script, stops=names)
@@ -285,8 +303,19 @@ class ChatPrompt:
         return self._chat_instruct(tokenizer, script)
 
     def _instruct(self, tokenizer, turns: list[Message]) -> str:
-        template, system, variables = self.setup.template, self.setup.system, self.setup.variables
-        turns = as_spoken_to(turns, self.setup.character.name)
+        turns = as_spoken_to(turns, self.setup.character.name)  # a group's other members: named user turns
+        woven = self.woven or Woven()
+        woven_turns = woven.into(turns, self.action == "continue")
+        try:
+            return self._instruct_turns(tokenizer, woven_turns, woven.around(self.setup.system))
+        except PromptError:
+            if woven_turns is turns:
+                raise
+            # A template that refuses a message where the lore or note went: joined to the next one.
+            return self._instruct_turns(tokenizer, woven.merged(woven_turns), woven.around(self.setup.system))
+
+    def _instruct_turns(self, tokenizer, turns: list[Message], system: str) -> str:
+        template, variables = self.setup.template, self.setup.variables
         if any(m["role"] == "tool" or m.get("tool_calls") for m in turns) or self.tools:
             from webui.chat.tools import as_plain_turns, render_with_tools
 
@@ -327,12 +356,15 @@ class ChatPrompt:
         """The chat-mode text: character text, examples, then "Name: text" lines, ending
         with the name of whoever speaks next."""
         user, char = self.names
-        lines = [describe(self.setup.character, self.setup.persona)]
-        if self.setup.character.example_dialogue.strip():
-            lines.append(substitute(self.setup.character.example_dialogue.strip(), char, user))
+        woven = self.woven or Woven()
+        lines = [woven.around(describe(self.setup.character, self.setup.persona))]
+        lines.append(woven.around_examples(substitute(self.setup.character.example_dialogue.strip(), char, user)))
         head = "\n\n".join(line for line in lines if line)
-        # A group chat's replies carry their speaker's name (webui/chat/group.py).
-        body = "".join(f"{_speaker(m, user, char)}: {_line(m)}\n" for m in turns)
+        turns = woven.into(turns, self.action == "continue")
+        # Inserted lore goes in as written; a group chat's replies carry their speaker's
+        # name (webui/chat/group.py).
+        body = "".join(f"{m['content']}\n" if m.get("inserted") else f"{_speaker(m, user, char)}: {_line(m)}\n"
+                       for m in turns)
         if self.action == "continue":
             body = body[:-1] if body.endswith("\n") else body
             if not turns[-1]["content"].strip():

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from webui.chat.characters import describe
 from webui.chat.history import MAX_MESSAGE_CHARS, ChatError, Conversation, Message, Thought
 from webui.chat.images import image_store, with_images
+from webui.chat import last_prompt
 from webui.chat.prompt import ChatPrompt, ChatSetup
+from webui.chat.roleplay import keep_timed
 from webui.chat.store import ChatStore
 from webui.chat.tool_turns import record_calls
 from webui.chat.tools import Tool
@@ -310,9 +312,12 @@ class ReplyWriter:
             if self.tools and stats is not None and stats.finish_reason == "stop" and not self.error:
                 # Only a reply that ended by itself: a stopped or cut one may hold half a call.
                 self.calls = record_calls(conversation, self.target, self.text, self.tools)
+            keep_timed(conversation, self.prompt.woven)  # sticky/cooldown lore, counted from this reply
         else:  # nothing was written: drop the empty reply rather than keep a blank message
             self._drop_target()
         self.store.save(conversation)
+        if self.prompt.info.text:
+            last_prompt.keep(self.store.folder, conversation.id, self.prompt.info)
 
     def _drop_target(self) -> None:
         conversation, target = self.conversation, self.target.id

@@ -20,12 +20,12 @@ import functools
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gradio as gr
 
-from webui.chat import actions, display, group, settings
+from webui.chat import actions, display, group, roleplay, settings
 from webui.chat.actions import MODES, ChatView
 from webui.chat.characters import DEFAULT_CHARACTER
 from webui.chat import tool_turns
@@ -37,6 +37,7 @@ from webui.chat.service import ReplyWriter, add_user_message, impersonate, withd
 from webui.runtime import Runtime
 from webui.ui.common import MODEL_GROUP, Shared, session_id, stop_handler, to_params
 from webui.ui import chat_marks, chat_model, documents_panel, group_panel, thinking_ui, token_view, tool_access
+from webui.ui import lore_panel, prompt_inspector
 from webui.ui.chat_images import ImageShelf, bubbles, message_box, message_parts, store_uploads
 from webui.ui.exports import Exports
 from webui.userdata import UserSpace
@@ -221,10 +222,12 @@ def render(runtime: Runtime, shared: Shared) -> None:
         with gr.Column(scale=4, elem_id="chat-main"):  # first at phone width (chat_marks.css)
             col = chat_column()
             marks = chat_marks.box()
+            inspector = prompt_inspector.render()  # the last reply's prompt, its parts marked
         with gr.Column(scale=1, min_width=240):
             chat_model.render(runtime, shared)  # which model answers; load another (webui/ui/chat_model.py)
             setup = setup_column(runtime)
             cast = group_panel.render()
+            lore = lore_panel.render()  # lorebooks and the author's note (webui/ui/lore_panel.py)
             documents = documents_panel.render()
     shared.character_picker = setup.character
     tab = ChatTab(runtime, shared.params, chat_id, side, col, setup)
@@ -241,6 +244,8 @@ def render(runtime: Runtime, shared: Shared) -> None:
     shared.on_load += documents_panel.wire(runtime, documents, chat_id, col.chatbot, tab.space)
     chat_marks.wire(runtime, col.chatbot, chat_id, setup.character, marks)  # names, avatar, ◀ 2/3 ▶
     group_panel.wire(tab, cast)  # a group chat's cast and reply order
+    lore_panel.wire(runtime, lore, chat_id, setup.character)
+    prompt_inspector.wire(runtime, *inspector, chat_id)
 
 
 # -- behaviour -----------------------------------------------------------------------------
@@ -565,6 +570,7 @@ class ChatTab:
             tools = self.offered(request, conversation, setup)
             sampling = tool_turns.forced(to_params(params), tools, conversation.tools, conversation)
             setup, speaker = group.for_reply(space.characters.load, conversation, setup, action)  # a group's member
+            setup = with_lore(space, conversation, setup)  # the speaker's own card's lore
             writer = ReplyWriter(self.runtime, session_id(request), space.chats, conversation, setup,
                                  sampling, action, start_with or "", username(request), token_view=top, tools=tools,
                                  speaker=speaker)
@@ -698,6 +704,7 @@ class ChatTab:
             text = start_with or ""
             try:
                 setup = group.for_reply(space.characters.load, conversation, setup, "impersonate")[0]
+                setup = with_lore(space, conversation, setup)
                 for so_far in impersonate(runtime, session_id(request), conversation, setup, to_params(params),
                                           text, username(request)):
                     text = so_far
@@ -855,6 +862,12 @@ def tools_note(chosen: ChatTools | None) -> str:
     if asks:
         parts.append(f"asking before running {', '.join(asks)}")
     return "; ".join(parts) + f"; tool_choice {chosen.choice}."
+
+
+def with_lore(space: UserSpace, conversation: Conversation, setup):
+    """`setup` with what the chat's reply reads besides its messages: lore, the author's
+    note, the passages retrieved for it (webui/chat/roleplay.py)."""
+    return replace(setup, roleplay=roleplay.for_chat(space, conversation, setup.character))
 
 
 def _open(space: UserSpace, current, who, character) -> Conversation:

@@ -72,6 +72,10 @@ PER_USER = frozenset({
     "inspect_note", "inspect_click", "inspect_cell", "inspect_heads",
     # bundled extensions that keep each user's records apart
     "markdown_export", "markdown_export_list", "prompt_viewer_refresh", "prompt_viewer_open",
+    # the user's own lorebooks, author's note and last prompt (webui/ui/lore_panel.py, prompt_inspector.py)
+    "lorebook_import", "lorebook_open", "lorebook_attach", "lorebook_export", "lorebook_delete",
+    "lorebook_save_entry", "lorebook_new_entry", "lorebook_chat_view", "lorebook_entry", "authors_note_save",
+    "authors_note_view", "prompt_inspect", "prompt_inspect_open",
 })
 
 
