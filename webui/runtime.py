@@ -50,6 +50,7 @@ from webui.storage import atomic_write_text, remove_stale_temporaries
 from webui.tools.registry import ToolRegistry
 from webui.tools.web import web_tools
 from webui.training.service import TrainingService
+from webui.steer.library import VectorLibrary
 from webui.userdata import UserSpaces
 
 log = logging.getLogger(__name__)
@@ -562,7 +563,8 @@ def build_runtime(
         settings=settings,
         models=models,
         engine=GenerationEngine(models, max_pending=settings.max_queue, extensions=extensions,
-                                per_owner=settings.max_batch_per_user),
+                                per_owner=settings.max_batch_per_user,
+                                vectors=VectorLibrary(settings.user_data_dir / "control-vectors")),
         presets=presets,
         default_params=default_params,
         users=UserSpaces(settings.user_data_dir, owner=owners[0] if owners else None),
