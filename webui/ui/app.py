@@ -24,6 +24,7 @@ from webui.ui import (
     parameters_tab,
     quiet_queue,
     session_tab,
+    steer_tab,
     training_tab,
 )
 from webui.ui.common import Shared
@@ -60,6 +61,8 @@ def build_app(runtime: Runtime) -> gr.Blocks:
             model_tab.render(runtime, shared, model_page)
         with gr.Tab("Training", id="training"):
             training_tab.render(runtime, shared)
+        with gr.Tab("Steer", id="steer"):
+            steer_tab.render(runtime, shared)
         extensions_ui.render_tabs(runtime)
         with gr.Tab("Session", id="session"):
             session_tab.render(runtime, shared)

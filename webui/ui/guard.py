@@ -67,6 +67,8 @@ PER_USER = frozenset({
     # the Training tab's read-only events (webui/ui/training_tab.py); starting, stopping,
     # resuming and evaluating take the model from everyone, so they are the owner's
     "training_status", "training_lists",
+    # the Steer tab's listing (webui/ui/steer_tab.py); training and the check are the owner's
+    "steer_list", "steer_about",
     # bundled extensions that keep each user's records apart
     "markdown_export", "markdown_export_list", "prompt_viewer_refresh", "prompt_viewer_open",
 })
