@@ -118,10 +118,10 @@ class Capabilities:
 
     def ignores(self, changed: set[str]) -> list[str]:
         """Which of these changed sampling fields this backend would not honour."""
-        honoured = set(changed) if self.samplers is None else changed & self.samplers
-        if self.steering is None:
-            honoured.discard("control_vectors")
-        return sorted(changed - honoured)
+        if self.samplers is not None:
+            return sorted(changed - self.samplers)
+        # "All of them" means all the engine's chain runs; steering is the model's own.
+        return ["control_vectors"] if "control_vectors" in changed and self.steering is None else []
 
 
 class Slot(Protocol):

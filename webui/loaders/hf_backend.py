@@ -116,6 +116,7 @@ class TransformersBackend:
         self.processor = getattr(loaded, "processor", None)
         self._token_types: bool | None = None  # whether forward reads token_type_ids (hf_vision.py)
         mergeable = plain_layers(loaded.model)
+        shape = steer_shape(loaded.model)
         if mergeable and max_batch > 1:
             # A reply must not depend on what it is batched with (row_attention.py says why).
             self.row_attention = use_row_attention(loaded.model)
@@ -136,10 +137,11 @@ class TransformersBackend:
             prompt_lookup=prompt_lookup if mergeable else None,
             # Every sampler (None: all); without prompt lookup, a request asking for
             # drafts is refused by name, not ignored.
-            samplers=None if mergeable else frozenset(SamplingParams.model_fields) - {"prompt_lookup_num_tokens"},
+            samplers=None if mergeable else frozenset(SamplingParams.model_fields) - {"prompt_lookup_num_tokens"}
+            - ({"control_vectors"} if shape is None else set()),
             prefill_chunk=prefill_chunk if mergeable else 0,
             # Control vectors: a per-row addition to the decoder layers' output (webui/steer/hooks.py).
-            steering=steer_shape(loaded.model), steer_rows=True,
+            steering=shape, steer_rows=True,
         )
         self.kv_budget = kv_budget if kv_budget is not None else default_kv_budget(self.device)
         self.token_bytes = kv_bytes_per_token(loaded.model)
