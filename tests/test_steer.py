@@ -246,12 +246,40 @@ def test_the_api_field_through_the_openai_client(demo):
         server.stop()
 
 
-def test_the_steer_tab_trains_shows_progress_lists_and_checks(demo):
+@pytest.fixture(scope="module")
+def app_url(demo):
     from webui.ui.app import launch
 
     app, url = launch(demo, block=False, port=free_port())
+    yield url
+    app.close()
+
+
+def test_the_parameters_tab_steers_the_notebook(app_url):
+    from webui.ui.parameters_tab import KINDS, control_values
+
+    client = Client(app_url, verbose=False)
+
+    def controls(**changes):
+        values = dict(zip(KINDS, control_values(make_params({"max_new_tokens": 12, "do_sample": False})),
+                          strict=True))
+        return list({**values, **changes}.values())
+
+    def notebook(**changes) -> str:
+        assert client.predict(*controls(**changes), api_name="/set_params") == ""
+        return client.predict(PROBE, api_name="/notebook_generate")[0]
+
+    plain = notebook()
+    assert notebook(control_vectors="love: 3") != plain
+    assert notebook(control_vectors="love: 3 @ 1-3") == notebook(control_vectors="love: 3")
+    assert notebook(control_vectors="love: 0") == plain
+    status = client.predict(*controls(control_vectors="love three"), api_name="/set_params")
+    assert "Not applied" in status and "control_vectors" in status
+
+
+def test_the_steer_tab_trains_shows_progress_lists_and_checks(demo, app_url):
     try:
-        client = Client(url, verbose=False)
+        client = Client(app_url, verbose=False)
         job = client.submit("tab-love", PAIRS.positive, PAIRS.negative, "\n".join(PROMPTS[:3]),
                             api_name="/steer_train")
         status, bar, listing = job.result()
@@ -266,5 +294,4 @@ def test_the_steer_tab_trains_shows_progress_lists_and_checks(demo):
         plain, steered = (float(x) for x in __import__("re").findall(r"\*\*([0-9.]+)\*\*", line))
         assert plain > 1 and steered > 1 and steered != plain
     finally:
-        app.close()
         (demo.settings.user_data_dir / "control-vectors" / "tab-love.gguf").unlink(missing_ok=True)
