@@ -233,10 +233,11 @@ class LlamaCppBackend:
     # -- sequences ---------------------------------------------------------------------
     def _set_steering(self, steer) -> None:
         """Put `steer` on the context (None clears it); the running sequences must share it."""
-        if (steer.key if steer else ()) == (self._steer.key if self._steer else ()):
-            self._steer = steer
+        if steer is self._steer:
             return
-        if self._running:
+        if self._running:  # the engine admits only requests steered as the running ones are
+            if (steer.key if steer else ()) == (self._steer.key if self._steer else ()):
+                return
             raise GenerationError("a request steered differently is running: llama.cpp steers a whole batch at once")
         self._apply_cvec(steer)
         self._steer = steer
