@@ -188,6 +188,10 @@ def hostile_files(folder):
     }
     for name, blob in files.items():
         (folder / f"{name}.gguf").write_bytes(blob)
+    with (folder / "oversize.gguf").open("wb") as handle:  # sparse: 65 MiB declared, nothing written
+        handle.write(data)
+        handle.truncate(65 << 20)
+    files["oversize"] = b""
     return files
 
 
@@ -211,6 +215,9 @@ def test_hostile_or_mismatched_files_are_refused_by_name(demo):
         assert "unknown control vector: missing" in str(caught.value)
         with pytest.raises(ParamsError):
             make_params({"control_vectors": [{"name": "../love", "strength": 1}]})
+        with pytest.raises(ParamsError, match="love has no direction for layers 7-9"):
+            demo.engine.vectors.resolve(make_params({"control_vectors": [{"name": "love", "layers": [7, 9]}]})
+                                        .control_vectors, (256, 4))
     finally:
         for name in names:
             (folder / f"{name}.gguf").unlink()

@@ -131,15 +131,17 @@ def _parse(buf, size: int, name: str) -> ControlVector:
     for _ in range(tensors):
         tensor = cur.text(cur.string_length("tensor name", 256), "tensor name")
         dims = cur.u32("tensor dimension count")
-        if dims != 1:
-            raise VectorFileError(f"{name}: tensor {tensor[:60]} has {dims} dimensions; a direction has 1")
-        width = cur.u64("tensor width")
+        if dims > 4:
+            raise VectorFileError(f"{name}: tensor {tensor[:60]} has {dims:,} dimensions (at most 4)")
+        shape = [cur.u64("tensor dimension") for _ in range(dims)]
         kind = cur.u32("tensor type")
         offset = cur.u64("tensor offset")
         match = _DIRECTION.fullmatch(tensor)
         if match is None:
             continue  # other tensors are not ours to read (llama.cpp skips them too)
-        layer = int(match[1])
+        if dims != 1:
+            raise VectorFileError(f"{name}: {tensor} has {dims} dimensions; a direction has 1")
+        layer, width = int(match[1]), shape[0]
         if kind != _F32:
             raise VectorFileError(f"{name}: {tensor} is of ggml type {kind}; directions are f32")
         if not 1 <= layer <= MAX_LAYER or not 1 <= width <= MAX_WIDTH:

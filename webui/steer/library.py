@@ -97,6 +97,9 @@ class VectorLibrary:
                 reason = f"{use.name}: {problem}"
                 raise ParamsError(f"control_vectors: {reason}", param=FIELD, reason=reason)
             first, last = use.layers or (1, n_layers - 1)
+            if not any(first <= layer <= last for layer in vector.directions):
+                reason = f"{use.name} has no direction for layers {first}-{last} (it has {vector.layers[0]}-{vector.layers[-1]})"
+                raise ParamsError(f"control_vectors: {reason}", param=FIELD, reason=reason)
             for layer, direction in vector.directions.items():
                 if first <= layer <= last:
                     total = layers.get(layer)

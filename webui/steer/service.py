@@ -137,10 +137,10 @@ class SteerService:
         except ValueError as exc:
             raise ParamsError(f"control_vectors: {exc}", param="control_vectors") from None
         self._steerable()
-        ids_text = read_text(SAMPLE_FILE)
+        text = read_text(SAMPLE_FILE)
         with self.models.lend("control vector perplexity check") as loaded:
             steering = self.library.resolve((use,), steer_shape(loaded.model))
-            ids = loaded.tokenizer(ids_text, add_special_tokens=False, verbose=False)["input_ids"][:CHECK_TOKENS]
+            ids = loaded.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"][:CHECK_TOKENS]
             context = min(loaded.context_length, len(ids))
             with torch.inference_mode():
                 plain, tokens = perplexity(loaded.model, ids, context, context, loaded.device)

@@ -13,7 +13,7 @@ average gap on that layer, so strengths mean the same on a small model and a lar
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,5 +116,3 @@ def train_vector(model, tokenizer, pairs: Pairs, model_hint: str = "",
 def split_prompts(text: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
-
-__all__: Sequence[str] = ("Pairs", "SteerTrainingError", "Stopped", "directions", "split_prompts", "train_vector")
