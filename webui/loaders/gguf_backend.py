@@ -309,6 +309,9 @@ class LlamaCppBackend:
                 self._forget(covered)
         else:
             self._forget(slot.seq)
+        if self._steer is not None and not self._running:  # the steered batch is over: the context is plain again
+            self._apply_cvec(None)
+            self._steer = None
 
     def embed(self, batch: list[list[int]]) -> torch.Tensor:
         """Mean of the last hidden state (after the output norm) over each sequence's tokens,
