@@ -302,3 +302,16 @@ def test_the_steer_tab_trains_shows_progress_lists_and_checks(demo, app_url):
         assert plain > 1 and steered > 1 and steered != plain
     finally:
         (demo.settings.user_data_dir / "control-vectors" / "tab-love.gguf").unlink(missing_ok=True)
+
+
+def test_a_remote_webui_is_sent_the_field_as_json_and_others_refuse_it():
+    import json
+
+    from webui.remote.capabilities import capabilities, upstream_fields
+
+    params = make_params({"control_vectors": [{"name": "love", "strength": 2, "layers": [1, 2]}]})
+    body = json.loads(json.dumps(upstream_fields("webui", params, ())))
+    assert body["control_vectors"] == [{"name": "love", "strength": 2.0, "layers": [1, 2]}]
+    assert capabilities("webui").ignores({"control_vectors"}) == []
+    assert capabilities("llama.cpp").ignores({"control_vectors"}) == ["control_vectors"]
+    assert "control_vectors" not in upstream_fields("openai", params, ())
