@@ -52,6 +52,7 @@ from webui.tools.web import web_tools
 from webui.training.service import TrainingService
 from webui.steer.library import VectorLibrary
 from webui.steer.service import SteerService
+from webui.inspect.service import InspectService
 from webui.userdata import UserSpaces
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ class Runtime:
     # Documents: per-user and per-key stores, the embedding model, indexing jobs (webui/documents/)
     documents: DocumentService | None = None
     tools: ToolRegistry | None = None  # tools the chat may run (webui/tools/); None: none
+    inspect: InspectService | None = None  # the Inspect tab's logit lens (webui/inspect/)
 
     # -- models ------------------------------------------------------------------
     def saved_model_settings(self, name: object) -> ModelSettings:
@@ -583,6 +585,7 @@ def build_runtime(
         tools=ToolRegistry(settings.user_data_dir, owner=owners[0] if owners else None,
                            multi_user=settings.has_auth, web=web_tools(settings)),
     )
+    runtime.inspect = InspectService(models)
     runtime.documents = DocumentService(settings.model_dir, settings.user_data_dir, runtime.users)
     runtime.warnings += runtime.remotes.warnings
     if settings.model:

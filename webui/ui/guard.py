@@ -69,6 +69,9 @@ PER_USER = frozenset({
     "training_status", "training_lists",
     # the Steer tab's listing (webui/ui/steer_tab.py); training and the check are the owner's
     "steer_list", "steer_about",
+    # the Inspect tab's reading events: its note, and views of this session's own result
+    # (Run and Stop take the model from everyone: the owner's)
+    "inspect_note", "inspect_click", "inspect_cell", "inspect_heads",
     # bundled extensions that keep each user's records apart
     "markdown_export", "markdown_export_list", "prompt_viewer_refresh", "prompt_viewer_open",
 })
