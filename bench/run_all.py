@@ -92,6 +92,8 @@ BENCHES = (
           ("--rounds", "1", "--tokens", "8", "--prompt", "200"), needs="llama_cpp", timeout=3600),
     Bench("samplers", "Sampler chain vs plain sampling (demo model)", (B + "bench_samplers.py",),
           ("--rounds", "1", "--tokens", "20")),
+    Bench("steer", "Decoding with a control vector ÷ without (demo model: Transformers, and its GGUF copy)",
+          (B + "bench_steer.py",), ("--rounds", "1", "--tokens", "20")),
     Bench("token-view", "Token view's probabilities recorded vs not (demo model)", (B + "bench_token_view.py",),
           ("--rounds", "3", "--tokens", "20")),
     Bench("inspect", "Inspect tab: logit lens, attention and norms of 512 tokens ÷ one forward pass (demo model, "

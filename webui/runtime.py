@@ -50,6 +50,8 @@ from webui.storage import atomic_write_text, remove_stale_temporaries
 from webui.tools.registry import ToolRegistry
 from webui.tools.web import web_tools
 from webui.training.service import TrainingService
+from webui.steer.library import VectorLibrary
+from webui.steer.service import SteerService
 from webui.inspect.service import InspectService
 from webui.userdata import UserSpaces
 
@@ -133,6 +135,7 @@ class Runtime:
     remotes: RemoteEngines = field(default_factory=RemoteEngines)
     chosen: SessionChoices = field(default_factory=SessionChoices)
     usage: UsageCounter = field(default_factory=UsageCounter)  # API tokens per key, for the admin
+    steer: SteerService | None = None  # control vectors: training and the perplexity check (webui/steer/)
     # Documents: per-user and per-key stores, the embedding model, indexing jobs (webui/documents/)
     documents: DocumentService | None = None
     tools: ToolRegistry | None = None  # tools the chat may run (webui/tools/); None: none
@@ -560,11 +563,13 @@ def build_runtime(
         notes.append(f"preset {settings.preset!r} not used: {exc}")
         default_params = SamplingParams()
     owners = [user for user, _ in settings.auth_pairs()] if settings.has_auth else []
+    vectors = VectorLibrary(settings.user_data_dir / "control-vectors")
     runtime = Runtime(
         settings=settings,
         models=models,
         engine=GenerationEngine(models, max_pending=settings.max_queue, extensions=extensions,
-                                per_owner=settings.max_batch_per_user),
+                                per_owner=settings.max_batch_per_user,
+                                vectors=vectors),
         presets=presets,
         default_params=default_params,
         users=UserSpaces(settings.user_data_dir, owner=owners[0] if owners else None),
@@ -572,6 +577,7 @@ def build_runtime(
         model_settings=ModelSettingsStore(settings.user_data_dir),
         downloads=Downloader(settings.model_dir),
         training=TrainingService(models, settings.user_data_dir),
+        steer=SteerService(models, vectors),
         warnings=notes,
         extensions=extensions,
         remotes=RemoteEngines(settings.all_remote_engines()),

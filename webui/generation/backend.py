@@ -93,6 +93,12 @@ class Capabilities:
     # A new prompt beside running sequences is read this many tokens at a time
     # (begin/prefill), decoding steps in between; 0 = read whole.
     prefill_chunk: int = 0
+    # Control vectors can be added (webui/steer/): (hidden size, decoder layers) of the
+    # model, which a vector file must fit; None = cannot steer (control_vectors refused).
+    steering: tuple[int, int] | None = None
+    # Each row of a batch has its own control vectors; without it (llama.cpp: one vector
+    # per context) requests steered differently decode in separate batches.
+    steer_rows: bool = False
 
     def determinism_note(self) -> str | None:
         """What a greedy or seeded reply may depend on here, for the Parameters tab."""
@@ -112,7 +118,10 @@ class Capabilities:
 
     def ignores(self, changed: set[str]) -> list[str]:
         """Which of these changed sampling fields this backend would not honour."""
-        return [] if self.samplers is None else sorted(changed - self.samplers)
+        if self.samplers is not None:
+            return sorted(changed - self.samplers)
+        # "All of them" means all the engine's chain runs; steering is the model's own.
+        return ["control_vectors"] if "control_vectors" in changed and self.steering is None else []
 
 
 class Slot(Protocol):

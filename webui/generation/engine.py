@@ -61,6 +61,7 @@ from webui.generation.scheduler import FairQueue
 from webui.generation.speculative import PromptLookup, draft_budget
 from webui.generation.stops import StopStringFilter
 from webui.model_manager import ModelBusy, ModelManager, NoModelLoaded
+from webui.steer.library import VectorLibrary, steer_key
 from webui.openmp import release_thread_pool
 
 log = logging.getLogger(__name__)
@@ -236,6 +237,16 @@ def alone(backend: Backend, stream) -> bool:
     return stream.request.params.deterministic and not backend.capabilities.batch_invariant
 
 
+def apart(backend: Backend, stream, running: list) -> bool:
+    """Whether this request must wait for the running ones to finish: the backend steers
+    a whole batch at once (llama.cpp: one control vector per context) and they are
+    steered differently."""
+    if backend.capabilities.steer_rows or not running or isinstance(stream, EmbeddingJob):
+        return False
+    key = steer_key(stream.request.params.control_vectors)
+    return any(steer_key(seq.request.params.control_vectors) != key for seq in running)
+
+
 def thinking_keep(tokenizer, thinking: ThinkingFormat | None) -> dict[int, str]:
     """Special tokens that spell the thinking markers: shown, where other special tokens
     are left out of the text (gpt-oss's <|channel|>, <|message|>...)."""
@@ -271,6 +282,7 @@ class _Sequence:
                  thinking: ThinkingFormat | None = None, vision: Any = None):
         self.stream = stream
         self.vision = vision  # a VisionPrompt (webui/generation/vision.py) when the prompt has images
+        self.steer = None  # its control vectors (webui/steer/library.py Steering), None when not steered
         self.request = stream.request
         self.owner = stream.request.owner
         self.chain = chain
@@ -433,8 +445,10 @@ class GenerationEngine:
         max_pending: int = 64,
         extensions: Any = None,
         per_owner: int | None = None,
+        vectors: VectorLibrary | None = None,
     ):
         self.manager = manager
+        self.vectors = vectors  # user_data/control-vectors/ (webui/steer/library.py)
         self.extensions = extensions  # an ExtensionHost: tokenizer and logits hooks
         self.wait_timeout = wait_timeout
         self.stream_interval = stream_interval
@@ -606,6 +620,7 @@ class GenerationEngine:
             # alone waits for an empty batch, and keeps it empty while it runs.
             stream = self._queue.take(owners, lambda s, running=running: isinstance(s, EmbeddingJob) or (
                 not (running and (alone(backend, s) or any(alone(backend, a.stream) for a in running)))
+                and not apart(backend, s, running)
                 and backend.can_admit(len(running), 0, s.request.params.max_new_tokens)))
             if stream is None:
                 return
@@ -654,7 +669,7 @@ class GenerationEngine:
         (alone, it is read whole: nothing waits, and the reply is as it always was)."""
         chunk = backend.capabilities.prefill_chunk
         return bool(chunk and (active or self._prefilling) and len(seq.prompt) > chunk
-                    and seq.embeds is None and seq.vision is None
+                    and seq.embeds is None and seq.vision is None and seq.steer is None
                     and (not seq.request.params.deterministic or backend.capabilities.reuse_invariant))
 
     def _prefill(self, backend: Backend, active: list[_Sequence]) -> None:
@@ -735,12 +750,17 @@ class GenerationEngine:
     @staticmethod
     def _reuse(backend: Backend, seq: _Sequence) -> bool:
         # A deterministic request computes its prompt whole where a cache hit could round differently.
+        # A steered one too: the prefix cache holds unsteered states only (its KV is never kept).
+        if seq.steer is not None:
+            return False
         return not seq.request.params.deterministic or backend.capabilities.reuse_invariant
 
     def _start(self, backend: Backend, seq: _Sequence):
         reuse = self._reuse(backend, seq)
         # Only a backend that sees is given a vision prompt: the others keep their signature.
         extra = {"vision": seq.vision} if seq.vision is not None else {}
+        if seq.steer is not None:  # likewise: a backend that cannot steer keeps its signature
+            extra["steer"] = seq.steer
         try:
             return backend.start(seq.prompt, seq.embeds, reuse=reuse, **extra)
         except OutOfMemory:
@@ -818,10 +838,25 @@ class GenerationEngine:
             # the thinking format is never a stop (gpt-oss ends its analysis with "<|end|>").
             thinking = thinking.opened(thinking.ends_open(rendered.text))
             stops = tuple(s for s in stops if not any(s in marker for marker in thinking.markers))
+        steer = self._steering(backend, params)
         stream.prompt_tokens = len(ids)
         stream.thinking = thinking
-        return _Sequence(stream, backend, ids, max_new, chain, StopStringFilter(stops), seed, generator, dropped,
-                         embeds, grammar, thinking, vision)
+        seq = _Sequence(stream, backend, ids, max_new, chain, StopStringFilter(stops), seed, generator, dropped,
+                        embeds, grammar, thinking, vision)
+        seq.steer = steer
+        return seq
+
+    def _steering(self, backend: Backend, params):
+        """The request's control vectors resolved for this model (None: not steered)."""
+        if not steer_key(params.control_vectors):
+            return None  # none, or every strength 0: nothing is added, nothing costs
+        if backend.capabilities.steering is None:
+            raise ParamsError("control_vectors: this model's backend cannot steer", param="control_vectors",
+                              reason="this model's backend cannot steer")
+        if self.vectors is None:
+            raise ParamsError("control_vectors: this server has no control-vector folder", param="control_vectors",
+                              reason="this server has no control-vector folder")
+        return self.vectors.resolve(params.control_vectors, backend.capabilities.steering)
 
     def _vision(self, loaded, backend: Backend, rendered: RenderedPrompt):
         """The images' tokens and tensors, from the model's own processor; a model that
@@ -915,4 +950,4 @@ class GenerationEngine:
         try:
             seq.finish(reason)
         finally:
-            backend.finish(seq.slot, keep=seq.reason != "cancelled" or seq.stream.new_tokens > 0)
+            backend.finish(seq.slot, keep=seq.steer is None and (seq.reason != "cancelled" or seq.stream.new_tokens > 0))

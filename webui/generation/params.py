@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from webui.generation.grammar_compile import grammar_problem
 
 from webui.errors import AppError
+from webui.paths import is_plain_name
 from webui.settings import describe_validation_error
 
 MAX_STOP_STRINGS = 16
@@ -23,6 +24,8 @@ MAX_STOP_LENGTH = 200
 MAX_SEED = 2**32 - 1
 MAX_TOKEN_ID = 10_000_000  # beyond any real vocabulary; the loaded model's size is checked later
 MAX_GRAMMAR_LENGTH = 100_000  # characters of a grammar or JSON schema
+MAX_CONTROL_VECTORS = 8  # vectors one request may add together
+MAX_STRENGTH = 10.0  # far past where a trained vector (strength 1 = its pairs' own gap) breaks fluency
 
 # Steps whose order the user may change (sampler_priority), in the default order.
 # Penalties come first so they act on raw logits; mirostat always runs last because
@@ -40,6 +43,36 @@ TEMPERATURE_STEPS = ("temperature", "dynamic_temperature", "quadratic_sampling")
 def _as_tuple(value: Any) -> Any:
     """YAML and JSON give lists; the frozen model keeps tuples."""
     return tuple(value) if isinstance(value, list) else value
+
+
+class VectorUse(BaseModel):
+    """One control vector a request adds (webui/steer/): a file in
+    user_data/control-vectors/, how strongly, and optionally on which layers only."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+
+    name: str = Field(max_length=128, description="The file's name without .gguf.")
+    strength: float = Field(1.0, ge=-MAX_STRENGTH, le=MAX_STRENGTH,
+                            description="Times the vector; negative steers the other way, 0 = off.")
+    # llama.cpp's layer numbers, both ends included (1 = the output of decoder layer 1).
+    layers: tuple[int, int] | None = Field(None, description="First and last layer steered; none = all.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not is_plain_name(value):
+            raise ValueError("a control vector's name is a plain file name (letters, digits, ' ', '.', '-', '_')")
+        return value
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _layers(cls, value: Any) -> Any:
+        value = _as_tuple(value)
+        if value is not None and (not isinstance(value, tuple) or len(value) != 2 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 100_000 for v in value)
+                or value[0] > value[1]):
+            raise ValueError("layers is [first, last]: two layer numbers, first <= last")
+        return value
 
 
 class SamplingParams(BaseModel):
@@ -123,6 +156,19 @@ class SamplingParams(BaseModel):
         "", max_length=MAX_GRAMMAR_LENGTH,
         description='JSON schema the reply must be valid against ({"type": "object"}: any object); empty = off.',
     )
+
+    # -- steering (webui/steer/) ----------------------------------------------------------
+    control_vectors: tuple[VectorUse, ...] = Field(
+        (), description="Control vectors added to the model's hidden states: one 'name: strength' per line "
+        "(optionally '@ first-last' layers); files in user_data/control-vectors/.")
+
+    @field_validator("control_vectors", mode="before")
+    @classmethod
+    def _vectors(cls, value: Any) -> Any:
+        value = _as_tuple(value)
+        if not isinstance(value, tuple) or len(value) > MAX_CONTROL_VECTORS:
+            raise ValueError(f"must be a list of at most {MAX_CONTROL_VECTORS} control vectors")
+        return value
 
     @field_validator("stop", "dry_sequence_breakers", mode="before")
     @classmethod
@@ -252,7 +298,7 @@ def make_params(values: dict[str, Any], base: SamplingParams | None = None) -> S
 
 def plain_values(params: SamplingParams) -> dict[str, Any]:
     """JSON/YAML-friendly values (lists, not tuples)."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.model_dump().items()}
+    return params.model_dump(mode="json")
 
 
 def changed_fields(params: SamplingParams) -> set[str]:

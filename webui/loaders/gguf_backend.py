@@ -137,7 +137,11 @@ class LlamaCppBackend:
         self.capabilities = Capabilities(
             max_batch=max_batch, prefix_cache=prefix_cache, logprobs=True, samplers=SUPPORTED_SAMPLERS,
             guidance=False, input_embeddings=False, embeddings=True, vision=projector is not None,
+            # Control vectors: llama_set_adapter_cvec holds one per context, so a batch is
+            # steered as a whole (the engine keeps differently steered requests apart).
+            steering=(lib.llama_model_n_embd(model), lib.llama_model_n_layer(model)), steer_rows=False,
         )
+        self._steer = None  # the Steering set on the context now (webui/steer/library.py), None: none
         self.projector = projector
         if projector is not None:
             tokenizer.image_marker = projector.marker
@@ -227,10 +231,35 @@ class LlamaCppBackend:
             slot.fed.extend(chunk)
 
     # -- sequences ---------------------------------------------------------------------
+    def _set_steering(self, steer) -> None:
+        """Put `steer` on the context (None clears it); the running sequences must share it."""
+        if steer is self._steer:
+            return
+        if self._running:  # the engine admits only requests steered as the running ones are
+            if (steer.key if steer else ()) == (self._steer.key if self._steer else ()):
+                return
+            raise GenerationError("a request steered differently is running: llama.cpp steers a whole batch at once")
+        self._apply_cvec(steer)
+        self._steer = steer
+
+    def _apply_cvec(self, steer) -> None:
+        hidden, layers = self.capabilities.steering
+        if steer is None:
+            status = self._lib.llama_set_adapter_cvec(self._ctx, None, 0, hidden, -1, -1)
+        else:
+            data = steer.flat(layers)
+            pointer = data.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+            status = self._lib.llama_set_adapter_cvec(self._ctx, pointer, data.size, hidden, 1, layers - 1)
+        if status != 0:
+            raise GenerationError(f"llama.cpp refused the control vector (status {status})")
+
     def start(self, ids: list[int], embeds: torch.Tensor | None = None, reuse: bool = True,
-              vision=None) -> LlamaSlot:
+              vision=None, steer=None) -> LlamaSlot:
         if embeds is not None:
             raise GenerationError(NO_EMBEDS)
+        self._set_steering(steer)
+        if steer is not None:
+            reuse = False  # kept sequences hold unsteered states
         if not ids:
             raise GenerationError("empty prompt")
         if len(ids) > self.n_ctx:
@@ -275,11 +304,14 @@ class LlamaCppBackend:
             return
         slot.done = True
         del self._running[slot.seq]
-        if keep and self.capabilities.prefix_cache and len(slot.fed) >= MIN_REUSE_TOKENS:
+        if keep and self._steer is None and self.capabilities.prefix_cache and len(slot.fed) >= MIN_REUSE_TOKENS:
             for covered in self._kept.add(slot.seq, slot.fed):
                 self._forget(covered)
         else:
             self._forget(slot.seq)
+        if self._steer is not None and not self._running:  # the steered batch is over: the context is plain again
+            self._apply_cvec(None)
+            self._steer = None
 
     def embed(self, batch: list[list[int]]) -> torch.Tensor:
         """Mean of the last hidden state (after the output norm) over each sequence's tokens,
@@ -294,11 +326,15 @@ class LlamaCppBackend:
         width = self._lib.llama_model_n_embd(self._model)
         sums = np.zeros((len(batch), width), dtype=np.float64)
         self._lib.llama_set_embeddings(self._ctx, True)
+        if self._steer is not None:  # the running batch's vector is not the embedding's
+            self._apply_cvec(None)
         try:
             for group in self._embedding_groups(batch):
                 self._embed_group(batch, group, sums)
         finally:
             self._lib.llama_set_embeddings(self._ctx, False)
+            if self._steer is not None:
+                self._apply_cvec(self._steer)
         lengths = np.array([[max(1, len(ids))] for ids in batch], dtype=np.float64)
         return torch.from_numpy(sums / lengths).float()
 

@@ -393,11 +393,11 @@ class LlamaCppWorker:
         return VisionPrompt(ids, key, spans, tuple(images), {"text": text})
 
     def start(self, ids: list[int], embeds: torch.Tensor | None = None, reuse: bool = True,
-              vision=None) -> WorkerSlot:
+              vision=None, steer=None) -> WorkerSlot:
         if embeds is not None:
             raise GenerationError(NO_EMBEDS)
         with self._call_lock:
-            seq, cached = self._call("start", list(ids), reuse, vision)
+            seq, cached = self._call("start", list(ids), reuse, vision, steer)
             worker = self._worker
             slot = WorkerSlot(seq, len(ids), cached, torch.from_numpy(worker.rows[:1].copy()), self._life)
             self._running[seq] = slot

@@ -5,7 +5,7 @@ It loads the model exactly as the in-process loader does (gguf_loader.open_backe
 the same LlamaCppBackend) and answers the server's commands over the socket FD, one at
 a time, in order:
 
-    ("start", ids, reuse, vision) -> (seq, cached_tokens); the prompt's logits row in shared row 0
+    ("start", ids, reuse, vision, steer) -> (seq, cached_tokens); the prompt's logits row in shared row 0
     ("images", text, images) -> (ids, key, spans) of the prompt with its images (a vision model)
     ("step", seqs, tokens)  -> None; one logits row per sequence in shared rows 0..n-1
     ("finish", seq, keep)   -> None
@@ -170,8 +170,11 @@ def serve(channel: Channel, backend: Any, rows: Any, fault: Fault | None) -> Non
                     fault.at_step()
                 backend.step([slots[seq] for seq in message[1]], message[2])
             elif op == "start":
-                vision = message[3]
-                slot = backend.start(message[1], reuse=message[2], **({"vision": vision} if vision else {}))
+                vision, steer = message[3], message[4]
+                extra = {"vision": vision} if vision else {}
+                if steer is not None:
+                    extra["steer"] = steer
+                slot = backend.start(message[1], reuse=message[2], **extra)
                 slots[slot.seq] = slot
                 value = (slot.seq, slot.cached_tokens)
             elif op == "images":

@@ -32,6 +32,7 @@ from webui.generation.embedding import mean_pool
 from webui.generation.params import SamplingParams
 from webui.generation.prefix_cache import MIN_REUSE_TOKENS, PrefixCache
 from webui.loaders.row_attention import linear_rows_invariant, use_row_attention
+from webui.steer.hooks import row_additions, steer_shape, steered
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,14 @@ GIB = 1 << 30
 class HFSlot:
     """One sequence: the tokens its KV covers, and its place in the batch."""
 
-    __slots__ = ("logits", "cached_tokens", "fed", "kv", "row", "reusable", "prompt")
+    __slots__ = ("logits", "cached_tokens", "fed", "kv", "row", "reusable", "prompt", "steer")
 
     def __init__(self, logits: torch.Tensor | None, fed: list[int], kv: DynamicCache, cached_tokens: int,
-                 reusable: bool = True, prompt: list[int] | None = None):
+                 reusable: bool = True, prompt: list[int] | None = None, steer=None):
         self.logits = logits
+        # Its control vectors (webui/steer/library.py Steering), None when not steered; a
+        # steered KV is never kept for reuse (it belongs to that steering only).
+        self.steer = steer
         # A begun prompt (prefill reads it in pieces): its tokens, all of them.
         self.prompt = prompt
         # False when an extension fed embeddings: the KV then belongs to no token ids.
@@ -112,6 +116,7 @@ class TransformersBackend:
         self.processor = getattr(loaded, "processor", None)
         self._token_types: bool | None = None  # whether forward reads token_type_ids (hf_vision.py)
         mergeable = plain_layers(loaded.model)
+        shape = steer_shape(loaded.model)
         if mergeable and max_batch > 1:
             # A reply must not depend on what it is batched with (row_attention.py says why).
             self.row_attention = use_row_attention(loaded.model)
@@ -132,8 +137,11 @@ class TransformersBackend:
             prompt_lookup=prompt_lookup if mergeable else None,
             # Every sampler (None: all); without prompt lookup, a request asking for
             # drafts is refused by name, not ignored.
-            samplers=None if mergeable else frozenset(SamplingParams.model_fields) - {"prompt_lookup_num_tokens"},
+            samplers=None if mergeable else frozenset(SamplingParams.model_fields) - {"prompt_lookup_num_tokens"}
+            - ({"control_vectors"} if shape is None else set()),
             prefill_chunk=prefill_chunk if mergeable else 0,
+            # Control vectors: a per-row addition to the decoder layers' output (webui/steer/hooks.py).
+            steering=shape, steer_rows=True,
         )
         self.kv_budget = kv_budget if kv_budget is not None else default_kv_budget(self.device)
         self.token_bytes = kv_bytes_per_token(loaded.model)
@@ -146,6 +154,8 @@ class TransformersBackend:
         self._batch: DynamicCache | None = None
         self._mask: torch.Tensor | None = None  # [rows, length]; 0 = left padding
         self._padded = False
+        # The batch's per-row additions, kept while the rows' steerings are the same ones.
+        self._additions: tuple[tuple, dict[int, torch.Tensor]] = ((), {})
 
     # -- what the engine asks ------------------------------------------------------
     @property
@@ -211,28 +221,43 @@ class TransformersBackend:
                     layer.update(keys[..., :reused, :], values[..., :reused, :])
         return cache, reused
 
+    def _steering(self, rows: list[HFSlot]) -> dict[int, torch.Tensor]:
+        """Layer -> [rows, 1, hidden] addition for these rows; {} when none is steered."""
+        steers = tuple(slot.steer for slot in rows)
+        if all(s is None for s in steers):
+            return {}
+        kept, additions = self._additions
+        if len(kept) != len(steers) or any(a is not b for a, b in zip(kept, steers, strict=True)):
+            additions = row_additions(steers, self.device, self.model.dtype)
+            self._additions = (steers, additions)
+        return additions
+
     @torch.inference_mode()
     def start(self, ids: list[int], embeds: torch.Tensor | None = None, reuse: bool = True,
-              vision=None) -> HFSlot:
+              vision=None, steer=None) -> HFSlot:
         # A vision prompt is cached under its key: image placeholders stand for the image's content.
         key = vision.key if vision is not None else ids
-        cache, reused = self._reused(key, reuse, embeds, vision)
+        cache, reused = self._reused(key, reuse and steer is None, embeds, vision)
         pixels = dict(vision.inputs) if vision is not None and vision.needs_pixels(reused) else {}
         if "token_type_ids" in pixels:  # per prompt position: the part computed now
             pixels["token_type_ids"] = pixels["token_type_ids"][:, reused:]
+        additions = row_additions([steer], self.device, self.model.dtype) if steer is not None else {}
         try:
-            if embeds is not None:
-                out = self.model(inputs_embeds=embeds, **{self._cache_kw: cache}, use_cache=True, logits_to_keep=1)
-            else:
-                new = torch.tensor([ids[reused:]], device=self.device)
-                positions = torch.arange(reused, len(ids), device=self.device).unsqueeze(0)
-                out = self.model(input_ids=new, position_ids=positions, **{self._cache_kw: cache}, use_cache=True,
-                                 logits_to_keep=1, **pixels)
+            with steered(self.model, additions):
+                if embeds is not None:
+                    out = self.model(inputs_embeds=embeds, **{self._cache_kw: cache}, use_cache=True,
+                                     logits_to_keep=1)
+                else:
+                    new = torch.tensor([ids[reused:]], device=self.device)
+                    positions = torch.arange(reused, len(ids), device=self.device).unsqueeze(0)
+                    out = self.model(input_ids=new, position_ids=positions, **{self._cache_kw: cache},
+                                     use_cache=True, logits_to_keep=1, **pixels)
         except torch.OutOfMemoryError as exc:
             del cache
             self._free()
             raise OutOfMemory(f"out of memory reading a {len(ids)}-token prompt") from exc
-        slot = HFSlot(out.logits[:, -1, :], list(key), cache, reused, reusable=embeds is None)
+        slot = HFSlot(out.logits[:, -1, :], list(key), cache, reused, reusable=embeds is None and steer is None,
+                      steer=steer)
         self._join(slot)
         return slot
 
@@ -275,8 +300,9 @@ class TransformersBackend:
         inputs = torch.tensor([ids], device=self.device)
         positions = torch.arange(before, before + len(ids), device=self.device).unsqueeze(0)
         try:
-            out = self.model(input_ids=inputs, position_ids=positions, **{self._cache_kw: self._batch},
-                             use_cache=True)
+            with steered(self.model, self._steering(self._rows)):
+                out = self.model(input_ids=inputs, position_ids=positions, **{self._cache_kw: self._batch},
+                                 use_cache=True)
         except torch.OutOfMemoryError as exc:
             self._cut(before)
             self._free()
@@ -361,8 +387,9 @@ class TransformersBackend:
         mask = torch.nn.functional.pad(self._mask, (0, 1), value=1)
         before = self._length()
         try:
-            out = self.model(input_ids=inputs, attention_mask=mask if self._padded else None,
-                             position_ids=positions, **{self._cache_kw: self._batch}, use_cache=True)
+            with steered(self.model, self._steering(self._rows)):
+                out = self.model(input_ids=inputs, attention_mask=mask if self._padded else None,
+                                 position_ids=positions, **{self._cache_kw: self._batch}, use_cache=True)
         except torch.OutOfMemoryError as exc:
             self._cut(before)  # layers already grown by this step: the batch is as it was
             self._free()

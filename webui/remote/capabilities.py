@@ -73,9 +73,9 @@ def upstream_fields(kind: str, params: SamplingParams, stops: tuple[str, ...]) -
     plus the reply's length, greedy as temperature 0, and every stop string."""
     table = FIELDS[kind]
     body: dict[str, Any] = {table["max_new_tokens"]: params.max_new_tokens}
+    plain = params.model_dump(mode="json")  # lists and dicts (control_vectors' entries too), as JSON carries them
     for name in sorted(changed_fields(params) & set(table)):
-        value = getattr(params, name)
-        body[table[name]] = list(value) if isinstance(value, tuple) else value
+        body[table[name]] = plain[name]
     if params.greedy:
         body["temperature"] = 0.0
     if stops:

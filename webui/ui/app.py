@@ -25,6 +25,7 @@ from webui.ui import (
     parameters_tab,
     quiet_queue,
     session_tab,
+    steer_tab,
     training_tab,
 )
 from webui.ui.common import Shared
@@ -61,6 +62,8 @@ def build_app(runtime: Runtime) -> gr.Blocks:
             model_tab.render(runtime, shared, model_page)
         with gr.Tab("Training", id="training"):
             training_tab.render(runtime, shared)
+        with gr.Tab("Steer", id="steer"):
+            steer_tab.render(runtime, shared)
         with gr.Tab("Inspect", id="inspect") as inspect_page:
             inspect_tab.render(runtime, shared, inspect_page)
         extensions_ui.render_tabs(runtime)

@@ -77,6 +77,9 @@ GROUPS: list[tuple[str, list[tuple[str, str, float | None]]]] = [
         ("grammar_string", "grammar", None),
         ("json_schema", "grammar", None),
     ]),
+    ("Steering", [
+        ("control_vectors", "vectors", None),
+    ]),
 ]
 INT_FIELDS = {name for name, info in SamplingParams.model_fields.items() if info.annotation is int}
 _ESCAPES = {"\\n": "\n", "\\t": "\t", "\\\\": "\\"}
@@ -100,7 +103,42 @@ def to_control(name: str, kind: str, value: Any) -> Any:
         return "\n".join(f"{key}: {bias:g}" for key, bias in value.items())
     if kind == "mirostat":
         return str(value)
+    if kind == "vectors":
+        return "\n".join(vector_line(v) for v in value)
     return value
+
+
+def vector_line(use: Any) -> str:
+    """'name: strength' and, for some layers only, ' @ first-last'."""
+    use = use if isinstance(use, dict) else use.model_dump()
+    layers = use.get("layers")
+    strength = use["strength"]
+    shown = f"{strength:g}" if float(f"{strength:g}") == strength else repr(strength)  # exact, short
+    return f"{use['name']}: {shown}" + (f" @ {layers[0]}-{layers[1]}" if layers else "")
+
+
+_VECTOR_LINE = re.compile(r"(?P<name>.+?)\s*:\s*(?P<strength>[-+0-9.eE]+)\s*(?:@\s*(?P<first>\d+)\s*-\s*(?P<last>\d+))?")
+
+
+def vector_uses(name: str, text: str) -> list[dict[str, Any]]:
+    """The Steering box's lines -> control_vectors entries (ParamsError naming the line)."""
+    uses = []
+    for line in (text or "").splitlines():
+        if not line.strip():
+            continue
+        match = _VECTOR_LINE.fullmatch(line.strip())
+        try:
+            strength = float(match["strength"]) if match else None
+        except ValueError:
+            strength = None
+        if match is None or strength is None:
+            raise ParamsError(f"{name}: write one 'name: strength' per line, optionally '@ first-last' layers "
+                              f"(not {line.strip()[:60]!r})", param=name)
+        use: dict[str, Any] = {"name": match["name"].strip(), "strength": strength}
+        if match["first"] is not None:
+            use["layers"] = [int(match["first"]), int(match["last"])]
+        uses.append(use)
+    return uses
 
 
 def from_control(name: str, kind: str, value: Any) -> Any:
@@ -127,6 +165,8 @@ def from_control(name: str, kind: str, value: Any) -> Any:
         return bias
     if kind == "mirostat":
         return int(value) if value in ("0", "2") else value
+    if kind == "vectors":
+        return vector_uses(name, value)
     if name in INT_FIELDS and isinstance(value, float) and value.is_integer():
         return int(value)
     return value
@@ -163,8 +203,9 @@ def make_control(name: str, kind: str, step, value: Any):
         return gr.Number(value=shown, label=name, info=info, precision=0)
     if kind == "mirostat":
         return gr.Radio(["0", "2"], value=shown, label=name, info=info)
-    lines = {"ids": 1, "text": 1, "grammar": 6}.get(kind, 3)
+    lines = {"ids": 1, "text": 1, "grammar": 6, "vectors": 2}.get(kind, 3)
     hint = {"lines": " One per line; \\n for a newline.", "ids": " Comma-separated.",
+            "vectors": " Made in the Steer tab, or a llama.cpp cvector file dropped there; e.g. 'calm: 1.5 @ 2-6'.",
             "bias": " One 'token id or text: bias' per line.",
             "grammar": " Checked when you leave the box; a bad one is refused with the reason."}.get(kind, "")
     return gr.Textbox(value=shown, label=name, info=info + hint, lines=lines, max_lines=30 if kind == "grammar" else None)
