@@ -36,6 +36,7 @@ from webui.hub import Downloader
 from webui.loaders.cpu_features import cpu_flags
 from webui.loaders.cpu_fp16 import fbgemm_fp16_ready
 from webui.loaders.base import LoadedModel, LoadError
+from webui.loaders.gguf_build import refuse_while_building
 from webui.loaders.registry import LoaderRegistry, default_registry
 from webui.model_manager import ModelManager
 from webui.model_settings import ModelSettings, ModelSettingsStore
@@ -152,6 +153,9 @@ class Runtime:
 
         Returns the model and a warning when the settings could not be saved.
         """
+        folder = pick(name, self.models.available(), "model")
+        if self.models.registry.for_folder(folder).name == "llama.cpp":
+            refuse_while_building(self.settings.user_data_dir)  # "being built", not "not installed"
         wanted = self.saved_model_settings(name)
         if choice is not None:
             wanted = wanted.merged(choice)
