@@ -222,6 +222,15 @@ class ResidentModels:
             return True
         return False
 
+    def drop_copy(self, name: str) -> None:
+        """The Runtime's own slot now holds `name` (the Model tab loaded it): unload the
+        copy another slot holds, once its replies end."""
+        with self._lock:
+            other = self._others.pop(name, None)
+        if other is not None:
+            other.manager.unload()
+            other.engine.close()
+
     # -- keep_alive and idle unloads ---------------------------------------------------
     def keep_alive(self, name: str, seconds: float) -> None:
         """An Ollama request's keep_alive for `name`: unloaded `seconds` after its last

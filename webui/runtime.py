@@ -172,6 +172,8 @@ class Runtime:
 
         manager = manager or self.models
         loaded = manager.load(name, overrides=wanted.load_overrides(), timeout=timeout, adjust=adjust)
+        if manager is self.models and self.resident is not None:
+            self.resident.drop_copy(loaded.name)
         return loaded, self.model_settings.save(loaded.name, wanted) if save else None
 
     # -- models on demand (webui/resident.py) --------------------------------------------
@@ -366,6 +368,9 @@ class Runtime:
             if loaded is None or loaded.backend is None:
                 return None
             return f"{loaded.name} ({loaded.loader})", loaded.backend.capabilities
+        resident = self.resident.find(name) if self.resident is not None else None
+        if resident is not None and resident.loaded is not None and resident.loaded.backend is not None:
+            return f"{name} ({resident.loaded.loader})", resident.loaded.backend.capabilities
         remote = self.remotes.model(name)
         if remote is None:
             return None
