@@ -220,3 +220,22 @@ def test_will_it_fit_says_no_and_the_load_is_refused_with_its_verdict(serve, mon
     status = httpx.post(f"{url}/chat/completions", headers={"Authorization": f"Bearer {API_KEY}"},
                         json={"model": B, "messages": HELLO, "max_tokens": 4})
     assert status.status_code == 503 and status.json()["error"]["param"] == "model"
+
+
+@pytest.mark.parametrize(("sent", "seconds"), [
+    (0, 0.0), ("0", 0.0), (30, 30.0), ("5m", 300.0), ("1h30m", 5400.0), ("-1", -1.0), ("-1m", -60.0),
+    ("250ms", 0.25), (None, None)])
+def test_keep_alive_reads_seconds_and_go_durations(sent, seconds):
+    from webui.api.ollama_schemas import keep_alive_seconds
+
+    assert keep_alive_seconds(sent) == seconds
+
+
+@pytest.mark.parametrize("sent", ["soon", "5 minutes", "5m5", "1" * 40, float("nan")])
+def test_a_keep_alive_that_is_no_duration_is_a_400_naming_it(sent):
+    from webui.api.errors import APIError
+    from webui.api.ollama_schemas import keep_alive_seconds
+
+    with pytest.raises(APIError) as refused:
+        keep_alive_seconds(sent)
+    assert refused.value.status == 400 and refused.value.param == "keep_alive"
