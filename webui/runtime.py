@@ -212,13 +212,7 @@ class Runtime:
             if problem is None and need.ram > memory.ram + held:
                 problem = f"❌ does not fit in RAM ({gib(need.ram)} needed, {gib(memory.ram + held)} free)"
             return need.gpu + need.ram, problem
-        shape = read_shape(folder, trust_remote_code=options.trust_remote_code)
-        context = min(wanted.context_length or shape.context_length, shape.context_length)
-        cpu = options.cpu or not memory.gpus
-        chosen = estimate(shape, context, dtype=options.dtype, cpu=cpu, load_in_8bit=options.load_in_8bit,
-                          load_in_4bit=options.load_in_4bit, use_double_quant=options.use_double_quant,
-                          cpu_int8=options.cpu_int8, flags=cpu_flags(), fbgemm=fbgemm_fp16_ready(),
-                          cpu_memory=options.cpu_memory, disk=options.disk)
+        _shape, chosen, cpu = transformers_estimate(folder, options, wanted.context_length, memory)
         said = verdict(chosen.need, Memory(memory.gpus, memory.ram + held), cpu)
         return chosen.need, said if said.startswith("❌") else None
 
@@ -254,16 +248,9 @@ class Runtime:
         options = self.models.options_for(wanted.load_overrides(), loader)
         if loader.name == "llama.cpp":
             return gguf_fit_report(folder, options, wanted.context_length)
-        shape = read_shape(folder, trust_remote_code=options.trust_remote_code)
-        context = min(wanted.context_length or shape.context_length, shape.context_length)
         memory = Memory.detect()
-        cpu = options.cpu or not memory.gpus
-        flags = cpu_flags()
-        chosen = estimate(shape, context, dtype=options.dtype, cpu=cpu, load_in_8bit=options.load_in_8bit,
-                          load_in_4bit=options.load_in_4bit, use_double_quant=options.use_double_quant,
-                          cpu_int8=options.cpu_int8, flags=flags, fbgemm=fbgemm_fp16_ready(),
-                          cpu_memory=options.cpu_memory, disk=options.disk)
-        return report(shape, chosen, memory, cpu, flags)
+        shape, chosen, cpu = transformers_estimate(folder, options, wanted.context_length, memory)
+        return report(shape, chosen, memory, cpu, cpu_flags())
 
     def stream(
         self, owner: str, prompt: str | Callable[[Any, int], Any], params: SamplingParams,
@@ -577,6 +564,18 @@ class OwnedStream:
         """Abandon a stream that will never be read: the request stops within a step."""
         self._stream.request.cancel.cancel()
         self._on_done()
+
+
+def transformers_estimate(folder: Path, options: Any, context_length: int | None, memory: Memory):
+    """(shape, Will it fit?'s estimate, on the CPU?) for a Transformers folder with these options."""
+    shape = read_shape(folder, trust_remote_code=options.trust_remote_code)
+    context = min(context_length or shape.context_length, shape.context_length)
+    cpu = options.cpu or not memory.gpus
+    chosen = estimate(shape, context, dtype=options.dtype, cpu=cpu, load_in_8bit=options.load_in_8bit,
+                      load_in_4bit=options.load_in_4bit, use_double_quant=options.use_double_quant,
+                      cpu_int8=options.cpu_int8, flags=cpu_flags(), fbgemm=fbgemm_fp16_ready(),
+                      cpu_memory=options.cpu_memory, disk=options.disk)
+    return shape, chosen, cpu
 
 
 def gguf_fit_report(entry: Path, options: Any, context_length: int | None) -> str:
