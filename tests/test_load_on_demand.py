@@ -83,6 +83,10 @@ def test_an_api_request_naming_an_unloaded_model_loads_it_and_answers(serve):
     assert resident is not None and resident.engine is not runtime.engine  # its own engine and batch
     assert runtime.models.current.name == A  # the loaded model stays
     assert [r.name for r in runtime.resident.entries()] == [A, B]
+    from webui.ui.model_tab import status_text
+
+    shown = status_text(runtime)  # the Model tab: what is in memory, and since when
+    assert f"`{A}`: in memory since" in shown and f"`{B}`: in memory since" in shown
 
 
 def test_with_room_for_one_the_other_is_unloaded_only_after_its_running_reply_ends(serve, monkeypatch):
