@@ -75,8 +75,8 @@ def slowed(monkeypatch, loaded, seen: list | None = None, before=None):
 
 def test_an_api_request_naming_an_unloaded_model_loads_it_and_answers(serve):
     runtime, url = serve()
-    assert runtime.resident.find(B) is None
     assert B in [m.id for m in client(url).models.list()]  # the listing offers it
+    assert runtime.resident.find(B) is None
     reply = client(url).chat.completions.create(model=B, messages=HELLO, max_tokens=8, temperature=0)
     assert reply.model == B and reply.choices[0].message.content
     resident = runtime.resident.find(B)
