@@ -102,6 +102,21 @@ def test_continue_extends_the_last_reply(client, chats):
     assert len(newest(chats).messages) == 2  # continued in place, not a new message
 
 
+def test_continue_on_a_reply_the_model_ends_says_nothing_was_added(client, chats, runtime):
+    from webui.ui.parameters_tab import to_control
+
+    send(client, "Begin a list", start_with="One,")
+    before = newest(chats).path()[-1].content
+    # The model's next token is now its end of text, whatever the reply so far.
+    eos = runtime.models.current.tokenizer.eos_token_id
+    bias = to_control("logit_bias", "bias", {str(eos): 100.0})
+    client.predict(*steady(ban_eos_token=False, logit_bias=bias), api_name="/set_params")
+    shown = client.predict(api_name="/chat_continue")
+    after = newest(chats).path()[-1]
+    assert after.content == before and len(newest(chats).messages) == 2
+    assert "Nothing added" in shown[STATS] and "1 tokens" not in shown[STATS]
+
+
 def test_impersonate_writes_the_users_next_message_without_saving(client, chats):
     send(client, "Hello")
     count = len(newest(chats).messages)
@@ -260,14 +275,6 @@ def test_character_create_edit_picture_export_delete_through_the_ui(client, runt
         client.predict("Assistant", api_name="/character_delete")
     client.predict("Maren", api_name="/character_delete")
     assert "Maren" not in library.names()
-
-
-def test_the_chatbots_trash_button_starts_a_new_chat_and_deletes_nothing(client, chats):
-    send(client, "Do not lose me")
-    kept = newest(chats).id
-    shown = client.predict(api_name="/chat_clear")
-    assert texts(shown[V_CHATBOT]) == []
-    assert kept in {s.id for s in chats.list()}
 
 
 def test_a_long_chat_is_not_resent_to_the_chatbot_per_piece(client, chats, monkeypatch):

@@ -5,8 +5,8 @@ own where it already has the reference definition), so nothing is monkey-patched
 the order is exactly `params.step_order()`.  A step at its neutral value is left out
 of the chain entirely: an untouched parameter costs nothing.
 
-`generate()` is then called with all its own sampling knobs neutral, so the chain
-below is the only thing that changes the logits.
+The engine (webui/generation/engine.py) runs its own decoding loop and calls the
+chain once per step on each sequence's logits: nothing else changes them.
 """
 
 from __future__ import annotations

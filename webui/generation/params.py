@@ -114,7 +114,7 @@ class SamplingParams(BaseModel):
     guidance_scale: float = Field(1.0, ge=0.1, le=5.0, description="CFG strength against the negative prompt; 1 = off.")
     negative_prompt: str = Field("", max_length=4000, description="CFG: text the reply should move away from.")
     sampler_priority: tuple[str, ...] = Field(SAMPLER_ORDER, description="Order of the sampling steps.")
-    # -- structured output (webui/generation/grammar.py) --------------------------------
+    # -- structured output (webui/generation/grammar_compile.py) -----------------------------
     grammar_string: str = Field(
         "", max_length=MAX_GRAMMAR_LENGTH,
         description="GBNF or Lark grammar the reply must follow (regex: start: /.../); empty = off.",

@@ -416,7 +416,7 @@ class ChatTab:
 
     # -- opening, listing, managing ---------------------------------------------------------------
     def wire_managing(self) -> None:
-        side, col, setup, chat_id, outputs = self.side, self.col, self.setup, self.chat_id, self.view_outputs
+        side, setup, chat_id, outputs = self.side, self.setup, self.chat_id, self.view_outputs
         show = self.showing
         exports = Exports(side.exported.GRADIO_CACHE)  # private per user (webui/ui/exports.py)
 
@@ -473,8 +473,6 @@ class ChatTab:
             return gr.update(value=exports.write(username(request), name, text), visible=True)
 
         side.new_chat.click(on_new, [setup.character], outputs, api_name="chat_new")
-        # The Chatbot's own trash button starts a new chat too; nothing is deleted.
-        col.chatbot.clear(on_new, [setup.character], outputs, api_name="chat_clear")
         # The page's own (API clients open a chat with /chat_open, which says when a name is unknown).
         side.chats.input(on_pick_chat, [side.chats, side.search, chat_id, setup.character], outputs,
                          api_name="chat_pick", api_visibility="private")

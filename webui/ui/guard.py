@@ -42,7 +42,7 @@ PER_USER = frozenset({
     "page_load",
     # chat (webui/ui/chat_tab.py)
     "chat_count_tokens", "chat_send", "chat_submit", "chat_regenerate", "chat_continue", "chat_impersonate", "chat_stop",
-    "chat_new", "chat_clear", "chat_open", "chat_character", "chat_search", "chat_rename", "chat_delete",
+    "chat_new", "chat_open", "chat_character", "chat_search", "chat_rename", "chat_delete",
     "chat_export", "chat_import", "chat_edit", "chat_edit_message", "chat_pick_message", "chat_previous_version",
     "chat_next_version", "chat_fork", "chat_remove_last", "chat_recover", "chat_thinking_switches", "chat_stopped",
     "chat_marks", "chat_avatar", "chat_model_shown",
