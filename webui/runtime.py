@@ -197,6 +197,7 @@ class Runtime:
         options = self.models.options_for(wanted.load_overrides(), loader)
         memory = Memory.detect()
         if loader.name == "llama.cpp":
+            refuse_while_building(self.settings.user_data_dir)  # its reader comes with the build
             from webui.loaders.gguf_files import choose_file, projector_file, read_info, total_bytes
             from webui.loaders.gguf_loader import DEFAULT_MAX_CONTEXT, cache_type_problem
 
