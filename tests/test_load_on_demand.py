@@ -243,3 +243,35 @@ def test_a_keep_alive_that_is_no_duration_is_a_400_naming_it(sent):
     with pytest.raises(APIError) as refused:
         keep_alive_seconds(sent)
     assert refused.value.status == 400 and refused.value.param == "keep_alive"
+
+
+def test_a_gguf_model_asked_for_while_its_engine_builds_says_so(two_models, tmp_path, monkeypatch):
+    from webui.api.openai_api import APIServer
+    from webui.loaders import gguf_build
+    from webui.runtime import build_runtime
+    from webui.settings import PROJECT_ROOT
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / A).symlink_to(two_models / A)
+    (models / "demo-gguf").symlink_to(PROJECT_ROOT / "models" / "demo-kjv-4m-gguf")
+    data = tmp_path / "user_data"
+    (data / "logs").mkdir(parents=True)
+    # What scripts/build_gguf.sh writes while it runs; llama.cpp not importable yet.
+    (data / "logs" / "gguf-build.state").write_text(f"building {time.time():.0f} 1\n")
+    monkeypatch.setattr(gguf_build, "llama_cpp_installed", lambda: False)
+    runtime = build_runtime(make_settings(models, data, model=A, api_key=API_KEY))
+    server = APIServer(runtime, port=free_port())
+    url = server.start()
+    try:
+        with pytest.raises(openai.InternalServerError) as refused:
+            client(url).chat.completions.create(model="demo-gguf", messages=HELLO, max_tokens=4)
+        assert refused.value.status_code == 503 and refused.value.body["code"] == "engine_building"
+        assert "still being built" in refused.value.message
+        from webui.ui.model_tab import status_text
+
+        assert "being built in the background" in status_text(runtime)
+    finally:
+        server.stop()
+        runtime.resident.close()
+        runtime.engine.close()
