@@ -94,6 +94,8 @@ BENCHES = (
           ("--rounds", "1", "--tokens", "20")),
     Bench("token-view", "Token view's probabilities recorded vs not (demo model)", (B + "bench_token_view.py",),
           ("--rounds", "3", "--tokens", "20")),
+    Bench("inspect", "Inspect tab: logit lens, attention and norms of 512 tokens ÷ one forward pass (demo model, "
+          "~0.47B random Llama)", (B + "bench_inspect.py",), ("--rounds", "1", "--only", "demo"), timeout=3600),
     Bench("thinking", "A thinking reply split into thinking and answer as it streams ÷ not split (demo model)",
           (B + "bench_thinking.py",), ("--rounds", "3", "--tokens", "20")),
     Bench("structured", "Structured output: a JSON schema enforced ÷ unconstrained", (B + "bench_structured.py",),

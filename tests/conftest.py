@@ -86,6 +86,23 @@ def runtime(models_root, tmp_path_factory):
     return build_runtime(settings)
 
 
+@pytest.fixture(autouse=True)
+def last_used_values_put_back(request):
+    """A test that sends /set_params (or saves values as a user does) leaves the shared
+    runtime's last used values as they were before it: the next test starts from the
+    same values whatever ran before it."""
+    if "runtime" not in request.fixturenames:
+        yield
+        return
+    settings_file = request.getfixturevalue("runtime").users.get(None).settings_file
+    before = settings_file.read_bytes() if settings_file.is_file() else None
+    yield
+    if before is None:
+        settings_file.unlink(missing_ok=True)
+    elif not settings_file.is_file() or settings_file.read_bytes() != before:
+        settings_file.write_bytes(before)
+
+
 @pytest.fixture(scope="session")
 def engine(runtime):
     return runtime.engine

@@ -201,6 +201,7 @@ def test_an_idle_ui_server_sleeps_and_a_click_still_runs(ui, client, runtime):
     woke = thread_activity(app.server.thread)[0] - slept
     assert woke < 30, f"the idle UI server's event loop woke {woke} times in 3 s"
     # Queued events are started as they arrive: a click, then a streamed reply.
-    assert client.predict(api_name="/chat_new") is not None
+    shown = client.predict(api_name="/chat_new")
+    assert shown[0] == [] and "New chat" in str(shown[2])  # an empty chat, titled as new
     text, stats = client.predict("The keeper climbed", api_name="/notebook_generate")
     assert len(text) > len("The keeper climbed") and "tokens/s" in stats

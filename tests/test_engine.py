@@ -193,12 +193,17 @@ def test_a_full_queue_answers_at_once(runtime):
 def test_close_ends_running_and_waiting_requests_and_refuses_new_ones(runtime):
     from webui.generation.engine import GenerationEngine
 
-    engine = GenerationEngine(runtime.models, max_pending=8)
+    engine = GenerationEngine(runtime.models, max_pending=8, per_owner=1)  # "a" runs one at a time
     running = engine.generate(GenerationRequest(PROMPT, greedy(400), owner="a"))
     first = next(iter(running))  # it runs
+    waiting = engine.generate(GenerationRequest(PROMPT, greedy(400), owner="a"))
+    assert not waiting.started and engine.pending == 2  # queued behind the first
     engine.close()
-    assert first and running.text() is not None and running.stats.finish_reason == "cancelled"
-    assert running.stats.new_tokens < 400
+    assert first and running.text() is not None  # reading to the end returns
+    assert running.stats.finish_reason == "cancelled" and running.stats.new_tokens < 400
+    with pytest.raises(GenerationError, match="shutting down"):  # told, not left waiting
+        waiting.text()
+    assert not waiting.started and waiting.new_tokens == 0
     with pytest.raises(GenerationError, match="shutting down"):
         engine.generate(GenerationRequest(PROMPT, greedy(5)))
     assert engine._worker is not None and not engine._worker.is_alive()

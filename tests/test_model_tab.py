@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
@@ -79,7 +81,16 @@ def test_lora_list_apply_remove(client, runtime, models_root, restore):
     assert "none" in note and runtime.models.current.loras == ()
 
 
-def test_download_through_the_tab_then_load_it(client, runtime, models_root, restore):
+@pytest.fixture()
+def downloaded(models_root):
+    """The model the download test fetches, removed afterwards (after `restore` has
+    loaded the tiny model again, when it is listed before `restore`)."""
+    folder = models_root / "tiny-org_tiny-model"
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_download_through_the_tab_then_load_it(client, runtime, models_root, downloaded, restore):
     # Serve the tiny model's own files from a loopback hub, download, load.
     files = {p.name: p.read_bytes() for p in (models_root / TINY).iterdir() if p.is_file()}
     hub = FakeHub({"tiny-org/tiny-model": Repo(files)})
@@ -93,8 +104,8 @@ def test_download_through_the_tab_then_load_it(client, runtime, models_root, res
     finally:
         runtime.downloads.endpoint = None
         hub.stop()
-    assert "tiny-org_tiny-model" in runtime.models.names()
-    status = client.predict("tiny-org_tiny-model", *options(), api_name="/model_load")[0]
+    assert downloaded.name in runtime.models.names()
+    status = client.predict(downloaded.name, *options(), api_name="/model_load")[0]
     assert "Loaded: **tiny-org_tiny-model" in status
 
 

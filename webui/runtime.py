@@ -52,6 +52,7 @@ from webui.storage import atomic_write_text, remove_stale_temporaries
 from webui.tools.registry import ToolRegistry
 from webui.tools.web import web_tools
 from webui.training.service import TrainingService
+from webui.inspect.service import InspectService
 from webui.userdata import UserSpaces
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ class Runtime:
     # Documents: per-user and per-key stores, the embedding model, indexing jobs (webui/documents/)
     documents: DocumentService | None = None
     tools: ToolRegistry | None = None  # tools the chat may run (webui/tools/); None: none
+    inspect: InspectService | None = None  # the Inspect tab's logit lens (webui/inspect/)
     # Every model in memory, this one's and others loaded on demand (webui/resident.py)
     resident: ResidentModels | None = None
 
@@ -668,6 +670,7 @@ def build_runtime(
         tools=ToolRegistry(settings.user_data_dir, owner=owners[0] if owners else None,
                            multi_user=settings.has_auth, web=web_tools(settings)),
     )
+    runtime.inspect = InspectService(models)
     runtime.documents = DocumentService(settings.model_dir, settings.user_data_dir, runtime.users)
     runtime.resident = ResidentModels(
         models, runtime.engine, listing=models.available,

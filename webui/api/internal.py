@@ -1,14 +1,17 @@
-"""/v1/internal/*: model management and usage (admin key, webui/api/security.py), and
-the tokenizer's view of a text."""
+"""/v1/internal/*: model management and usage (admin key, webui/api/security.py), the
+tokenizer's view of a text, and the logit lens (webui/inspect/: it takes the model from
+every user for the pass, so it is the admin's, as the Inspect tab is the owner's)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
+from pydantic import ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from webui.api.errors import APIError
-from webui.api.schemas import LoadRequest, TextRequest, TokensRequest
+from webui.api.schemas import CheckedText, LoadRequest, TextRequest, TokensRequest
 from webui.api.state import RuntimeDep
+from webui.inspect.lens import MAX_CHARS, TOP
 from webui.loaders.base import LoadedModel, ModelRefused
 from webui.paths import NameRefused
 from webui.runtime import Runtime
@@ -72,3 +75,31 @@ async def detokenize(body: TokensRequest, runtime: RuntimeDep):
     if bad is not None:
         raise APIError(400, f"token id {bad} is outside the vocabulary (0..{size - 1})", param="tokens")
     return {"text": loaded.tokenizer.decode(body.tokens)}
+
+
+class LogitLensRequest(CheckedText):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(max_length=MAX_CHARS)
+    position: int | None = None  # the query position whose attention is returned; None: the last
+    top: int = Field(1, ge=1, le=TOP)  # likeliest tokens per layer and position
+
+
+@router.post("/logit-lens")
+async def logit_lens(body: LogitLensRequest, runtime: RuntimeDep):
+    """Each layer's likeliest next tokens at each position, the attention of one position
+    (per layer and head) and the hidden-state norms: what the Inspect tab shows."""
+    lens = await run_in_threadpool(lambda: runtime.inspect.run(body.text, body.position))
+    k = body.top
+    return {
+        "model": runtime.models.current.name,
+        "tokens": [{"id": i, "text": t} for i, t in zip(lens.ids, lens.tokens, strict=True)],
+        "layers": lens.layer_names,
+        "lens": [[[{"id": int(i), "text": lens.vocab[int(i)], "probability": float(p)}
+                   for i, p in zip(ids[:k], probs[:k], strict=True)]
+                  for ids, probs in zip(layer_ids, layer_probs, strict=True)]
+                 for layer_ids, layer_probs in zip(lens.top_ids, lens.top_probs, strict=True)],
+        "norms": lens.mean_norms(),
+        "position": lens.position,
+        "attention": lens.attention.tolist(),  # [layer][head][key position]
+        "seconds": round(lens.seconds, 4),
+    }

@@ -19,6 +19,7 @@ from webui.ui import (
     chat_tab,
     default_tab,
     extensions_ui,
+    inspect_tab,
     model_tab,
     notebook_tab,
     parameters_tab,
@@ -60,6 +61,8 @@ def build_app(runtime: Runtime) -> gr.Blocks:
             model_tab.render(runtime, shared, model_page)
         with gr.Tab("Training", id="training"):
             training_tab.render(runtime, shared)
+        with gr.Tab("Inspect", id="inspect") as inspect_page:
+            inspect_tab.render(runtime, shared, inspect_page)
         extensions_ui.render_tabs(runtime)
         with gr.Tab("Session", id="session"):
             session_tab.render(runtime, shared)

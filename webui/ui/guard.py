@@ -67,6 +67,9 @@ PER_USER = frozenset({
     # the Training tab's read-only events (webui/ui/training_tab.py); starting, stopping,
     # resuming and evaluating take the model from everyone, so they are the owner's
     "training_status", "training_lists",
+    # the Inspect tab's reading events: its note, and views of this session's own result
+    # (Run and Stop take the model from everyone: the owner's)
+    "inspect_note", "inspect_click", "inspect_cell", "inspect_heads",
     # bundled extensions that keep each user's records apart
     "markdown_export", "markdown_export_list", "prompt_viewer_refresh", "prompt_viewer_open",
 })

@@ -1,0 +1,1 @@
+"""Look inside a loaded model (webui/inspect/lens.py) as one job on the model (service.py)."""
