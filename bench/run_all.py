@@ -108,6 +108,9 @@ BENCHES = (
           (B + "bench_grammar_budget.py",), ("--rounds", "3", "--calls", "60")),
     Bench("training", "LoRA training tokens/s and the demo's perplexity in fp32/8-bit/4-bit",
           (B + "bench_training.py",), ("--steps", "2", "--no-0.5b"), timeout=3600),
+    Bench("load-on-demand", "First token for a request that loads its model on demand ÷ resident (demo model, "
+          "~0.47B random Llama)", (B + "bench_load_on_demand.py", "--rounds", "3"), ("--rounds", "1"),
+          timeout=3600),
     Bench("api", "OpenAI API (streaming, loopback) ÷ engine (demo model)", (B + "bench_api.py",),
           ("--rounds", "3", "--tokens", "20")),
     Bench("embeddings", "Embeddings: one batched request ÷ one request per text (demo model)",

@@ -4,6 +4,11 @@
 # Re-runs are instant: a stamp records what was installed, and pip runs again only
 # when pyproject.toml or the extras change.
 #
+# WEBUI_GGUF_LATER=1 (./start.sh sets it): the gguf extra, which compiles llama.cpp
+# (minutes), is built in the background after everything else (scripts/build_gguf.sh,
+# its log under the data dir's logs/), so the page can serve at once.  Unset (CI, a
+# manual install), everything is installed before this script returns.
+#
 # torch: a torch you already have is kept (in .venv, or in the system Python, which
 # .venv then sees).  Otherwise: with an NVIDIA driver present, pip's default (CUDA)
 # build; without one, the CPU build.  TORCH_SPEC (default "torch==2.13.0") and
@@ -13,7 +18,34 @@ cd "$(dirname "$0")/.."
 
 extras="${1:-quant,gguf}"
 python="${PYTHON:-python3}"
-venv=.venv
+venv="${WEBUI_VENV:-.venv}"
+
+# With WEBUI_GGUF_LATER=1, gguf is taken out of this run and built afterwards.
+later=0
+if [ "${WEBUI_GGUF_LATER:-0}" = 1 ]; then
+    case ",$extras," in *",gguf,"*)
+        later=1
+        extras="$(echo ",$extras," | sed 's/,gguf,/,/g; s/^,//; s/,$//')" ;;
+    esac
+fi
+
+# The background build, unless one runs now (its pid is alive) or the gguf extra is in.
+start_gguf_build() {
+    [ "$later" = 1 ] || return 0
+    if [ -f "$stamp" ]; then
+        read -r _h installed < "$stamp" || true
+        case ",$installed," in *",gguf,"*) return 0 ;; esac
+    fi
+    local state="${WEBUI_DATA_DIR:-user_data}/logs/gguf-build.state"
+    if [ -f "$state" ]; then
+        read -r what _when pid < "$state" || true
+        if [ "$what" = building ] && [ -n "${pid:-}" ] && kill -0 "$pid" 2>/dev/null; then
+            return 0
+        fi
+    fi
+    echo "The GGUF engine (llama.cpp) builds in the background; log: ${WEBUI_DATA_DIR:-user_data}/logs/gguf-build.log"
+    WEBUI_VENV="$venv" nohup scripts/build_gguf.sh >/dev/null 2>&1 < /dev/null &
+}
 
 if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
     echo "error: Python 3.10 or newer is needed ($python)" >&2
@@ -41,7 +73,10 @@ if [ -f "$stamp" ]; then
         for extra in ${extras//,/ }; do
             case ",$old_extras," in *",$extra,"*) ;; *) missing=1 ;; esac
         done
-        [ "$missing" = 0 ] && exit 0
+        if [ "$missing" = 0 ]; then
+            start_gguf_build
+            exit 0
+        fi
         extras="$old_extras,$extras"
     fi
 fi
@@ -76,3 +111,4 @@ case ",$extras," in
         "$venv/bin/python" -c 'from webui.loaders.gguf_convert import fetch_converter; fetch_converter()' ;;
 esac
 echo "$hash $extras" > "$stamp"
+start_gguf_build

@@ -85,6 +85,16 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--prompt-lookup", type=int,
                    help="tokens drafted from the context for speculative decoding, for requests that do not "
                         "set prompt_lookup_num_tokens (Transformers models; default 0 = only when asked)")
+    o = p.add_argument_group("models on demand (several resident at once)")
+    o.add_argument("--load-on-demand", action=argparse.BooleanOptionalAction,
+                   help="a request (API, Ollama, a chat tab) naming a listed model loads it; default on for a "
+                        "local single-user server, off with --listen or several users (then only the owner: the "
+                        "admin key, the first user)")
+    o.add_argument("--max-resident-gib", type=float,
+                   help="GiB the resident models may take together; the least recently used are unloaded to "
+                        "make room (default: free memory)")
+    o.add_argument("--idle-unload-minutes", type=float,
+                   help="unload a resident model nobody used for this many minutes (default: never)")
     a = p.add_argument_group("API")
     a.add_argument("--api", action="store_true", help="serve the OpenAI-compatible API (/v1)")
     a.add_argument("--api-port", type=int, help="API port (default 5000)")

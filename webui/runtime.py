@@ -31,11 +31,12 @@ from webui.generation.engine import (
     TokenLogprob,
 )
 from webui.documents.service import DocumentService
-from webui.fit import Memory, estimate, gguf_report, gib, read_shape, report
+from webui.fit import Memory, estimate, gguf_estimate, gguf_report, gib, read_shape, report, verdict
 from webui.hub import Downloader
 from webui.loaders.cpu_features import cpu_flags
 from webui.loaders.cpu_fp16 import fbgemm_fp16_ready
 from webui.loaders.base import LoadedModel, LoadError
+from webui.loaders.gguf_build import refuse_while_building
 from webui.loaders.registry import LoaderRegistry, default_registry
 from webui.model_manager import ModelManager
 from webui.model_settings import ModelSettings, ModelSettingsStore
@@ -44,6 +45,7 @@ from webui.generation.params import ParamsError, SamplingParams, make_params
 from webui.generation.request import ModelNotServed, ui_party
 from webui.presets import PresetLibrary, model_defaults, preset_delta
 from webui.remote.engine import RemoteModel
+from webui.resident import ResidentModels
 from webui.remote.routing import RemoteEngines, SessionChoices
 from webui.settings import LoaderSettings, Settings, SettingsError, read_yaml_mapping
 from webui.storage import atomic_write_text, remove_stale_temporaries
@@ -140,18 +142,25 @@ class Runtime:
     documents: DocumentService | None = None
     tools: ToolRegistry | None = None  # tools the chat may run (webui/tools/); None: none
     inspect: InspectService | None = None  # the Inspect tab's logit lens (webui/inspect/)
+    # Every model in memory, this one's and others loaded on demand (webui/resident.py)
+    resident: ResidentModels | None = None
 
     # -- models ------------------------------------------------------------------
     def saved_model_settings(self, name: object) -> ModelSettings:
         return self.model_settings.get(name) if is_plain_name(name) else ModelSettings()
 
     def load_model(
-        self, name: object, choice: ModelSettings | None = None, timeout: float | None = None, save: bool = True
+        self, name: object, choice: ModelSettings | None = None, timeout: float | None = None, save: bool = True,
+        manager: ModelManager | None = None,
     ) -> tuple[LoadedModel, str | None]:
         """Load `name` with its saved settings, updated by `choice`; remember the result.
+        `manager`: a resident slot other than the Runtime's own (webui/resident.py).
 
         Returns the model and a warning when the settings could not be saved.
         """
+        folder = pick(name, self.models.available(), "model")
+        if self.models.registry.for_folder(folder).name == "llama.cpp":
+            refuse_while_building(self.settings.user_data_dir)  # "being built", not "not installed"
         wanted = self.saved_model_settings(name)
         if choice is not None:
             wanted = wanted.merged(choice)
@@ -166,8 +175,60 @@ class Runtime:
             if template is not None:
                 loaded.tokenizer.chat_template = template
 
-        loaded = self.models.load(name, overrides=wanted.load_overrides(), timeout=timeout, adjust=adjust)
+        manager = manager or self.models
+        loaded = manager.load(name, overrides=wanted.load_overrides(), timeout=timeout, adjust=adjust)
+        if manager is self.models and self.resident is not None:
+            self.resident.drop_copy(loaded.name)
         return loaded, self.model_settings.save(loaded.name, wanted) if save else None
+
+    # -- models on demand (webui/resident.py) --------------------------------------------
+    def may_load(self, owner: bool) -> bool:
+        """Whether a request naming a listed model that is not loaded may load it: anyone's
+        with load-on-demand on, else only the owner's (the admin key, the first user)."""
+        return owner or self.settings.loads_on_demand
+
+    def resident_model(self, name: str, owner: bool) -> LoadedModel | None:
+        """The model `name` in memory, loaded now (blocking) if it is listed and this caller
+        may load it; None when the listing has no such model.  LoadRefused, DoesNotFit."""
+        found = self.resident.ensure(name, self.may_load(owner))
+        return None if found is None else found.loaded
+
+    def fit_need(self, name: str, held: int = 0) -> tuple[int, str | None]:
+        """(bytes the listed model `name` needs with its saved settings, why it cannot load
+        here or None): Will it fit?'s numbers, counting `held` resident bytes as free."""
+        folder = pick(name, self.models.available(), "model")
+        wanted = self.saved_model_settings(name)
+        loader = self.models.registry.for_folder(folder)
+        options = self.models.options_for(wanted.load_overrides(), loader)
+        memory = Memory.detect()
+        if loader.name == "llama.cpp":
+            refuse_while_building(self.settings.user_data_dir)  # its reader comes with the build
+            from webui.loaders.gguf_files import choose_file, projector_file, read_info, total_bytes
+            from webui.loaders.gguf_loader import DEFAULT_MAX_CONTEXT, cache_type_problem
+
+            chosen = choose_file(folder, options.gguf_file, room=memory.ram + held)
+            info = read_info(chosen)
+            context = options.n_ctx or min(info.context_length, DEFAULT_MAX_CONTEXT)
+            if wanted.context_length:
+                context = min(context, wanted.context_length)
+            projector = projector_file(folder)
+            need = gguf_estimate(info, context, options.n_gpu_layers, options.cache_type,
+                                 total_bytes(projector) if projector else 0)
+            problem = cache_type_problem(options, info)
+            if problem is None and need.ram > memory.ram + held:
+                problem = f"❌ does not fit in RAM ({gib(need.ram)} needed, {gib(memory.ram + held)} free)"
+            return need.gpu + need.ram, problem
+        _shape, chosen, cpu = transformers_estimate(folder, options, wanted.context_length, memory)
+        said = verdict(chosen.need, Memory(memory.gpus, memory.ram + held), cpu)
+        return chosen.need, said if said.startswith("❌") else None
+
+    def resident_budget(self, held: int) -> int:
+        """Bytes the resident models may take together: --max-resident-gib, else the memory
+        free now plus what the residents hold."""
+        if self.settings.max_resident_gib:
+            return int(self.settings.max_resident_gib * GIB)
+        memory = Memory.detect()
+        return memory.ram + sum(free for _, free in memory.gpus) + held
 
     def gguf_file_choices(self, name: object) -> list[tuple[str, str]]:
         """The Model tab's gguf-file choices for a listed model: (label, file) for each
@@ -193,16 +254,9 @@ class Runtime:
         options = self.models.options_for(wanted.load_overrides(), loader)
         if loader.name == "llama.cpp":
             return gguf_fit_report(folder, options, wanted.context_length)
-        shape = read_shape(folder, trust_remote_code=options.trust_remote_code)
-        context = min(wanted.context_length or shape.context_length, shape.context_length)
         memory = Memory.detect()
-        cpu = options.cpu or not memory.gpus
-        flags = cpu_flags()
-        chosen = estimate(shape, context, dtype=options.dtype, cpu=cpu, load_in_8bit=options.load_in_8bit,
-                          load_in_4bit=options.load_in_4bit, use_double_quant=options.use_double_quant,
-                          cpu_int8=options.cpu_int8, flags=flags, fbgemm=fbgemm_fp16_ready(),
-                          cpu_memory=options.cpu_memory, disk=options.disk)
-        return report(shape, chosen, memory, cpu, flags)
+        shape, chosen, cpu = transformers_estimate(folder, options, wanted.context_length, memory)
+        return report(shape, chosen, memory, cpu, cpu_flags())
 
     def stream(
         self, owner: str, prompt: str | Callable[[Any, int], Any], params: SamplingParams,
@@ -213,11 +267,13 @@ class Runtime:
         is fair between (a user, the API key), by default the owner itself.  `model` picks
         the model by name (the API's `model` field); by default the one the owner's
         browser tab chose, else the local one."""
-        engine = self.engine_for(model if model is not None else self.chosen.get(owner))
+        name = model if model is not None else self.chosen.get(owner)
+        engine = self.engine_for(name)
         lent = self.models.lent_for
         if engine is self.engine and lent is not None:
             # Refused, not queued: a training run can take hours (docs/TRAINING.md).
             raise QueueFull(f"{lent} is in progress: the model does not answer until it ends")
+        done = self._on_done(owner, engine, name)
         token = self.requests.start(owner)
         try:
             stream = engine.generate(GenerationRequest(prompt, params, token, logprobs, state, owner=who or owner,
@@ -225,7 +281,19 @@ class Runtime:
         except QueueFull:
             self.requests.finish(owner, token)
             raise
-        return OwnedStream(stream, lambda: self.requests.finish(owner, token))
+        return OwnedStream(stream, lambda: done(token))
+
+    def _on_done(self, owner: str, engine: Any, name: str | None) -> Callable[[CancelToken], None]:
+        """What a request's end does: leave ActiveRequests, and start its model's idle time."""
+        if engine is self.engine:
+            loaded = self.models.current
+            name = loaded.name if loaded else None
+
+        def done(token: CancelToken) -> None:
+            self.requests.finish(owner, token)
+            if self.resident is not None and isinstance(engine, GenerationEngine):
+                self.resident.finished(name)
+        return done
 
     def stream_many(
         self, owner: str, prompt: Any, choices: list[SamplingParams], logprobs: int | None = None,
@@ -234,10 +302,12 @@ class Runtime:
         """One prompt with several sets of values (an API request's `n` choices), queued
         together so that the engine admits them at the same step and decodes them as one
         batch; all are queued or none (QueueFull)."""
-        engine = self.engine_for(model if model is not None else self.chosen.get(owner))
+        name = model if model is not None else self.chosen.get(owner)
+        engine = self.engine_for(name)
         lent = self.models.lent_for
         if engine is self.engine and lent is not None:
             raise QueueFull(f"{lent} is in progress: the model does not answer until it ends")
+        done = self._on_done(owner, engine, name)
         tokens = [self.requests.start(owner) for _ in choices]
         try:
             streams = engine.generate_many([
@@ -247,7 +317,7 @@ class Runtime:
             for token in tokens:
                 self.requests.finish(owner, token)
             raise
-        return [OwnedStream(stream, lambda token=token: self.requests.finish(owner, token))
+        return [OwnedStream(stream, lambda token=token: done(token))
                 for stream, token in zip(streams, tokens, strict=True)]
 
     def stop(self, owner: str) -> int:
@@ -291,6 +361,9 @@ class Runtime:
             if loaded is None or loaded.backend is None:
                 return None
             return f"{loaded.name} ({loaded.loader})", loaded.backend.capabilities
+        resident = self.resident.find(name) if self.resident is not None else None
+        if resident is not None and resident.loaded is not None and resident.loaded.backend is not None:
+            return f"{name} ({resident.loaded.loader})", resident.loaded.backend.capabilities
         remote = self.remotes.model(name)
         if remote is None:
             return None
@@ -337,6 +410,10 @@ class Runtime:
         loaded = self.models.current
         if model is None or (loaded is not None and model == loaded.name):
             return self.engine
+        other = self.resident.engine_for(model) if self.resident is not None else None
+        if other is not None:
+            self.resident.touch(model)
+            return other
         remote = self.remotes.model(model)
         if remote is None:
             raise ModelNotServed(f"the model '{model}' is neither loaded here nor served by a remote engine",
@@ -389,6 +466,8 @@ class Runtime:
         host.register_loaders(self.models.registry)
         self.extensions = host
         self.engine.extensions = host
+        for resident in self.resident.entries() if self.resident is not None else ():
+            resident.engine.extensions = host
         self.warnings = [w for w in self.warnings if w not in old_notes]
         self.warnings += host.warnings + [fault.summary() for fault in host.startup_faults]
         return host
@@ -493,6 +572,18 @@ class OwnedStream:
         self._on_done()
 
 
+def transformers_estimate(folder: Path, options: Any, context_length: int | None, memory: Memory):
+    """(shape, Will it fit?'s estimate, on the CPU?) for a Transformers folder with these options."""
+    shape = read_shape(folder, trust_remote_code=options.trust_remote_code)
+    context = min(context_length or shape.context_length, shape.context_length)
+    cpu = options.cpu or not memory.gpus
+    chosen = estimate(shape, context, dtype=options.dtype, cpu=cpu, load_in_8bit=options.load_in_8bit,
+                      load_in_4bit=options.load_in_4bit, use_double_quant=options.use_double_quant,
+                      cpu_int8=options.cpu_int8, flags=cpu_flags(), fbgemm=fbgemm_fp16_ready(),
+                      cpu_memory=options.cpu_memory, disk=options.disk)
+    return shape, chosen, cpu
+
+
 def gguf_fit_report(entry: Path, options: Any, context_length: int | None) -> str:
     """"Will it fit?" for a GGUF file or folder (the file the loader would pick)."""
     from webui.fit import available_ram
@@ -587,6 +678,18 @@ def build_runtime(
     )
     runtime.inspect = InspectService(models)
     runtime.documents = DocumentService(settings.model_dir, settings.user_data_dir, runtime.users)
+    runtime.resident = ResidentModels(
+        models, runtime.engine, listing=models.available,
+        load=lambda manager, name: runtime.load_model(name, save=False, manager=manager),
+        new_manager=lambda: ModelManager(settings.model_dir, registry, load_options(settings),
+                                         lora_dir=settings.lora_dir),
+        new_engine=lambda manager: GenerationEngine(manager, max_pending=settings.max_queue,
+                                                    extensions=runtime.extensions,
+                                                    per_owner=settings.max_batch_per_user),
+        measure=runtime.fit_need, budget=runtime.resident_budget,
+        idle_seconds=settings.idle_unload_minutes * 60 if settings.idle_unload_minutes else None)
+    if settings.idle_unload_minutes:
+        runtime.resident.start_sweeping()
     runtime.warnings += runtime.remotes.warnings
     if settings.model:
         try:

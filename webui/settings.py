@@ -106,6 +106,16 @@ class Settings(LoaderSettings):
         0, ge=0, le=16, description="Tokens drafted from the context (speculative decoding) for a request "
         "that does not set prompt_lookup_num_tokens; 0 = only for requests that ask.")
 
+    # -- models on demand (webui/resident.py) ---------------------------------------
+    load_on_demand: bool | None = Field(
+        None, description="A request naming a listed model loads it (default: on for a local single-user "
+        "server, off with --listen or several users).")
+    max_resident_gib: float | None = Field(
+        None, gt=0, le=65536, description="Memory the resident models may take together (default: free "
+        "memory, as Will it fit? counts it).")
+    idle_unload_minutes: float | None = Field(
+        None, gt=0, le=525_600, description="Unload a model nobody used for this long (default: never).")
+
     # -- OpenAI-compatible API ---------------------------------------------------
     api: bool = Field(False, description="Serve the OpenAI-compatible API beside the UI.")
     api_port: int = Field(5000, ge=1, le=65535)
@@ -186,6 +196,14 @@ class Settings(LoaderSettings):
         for url in value:
             from_flag(url)  # refuses a bad URL (or one carrying a password) at start-up
         return value
+
+    @property
+    def loads_on_demand(self) -> bool:
+        """Whether any request may load a listed model: as set, else only on a loopback
+        server with at most one user (everyone there is its owner)."""
+        if self.load_on_demand is not None:
+            return self.load_on_demand
+        return self.is_loopback and not self.listen and len(self.auth_pairs()) <= 1
 
     @property
     def lora_dir(self) -> Path:

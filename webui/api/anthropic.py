@@ -71,7 +71,7 @@ def prepare(runtime: Runtime, body: MessagesRequest, model: LoadedModel | Remote
 
 @router.post("/v1/messages")
 async def messages(body: MessagesRequest, request: Request, runtime: RuntimeDep):
-    model = await target(runtime, body.model)
+    model = await target(runtime, body.model, request)
     prompt, params, names = await run_in_threadpool(prepare, runtime, body, model)  # CPU work: off the loop
     mid = f"msg_{uuid.uuid4().hex[:24]}"
     if body.stream:

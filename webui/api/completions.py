@@ -46,7 +46,7 @@ router = APIRouter()
 
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request, runtime: RuntimeDep):
-    model = await target(runtime, body.model)
+    model = await target(runtime, body.model, request)
     # Checking the values (a grammar's compile), the extensions' hooks, the chat template
     # and the tokenizer are CPU work of unbounded size: off the event loop, so that one
     # large or hostile request does not stall every other route.
@@ -162,7 +162,7 @@ def forced_call(params: SamplingParams, tools: tuple[Tool, ...], choice: ToolCho
 
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request, runtime: RuntimeDep):
-    model = await target(runtime, body.model)
+    model = await target(runtime, body.model, request)
     if isinstance(body.prompt, list):
         if len(body.prompt) != 1:
             raise APIError(400, "send one prompt per request", param="prompt")

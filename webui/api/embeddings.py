@@ -67,7 +67,7 @@ async def embed_inputs(runtime: Runtime, request: Request, name: str, inputs: li
     read; counted against the request's key.  `truncate`: an input longer than the
     context (the model's, or `context` if smaller) is cut to it (Ollama's default)
     instead of refused."""
-    model = await target(runtime, name)
+    model = await target(runtime, name, request)
     refuse_unless_embeds(model)
     ids = await run_in_threadpool(token_ids, model, inputs, truncate, param, context)
     owner = f"api-{uuid.uuid4().hex}"

@@ -12,10 +12,11 @@ check (a name must be the loaded model or a remote engine's), the same sampling 
 queue, keys, usage count and extension hooks.  Errors are AppErrors like everywhere;
 webui/api/errors.py writes them in Ollama's `{"error": "..."}` shape on these paths.
 
-What Ollama does that this server does not: models are not pulled, created, copied or
-deleted here (the Model tab and /v1/internal do that, with the admin key), a request
-never loads another model (the name must be one that is served), and `keep_alive` is
-ignored (a model stays until it is unloaded).  A thinking model's thinking comes apart
+Models load as in Ollama: a request naming a listed model loads it (when the server
+loads on demand, webui/resident.py), and `keep_alive` says how long it stays after its
+last reply (0: unloaded as soon as the reply ends; negative: until unloaded).  What
+Ollama does that this server does not: models are not pulled, created, copied or
+deleted here (the Model tab and /v1/internal do that, with the admin key).  A thinking model's thinking comes apart
 from its answer, in `thinking`, as Ollama gives it; `think` turns it on or off.
 """
 
@@ -51,6 +52,7 @@ from webui.api.embeddings import checked_dimensions, embed_inputs
 from webui.api.errors import APIError, ollama_error_body
 from webui.api.models import all_cards, sees, target
 from webui.api.ollama_schemas import (
+    keep_alive_seconds,
     OllamaChatRequest,
     OllamaEmbeddingsRequest,
     OllamaEmbedRequest,
@@ -101,13 +103,27 @@ async def tags(runtime: RuntimeDep):
 
 @router.get("/api/ps")
 async def running(runtime: RuntimeDep):
-    loaded = runtime.models.current
-    if loaded is None:
-        return {"models": []}
-    info = await run_in_threadpool(entry, runtime, loaded.name)
-    info.update(size_vram=info["size"] if loaded.device.startswith("cuda") else 0,
-                context_length=loaded.context_length)
-    return {"models": [info]}
+    """Every resident model: since when (`loaded_at`, ours) and until when (`expires_at`:
+    its keep_alive or the idle timeout after its last use; far ahead when never)."""
+    models = []
+    for resident in runtime.resident.entries():
+        loaded = resident.loaded
+        if loaded is None:
+            continue
+        info = await run_in_threadpool(entry, runtime, resident.name, loaded)
+        expires = resident.expires_at(runtime.resident.idle_seconds, runtime.resident.clock)
+        info.update(size_vram=info["size"] if loaded.device.startswith("cuda") else 0,
+                    context_length=loaded.context_length, expires_at=expires or NEVER,
+                    loaded_at=stamp_of(resident.since))
+        models.append(info)
+    return {"models": models}
+
+
+NEVER = "2318-11-26T00:00:00Z"  # what a model kept forever shows as expires_at (Ollama shows a far date too)
+
+
+def stamp_of(moment: float) -> str:
+    return datetime.fromtimestamp(moment, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 @router.post("/api/show")
@@ -136,10 +152,15 @@ async def show(body: OllamaShowRequest, runtime: RuntimeDep):
             "capabilities": capabilities, "modified_at": info["modified_at"]}
 
 
-async def checked(runtime: Runtime, body: OllamaGenerating) -> tuple[LoadedModel | RemoteModel, SamplingParams, bool]:
-    """The model the request names, and its sampling values (options and format), with
-    everything this server cannot honour refused before anything is queued."""
-    model = await target(runtime, body.model)
+async def checked(runtime: Runtime, body: OllamaGenerating,
+                  request: Request) -> tuple[LoadedModel | RemoteModel, SamplingParams, bool]:
+    """The model the request names (loaded now if it may be), and its sampling values
+    (options and format), with everything this server cannot honour refused before
+    anything is queued; the request's keep_alive is recorded for the model."""
+    keep = keep_alive_seconds(body.keep_alive)
+    model = await target(runtime, body.model, request)
+    if keep is not None and isinstance(model, LoadedModel):
+        runtime.resident.keep_alive(model.name, keep)
     # The format's compile (a grammar) is CPU work: off the event loop (as on /v1).
     params, explicit = await run_in_threadpool(checked_values, body)
     return model, params, explicit
@@ -153,9 +174,9 @@ def checked_values(body: OllamaGenerating) -> tuple[SamplingParams, bool]:
 
 @router.post("/api/generate")
 async def generate(body: OllamaGenerateRequest, request: Request, runtime: RuntimeDep):
-    model, params, explicit = await checked(runtime, body)
-    if not body.prompt:  # Ollama: an empty prompt only loads the model
-        return loaded_reply(body.model, chat=False)
+    model, params, explicit = await checked(runtime, body, request)
+    if not body.prompt:  # Ollama: an empty prompt only loads the model (or, with keep_alive 0, unloads it)
+        return await loaded_reply(runtime, body, chat=False)
     images = await run_in_threadpool(ollama_images, body.images, "images")  # decoded and checked: CPU work
     require_vision(model, len(images), capabilities_of(model))
     if body.raw:  # the prompt as it is, no template (Ollama's raw mode)
@@ -174,9 +195,9 @@ async def generate(body: OllamaGenerateRequest, request: Request, runtime: Runti
 
 @router.post("/api/chat")
 async def chat(body: OllamaChatRequest, request: Request, runtime: RuntimeDep):
-    model, params, explicit = await checked(runtime, body)
-    if not body.messages:  # Ollama: no messages only loads the model
-        return loaded_reply(body.model, chat=True)
+    model, params, explicit = await checked(runtime, body, request)
+    if not body.messages:  # Ollama: no messages only loads the model (or, with keep_alive 0, unloads it)
+        return await loaded_reply(runtime, body, chat=True)
     messages = await run_in_threadpool(ollama_messages, body)
     require_vision(model, sum(len(m.get("images", ())) for m in messages), capabilities_of(model))
     if body.tools or any(m["role"] == "tool" or m.get("tool_calls") for m in messages):
@@ -215,7 +236,7 @@ async def embed(body: OllamaEmbedRequest, request: Request, runtime: RuntimeDep)
     inputs = [text for text in inputs if text]
     params, _ = ollama_sampling(body.options)
     if not inputs:  # Ollama: nothing to embed only loads the model
-        await target(runtime, body.model)
+        await target(runtime, body.model, request)
         return {"model": body.model, "embeddings": []}
     vectors, tokens = await embed_inputs(runtime, request, body.model, inputs, truncate=body.truncate,
                                          context=params.truncation_length or None)
@@ -229,7 +250,7 @@ async def embeddings_legacy(body: OllamaEmbeddingsRequest, request: Request, run
     """Ollama's older route: one prompt, and (as Ollama's) the vector not normalised."""
     ollama_sampling(body.options)
     if not body.prompt:
-        await target(runtime, body.model)
+        await target(runtime, body.model, request)
         return {"embedding": []}
     vectors, _ = await embed_inputs(runtime, request, body.model, [body.prompt], truncate=True, param="prompt")
     return {"embedding": vectors[0].tolist()}
@@ -397,8 +418,11 @@ def final(stats, started: float) -> dict[str, Any]:
             "eval_count": stats.new_tokens, "eval_duration": int(stats.seconds * 1e9)}
 
 
-def loaded_reply(name: str, chat: bool) -> dict[str, Any]:
-    return {**piece(name, "", chat), "done_reason": "load"}
+async def loaded_reply(runtime: Runtime, body: OllamaGenerating, chat: bool) -> dict[str, Any]:
+    if keep_alive_seconds(body.keep_alive) == 0:
+        await run_in_threadpool(runtime.resident.unload, body.model)
+        return {**piece(body.model, "", chat), "done_reason": "unload"}
+    return {**piece(body.model, "", chat), "done_reason": "load"}
 
 
 def now() -> str:
@@ -411,16 +435,22 @@ def nanoseconds(started: float) -> int:
 
 # -- model listings -----------------------------------------------------------------------
 
-def entry(runtime: Runtime, name: str) -> dict[str, Any]:
-    """A model as /api/tags lists it.  `digest` identifies the files' version (name,
-    size and time), not their contents: hashing gigabytes per listing would be absurd."""
-    loaded = runtime.models.current
+def entry(runtime: Runtime, name: str, loaded: LoadedModel | None = None) -> dict[str, Any]:
+    """A model as /api/tags lists it (`loaded`: the resident model of that name, if not
+    the Runtime's own).  `digest` identifies the files' version (name, size and time),
+    not their contents: hashing gigabytes per listing would be absurd."""
+    loaded = loaded or runtime.models.current
     if loaded is not None and loaded.name == name:
         size, modified = folder_size(loaded.folder)
         details = {"parent_model": "", "format": "gguf" if loaded.loader == "llama.cpp" else "safetensors",
                    "family": family_of(loaded), "families": [family_of(loaded)],
                    "parameter_size": parameter_size(loaded.parameters),
                    "quantization_level": loaded.options.summary() or loaded.dtype}
+    elif name in (listed := runtime.models.available()):  # on disk, loaded when a request names it
+        size, modified = folder_size(listed[name])
+        kind = runtime.models.registry.for_folder(listed[name]).name
+        details = {"parent_model": "", "format": "gguf" if kind == "llama.cpp" else "safetensors", "family": "",
+                   "families": [], "parameter_size": "", "quantization_level": ""}
     else:  # a remote engine's model: nothing here to measure
         size, modified = 0, 0.0
         details = {"parent_model": "", "format": "remote", "family": "", "families": [], "parameter_size": "",

@@ -12,6 +12,7 @@ accepted and ignored: on this server the command-line flags decide those.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, StrictInt, model_validator
@@ -143,7 +144,7 @@ class OllamaGenerating(OllamaBase):
     stream: bool = True  # Ollama streams unless told not to
     format: Any = None
     options: dict[str, Any] | None = None
-    keep_alive: float | str | None = None  # models stay loaded here until an admin unloads them
+    keep_alive: float | str | None = None  # how long the model stays after the reply (keep_alive_seconds)
     # true/false, or gpt-oss's effort: "low", "medium", "high" (None: the template's default)
     think: bool | Literal["low", "medium", "high"] | None = None
     logprobs: bool | None = None
@@ -229,3 +230,31 @@ class OllamaEmbeddingsRequest(OllamaBase):
 
 class OllamaShowRequest(OllamaBase):
     verbose: bool = False
+
+
+_DURATION = re.compile(r"(-?\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def keep_alive_seconds(value: float | str | None) -> float | None:
+    """Ollama's keep_alive in seconds: a number of seconds, or a Go duration ("5m",
+    "1h30m", "-1"); None when not sent.  Negative: keep the model until it is unloaded."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value != value or abs(value) > 1e12:  # NaN or absurd
+            raise APIError(400, "keep_alive: not a usable number of seconds", param="keep_alive")
+        return float(value)
+    text = str(value).strip()
+    if len(text) > 32:
+        raise APIError(400, "keep_alive: too long for a duration", param="keep_alive")
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    sign = -1.0 if text.startswith("-") else 1.0
+    body = text.lstrip("+-")
+    parts = _DURATION.findall(body)
+    if not parts or "".join(number + unit for number, unit in parts) != body:
+        raise APIError(400, f"keep_alive: {text!r} is not a duration (e.g. 5m, 1h30m, 0, -1)", param="keep_alive")
+    return sign * sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)

@@ -109,8 +109,8 @@ class GuardMiddleware:
 
 
 class KeyMiddleware:
-    """API keys: `/v1/internal/` needs the admin key, everything else the API key (when
-    one is set).  POST bodies must be JSON, which a cross-site form cannot send without
+    """API keys: `/v1/internal/` needs the admin key, everything else the API key or the
+    admin key (when one is set).  POST bodies must be JSON, which a cross-site form cannot send without
     a CORS preflight we never grant; the one exception, a file upload (multipart), is
     refused when a browser says another site's page sent it.  A plain ASGI middleware, not Starlette's
     BaseHTTPMiddleware, which would sit between the routes and the client's
@@ -133,7 +133,9 @@ class KeyMiddleware:
                 await _refuse(send, 401, "a valid admin key is required", "authentication_error", "invalid_api_key",
                               scope)
                 return
-        elif self.api_key and not key_matches(presented_key(headers), self.api_key):
+        elif self.api_key and not key_matches(presented_key(headers), self.api_key) and not (
+                # The admin key opens every route: its holder is the owner (whose requests may load models).
+                self.admin_key and key_matches(presented_key(headers), self.admin_key)):
             await _refuse(send, 401, "a valid API key is required", "authentication_error", "invalid_api_key", scope)
             return
         if scope["method"] == "POST" and scope["path"] == UPLOADS and headers.get("content-type", "").startswith(

@@ -7,12 +7,15 @@ does not check what a client sends to an event.
 
 from __future__ import annotations
 
+import time
+
 import gradio as gr
 from pydantic import ValidationError
 
 from webui.chat.templates import MODEL_TEMPLATE
 from webui.hub import DownloadError, DownloadRequest
 from webui.loaders.base import LoadError
+from webui.loaders.gguf_build import status_line
 from webui.loaders.catalog import BUILTIN_SCHEMAS
 from webui.model_manager import ModelBusy, NoModelLoaded
 from webui.model_settings import ModelSettings
@@ -33,7 +36,27 @@ def status_text(runtime: Runtime) -> str:
     # restarted, or that keeps crashing: webui/loaders/gguf_process.py).
     note = getattr(loaded.backend, "status_note", None) if loaded else None
     health = f"\n\n⚠️ {note}" if note else ""
-    return (f"Loaded: **{loaded.describe()}**" if loaded else "No model loaded.") + health + busy
+    build = status_line(runtime.settings.user_data_dir)
+    building = f"\n\n{build}" if build else ""
+    return ((f"Loaded: **{loaded.describe()}**" if loaded else "No model loaded.") + health + busy
+            + resident_text(runtime) + building)
+
+
+def resident_text(runtime: Runtime) -> str:
+    """The models in memory (loaded on demand beside this one: webui/resident.py), each
+    since when and until when it stays unused."""
+    residents = runtime.resident.entries() if runtime.resident is not None else []
+    if len(residents) < 2 and not runtime.settings.loads_on_demand:
+        return ""
+    rows = []
+    for resident in residents:
+        since = time.strftime("%H:%M:%S", time.localtime(resident.since))
+        expires = resident.expires_at(runtime.resident.idle_seconds, runtime.resident.clock)
+        until = f", unloaded if unused until {expires}" if expires else ""
+        rows.append(f"- `{resident.name}`: in memory since {since}{until}")
+    head = ("\n\nIn memory (a request naming another listed model loads it):" if runtime.settings.loads_on_demand
+            else "\n\nIn memory:")
+    return head + ("\n" + "\n".join(rows) if rows else " none")
 
 
 def choice_from(controls: OptionControls, values, context, template) -> ModelSettings:
