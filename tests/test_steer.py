@@ -284,6 +284,25 @@ def test_the_parameters_tab_steers_the_notebook(app_url):
     assert "Not applied" in status and "control_vectors" in status
 
 
+def test_the_parameters_tabs_picker_adds_a_vectors_line_and_applies_it(app_url, demo):
+    from webui.ui.parameters_tab import KINDS, control_values, with_vector
+
+    client = Client(app_url, verbose=False)
+    assert "love" in str(client.predict(api_name="/steer_vectors"))
+    values = control_values(make_params({"max_new_tokens": 12, "do_sample": False}))
+    box = values[list(KINDS).index("control_vectors")]
+    note, text = client.predict(box, "love", 2.5, "1-3", *values, api_name="/steer_add")
+    assert text == "love: 2.5 @ 1-3" and "Not applied" not in note
+    used = demo.remembered().control_vectors  # applied: the values in use, saved as the last used
+    assert [(u.name, u.strength, tuple(u.layers)) for u in used] == [("love", 2.5, (1, 3))]
+    # Picking it again replaces its line; another vector's line is kept.
+    assert with_vector("calm: 1\nlove: 2.5 @ 1-3", "love", -1.0, "") == "calm: 1\nlove: -1"
+    note, _ = client.predict(box, "love", 1.0, "three", *values, api_name="/steer_add")
+    assert "Not applied" in note and "layers" in note
+    note, _ = client.predict(box, "", 1.0, "", *values, api_name="/steer_add")
+    assert "Not applied" in note and "vector" in note
+
+
 def test_the_steer_tab_trains_shows_progress_lists_and_checks(demo, app_url):
     try:
         client = Client(app_url, verbose=False)

@@ -55,7 +55,7 @@ PER_USER = frozenset({
     # notebook, the user's own sampling values, and reading shared things
     "notebook_generate", "notebook_count_tokens", "notebook_stop", "notebook_save",
     "notebook_stopped_save", "set_params", "load_preset",
-    "params_restore", "preset_mark",
+    "params_restore", "preset_mark", "steer_vectors", "steer_add",
     "default_generate", "default_count_tokens", "default_stop",
     # the token views (webui/ui/token_view.py): the user's own reply and text
     "notebook_next_token", "notebook_next_view", "notebook_probs_show", "notebook_probs_view",

@@ -6,6 +6,8 @@ change is validated by SamplingParams and remembered in settings.yaml.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import re
 from typing import Any
 
@@ -211,8 +213,52 @@ def make_control(name: str, kind: str, step, value: Any):
     return gr.Textbox(value=shown, label=name, info=info + hint, lines=lines, max_lines=30 if kind == "grammar" else None)
 
 
-def build_controls(defaults: SamplingParams) -> dict[str, Any]:
+@dataclass
+class VectorPicker:
+    """Beside the Steering box: pick a saved vector, a strength and layers, and Add writes
+    its line into the box (the box stays the one control of `control_vectors`)."""
+
+    vector: gr.Dropdown
+    strength: gr.Slider
+    layers: gr.Textbox
+    add: gr.Button
+
+
+def vector_picker() -> VectorPicker:
+    with gr.Row():
+        vector = gr.Dropdown([], value=None, label="vector", allow_custom_value=True, scale=2,
+                             elem_id="steer-pick")
+        strength = gr.Slider(-4.0, 4.0, value=1.0, step=0.1, label="strength", scale=2, elem_id="steer-strength")
+    with gr.Row():
+        layers = gr.Textbox("", label="layers", placeholder="all, or first-last (e.g. 2-6)", scale=2,
+                            elem_id="steer-layers")
+        add = gr.Button("Add to Steering", scale=1, elem_id="steer-add")
+    return VectorPicker(vector, strength, layers, add)
+
+
+def with_vector(box: str, vector: str, strength: float, layers: str) -> str:
+    """The Steering box's text with `vector`'s line added, or replaced where it is already
+    there (ParamsError naming the control that is wrong)."""
+    if not vector:
+        raise ParamsError("vector: choose a control vector first (the Steer tab makes one)", param="control_vectors")
+    span = (layers or "").strip()
+    if span and not re.fullmatch(r"\d+\s*-\s*\d+", span):
+        raise ParamsError("layers: leave empty for all layers, or write first-last, e.g. 2-6", param="control_vectors")
+    use: dict[str, Any] = {"name": vector, "strength": round(float(strength), 3)}
+    if span:
+        first, last = (int(part) for part in span.split("-"))
+        use["layers"] = [first, last]
+    def names_it(line: str) -> bool:
+        match = _VECTOR_LINE.fullmatch(line.strip())
+        return match is not None and match["name"].strip() == vector
+
+    kept = [line for line in (box or "").splitlines() if line.strip() and not names_it(line)]
+    return "\n".join([*kept, vector_line(use)])
+
+
+def build_controls(defaults: SamplingParams) -> tuple[dict[str, Any], VectorPicker | None]:
     controls = {}
+    picker = None
     for title, fields in GROUPS:
         with gr.Accordion(title, open=title == "Length and randomness"):
             with gr.Row(equal_height=False):
@@ -221,7 +267,9 @@ def build_controls(defaults: SamplingParams) -> dict[str, Any]:
                     with gr.Column():
                         for name, kind, step in column:
                             controls[name] = make_control(name, kind, step, getattr(defaults, name))
-    return controls
+                            if kind == "vectors":
+                                picker = vector_picker()
+    return controls, picker
 
 
 KINDS = {name: kind for _, fields in GROUPS for name, kind, _ in fields}
@@ -265,7 +313,7 @@ def render(runtime: Runtime, shared: Shared, tab: gr.Tab) -> None:
         neutral = gr.Button("Neutralize samplers", scale=1)
     status = gr.Markdown(elem_id="params-status")
     support = gr.Markdown(elem_id="params-ignored")
-    controls = build_controls(runtime.default_params)
+    controls, picker = build_controls(runtime.default_params)
     shared.controls = list(controls.values())
     outputs = [shared.params, status, *shared.controls]
 
@@ -355,8 +403,34 @@ def render(runtime: Runtime, shared: Shared, tab: gr.Tab) -> None:
         update, [shared.params, *shared.controls], [shared.params, status], api_name="set_params",
     )
     changed.failure(restore, shared.params, shared.controls, api_name="params_restore", show_progress="hidden")
+    if picker is not None:
+        wire_vector_picker(runtime, picker, controls["control_vectors"], update, shared, status)
     # Whatever set the values (a control, a preset, Neutralize, a model's defaults): is the
     # preset still what is in use?
     shared.params.change(preset_mark, [preset, shared.params], preset, api_name="preset_mark",
                          show_progress="hidden")
 
+
+
+def wire_vector_picker(runtime: Runtime, picker: VectorPicker, box: gr.Textbox, update, shared: Shared,
+                       status: gr.Markdown) -> None:
+    """The saved vectors listed when the picker is opened; Add writes the line into the
+    Steering box and applies the values as leaving the box would."""
+    vectors = runtime.steer.library if runtime.steer is not None else None
+
+    def listed():
+        return gr.Dropdown(choices=vectors.names() if vectors is not None else [])
+
+    def add(request: gr.Request, current: dict, text: str, vector: str, strength: float, layers: str, *values):
+        try:
+            text = with_vector(text, vector, strength, layers)
+        except ParamsError as exc:
+            gr.Warning(str(exc))
+            return current, f"**Not applied:** {exc}", gr.update()
+        values = [text if control is box else value for control, value in zip(shared.controls, values, strict=True)]
+        params, note = update(request, current, *values)
+        return params, note, text
+
+    picker.vector.focus(listed, None, picker.vector, api_name="steer_vectors", show_progress="hidden")
+    picker.add.click(add, [shared.params, box, picker.vector, picker.strength, picker.layers, *shared.controls],
+                     [shared.params, status, box], api_name="steer_add")
