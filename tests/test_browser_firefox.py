@@ -45,7 +45,8 @@ def test_firefox_enter_sends_and_the_reply_grows_in_the_chat(firefox, app_url, r
 
     stats = "document.querySelector('#chat-stats').innerText"
     bot_text = "[...document.querySelectorAll('#chatbot [data-testid=user]')].map(e => e.innerText)"
-    assert wait_until(lambda: "tokens/s" in firefox.evaluate(stats), timeout=90)
+    assert wait_until(lambda: "tokens/s" in firefox.evaluate(stats), timeout=90), (
+        f"no reply's stats: {firefox.evaluate(stats)!r}; chat: {firefox.evaluate(bot_text)!r}")
     growing = sorted({n for n in firefox.evaluate("window.__lengths") if n})
     assert len(growing) >= 2, f"the reply should appear piece by piece in the chat, saw lengths {growing}"
     # Emptied by Send's first update; Firefox may apply it after later ones have landed.

@@ -114,6 +114,19 @@ class SetupColumn:
     tool_note: gr.Markdown
 
 
+# Send empties the message box in the page itself, once Gradio has read its value: the
+# reply's first update empties it too, but Firefox was seen (in CI, after an unrelated
+# error elsewhere in the app) to keep the sent text in the box.  A message that could not
+# be sent is put back by the event's last update (ChatTab.write_reply), which comes after.
+EMPTY_ON_SEND = """(...args) => {
+  setTimeout(() => {
+    const box = document.querySelector('#chat-input textarea');
+    if (box && box.value) { box.value = ''; box.dispatchEvent(new Event('input', {bubbles: true})); }
+  }, 0);
+  return args;
+}"""
+
+
 # -- layout ------------------------------------------------------------------------------------
 def sidebar() -> Sidebar:
     new_chat = gr.Button("New chat", elem_id="chat-new")
@@ -723,9 +736,10 @@ class ChatTab:
         outputs = [self.chat_id, col.chatbot, col.live, col.stats, col.message, self.side.chats, col.branch,
                    col.picked, col.times, col.probs.shown, col.approval, col.approval_note]
         events = [
-            col.send.click(on_send, [col.message, *reply_inputs], outputs, api_name="chat_send", **MODEL_GROUP),
+            col.send.click(on_send, [col.message, *reply_inputs], outputs, api_name="chat_send", js=EMPTY_ON_SEND,
+                           **MODEL_GROUP),
             col.message.submit(on_send, [col.message, *reply_inputs], outputs, api_name="chat_submit",
-                               **MODEL_GROUP),
+                               js=EMPTY_ON_SEND, **MODEL_GROUP),
             col.regenerate.click(on_action("regenerate"), reply_inputs, outputs, api_name="chat_regenerate",
                                  **MODEL_GROUP),
             col.extend.click(on_action("continue"), reply_inputs, outputs, api_name="chat_continue", **MODEL_GROUP),

@@ -54,12 +54,16 @@ def render() -> GroupPanel:
     return GroupPanel(members, muted, order, next_one, speak, start, note)
 
 
-def view(panel: GroupPanel, space: UserSpace, conversation) -> dict:
-    """The panel for `conversation`: its group, or the user's characters to start one with."""
+def view(panel: GroupPanel, space: UserSpace, conversation, fresh: bool = False) -> dict:
+    """The panel for `conversation`: its group, or the user's characters to start one with.
+    For a chat of one character the members picked so far are left as they are (`fresh`:
+    emptied, as after a group was started): this view follows every change of the chat,
+    and may come after the user's next picks, which it must not undo.  The chat's own
+    character may stay among them; Start counts it once."""
     cast = conversation.group
     if cast is None:
-        others = [n for n in space.characters.names() if n != conversation.character]
-        return {panel.members: gr.update(choices=others, value=[]), panel.muted: gr.update(choices=[], value=[]),
+        picks = gr.update(choices=space.characters.names(), **({"value": []} if fresh else {}))
+        return {panel.members: picks, panel.muted: gr.update(choices=[], value=[]),
                 panel.order: "natural", panel.next_one: gr.update(choices=[BY_ORDER], value=BY_ORDER),
                 panel.note: f"A chat with {conversation.character} alone."}
     names = list(dict.fromkeys([*cast.members, *space.characters.names()]))
@@ -124,7 +128,8 @@ def wire(tab, panel: GroupPanel) -> None:
         return run, shown
 
     # The same private views as the chat's marks: a refused name is the chat's events' to report.
-    chatbot.change(on_chat, [chat_id, character], outputs, api_name="chat_group_view", show_progress="hidden",
+    chatbot.change(on_chat, [chat_id, character], outputs, api_name="chat_group_view",
+                   show_progress="hidden",
                    trigger_mode="always_last", api_visibility="private")
     panel.start.click(on_start, [character, panel.members, panel.order], [*tab.view_outputs, *outputs],
                       api_name="chat_group_start")
