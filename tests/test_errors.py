@@ -76,8 +76,11 @@ def test_each_api_reads_its_own_runtime(runtime):
 
     from webui.model_manager import ModelManager
 
+    # Another runtime with nothing loaded and none to load (load on demand would list the
+    # folder's models as loadable: README, "Models on demand").
     empty = dataclasses.replace(runtime, models=ModelManager(runtime.models.model_dir, runtime.models.registry,
-                                                             runtime.models.options))
+                                                             runtime.models.options),
+                                settings=runtime.settings.model_copy(update={"load_on_demand": False}), resident=None)
     ours = TestClient(build_api(runtime), base_url="http://127.0.0.1")
     theirs = TestClient(build_api(empty), base_url="http://127.0.0.1")
     headers = {"x-api-key": API_KEY}

@@ -32,6 +32,18 @@ def cast(runtime):
         library.delete(name)
 
 
+@pytest.fixture(autouse=True)
+def default_persona(runtime):
+    """The user speaks as the default persona ("You"), whatever an earlier test saved;
+    that persona is put back afterwards."""
+    persona = runtime.users.get(None).root / "persona.yaml"
+    before = persona.read_bytes() if persona.is_file() else None
+    persona.unlink(missing_ok=True)
+    yield
+    if before is not None:
+        persona.write_bytes(before)
+
+
 @pytest.fixture()
 def prompts(monkeypatch):
     """The prompt text each request handed to the model (the engine's own tokenization)."""

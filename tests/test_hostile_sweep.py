@@ -111,11 +111,14 @@ def test_ui_name_parameters_refuse_hostile_names(app_url, runtime, models_root):
     # Saving under a plain name (e.g. a preset or character called "x.py") may create
     # a file, but only inside user data and only with an allowlisted suffix.
     user_data = runtime.settings.user_data_dir
-    allowed = {str(user_data / d) for d in ("presets", "characters", "chats", "documents", "documents/files")}
+    allowed = {str(user_data / d) for d in ("presets", "characters", "chats", "documents", "documents/files",
+                                            "control-vectors", "lorebooks")}
     # The documents store (a library made under a plain name): one SQLite file and its journal.
     stores = (".yaml", ".json", ".png", "index.sqlite", "index.sqlite-wal", "index.sqlite-shm")
     created = {p for p in after - before if p not in allowed and not (
-        p.startswith(f"{user_data}/") and p.endswith(stores) and "/." not in p)}
+        p.startswith(f"{user_data}/") and p.endswith(stores) and "/." not in p) and not (
+        # A control vector trained under a plain name (the Steer tab): NAME.gguf in its folder.
+        p.startswith(f"{user_data}/control-vectors/") and p.endswith(".gguf") and "/." not in p)}
     assert created == set() and before - after == set()
     assert runtime.models.current.name == TINY
     assert client.predict(api_name="/model_list") is not None  # still serving

@@ -92,6 +92,8 @@ def wire(tab, panel: GroupPanel) -> None:
 
     def on_start(who, members, order, request: gr.Request):
         space = tab.space(request)
+        if isinstance(members, str):  # one name, as an API client may send it
+            members = [members]
         try:
             for name in [who, *(members or [])]:
                 space.characters.load(name)  # each name must be one of the user's characters
@@ -114,11 +116,14 @@ def wire(tab, panel: GroupPanel) -> None:
             space = tab.space(request)
             try:
                 conversation = actions.open_chat(space, current, who)
+                # Names are the user's characters', checked before anything else is done.
+                if what["field"] in ("members", "muted"):
+                    for name in [value] if isinstance(value, str) else value or []:
+                        space.characters.load(name)
+                elif what["field"] == "next_one" and value != BY_ORDER:
+                    space.characters.load(value)
                 if conversation.group is None:  # choices for "Start a group chat", kept in the panel
                     return dict.fromkeys(shown, gr.skip())
-                if what["members"]:
-                    for name in value or []:
-                        space.characters.load(name)
                 group.change(conversation, **{what["field"]: value})
                 space.chats.save(conversation)
             except (AppError, ValueError) as exc:
@@ -136,7 +141,7 @@ def wire(tab, panel: GroupPanel) -> None:
     # .input: the user's own changes only, not the panel being shown for another chat.
     for control, field in ((panel.members, "members"), (panel.muted, "muted"), (panel.order, "order"),
                            (panel.next_one, "next_one")):
-        run, shown = changed(field=field, control=control, members=field == "members")
+        run, shown = changed(field=field, control=control)
         control.input(run, [chat_id, character, control], shown, api_name=f"chat_group_{field.split('_')[0]}",
                       show_progress="hidden")
 
@@ -149,7 +154,10 @@ def wire_speak(tab, reply, inputs: list, outputs: list, queue: dict):
     def choose(current, who, chosen, request: gr.Request):
         space = tab.space(request)
         try:
-            conversation = actions.open_chat(space, current, who)
+            conversation = actions.open_chat(space, current, who)  # checks the character's name
+            if chosen == BY_ORDER:
+                raise ChatError("choose a member under 'Who speaks next' first")
+            space.characters.load(chosen)  # one of the user's characters, checked before it is used
             if conversation.group is None:
                 raise ChatError("this chat is not a group chat: start one first (Group chat ▸ Start a group chat)")
             if chosen not in conversation.group.members:

@@ -422,6 +422,13 @@ def wire_vector_picker(runtime: Runtime, picker: VectorPicker, box: gr.Textbox, 
         return gr.Dropdown(choices=vectors.names() if vectors is not None else [])
 
     def add(request: gr.Request, current: dict, text: str, vector: str, strength: float, layers: str, *values):
+        if vector:  # a saved vector's name, checked before anything is written
+            try:
+                if vectors is None:
+                    raise NameRefused("control vectors are not available here")
+                vectors.path(vector)
+            except NameRefused as exc:
+                raise gr.Error(str(exc)) from exc
         try:
             text = with_vector(text, vector, strength, layers)
         except ParamsError as exc:
