@@ -103,6 +103,22 @@ def last_used_values_put_back(request):
         settings_file.write_bytes(before)
 
 
+@pytest.fixture()
+def prompts(monkeypatch):
+    """The prompt text each request handed to the model (the engine's own tokenization)."""
+    import webui.generation.engine as engine_module
+
+    seen: list[str] = []
+    real = engine_module.prompt_ids
+
+    def spy(tokenizer, text):
+        seen.append(text)
+        return real(tokenizer, text)
+
+    monkeypatch.setattr(engine_module, "prompt_ids", spy)
+    return seen
+
+
 @pytest.fixture(scope="session")
 def engine(runtime):
     return runtime.engine

@@ -11,7 +11,6 @@ import openai
 import pytest
 from gradio_client import Client
 
-import webui.generation.engine as engine_module
 from tests.conftest import API_KEY, TINY
 
 WREN = {
@@ -31,19 +30,6 @@ def wren(runtime):
     path.write_text(json.dumps(WREN))
     yield path
     path.unlink(missing_ok=True)
-
-
-@pytest.fixture()
-def prompts(monkeypatch):
-    seen: list[str] = []
-    real = engine_module.prompt_ids
-
-    def spy(tokenizer, text):
-        seen.append(text)
-        return real(tokenizer, text)
-
-    monkeypatch.setattr(engine_module, "prompt_ids", spy)
-    return seen
 
 
 @pytest.fixture()

@@ -9,7 +9,6 @@ import random
 import pytest
 from gradio_client import Client
 
-import webui.generation.engine as engine_module
 from webui.chat import group
 from webui.chat.characters import Character
 from webui.chat.history import ChatError, ChatGroup, Conversation
@@ -42,20 +41,6 @@ def default_persona(runtime):
     yield
     if before is not None:
         persona.write_bytes(before)
-
-
-@pytest.fixture()
-def prompts(monkeypatch):
-    """The prompt text each request handed to the model (the engine's own tokenization)."""
-    seen: list[str] = []
-    real = engine_module.prompt_ids
-
-    def spy(tokenizer, text):
-        seen.append(text)
-        return real(tokenizer, text)
-
-    monkeypatch.setattr(engine_module, "prompt_ids", spy)
-    return seen
 
 
 @pytest.fixture()

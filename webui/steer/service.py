@@ -27,7 +27,7 @@ from webui.steer.library import SUFFIX, VectorLibrary
 from webui.steer.train import Pairs, SteerTrainingError, Stopped, train_vector
 from webui.training.datasets import read_text
 from webui.training.perplexity import perplexity
-from webui.training.progress import Progress, Snapshot
+from webui.training.progress import BackgroundJob, Progress, Snapshot
 from webui.training.service import SAMPLE_FILE
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class Check:
                 f"**{self.steered:.3f}** with {self.vector} at {self.strength:g} ({change:+.1f}%)")
 
 
-class SteerService:
+class SteerService(BackgroundJob):
     def __init__(self, models: ModelManager, library: VectorLibrary):
         self.models = models
         self.library = library
@@ -92,19 +92,7 @@ class SteerService:
             return self._progress.snapshot()
 
     def stop(self) -> str:
-        if self._thread is None or not self._thread.is_alive():
-            return "No control vector is being trained."
-        self._stop.set()
-        return "Stopping after this prompt; nothing is saved."
-
-    def status(self) -> Snapshot:
-        return self._progress.snapshot()
-
-    def wait(self, timeout: float | None = None) -> Snapshot:
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-        return self.status()
+        return self._request_stop("No control vector is being trained.", "Stopping after this prompt; nothing is saved.")
 
     def _run(self, path: Path, pairs: Pairs, model: str, progress: Progress) -> None:
         try:

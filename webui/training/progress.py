@@ -105,3 +105,29 @@ class Progress:
             rate = self._tokens / elapsed if elapsed > 0 else 0.0
             return Snapshot(self.name, self._state, self._step, self._max_steps, self._first_step,
                             tuple(self._losses), rate, eta, self._message)
+
+
+class BackgroundJob:
+    """A job on a thread of its own whose progress any thread may read (LoRA training,
+    webui/training/service.py; control-vector training, webui/steer/service.py).  The
+    subclass sets `_thread`, `_progress` and `_stop`."""
+
+    _thread: threading.Thread | None
+    _progress: Progress
+    _stop: threading.Event
+
+    def _request_stop(self, idle: str, stopping: str) -> str:
+        """Ask the running job to stop; `idle` or `stopping` is what to tell the user."""
+        if self._thread is None or not self._thread.is_alive():
+            return idle
+        self._stop.set()
+        return stopping
+
+    def status(self) -> Snapshot:
+        return self._progress.snapshot()
+
+    def wait(self, timeout: float | None = None) -> Snapshot:
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return self.status()

@@ -27,7 +27,7 @@ from webui.storage import atomic_write_text
 from webui.training.datasets import DatasetError, Example, build_examples, read_text
 from webui.training.folders import TrainingFolders
 from webui.training.perplexity import Result, ResultsError, ResultsTable, perplexity, today
-from webui.training.progress import Progress, Snapshot
+from webui.training.progress import BackgroundJob, Progress, Snapshot
 from webui.training.settings import TrainingSettings
 from webui.training.trainer import SETTINGS_FILE, last_checkpoint, train
 
@@ -49,7 +49,7 @@ class Plan:
     resume_from: int  # the checkpoint step, 0 for a fresh run
 
 
-class TrainingService:
+class TrainingService(BackgroundJob):
     def __init__(self, models: ModelManager, user_data: Path):
         self.models = models
         self.folders = TrainingFolders(user_data)
@@ -159,19 +159,7 @@ class TrainingService:
         return self.start(self.saved_settings(name), resume=True)
 
     def stop(self) -> str:
-        if self._thread is None or not self._thread.is_alive():
-            return "No training is running."
-        self._stop.set()
-        return "Stopping: a checkpoint is saved at the end of this step."
-
-    def status(self) -> Snapshot:
-        return self._progress.snapshot()
-
-    def wait(self, timeout: float | None = None) -> Snapshot:
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-        return self.status()
+        return self._request_stop("No training is running.", "Stopping: a checkpoint is saved at the end of this step.")
 
     def _run(self, plan: Plan, progress: Progress, resume: bool) -> None:
         settings = plan.settings
